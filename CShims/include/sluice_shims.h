@@ -1,0 +1,49 @@
+/*
+ * Sluice C shims: the one place C lives. DPDK, intel-ipsec-mb, libsodium and
+ * libnuma are included here; one-line forwarders for the hot path are
+ * `static inline` and always inlined into Swift (every Swift target that
+ * imports this module passes the same -march flag). Every symbol carries the
+ * `sl_` prefix. Layout that other cores read or that must be cache-aligned is
+ * defined here, not in Swift.
+ */
+#ifndef SLUICE_SHIMS_H
+#define SLUICE_SHIMS_H
+
+#define ALLOW_EXPERIMENTAL_API 1
+#include <rte_config.h>
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <errno.h>
+
+#include <rte_common.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_launch.h>
+#include <rte_cycles.h>
+#include <rte_malloc.h>
+#include <rte_memory.h>
+#include <rte_mempool.h>
+#include <rte_mbuf.h>
+#include <rte_ethdev.h>
+#include <rte_ether.h>
+#include <rte_ring.h>
+#include <rte_eth_ring.h>
+#include <rte_lpm.h>
+#include <rte_lpm6.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_thash.h>
+#include <rte_prefetch.h>
+#include <rte_byteorder.h>
+#include <rte_version.h>
+
+#include <intel-ipsec-mb.h>
+#include <sodium.h>
+#include <numa.h>
+
+#include "sluice_layout.h"
+#include "sluice_inline.h"
+
+#endif

@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+// Sluice: an IPsec ESP security gateway data plane in Swift on DPDK.
+import PackageDescription
+
+// Debian's libdpdk.pc is unreadable by SwiftPM's pkg-config parser (multi-line
+// Description), so the include paths and libraries are named here. The ISA
+// flag must reach clang both in the C target and in every Swift target that
+// imports the shims, or DPDK's inline helpers (rte_memcpy) fail to import.
+let dpdkIncludes = ["-I/usr/include/dpdk", "-I/usr/include/x86_64-linux-gnu/dpdk"]
+let isa = ["-march=corei7", "-mpclmul", "-maes"]
+let shimClangFlags = dpdkIncludes + isa
+let swiftShimFlags: [SwiftSetting] = [.unsafeFlags((dpdkIncludes + isa).flatMap { ["-Xcc", $0] })]
+let dpdkLibs = ["rte_eal", "rte_ethdev", "rte_mbuf", "rte_mempool", "rte_ring", "rte_lpm", "rte_rcu",
+                "rte_hash", "rte_net", "rte_kvargs", "rte_telemetry", "rte_net_ring"]
+
+let package = Package(
+    name: "Sluice",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sluice", targets: ["sluice"]),
+        .executable(name: "sluicectl", targets: ["sluicectl"]),
+        .executable(name: "sluicebench", targets: ["sluicebench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C: DPDK, intel-ipsec-mb, libsodium and libnuma behind prefixed shims.
+        .target(
+            name: "CShims",
+            path: "CShims",
+            sources: ["src"],
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(shimClangFlags + ["-O3"])],
+            linkerSettings: dpdkLibs.map { .linkedLibrary($0) } + [
+                .linkedLibrary("IPSec_MB"), .linkedLibrary("sodium"), .linkedLibrary("numa"),
+            ]
+        ),
+        // Header views, builders, checksums, RSS hashing: no DPDK.
+        .target(name: "Packet", path: "Sources/Packet"),
+        // The command language: lexer, parser, typed commands, errors with positions.
+        .target(name: "Command", dependencies: ["Packet"], path: "Sources/Command"),
+        // EAL, ports, mempools, lcores, RCU, per-core context, the worker loop.
+        .target(name: "Dataplane", dependencies: ["CShims", "Packet"], path: "Sources/Dataplane",
+                swiftSettings: swiftShimFlags),
+        // Configuration state, applying commands to the data plane.
+        .target(name: "Control", dependencies: ["Command", "Dataplane", "CShims", "Packet"], path: "Sources/Control",
+                swiftSettings: swiftShimFlags),
+        .executableTarget(name: "sluice", dependencies: ["Control", "Dataplane", "CShims"], path: "Sources/sluice",
+                          swiftSettings: swiftShimFlags),
+        .executableTarget(name: "sluicectl", dependencies: [
+            "Command", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/sluicectl"),
+        .executableTarget(name: "sluicebench", dependencies: [
+            "Control", "Dataplane", "CShims", "Packet",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Perf/sluicebench", swiftSettings: swiftShimFlags),
+
+        .testTarget(name: "PacketTests", dependencies: ["Packet"], path: "Tests/PacketTests"),
+        .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
+        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet"],
+                    path: "Tests/DataplaneTests", swiftSettings: swiftShimFlags),
+        .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests"),
+    ]
+)

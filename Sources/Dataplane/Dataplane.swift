@@ -1,0 +1,2 @@
+import CShims
+public func dataplaneVersion() -> String { String(cString: rte_version()) }
