@@ -47,6 +47,13 @@ SL_INLINE uint16_t sl_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **
     return rte_eth_tx_burst(port, queue, pkts, n);
 }
 
+/* ---- port configuration constants (function-like macros do not import) ---- */
+SL_INLINE uint64_t sl_rss_hf_wanted(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP | RTE_ETH_RSS_ESP; }
+SL_INLINE uint64_t sl_rss_hf_esp(void) { return RTE_ETH_RSS_ESP; }
+SL_INLINE uint64_t sl_tx_offload_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
+SL_INLINE uint64_t sl_rx_offload_ipv4_cksum(void) { return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM; }
+SL_INLINE uint16_t sl_mbuf_default_buf_size(void) { return RTE_MBUF_DEFAULT_BUF_SIZE; }
+
 /* ---- rings ---- */
 SL_INLINE unsigned sl_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned n) {
     return rte_ring_enqueue_burst(r, objs, n, NULL);
@@ -56,9 +63,25 @@ SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsign
 }
 SL_INLINE unsigned sl_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
 
+/* ---- per-core context accessors (C arrays are tuples in Swift) ---- */
+SL_INLINE uint64_t *sl_worker_drops(sl_worker *w) { return w->counters.drops; }
+SL_INLINE sl_txq *sl_worker_txq(sl_worker *w, uint16_t port) { return &w->tx[port]; }
+SL_INLINE struct rte_mbuf **sl_txq_pkts(sl_txq *q) { return q->pkts; }
+SL_INLINE struct rte_mbuf **sl_worker_rx(sl_worker *w) { return w->rx; }
+SL_INLINE uint32_t *sl_worker_dst4(sl_worker *w) { return w->dst4; }
+SL_INLINE uint8_t *sl_worker_dst6(sl_worker *w) { return &w->dst6[0][0]; }
+SL_INLINE uint64_t *sl_worker_nh4(sl_worker *w) { return w->nh4; }
+SL_INLINE uint64_t *sl_worker_nh6(sl_worker *w) { return w->nh6; }
+SL_INLINE uint8_t *sl_worker_slot4(sl_worker *w) { return w->slot4; }
+SL_INLINE uint8_t *sl_worker_slot6(sl_worker *w) { return w->slot6; }
+SL_INLINE uint16_t *sl_worker_l3off(sl_worker *w) { return w->l3off; }
+SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
+
 /* ---- routing ---- */
-SL_INLINE int sl_lpm4_lookup(const struct rte_lpm *lpm, uint32_t ip, uint32_t *nh) { return rte_lpm_lookup((struct rte_lpm *)lpm, ip, nh); }
-SL_INLINE int sl_lpm6_lookup(const struct rte_lpm6 *lpm, const uint8_t *ip, uint32_t *nh) { return rte_lpm6_lookup(lpm, ip, nh); }
+SL_INLINE void sl_fib4_lookup_bulk(struct rte_fib *f, uint32_t *ips, uint64_t *nh, int n) { rte_fib_lookup_bulk(f, ips, nh, n); }
+SL_INLINE void sl_fib6_lookup_bulk(struct rte_fib6 *f, uint8_t *ips, uint64_t *nh, int n) {
+    rte_fib6_lookup_bulk(f, (uint8_t (*)[RTE_FIB6_IPV6_ADDR_SIZE])ips, nh, n);
+}
 
 /* ---- RCU ---- */
 SL_INLINE void sl_qsbr_quiescent(struct rte_rcu_qsbr *v, unsigned tid) { rte_rcu_qsbr_quiescent(v, tid); }
@@ -70,6 +93,9 @@ SL_INLINE unsigned sl_lcore_id(void) { return rte_lcore_id(); }
 SL_INLINE int sl_socket_id(void) { return (int)rte_socket_id(); }
 
 /* ---- out of line (src/shims.c) ---- */
+void sl_install_stop_signals(void);
+void sl_stdout_line_buffered(void);
+int sl_stop_signal(void);          /* the signal number received, 0 if none */
 const char *sl_strerror(int err);
 int sl_eal_init(int argc, char **argv);
 

@@ -1,4 +1,12 @@
-/* Layout shared between cores, or with C: defined here with explicit alignment. */
+/* Layout shared between cores, or with C: defined here, cache lines explicit.
+ * Swift imports C structs aligned to more than 16 bytes as opaque pointers, so
+ * nothing here carries an alignment attribute: objects are allocated 64-byte
+ * aligned (rte_zmalloc_socket(..., 64, ...)) and padding members plus static
+ * assertions keep each one-writer region on its own cache lines. */
+#define SL_CACHE_LINE 64
+#define SL_ASSERT_LINE(type, member) \
+    _Static_assert(offsetof(type, member) % SL_CACHE_LINE == 0, #type "." #member " starts a cache line")
+#define SL_ASSERT_LINES(type) _Static_assert(sizeof(type) % SL_CACHE_LINE == 0, #type " fills whole cache lines")
 #ifndef SLUICE_LAYOUT_H
 #define SLUICE_LAYOUT_H
 
@@ -17,7 +25,9 @@ typedef struct sl_counters {
     uint64_t rx_bursts;      /* polls that returned at least one packet */
     uint64_t polls;          /* loop iterations */
     uint64_t drops[SL_DROP_REASON_MAX];
-} __rte_cache_aligned sl_counters;
+    uint64_t reserved[2];
+} sl_counters;
+SL_ASSERT_LINES(sl_counters);
 
 /* One TX buffer per (core, port): packets wait here until SL_BURST or the end
  * of the loop iteration. */
@@ -27,10 +37,14 @@ typedef struct sl_txq {
     uint16_t port;
     uint16_t enabled;
     struct rte_mbuf *pkts[SL_TX_BUFFER];
-} __rte_cache_aligned sl_txq;
+    uint8_t reserved[56];
+} sl_txq;
+SL_ASSERT_LINES(sl_txq);
 
-/* A resolved next hop: where a routed packet leaves and with which MACs. */
-enum { SL_NH_FORWARD = 0, SL_NH_NO_NEIGHBOR = 1, SL_NH_LOCAL = 2 };
+/* A resolved next hop: where a routed packet leaves and with which MACs.
+ * Index 0 of every next-hop table is the "no route" entry, returned by the FIB
+ * as its default, so a lookup never needs a miss branch. */
+enum { SL_NH_FORWARD = 0, SL_NH_NO_ROUTE = 1, SL_NH_NO_NEIGHBOR = 2, SL_NH_LOCAL = 3 };
 typedef struct sl_nexthop {
     struct rte_ether_addr dst;
     struct rte_ether_addr src;
@@ -43,8 +57,8 @@ _Static_assert(sizeof(sl_nexthop) == 16, "next hop is 16 bytes");
 /* An immutable forwarding snapshot: built by the control thread, published
  * with one atomic store, freed after an RCU grace period. */
 typedef struct sl_fib {
-    struct rte_lpm *lpm4;
-    struct rte_lpm6 *lpm6;
+    struct rte_fib *fib4;
+    struct rte_fib6 *fib6;
     sl_nexthop *nexthops;
     uint32_t nb_nexthops;
     uint32_t reserved;
@@ -57,8 +71,9 @@ typedef struct sl_shared {
     sl_fib *fib;
     uint64_t generation;
     uint32_t stop;
-    uint32_t reserved;
-} __rte_cache_aligned sl_shared;
+    uint32_t reserved[11];
+} sl_shared;
+SL_ASSERT_LINES(sl_shared);
 
 /* Per-core context: allocated on the worker's NUMA node, one writer. */
 typedef struct sl_worker {
@@ -71,8 +86,21 @@ typedef struct sl_worker {
     sl_shared *shared;
     uint16_t port_ids[SL_MAX_PORTS];
     uint8_t port_roles[SL_MAX_PORTS];
+    uint8_t reserved[64];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
-} __rte_cache_aligned sl_worker;
+    /* Per-burst scratch (struct of arrays), only touched by this core. */
+    struct rte_mbuf *rx[SL_BURST];
+    uint32_t dst4[SL_BURST];
+    uint8_t dst6[SL_BURST][16];
+    uint64_t nh4[SL_BURST];
+    uint64_t nh6[SL_BURST];
+    uint8_t slot4[SL_BURST];   /* burst index of the n-th IPv4 packet */
+    uint8_t slot6[SL_BURST];
+    uint16_t l3off[SL_BURST];
+} sl_worker;
+SL_ASSERT_LINE(sl_worker, counters);
+SL_ASSERT_LINE(sl_worker, tx);
+SL_ASSERT_LINE(sl_worker, rx);
 
 #endif

@@ -3,3 +3,26 @@
 const char *sl_strerror(int err) { return rte_strerror(err); }
 
 int sl_eal_init(int argc, char **argv) { return rte_eal_init(argc, argv); }
+
+#include <signal.h>
+#include <string.h>
+
+static volatile sig_atomic_t sl_stop_signo;
+
+static void sl_on_stop_signal(int signo) { sl_stop_signo = signo; }
+
+void sl_install_stop_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = sl_on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int sl_stop_signal(void) { return sl_stop_signo; }
+
+#include <stdio.h>
+
+void sl_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

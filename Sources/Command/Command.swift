@@ -1,1 +1,71 @@
-// Command module
+// The typed commands of the command language. A `Command` is what one line
+// says; a `LocatedCommand` also remembers where each of its words came from so
+// that `GatewayConfig.apply` can point semantic errors at the right word.
+
+import Packet
+
+/// Which side of the gateway a port faces.
+public enum PortRole: String, Sendable, CaseIterable {
+    /// The private side: cleartext traffic that outbound policy may protect.
+    case protected
+    /// The public side: ESP towards peers, and bypass traffic.
+    case unprotected
+}
+
+/// Where a route sends matching packets.
+public enum RouteTarget: Sendable, Hashable {
+    /// To a next hop, resolved through the neighbor table.
+    case via(IPAddress)
+    /// Directly out of a port (the destination is on-link).
+    case port(UInt16)
+}
+
+/// One parsed command line.
+public enum Command: Sendable, Hashable {
+    /// `port N [role R] [address A/LEN]…`: declares port N or adds to it.
+    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix])
+    /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
+    case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)
+    /// `route add PREFIX via NEXTHOP` or `route add PREFIX port N`.
+    case routeAdd(prefix: IPPrefix, target: RouteTarget)
+    /// `route del PREFIX`.
+    case routeDel(prefix: IPPrefix)
+}
+
+/// A word of a command that errors can point at.
+public enum CommandField: Sendable, Hashable {
+    /// A port number: the N of `port N`, wherever it appears.
+    case port
+    /// The value after `role`.
+    case role
+    /// The n-th address of a command: the address options of `port` in order,
+    /// or the neighbor's IP address (index 0).
+    case address(Int)
+    /// The value after `lladdr`.
+    case mac
+    /// The prefix of a `route` command.
+    case prefix
+    /// The value after `via`.
+    case nexthop
+}
+
+/// A command together with where it, and each of its words, came from.
+public struct LocatedCommand: Sendable, Equatable {
+    public var command: Command
+    /// The location of the command's first word (its verb).
+    public var location: SourceLocation
+    /// Locations of individual words; fields not listed fall back to `location`.
+    public var fieldLocations: [CommandField: SourceLocation]
+
+    public init(_ command: Command, at location: SourceLocation,
+                fieldLocations: [CommandField: SourceLocation] = [:]) {
+        self.command = command
+        self.location = location
+        self.fieldLocations = fieldLocations
+    }
+
+    /// Where the word for `field` is, or the command's own location if unknown.
+    public func location(of field: CommandField) -> SourceLocation {
+        fieldLocations[field] ?? location
+    }
+}

@@ -1,0 +1,156 @@
+// The validated configuration state that commands build up: ports, neighbors
+// and routes. `apply` checks one command against the state and either applies
+// all of it or none of it; the data plane tables are built from this state
+// elsewhere.
+
+import Packet
+
+/// A declared port.
+public struct PortConfig: Sendable, Hashable {
+    public var id: UInt16
+    /// The role a `port` line gave, or nil when none did yet.
+    public var declaredRole: PortRole?
+    /// Interface addresses (host bits kept), in the order they were added.
+    public var addresses: [IPPrefix]
+
+    public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = []) {
+        self.id = id
+        self.declaredRole = declaredRole
+        self.addresses = addresses
+    }
+
+    /// The port's role; `.unprotected` until a `port` line says otherwise.
+    public var role: PortRole { declaredRole ?? .unprotected }
+}
+
+/// A static neighbor entry.
+public struct Neighbor: Sendable, Hashable {
+    public var address: IPAddress
+    public var mac: MACAddress
+    public var port: UInt16
+
+    public init(address: IPAddress, mac: MACAddress, port: UInt16) {
+        self.address = address
+        self.mac = mac
+        self.port = port
+    }
+}
+
+public struct GatewayConfig: Sendable, Equatable {
+    public private(set) var ports: [UInt16: PortConfig] = [:]
+    public private(set) var neighbors: [IPAddress: Neighbor] = [:]
+    /// Keyed by network prefix (route prefixes never have host bits set).
+    public private(set) var routes: [IPPrefix: RouteTarget] = [:]
+    /// Which port each interface address is on; derived from `ports`.
+    private var addressOwners: [IPAddress: UInt16] = [:]
+
+    public init() {}
+
+    /// Parses `text` and applies every command in line order, stopping at the
+    /// first syntax or semantic error.
+    public static func load(text: String, name: String) throws(CommandError) -> GatewayConfig {
+        var config = GatewayConfig()
+        for (index, line) in Lexer.lines(text).enumerated() {
+            let location = SourceLocation(file: name, line: index + 1, column: 1)
+            if let command = try CommandParser.parseLine(line, location: location) {
+                try config.apply(command)
+            }
+        }
+        return config
+    }
+
+    /// Applies one command. All or nothing: every check runs before the first
+    /// change, so on error `self` is unchanged.
+    public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
+        switch c.command {
+        case let .port(id, role, addresses):
+            try applyPort(id: id, role: role, addresses: addresses, c)
+        case let .neighbor(address, mac, port):
+            try applyNeighbor(Neighbor(address: address, mac: mac, port: port), c)
+        case let .routeAdd(prefix, target):
+            try applyRouteAdd(prefix: prefix, target: target, c)
+        case let .routeDel(prefix):
+            try checkRoutePrefix(prefix, c)
+            guard routes[prefix] != nil else {
+                throw CommandError("no route \(prefix)", at: c.location(of: .prefix))
+            }
+            routes[prefix] = nil
+        }
+    }
+
+    private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix],
+                                    _ c: LocatedCommand) throws(CommandError) {
+        guard CommandParser.portIDs.contains(id) else {
+            throw CommandError(ValueText.badPort(String(id)), at: c.location(of: .port))
+        }
+        if let role, let declared = ports[id]?.declaredRole, declared != role {
+            throw CommandError("port \(id) already has role \(declared)", at: c.location(of: .role))
+        }
+        var added: Set<IPAddress> = []
+        for (index, prefix) in addresses.enumerated() {
+            let owner = addressOwners[prefix.address] ?? (added.contains(prefix.address) ? id : nil)
+            if let owner {
+                throw CommandError("duplicate address \(prefix.address): already assigned to port \(owner)",
+                                   at: c.location(of: .address(index)))
+            }
+            added.insert(prefix.address)
+        }
+
+        var port = ports[id] ?? PortConfig(id: id)
+        if let role { port.declaredRole = role }
+        port.addresses += addresses
+        ports[id] = port
+        for prefix in addresses { addressOwners[prefix.address] = id }
+    }
+
+    private mutating func applyNeighbor(_ neighbor: Neighbor, _ c: LocatedCommand) throws(CommandError) {
+        try checkPortDeclared(neighbor.port, c)
+        if neighbor.mac.isMulticast {
+            throw CommandError("bad MAC address '\(neighbor.mac)': a neighbor needs a unicast address, not multicast",
+                               at: c.location(of: .mac))
+        }
+        if neighbor.mac.isZero {
+            throw CommandError("bad MAC address '\(neighbor.mac)': a neighbor cannot have the all-zero address",
+                               at: c.location(of: .mac))
+        }
+        if let existing = neighbors[neighbor.address] {
+            throw CommandError("duplicate neighbor \(neighbor.address): already on port \(existing.port) "
+                               + "with lladdr \(existing.mac)", at: c.location(of: .address(0)))
+        }
+        neighbors[neighbor.address] = neighbor
+    }
+
+    private mutating func applyRouteAdd(prefix: IPPrefix, target: RouteTarget,
+                                        _ c: LocatedCommand) throws(CommandError) {
+        try checkRoutePrefix(prefix, c)
+        switch target {
+        case .via(let nexthop):
+            if nexthop.isIPv4 != prefix.address.isIPv4 {
+                throw CommandError("nexthop \(nexthop) is \(Self.family(nexthop)) but prefix \(prefix) is "
+                                   + Self.family(prefix.address), at: c.location(of: .nexthop))
+            }
+        case .port(let port):
+            try checkPortDeclared(port, c)
+        }
+        if routes[prefix] != nil {
+            throw CommandError("route \(prefix) already exists; delete it first", at: c.location(of: .prefix))
+        }
+        routes[prefix] = target
+    }
+
+    private func checkPortDeclared(_ port: UInt16, _ c: LocatedCommand) throws(CommandError) {
+        guard ports[port] != nil else {
+            throw CommandError("unknown port \(port): declare it with 'port \(port) ...' first",
+                               at: c.location(of: .port))
+        }
+    }
+
+    /// The parser already refuses host bits; this covers commands built in code.
+    private func checkRoutePrefix(_ prefix: IPPrefix, _ c: LocatedCommand) throws(CommandError) {
+        if prefix.hasHostBits {
+            throw CommandError(ValueText.hostBitsSet(prefix, text: prefix.description), at: c.location(of: .prefix))
+        }
+    }
+
+    private static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
+}

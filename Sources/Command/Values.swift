@@ -1,0 +1,92 @@
+// Turning single words into values: port numbers, addresses, prefixes, MAC
+// addresses. Each reader takes the next word, says what it expected when the
+// word is missing or malformed, and records which field the word fills.
+
+import Packet
+
+enum ValueText {
+    static let addressExample = "such as 192.0.2.1 or 2001:db8::1"
+    static let interfaceExample = "such as 192.0.2.1/24 or 2001:db8::1/64"
+    static let prefixExample = "such as 192.0.2.0/24 or 2001:db8::/32"
+    static let macExample = "such as 02:00:00:00:00:01"
+
+    static func badPort(_ text: some StringProtocol) -> String {
+        let range = CommandParser.portIDs
+        return "bad port '\(text)': expected a number \(range.lowerBound)…\(range.upperBound)"
+    }
+
+    static func hostBitsSet(_ prefix: IPPrefix, text: some StringProtocol) -> String {
+        "bad prefix '\(text)': host bits set (did you mean \(prefix.network)?)"
+    }
+}
+
+extension WordCursor {
+    /// A DPDK port id, `CommandParser.portIDs`.
+    mutating func readPort(field: CommandField = .port) throws(CommandError) -> UInt16 {
+        let word = try next(expecting: "a port number")
+        guard word.text.count <= 5, word.text.allSatisfy({ $0.isASCII && $0.isNumber }),
+              let value = UInt16(word.text), CommandParser.portIDs.contains(value) else {
+            throw error(ValueText.badPort(word.text), at: word)
+        }
+        mark(field, word)
+        return value
+    }
+
+    /// A bare IPv4 or IPv6 address.
+    mutating func readAddress(field: CommandField) throws(CommandError) -> IPAddress {
+        let word = try next(expecting: "an address")
+        guard let address = IPAddress(word.text) else {
+            throw error("bad address '\(word.text)': expected an IPv4 or IPv6 address \(ValueText.addressExample)",
+                        at: word)
+        }
+        mark(field, word)
+        return address
+    }
+
+    /// An interface address with its prefix length, `A/LEN`; host bits are the point.
+    mutating func readInterfaceAddress(field: CommandField) throws(CommandError) -> IPPrefix {
+        let word = try next(expecting: "an address with prefix length")
+        guard word.text.contains("/"), let prefix = IPPrefix(word.text) else {
+            let missingLength = !word.text.contains("/") && IPAddress(word.text) != nil
+            let problem = missingLength ? "missing prefix length; expected" : "expected"
+            throw error("bad address '\(word.text)': \(problem) an IPv4 or IPv6 address with prefix length "
+                        + ValueText.interfaceExample, at: word)
+        }
+        mark(field, word)
+        return prefix
+    }
+
+    /// A route prefix `A/LEN` (or a bare address, a host route) with no host bits set.
+    mutating func readRoutePrefix(field: CommandField = .prefix) throws(CommandError) -> IPPrefix {
+        let word = try next(expecting: "a prefix")
+        guard let prefix = IPPrefix(word.text) else {
+            throw error("bad prefix '\(word.text)': expected an IPv4 or IPv6 prefix \(ValueText.prefixExample)",
+                        at: word)
+        }
+        guard !prefix.hasHostBits else {
+            throw error(ValueText.hostBitsSet(prefix, text: word.text), at: word)
+        }
+        mark(field, word)
+        return prefix
+    }
+
+    /// An Ethernet address, `aa:bb:cc:dd:ee:ff`.
+    mutating func readMAC(field: CommandField = .mac) throws(CommandError) -> MACAddress {
+        let word = try next(expecting: "a MAC address")
+        guard let mac = MACAddress(word.text) else {
+            throw error("bad MAC address '\(word.text)': expected six hex bytes \(ValueText.macExample)", at: word)
+        }
+        mark(field, word)
+        return mac
+    }
+
+    /// `protected` or `unprotected`.
+    mutating func readRole(field: CommandField = .role) throws(CommandError) -> PortRole {
+        let word = try keyword(PortRole.allCases.map(\.rawValue))
+        guard let role = PortRole(rawValue: String(word.text)) else {
+            throw error("bad role '\(word.text)'", at: word)  // keyword() only returns raw values
+        }
+        mark(field, word)
+        return role
+    }
+}

@@ -1,0 +1,54 @@
+import Dataplane
+
+/// The one place counters are formatted as text (the gateway, the benchmark
+/// and later the control socket print the same lines).
+public enum CounterReport {
+    /// `name=value` for every nonzero drop reason, in declaration order.
+    public static func dropDetail(_ drops: [UInt64]) -> String {
+        DropReason.allCases.compactMap { r in drops[r.rawValue] == 0 ? nil : "\(r.name)=\(drops[r.rawValue])" }
+            .joined(separator: " ")
+    }
+
+    public static func portLine(_ setup: PortSetup, _ s: PortStats) -> String {
+        "port \(setup.info.id) name=\(setup.info.name) mac=\(setup.info.mac) rx=\(s.rxPackets) tx=\(s.txPackets) missed=\(s.rxMissed) rx_errors=\(s.rxErrors) tx_errors=\(s.txErrors) rx_nombuf=\(s.rxNoMbuf)"
+    }
+
+    public static func coreLine(_ c: CoreCounters) -> String {
+        let d = dropDetail(c.drops)
+        return "core \(c.lcore) queue=\(c.queue) socket=\(c.socket) rx=\(c.rxPackets) tx=\(c.txPackets) drop=\(c.totalDrops)" + (d.isEmpty ? "" : " " + d)
+    }
+
+    public static func totalLine(_ cores: [CoreCounters]) -> String {
+        let t = cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
+        let d = dropDetail(t.drops)
+        return "total rx=\(t.rxPackets) tx=\(t.txPackets) drop=\(t.totalDrops)" + (d.isEmpty ? "" : " " + d)
+    }
+
+    /// The final block printed at exit: every port, every core, the total.
+    public static func final(_ gateway: Gateway, portStats: [(PortSetup, PortStats)]) -> [String] {
+        let cores = gateway.coreCounters()
+        return portStats.map { "final: " + portLine($0.0, $0.1) }
+            + cores.map { "final: " + coreLine($0) }
+            + ["final: " + totalLine(cores)]
+    }
+}
+
+/// Periodic rate line: cumulative totals plus rates since the previous call.
+public struct RateMeter {
+    private var lastTime: Double
+    private var lastRx: UInt64 = 0
+    private var lastTx: UInt64 = 0
+    public init() { lastTime = monotonicSeconds() }
+
+    public mutating func line(_ cores: [CoreCounters]) -> String {
+        let now = monotonicSeconds()
+        let rx = cores.reduce(0) { $0 &+ $1.rxPackets }
+        let tx = cores.reduce(0) { $0 &+ $1.txPackets }
+        let drop = cores.reduce(0) { $0 &+ $1.totalDrops }
+        let dt = max(now - lastTime, 1e-9)
+        let rxPps = Double(rx &- lastRx) / dt
+        let txPps = Double(tx &- lastTx) / dt
+        lastTime = now; lastRx = rx; lastTx = tx
+        return "stats: rx=\(rx) tx=\(tx) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
+    }
+}

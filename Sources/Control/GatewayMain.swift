@@ -1,0 +1,133 @@
+import CShims
+import Command
+import Dataplane
+import Glibc
+import Packet
+
+/// `sluice [EAL args] -- --config FILE [--stats-interval SECONDS]`
+public enum GatewayMain {
+    public static let usage = """
+    usage: sluice [EAL options] -- --config FILE [--stats-interval SECONDS]
+
+      --config FILE             configuration in the Sluice command language (required)
+      --stats-interval SECONDS  print a stats line every SECONDS (fractions allowed; 0 = never)
+      --help                    this text
+
+    EAL options select ports and lcores, e.g. for virtual ports:
+      sluice --no-huge -m 512 --no-pci --lcores '0@0,1@1' \\
+             --vdev net_pcap0,rx_pcap=in.pcap,tx_pcap=out.pcap --vdev net_null0 -- --config sluice.conf
+    and for NIC ports: sluice -l 0-4 -a 0000:3b:00.0 -a 0000:3b:00.1 -- --config sluice.conf
+    The main lcore runs the control thread; every other lcore is a worker with
+    one RX and one TX queue on every configured port.
+    """
+
+    struct Options {
+        var configPath: String?
+        var statsInterval: Double = 0
+    }
+
+    static func fail(_ message: String, code: Int32 = 1) -> Int32 {
+        writeStandardError("sluice: error: \(message)\n")
+        return code
+    }
+
+    static func parseOptions(_ args: ArraySlice<String>) -> Result<Options, DataplaneError> {
+        var o = Options()
+        var it = args.makeIterator()
+        while let a = it.next() {
+            switch a {
+            case "--config":
+                guard let v = it.next() else { return .failure(DataplaneError("--config needs a file name")) }
+                o.configPath = v
+            case "--stats-interval":
+                guard let v = it.next(), let s = Double(v), s >= 0, s.isFinite else {
+                    return .failure(DataplaneError("--stats-interval needs a number of seconds ≥ 0"))
+                }
+                o.statsInterval = s
+            case "--help", "-h":
+                return .failure(DataplaneError(usage))
+            default:
+                return .failure(DataplaneError("unknown option '\(a)'\n\(usage)"))
+            }
+        }
+        return .success(o)
+    }
+
+    /// Reads a whole file; nil with a message when it cannot.
+    static func readFile(_ path: String) -> Result<String, DataplaneError> {
+        guard let f = fopen(path, "rb") else {
+            return .failure(DataplaneError("cannot read \(path): \(String(cString: strerror(errno)))"))
+        }
+        defer { fclose(f) }
+        var bytes: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = fread(&buf, 1, buf.count, f)
+            if n <= 0 { break }
+            bytes += buf[0..<n]
+        }
+        return .success(String(decoding: bytes, as: UTF8.self))
+    }
+
+    public static func run(arguments: [String]) -> Int32 {
+        sl_stdout_line_buffered()
+        let split = arguments.firstIndex(of: "--") ?? arguments.endIndex
+        let eal = Array(arguments[..<split])
+        let app = split < arguments.endIndex ? arguments[(split + 1)...] : []
+        let options: Options
+        switch parseOptions(app) {
+        case .success(let o): options = o
+        case .failure(let e): return fail(e.message, code: 2)
+        }
+        guard let path = options.configPath else { return fail("--config FILE is required\n\(usage)", code: 2) }
+
+        // The configuration is checked before the EAL starts: a typo costs no start-up.
+        let config: GatewayConfig
+        switch readFile(path) {
+        case .failure(let e): return fail(e.message)
+        case .success(let text):
+            do { config = try GatewayConfig.load(text: text, name: path) } catch { return fail(error.description) }
+        }
+        guard !config.ports.isEmpty else { return fail("\(path): no ports configured; add a line such as 'port 0 role protected address 10.0.0.1/24'") }
+
+        do {
+            _ = try EAL.initialize(arguments: eal)
+        } catch {
+            return fail(error.message)
+        }
+        defer { EAL.cleanup() }
+        sl_install_stop_signals()
+
+        let gateway: Gateway
+        do {
+            gateway = try Gateway(portIDs: config.ports.keys.sorted())
+            let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+            try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+            try gateway.start()
+        } catch {
+            return fail("\(path): \(error.message)")
+        }
+        for p in gateway.ports {
+            let role = config.ports[p.info.id]?.role.rawValue ?? "?"
+            print("sluice: port \(p.info.id) \(p.info.name) driver=\(p.info.driver) mac=\(p.info.mac) role=\(role) queues=\(p.queues) rss=\(p.rssHashFunctions != 0 ? "on" : "off") socket=\(p.info.socket)")
+        }
+        print("sluice: workers on lcores \(gateway.workerLcores.map(String.init).joined(separator: ",")), control on lcore \(EAL.mainLcore)")
+        print("sluice: ready (\(gateway.workerLcores.count) workers)")
+
+        var meter = RateMeter()
+        var nextStats = monotonicSeconds() + options.statsInterval
+        while sl_stop_signal() == 0 {
+            usleep(10_000)
+            if options.statsInterval > 0 && monotonicSeconds() >= nextStats {
+                print(meter.line(gateway.coreCounters()))
+                nextStats += options.statsInterval
+            }
+        }
+        // Read the port counters before the ports close; the PMDs reset them on close.
+        gateway.stopWorkers()
+        let stats = gateway.portStats()
+        gateway.closePorts()
+        for line in CounterReport.final(gateway, portStats: stats) { print(line) }
+        return 0
+    }
+}

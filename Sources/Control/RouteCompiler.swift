@@ -1,0 +1,46 @@
+import Command
+import Dataplane
+import Packet
+
+/// Turns the validated configuration into the longest-prefix-match entries
+/// the data plane installs. Precedence, most specific first:
+/// * each port address is a host route to the gateway itself (`local`);
+/// * each neighbour is a host route out of its port with its MAC, unless an
+///   explicit route names exactly that host prefix;
+/// * explicit routes (`via` resolves through the neighbour table, `port N`
+///   leaves the destination to the neighbour host routes: unresolved → no_neighbor);
+/// * each port address also installs its connected prefix, unless an explicit
+///   route names the same prefix.
+public enum RouteCompiler {
+    public static func compile(_ config: GatewayConfig, portMACs: [UInt16: MACAddress]) -> [RouteEntry] {
+        var table: [IPPrefix: NextHop] = [:]
+        func mac(_ port: UInt16) -> MACAddress { portMACs[port] ?? MACAddress((0, 0, 0, 0, 0, 0)) }
+
+        for port in config.ports.values {
+            for a in port.addresses where table[a.network] == nil { table[a.network] = .noNeighbor }
+        }
+        for (prefix, target) in config.routes {
+            switch target {
+            case .via(let gw):
+                if let n = config.neighbors[gw] {
+                    table[prefix.network] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
+                } else {
+                    table[prefix.network] = .noNeighbor
+                }
+            case .port:
+                table[prefix.network] = .noNeighbor
+            }
+        }
+        for n in config.neighbors.values {
+            let host = IPPrefix(address: n.address, length: n.address.bitWidth)!
+            if config.routes[host] == nil {
+                table[host] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
+            }
+        }
+        for port in config.ports.values {
+            for a in port.addresses { table[IPPrefix(address: a.address, length: a.address.bitWidth)!] = .local }
+        }
+        return table.map { RouteEntry(prefix: $0.key, nextHop: $0.value) }
+            .sorted { ($0.prefix.address.bitWidth, $0.prefix.length, $0.prefix.description) < ($1.prefix.address.bitWidth, $1.prefix.length, $1.prefix.description) }
+    }
+}

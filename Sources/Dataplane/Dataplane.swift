@@ -1,2 +1,0 @@
-import CShims
-public func dataplaneVersion() -> String { String(cString: rte_version()) }

@@ -1,0 +1,127 @@
+import CShims
+import Packet
+
+/// Where a route sends a packet, resolved by the control plane.
+public enum NextHop: Hashable, Sendable {
+    /// Out of `port` with `destination` as the Ethernet destination and `source` as the source.
+    case forward(port: UInt16, destination: MACAddress, source: MACAddress)
+    /// A route exists but its next hop has no neighbour entry: counted drop.
+    case noNeighbor
+    /// One of the gateway's own addresses: counted drop (no local stack).
+    case local
+}
+
+/// One longest-prefix-match entry.
+public struct RouteEntry: Hashable, Sendable {
+    public var prefix: IPPrefix
+    public var nextHop: NextHop
+    public init(prefix: IPPrefix, nextHop: NextHop) { self.prefix = prefix.network; self.nextHop = nextHop }
+}
+
+/// Builds immutable forwarding snapshots (`sl_fib`): an `rte_fib` (DIR-24-8)
+/// for IPv4, an `rte_fib6` (trie) for IPv6, and a next-hop array whose entry 0
+/// is "no route" (the FIBs' default), so lookups have no miss branch.
+/// Next-hop entry width follows the number of distinct next hops, which keeps
+/// the 2^24-entry first level at 16 MB for up to 127 next hops.
+public enum ForwardingTable {
+    /// Builds a snapshot on `socket`. Nothing is published here.
+    public static func build(routes: [RouteEntry], socket: Int32, generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
+        var index: [NextHop: UInt32] = [:]
+        var hops: [sl_nexthop] = [sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_ROUTE), reserved: 0)]
+        for r in routes where index[r.nextHop] == nil {
+            index[r.nextHop] = UInt32(hops.count)
+            hops.append(cNextHop(r.nextHop))
+        }
+        guard let fibMem = rte_zmalloc_socket("sl_fib", MemoryLayout<sl_fib>.size, 64, socket) else {
+            throw DataplaneError("out of DPDK memory for a forwarding snapshot (increase -m)")
+        }
+        let fib = fibMem.assumingMemoryBound(to: sl_fib.self)
+        fib.pointee.generation = generation
+        do throws(DataplaneError) {
+            guard let nhMem = rte_zmalloc_socket("sl_nexthops", MemoryLayout<sl_nexthop>.stride * hops.count, 64, socket) else {
+                throw DataplaneError("out of DPDK memory for \(hops.count) next hops (increase -m)")
+            }
+            let nh = nhMem.assumingMemoryBound(to: sl_nexthop.self)
+            for (i, h) in hops.enumerated() { nh[i] = h }
+            fib.pointee.nexthops = nh
+            fib.pointee.nb_nexthops = UInt32(hops.count)
+
+            let v4 = routes.filter { $0.prefix.address.isIPv4 }
+            let v6 = routes.filter { !$0.prefix.address.isIPv4 }
+            fib.pointee.fib4 = try makeFib4(v4, index: index, hopCount: hops.count, socket: socket, generation: generation)
+            fib.pointee.fib6 = try makeFib6(v6, index: index, hopCount: hops.count, socket: socket, generation: generation)
+        } catch {
+            free(fib)
+            throw error
+        }
+        return fib
+    }
+
+    /// Frees a snapshot no worker can still see (after the RCU grace period).
+    public static func free(_ fib: UnsafeMutablePointer<sl_fib>) {
+        if let f = fib.pointee.fib4 { rte_fib_free(f) }
+        if let f = fib.pointee.fib6 { rte_fib6_free(f) }
+        if let nh = fib.pointee.nexthops { rte_free(nh) }
+        rte_free(fib)
+    }
+
+    static func cNextHop(_ h: NextHop) -> sl_nexthop {
+        switch h {
+        case let .forward(port, dst, src):
+            return sl_nexthop(dst: rte_ether_addr(addr_bytes: dst.bytes), src: rte_ether_addr(addr_bytes: src.bytes),
+                              port: port, kind: UInt8(SL_NH_FORWARD), reserved: 0)
+        case .noNeighbor:
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_NEIGHBOR), reserved: 0)
+        case .local:
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_LOCAL), reserved: 0)
+        }
+    }
+
+    private static func makeFib4(_ routes: [RouteEntry], index: [NextHop: UInt32], hopCount: Int, socket: Int32,
+                                 generation: UInt64) throws(DataplaneError) -> OpaquePointer? {
+        if routes.isEmpty { return nil }
+        var conf = rte_fib_conf()
+        conf.type = RTE_FIB_DIR24_8
+        conf.default_nh = 0
+        conf.max_routes = Int32(routes.count + 16)
+        conf.rib_ext_sz = 0
+        // The top bit of an entry marks a tbl8 extension, so 1 byte holds 127 next hops.
+        conf.dir24_8.nh_sz = hopCount < 127 ? RTE_FIB_DIR24_8_1B : (hopCount < 32767 ? RTE_FIB_DIR24_8_2B : RTE_FIB_DIR24_8_4B)
+        conf.dir24_8.num_tbl8 = UInt32(routes.filter { $0.prefix.length > 24 }.count + 16)
+        guard let fib = rte_fib_create("sl4_\(generation)", socket, &conf) else {
+            throw .dpdkErrno("cannot create the IPv4 FIB (\(routes.count) routes; increase -m?)")
+        }
+        for r in routes {
+            guard case .v4(let a) = r.prefix.address else { continue }
+            let rc = rte_fib_add(fib, a.value, UInt8(r.prefix.length), UInt64(index[r.nextHop]!))
+            if rc != 0 { rte_fib_free(fib); throw .dpdk("cannot add route \(r.prefix)", code: rc) }
+        }
+        return fib
+    }
+
+    private static func makeFib6(_ routes: [RouteEntry], index: [NextHop: UInt32], hopCount: Int, socket: Int32,
+                                 generation: UInt64) throws(DataplaneError) -> OpaquePointer? {
+        if routes.isEmpty { return nil }
+        var conf = rte_fib6_conf()
+        conf.type = RTE_FIB6_TRIE
+        conf.default_nh = 0
+        conf.max_routes = Int32(routes.count + 16)
+        conf.rib_ext_sz = 0
+        conf.trie.nh_sz = hopCount < 32767 ? RTE_FIB6_TRIE_2B : RTE_FIB6_TRIE_4B
+        // A prefix longer than 24 bits can need one tbl8 per further byte.
+        let tbl8 = routes.reduce(0) { $0 + max(0, ($1.prefix.length - 24 + 7) / 8) }
+        conf.trie.num_tbl8 = UInt32(tbl8 + 64)
+        guard let fib = rte_fib6_create("sl6_\(generation)", socket, &conf) else {
+            throw .dpdkErrno("cannot create the IPv6 FIB (\(routes.count) routes; increase -m?)")
+        }
+        for r in routes {
+            guard case .v6(let a) = r.prefix.address else { continue }
+            let bytes = a.bytes
+            let rc = bytes.withUnsafeBufferPointer { b in
+                rte_fib6_add(fib, b.baseAddress!, UInt8(r.prefix.length), UInt64(index[r.nextHop]!))
+            }
+            if rc != 0 { rte_fib6_free(fib); throw .dpdk("cannot add route \(r.prefix)", code: rc) }
+        }
+        return fib
+    }
+}

@@ -1,0 +1,249 @@
+import CShims
+import Glibc
+import Packet
+
+/// Counters of one worker core, copied out of its context.
+public struct CoreCounters: Sendable {
+    public var lcore: UInt32
+    public var queue: UInt16
+    public var socket: Int32
+    public var rxPackets: UInt64
+    public var rxBytes: UInt64
+    public var txPackets: UInt64
+    public var rxBursts: UInt64
+    public var polls: UInt64
+    /// Indexed by `DropReason.rawValue`.
+    public var drops: [UInt64]
+    public var totalDrops: UInt64 { drops.reduce(0, &+) }
+
+    public init(lcore: UInt32, queue: UInt16, socket: Int32) {
+        self.lcore = lcore; self.queue = queue; self.socket = socket
+        rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0
+        drops = Array(repeating: 0, count: DropReason.allCases.count)
+    }
+
+    /// Field-wise sum, for totals.
+    public static func + (a: CoreCounters, b: CoreCounters) -> CoreCounters {
+        var r = a
+        r.rxPackets &+= b.rxPackets; r.rxBytes &+= b.rxBytes; r.txPackets &+= b.txPackets
+        r.rxBursts &+= b.rxBursts; r.polls &+= b.polls
+        for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
+        return r
+    }
+}
+
+/// The running data plane: ports configured with one queue pair per worker,
+/// NUMA-local per-core contexts, the forwarding snapshot and its RCU.
+/// Owned and driven by the control thread (the EAL main lcore); workers never
+/// call into it.
+public final class Gateway {
+    public let ports: [PortSetup]
+    public let workerLcores: [UInt32]
+    /// Every mempool, by NUMA socket.
+    public let mempools: [Int32: OpaquePointer]
+    private let workers: [UnsafeMutablePointer<sl_worker>]
+    private let shared: UnsafeMutablePointer<sl_shared>
+    private let qsbr: OpaquePointer
+    private var generation: UInt64 = 0
+    /// Snapshots unpublished but not yet provably unused (a worker missed the grace period).
+    private var retired: [(fib: UnsafeMutablePointer<sl_fib>, token: UInt64)] = []
+    private var running = false
+    private var portsClosed = false
+    /// How long `publish` waits for every worker to pass a quiescent state.
+    public var gracePeriodTimeout: Double = 1.0
+    /// Where warnings go (a worker missing a grace period, …).
+    public var log: @Sendable (String) -> Void = { writeStandardError("sluice: \($0)\n") }
+
+    /// Sets up `portIDs` (every probed port when nil) for the EAL's worker lcores.
+    /// `extraMbufs` reserves mempool room for an in-process traffic source.
+    public init(portIDs: [UInt16]? = nil, extraMbufs: Int = 0,
+                rxDescriptors: Int = PortControl.defaultRxDescriptors,
+                txDescriptors: Int = PortControl.defaultTxDescriptors) throws(DataplaneError) {
+        let lcores = EAL.workerLcores
+        guard !lcores.isEmpty else {
+            throw DataplaneError("no worker lcores: give the EAL at least two lcores (e.g. -l 0-1 or --lcores '0@0,1@1'); the main lcore runs the control thread")
+        }
+        let available = try PortInfo.available()
+        var infos: [PortInfo] = []
+        for id in portIDs ?? available.map(\.id) {
+            guard let p = available.first(where: { $0.id == id }) else {
+                throw DataplaneError("port \(id) does not exist (the EAL found \(available.count) ports\(available.isEmpty ? "" : ": " + available.map { "\($0.id) (\($0.name))" }.joined(separator: ", ")))")
+            }
+            guard Int(id) < Int(SL_MAX_PORTS) else { throw DataplaneError("port \(id): port ids above \(SL_MAX_PORTS - 1) are not supported") }
+            try PortControl.checkQueues(p, workers: lcores.count)
+            infos.append(p)
+        }
+        guard !infos.isEmpty else { throw DataplaneError("no ports: pass NIC ports (-a <PCI>) or virtual devices (--vdev) to the EAL") }
+
+        // One mempool per NUMA socket that has workers or ports, sized from the
+        // descriptors and buffers that can hold mbufs at once.
+        let workerSockets = lcores.map { EAL.socket(ofLcore: $0) }
+        let sockets = Set(workerSockets + infos.map(\.socket))
+        let cache = 256
+        var pools: [Int32: OpaquePointer] = [:]
+        for s in sockets.sorted() {
+            let queuesHere = workerSockets.filter { $0 == s }.count
+            let perQueue = rxDescriptors + txDescriptors + Int(SL_TX_BUFFER)
+            var n = infos.count * max(queuesHere, 1) * perQueue + max(queuesHere, 1) * (Int(SL_BURST) + cache) + extraMbufs + 1024
+            n = (1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)) - 1  // 2^k − 1 suits the mempool ring
+            guard let mp = rte_pktmbuf_pool_create("sl_mbuf_s\(s)", UInt32(n), UInt32(cache), 0, sl_mbuf_default_buf_size(), s) else {
+                throw .dpdkErrno("cannot create a mempool of \(n) mbufs on socket \(s) (give the EAL more memory, e.g. -m 512)")
+            }
+            pools[s] = mp
+        }
+        mempools = pools
+
+        var setups: [PortSetup] = []
+        for p in infos {
+            setups.append(try PortControl.configure(p, rxPools: workerSockets.map { pools[$0]! }, rxSockets: workerSockets,
+                                                    rxDescriptors: rxDescriptors, txDescriptors: txDescriptors))
+        }
+        ports = setups
+        workerLcores = lcores
+
+        guard let sharedMem = rte_zmalloc("sl_shared", MemoryLayout<sl_shared>.size, UInt32(SL_CACHE_LINE)) else {
+            throw DataplaneError("out of DPDK memory (shared state)")
+        }
+        shared = sharedMem.assumingMemoryBound(to: sl_shared.self)
+        let qsbrSize = rte_rcu_qsbr_get_memsize(UInt32(lcores.count))
+        guard let q = rte_zmalloc("sl_qsbr", qsbrSize, UInt32(SL_CACHE_LINE)) else {
+            throw DataplaneError("out of DPDK memory (RCU)")
+        }
+        qsbr = OpaquePointer(q)
+        _ = rte_rcu_qsbr_init(qsbr, UInt32(lcores.count))
+
+        var ctxs: [UnsafeMutablePointer<sl_worker>] = []
+        for (q, lcore) in lcores.enumerated() {
+            let socket = workerSockets[q]
+            guard let mem = rte_zmalloc_socket("sl_worker", MemoryLayout<sl_worker>.size, UInt32(SL_CACHE_LINE), socket) else {
+                throw DataplaneError("out of DPDK memory on socket \(socket) (worker context)")
+            }
+            let w = mem.assumingMemoryBound(to: sl_worker.self)
+            w.pointee.lcore_id = lcore
+            w.pointee.qsbr_thread_id = UInt32(q)
+            w.pointee.queue_id = UInt16(q)
+            w.pointee.socket_id = socket
+            w.pointee.qsbr = qsbr
+            w.pointee.shared = shared
+            w.pointee.nb_ports = UInt16(setups.count)
+            let ids = sl_worker_port_ids(w)!
+            for (i, p) in setups.enumerated() {
+                ids[i] = p.info.id
+                let txq = sl_worker_txq(w, p.info.id)!
+                txq.pointee.port = p.info.id
+                txq.pointee.queue = UInt16(q)
+                txq.pointee.enabled = 1
+            }
+            ctxs.append(w)
+        }
+        workers = ctxs
+        // Workers always find a snapshot: start with an empty one (everything "no route").
+        try publish(routes: [])
+    }
+
+    deinit {
+        stop()
+        if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
+        for r in retired { ForwardingTable.free(r.fib) }
+        for w in workers { rte_free(w) }
+        rte_free(UnsafeMutableRawPointer(qsbr))
+        rte_free(shared)
+    }
+
+    public var currentGeneration: UInt64 { sl_shared_generation(shared) }
+
+    /// Builds a forwarding snapshot from `routes`, publishes it with one atomic
+    /// store, waits (bounded) for every worker to pass a quiescent state and
+    /// frees the previous one. A worker that misses the deadline delays only the
+    /// free, never the publish: the old snapshot is kept and retried later.
+    public func publish(routes: [RouteEntry]) throws(DataplaneError) {
+        generation &+= 1
+        let socket = workers.first.map { $0.pointee.socket_id } ?? 0
+        let fib = try ForwardingTable.build(routes: routes, socket: socket, generation: generation)
+        let old = sl_shared_fib(shared)
+        sl_shared_publish_fib(shared, fib)
+        if let old { retired.append((old, rte_rcu_qsbr_start(qsbr))) }
+        reclaim(wait: gracePeriodTimeout)
+    }
+
+    /// Frees retired snapshots whose grace period has passed, waiting up to `wait` seconds.
+    private func reclaim(wait: Double) {
+        let deadline = monotonicSeconds() + wait
+        while !retired.isEmpty {
+            retired.removeAll { r in
+                if rte_rcu_qsbr_check(qsbr, r.token, false) == 1 { ForwardingTable.free(r.fib); return true }
+                return false
+            }
+            if retired.isEmpty { return }
+            if monotonicSeconds() > deadline {
+                log("warning: a worker has not reported quiescence for \(wait) s; \(retired.count) old forwarding snapshot(s) kept until it does")
+                return
+            }
+            usleep(50)
+        }
+    }
+
+    /// Starts the ports and launches one worker per worker lcore.
+    public func start() throws(DataplaneError) {
+        for p in ports { try PortControl.start(p.info.id) }
+        for w in workers {
+            let rc = rte_eal_remote_launch(workerEntry, UnsafeMutableRawPointer(w), w.pointee.lcore_id)
+            if rc != 0 { throw .dpdk("cannot launch the worker on lcore \(w.pointee.lcore_id)", code: rc) }
+        }
+        running = true
+    }
+
+    /// Stops the workers (they flush their TX buffers), waits for them, then
+    /// stops and closes every port.
+    public func stop() {
+        stopWorkers()
+        closePorts()
+    }
+
+    /// Asks every worker to stop and waits until each has flushed and returned.
+    public func stopWorkers() {
+        guard running else { return }
+        sl_shared_request_stop(shared)
+        for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
+        running = false
+    }
+
+    /// Stops and closes every port (net_pcap writes out its capture here).
+    public func closePorts() {
+        guard !portsClosed else { return }
+        portsClosed = true
+        for p in ports { PortControl.stopAndClose(p.info.id) }
+    }
+
+    /// Current per-core counters (racy reads of single-writer 64-bit words: fine for statistics).
+    public func coreCounters() -> [CoreCounters] {
+        workers.map { w in
+            var c = CoreCounters(lcore: w.pointee.lcore_id, queue: w.pointee.queue_id, socket: w.pointee.socket_id)
+            c.rxPackets = w.pointee.counters.rx_packets
+            c.rxBytes = w.pointee.counters.rx_bytes
+            c.txPackets = w.pointee.counters.tx_packets
+            c.rxBursts = w.pointee.counters.rx_bursts
+            c.polls = w.pointee.counters.polls
+            let d = sl_worker_drops(w)!
+            for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
+            return c
+        }
+    }
+
+    public func portStats() -> [(PortSetup, PortStats)] {
+        ports.map { ($0, PortStats.read(port: $0.info.id)) }
+    }
+}
+
+/// Seconds on a monotonic clock.
+public func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Writes text to standard error unbuffered (no Foundation, safe from any thread).
+public func writeStandardError(_ text: String) {
+    var t = text
+    t.withUTF8 { b in _ = write(2, b.baseAddress, b.count) }
+}

@@ -1,0 +1,252 @@
+import CShims
+
+// The worker lcore: poll every port's queue of this core, forward, report
+// quiescence. Per packet there is no allocation, no ARC traffic, no lock and
+// no throw: a packet is either enqueued for TX or freed with one named drop
+// counter incremented. Raw pointers here all come from the per-core context
+// (`sl_worker`, allocated NUMA-local) and the mbufs the PMD handed us.
+
+/// The function `rte_eal_remote_launch` runs on each worker lcore; `arg` is
+/// the core's `sl_worker`.
+let workerEntry: @convention(c) (UnsafeMutableRawPointer?) -> Int32 = { arg in
+    guard let arg else { return -1 }
+    runWorker(arg.assumingMemoryBound(to: sl_worker.self))
+    return 0
+}
+
+/// Ethernet + IPv4/IPv6 offsets and field positions used below.
+@usableFromInline enum Wire {
+    static let etherTypeOffset = 12
+    static let ethHeader = 14
+    static let vlanHeader = 4
+    static let etherTypeIPv4: UInt16 = 0x0800
+    static let etherTypeIPv6: UInt16 = 0x86DD
+    static let etherTypeVLAN: UInt16 = 0x8100
+    static let etherTypeQinQ: UInt16 = 0x88A8
+}
+
+@inline(__always) func loadBE16(_ p: UnsafeMutablePointer<UInt8>, _ off: Int) -> UInt16 {
+    UInt16(bigEndian: UnsafeRawPointer(p + off).loadUnaligned(as: UInt16.self))
+}
+@inline(__always) func loadBE32(_ p: UnsafeMutablePointer<UInt8>, _ off: Int) -> UInt32 {
+    UInt32(bigEndian: UnsafeRawPointer(p + off).loadUnaligned(as: UInt32.self))
+}
+
+/// Sum of the 16-bit words of an IPv4 header, folded: 0xFFFF when the checksum is right.
+@inline(__always) func ipv4HeaderSumIsValid(_ h: UnsafeMutablePointer<UInt8>, length: Int) -> Bool {
+    var sum: UInt32 = 0
+    var i = 0
+    // length ≤ 60 (IHL ≤ 15), so 30 words of ≤ 0xFFFF cannot overflow 32 bits.
+    while i < length {
+        sum &+= UInt32(UnsafeRawPointer(h + i).loadUnaligned(as: UInt16.self))
+        i &+= 2
+    }
+    sum = (sum & 0xFFFF) &+ (sum >> 16)
+    sum = (sum & 0xFFFF) &+ (sum >> 16)
+    return sum == 0xFFFF
+}
+
+/// Decrements the IPv4 TTL and patches the header checksum (RFC 1624:
+/// HC' = ~(~HC + ~m + m'); the TTL/protocol word drops by 0x0100, so
+/// ~m + m' = 0xFEFF in one's-complement arithmetic).
+@inline(__always) func ipv4DecrementTTL(_ h: UnsafeMutablePointer<UInt8>) {
+    h[8] &-= 1  // caller checked TTL > 1
+    let old = UInt32(loadBE16(h, 10))
+    var sum = (~old & 0xFFFF) &+ 0xFEFF
+    sum = (sum & 0xFFFF) &+ (sum >> 16)
+    let new = UInt16(truncatingIfNeeded: ~sum)
+    UnsafeMutableRawPointer(h + 10).storeBytes(of: new.bigEndian, toByteOffset: 0, as: UInt16.self)
+}
+
+@inline(__always) func drop(_ m: OpaquePointer, _ reason: DropReason, _ drops: UnsafeMutablePointer<UInt64>) {
+    drops[reason.rawValue] &+= 1
+    sl_mbuf_free(m)
+}
+
+/// Sends what is buffered for `port` and frees what the queue refused.
+@inline(__always) func flushTx(_ w: UnsafeMutablePointer<sl_worker>, port: UInt16, drops: UnsafeMutablePointer<UInt64>) {
+    let q = sl_worker_txq(w, port)!
+    let count = q.pointee.count
+    if count == 0 { return }
+    let pkts = sl_txq_pkts(q)!
+    let sent = sl_tx_burst(port, q.pointee.queue, pkts, count)
+    if sent < count {
+        var i = Int(sent)
+        while i < Int(count) { sl_mbuf_free(pkts[i]); i &+= 1 }
+        drops[DropReason.txFull.rawValue] &+= UInt64(count &- sent)
+    }
+    w.pointee.counters.tx_packets &+= UInt64(sent)
+    q.pointee.count = 0
+}
+
+@inline(__always) func enqueueTx(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, port: UInt16,
+                                 drops: UnsafeMutablePointer<UInt64>) {
+    let q = sl_worker_txq(w, port)!
+    let pkts = sl_txq_pkts(q)!
+    pkts[Int(q.pointee.count)] = m
+    q.pointee.count &+= 1  // flushed at SL_BURST, capacity SL_TX_BUFFER > SL_BURST
+    if q.pointee.count >= UInt16(SL_BURST) { flushTx(w, port: port, drops: drops) }
+}
+
+func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
+    let shared = w.pointee.shared!
+    let qsbr = w.pointee.qsbr!
+    let tid = w.pointee.qsbr_thread_id
+    _ = rte_rcu_qsbr_thread_register(qsbr, tid)
+    rte_rcu_qsbr_thread_online(qsbr, tid)
+    let nports = Int(w.pointee.nb_ports)
+    let ports = sl_worker_port_ids(w)!
+    let queue = w.pointee.queue_id
+    let drops = sl_worker_drops(w)!
+    let rx = sl_worker_rx(w)!
+
+    while !sl_shared_stopping(shared) {
+        // One snapshot per iteration: every burst below sees exactly this one.
+        let fib = sl_shared_fib(shared)!
+        var p = 0
+        while p < nports {
+            let port = ports[p]
+            let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
+            if n > 0 { forwardBurst(w, fib: fib, count: n, drops: drops) }
+            p &+= 1
+        }
+        p = 0
+        while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
+        w.pointee.counters.polls &+= 1
+        sl_qsbr_quiescent(qsbr, tid)
+    }
+    var p = 0
+    while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
+    rte_rcu_qsbr_thread_offline(qsbr, tid)
+    _ = rte_rcu_qsbr_thread_unregister(qsbr, tid)
+}
+
+/// Forwards one RX burst: parse every packet once (collecting IPv4 and IPv6
+/// destinations into the per-core arrays), look all of them up in one bulk
+/// call per family, then rewrite and enqueue.
+@inline(__always)
+func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, count n: Int,
+                  drops: UnsafeMutablePointer<UInt64>) {
+    let rx = sl_worker_rx(w)!
+    let dst4 = sl_worker_dst4(w)!
+    let dst6 = sl_worker_dst6(w)!
+    let slot4 = sl_worker_slot4(w)!
+    let slot6 = sl_worker_slot6(w)!
+    let l3off = sl_worker_l3off(w)!
+    var n4 = 0
+    var n6 = 0
+    var bytes: UInt64 = 0
+    w.pointee.counters.rx_packets &+= UInt64(n)
+    w.pointee.counters.rx_bursts &+= 1
+
+    // Warm the first packets' headers before touching them.
+    var k = 0
+    while k < n && k < 4 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 }
+
+    var i = 0
+    while i < n {
+        let m = rx[i]!
+        if i &+ 4 < n { sl_prefetch_mbuf_data(rx[i &+ 4]) }
+        let data = sl_mbuf_data(m)!
+        let len = Int(sl_mbuf_data_len(m))
+        let pktLen = Int(sl_mbuf_pkt_len(m))
+        bytes &+= UInt64(pktLen)
+        i &+= 1
+        guard len >= Wire.ethHeader else { drop(m, .malformed, drops); continue }
+        var l3 = Wire.ethHeader
+        var etherType = loadBE16(data, Wire.etherTypeOffset)
+        if etherType == Wire.etherTypeVLAN || etherType == Wire.etherTypeQinQ {
+            guard len >= Wire.ethHeader &+ Wire.vlanHeader else { drop(m, .malformed, drops); continue }
+            etherType = loadBE16(data, Wire.etherTypeOffset &+ Wire.vlanHeader)
+            l3 = Wire.ethHeader &+ Wire.vlanHeader
+        }
+        let ip = data + l3
+        if etherType == Wire.etherTypeIPv4 {
+            guard len >= l3 &+ 20 else { drop(m, .malformed, drops); continue }
+            let vihl = ip[0]
+            let hlen = Int(vihl & 0x0F) &<< 2
+            let total = Int(loadBE16(ip, 2))
+            // Options included; the header must sit in the first segment.
+            guard vihl >> 4 == 4, hlen >= 20, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
+                drop(m, .malformed, drops); continue
+            }
+            if sl_mbuf_ip_cksum_bad(m) || (!sl_mbuf_ip_cksum_good(m) && !ipv4HeaderSumIsValid(ip, length: hlen)) {
+                drop(m, .badChecksum, drops); continue
+            }
+            guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
+            dst4[n4] = loadBE32(ip, 16)
+            slot4[n4] = UInt8(truncatingIfNeeded: i &- 1)
+            n4 &+= 1
+        } else if etherType == Wire.etherTypeIPv6 {
+            guard len >= l3 &+ 40 else { drop(m, .malformed, drops); continue }
+            let payload = Int(loadBE16(ip, 4))
+            guard ip[0] >> 4 == 6, payload &+ 40 <= pktLen &- l3 else { drop(m, .malformed, drops); continue }
+            guard ip[7] > 1 else { drop(m, .ttlExceeded, drops); continue }
+            // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
+            let d = UnsafeMutableRawPointer(dst6 + n6 &* 16)
+            d.storeBytes(of: UnsafeRawPointer(ip + 24).loadUnaligned(as: UInt64.self), as: UInt64.self)
+            d.storeBytes(of: UnsafeRawPointer(ip + 32).loadUnaligned(as: UInt64.self), toByteOffset: 8, as: UInt64.self)
+            slot6[n6] = UInt8(truncatingIfNeeded: i &- 1)
+            n6 &+= 1
+        } else {
+            drop(m, .unsupportedEthertype, drops); continue
+        }
+        l3off[i &- 1] = UInt16(truncatingIfNeeded: l3)
+    }
+    w.pointee.counters.rx_bytes &+= bytes
+
+    let hops = fib.pointee.nexthops!
+    if n4 > 0 {
+        let nh = sl_worker_nh4(w)!
+        if let f4 = fib.pointee.fib4 {
+            sl_fib4_lookup_bulk(f4, dst4, nh, Int32(n4))
+        } else {
+            var j = 0
+            while j < n4 { nh[j] = 0; j &+= 1 }
+        }
+        var j = 0
+        while j < n4 {
+            let s = Int(slot4[j])
+            emit(w, rx[s]!, l3: Int(l3off[s]), hop: hops + Int(nh[j]), ipv4: true, drops: drops)
+            j &+= 1
+        }
+    }
+    if n6 > 0 {
+        let nh = sl_worker_nh6(w)!
+        if let f6 = fib.pointee.fib6 {
+            sl_fib6_lookup_bulk(f6, dst6, nh, Int32(n6))
+        } else {
+            var j = 0
+            while j < n6 { nh[j] = 0; j &+= 1 }
+        }
+        var j = 0
+        while j < n6 {
+            let s = Int(slot6[j])
+            emit(w, rx[s]!, l3: Int(l3off[s]), hop: hops + Int(nh[j]), ipv4: false, drops: drops)
+            j &+= 1
+        }
+    }
+}
+
+/// Applies a next hop to a parsed packet: TTL/hop limit −1, Ethernet rewrite, TX.
+@inline(__always)
+func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, l3: Int, hop: UnsafeMutablePointer<sl_nexthop>,
+          ipv4: Bool, drops: UnsafeMutablePointer<UInt64>) {
+    let kind = Int(hop.pointee.kind)
+    if kind == SL_NH_FORWARD {
+        let data = sl_mbuf_data(m)!
+        if ipv4 { ipv4DecrementTTL(data + l3) } else { data[l3 &+ 7] &-= 1 }
+        // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.
+        let src = UnsafeRawPointer(hop)
+        let dst = UnsafeMutableRawPointer(data)
+        dst.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
+        dst.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
+        enqueueTx(w, m, port: hop.pointee.port, drops: drops)
+    } else if kind == SL_NH_NO_ROUTE {
+        drop(m, .noRoute, drops)
+    } else if kind == SL_NH_NO_NEIGHBOR {
+        drop(m, .noNeighbor, drops)
+    } else {
+        drop(m, .local, drops)
+    }
+}

@@ -1,0 +1,158 @@
+// Applying commands: what state they build, that a failing command changes
+// nothing, and that configText gives the same state back.
+
+import Command
+import Packet
+import Testing
+
+@Suite struct GatewayConfigTests {
+    static let sample = """
+        # A two-port gateway.
+        port 0 role protected address 10.0.0.1/24
+        port 1 role unprotected address 192.0.2.1/24   # public side
+        port 1 address 2001:db8::1/64
+        port 0
+        neighbor 192.0.2.254 lladdr 02:00:00:00:01:fe port 1
+        neighbor 2001:db8::fe port 1 lladdr 02:00:00:00:02:fe
+        route add 0.0.0.0/0 via 192.0.2.254
+        route add ::/0 via 2001:db8::fe
+        route add 10.1.0.0/16 port 0
+        route add 198.51.100.0/24 port 1
+        route del 198.51.100.0/24
+        """
+
+    @Test func buildsPortsNeighborsAndRoutes() throws {
+        let config = try GatewayConfig.load(text: Self.sample, name: "sample.conf")
+        #expect(config.ports.count == 2)
+        #expect(config.ports[0] == PortConfig(id: 0, declaredRole: .protected, addresses: [prefix("10.0.0.1/24")]))
+        #expect(config.ports[1]?.role == .unprotected)
+        #expect(config.ports[1]?.addresses == [prefix("192.0.2.1/24"), prefix("2001:db8::1/64")])
+        #expect(config.neighbors == [
+            ip("192.0.2.254"): Neighbor(address: ip("192.0.2.254"), mac: mac("02:00:00:00:01:fe"), port: 1),
+            ip("2001:db8::fe"): Neighbor(address: ip("2001:db8::fe"), mac: mac("02:00:00:00:02:fe"), port: 1),
+        ])
+        #expect(config.routes == [
+            prefix("0.0.0.0/0"): .via(ip("192.0.2.254")),
+            prefix("::/0"): .via(ip("2001:db8::fe")),
+            prefix("10.1.0.0/16"): .port(0),
+        ])
+    }
+
+    @Test func roleDefaultsToUnprotectedAndCanBeGivenLater() throws {
+        var config = try GatewayConfig.load(text: "port 3", name: "t")
+        #expect(config.ports[3]?.role == .unprotected)
+        #expect(config.ports[3]?.declaredRole == nil)
+        try config.apply(#require(try CommandParser.parseLine("port 3 role protected",
+                                                          location: SourceLocation(file: "t", line: 2, column: 1))))
+        #expect(config.ports[3]?.role == .protected)
+        // Repeating the same role is fine.
+        try config.apply(#require(try CommandParser.parseLine("port 3 role protected",
+                                                          location: SourceLocation(file: "t", line: 3, column: 1))))
+        #expect(config.ports[3]?.role == .protected)
+    }
+
+    @Test func routeDelThenAddAgain() throws {
+        let config = try GatewayConfig.load(text: """
+            port 0
+            route add 10.0.0.0/8 port 0
+            route del 10.0.0.0/8
+            route add 10.0.0.0/8 via 10.9.9.9
+            """, name: "t")
+        #expect(config.routes == [prefix("10.0.0.0/8"): .via(ip("10.9.9.9"))])
+    }
+
+    @Test func sameNetworkDifferentLengthsAreDifferentRoutes() throws {
+        let config = try GatewayConfig.load(text: """
+            route add 10.0.0.0/8 via 192.0.2.1
+            route add 10.0.0.0/16 via 192.0.2.2
+            route add 10.0.0.0/32 via 192.0.2.3
+            """, name: "t")
+        #expect(config.routes.count == 3)
+    }
+
+    @Test func failedApplyLeavesStateUnchanged() throws {
+        var config = try GatewayConfig.load(text: Self.sample, name: "sample.conf")
+        let before = config
+        let failing = [
+            // The first address is new, the second a duplicate: neither is added.
+            "port 0 address 10.0.5.1/24 address 192.0.2.1/24",
+            // A role conflict on a line that also adds an address.
+            "port 0 address 10.0.6.1/24 role unprotected",
+            // The same new address twice on one line.
+            "port 4 address 10.0.7.1/24 address 10.0.7.1/24",
+            "neighbor 10.0.0.9 lladdr 02:00:00:00:00:09 port 9",
+            "neighbor 192.0.2.254 lladdr 02:00:00:00:00:09 port 0",
+            "neighbor 10.0.0.9 lladdr 03:00:00:00:00:09 port 0",
+            "route add 0.0.0.0/0 port 0",
+            "route add 10.2.0.0/16 via 2001:db8::fe",
+            "route add 10.2.0.0/16 port 9",
+            "route del 10.2.0.0/16",
+        ]
+        for (index, line) in failing.enumerated() {
+            let command = try #require(try CommandParser.parseLine(
+                Substring(line), location: SourceLocation(file: "t", line: index + 1, column: 1)))
+            #expect(throws: CommandError.self, "\(line)") { try config.apply(command) }
+            #expect(config == before, "\(line)")
+        }
+        #expect(config.ports[4] == nil)
+    }
+
+    @Test func commandsBuiltInCodeAreCheckedToo() {
+        var config = GatewayConfig()
+        let at = SourceLocation(file: "api", line: 1, column: 1)
+        let cases: [(Command, String)] = [
+            (.port(id: 40, role: nil, addresses: []), "bad port '40': expected a number 0…31"),
+            (.routeAdd(prefix: prefix("10.0.0.1/8"), target: .via(ip("10.0.0.2"))),
+             "bad prefix '10.0.0.1/8': host bits set (did you mean 10.0.0.0/8?)"),
+            (.routeDel(prefix: prefix("10.0.0.1/8")), "bad prefix '10.0.0.1/8': host bits set"),
+        ]
+        for (command, message) in cases {
+            do {
+                try config.apply(LocatedCommand(command, at: at))
+                Issue.record("applied \(command)")
+            } catch {
+                #expect(error.location == at)
+                #expect(error.message.hasPrefix(message))
+            }
+        }
+        #expect(config == GatewayConfig())
+    }
+
+    @Test func configTextIsCanonicalAndDeterministic() throws {
+        let config = try GatewayConfig.load(text: Self.sample, name: "sample.conf")
+        #expect(config.configText == """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24 address 2001:db8::1/64
+            neighbor 192.0.2.254 lladdr 02:00:00:00:01:fe port 1
+            neighbor 2001:db8::fe lladdr 02:00:00:00:02:fe port 1
+            route add 0.0.0.0/0 via 192.0.2.254
+            route add 10.1.0.0/16 port 0
+            route add ::/0 via 2001:db8::fe
+
+            """)
+        #expect(GatewayConfig().configText == "")
+        #expect(try GatewayConfig.load(text: "port 7", name: "t").configText == "port 7\n")
+    }
+
+    @Test func configTextRoundTrips() throws {
+        let config = try GatewayConfig.load(text: Self.sample, name: "sample.conf")
+        let reloaded = try GatewayConfig.load(text: config.configText, name: "config text")
+        #expect(reloaded == config)
+        #expect(reloaded.configText == config.configText)
+    }
+
+    @Test func configTextOrdersRoutesByFamilyAddressThenLength() throws {
+        let config = try GatewayConfig.load(text: """
+            route add 2001:db8::/32 via fe80::1
+            route add 10.0.0.0/16 via 9.9.9.9
+            route add 9.0.0.0/8 via 9.9.9.9
+            route add 10.0.0.0/8 via 9.9.9.9
+            route add ::/0 via fe80::1
+            """, name: "t")
+        let prefixes = config.commands.map { command -> String in
+            guard case .routeAdd(let prefix, _) = command else { return "?" }
+            return prefix.description
+        }
+        #expect(prefixes == ["9.0.0.0/8", "10.0.0.0/8", "10.0.0.0/16", "::/0", "2001:db8::/32"])
+    }
+}
