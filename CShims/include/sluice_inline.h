@@ -17,6 +17,9 @@ SL_INLINE uint64_t sl_shared_generation(sl_shared *s) { return __atomic_load_n(&
 SL_INLINE bool sl_shared_stopping(sl_shared *s) { return __atomic_load_n(&s->stop, __ATOMIC_RELAXED) != 0; }
 SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE); }
 
+SL_INLINE uint32_t sl_load_relaxed_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+SL_INLINE void sl_store_release_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
 /* ---- mbuf ---- */
 SL_INLINE uint8_t *sl_mbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m, uint8_t *); }
 SL_INLINE uint16_t sl_mbuf_data_len(const struct rte_mbuf *m) { return m->data_len; }
@@ -37,6 +40,16 @@ SL_INLINE bool sl_mbuf_ip_cksum_good(const struct rte_mbuf *m) {
 }
 SL_INLINE bool sl_mbuf_ip_cksum_bad(const struct rte_mbuf *m) {
     return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD;
+}
+
+/* A 32-bit tag in the first cache line (the upper half of the flow-director
+ * hash word, unused with RSS): traffic tools mark their packets with it. */
+SL_INLINE uint32_t sl_mbuf_tag(const struct rte_mbuf *m) { return m->hash.fdir.hi; }
+SL_INLINE void sl_mbuf_set_tag(struct rte_mbuf *m, uint32_t t) { m->hash.fdir.hi = t; }
+/* Resets the data window to the default headroom and a length, as a fresh mbuf. */
+SL_INLINE void sl_mbuf_reset_window(struct rte_mbuf *m, uint16_t len) {
+    m->data_off = RTE_PKTMBUF_HEADROOM < m->buf_len ? RTE_PKTMBUF_HEADROOM : 0;
+    m->data_len = len; m->pkt_len = len;
 }
 
 /* ---- ethdev ---- */
@@ -95,7 +108,11 @@ SL_INLINE int sl_socket_id(void) { return (int)rte_socket_id(); }
 /* ---- out of line (src/shims.c) ---- */
 void sl_install_stop_signals(void);
 void sl_stdout_line_buffered(void);
-int sl_stop_signal(void);          /* the signal number received, 0 if none */
+/* CPUs in this process's affinity mask, ascending; returns how many (at most max). */
+int sl_affinity_cpus(int *out, int max);
+int sl_stop_signal(void);
+/* Registers (once) a 4-byte mbuf dynamic field for tools; returns its offset or -1. */
+int sl_mbuf_dynfield_u32_register(const char *name);          /* the signal number received, 0 if none */
 const char *sl_strerror(int err);
 int sl_eal_init(int argc, char **argv);
 

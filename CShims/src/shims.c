@@ -1,3 +1,5 @@
+#define _GNU_SOURCE 1
+#include <sched.h>
 #include "sluice_shims.h"
 
 const char *sl_strerror(int err) { return rte_strerror(err); }
@@ -26,3 +28,13 @@ int sl_stop_signal(void) { return sl_stop_signo; }
 #include <stdio.h>
 
 void sl_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+int sl_affinity_cpus(int *out, int max) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) return 0;
+    int n = 0;
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++)
+        if (CPU_ISSET(c, &set)) out[n++] = c;
+    return n;
+}

@@ -14,9 +14,9 @@ public enum CommandParser {
     }
 
     static let verbs: [Verb] = [
-        Verb(name: "port", parse: { (c: inout WordCursor) throws(CommandError) in try parsePort(&c) }),
-        Verb(name: "neighbor", parse: { (c: inout WordCursor) throws(CommandError) in try parseNeighbor(&c) }),
-        Verb(name: "route", parse: { (c: inout WordCursor) throws(CommandError) in try parseRoute(&c) }),
+        Verb(name: "port", parse: parsePort),
+        Verb(name: "neighbor", parse: parseNeighbor),
+        Verb(name: "route", parse: parseRoute),
     ]
 
     /// The verbs the language knows, in the order help text lists them.

@@ -73,12 +73,8 @@ struct WordCursor {
 
     /// "unexpected 'word' after 'previous word'; `explanation`".
     func unexpected(_ word: Word, _ explanation: String) -> CommandError {
-        let after = word.column == words.first?.column ? "" : " after '\(previousWord(before: word))'"
+        let after = words.last(where: { $0.column < word.column }).map { " after '\($0.text)'" } ?? ""
         return error("unexpected '\(word.text)'\(after); \(explanation)", at: word)
-    }
-
-    private func previousWord(before word: Word) -> Substring {
-        words.last(where: { $0.column < word.column })?.text ?? ""
     }
 
     /// Reads `keyword value` options in any order up to the end of the line,
@@ -92,12 +88,10 @@ struct WordCursor {
         var seen: [Substring] = []
         while let word = next() {
             guard keywords.contains(where: { $0 == word.text }) else {
-                position -= 1
                 throw unexpected(word, "expected " + Self.alternatives(
                     stillAllowed(keywords, required: required, repeatable: repeatable, seen: seen)))
             }
             if seen.contains(word.text) && !repeatable.contains(where: { $0 == word.text }) {
-                position -= 1
                 throw unexpected(word, "'\(word.text)' may appear only once")
             }
             seen.append(word.text)

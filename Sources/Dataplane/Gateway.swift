@@ -56,10 +56,11 @@ public final class Gateway {
 
     /// Sets up `portIDs` (every probed port when nil) for the EAL's worker lcores.
     /// `extraMbufs` reserves mempool room for an in-process traffic source.
-    public init(portIDs: [UInt16]? = nil, extraMbufs: Int = 0,
+    /// `workerLcores` defaults to every EAL worker lcore.
+    public init(portIDs: [UInt16]? = nil, workerLcores: [UInt32]? = nil, extraMbufs: Int = 0,
                 rxDescriptors: Int = PortControl.defaultRxDescriptors,
                 txDescriptors: Int = PortControl.defaultTxDescriptors) throws(DataplaneError) {
-        let lcores = EAL.workerLcores
+        let lcores = workerLcores ?? EAL.workerLcores
         guard !lcores.isEmpty else {
             throw DataplaneError("no worker lcores: give the EAL at least two lcores (e.g. -l 0-1 or --lcores '0@0,1@1'); the main lcore runs the control thread")
         }
@@ -99,7 +100,7 @@ public final class Gateway {
                                                     rxDescriptors: rxDescriptors, txDescriptors: txDescriptors))
         }
         ports = setups
-        workerLcores = lcores
+        self.workerLcores = lcores
 
         guard let sharedMem = rte_zmalloc("sl_shared", MemoryLayout<sl_shared>.size, UInt32(SL_CACHE_LINE)) else {
             throw DataplaneError("out of DPDK memory (shared state)")

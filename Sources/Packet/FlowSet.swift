@@ -77,12 +77,17 @@ public struct FlowSet: Hashable, Sendable {
         guard flowsPerQueue >= 0 else { throw .negativeCount(flowsPerQueue) }
         var gen = try Generator(template: template, seed: seed, bits: sourceAddressBits, key: key, reta: reta, input: input)
         let queues = Set(reta.entries).sorted()
-        let wanted = flowsPerQueue * queues.count
-        guard wanted <= gen.available else { throw .notEnoughDistinctFlows(requested: wanted, available: gen.available) }
+        let (wanted, overflow) = flowsPerQueue.multipliedReportingOverflow(by: queues.count)
+        guard !overflow, wanted <= gen.available else {
+            throw .notEnoughDistinctFlows(requested: overflow ? Int.max : wanted, available: gen.available)
+        }
         var counts: [UInt16: Int] = [:]
         var out: [Flow] = []
         out.reserveCapacity(wanted)
-        let maxAttempts = wanted * 64 + 100_000
+        // wanted <= available, and a count of flows this large could never be
+        // stored anyway; saturate rather than trap.
+        let (scaled, big) = wanted.multipliedReportingOverflow(by: 64)
+        let maxAttempts = big || scaled > Int.max - 100_000 ? Int.max : scaled + 100_000
         var attempts = 0
         while out.count < wanted {
             guard attempts < maxAttempts else {

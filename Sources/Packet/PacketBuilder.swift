@@ -266,6 +266,7 @@ public struct PacketBuilder: Hashable, Sendable {
     /// A frame of exactly `frameSize` bytes (no FCS), the payload filling what
     /// the headers leave.
     public func build(frameSize: Int) throws(PacketBuilderError) -> [UInt8] {
+        try validate()
         guard frameSize >= headerLength else {
             throw .frameTooSmall(frameSize: frameSize, headerLength: headerLength)
         }
@@ -274,6 +275,7 @@ public struct PacketBuilder: Hashable, Sendable {
 
     /// A frame whose payload is `payloadLength` bytes of `pattern`.
     public func build(payloadLength: Int) throws(PacketBuilderError) -> [UInt8] {
+        try validate()
         guard payloadLength >= 0 else { throw .negativePayloadLength(payloadLength) }
         guard payloadLength <= maximumPayloadLength else {
             throw .payloadTooLong(payloadLength: payloadLength, limit: maximumPayloadLength)
@@ -317,8 +319,9 @@ public struct PacketBuilder: Hashable, Sendable {
         }
     }
 
-    /// Writes the whole frame; `p` has `headerLength + payload.count` bytes,
-    /// fields are validated and the length limits checked.
+    /// Writes the whole frame; `p` has `headerLength + payload.count` bytes.
+    /// `validate()` and the `maximumPayloadLength` check ran first, so the
+    /// narrowing conversions below (IHL / 4 <= 15, lengths <= 65535) hold.
     private func write(into p: UnsafeMutableRawPointer, payload: [UInt8]) {
         var o = 0
         for b in ethernet.destination.array { p.storeByte(b, at: o); o += 1 }

@@ -24,10 +24,6 @@ struct Check: ParsableCommand {
     @Argument(help: "Configuration files to check.")
     var files: [String]
 
-    func validate() throws {
-        if files.isEmpty { throw ValidationError("name at least one file to check") }
-    }
-
     func run() throws {
         var failed = false
         for file in files {

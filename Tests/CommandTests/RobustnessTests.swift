@@ -17,17 +17,59 @@ import Testing
         "é", "\u{301}", "🦆", "\t", "\r", "port0", "ROUTE",
     ]
 
+    static func pick<T>(_ items: [T], _ rng: inout SeededGenerator) -> T {
+        items[Int(rng.next() % UInt64(items.count))]
+    }
+
+    /// A well-formed line over small value pools, so that lines often refer to
+    /// the same ports, addresses and prefixes.
+    static func validLine(_ rng: inout SeededGenerator) -> [String] {
+        let port = pick(["0", "1", "2", "3"], &rng)
+        let v4 = ["10.0.0.1", "10.0.0.2", "192.0.2.1", "192.0.2.9"]
+        let v6 = ["2001:db8::1", "2001:db8::2", "fe80::1"]
+        let prefixes = ["10.0.0.0/8", "10.0.0.0/16", "0.0.0.0/0", "192.0.2.0/24", "::/0", "2001:db8::/32"]
+        switch rng.next() % 5 {
+        case 0:
+            var words = ["port", port]
+            for _ in 0..<Int(rng.next() % 3) {
+                if rng.next() % 3 == 0 {
+                    words += ["role", pick(["protected", "unprotected"], &rng)]
+                } else {
+                    words += ["address", pick(v4 + v6, &rng) + pick(["/24", "/64", "/32", "/8"], &rng)]
+                }
+            }
+            return words
+        case 1:
+            let lladdr = pick(["02:00:00:00:00:01", "02:00:00:00:00:02", "01:00:5e:00:00:01", "00:00:00:00:00:00"], &rng)
+            return ["neighbor", pick(v4 + v6, &rng), "lladdr", lladdr, "port", port]
+        case 2: return ["route", "add", pick(prefixes, &rng), "via", pick(v4 + v6, &rng)]
+        case 3: return ["route", "add", pick(prefixes, &rng), "port", port]
+        default: return ["route", "del", pick(prefixes, &rng)]
+        }
+    }
+
     static func randomLine(_ rng: inout SeededGenerator) -> String {
-        switch rng.next() % 3 {
+        switch rng.next() % 4 {
         case 0:
             // Raw bytes, decoded leniently as UTF-8.
             let bytes = (0..<Int(rng.next() % 40)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             return String(decoding: bytes.filter { $0 != 10 && $0 != 13 }, as: UTF8.self)
-        default:
+        case 1:
             // Vocabulary soup, usually starting with a verb.
-            var words = (0..<Int(rng.next() % 8)).map { _ in vocabulary[Int(rng.next() % UInt64(vocabulary.count))] }
-            if rng.next() % 4 != 0 { words.insert(["port", "neighbor", "route"][Int(rng.next() % 3)], at: 0) }
+            var words = (0..<Int(rng.next() % 8)).map { _ in pick(vocabulary, &rng) }
+            if rng.next() % 4 != 0 { words.insert(pick(["port", "neighbor", "route"], &rng), at: 0) }
             return words.joined(separator: rng.next() % 5 == 0 ? "\t " : " ")
+        default:
+            // A valid line, sometimes with one word replaced, dropped or added.
+            var words = validLine(&rng)
+            let at = Int(rng.next() % UInt64(words.count))
+            switch rng.next() % 6 {
+            case 0: words[at] = pick(vocabulary, &rng)
+            case 1: words.remove(at: at)
+            case 2: words.insert(pick(vocabulary, &rng), at: at)
+            default: break
+            }
+            return words.joined(separator: " ")
         }
     }
 
@@ -50,7 +92,7 @@ import Testing
                 #expect(!error.message.isEmpty)
             }
         }
-        #expect(parsed > 100)   // the soup does reach valid commands
+        #expect(parsed > 3_000)   // the soup does reach valid commands
     }
 
     @Test func randomFilesLoadAllOrNothingAndRoundTrip() throws {
@@ -74,7 +116,7 @@ import Testing
             let reloaded = try GatewayConfig.load(text: config.configText, name: "round trip")
             #expect(reloaded == config)
         }
-        #expect(loaded > 200)
+        #expect(loaded > 1_000)
     }
 
     @Test func randomWholeFilesNeverTrap() {

@@ -1,0 +1,280 @@
+import ArgumentParser
+import CShims
+import Command
+import Control
+import Dataplane
+import Foundation
+import Packet
+
+/// `sluicebench`: runs the gateway engine in-process on ring ports, feeds it
+/// generated traffic, prints testpmd-like periodic stats, and compares with a
+/// named baseline measured in the same invocation.
+struct SluiceBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sluicebench",
+        abstract: "Traffic generator and benchmark for the Sluice gateway engine.",
+        discussion: """
+        The gateway runs in this process on net_ring-style ports (rte_eth_from_rings). A fixed \
+        population of packets, stamped once from templates and spread over the gateway's RX queues \
+        by the Toeplitz hash a NIC would compute, circulates gateway → generator → gateway. \
+        Rates count packets the gateway sent out. --baseline testpmd then runs dpdk-testpmd io \
+        forwarding between two net_ring ports on the same CPUs and reports the ratio.
+        """)
+
+    @Option(help: "What the gateway does: bypass (plaintext routing protected → unprotected).")
+    var mode: String = "bypass"
+    @Option(help: "Frame size in bytes without FCS (60…1514), or 'imix' (7:4:1 of 64/576/1500).")
+    var size: String = "64"
+    @Option(help: "Generator burst size.")
+    var burst: Int = 32
+    @Option(help: "Number of distinct flows.")
+    var flows: Int = 256
+    @Option(help: "Address family of the generated traffic: ipv4 or ipv6.")
+    var family: String = "ipv4"
+    @Option(help: "Gateway worker lcores (one RX/TX queue pair each per port).")
+    var workers: Int = 1
+    @Option(help: "Generator lcores.")
+    var generators: Int = 1
+    @Option(help: "Measured seconds.")
+    var seconds: Double = 5
+    @Option(help: "Seconds of warm-up before measuring.")
+    var warmup: Double = 1
+    @Option(help: "Packets in flight per queue.")
+    var inflight: Int = 512
+    @Option(help: "Periodic stats every N seconds (0 = off).")
+    var statsPeriod: Double = 1
+    @Option(help: "Baseline to compare with: testpmd or none.")
+    var baseline: String = "none"
+    @Option(help: "EAL memory in MB.")
+    var memory: Int = 1024
+    @Option(help: "Comma-separated CPU ids to use (default: this process's affinity).")
+    var cpus: String?
+    @Flag(help: "Print one JSON object on stdout (periodic stats go to stderr).")
+    var json = false
+    @Flag(help: "Report mallocs and retains per packet (run with the alloc-counter preload; disables periodic stats in the window).")
+    var countAllocs = false
+
+    func validate() throws {
+        guard mode == "bypass" else { throw ValidationError("--mode: only 'bypass' exists so far") }
+        guard workers >= 1, generators >= 1 else { throw ValidationError("--workers and --generators must be ≥ 1") }
+        guard ["ipv4", "ipv6"].contains(family) else { throw ValidationError("--family must be ipv4 or ipv6") }
+        guard ["testpmd", "none"].contains(baseline) else { throw ValidationError("--baseline must be testpmd or none") }
+        guard seconds > 0, inflight >= burst, burst >= 1, burst <= Int(SL_BURST) else {
+            throw ValidationError("need --seconds > 0 and 1 ≤ --burst ≤ \(SL_BURST) ≤ … ≤ --inflight")
+        }
+        guard frameSizes != nil else { throw ValidationError("--size must be a number 60…1514 or 'imix'") }
+    }
+
+    var frameSizes: [Int]? {
+        if size == "imix" { return IMIX.classic }
+        guard let n = Int(size), (60...1514).contains(n) else { return nil }
+        return [n]
+    }
+
+    func run() throws {
+        let report = try Bench(options: self).run()
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for k in report.keys.sorted() { print("\(k): \(report[k]!)") }
+        }
+    }
+}
+
+/// One benchmark run: EAL, gateway, generator, measurement, baseline.
+struct Bench {
+    let o: SluiceBench
+    init(options: SluiceBench) { o = options }
+
+    func say(_ s: String) {
+        if o.json { writeStandardError(s + "\n") } else { print(s) }
+    }
+
+    /// CPUs this process may run on.
+    func cpuList() -> [Int] {
+        if let c = o.cpus { return c.split(separator: ",").compactMap { Int($0) } }
+        var buf = [Int32](repeating: 0, count: 1024)
+        let n = Int(sl_affinity_cpus(&buf, Int32(buf.count)))
+        return n > 0 ? buf[0..<n].map(Int.init) : [0]
+    }
+
+    func run() throws -> [String: Any] {
+        let cpus = cpuList()
+        let n = cpus.count
+        // Workers get dedicated CPUs from the end of the list, generators the
+        // ones before them, the (mostly sleeping) main lcore the first.
+        let workerCPUs = (0..<o.workers).map { cpus[(n - 1 - $0 % n + n) % n] }
+        let generatorCPUs = (0..<o.generators).map { j in n - 1 - o.workers - j >= 0 ? cpus[n - 1 - o.workers - j] : cpus[0] }
+        if o.workers + o.generators > n {
+            say("warning: \(o.workers) workers + \(o.generators) generators on \(n) CPUs share CPUs; rates are not per-core figures")
+        }
+        var lcoreMap = ["0@\(cpus[0])"]
+        for (i, c) in workerCPUs.enumerated() { lcoreMap.append("\(1 + i)@\(c)") }
+        for (j, c) in generatorCPUs.enumerated() { lcoreMap.append("\(1 + o.workers + j)@\(c)") }
+        let eal = ["sluicebench", "--no-huge", "-m", "\(o.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
+                   "--log-level", "lib.eal:warning", "--lcores", lcoreMap.joined(separator: ",")]
+        _ = try EAL.initialize(arguments: eal)
+
+        let socket = EAL.socket(ofLcore: 1)
+        let ringSize = 1 << (Int.bitWidth - (o.inflight * 2).leadingZeroBitCount)
+        let protected = try RingPort.create(name: "sl_prot", queues: o.workers, size: ringSize, socket: socket)
+        let unprotected = try RingPort.create(name: "sl_unprot", queues: o.workers, size: ringSize, socket: socket)
+        let workerLcores = (0..<o.workers).map { UInt32(1 + $0) }
+        let gateway = try Gateway(portIDs: [protected.port, unprotected.port], workerLcores: workerLcores,
+                                  extraMbufs: o.workers * o.inflight + 4096)
+        let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+        let configText = """
+        port \(protected.port) role protected address 10.0.0.1/16
+        port \(protected.port) address 2001:db8:a::1/64
+        port \(unprotected.port) role unprotected address 192.0.2.1/24
+        port \(unprotected.port) address 2001:db8:ff::1/64
+        neighbor 192.0.2.254 lladdr 02:00:00:00:00:fe port \(unprotected.port)
+        neighbor 2001:db8:ff::fe lladdr 02:00:00:00:00:fe port \(unprotected.port)
+        route add 198.51.100.0/24 via 192.0.2.254
+        route add 2001:db8:100::/48 via 2001:db8:ff::fe
+        """
+        let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
+        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+
+        // Templates: every flow in every distinct size.
+        var ethernet = EthernetSpec()
+        ethernet.destination = macs[protected.port]!
+        var template: PacketBuilder = o.family == "ipv4"
+            ? .udp(IPv4Address(10, 0, 0, 2), 1024, IPv4Address(198, 51, 100, 7), 4789)
+            : .udp(IPv6Address("2001:db8:a::2")!, 1024, IPv6Address("2001:db8:100::7")!, 4789)
+        template.ethernet = ethernet
+        let reta = RedirectionTable(size: 128, queueCount: o.workers)!
+        let flowSet = try FlowSet(template: template, count: o.flows, reta: reta)
+        let sizes = o.frameSizes!
+        let distinct = Array(Set(sizes)).sorted()
+        var frames: [[UInt8]] = []
+        var restore: [Int] = []
+        for f in flowSet.flows {
+            let b = flowSet.builder(for: f)
+            for s in distinct {
+                frames.append(try b.build(frameSize: s))
+                restore.append(b.headerLength)
+            }
+        }
+
+        // Queues are dealt to generators round-robin.
+        var generators: [Generator] = []
+        for g in 0..<o.generators {
+            let qs = stride(from: g, to: o.workers, by: o.generators).map {
+                Generator.Queue(inject: protected.rx[$0], collect: [unprotected.tx[$0], protected.tx[$0]])
+            }
+            generators.append(Generator(queues: qs, templates: frames, restoreLengths: restore,
+                                        lcore: UInt32(1 + o.workers + g)))
+        }
+        let pool = gateway.mempools.values.first!
+        for q in 0..<o.workers {
+            let g = generators[q % o.generators]
+            let local = q / o.generators
+            let qFlows = flowSet.flows.indices.filter { flowSet.flows[$0].queue == UInt16(q) }
+            guard !qFlows.isEmpty else { throw ValidationError("no flow hashes to queue \(q): use more --flows") }
+            let indices = (0..<o.inflight).map { i in
+                qFlows[i % qFlows.count] * distinct.count + distinct.firstIndex(of: sizes[i % sizes.count])!
+            }
+            try g.seed(queue: local, templateIndices: indices, pool: pool)
+        }
+
+        try gateway.start()
+        for g in generators {
+            let rc = rte_eal_remote_launch(generatorEntry, Unmanaged.passUnretained(g).toOpaque(), g.lcore)
+            if rc != 0 { throw DataplaneError("cannot launch the generator on lcore \(g.lcore)") }
+        }
+        say("sluicebench: mode=\(o.mode) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(o.generators)@cpu\(generatorCPUs) inflight/queue=\(o.inflight)")
+
+        func totals() -> (packets: UInt64, bytes: UInt64) {
+            var p: UInt64 = 0, b: UInt64 = 0
+            for g in generators {
+                for q in 0..<g.queues.count { p &+= g.received[q]; b &+= g.receivedBytes[q] }
+            }
+            return (p, b)
+        }
+        usleep(UInt32(o.warmup * 1e6))
+        let counterFn = o.countAllocs ? AllocCounter.reader() : nil
+        if o.countAllocs && counterFn == nil {
+            say("warning: --count-allocs without the alloc-counter preload (LD_PRELOAD=…/alloc_counter.so); not counting")
+        }
+        let c0 = totals()
+        var last = (t: monotonicSeconds(), c: c0, ports: gateway.portStats().map { $0.1 })
+        // Between the two counter reads this thread only reads the clock and
+        // sleeps, so whatever is counted was done by the workers and generators.
+        var allocStart: AllocCounter? = nil
+        if let fn = counterFn { allocStart = AllocCounter.read(fn) }
+        let t0 = monotonicSeconds()
+        let end = t0 + o.seconds
+        if counterFn != nil {
+            usleep(UInt32(o.seconds * 1e6))
+        } else {
+            while true {
+                let now = monotonicSeconds()
+                if now >= end { break }
+                let step = o.statsPeriod > 0 ? min(o.statsPeriod, end - now) : end - now
+                usleep(UInt32(step * 1e6))
+                if o.statsPeriod > 0 {
+                    let t = monotonicSeconds()
+                    let ps = gateway.portStats()
+                    for (i, (setup, s)) in ps.enumerated() {
+                        let prev = last.ports[i]
+                        let dt = t - last.t
+                        say(String(format: "  port %d %-9@ RX-packets: %-12llu RX-pps: %-10.0f TX-packets: %-12llu TX-pps: %-10.0f",
+                                   Int(setup.info.id), setup.info.name == "sl_prot" ? "protected" : "unprot",
+                                   s.rxPackets, Double(s.rxPackets &- prev.rxPackets) / dt,
+                                   s.txPackets, Double(s.txPackets &- prev.txPackets) / dt))
+                    }
+                    last = (t, totals(), ps.map { $0.1 })
+                }
+            }
+        }
+        let t1 = monotonicSeconds()
+        var allocEnd: AllocCounter? = nil
+        if let fn = counterFn { allocEnd = AllocCounter.read(fn) }
+        let c1 = totals()
+
+        for g in generators { sl_store_release_u32(g.stopFlag, 1) }
+        for g in generators { _ = rte_eal_wait_lcore(g.lcore) }
+        gateway.stopWorkers()
+        let cores = gateway.coreCounters()
+        for line in cores.map(CounterReport.coreLine) { say("  " + line) }
+
+        let dt = t1 - t0
+        let packets = Double(c1.packets &- c0.packets)
+        let bytes = Double(c1.bytes &- c0.bytes)
+        let mpps = packets / dt / 1e6
+        var report: [String: Any] = [
+            "mode": o.mode, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
+            "generators": o.generators, "seconds": dt, "packets": Int(packets),
+            "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
+            "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
+            "drops": Int(cores.reduce(0) { $0 + $1.totalDrops }),
+            // Share of worker polls that found packets: near 1 means the gateway is the bottleneck.
+            "worker_busy": round3(Double(cores.reduce(0) { $0 + $1.rxBursts }) / Double(max(1, cores.reduce(0) { $0 + $1.polls }))),
+            "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs,
+        ]
+        if let a = allocStart, let b = allocEnd, packets > 0 {
+            report["mallocs"] = Int(b.mallocs &- a.mallocs)
+            report["swift_allocs"] = Int(b.swiftAllocs &- a.swiftAllocs)
+            report["retains"] = Int(b.retains &- a.retains)
+            report["releases"] = Int(b.releases &- a.releases)
+            report["mallocs_per_packet"] = Double(b.mallocs &- a.mallocs) / packets
+            report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
+        }
+        if o.baseline == "testpmd" {
+            say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on two net_ring ports")
+            let frame = o.frameSizes!.count == 1 ? o.frameSizes![0] : 64
+            let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: 32,
+                                               forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
+                                               filePrefix: "sluicebench-testpmd-\(getpid())")
+            report["baseline"] = "testpmd-io"
+            report["baseline_mpps"] = round3(base.mpps)
+            report["baseline_command"] = base.command
+            report["ratio"] = round3(mpps / base.mpps)
+        }
+        return report
+    }
+}
+
+func round3(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
