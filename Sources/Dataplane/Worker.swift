@@ -1,4 +1,5 @@
 import CShims
+import Packet
 
 // The worker lcore: poll every port's queue of this core, forward, report
 // quiescence. Per packet there is no allocation, no ARC traffic, no lock and
@@ -23,39 +24,6 @@ let workerEntry: @convention(c) (UnsafeMutableRawPointer?) -> Int32 = { arg in
     static let etherTypeIPv6: UInt16 = 0x86DD
     static let etherTypeVLAN: UInt16 = 0x8100
     static let etherTypeQinQ: UInt16 = 0x88A8
-}
-
-@inline(__always) func loadBE16(_ p: UnsafeMutablePointer<UInt8>, _ off: Int) -> UInt16 {
-    UInt16(bigEndian: UnsafeRawPointer(p + off).loadUnaligned(as: UInt16.self))
-}
-@inline(__always) func loadBE32(_ p: UnsafeMutablePointer<UInt8>, _ off: Int) -> UInt32 {
-    UInt32(bigEndian: UnsafeRawPointer(p + off).loadUnaligned(as: UInt32.self))
-}
-
-/// Sum of the 16-bit words of an IPv4 header, folded: 0xFFFF when the checksum is right.
-@inline(__always) func ipv4HeaderSumIsValid(_ h: UnsafeMutablePointer<UInt8>, length: Int) -> Bool {
-    var sum: UInt32 = 0
-    var i = 0
-    // length ≤ 60 (IHL ≤ 15), so 30 words of ≤ 0xFFFF cannot overflow 32 bits.
-    while i < length {
-        sum &+= UInt32(UnsafeRawPointer(h + i).loadUnaligned(as: UInt16.self))
-        i &+= 2
-    }
-    sum = (sum & 0xFFFF) &+ (sum >> 16)
-    sum = (sum & 0xFFFF) &+ (sum >> 16)
-    return sum == 0xFFFF
-}
-
-/// Decrements the IPv4 TTL and patches the header checksum (RFC 1624:
-/// HC' = ~(~HC + ~m + m'); the TTL/protocol word drops by 0x0100, so
-/// ~m + m' = 0xFEFF in one's-complement arithmetic).
-@inline(__always) func ipv4DecrementTTL(_ h: UnsafeMutablePointer<UInt8>) {
-    h[8] &-= 1  // caller checked TTL > 1
-    let old = UInt32(loadBE16(h, 10))
-    var sum = (~old & 0xFFFF) &+ 0xFEFF
-    sum = (sum & 0xFFFF) &+ (sum >> 16)
-    let new = UInt16(truncatingIfNeeded: ~sum)
-    UnsafeMutableRawPointer(h + 10).storeBytes(of: new.bigEndian, toByteOffset: 0, as: UInt16.self)
 }
 
 @inline(__always) func drop(_ m: OpaquePointer, _ reason: DropReason, _ drops: UnsafeMutablePointer<UInt64>) {
@@ -154,10 +122,10 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         i &+= 1
         guard len >= Wire.ethHeader else { drop(m, .malformed, drops); continue }
         var l3 = Wire.ethHeader
-        var etherType = loadBE16(data, Wire.etherTypeOffset)
+        var etherType = UnsafeRawPointer(data).loadBE16(at: Wire.etherTypeOffset)
         if etherType == Wire.etherTypeVLAN || etherType == Wire.etherTypeQinQ {
             guard len >= Wire.ethHeader &+ Wire.vlanHeader else { drop(m, .malformed, drops); continue }
-            etherType = loadBE16(data, Wire.etherTypeOffset &+ Wire.vlanHeader)
+            etherType = UnsafeRawPointer(data).loadBE16(at: Wire.etherTypeOffset &+ Wire.vlanHeader)
             l3 = Wire.ethHeader &+ Wire.vlanHeader
         }
         let ip = data + l3
@@ -165,21 +133,21 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             guard len >= l3 &+ 20 else { drop(m, .malformed, drops); continue }
             let vihl = ip[0]
             let hlen = Int(vihl & 0x0F) &<< 2
-            let total = Int(loadBE16(ip, 2))
+            let total = Int(UnsafeRawPointer(ip).loadBE16(at: 2))
             // Options included; the header must sit in the first segment.
             guard vihl >> 4 == 4, hlen >= 20, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
                 drop(m, .malformed, drops); continue
             }
-            if sl_mbuf_ip_cksum_bad(m) || (!sl_mbuf_ip_cksum_good(m) && !ipv4HeaderSumIsValid(ip, length: hlen)) {
+            if sl_mbuf_ip_cksum_bad(m) || (!sl_mbuf_ip_cksum_good(m) && InternetChecksum.checksum(UnsafeRawBufferPointer(start: ip, count: hlen)) != 0) {
                 drop(m, .badChecksum, drops); continue
             }
             guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
-            dst4[n4] = loadBE32(ip, 16)
+            dst4[n4] = UnsafeRawPointer(ip).loadBE32(at: 16)
             slot4[n4] = UInt8(truncatingIfNeeded: i &- 1)
             n4 &+= 1
         } else if etherType == Wire.etherTypeIPv6 {
             guard len >= l3 &+ 40 else { drop(m, .malformed, drops); continue }
-            let payload = Int(loadBE16(ip, 4))
+            let payload = Int(UnsafeRawPointer(ip).loadBE16(at: 4))
             guard ip[0] >> 4 == 6, payload &+ 40 <= pktLen &- l3 else { drop(m, .malformed, drops); continue }
             guard ip[7] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
@@ -235,7 +203,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, l3: Int, hop
     let kind = Int(hop.pointee.kind)
     if kind == SL_NH_FORWARD {
         let data = sl_mbuf_data(m)!
-        if ipv4 { ipv4DecrementTTL(data + l3) } else { data[l3 &+ 7] &-= 1 }
+        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: data + l3) } else { data[l3 &+ 7] &-= 1 }
         // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.
         let src = UnsafeRawPointer(hop)
         let dst = UnsafeMutableRawPointer(data)
