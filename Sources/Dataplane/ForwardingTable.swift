@@ -1,5 +1,6 @@
 import CShims
 import Packet
+import Synchronization
 
 /// Where a route sends a packet, resolved by the control plane.
 public enum NextHop: Hashable, Sendable {
@@ -24,6 +25,9 @@ public struct RouteEntry: Hashable, Sendable {
 /// Next-hop entry width follows the number of distinct next hops, which keeps
 /// the 2^24-entry first level at 16 MB for up to 127 next hops.
 public enum ForwardingTable {
+    /// DPDK names FIBs globally; a process-wide serial keeps them unique.
+    static let nameSerial = Atomic<UInt64>(0)
+
     /// Builds a snapshot on `socket`. Nothing is published here.
     public static func build(routes: [RouteEntry], socket: Int32, generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
         var index: [NextHop: UInt32] = [:]
@@ -88,7 +92,7 @@ public enum ForwardingTable {
         // The top bit of an entry marks a tbl8 extension, so 1 byte holds 127 next hops.
         conf.dir24_8.nh_sz = hopCount < 127 ? RTE_FIB_DIR24_8_1B : (hopCount < 32767 ? RTE_FIB_DIR24_8_2B : RTE_FIB_DIR24_8_4B)
         conf.dir24_8.num_tbl8 = UInt32(routes.filter { $0.prefix.length > 24 }.count + 16)
-        guard let fib = rte_fib_create("sl4_\(generation)", socket, &conf) else {
+        guard let fib = rte_fib_create("sl4_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
             throw .dpdkErrno("cannot create the IPv4 FIB (\(routes.count) routes; increase -m?)")
         }
         for r in routes {
@@ -111,7 +115,7 @@ public enum ForwardingTable {
         // A prefix longer than 24 bits can need one tbl8 per further byte.
         let tbl8 = routes.reduce(0) { $0 + max(0, ($1.prefix.length - 24 + 7) / 8) }
         conf.trie.num_tbl8 = UInt32(tbl8 + 64)
-        guard let fib = rte_fib6_create("sl6_\(generation)", socket, &conf) else {
+        guard let fib = rte_fib6_create("sl6_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
             throw .dpdkErrno("cannot create the IPv6 FIB (\(routes.count) routes; increase -m?)")
         }
         for r in routes {
