@@ -60,6 +60,6 @@ let package = Package(
         .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet"],
                     path: "Tests/DataplaneTests", swiftSettings: swiftShimFlags),
-        .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests"),
+        .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests", exclude: ["scripts"]),
     ]
 )
