@@ -7,6 +7,7 @@ const char *sl_strerror(int err) { return rte_strerror(err); }
 int sl_eal_init(int argc, char **argv) { return rte_eal_init(argc, argv); }
 
 #include <signal.h>
+#include <pthread.h>
 #include <string.h>
 
 static volatile sig_atomic_t sl_stop_signo;
@@ -21,6 +22,13 @@ void sl_install_stop_signals(void) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A parent may have blocked these (a thread pool spawning us passes its
+     * mask on); the gateway must always be stoppable. */
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, SIGINT);
+    sigaddset(&unblock, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &unblock, NULL);
 }
 
 int sl_stop_signal(void) { return sl_stop_signo; }

@@ -111,7 +111,7 @@ struct TestpmdBaseline {
         let out = OutputSink(stdout.fileHandleForReading)
         let err = OutputSink(stderr.fileHandleForReading)
         do {
-            try process.run()
+            try launchWithSignalsUnblocked(process)
         } catch {
             throw Failure.launchFailed(command: command, reason: "\(error)")
         }
@@ -259,6 +259,26 @@ struct TestpmdBaseline {
         let fromPath = (env["PATH"] ?? "").split(separator: ":").map { "\($0)/dpdk-testpmd" }
         for candidate in fromPath + fixed where fm.isExecutableFile(atPath: candidate) { return candidate }
         throw Failure.notInstalled(searched: fixed)
+    }
+
+    /// `Process.run` spawns with the calling thread's signal mask; threads
+    /// of Dispatch and of the concurrency pool block SIGTERM, which testpmd
+    /// would then never see. Spawn from a fresh thread with an empty mask.
+    static func launchWithSignalsUnblocked(_ process: Process) throws {
+        struct Box: @unchecked Sendable { let process: Process }  // joined below before reuse
+        let box = Box(process: process)
+        let failure = Mutex<(any Error)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            do { try box.process.run() } catch { failure.withLock { $0 = error } }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        if let error = failure.withLock({ $0 }) { throw error }
     }
 
     static func stopIfRunning(_ process: Process) {

@@ -137,13 +137,33 @@ final class Child: Sendable {
         process.standardInput = FileHandle.nullDevice
         commandLine = ([executable] + arguments).map(Child.quoted).joined(separator: " ")
         do {
-            try process.run()
+            try Child.launchWithSignalsUnblocked(process)
         } catch {
             throw HarnessError("cannot start \(commandLine): \(error)")
         }
         self.process = process
         stdout = OutputSink(out.fileHandleForReading)
         stderr = OutputSink(err.fileHandleForReading)
+    }
+
+    /// `Process.run` spawns with the calling thread's signal mask, and the
+    /// threads tests run on block SIGINT/SIGTERM: a child started from one
+    /// would never see our SIGTERM. Spawn from a fresh thread with an empty
+    /// mask, as a shell would.
+    static func launchWithSignalsUnblocked(_ process: Process) throws {
+        let result = Mutex<(any Error)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let box = UncheckedBox(process)
+        let thread = Thread {
+            var none = sigset_t()
+            sigemptyset(&none)
+            pthread_sigmask(SIG_SETMASK, &none, nil)
+            do { try box.value.run() } catch { result.withLock { $0 = error } }
+            done.signal()
+        }
+        thread.start()
+        done.wait()
+        if let error = result.withLock({ $0 }) { throw error }
     }
 
     static func quoted(_ word: String) -> String {
@@ -176,6 +196,13 @@ final class Child: Sendable {
         "$ \(commandLine)\n--- stdout ---\n" + stdout.lines.suffix(lines).joined(separator: "\n")
             + "\n--- stderr ---\n" + stderr.lines.suffix(lines).joined(separator: "\n")
     }
+}
+
+/// Hands a non-Sendable reference to the spawning thread, which is joined
+/// (through a semaphore) before the caller touches it again.
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
 }
 
 // MARK: - The scapy scripts

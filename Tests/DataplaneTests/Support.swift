@@ -1,0 +1,108 @@
+// Helpers shared by the Dataplane tests: the one EAL of this test process,
+// the root suite that serialises everything using it, seeds, and small
+// address and MAC helpers.
+
+import CShims
+import Dataplane
+import Glibc
+import Packet
+import Synchronization
+import Testing
+
+// MARK: - The EAL, once per process
+
+/// `rte_eal_init` succeeds once per process; every test that needs DPDK calls
+/// `TestEAL.ensure()`, which initialises it the first time (from whichever
+/// thread gets there first) and rethrows the first failure afterwards.
+/// Lcore 0 is the main lcore (the test threads); lcores 1 and 2 are workers,
+/// all floating on CPUs 0–1 (the machine has two). The gateway suite uses
+/// lcore 1; lcore 2 only exists so that a two-worker refusal can be checked.
+enum TestEAL {
+    static let arguments = [
+        "dataplane-tests", "--no-huge", "-m", "512", "--no-pci", "--no-shconf", "--no-telemetry",
+        "--lcores", "0@(0-1),1@(0-1),2@(0-1)", "--log-level", "lib.eal:error",
+    ]
+
+    private enum State: Sendable {
+        case notStarted
+        case ready
+        case failed(String)
+    }
+
+    private static let state = Mutex<State>(.notStarted)
+
+    static func ensure() throws {
+        let outcome: State = state.withLock { s in
+            if case .notStarted = s {
+                do {
+                    _ = try EAL.initialize(arguments: arguments)
+                    s = .ready
+                } catch {
+                    s = .failed("\(error)")
+                }
+            }
+            return s
+        }
+        if case .failed(let message) = outcome {
+            throw DataplaneError("test EAL initialisation failed: \(message)")
+        }
+    }
+}
+
+/// Every test that touches the EAL (FIBs, ports, the gateway) lives in a suite
+/// nested in this one: `.serialized` applies to all of them recursively, so no
+/// two run at once, whatever other test targets run in parallel.
+@Suite(.serialized) struct EALSuites {}
+
+// MARK: - Seeds
+
+/// Seeds for randomised tests: `SLUICE_TEST_SEED` (decimal or 0x-hex) replays
+/// exactly one; otherwise fixed seeds plus one fresh seed per run. Failures
+/// name the seed.
+enum TestSeeds {
+    static func list(fixed: [UInt64]) -> [UInt64] {
+        if let text = getenv("SLUICE_TEST_SEED").map({ String(cString: $0) }) {
+            let v = text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+            if let v { return [v] }
+        }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var mix = SplitMix64(seed: UInt64(bitPattern: Int64(ts.tv_sec)) &* 1_000_000_007 &+ UInt64(ts.tv_nsec))
+        return fixed + [mix.next()]
+    }
+
+    static func hex(_ seed: UInt64) -> String { "0x" + String(seed, radix: 16) }
+}
+
+// MARK: - Small helpers
+
+func ipv4(_ text: String) -> IPv4Address { IPv4Address(text)! }
+func ipv6(_ text: String) -> IPv6Address { IPv6Address(text)! }
+func mac(_ text: String) -> MACAddress { MACAddress(text)! }
+
+func mac(_ b: [UInt8]) -> MACAddress { MACAddress((b[0], b[1], b[2], b[3], b[4], b[5])) }
+
+extension MACAddress {
+    /// A locally administered unicast address whose last five bytes encode `n`.
+    static func numbered(_ n: Int, tag: UInt8 = 0x02) -> MACAddress {
+        let v = UInt64(n)
+        return MACAddress((tag & 0xFE | 0x02, UInt8(truncatingIfNeeded: v >> 32), UInt8(truncatingIfNeeded: v >> 24),
+                           UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v)))
+    }
+}
+
+extension IPv6Address {
+    /// The 16 network-order bytes, appended to `out`.
+    func append(to out: inout [UInt8]) {
+        for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: high >> UInt64(s))) }
+        for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: low >> UInt64(s))) }
+    }
+}
+
+/// A hex dump of the first difference between two byte arrays, for failure messages.
+func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> String {
+    if a.count != b.count { return "lengths differ: \(a.count) vs \(b.count)" }
+    guard let i = a.indices.first(where: { a[$0] != b[$0] }) else { return "equal" }
+    func h(_ x: UInt8) -> String { (x < 16 ? "0" : "") + String(x, radix: 16) }
+    return "first difference at byte \(i): \(h(a[i])) vs \(h(b[i]))"
+}
