@@ -24,8 +24,9 @@ typedef struct sl_counters {
     uint64_t tx_bytes;
     uint64_t rx_bursts;      /* polls that returned at least one packet */
     uint64_t polls;          /* loop iterations */
+    uint64_t busy_cycles;    /* TSC cycles spent in iterations that received packets */
     uint64_t drops[SL_DROP_REASON_MAX];
-    uint64_t reserved[2];
+    uint64_t reserved[1];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 

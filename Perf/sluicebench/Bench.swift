@@ -198,7 +198,17 @@ struct Bench {
         if o.countAllocs && counterFn == nil {
             say("warning: --count-allocs without the alloc-counter preload (LD_PRELOAD=…/alloc_counter.so); not counting")
         }
+        // Positive control: the counter must see an allocation made on purpose.
+        var probe: AllocCounter? = nil
+        if let fn = counterFn {
+            let before = AllocCounter.read(fn)
+            let box = ProbeBox(size: o.inflight)
+            let after = AllocCounter.read(fn)
+            probe = AllocCounter(mallocs: after.mallocs &- before.mallocs, swiftAllocs: after.swiftAllocs &- before.swiftAllocs,
+                                 retains: 0, releases: UInt64(box.storage.count))
+        }
         let c0 = totals()
+        let coresAtStart = gateway.coreCounters()
         var last = (t: monotonicSeconds(), c: c0, ports: gateway.portStats().map { $0.1 })
         // Between the two counter reads this thread only reads the clock and
         // sleeps, so whatever is counted was done by the workers and generators.
@@ -234,6 +244,7 @@ struct Bench {
         if let fn = counterFn { allocEnd = AllocCounter.read(fn) }
         let c1 = totals()
 
+        let coresAtEnd = gateway.coreCounters()
         for g in generators { sl_store_release_u32(g.stopFlag, 1) }
         for g in generators { _ = rte_eal_wait_lcore(g.lcore) }
         gateway.stopWorkers()
@@ -251,7 +262,9 @@ struct Bench {
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
             "drops": Int(cores.reduce(0) { $0 + $1.totalDrops }),
             // Share of worker polls that found packets: near 1 means the gateway is the bottleneck.
-            "worker_busy": round3(Double(cores.reduce(0) { $0 + $1.rxBursts }) / Double(max(1, cores.reduce(0) { $0 + $1.polls }))),
+            "worker_cycles_per_packet": round3(windowCyclesPerPacket(coresAtStart, coresAtEnd)),
+            // What one worker would forward if fed without limit: TSC rate / busy cycles per packet.
+            "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 / Double(o.workers)),
             "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs,
         ]
         if let a = allocStart, let b = allocEnd, packets > 0 {
@@ -259,6 +272,8 @@ struct Bench {
             report["swift_allocs"] = Int(b.swiftAllocs &- a.swiftAllocs)
             report["retains"] = Int(b.retains &- a.retains)
             report["releases"] = Int(b.releases &- a.releases)
+            report["probe_mallocs"] = Int(probe?.mallocs ?? 0)
+            report["probe_swift_allocs"] = Int(probe?.swiftAllocs ?? 0)
             report["mallocs_per_packet"] = Double(b.mallocs &- a.mallocs) / packets
             report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
         }
@@ -278,3 +293,17 @@ struct Bench {
 }
 
 func round3(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
+
+/// Busy cycles per packet of all workers between two counter snapshots.
+func windowCyclesPerPacket(_ a: [CoreCounters], _ b: [CoreCounters]) -> Double {
+    let cycles = zip(a, b).reduce(0.0) { $0 + Double($1.1.busyCycles &- $1.0.busyCycles) }
+    let packets = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxPackets &- $1.0.rxPackets) }
+    return packets == 0 ? 0 : cycles / packets
+}
+
+/// A heap object allocated on purpose to check the allocation counter.
+final class ProbeBox {
+    let storage: UnsafeMutableBufferPointer<Int>
+    init(size: Int) { storage = .allocate(capacity: size); storage.initialize(repeating: 0) }
+    deinit { storage.deallocate() }
+}

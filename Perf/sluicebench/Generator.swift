@@ -103,11 +103,15 @@ final class Generator: @unchecked Sendable {
     @inline(__always)
     private func recycle(_ buf: UnsafeMutablePointer<UnsafeMutableRawPointer?>, _ n: Int, queue q: Int, inject: OpaquePointer) {
         var bytes: UInt64 = 0
+        // Overlap the cross-core misses: all mbuf headers, then the data lines.
+        var k = 0
+        while k < n { sl_prefetch0(buf[k]); k &+= 1 }
+        k = 0
+        while k < n && k < 8 { sl_prefetch_mbuf_data(OpaquePointer(buf[k]!)); k &+= 1 }
         var i = 0
         while i < n {
             let m = OpaquePointer(buf[i]!)
-            if i &+ 4 < n { sl_prefetch0(buf[i &+ 4]) }
-            if i &+ 2 < n { sl_prefetch_mbuf_data(OpaquePointer(buf[i &+ 2]!)) }
+            if i &+ 8 < n { sl_prefetch_mbuf_data(OpaquePointer(buf[i &+ 8]!)) }
             let t = Int(sl_mbuf_tag(m))
             let len = templateLengths[t]
             bytes &+= UInt64(sl_mbuf_pkt_len(m))

@@ -13,13 +13,17 @@ public struct CoreCounters: Sendable {
     public var txPackets: UInt64
     public var rxBursts: UInt64
     public var polls: UInt64
+    /// TSC cycles spent in loop iterations that received packets.
+    public var busyCycles: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
+    /// Busy cycles per received packet: the core's cost, independent of how fast it was fed.
+    public var cyclesPerPacket: Double { rxPackets == 0 ? 0 : Double(busyCycles) / Double(rxPackets) }
 
     public init(lcore: UInt32, queue: UInt16, socket: Int32) {
         self.lcore = lcore; self.queue = queue; self.socket = socket
-        rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0
+        rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -27,7 +31,7 @@ public struct CoreCounters: Sendable {
     public static func + (a: CoreCounters, b: CoreCounters) -> CoreCounters {
         var r = a
         r.rxPackets &+= b.rxPackets; r.rxBytes &+= b.rxBytes; r.txPackets &+= b.txPackets
-        r.rxBursts &+= b.rxBursts; r.polls &+= b.polls
+        r.rxBursts &+= b.rxBursts; r.polls &+= b.polls; r.busyCycles &+= b.busyCycles
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
@@ -230,6 +234,7 @@ public final class Gateway {
             c.txPackets = w.pointee.counters.tx_packets
             c.rxBursts = w.pointee.counters.rx_bursts
             c.polls = w.pointee.counters.polls
+            c.busyCycles = w.pointee.counters.busy_cycles
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

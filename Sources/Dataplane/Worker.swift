@@ -71,16 +71,19 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     while !sl_shared_stopping(shared) {
         // One snapshot per iteration: every burst below sees exactly this one.
         let fib = sl_shared_fib(shared)!
+        let start = sl_tsc()
+        var received = 0
         var p = 0
         while p < nports {
             let port = ports[p]
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
-            if n > 0 { forwardBurst(w, fib: fib, count: n, drops: drops) }
+            if n > 0 { forwardBurst(w, fib: fib, count: n, drops: drops); received &+= n }
             p &+= 1
         }
         p = 0
         while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
         w.pointee.counters.polls &+= 1
+        if received > 0 { w.pointee.counters.busy_cycles &+= sl_tsc() &- start }
         sl_qsbr_quiescent(qsbr, tid)
     }
     var p = 0
@@ -107,14 +110,18 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     w.pointee.counters.rx_packets &+= UInt64(n)
     w.pointee.counters.rx_bursts &+= 1
 
-    // Warm the first packets' headers before touching them.
+    // The PMD may not have touched the mbufs (ring ports never do) and their
+    // lines may sit in another core's cache: request every mbuf header of the
+    // burst first, then the packet data, so the misses overlap.
     var k = 0
-    while k < n && k < 4 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 }
+    while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 }
+    k = 0
+    while k < n && k < 8 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 }
 
     var i = 0
     while i < n {
         let m = rx[i]!
-        if i &+ 4 < n { sl_prefetch_mbuf_data(rx[i &+ 4]) }
+        if i &+ 8 < n { sl_prefetch_mbuf_data(rx[i &+ 8]) }
         let data = sl_mbuf_data(m)!
         let len = Int(sl_mbuf_data_len(m))
         let pktLen = Int(sl_mbuf_pkt_len(m))

@@ -66,12 +66,18 @@ enum RouteSets {
         return Array(out.prefix(count))
     }
 
-    static func ipv4Prefixes(count: Int, _ rng: inout SplitMix64) -> [IPPrefix] {
+    /// `longLimit` caps the prefixes longer than /24 (each may need a tbl8 group).
+    static func ipv4Prefixes(count: Int, longLimit: Int = .max, _ rng: inout SplitMix64) -> [IPPrefix] {
         var set = Set<IPPrefix>()
         var list: [IPPrefix] = []
+        var long = 0
         func add(_ value: UInt32, _ len: Int) {
+            if len > 24 && long >= longLimit { return }
             let p = IPPrefix(address: .v4(IPv4Address(value)), length: len)!.network
-            if set.insert(p).inserted { list.append(p) }
+            if set.insert(p).inserted {
+                list.append(p)
+                if len > 24 { long += 1 }
+            }
         }
         add(0, 0)
         while list.count < count {
@@ -87,7 +93,7 @@ enum RouteSets {
                 let len = min(32, parent.length + Int.random(in: 1...9, using: &rng))
                 add(a.value | (r & ~LPMOracle.mask4(parent.length)), len)
             } else {
-                add(r, Int.random(in: 1...32, using: &rng))
+                add(r, Int.random(in: 1...(longLimit == .max ? 32 : 24), using: &rng))
             }
         }
         return list
@@ -207,6 +213,15 @@ func checkLookups(_ fib: UnsafeMutablePointer<sl_fib>, oracle: LPMOracle, v4: [U
     return mismatches
 }
 
+/// The order `RouteCompiler.compile` hands routes to the data plane: IPv4
+/// before IPv6, shorter prefixes first.
+func compilerOrder(_ routes: [RouteEntry]) -> [RouteEntry] {
+    routes.enumerated().sorted { a, b in
+        (a.element.prefix.address.bitWidth, a.element.prefix.length, a.offset)
+            < (b.element.prefix.address.bitWidth, b.element.prefix.length, b.offset)
+    }.map(\.element)
+}
+
 extension EALSuites {
     @Suite struct ForwardingTableTests {
         init() throws { try TestEAL.ensure() }
@@ -227,31 +242,34 @@ extension EALSuites {
         }
 
         /// Hundreds of IPv4 and IPv6 routes, every one with its own next hop
-        /// (so entries are 2 bytes wide), nested, with /0 and host routes.
+        /// (2-byte entries), nested, with /0 and host routes, in the order the
+        /// route compiler produces.
         @Test(arguments: TestSeeds.list(fixed: [1, 0x5107_CE11]))
         func distinctNextHops(seed: UInt64) throws {
             var rng = SplitMix64(seed: seed)
             let p4 = RouteSets.ipv4Prefixes(count: 400, &rng)
             let p6 = RouteSets.ipv6Prefixes(count: 400, &rng)
-            let hops = RouteSets.distinctHops(p4.count + p6.count)
-            let routes = zip(p4 + p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) }.shuffled(using: &rng)
+            let hops = RouteSets.distinctHops(p4.count + p6.count).shuffled(using: &rng)
+            let routes = compilerOrder(zip(p4 + p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) }.shuffled(using: &rng))
             try differential(routes: routes, v4: RouteSets.ipv4Probes(p4, random: 4000, &rng),
                              v6: RouteSets.ipv6Probes(p6, random: 4000, &rng), context: "seed \(TestSeeds.hex(seed))")
         }
 
-        /// Few next hops shared by many routes (1-byte IPv4 entries), including
-        /// the largest count that still gets 1-byte entries and the first that does not.
+        /// Few next hops shared by many routes: 1-byte IPv4 entries up to 126
+        /// table entries (125 next hops plus "no route"), 2-byte from 127 on.
+        /// At most 100 IPv4 prefixes longer than /24, which 1-byte entries can
+        /// hold (see `longPrefixesWithFewNextHops`).
         @Test(arguments: [(UInt64(7), 5), (8, 125), (9, 126), (10, 127)])
         func sharedNextHops(seed: UInt64, hopCount: Int) throws {
             var rng = SplitMix64(seed: seed)
-            let p4 = RouteSets.ipv4Prefixes(count: 600, &rng)
+            let p4 = RouteSets.ipv4Prefixes(count: 600, longLimit: 100, &rng)
             let p6 = RouteSets.ipv6Prefixes(count: 300, &rng)
             let pool = RouteSets.distinctHops(hopCount)
             // Every hop of the pool appears at least once.
             let routes = (p4 + p6).enumerated().map { i, p in
                 RouteEntry(prefix: p, nextHop: i < pool.count ? pool[i] : pool.randomElement(using: &rng)!)
             }
-            try differential(routes: routes, v4: RouteSets.ipv4Probes(p4, random: 3000, &rng),
+            try differential(routes: compilerOrder(routes), v4: RouteSets.ipv4Probes(p4, random: 3000, &rng),
                              v6: RouteSets.ipv6Probes(p6, random: 3000, &rng), context: "seed \(seed), \(hopCount) next hops")
         }
 
@@ -268,8 +286,8 @@ extension EALSuites {
             }
             let p6 = RouteSets.ipv6Prefixes(count: 100, &rng)
             let hops = RouteSets.distinctHops(p4.count + p6.count)
-            let routes = zip(p4 + p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) }
-            try differential(routes: routes, v4: RouteSets.ipv4Probes(Array(p4.prefix(2000)), random: 5000, &rng),
+            let routes = compilerOrder(zip(p4 + p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) })
+            try differential(routes: routes, v4: RouteSets.ipv4Probes(Array(p4.prefix(3000)), random: 5000, &rng),
                              v6: RouteSets.ipv6Probes(p6, random: 1000, &rng), context: "32900 next hops")
         }
 
@@ -280,30 +298,93 @@ extension EALSuites {
             let p4 = RouteSets.ipv4Prefixes(count: 50, &rng)
             let p6 = RouteSets.ipv6Prefixes(count: 50, &rng)
             let hops = RouteSets.distinctHops(100)
-            let only4 = zip(p4, hops).map { RouteEntry(prefix: $0, nextHop: $1) }
-            let only6 = zip(p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) }
+            let only4 = compilerOrder(zip(p4, hops).map { RouteEntry(prefix: $0, nextHop: $1) })
+            let only6 = compilerOrder(zip(p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) })
             let v4 = RouteSets.ipv4Probes(p4, random: 500, &rng), v6 = RouteSets.ipv6Probes(p6, random: 500, &rng)
             try differential(routes: only4, v4: v4, v6: v6, context: "IPv4 only")
             try differential(routes: only6, v4: v4, v6: v6, context: "IPv6 only")
             try differential(routes: [], v4: v4, v6: v6, context: "no routes")
         }
 
-        /// Deep IPv6 nesting: a chain of prefixes /0, /1, … /128 along one
-        /// address, and along its complement, each with its own next hop.
+        /// Deep nesting: a chain of prefixes of every length along one
+        /// address and its complement, each with its own next hop.
         @Test func everyLengthNested() throws {
             var rng = SplitMix64(seed: 0x0128)
             let a6 = IPv6Address(high: rng.next(), low: rng.next())
             let b6 = IPv6Address(high: ~a6.high, low: ~a6.low)
             let a4 = UInt32.random(in: 0...UInt32.max, using: &rng)
-            var prefixes = Set<IPPrefix>()
-            for len in 0...128 {
-                prefixes.insert(IPPrefix(address: .v6(len % 2 == 0 ? a6 : b6), length: len)!.network)
-            }
-            for len in 0...32 { prefixes.insert(IPPrefix(address: .v4(IPv4Address(len % 3 == 0 ? a4 : ~a4)), length: len)!.network) }
-            let list = Array(prefixes)
-            let routes = zip(list, RouteSets.distinctHops(list.count)).map { RouteEntry(prefix: $0, nextHop: $1) }
+            var list: [IPPrefix] = []
+            for len in 0...128 { list.append(IPPrefix(address: .v6(len % 2 == 0 ? a6 : b6), length: len)!.network) }
+            for len in 0...32 { list.append(IPPrefix(address: .v4(IPv4Address(len % 3 == 0 ? a4 : ~a4)), length: len)!.network) }
+            let routes = compilerOrder(zip(list, RouteSets.distinctHops(list.count).shuffled(using: &rng)).map { RouteEntry(prefix: $0, nextHop: $1) })
             try differential(routes: routes, v4: RouteSets.ipv4Probes(list, random: 500, &rng),
                              v6: RouteSets.ipv6Probes(list, random: 500, &rng), context: "every length")
+        }
+
+        /// `build` takes routes in any order (`publish(routes:)` is public), so
+        /// the order must not change what a lookup returns. DPDK 22.11's
+        /// rte_fib (DIR-24-8) and rte_fib6 (trie) get a covering prefix wrong
+        /// when it is added after more specific routes that reach the end of
+        /// the address space: the whole table then returns the covering
+        /// prefix's next hop. Adding shorter prefixes first avoids it.
+        @Test(arguments: [
+            ["0.0.0.0/1", "128.0.0.0/1", "0.0.0.0/0"],
+            ["10.0.0.0/8", "0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/1", "0.0.0.0/0"],
+            ["8000::/1", "4000::/2", "::/0"],
+            // Covering prefixes other than /0 after routes reaching the end of the space.
+            ["128.0.0.0/2", "192.0.0.0/2", "128.0.0.0/1"],
+            ["255.255.255.0/24", "255.0.0.0/8"],
+            ["c000::/2", "8000::/1"],
+            ["ffff:ffff::/32", "ff00::/8"],
+        ])
+        func insertionOrderDoesNotMatter(prefixes: [String]) throws {
+            let hops = RouteSets.distinctHops(prefixes.count + 2).suffix(prefixes.count)
+            let routes = zip(prefixes, hops).map { RouteEntry(prefix: IPPrefix($0)!, nextHop: $1) }
+            var rng = SplitMix64(seed: 0x0D0E)
+            let p = routes.map(\.prefix)
+            try differential(routes: routes, v4: RouteSets.ipv4Probes(p, random: 200, &rng),
+                             v6: RouteSets.ipv6Probes(p, random: 200, &rng), context: "routes added in the order \(prefixes)")
+        }
+
+        /// A random route set in random order: the same as in compiler order.
+        @Test func randomInsertionOrder() throws {
+            let seed: UInt64 = 1
+            var rng = SplitMix64(seed: seed)
+            let p4 = RouteSets.ipv4Prefixes(count: 400, &rng)
+            let p6 = RouteSets.ipv6Prefixes(count: 400, &rng)
+            let hops = RouteSets.distinctHops(p4.count + p6.count)
+            let routes = zip(p4 + p6, hops).map { RouteEntry(prefix: $0, nextHop: $1) }.shuffled(using: &rng)
+            try differential(routes: routes, v4: RouteSets.ipv4Probes(p4, random: 2000, &rng),
+                             v6: RouteSets.ipv6Probes(p6, random: 2000, &rng), context: "seed \(seed), shuffled")
+        }
+
+        /// DPDK stores a tbl8 group index in a next-hop entry, so an entry
+        /// width must hold the number of tbl8 groups too (rte_fib_create and
+        /// rte_fib6_create refuse `num_tbl8` above the largest next hop:
+        /// 127 for 1-byte, 32767 for 2-byte entries). Many long prefixes
+        /// sharing few next hops are an ordinary configuration (host routes
+        /// via one router) and must build.
+        @Test(arguments: [
+            ("IPv4: 150 /28 routes, 5 next hops (1-byte entries)", 4, 150, 28, 5),
+            ("IPv4: 32760 /32 routes, 200 next hops (2-byte entries)", 4, 32_760, 32, 200),
+            ("IPv6: 2600 /128 routes, 200 next hops (2-byte entries)", 6, 2_600, 128, 200),
+        ])
+        func longPrefixesWithFewNextHops(_ name: String, family: Int, count: Int, length: Int, hopCount: Int) throws {
+            var rng = SplitMix64(seed: UInt64(count))
+            var seen = Set<IPPrefix>()
+            var prefixes: [IPPrefix] = []
+            while prefixes.count < count {
+                let address: IPAddress = family == 4
+                    ? .v4(IPv4Address(UInt32(prefixes.count) << 8 | UInt32.random(in: 0...255, using: &rng)))  // one per /24
+                    : .v6(IPv6Address(high: rng.next(), low: rng.next()))
+                let p = IPPrefix(address: address, length: length)!.network
+                if seen.insert(p).inserted { prefixes.append(p) }
+            }
+            let pool = RouteSets.distinctHops(hopCount)
+            let routes = prefixes.enumerated().map { RouteEntry(prefix: $1, nextHop: pool[$0 % pool.count]) }
+            let v4 = family == 4 ? RouteSets.ipv4Probes(Array(prefixes.prefix(500)), random: 500, &rng) : []
+            let v6 = family == 6 ? RouteSets.ipv6Probes(Array(prefixes.prefix(500)), random: 500, &rng) : []
+            try differential(routes: routes, v4: v4, v6: v6, context: name)
         }
     }
 }

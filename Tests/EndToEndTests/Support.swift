@@ -126,10 +126,13 @@ final class Child: Sendable {
     let stderr: OutputSink
     let commandLine: String
 
-    init(_ executable: String, _ arguments: [String], directory: URL? = nil) throws {
+    init(_ executable: String, _ arguments: [String], directory: URL? = nil, environment: [String: String] = [:]) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         if let directory { process.currentDirectoryURL = directory }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out

@@ -1,0 +1,305 @@
+// One in-process gateway on two ring ports, shared by the gateway suite: the
+// test thread plays both neighbours, enqueuing frames on a port's RX ring and
+// dequeuing what the worker sent from the TX rings.
+
+import CShims
+import Command
+import Control
+import Dataplane
+import Glibc
+import Packet
+import Testing
+
+/// Counter differences over one injection, summed over the worker cores.
+struct CounterDelta: CustomStringConvertible {
+    var rxPackets: UInt64 = 0
+    var rxBytes: UInt64 = 0
+    var txPackets: UInt64 = 0
+    var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
+
+    /// The non-zero drop counters by reason.
+    var dropsByReason: [DropReason: UInt64] {
+        var out: [DropReason: UInt64] = [:]
+        for r in DropReason.allCases where drops[r.rawValue] != 0 { out[r] = drops[r.rawValue] }
+        return out
+    }
+    var totalDrops: UInt64 { drops.reduce(0, +) }
+
+    var description: String {
+        "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
+    }
+}
+
+/// What one injection did: the counter deltas and the frames each port sent.
+struct Outcome {
+    var delta: CounterDelta
+    var sent: [UInt16: [[UInt8]]]
+    var allSent: Int { sent.values.reduce(0) { $0 + $1.count } }
+}
+
+/// Where a forwarded frame must leave and with which MACs.
+struct Egress: Equatable {
+    var port: UInt16
+    var destination: MACAddress
+    var source: MACAddress
+}
+
+final class GatewayHarness: @unchecked Sendable {
+    /// The running harness of the gateway suite (set by `GatewayScope`).
+    @TaskLocal static var current: GatewayHarness?
+
+    let gateway: Gateway
+    let protected: RingPort
+    let unprotected: RingPort
+    let pool: OpaquePointer
+    let ringSize = 1024
+    /// The MACs this harness gave the ports (nil when the PMD refused).
+    let assignedMACs: [UInt16: MACAddress]
+
+    // The two neighbours on each side, and a host MAC for the injected frames.
+    static let protectedNeighbor4 = (ipv4("10.0.0.2"), mac("02:aa:00:00:00:02"))
+    static let protectedNeighbor6 = (ipv6("2001:db8:a::2"), mac("02:aa:00:00:06:02"))
+    static let unprotectedNeighbor4 = (ipv4("192.0.2.254"), mac("02:bb:00:00:00:fe"))
+    static let unprotectedNeighbor6 = (ipv6("2001:db8:b::fe"), mac("02:bb:00:00:06:fe"))
+    static let hostMAC = mac("02:cc:00:00:00:01")
+
+    var p: UInt16 { protected.port }
+    var u: UInt16 { unprotected.port }
+
+    /// The configuration the suite starts from (and returns to).
+    var baseConfigText: String {
+        """
+        port \(p) role protected address 10.0.0.1/24
+        port \(p) address 2001:db8:a::1/64
+        port \(u) role unprotected address 192.0.2.1/24
+        port \(u) address 2001:db8:b::1/64
+        neighbor 10.0.0.2 lladdr 02:aa:00:00:00:02 port \(p)
+        neighbor 2001:db8:a::2 lladdr 02:aa:00:00:06:02 port \(p)
+        neighbor 192.0.2.254 lladdr 02:bb:00:00:00:fe port \(u)
+        neighbor 2001:db8:b::fe lladdr 02:bb:00:00:06:fe port \(u)
+        route add 198.51.100.0/24 via 192.0.2.254
+        route add 2001:db8:100::/48 via 2001:db8:b::fe
+        route add 10.1.0.0/16 via 10.0.0.2
+        route add 2001:db8:1::/48 via 2001:db8:a::2
+        route add 203.0.113.0/24 via 192.0.2.77
+        route add 2001:db8:200::/48 via 2001:db8:b::77
+        """
+    }
+
+    init() throws {
+        try TestEAL.ensure()
+        // Ring names are global in DPDK: these are used nowhere else.
+        protected = try RingPort.create(name: "dpt_prot", queues: 1, size: ringSize, socket: 0)
+        unprotected = try RingPort.create(name: "dpt_unprot", queues: 1, size: ringSize, socket: 0)
+        var macs: [UInt16: MACAddress] = [:]
+        for (port, m) in [(protected.port, mac("02:11:00:00:00:01")), (unprotected.port, mac("02:22:00:00:00:02"))] {
+            var addr = rte_ether_addr(addr_bytes: m.bytes)
+            if rte_eth_dev_default_mac_addr_set(port, &addr) == 0 { macs[port] = m }
+        }
+        assignedMACs = macs
+        gateway = try Gateway(portIDs: [protected.port, unprotected.port], workerLcores: [1], extraMbufs: 4096)
+        guard let mp = gateway.mempools.values.first else { throw DataplaneError("the gateway has no mempool") }
+        pool = mp
+        try publish(baseConfigText)
+        try gateway.start()
+    }
+
+    func portMAC(_ port: UInt16) -> MACAddress { gateway.ports.first { $0.info.id == port }!.info.mac }
+
+    var portMACs: [UInt16: MACAddress] {
+        Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+    }
+
+    /// Compiles and publishes a configuration, as `sluice` does at start-up.
+    func publish(_ text: String) throws {
+        let config = try GatewayConfig.load(text: text, name: "test.conf")
+        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: portMACs))
+    }
+
+    func totals() -> CounterDelta {
+        var d = CounterDelta()
+        for c in gateway.coreCounters() {
+            d.rxPackets += c.rxPackets; d.rxBytes += c.rxBytes; d.txPackets += c.txPackets
+            for i in d.drops.indices { d.drops[i] += c.drops[i] }
+        }
+        return d
+    }
+
+    /// Copies `frames` into mbufs, enqueues them on `port`'s RX ring, waits
+    /// until the worker has counted every one as sent or dropped, then takes
+    /// everything off both TX rings.
+    func inject(_ frames: [[UInt8]], on port: RingPort, drain: Bool = true) throws -> Outcome {
+        let before = totals()
+        var objs: [UnsafeMutableRawPointer?] = []
+        for f in frames {
+            guard let m = sl_mbuf_alloc(pool) else {
+                for o in objs { sl_mbuf_free(OpaquePointer(o!)) }
+                throw DataplaneError("test mempool exhausted")
+            }
+            let data = sl_mbuf_data(m)!
+            f.withUnsafeBufferPointer { b in
+                if let base = b.baseAddress { data.update(from: base, count: b.count) }
+            }
+            sl_mbuf_set_len(m, UInt16(f.count))
+            objs.append(UnsafeMutableRawPointer(m))
+        }
+        let deadline = monotonicSeconds() + 10
+        var done = 0
+        while done < objs.count {
+            let n = objs.withUnsafeBufferPointer { b in
+                Int(sl_ring_enqueue_burst(port.rx[0], b.baseAddress! + done, UInt32(objs.count - done)))
+            }
+            done += n
+            if n == 0 {
+                if monotonicSeconds() > deadline {
+                    for o in objs[done...] { sl_mbuf_free(OpaquePointer(o!)) }
+                    throw DataplaneError("the worker does not take packets from port \(port.port)")
+                }
+                usleep(50)
+            }
+        }
+        var delta = totals().minus(before)
+        while delta.rxPackets < UInt64(frames.count) || delta.txPackets + delta.totalDrops < UInt64(frames.count) {
+            if monotonicSeconds() > deadline {
+                Issue.record("timed out waiting for \(frames.count) packets to be processed: \(delta)")
+                break
+            }
+            usleep(100)
+            delta = totals().minus(before)
+        }
+        var sent: [UInt16: [[UInt8]]] = [:]
+        if drain {
+            for rp in [protected, unprotected] { sent[rp.port] = dequeueAll(rp) }
+        }
+        return Outcome(delta: delta, sent: sent)
+    }
+
+    /// Every frame waiting on `port`'s TX ring, as bytes; frees the mbufs.
+    func dequeueAll(_ port: RingPort) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var buf = [UnsafeMutableRawPointer?](repeating: nil, count: 64)
+        while true {
+            let n = Int(buf.withUnsafeMutableBufferPointer { sl_ring_dequeue_burst(port.tx[0], $0.baseAddress, 64) })
+            if n == 0 { break }
+            for i in 0..<n {
+                let m = OpaquePointer(buf[i]!)
+                let len = Int(sl_mbuf_data_len(m))
+                if sl_mbuf_nb_segs(m) != 1 || Int(sl_mbuf_pkt_len(m)) != len {
+                    Issue.record("port \(port.port) sent a multi-segment or inconsistent mbuf (\(sl_mbuf_nb_segs(m)) segments, pkt_len \(sl_mbuf_pkt_len(m)), data_len \(len))")
+                }
+                out.append(Array(UnsafeBufferPointer(start: sl_mbuf_data(m), count: len)))
+                sl_mbuf_free(m)
+            }
+        }
+        return out
+    }
+
+    // MARK: frames
+
+    func frame4(_ src: String, _ dst: String, ttl: UInt8 = 64, id: UInt16 = 0x1234, options: [UInt8] = [],
+                vlan: VLANTag? = nil, transport: TransportSpec = .udp(sourcePort: 4000, destinationPort: 5000),
+                payload: Int = 18, pattern: PayloadPattern = .incrementing(from: 0x40), ethDst: MACAddress? = nil) -> [UInt8] {
+        let b = PacketBuilder(ethernet: EthernetSpec(destination: ethDst ?? portMAC(p), source: Self.hostMAC, vlan: vlan),
+                              network: .ipv4(IPv4Spec(source: ipv4(src), destination: ipv4(dst), ttl: ttl,
+                                                      identification: id, options: options)),
+                              transport: transport, pattern: pattern)
+        return try! b.build(payloadLength: payload)
+    }
+
+    func frame6(_ src: String, _ dst: String, hopLimit: UInt8 = 64, vlan: VLANTag? = nil,
+                transport: TransportSpec = .udp(sourcePort: 4000, destinationPort: 5000), payload: Int = 18,
+                pattern: PayloadPattern = .incrementing(from: 0x60), flowLabel: UInt32 = 0x12345, ethDst: MACAddress? = nil) -> [UInt8] {
+        let b = PacketBuilder(ethernet: EthernetSpec(destination: ethDst ?? portMAC(p), source: Self.hostMAC, vlan: vlan),
+                              network: .ipv6(IPv6Spec(source: ipv6(src), destination: ipv6(dst), hopLimit: hopLimit,
+                                                      trafficClass: 0xB8, flowLabel: flowLabel)),
+                              transport: transport, pattern: pattern)
+        return try! b.build(payloadLength: payload)
+    }
+}
+
+extension CounterDelta {
+    func minus(_ b: CounterDelta) -> CounterDelta {
+        var d = CounterDelta()
+        d.rxPackets = rxPackets &- b.rxPackets; d.rxBytes = rxBytes &- b.rxBytes; d.txPackets = txPackets &- b.txPackets
+        for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
+        return d
+    }
+}
+
+// MARK: - The forwarding oracle
+
+/// Offset of the IP header: after the Ethernet header and at most one tag.
+func l3Offset(_ frame: [UInt8]) -> Int {
+    let t = UInt16(frame[12]) << 8 | UInt16(frame[13])
+    return t == 0x8100 || t == 0x88A8 ? 18 : 14
+}
+
+/// The frame a router must send for `input`: MACs replaced, TTL or hop limit
+/// one less, the IPv4 header checksum what a full recomputation gives, every
+/// other byte (tag, rest of the IP header, options, transport, payload,
+/// Ethernet padding) unchanged.
+func expectedForward(_ input: [UInt8], _ e: Egress) -> [UInt8] {
+    var out = input
+    out.replaceSubrange(0..<6, with: e.destination.array)
+    out.replaceSubrange(6..<12, with: e.source.array)
+    let l3 = l3Offset(input)
+    if input[l3] >> 4 == 4 {
+        let hlen = Int(input[l3] & 0x0F) * 4
+        out[l3 + 8] -= 1
+        out[l3 + 10] = 0; out[l3 + 11] = 0
+        let sum = InternetChecksum.checksum(Array(out[l3..<(l3 + hlen)]))
+        out[l3 + 10] = UInt8(sum >> 8); out[l3 + 11] = UInt8(sum & 0xFF)
+    } else {
+        out[l3 + 7] -= 1
+    }
+    return out
+}
+
+/// Checks one forwarded frame field by field (so a failure says what is
+/// wrong), then byte for byte against `expectedForward`.
+func checkForwarded(_ output: [UInt8], input: [UInt8], egress e: Egress, _ context: String,
+                    sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+    guard output.count == input.count else {
+        Issue.record("\(context): sent \(output.count) bytes for a \(input.count)-byte frame", sourceLocation: sourceLocation)
+        return
+    }
+    #expect(Array(output[0..<6]) == e.destination.array, "\(context): destination MAC", sourceLocation: sourceLocation)
+    #expect(Array(output[6..<12]) == e.source.array, "\(context): source MAC", sourceLocation: sourceLocation)
+    let l3 = l3Offset(input)
+    #expect(Array(output[12..<l3]) == Array(input[12..<l3]), "\(context): EtherType / VLAN tag", sourceLocation: sourceLocation)
+    if input[l3] >> 4 == 4 {
+        let hlen = Int(input[l3] & 0x0F) * 4
+        #expect(output[l3 + 8] == input[l3 + 8] - 1, "\(context): TTL", sourceLocation: sourceLocation)
+        #expect(InternetChecksum.checksum(Array(output[l3..<(l3 + hlen)])) == 0, "\(context): IPv4 header checksum invalid", sourceLocation: sourceLocation)
+        var a = Array(output[l3..<(l3 + hlen)]), b = Array(input[l3..<(l3 + hlen)])
+        for i in [8, 10, 11] { a[i] = 0; b[i] = 0 }
+        #expect(a == b, "\(context): IPv4 header fields other than TTL and checksum", sourceLocation: sourceLocation)
+        #expect(Array(output[(l3 + hlen)...]) == Array(input[(l3 + hlen)...]), "\(context): bytes after the IPv4 header", sourceLocation: sourceLocation)
+    } else {
+        #expect(output[l3 + 7] == input[l3 + 7] - 1, "\(context): hop limit", sourceLocation: sourceLocation)
+        var a = Array(output[l3..<(l3 + 40)]), b = Array(input[l3..<(l3 + 40)])
+        a[7] = 0; b[7] = 0
+        #expect(a == b, "\(context): IPv6 header fields other than the hop limit", sourceLocation: sourceLocation)
+        #expect(Array(output[(l3 + 40)...]) == Array(input[(l3 + 40)...]), "\(context): bytes after the IPv6 header", sourceLocation: sourceLocation)
+    }
+    let expected = expectedForward(input, e)
+    #expect(output == expected, "\(context): \(firstDifference(output, expected)) (sent vs expected)", sourceLocation: sourceLocation)
+}
+
+// MARK: - Suite scope
+
+/// Starts the harness before the gateway suite and stops the gateway after
+/// its last test; the tests reach it through `GatewayHarness.current`.
+struct GatewayScope: SuiteTrait, TestScoping {
+    func provideScope(for test: Test, testCase: Test.Case?,
+                      performing function: @Sendable () async throws -> Void) async throws {
+        let harness = try GatewayHarness()
+        defer { harness.gateway.stop() }
+        try await GatewayHarness.$current.withValue(harness) { try await function() }
+    }
+}
+
+extension Trait where Self == GatewayScope {
+    /// One running gateway on two ring ports for the whole suite.
+    static var runningGateway: Self { Self() }
+}
