@@ -35,6 +35,11 @@ SL_INLINE struct rte_mbuf *sl_mbuf_alloc(struct rte_mempool *mp) { return rte_pk
 SL_INLINE int sl_mbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **m, unsigned n) { return rte_pktmbuf_alloc_bulk(mp, m, n); }
 SL_INLINE void sl_prefetch0(const void *p) { rte_prefetch0(p); }
 SL_INLINE void sl_prefetch_mbuf_data(struct rte_mbuf *m) { rte_prefetch0(rte_pktmbuf_mtod(m, void *)); }
+/* RX IPv4 checksum verdict: 1 good, -1 bad, 0 not checked by the port. */
+SL_INLINE int sl_mbuf_ip_cksum_state(const struct rte_mbuf *m) {
+    uint64_t f = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+    return f == RTE_MBUF_F_RX_IP_CKSUM_GOOD ? 1 : (f == RTE_MBUF_F_RX_IP_CKSUM_BAD ? -1 : 0);
+}
 SL_INLINE bool sl_mbuf_ip_cksum_good(const struct rte_mbuf *m) {
     return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
 }
@@ -89,6 +94,7 @@ SL_INLINE uint8_t *sl_worker_slot4(sl_worker *w) { return w->slot4; }
 SL_INLINE uint8_t *sl_worker_slot6(sl_worker *w) { return w->slot6; }
 SL_INLINE uint16_t *sl_worker_l3off(sl_worker *w) { return w->l3off; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
+SL_INLINE uint8_t *sl_worker_port_cold_mbufs(sl_worker *w) { return w->port_cold_mbufs; }
 
 /* ---- routing ---- */
 SL_INLINE void sl_fib4_lookup_bulk(struct rte_fib *f, uint32_t *ips, uint64_t *nh, int n) { rte_fib_lookup_bulk(f, ips, nh, n); }

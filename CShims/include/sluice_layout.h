@@ -87,7 +87,10 @@ typedef struct sl_worker {
     sl_shared *shared;
     uint16_t port_ids[SL_MAX_PORTS];
     uint8_t port_roles[SL_MAX_PORTS];
-    uint8_t reserved[64];
+    /* 1 where the PMD hands over mbufs it never touched (ring ports): the
+     * worker then prefetches the mbuf headers of a burst before the data. */
+    uint8_t port_cold_mbufs[SL_MAX_PORTS];
+    uint8_t reserved[32];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

@@ -67,8 +67,13 @@ struct TestpmdBaseline {
     /// lcore i on `cpus[i % cpus.count]`; lcore 0 is testpmd's main lcore,
     /// lcores 1…forwardingCores forward. Two net_ring ports give two streams,
     /// so beyond two forwarding cores more port pairs are added.
+    ///
+    /// `vdevs` replaces the net_ring loopback pair with other virtual devices
+    /// (e.g. a pcap replay port and a null sink): then traffic comes from the
+    /// devices, forwarding starts with plain `start`, and each port gets one
+    /// queue pair per forwarding core.
     static func run(seconds: Double, frameSize: Int, burst: Int, forwardingCores: Int, cpus: [Int],
-                    filePrefix: String) throws -> Result {
+                    filePrefix: String, vdevs: [String]? = nil, memoryMB: Int = 256) throws -> Result {
         guard seconds > 0, seconds.isFinite else { throw Failure.badArgument("seconds must be positive, got \(seconds)") }
         // testpmd ignores --txpkts below 42 (Ethernet + IPv4 + UDP) and uses
         // a single segment, so the frame must fit the 2048-byte data room.
@@ -85,17 +90,19 @@ struct TestpmdBaseline {
         }
 
         let executable = try locateTestpmd()
-        let ports = max(2, (forwardingCores + 1) / 2 * 2)
+        let ports = vdevs?.count ?? max(2, (forwardingCores + 1) / 2 * 2)
         let lcores = (0...forwardingCores).map { "\($0)@\(cpus[$0 % cpus.count])" }.joined(separator: ",")
-        var arguments = ["--no-huge", "-m", "256", "--no-pci", "--no-telemetry", "--file-prefix", filePrefix,
+        var arguments = ["--no-huge", "-m", "\(memoryMB)", "--no-pci", "--no-telemetry", "--file-prefix", filePrefix,
                          "--lcores", lcores]
-        for p in 0..<ports { arguments += ["--vdev", "net_ring\(p)"] }
+        for v in vdevs ?? (0..<ports).map({ "net_ring\($0)" }) { arguments += ["--vdev", v] }
         arguments += ["--", "-i", "--forward-mode=io", "--nb-cores=\(forwardingCores)", "--burst=\(burst)",
-                      "--txpkts=\(frameSize)", "--total-num-mbufs=8192"]
+                      "--txpkts=\(frameSize)", "--total-num-mbufs=\(vdevs == nil ? 8192 : 16384)"]
+        if vdevs != nil && forwardingCores > 1 { arguments += ["--rxq=\(forwardingCores)", "--txq=\(forwardingCores)"] }
+        let startCommand = vdevs == nil ? "start tx_first" : "start"
 
         let warmUp = min(1.0, max(0.2, seconds / 5))
         let commandLine = ([executable] + arguments).map(shellQuoted).joined(separator: " ")
-        let command = commandLine + "   # stdin: start tx_first; (\(warmUp) s) show port stats all; "
+        let command = commandLine + "   # stdin: \(startCommand); (\(warmUp) s) show port stats all; "
             + "(\(seconds) s) show port stats all; stop; quit"
 
         // A write to a pipe whose reader died must come back as EPIPE, not kill us.
@@ -148,7 +155,7 @@ struct TestpmdBaseline {
             throw Failure.noPrompt(command: command, seconds: promptTimeout, stderrTail: err.tail())
         }
 
-        try send("start tx_first")
+        try send(startCommand)
         Thread.sleep(forTimeInterval: warmUp)
         try send("show port stats all")
         let start = ContinuousClock.now

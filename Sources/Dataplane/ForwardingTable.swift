@@ -50,8 +50,11 @@ public enum ForwardingTable {
             fib.pointee.nexthops = nh
             fib.pointee.nb_nexthops = UInt32(hops.count)
 
-            let v4 = routes.filter { $0.prefix.address.isIPv4 }
-            let v6 = routes.filter { !$0.prefix.address.isIPv4 }
+            // DPDK's DIR-24-8 and trie fill covered ranges when a prefix is
+            // added: adding shorter prefixes first keeps longer ones intact.
+            let ordered = routes.sorted { $0.prefix.length < $1.prefix.length }
+            let v4 = ordered.filter { $0.prefix.address.isIPv4 }
+            let v6 = ordered.filter { !$0.prefix.address.isIPv4 }
             fib.pointee.fib4 = try makeFib4(v4, index: index, hopCount: hops.count, socket: socket, generation: generation)
             fib.pointee.fib6 = try makeFib6(v6, index: index, hopCount: hops.count, socket: socket, generation: generation)
         } catch {
@@ -89,11 +92,15 @@ public enum ForwardingTable {
         conf.default_nh = 0
         conf.max_routes = Int32(routes.count + 16)
         conf.rib_ext_sz = 0
-        // The top bit of an entry marks a tbl8 extension, so 1 byte holds 127 next hops.
-        conf.dir24_8.nh_sz = hopCount < 127 ? RTE_FIB_DIR24_8_1B : (hopCount < 32767 ? RTE_FIB_DIR24_8_2B : RTE_FIB_DIR24_8_4B)
-        conf.dir24_8.num_tbl8 = UInt32(routes.filter { $0.prefix.length > 24 }.count + 16)
+        // The top bit of an entry marks a tbl8 extension, so 1 byte holds 127
+        // values; an entry holds either a next hop or a tbl8 index, so the
+        // width must fit the larger of the two counts.
+        let tbl8 = routes.filter { $0.prefix.length > 24 }.count + 16
+        let widest = max(hopCount, tbl8)
+        conf.dir24_8.nh_sz = widest < 127 ? RTE_FIB_DIR24_8_1B : (widest < 32767 ? RTE_FIB_DIR24_8_2B : RTE_FIB_DIR24_8_4B)
+        conf.dir24_8.num_tbl8 = UInt32(tbl8)
         guard let fib = rte_fib_create("sl4_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
-            throw .dpdkErrno("cannot create the IPv4 FIB (\(routes.count) routes; increase -m?)")
+            throw .dpdkErrno("cannot create the IPv4 FIB (\(routes.count) routes; out of DPDK memory? try a larger -m)")
         }
         for r in routes {
             guard case .v4(let a) = r.prefix.address else { continue }
@@ -111,12 +118,13 @@ public enum ForwardingTable {
         conf.default_nh = 0
         conf.max_routes = Int32(routes.count + 16)
         conf.rib_ext_sz = 0
-        conf.trie.nh_sz = hopCount < 32767 ? RTE_FIB6_TRIE_2B : RTE_FIB6_TRIE_4B
-        // A prefix longer than 24 bits can need one tbl8 per further byte.
-        let tbl8 = routes.reduce(0) { $0 + max(0, ($1.prefix.length - 24 + 7) / 8) }
-        conf.trie.num_tbl8 = UInt32(tbl8 + 64)
+        // A prefix longer than 24 bits can need one tbl8 per further byte; an
+        // entry holds a next hop or a tbl8 index, so the width fits both.
+        let tbl8 = routes.reduce(0) { $0 + max(0, ($1.prefix.length - 24 + 7) / 8) } + 64
+        conf.trie.nh_sz = max(hopCount, tbl8) < 32767 ? RTE_FIB6_TRIE_2B : RTE_FIB6_TRIE_4B
+        conf.trie.num_tbl8 = UInt32(tbl8)
         guard let fib = rte_fib6_create("sl6_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
-            throw .dpdkErrno("cannot create the IPv6 FIB (\(routes.count) routes; increase -m?)")
+            throw .dpdkErrno("cannot create the IPv6 FIB (\(routes.count) routes; out of DPDK memory? try a larger -m)")
         }
         for r in routes {
             guard case .v6(let a) = r.prefix.address else { continue }

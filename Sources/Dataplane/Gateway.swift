@@ -133,8 +133,10 @@ public final class Gateway {
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
             let ids = sl_worker_port_ids(w)!
+            let cold = sl_worker_port_cold_mbufs(w)!
             for (i, p) in setups.enumerated() {
                 ids[i] = p.info.id
+                cold[i] = p.info.driver == "net_ring" ? 1 : 0
                 let txq = sl_worker_txq(w, p.info.id)!
                 txq.pointee.port = p.info.id
                 txq.pointee.queue = UInt16(q)
@@ -167,6 +169,13 @@ public final class Gateway {
     /// frees the previous one. A worker that misses the deadline delays only the
     /// free, never the publish: the old snapshot is kept and retried later.
     public func publish(routes: [RouteEntry]) throws(DataplaneError) {
+        // Workers index their TX buffers by port: only ports they drive may appear.
+        let driven = Set(ports.map(\.info.id))
+        for r in routes {
+            if case .forward(let port, _, _) = r.nextHop, !driven.contains(port) {
+                throw DataplaneError("route \(r.prefix) leaves by port \(port), which this gateway does not drive (ports: \(driven.sorted().map(String.init).joined(separator: ", ")))")
+            }
+        }
         generation &+= 1
         let socket = workers.first.map { $0.pointee.socket_id } ?? 0
         let fib = try ForwardingTable.build(routes: routes, socket: socket, generation: generation)

@@ -67,6 +67,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     let queue = w.pointee.queue_id
     let drops = sl_worker_drops(w)!
     let rx = sl_worker_rx(w)!
+    let coldMbufs = sl_worker_port_cold_mbufs(w)!
 
     while !sl_shared_stopping(shared) {
         // One snapshot per iteration: every burst below sees exactly this one.
@@ -77,7 +78,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
         while p < nports {
             let port = ports[p]
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
-            if n > 0 { forwardBurst(w, fib: fib, count: n, drops: drops); received &+= n }
+            if n > 0 { forwardBurst(w, fib: fib, count: n, coldMbufs: coldMbufs[p] != 0, drops: drops); received &+= n }
             p &+= 1
         }
         p = 0
@@ -97,7 +98,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
 /// call per family, then rewrite and enqueue.
 @inline(__always)
 func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, count n: Int,
-                  drops: UnsafeMutablePointer<UInt64>) {
+                  coldMbufs: Bool, drops: UnsafeMutablePointer<UInt64>) {
     let rx = sl_worker_rx(w)!
     let dst4 = sl_worker_dst4(w)!
     let dst6 = sl_worker_dst6(w)!
@@ -110,11 +111,11 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     w.pointee.counters.rx_packets &+= UInt64(n)
     w.pointee.counters.rx_bursts &+= 1
 
-    // The PMD may not have touched the mbufs (ring ports never do) and their
-    // lines may sit in another core's cache: request every mbuf header of the
-    // burst first, then the packet data, so the misses overlap.
+    // Ring ports hand over mbufs nobody on this core touched (their lines may
+    // sit in another core's cache): request every mbuf header of the burst
+    // first, then the packet data, so the misses overlap.
     var k = 0
-    while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 }
+    if coldMbufs { while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 } }
     k = 0
     while k < n && k < 8 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 }
 
@@ -145,7 +146,8 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             guard vihl >> 4 == 4, hlen >= 20, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
                 drop(m, .malformed, drops); continue
             }
-            if sl_mbuf_ip_cksum_bad(m) || (!sl_mbuf_ip_cksum_good(m) && InternetChecksum.checksum(UnsafeRawBufferPointer(start: ip, count: hlen)) != 0) {
+            let verdict = sl_mbuf_ip_cksum_state(m)
+            if verdict < 0 || (verdict == 0 && !InternetChecksum.ipv4HeaderIsValid(ip, length: hlen)) {
                 drop(m, .badChecksum, drops); continue
             }
             guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
@@ -208,7 +210,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
 func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, l3: Int, hop: UnsafeMutablePointer<sl_nexthop>,
           ipv4: Bool, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
-    if kind == SL_NH_FORWARD {
+    if _fastPath(kind == SL_NH_FORWARD) {
         let data = sl_mbuf_data(m)!
         if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: data + l3) } else { data[l3 &+ 7] &-= 1 }
         // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.

@@ -141,6 +141,38 @@ public enum InternetChecksum {
         return ~UInt16(bigEndian: OnesComplementSum.fold(acc))
     }
 
+    /// Whether an IPv4 header of `length` bytes (20…60, a multiple of 4, the
+    /// caller guarantees them readable) carries a correct checksum: its
+    /// one's-complement sum is 0xFFFF. The common 20-byte case is five 32-bit
+    /// adds; byte order does not matter for this test (RFC 1071 §2(B)).
+    @inlinable
+    public static func ipv4HeaderIsValid(_ header: UnsafeRawPointer, length: Int) -> Bool {
+        var acc: UInt64
+        var i: Int
+        if length >= 20 {
+            // Straight-line for the fixed part (the compiler keeps this branch-free).
+            acc = UInt64(header.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
+                &+ UInt64(header.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+                &+ UInt64(header.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+                &+ UInt64(header.loadUnaligned(fromByteOffset: 12, as: UInt32.self))
+                &+ UInt64(header.loadUnaligned(fromByteOffset: 16, as: UInt32.self))
+            i = 20
+        } else {
+            acc = 0
+            i = 0
+        }
+        // At most fifteen 32-bit words: the sum stays below 2^36, no overflow.
+        while i < length {
+            acc &+= UInt64(header.loadUnaligned(fromByteOffset: i, as: UInt32.self))
+            i &+= 4
+        }
+        acc = (acc & 0xFFFF_FFFF) &+ (acc >> 32)
+        acc = (acc & 0xFFFF) &+ (acc >> 16)
+        acc = (acc & 0xFFFF) &+ (acc >> 16)
+        acc = (acc & 0xFFFF) &+ (acc >> 16)
+        return acc == 0xFFFF
+    }
+
     /// RFC 1624 eqn. 3: the checksum after one 16-bit word of the covered
     /// data changed from `old` to `new`: HC' = ~(~HC + ~m + m').
     /// Unlike eqn. 2 (RFC 1141) it never yields 0xFFFF, so the result equals

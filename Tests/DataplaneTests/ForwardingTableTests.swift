@@ -183,7 +183,7 @@ func checkLookups(_ fib: UnsafeMutablePointer<sl_fib>, oracle: LPMOracle, v4: [U
         let got: NextHop?? = Int(idx) < count ? .some(decode(hops[Int(idx)])) : .none
         if got != .some(expected) {
             mismatches += 1
-            if mismatches <= 5 {
+            if mismatches <= 3 {
                 Issue.record("\(context): \(what()): FIB index \(idx) -> \(got.map { $0.map { "\($0)" } ?? "no route" } ?? "out of range (\(count) hops)"), oracle \(expected.map { "\($0)" } ?? "no route")")
             }
         }

@@ -5,7 +5,6 @@
 
 import CShims
 import Dataplane
-import Glibc
 import Packet
 import Testing
 
@@ -48,13 +47,18 @@ extension EALSuites {
                     let want = expectedForward(c.frame, c.egress)
                     if let i = remaining.firstIndex(of: want) {
                         remaining.remove(at: i)
-                    } else if let i = remaining.firstIndex(where: { $0.count == c.frame.count }) ?? remaining.indices.first {
+                    } else if let i = remaining.indices.min(by: { Self.distance(remaining[$0], want) < Self.distance(remaining[$1], want) }) {
                         // Not sent as expected: say what differs in the closest candidate.
                         checkForwarded(remaining[i], input: c.frame, egress: c.egress, c.name, sourceLocation: sourceLocation)
                         remaining.remove(at: i)
                     }
                 }
             }
+        }
+
+        /// Bytes that differ (length differences count as many).
+        static func distance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+            zip(a, b).reduce(abs(a.count - b.count) * 1000) { $0 + ($1.0 == $1.1 ? 0 : 1) }
         }
 
         /// Injects frames that must all be dropped for `reason`.
@@ -69,10 +73,25 @@ extension EALSuites {
 
         // MARK: forwarding
 
-        @Test func portsHaveTheirOwnMACs() {
-            // The rewrite checks below compare with these; they must be set and distinct.
+        /// With the routes compiled from the MACs the gateway read from its
+        /// ports (as `sluice` does), frames leave with that port's MAC.
+        @Test func sourceMACIsThePortMAC() throws {
+            defer { try? h.publish(h.baseConfigText) }
+            let real = h.realPortMACs
+            #expect(real[h.p] == h.gateway.ports.first { $0.info.id == h.p }?.info.mac)
+            try h.publish(h.baseConfigText, portMACs: real)
+            try expectForwarded([
+                (h.frame4("10.0.0.4", "198.51.100.4"), Egress(port: h.u, destination: GatewayHarness.unprotectedNeighbor4.1, source: real[h.u]!), "out"),
+                (h.frame6("2001:db8:b::4", "2001:db8:1::4", ethDst: real[h.u]), Egress(port: h.p, destination: GatewayHarness.protectedNeighbor6.1, source: real[h.p]!), "in"),
+            ], on: h.protected)
+        }
+
+        /// The MACs the other tests expect as sources are distinct and not
+        /// zero, so a missing or swapped rewrite shows.
+        @Test func rewriteMACsAreDistinguishable() {
             #expect(h.portMAC(h.p) != h.portMAC(h.u))
-            #expect(!h.portMAC(h.p).isZero && !h.portMAC(h.u).isZero, "ring ports without MACs: \(h.assignedMACs)")
+            #expect(!h.portMAC(h.p).isZero && !h.portMAC(h.u).isZero)
+            #expect(h.portMAC(h.p) != GatewayHarness.hostMAC && h.portMAC(h.u) != GatewayHarness.hostMAC)
         }
 
         @Test func forwardsIPv4AndIPv6BothWays() throws {
@@ -358,6 +377,24 @@ extension EALSuites {
                 #expect(out.sent[h.p]?.isEmpty ?? true)
                 #expect(h.gateway.coreCounters()[0].polls > pollsBefore, "the worker kept polling")
             }
+        }
+
+        /// A next hop whose port the gateway does not drive cannot be sent:
+        /// the worker only flushes the TX buffers of its own ports (and a
+        /// port id of SL_MAX_PORTS or more would index past the per-core TX
+        /// array). `publish` must refuse such a route set with a message
+        /// instead of installing it. No traffic is sent here.
+        @Test func publishRefusesNextHopsOnForeignPorts() throws {
+            defer { try? h.publish(h.baseConfigText) }
+            let ours = Set(h.gateway.ports.map(\.info.id))
+            let foreign = try #require((0..<UInt16(SL_MAX_PORTS)).first { !ours.contains($0) })
+            let route = RouteEntry(prefix: IPPrefix("192.0.2.128/25")!,
+                                   nextHop: .forward(port: foreign, destination: mac("02:dd:00:00:00:01"), source: mac("02:dd:00:00:00:02")))
+            let generation = h.gateway.currentGeneration
+            #expect(throws: DataplaneError.self, "a route out of port \(foreign), which the gateway does not drive, was published") {
+                try h.gateway.publish(routes: [route])
+            }
+            #expect(h.gateway.currentGeneration == generation, "a refused route set must not be published")
         }
 
         /// An empty route set: everything is "no route"; the worker keeps running.
