@@ -43,6 +43,14 @@ struct SluiceBench: ParsableCommand {
     var inflight: Int = 512
     @Option(help: "Periodic stats every N seconds (0 = off).")
     var statsPeriod: Double = 1
+    @Option(help: """
+        Ports the gateway runs on. pcap: the generated flows are written once to one pcap file per \
+        RX queue and replayed from memory by net_pcap (infinite_rx=1) into the protected port; the \
+        unprotected port is net_null (no-rx=1), a sink that counts; one core per worker does all the \
+        work. ring: ports backed by rte_rings, fed by generator lcores that recycle every packet \
+        (cross-core traffic, like a NIC's DMA).
+        """)
+    var ports: String = "pcap"
     @Option(help: "Baseline to compare with: testpmd or none.")
     var baseline: String = "none"
     @Option(help: "EAL memory in MB.")
@@ -59,6 +67,7 @@ struct SluiceBench: ParsableCommand {
         guard workers >= 1, generators >= 1 else { throw ValidationError("--workers and --generators must be ≥ 1") }
         guard ["ipv4", "ipv6"].contains(family) else { throw ValidationError("--family must be ipv4 or ipv6") }
         guard ["testpmd", "none"].contains(baseline) else { throw ValidationError("--baseline must be testpmd or none") }
+        guard ["pcap", "ring"].contains(ports) else { throw ValidationError("--ports must be pcap or ring") }
         guard seconds > 0, inflight >= burst, burst >= 1, burst <= Int(SL_BURST) else {
             throw ValidationError("need --seconds > 0 and 1 ≤ --burst ≤ \(SL_BURST) ≤ … ≤ --inflight")
         }
@@ -102,48 +111,26 @@ struct Bench {
     func run() throws -> [String: Any] {
         let cpus = cpuList()
         let n = cpus.count
+        let ring = o.ports == "ring"
+        let generatorCount = ring ? o.generators : 0
         // Workers get dedicated CPUs from the end of the list, generators the
         // ones before them, the (mostly sleeping) main lcore the first.
         let workerCPUs = (0..<o.workers).map { cpus[(n - 1 - $0 % n + n) % n] }
-        let generatorCPUs = (0..<o.generators).map { j in n - 1 - o.workers - j >= 0 ? cpus[n - 1 - o.workers - j] : cpus[0] }
-        if o.workers + o.generators > n {
-            say("warning: \(o.workers) workers + \(o.generators) generators on \(n) CPUs share CPUs; rates are not per-core figures")
+        let generatorCPUs = (0..<generatorCount).map { j in n - 1 - o.workers - j >= 0 ? cpus[n - 1 - o.workers - j] : cpus[0] }
+        if o.workers + generatorCount > n {
+            say("warning: \(o.workers) workers + \(generatorCount) generators on \(n) CPUs share CPUs; rates are not per-core figures")
         }
         var lcoreMap = ["0@\(cpus[0])"]
         for (i, c) in workerCPUs.enumerated() { lcoreMap.append("\(1 + i)@\(c)") }
         for (j, c) in generatorCPUs.enumerated() { lcoreMap.append("\(1 + o.workers + j)@\(c)") }
-        let eal = ["sluicebench", "--no-huge", "-m", "\(o.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
-                   "--log-level", "lib.eal:warning", "--lcores", lcoreMap.joined(separator: ",")]
-        _ = try EAL.initialize(arguments: eal)
 
-        let socket = EAL.socket(ofLcore: 1)
-        let ringSize = 1 << (Int.bitWidth - (o.inflight * 2).leadingZeroBitCount)
-        let protected = try RingPort.create(name: "sl_prot", queues: o.workers, size: ringSize, socket: socket)
-        let unprotected = try RingPort.create(name: "sl_unprot", queues: o.workers, size: ringSize, socket: socket)
-        let workerLcores = (0..<o.workers).map { UInt32(1 + $0) }
-        let gateway = try Gateway(portIDs: [protected.port, unprotected.port], workerLcores: workerLcores,
-                                  extraMbufs: o.workers * o.inflight + 4096)
-        let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
-        let configText = """
-        port \(protected.port) role protected address 10.0.0.1/16
-        port \(protected.port) address 2001:db8:a::1/64
-        port \(unprotected.port) role unprotected address 192.0.2.1/24
-        port \(unprotected.port) address 2001:db8:ff::1/64
-        neighbor 192.0.2.254 lladdr 02:00:00:00:00:fe port \(unprotected.port)
-        neighbor 2001:db8:ff::fe lladdr 02:00:00:00:00:fe port \(unprotected.port)
-        route add 198.51.100.0/24 via 192.0.2.254
-        route add 2001:db8:100::/48 via 2001:db8:ff::fe
-        """
-        let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
-        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
-
-        // Templates: every flow in every distinct size.
-        var ethernet = EthernetSpec()
-        ethernet.destination = macs[protected.port]!
+        // Templates: every flow in every distinct size, spread over the
+        // workers' queues by the Toeplitz hash a NIC with the default key would use.
+        let protectedMAC = MACAddress((0x02, 0x70, 0x63, 0x61, 0x70, 0x00))
         var template: PacketBuilder = o.family == "ipv4"
             ? .udp(IPv4Address(10, 0, 0, 2), 1024, IPv4Address(198, 51, 100, 7), 4789)
             : .udp(IPv6Address("2001:db8:a::2")!, 1024, IPv6Address("2001:db8:100::7")!, 4789)
-        template.ethernet = ethernet
+        template.ethernet.destination = protectedMAC
         let reta = RedirectionTable(size: 128, queueCount: o.workers)!
         let flowSet = try FlowSet(template: template, count: o.flows, reta: reta)
         let sizes = o.frameSizes!
@@ -157,26 +144,80 @@ struct Bench {
                 restore.append(b.headerLength)
             }
         }
-
-        // Queues are dealt to generators round-robin.
-        var generators: [Generator] = []
-        for g in 0..<o.generators {
-            let qs = stride(from: g, to: o.workers, by: o.generators).map {
-                Generator.Queue(inject: protected.rx[$0], collect: [unprotected.tx[$0], protected.tx[$0]])
-            }
-            generators.append(Generator(queues: qs, templates: frames, restoreLengths: restore,
-                                        lcore: UInt32(1 + o.workers + g)))
-        }
-        let pool = gateway.mempools.values.first!
-        for q in 0..<o.workers {
-            let g = generators[q % o.generators]
-            let local = q / o.generators
+        // Queue q's packet population: its flows round-robin, sizes in sequence.
+        func population(queue q: Int) throws -> [Int] {
             let qFlows = flowSet.flows.indices.filter { flowSet.flows[$0].queue == UInt16(q) }
             guard !qFlows.isEmpty else { throw ValidationError("no flow hashes to queue \(q): use more --flows") }
-            let indices = (0..<o.inflight).map { i in
+            return (0..<o.inflight).map { i in
                 qFlows[i % qFlows.count] * distinct.count + distinct.firstIndex(of: sizes[i % sizes.count])!
             }
-            try g.seed(queue: local, templateIndices: indices, pool: pool)
+        }
+
+        var vdevs: [String] = []
+        var scratch: String? = nil
+        if !ring {
+            let dir = "/tmp/sluicebench-\(getpid())"
+            mkdir(dir, 0o755)
+            scratch = dir
+            var rxArgs: [String] = []
+            for q in 0..<o.workers {
+                let path = "\(dir)/queue\(q).pcap"
+                try PcapFile.write(try population(queue: q).map { frames[$0] }, to: path)
+                rxArgs.append("rx_pcap=\(path)")
+            }
+            vdevs = ["net_pcap0," + rxArgs.joined(separator: ",") + ",infinite_rx=1", "net_null0,no-rx=1"]
+        }
+        defer { if let dir = scratch { removeTree(dir) } }
+
+        var eal = ["sluicebench", "--no-huge", "-m", "\(o.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
+                   "--log-level", "lib.eal:warning", "--lcores", lcoreMap.joined(separator: ",")]
+        for v in vdevs { eal += ["--vdev", v] }
+        _ = try EAL.initialize(arguments: eal)
+
+        let socket = EAL.socket(ofLcore: 1)
+        let protectedPort: UInt16
+        let unprotectedPort: UInt16
+        var ringPorts: (RingPort, RingPort)? = nil
+        if ring {
+            let ringSize = 1 << (Int.bitWidth - (o.inflight * 2).leadingZeroBitCount)
+            let p = try RingPort.create(name: "sl_prot", queues: o.workers, size: ringSize, socket: socket)
+            let u = try RingPort.create(name: "sl_unprot", queues: o.workers, size: ringSize, socket: socket)
+            ringPorts = (p, u)
+            protectedPort = p.port; unprotectedPort = u.port
+        } else {
+            protectedPort = 0; unprotectedPort = 1
+        }
+        let workerLcores = (0..<o.workers).map { UInt32(1 + $0) }
+        let gateway = try Gateway(portIDs: [protectedPort, unprotectedPort], workerLcores: workerLcores,
+                                  extraMbufs: ring ? o.workers * o.inflight + 4096 : 0)
+        let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+        let configText = """
+        port \(protectedPort) role protected address 10.0.0.1/16
+        port \(protectedPort) address 2001:db8:a::1/64
+        port \(unprotectedPort) role unprotected address 192.0.2.1/24
+        port \(unprotectedPort) address 2001:db8:ff::1/64
+        neighbor 192.0.2.254 lladdr 02:00:00:00:00:fe port \(unprotectedPort)
+        neighbor 2001:db8:ff::fe lladdr 02:00:00:00:00:fe port \(unprotectedPort)
+        route add 198.51.100.0/24 via 192.0.2.254
+        route add 2001:db8:100::/48 via 2001:db8:ff::fe
+        """
+        let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
+        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+
+        // Ring ports: queues are dealt to generators round-robin.
+        var generators: [Generator] = []
+        if let (protected, unprotected) = ringPorts {
+            for g in 0..<generatorCount {
+                let qs = stride(from: g, to: o.workers, by: generatorCount).map {
+                    Generator.Queue(inject: protected.rx[$0], collect: [unprotected.tx[$0], protected.tx[$0]])
+                }
+                generators.append(Generator(queues: qs, templates: frames, restoreLengths: restore,
+                                            lcore: UInt32(1 + o.workers + g)))
+            }
+            let pool = gateway.mempools.values.first!
+            for q in 0..<o.workers {
+                try generators[q % generatorCount].seed(queue: q / generatorCount, templateIndices: try population(queue: q), pool: pool)
+            }
         }
 
         try gateway.start()
@@ -184,12 +225,18 @@ struct Bench {
             let rc = rte_eal_remote_launch(generatorEntry, Unmanaged.passUnretained(g).toOpaque(), g.lcore)
             if rc != 0 { throw DataplaneError("cannot launch the generator on lcore \(g.lcore)") }
         }
-        say("sluicebench: mode=\(o.mode) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(o.generators)@cpu\(generatorCPUs) inflight/queue=\(o.inflight)")
+        say("sluicebench: mode=\(o.mode) ports=\(o.ports) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(generatorCount)@cpu\(generatorCPUs) packets/queue=\(o.inflight)")
 
+        // Packets out of the gateway: what the generators got back (ring), or
+        // what the workers sent (pcap → null sink).
         func totals() -> (packets: UInt64, bytes: UInt64) {
             var p: UInt64 = 0, b: UInt64 = 0
-            for g in generators {
-                for q in 0..<g.queues.count { p &+= g.received[q]; b &+= g.receivedBytes[q] }
+            if ring {
+                for g in generators {
+                    for q in 0..<g.queues.count { p &+= g.received[q]; b &+= g.receivedBytes[q] }
+                }
+            } else {
+                for c in gateway.coreCounters() { p &+= c.txPackets; b &+= c.rxBytes }
             }
             return (p, b)
         }
@@ -231,7 +278,7 @@ struct Bench {
                         let prev = last.ports[i]
                         let dt = t - last.t
                         say(String(format: "  port %d %-9@ RX-packets: %-12llu RX-pps: %-10.0f TX-packets: %-12llu TX-pps: %-10.0f",
-                                   Int(setup.info.id), setup.info.name == "sl_prot" ? "protected" : "unprot",
+                                   Int(setup.info.id), setup.info.id == protectedPort ? "protected" : "unprot",
                                    s.rxPackets, Double(s.rxPackets &- prev.rxPackets) / dt,
                                    s.txPackets, Double(s.txPackets &- prev.txPackets) / dt))
                     }
@@ -256,12 +303,11 @@ struct Bench {
         let bytes = Double(c1.bytes &- c0.bytes)
         let mpps = packets / dt / 1e6
         var report: [String: Any] = [
-            "mode": o.mode, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
-            "generators": o.generators, "seconds": dt, "packets": Int(packets),
+            "mode": o.mode, "ports": o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
+            "generators": generatorCount, "seconds": dt, "packets": Int(packets),
             "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
             "drops": Int(cores.reduce(0) { $0 + $1.totalDrops }),
-            // Share of worker polls that found packets: near 1 means the gateway is the bottleneck.
             "worker_cycles_per_packet": round3(windowCyclesPerPacket(coresAtStart, coresAtEnd)),
             // What one worker would forward if fed without limit: TSC rate / busy cycles per packet.
             "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 / Double(o.workers)),
@@ -278,11 +324,12 @@ struct Bench {
             report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
         }
         if o.baseline == "testpmd" {
-            say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on two net_ring ports")
+            say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))
             let frame = o.frameSizes!.count == 1 ? o.frameSizes![0] : 64
             let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: 32,
                                                forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
-                                               filePrefix: "sluicebench-testpmd-\(getpid())")
+                                               filePrefix: "sluicebench-testpmd-\(getpid())",
+                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.memory)
             report["baseline"] = "testpmd-io"
             report["baseline_mpps"] = round3(base.mpps)
             report["baseline_command"] = base.command
@@ -306,4 +353,15 @@ final class ProbeBox {
     let storage: UnsafeMutableBufferPointer<Int>
     init(size: Int) { storage = .allocate(capacity: size); storage.initialize(repeating: 0) }
     deinit { storage.deallocate() }
+}
+
+/// Removes a scratch directory of plain files.
+func removeTree(_ dir: String) {
+    guard let d = opendir(dir) else { return }
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { unlink(dir + "/" + name) }
+    }
+    closedir(d)
+    rmdir(dir)
 }
