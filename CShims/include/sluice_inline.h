@@ -90,9 +90,10 @@ SL_INLINE uint32_t *sl_worker_dst4(sl_worker *w) { return w->dst4; }
 SL_INLINE uint8_t *sl_worker_dst6(sl_worker *w) { return &w->dst6[0][0]; }
 SL_INLINE uint64_t *sl_worker_nh4(sl_worker *w) { return w->nh4; }
 SL_INLINE uint64_t *sl_worker_nh6(sl_worker *w) { return w->nh6; }
-SL_INLINE uint8_t *sl_worker_slot4(sl_worker *w) { return w->slot4; }
-SL_INLINE uint8_t *sl_worker_slot6(sl_worker *w) { return w->slot6; }
-SL_INLINE uint16_t *sl_worker_l3off(sl_worker *w) { return w->l3off; }
+SL_INLINE struct rte_mbuf **sl_worker_pkt4(sl_worker *w) { return w->pkt4; }
+SL_INLINE struct rte_mbuf **sl_worker_pkt6(sl_worker *w) { return w->pkt6; }
+SL_INLINE uint8_t **sl_worker_l3_4(sl_worker *w) { return w->l3_4; }
+SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
 SL_INLINE uint8_t *sl_worker_port_cold_mbufs(sl_worker *w) { return w->port_cold_mbufs; }
 

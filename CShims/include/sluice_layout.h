@@ -99,9 +99,10 @@ typedef struct sl_worker {
     uint8_t dst6[SL_BURST][16];
     uint64_t nh4[SL_BURST];
     uint64_t nh6[SL_BURST];
-    uint8_t slot4[SL_BURST];   /* burst index of the n-th IPv4 packet */
-    uint8_t slot6[SL_BURST];
-    uint16_t l3off[SL_BURST];
+    struct rte_mbuf *pkt4[SL_BURST];  /* the n-th IPv4 packet of the burst */
+    struct rte_mbuf *pkt6[SL_BURST];
+    uint8_t *l3_4[SL_BURST];          /* its IP header */
+    uint8_t *l3_6[SL_BURST];
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

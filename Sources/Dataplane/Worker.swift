@@ -47,13 +47,43 @@ let workerEntry: @convention(c) (UnsafeMutableRawPointer?) -> Int32 = { arg in
     q.pointee.count = 0
 }
 
-@inline(__always) func enqueueTx(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, port: UInt16,
-                                 drops: UnsafeMutablePointer<UInt64>) {
-    let q = sl_worker_txq(w, port)!
-    let pkts = sl_txq_pkts(q)!
-    pkts[Int(q.pointee.count)] = m
-    q.pointee.count &+= 1  // flushed at SL_BURST, capacity SL_TX_BUFFER > SL_BURST
-    if q.pointee.count >= UInt16(SL_BURST) { flushTx(w, port: port, drops: drops) }
+/// Appends to the TX buffers of one burst. The current port's buffer and
+/// fill count live in registers while consecutive packets leave by the same
+/// port (the common case), instead of a load-modify-store of the count per packet.
+struct TxCursor {
+    var port: UInt16 = UInt16.max
+    var queue: UnsafeMutablePointer<sl_txq>? = nil
+    var pkts: UnsafeMutablePointer<OpaquePointer?>? = nil
+    var count = 0
+
+    @inline(__always)
+    mutating func push(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, port p: UInt16,
+                       drops: UnsafeMutablePointer<UInt64>) {
+        if _slowPath(p != port) { switchPort(w, to: p) }
+        pkts.unsafelyUnwrapped[count] = m  // set by switchPort: p == port implies a queue was opened
+        count &+= 1
+        if count == Int(SL_BURST) {  // capacity SL_TX_BUFFER > SL_BURST
+            queue.unsafelyUnwrapped.pointee.count = UInt16(truncatingIfNeeded: count)
+            flushTx(w, port: port, drops: drops)
+            count = 0
+        }
+    }
+
+    @inline(never)
+    mutating func switchPort(_ w: UnsafeMutablePointer<sl_worker>, to p: UInt16) {
+        close()
+        port = p
+        let q = sl_worker_txq(w, p)!
+        queue = q
+        pkts = sl_txq_pkts(q)
+        count = Int(q.pointee.count)
+    }
+
+    /// Writes the count back; the buffer is flushed at the end of the iteration.
+    @inline(__always)
+    mutating func close() {
+        if let q = queue { q.pointee.count = UInt16(truncatingIfNeeded: count) }
+    }
 }
 
 func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
@@ -69,10 +99,11 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     let rx = sl_worker_rx(w)!
     let coldMbufs = sl_worker_port_cold_mbufs(w)!
 
+    var lastStart = sl_tsc()
+    var lastBusy = false
     while !sl_shared_stopping(shared) {
         // One snapshot per iteration: every burst below sees exactly this one.
         let fib = sl_shared_fib(shared)!
-        let start = sl_tsc()
         var received = 0
         var p = 0
         while p < nports {
@@ -84,7 +115,12 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
         p = 0
         while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
         w.pointee.counters.polls &+= 1
-        if received > 0 { w.pointee.counters.busy_cycles &+= sl_tsc() &- start }
+        // One TSC read per iteration: an iteration that received packets is
+        // charged from its start to the next iteration's start.
+        let now = sl_tsc()
+        if lastBusy { w.pointee.counters.busy_cycles &+= now &- lastStart }
+        lastStart = now
+        lastBusy = received > 0
         sl_qsbr_quiescent(qsbr, tid)
     }
     var p = 0
@@ -102,9 +138,10 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     let rx = sl_worker_rx(w)!
     let dst4 = sl_worker_dst4(w)!
     let dst6 = sl_worker_dst6(w)!
-    let slot4 = sl_worker_slot4(w)!
-    let slot6 = sl_worker_slot6(w)!
-    let l3off = sl_worker_l3off(w)!
+    let pkt4 = sl_worker_pkt4(w)!
+    let pkt6 = sl_worker_pkt6(w)!
+    let l3v4 = sl_worker_l3_4(w)!
+    let l3v6 = sl_worker_l3_6(w)!
     var n4 = 0
     var n6 = 0
     var bytes: UInt64 = 0
@@ -152,7 +189,8 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             }
             guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
             dst4[n4] = UnsafeRawPointer(ip).loadBE32(at: 16)
-            slot4[n4] = UInt8(truncatingIfNeeded: i &- 1)
+            pkt4[n4] = m
+            l3v4[n4] = ip
             n4 &+= 1
         } else if etherType == Wire.etherTypeIPv6 {
             guard len >= l3 &+ 40 else { drop(m, .malformed, drops); continue }
@@ -163,16 +201,18 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             let d = UnsafeMutableRawPointer(dst6 + n6 &* 16)
             d.storeBytes(of: UnsafeRawPointer(ip + 24).loadUnaligned(as: UInt64.self), as: UInt64.self)
             d.storeBytes(of: UnsafeRawPointer(ip + 32).loadUnaligned(as: UInt64.self), toByteOffset: 8, as: UInt64.self)
-            slot6[n6] = UInt8(truncatingIfNeeded: i &- 1)
+            pkt6[n6] = m
+            l3v6[n6] = ip
             n6 &+= 1
         } else {
             drop(m, .unsupportedEthertype, drops); continue
         }
-        l3off[i &- 1] = UInt16(truncatingIfNeeded: l3)
     }
     w.pointee.counters.rx_bytes &+= bytes
 
     let hops = fib.pointee.nexthops!
+    var tx = TxCursor()
+    defer { tx.close() }
     if n4 > 0 {
         let nh = sl_worker_nh4(w)!
         if let f4 = fib.pointee.fib4 {
@@ -183,8 +223,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         }
         var j = 0
         while j < n4 {
-            let s = Int(slot4[j])
-            emit(w, rx[s]!, l3: Int(l3off[s]), hop: hops + Int(nh[j]), ipv4: true, drops: drops)
+            emit(w, pkt4[j]!, ip: l3v4[j]!, hop: hops + Int(nh[j]), ipv4: true, tx: &tx, drops: drops)
             j &+= 1
         }
     }
@@ -198,8 +237,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         }
         var j = 0
         while j < n6 {
-            let s = Int(slot6[j])
-            emit(w, rx[s]!, l3: Int(l3off[s]), hop: hops + Int(nh[j]), ipv4: false, drops: drops)
+            emit(w, pkt6[j]!, ip: l3v6[j]!, hop: hops + Int(nh[j]), ipv4: false, tx: &tx, drops: drops)
             j &+= 1
         }
     }
@@ -207,18 +245,17 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
 
 /// Applies a next hop to a parsed packet: TTL/hop limit −1, Ethernet rewrite, TX.
 @inline(__always)
-func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, l3: Int, hop: UnsafeMutablePointer<sl_nexthop>,
-          ipv4: Bool, drops: UnsafeMutablePointer<UInt64>) {
+func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, hop: UnsafeMutablePointer<sl_nexthop>,
+          ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
-        let data = sl_mbuf_data(m)!
-        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: data + l3) } else { data[l3 &+ 7] &-= 1 }
+        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[7] &-= 1 }
         // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.
         let src = UnsafeRawPointer(hop)
-        let dst = UnsafeMutableRawPointer(data)
+        let dst = UnsafeMutableRawPointer(sl_mbuf_data(m)!)
         dst.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
         dst.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
-        enqueueTx(w, m, port: hop.pointee.port, drops: drops)
+        tx.push(w, m, port: hop.pointee.port, drops: drops)
     } else if kind == SL_NH_NO_ROUTE {
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
