@@ -86,19 +86,22 @@ SL_INLINE uint64_t *sl_worker_drops(sl_worker *w) { return w->counters.drops; }
 SL_INLINE sl_txq *sl_worker_txq(sl_worker *w, uint16_t port) { return &w->tx[port]; }
 SL_INLINE struct rte_mbuf **sl_txq_pkts(sl_txq *q) { return q->pkts; }
 SL_INLINE struct rte_mbuf **sl_worker_rx(sl_worker *w) { return w->rx; }
-SL_INLINE uint32_t *sl_worker_dst4(sl_worker *w) { return w->dst4; }
 SL_INLINE uint8_t *sl_worker_dst6(sl_worker *w) { return &w->dst6[0][0]; }
-SL_INLINE uint64_t *sl_worker_nh4(sl_worker *w) { return w->nh4; }
 SL_INLINE uint64_t *sl_worker_nh6(sl_worker *w) { return w->nh6; }
-SL_INLINE struct rte_mbuf **sl_worker_pkt4(sl_worker *w) { return w->pkt4; }
 SL_INLINE struct rte_mbuf **sl_worker_pkt6(sl_worker *w) { return w->pkt6; }
-SL_INLINE uint8_t **sl_worker_l3_4(sl_worker *w) { return w->l3_4; }
 SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
 SL_INLINE uint8_t *sl_worker_port_cold_mbufs(sl_worker *w) { return w->port_cold_mbufs; }
 
 /* ---- routing ---- */
-SL_INLINE void sl_fib4_lookup_bulk(struct rte_fib *f, uint32_t *ips, uint64_t *nh, int n) { rte_fib_lookup_bulk(f, ips, nh, n); }
+/* IPv4: rte_lpm's inline DIR-24-8 lookup, one packet at a time inside the
+ * parse loop; a miss (or no table) gives the default route's next hop, which
+ * is 0 ("no route") when there is none. */
+SL_INLINE uint32_t sl_fib4_next_hop(const sl_fib *f, uint32_t ip) {
+    uint32_t nh;
+    if (f->lpm4 == NULL || rte_lpm_lookup(f->lpm4, ip, &nh) != 0) return f->default4;
+    return nh;
+}
 SL_INLINE void sl_fib6_lookup_bulk(struct rte_fib6 *f, uint8_t *ips, uint64_t *nh, int n) {
     rte_fib6_lookup_bulk(f, (uint8_t (*)[RTE_FIB6_IPV6_ADDR_SIZE])ips, nh, n);
 }

@@ -58,11 +58,11 @@ _Static_assert(sizeof(sl_nexthop) == 16, "next hop is 16 bytes");
 /* An immutable forwarding snapshot: built by the control thread, published
  * with one atomic store, freed after an RCU grace period. */
 typedef struct sl_fib {
-    struct rte_fib *fib4;
+    struct rte_lpm *lpm4;
     struct rte_fib6 *fib6;
     sl_nexthop *nexthops;
     uint32_t nb_nexthops;
-    uint32_t reserved;
+    uint32_t default4;       /* next hop of 0.0.0.0/0 (rte_lpm has no depth 0); 0 = no route */
     uint64_t generation;
 } sl_fib;
 
@@ -95,14 +95,10 @@ typedef struct sl_worker {
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */
     struct rte_mbuf *rx[SL_BURST];
-    uint32_t dst4[SL_BURST];
     uint8_t dst6[SL_BURST][16];
-    uint64_t nh4[SL_BURST];
     uint64_t nh6[SL_BURST];
-    struct rte_mbuf *pkt4[SL_BURST];  /* the n-th IPv4 packet of the burst */
-    struct rte_mbuf *pkt6[SL_BURST];
-    uint8_t *l3_4[SL_BURST];          /* its IP header */
-    uint8_t *l3_6[SL_BURST];
+    struct rte_mbuf *pkt6[SL_BURST];  /* the n-th IPv6 packet of the burst */
+    uint8_t *l3_6[SL_BURST];          /* its IP header */
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

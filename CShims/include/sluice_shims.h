@@ -32,6 +32,7 @@
 #include <rte_ring.h>
 #include <rte_eth_ring.h>
 #include <rte_fib.h>
+#include <rte_lpm.h>
 #include <rte_fib6.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_thash.h>

@@ -55,7 +55,9 @@ public enum ForwardingTable {
             let ordered = routes.sorted { $0.prefix.length < $1.prefix.length }
             let v4 = ordered.filter { $0.prefix.address.isIPv4 }
             let v6 = ordered.filter { !$0.prefix.address.isIPv4 }
-            fib.pointee.fib4 = try makeFib4(v4, index: index, hopCount: hops.count, socket: socket, generation: generation)
+            // rte_lpm takes depths 1…32: the default route is the miss value.
+            if let d = v4.first(where: { $0.prefix.length == 0 }) { fib.pointee.default4 = index[d.nextHop]! }
+            fib.pointee.lpm4 = try makeLpm4(v4.filter { $0.prefix.length > 0 }, index: index, socket: socket)
             fib.pointee.fib6 = try makeFib6(v6, index: index, hopCount: hops.count, socket: socket, generation: generation)
         } catch {
             free(fib)
@@ -66,7 +68,7 @@ public enum ForwardingTable {
 
     /// Frees a snapshot no worker can still see (after the RCU grace period).
     public static func free(_ fib: UnsafeMutablePointer<sl_fib>) {
-        if let f = fib.pointee.fib4 { rte_fib_free(f) }
+        if let f = fib.pointee.lpm4 { rte_lpm_free(f) }
         if let f = fib.pointee.fib6 { rte_fib6_free(f) }
         if let nh = fib.pointee.nexthops { rte_free(nh) }
         rte_free(fib)
@@ -84,30 +86,22 @@ public enum ForwardingTable {
         }
     }
 
-    private static func makeFib4(_ routes: [RouteEntry], index: [NextHop: UInt32], hopCount: Int, socket: Int32,
-                                 generation: UInt64) throws(DataplaneError) -> OpaquePointer? {
+    private static func makeLpm4(_ routes: [RouteEntry], index: [NextHop: UInt32], socket: Int32) throws(DataplaneError) -> OpaquePointer? {
         if routes.isEmpty { return nil }
-        var conf = rte_fib_conf()
-        conf.type = RTE_FIB_DIR24_8
-        conf.default_nh = 0
-        conf.max_routes = Int32(routes.count + 16)
-        conf.rib_ext_sz = 0
-        // The top bit of an entry marks a tbl8 extension, so 1 byte holds 127
-        // values; an entry holds either a next hop or a tbl8 index, so the
-        // width must fit the larger of the two counts.
-        let tbl8 = routes.filter { $0.prefix.length > 24 }.count + 16
-        let widest = max(hopCount, tbl8)
-        conf.dir24_8.nh_sz = widest < 127 ? RTE_FIB_DIR24_8_1B : (widest < 32767 ? RTE_FIB_DIR24_8_2B : RTE_FIB_DIR24_8_4B)
-        conf.dir24_8.num_tbl8 = UInt32(tbl8)
-        guard let fib = rte_fib_create("sl4_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
-            throw .dpdkErrno("cannot create the IPv4 FIB (\(routes.count) routes; out of DPDK memory? try a larger -m)")
+        var conf = rte_lpm_config()
+        conf.max_rules = UInt32(routes.count + 16)
+        // One tbl8 group per distinct /24 that holds a longer prefix, at most.
+        conf.number_tbl8s = UInt32(routes.filter { $0.prefix.length > 24 }.count + 16)
+        conf.flags = 0
+        guard let lpm = rte_lpm_create("sl4_\(nameSerial.add(1, ordering: .relaxed).newValue)", socket, &conf) else {
+            throw .dpdkErrno("cannot create the IPv4 route table (\(routes.count) routes; out of DPDK memory? try a larger -m)")
         }
         for r in routes {
             guard case .v4(let a) = r.prefix.address else { continue }
-            let rc = rte_fib_add(fib, a.value, UInt8(r.prefix.length), UInt64(index[r.nextHop]!))
-            if rc != 0 { rte_fib_free(fib); throw .dpdk("cannot add route \(r.prefix)", code: rc) }
+            let rc = rte_lpm_add(lpm, a.value, UInt8(r.prefix.length), index[r.nextHop]!)
+            if rc != 0 { rte_lpm_free(lpm); throw .dpdk("cannot add route \(r.prefix)", code: rc) }
         }
-        return fib
+        return lpm
     }
 
     private static func makeFib6(_ routes: [RouteEntry], index: [NextHop: UInt32], hopCount: Int, socket: Int32,

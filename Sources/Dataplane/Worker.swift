@@ -129,21 +129,20 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     _ = rte_rcu_qsbr_thread_unregister(qsbr, tid)
 }
 
-/// Forwards one RX burst: parse every packet once (collecting IPv4 and IPv6
-/// destinations into the per-core arrays), look all of them up in one bulk
-/// call per family, then rewrite and enqueue.
+/// Forwards one RX burst: parse every packet once; IPv4 is looked up, rewritten
+/// and enqueued in the same pass; IPv6 destinations are collected and looked
+/// up in one bulk call (rte_fib6 has no inline lookup), then rewritten.
 @inline(__always)
 func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, count n: Int,
                   coldMbufs: Bool, drops: UnsafeMutablePointer<UInt64>) {
     let rx = sl_worker_rx(w)!
-    let dst4 = sl_worker_dst4(w)!
     let dst6 = sl_worker_dst6(w)!
-    let pkt4 = sl_worker_pkt4(w)!
     let pkt6 = sl_worker_pkt6(w)!
-    let l3v4 = sl_worker_l3_4(w)!
     let l3v6 = sl_worker_l3_6(w)!
-    var n4 = 0
     var n6 = 0
+    let hops = fib.pointee.nexthops!
+    var tx = TxCursor()
+    defer { tx.close() }
     var bytes: UInt64 = 0
     w.pointee.counters.rx_packets &+= UInt64(n)
     w.pointee.counters.rx_bursts &+= 1
@@ -188,10 +187,9 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
                 drop(m, .badChecksum, drops); continue
             }
             guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
-            dst4[n4] = UnsafeRawPointer(ip).loadBE32(at: 16)
-            pkt4[n4] = m
-            l3v4[n4] = ip
-            n4 &+= 1
+            // IPv4 is looked up and sent in this pass (inline DIR-24-8).
+            let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: 16)))
+            emit(w, m, ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
         } else if etherType == Wire.etherTypeIPv6 {
             guard len >= l3 &+ 40 else { drop(m, .malformed, drops); continue }
             let payload = Int(UnsafeRawPointer(ip).loadBE16(at: 4))
@@ -210,23 +208,6 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     }
     w.pointee.counters.rx_bytes &+= bytes
 
-    let hops = fib.pointee.nexthops!
-    var tx = TxCursor()
-    defer { tx.close() }
-    if n4 > 0 {
-        let nh = sl_worker_nh4(w)!
-        if let f4 = fib.pointee.fib4 {
-            sl_fib4_lookup_bulk(f4, dst4, nh, Int32(n4))
-        } else {
-            var j = 0
-            while j < n4 { nh[j] = 0; j &+= 1 }
-        }
-        var j = 0
-        while j < n4 {
-            emit(w, pkt4[j]!, ip: l3v4[j]!, hop: hops + Int(nh[j]), ipv4: true, tx: &tx, drops: drops)
-            j &+= 1
-        }
-    }
     if n6 > 0 {
         let nh = sl_worker_nh6(w)!
         if let f6 = fib.pointee.fib6 {
