@@ -91,7 +91,7 @@ SL_INLINE uint64_t *sl_worker_nh6(sl_worker *w) { return w->nh6; }
 SL_INLINE struct rte_mbuf **sl_worker_pkt6(sl_worker *w) { return w->pkt6; }
 SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
-SL_INLINE uint8_t *sl_worker_port_cold_mbufs(sl_worker *w) { return w->port_cold_mbufs; }
+SL_INLINE uint8_t *sl_worker_port_prefetch(sl_worker *w) { return w->port_prefetch; }
 
 /* ---- routing ---- */
 /* IPv4: rte_lpm's inline DIR-24-8 lookup, one packet at a time inside the

@@ -42,6 +42,12 @@ typedef struct sl_txq {
 } sl_txq;
 SL_ASSERT_LINES(sl_txq);
 
+/* Prefetch policy per port: ring ports hand over mbufs no core touched
+ * (headers and data cold); hardware NICs write the mbuf headers but DMA the
+ * data (data cold); software PMDs that copy the packet (pcap, null, tap,
+ * af_packet, memif) leave both hot. */
+enum { SL_PREFETCH_MBUF = 1, SL_PREFETCH_DATA = 2 };
+
 /* A resolved next hop: where a routed packet leaves and with which MACs.
  * Index 0 of every next-hop table is the "no route" entry, returned by the FIB
  * as its default, so a lookup never needs a miss branch. */
@@ -87,9 +93,9 @@ typedef struct sl_worker {
     sl_shared *shared;
     uint16_t port_ids[SL_MAX_PORTS];
     uint8_t port_roles[SL_MAX_PORTS];
-    /* 1 where the PMD hands over mbufs it never touched (ring ports): the
-     * worker then prefetches the mbuf headers of a burst before the data. */
-    uint8_t port_cold_mbufs[SL_MAX_PORTS];
+    /* Per port, what the worker prefetches for a received burst
+     * (SL_PREFETCH_* bits, chosen from the driver at set-up). */
+    uint8_t port_prefetch[SL_MAX_PORTS];
     uint8_t reserved[32];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];

@@ -133,10 +133,10 @@ public final class Gateway {
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
             let ids = sl_worker_port_ids(w)!
-            let cold = sl_worker_port_cold_mbufs(w)!
+            let prefetch = sl_worker_port_prefetch(w)!
             for (i, p) in setups.enumerated() {
                 ids[i] = p.info.id
-                cold[i] = p.info.driver == "net_ring" ? 1 : 0
+                prefetch[i] = PortInfo.prefetchPolicy(driver: p.info.driver)
                 let txq = sl_worker_txq(w, p.info.id)!
                 txq.pointee.port = p.info.id
                 txq.pointee.queue = UInt16(q)

@@ -55,6 +55,15 @@ public struct PortInfo: Sendable {
         hashKeySize = Int(info.hash_key_size)
     }
 
+    /// What a worker should prefetch for this driver's received bursts (SL_PREFETCH_* bits).
+    static func prefetchPolicy(driver: String) -> UInt8 {
+        switch driver {
+        case "net_ring": UInt8(SL_PREFETCH_MBUF | SL_PREFETCH_DATA)
+        case "net_pcap", "net_null", "net_tap", "net_af_packet", "net_memif": 0
+        default: UInt8(SL_PREFETCH_DATA)
+        }
+    }
+
     /// Whether the port hashes flows over several RX queues itself.
     public var supportsRSS: Bool { rssOffloads != 0 }
 }

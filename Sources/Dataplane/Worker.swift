@@ -97,7 +97,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     let queue = w.pointee.queue_id
     let drops = sl_worker_drops(w)!
     let rx = sl_worker_rx(w)!
-    let coldMbufs = sl_worker_port_cold_mbufs(w)!
+    let prefetch = sl_worker_port_prefetch(w)!
 
     var lastStart = sl_tsc()
     var lastBusy = false
@@ -109,7 +109,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
         while p < nports {
             let port = ports[p]
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
-            if n > 0 { forwardBurst(w, fib: fib, count: n, coldMbufs: coldMbufs[p] != 0, drops: drops); received &+= n }
+            if n > 0 { forwardBurst(w, fib: fib, count: n, prefetch: Int32(prefetch[p]), drops: drops); received &+= n }
             p &+= 1
         }
         p = 0
@@ -134,7 +134,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
 /// up in one bulk call (rte_fib6 has no inline lookup), then rewritten.
 @inline(__always)
 func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, count n: Int,
-                  coldMbufs: Bool, drops: UnsafeMutablePointer<UInt64>) {
+                  prefetch: Int32, drops: UnsafeMutablePointer<UInt64>) {
     let rx = sl_worker_rx(w)!
     let dst6 = sl_worker_dst6(w)!
     let pkt6 = sl_worker_pkt6(w)!
@@ -147,18 +147,18 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     w.pointee.counters.rx_packets &+= UInt64(n)
     w.pointee.counters.rx_bursts &+= 1
 
-    // Ring ports hand over mbufs nobody on this core touched (their lines may
-    // sit in another core's cache): request every mbuf header of the burst
-    // first, then the packet data, so the misses overlap.
+    // Overlap the misses the port leaves us (see SL_PREFETCH_*): every mbuf
+    // header of the burst first, then the packet data some packets ahead.
+    let prefetchData = prefetch & Int32(SL_PREFETCH_DATA) != 0
     var k = 0
-    if coldMbufs { while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 } }
+    if prefetch & Int32(SL_PREFETCH_MBUF) != 0 { while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 } }
     k = 0
-    while k < n && k < 8 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 }
+    if prefetchData { while k < n && k < 8 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 } }
 
     var i = 0
     while i < n {
         let m = rx[i]!
-        if i &+ 8 < n { sl_prefetch_mbuf_data(rx[i &+ 8]) }
+        if prefetchData && i &+ 8 < n { sl_prefetch_mbuf_data(rx[i &+ 8]) }
         let data = sl_mbuf_data(m)!
         let len = Int(sl_mbuf_data_len(m))
         let pktLen = Int(sl_mbuf_pkt_len(m))
