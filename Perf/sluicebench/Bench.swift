@@ -25,7 +25,7 @@ struct SluiceBench: ParsableCommand {
     var mode: String = "bypass"
     @Option(help: "Frame size in bytes without FCS (60…1514), or 'imix' (7:4:1 of 64/576/1500).")
     var size: String = "64"
-    @Option(help: "Generator burst size.")
+    @Option(help: "Burst size of the generator (ring ports) and of testpmd; the gateway's RX burst is 32.")
     var burst: Int = 32
     @Option(help: "Number of distinct flows.")
     var flows: Int = 256
@@ -212,7 +212,7 @@ struct Bench {
                     Generator.Queue(inject: protected.rx[$0], collect: [unprotected.tx[$0], protected.tx[$0]])
                 }
                 generators.append(Generator(queues: qs, templates: frames, restoreLengths: restore,
-                                            lcore: UInt32(1 + o.workers + g)))
+                                            lcore: UInt32(1 + o.workers + g), burst: o.burst))
             }
             let pool = gateway.mempools.values.first!
             for q in 0..<o.workers {
@@ -326,7 +326,7 @@ struct Bench {
         if o.baseline == "testpmd" {
             say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))
             let frame = o.frameSizes!.count == 1 ? o.frameSizes![0] : 64
-            let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: 32,
+            let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
                                                forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
                                                filePrefix: "sluicebench-testpmd-\(getpid())",
                                                vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.memory)

@@ -26,11 +26,19 @@ final class Generator: @unchecked Sendable {
     let receivedBytes: UnsafeMutablePointer<UInt64>
     let stopFlag: UnsafeMutablePointer<UInt32>
     let lcore: UInt32
+    /// Packets taken from a TX ring per dequeue.
+    let burst: Int
 
-    init(queues: [Queue], templates: [[UInt8]], restoreLengths: [Int], lcore: UInt32) {
+    let templateBytes: Int
+
+    init(queues: [Queue], templates: [[UInt8]], restoreLengths: [Int], lcore: UInt32, burst: Int) {
+        self.burst = burst
         self.queues = queues
-        stride = (templates.map(\.count).max() ?? 64 + 63) / 64 * 64
-        self.templates = .allocate(capacity: stride * templates.count)
+        stride = ((templates.map(\.count).max() ?? 64) + 63) / 64 * 64
+        // The templates are read by this generator's lcore only: place them on its node.
+        templateBytes = max(stride * templates.count, 64)
+        self.templates = NUMA.allocate(bytes: templateBytes, node: EAL.socket(ofLcore: lcore))!
+            .bindMemory(to: UInt8.self, capacity: templateBytes)
         templateLengths = .allocate(capacity: templates.count)
         self.restoreLengths = .allocate(capacity: templates.count)
         for (i, t) in templates.enumerated() {
@@ -48,7 +56,7 @@ final class Generator: @unchecked Sendable {
     }
 
     deinit {
-        templates.deallocate(); templateLengths.deallocate(); restoreLengths.deallocate()
+        NUMA.free(templates, bytes: templateBytes); templateLengths.deallocate(); restoreLengths.deallocate()
         received.deallocate(); receivedBytes.deallocate(); stopFlag.deallocate()
     }
 
@@ -73,7 +81,6 @@ final class Generator: @unchecked Sendable {
     }
 
     func run() {
-        let burst = Int(SL_BURST)
         let buf = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: burst)
         defer { buf.deallocate() }
         let nq = queues.count

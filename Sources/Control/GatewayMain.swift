@@ -112,6 +112,7 @@ public enum GatewayMain {
             print("sluice: port \(p.info.id) \(p.info.name) driver=\(p.info.driver) mac=\(p.info.mac) role=\(role) queues=\(p.queues) rss=\(p.rssHashFunctions != 0 ? "on" : "off") socket=\(p.info.socket)")
         }
         print("sluice: workers on lcores \(gateway.workerLcores.map(String.init).joined(separator: ",")), control on lcore \(EAL.mainLcore)")
+        for w in gateway.topologyWarnings { writeStandardError("sluice: warning: \(w)\n") }
         print("sluice: ready (\(gateway.workerLcores.count) workers)")
 
         var meter = RateMeter()

@@ -44,6 +44,8 @@ public struct CoreCounters: Sendable {
 public final class Gateway {
     public let ports: [PortSetup]
     public let workerLcores: [UInt32]
+    /// Placement problems found at set-up (a worker polling a port on another NUMA node).
+    public let topologyWarnings: [String]
     /// Every mempool, by NUMA socket.
     public let mempools: [Int32: OpaquePointer]
     private let workers: [UnsafeMutablePointer<sl_worker>]
@@ -106,6 +108,13 @@ public final class Gateway {
         }
         ports = setups
         self.workerLcores = lcores
+        var warnings: [String] = []
+        for p in infos where p.socketKnown {
+            for (q, lcore) in lcores.enumerated() where workerSockets[q] != p.socket {
+                warnings.append("worker lcore \(lcore) (NUMA node \(workerSockets[q])) polls port \(p.id) (\(p.name)) on node \(p.socket): every packet crosses the interconnect; map workers onto the port's node")
+            }
+        }
+        topologyWarnings = warnings
 
         guard let sharedMem = rte_zmalloc("sl_shared", MemoryLayout<sl_shared>.size, UInt32(SL_CACHE_LINE)) else {
             throw DataplaneError("out of DPDK memory (shared state)")

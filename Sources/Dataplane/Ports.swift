@@ -9,6 +9,8 @@ public struct PortInfo: Sendable {
     public var mac: MACAddress
     /// NUMA socket of the device; 0 when unknown (virtual devices).
     public var socket: Int32
+    /// Whether the device reported its socket (virtual devices do not).
+    public var socketKnown: Bool
     public var maxRxQueues: Int
     public var maxTxQueues: Int
     public var rssOffloads: UInt64
@@ -44,6 +46,7 @@ public struct PortInfo: Sendable {
         mac = MACAddress(addr.addr_bytes)
         let s = rte_eth_dev_socket_id(id)
         socket = s < 0 ? 0 : s
+        socketKnown = s >= 0
         maxRxQueues = Int(info.max_rx_queues)
         maxTxQueues = Int(info.max_tx_queues)
         rssOffloads = info.flow_type_rss_offloads
