@@ -29,6 +29,7 @@ let package = Package(
         .target(
             name: "CShims",
             path: "CShims",
+            exclude: ["crypto"],
             sources: ["src"],
             publicHeadersPath: "include",
             cSettings: [.unsafeFlags(shimClangFlags + ["-O3"])],
@@ -36,6 +37,20 @@ let package = Package(
                 .linkedLibrary("IPSec_MB"), .linkedLibrary("sodium"), .linkedLibrary("numa"),
             ]
         ),
+        // C: intel-ipsec-mb and libsodium only (no DPDK), for Crypto.
+        .target(
+            name: "CCrypto",
+            path: "CShims/crypto",
+            sources: ["src"],
+            publicHeadersPath: "include",
+            cSettings: [.unsafeFlags(isa + ["-O3"])],
+            linkerSettings: [.linkedLibrary("IPSec_MB"), .linkedLibrary("sodium")]
+        ),
+        // AEAD engines (intel-ipsec-mb, libsodium) behind one interface: no DPDK.
+        .target(name: "Crypto", dependencies: ["CCrypto"], path: "Sources/Crypto",
+                swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
+        // ESP, sequence numbers, anti-replay, SA and policy models: no DPDK.
+        .target(name: "IPsec", dependencies: ["Packet", "Crypto"], path: "Sources/IPsec"),
         // Header views, builders, checksums, RSS hashing: no DPDK.
         .target(name: "Packet", path: "Sources/Packet"),
         // The command language: lexer, parser, typed commands, errors with positions.
@@ -58,6 +73,9 @@ let package = Package(
 
         .testTarget(name: "PacketTests", dependencies: ["Packet"], path: "Tests/PacketTests"),
         .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
+        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CCrypto"], path: "Tests/CryptoTests",
+                    swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
+        .testTarget(name: "IPsecTests", dependencies: ["IPsec", "Packet"], path: "Tests/IPsecTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet"],
                     path: "Tests/DataplaneTests", swiftSettings: swiftShimFlags),
         .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests", exclude: ["scripts"]),

@@ -1,0 +1,1 @@
+// The AEAD engines: see the files of this module.

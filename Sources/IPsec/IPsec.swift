@@ -1,0 +1,1 @@
+// ESP processing: see the files of this module.

@@ -1,0 +1,3 @@
+import Testing
+import Crypto
+@Test func cryptoModuleBuilds() { #expect(Bool(true)) }

@@ -1,0 +1,3 @@
+import Testing
+import IPsec
+@Test func ipsecModuleBuilds() { #expect(Bool(true)) }
