@@ -99,8 +99,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     let rx = sl_worker_rx(w)!
     let prefetch = sl_worker_port_prefetch(w)!
 
-    var lastStart = sl_tsc()
-    var lastBusy = false
+    var lastEnd = sl_tsc()
     while !sl_shared_stopping(shared) {
         // One snapshot per iteration: every burst below sees exactly this one.
         let fib = sl_shared_fib(shared)!
@@ -116,11 +115,10 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
         while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
         w.pointee.counters.polls &+= 1
         // One TSC read per iteration: an iteration that received packets is
-        // charged from its start to the next iteration's start.
+        // charged from the end of the previous iteration to its own end.
         let now = sl_tsc()
-        if lastBusy { w.pointee.counters.busy_cycles &+= now &- lastStart }
-        lastStart = now
-        lastBusy = received > 0
+        if received > 0 { w.pointee.counters.busy_cycles &+= now &- lastEnd }
+        lastEnd = now
         sl_qsbr_quiescent(qsbr, tid)
     }
     var p = 0

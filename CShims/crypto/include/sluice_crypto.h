@@ -2,6 +2,15 @@
  * Crypto shims: intel-ipsec-mb and libsodium only, no DPDK, so that the
  * Crypto and IPsec modules build and test without an EAL. Symbols carry the
  * `slc_` prefix.
+ *
+ * Per packet (static inline, inlined into Swift): slc_aead_seal, slc_aead_open
+ * and the burst container accessors. Set-up, tear-down, bursts and the raw
+ * baseline benchmark are out of line in crypto.c.
+ *
+ * ESP use (RFC 4106 AES-GCM, RFC 7634 ChaCha20-Poly1305): key material is
+ * key || 4-byte salt; nonce = salt || 8-byte IV from the packet; AAD is
+ * SPI || seq (8 bytes) or SPI || seq-high || seq-low (12 bytes, ESN);
+ * ICV 16 bytes. Encryption and decryption are in place.
  */
 #ifndef SLUICE_CRYPTO_H
 #define SLUICE_CRYPTO_H
@@ -9,10 +18,303 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <string.h>
 
+/* Keep intel-ipsec-mb's pre-0.53 compatibility macros (ENCRYPT, JOB_AES_HMAC,
+ * ...) out of the Swift namespace. */
+#define NO_COMPAT_IMB_API_053
 #include <intel-ipsec-mb.h>
 #include <sodium.h>
 
 #define SLC_INLINE static inline __attribute__((always_inline))
+
+#define SLC_SALT_LEN 4
+#define SLC_IV_LEN 8
+#define SLC_NONCE_LEN 12
+#define SLC_ICV_LEN 16
+/* Most packets one burst call takes (= IMB_MAX_BURST_SIZE). */
+#define SLC_BURST_MAX 128
+
+/* The implementation an SA key was expanded for; chosen once at install. */
+typedef enum slc_impl {
+    SLC_IMPL_NONE = 0,
+    SLC_IMPL_MB_AES128_GCM = 1,
+    SLC_IMPL_MB_AES256_GCM = 2,
+    SLC_IMPL_MB_CHACHA20_POLY1305 = 3,
+    SLC_IMPL_NA_AES256_GCM = 4,
+    SLC_IMPL_NA_CHACHA20_POLY1305 = 5,
+} slc_impl;
+
+/* Which algorithm (matches Swift's AEADAlgorithm raw values). */
+typedef enum slc_aead {
+    SLC_AEAD_AES128_GCM = 1,
+    SLC_AEAD_AES256_GCM = 2,
+    SLC_AEAD_CHACHA20_POLY1305 = 3,
+} slc_aead;
+
+/* Set-up results (Swift maps them to CryptoError). */
+typedef enum slc_status {
+    SLC_OK = 0,
+    SLC_ERR_KEY_LENGTH = 1,
+    SLC_ERR_NO_MEMORY = 2,
+    SLC_ERR_UNSUPPORTED = 3,
+    SLC_ERR_MB_UNAVAILABLE = 4,
+    SLC_ERR_SODIUM_UNAVAILABLE = 5,
+    SLC_ERR_NO_AESNI = 6,
+} slc_status;
+
+/*
+ * One SA's expanded key, in sodium_malloc memory (guard pages, mlock'd,
+ * read-only after set-up), zeroed and freed by slc_aead_key_destroy.
+ * The first cache line holds what every packet reads besides the key.
+ */
+typedef struct slc_aead_key {
+    uint32_t impl;                 /* slc_impl */
+    uint8_t salt[SLC_SALT_LEN];
+    uint32_t bytes;                /* size of this allocation */
+    uint8_t pad_[52];
+    union {
+        struct gcm_key_data mb_gcm;            /* ipsec-mb: round keys + GHASH key powers */
+        crypto_aead_aes256gcm_state na_gcm;    /* libsodium: precomputed AES-256-GCM */
+        uint8_t chacha[32];                    /* both engines: the ChaCha20 key itself */
+    } k;
+} __attribute__((aligned(64))) slc_aead_key;
+_Static_assert(offsetof(slc_aead_key, k) == 64, "key schedule starts on the second cache line");
+_Static_assert(sizeof(slc_aead_key) % 64 == 0, "sodium_malloc returns 64-byte alignment only for multiples of 64");
+
+/*
+ * Per-burst metadata, struct-of-arrays, one per worker core (allocated once).
+ * The caller fills data/len/iv/aad/icv; ok[] and the scratch are the engine's.
+ */
+typedef struct slc_burst {
+    uint32_t count;
+    uint32_t pad_[15];
+    uint8_t *data[SLC_BURST_MAX];
+    const uint8_t *iv[SLC_BURST_MAX];
+    const uint8_t *aad[SLC_BURST_MAX];
+    uint8_t *icv[SLC_BURST_MAX];
+    uint32_t len[SLC_BURST_MAX];
+    uint8_t ok[SLC_BURST_MAX];
+    /* engine scratch: nonces and computed tags must outlive queued jobs */
+    uint8_t nonce[SLC_BURST_MAX][16];
+    uint8_t tag[SLC_BURST_MAX][16];
+    IMB_JOB *jobs[SLC_BURST_MAX];
+} __attribute__((aligned(64))) slc_burst;
+
+/* What the libraries offer on this machine (filled once by slc_engine_probe). */
+typedef struct slc_engine_info {
+    int32_t mb_usable;             /* 1 when intel-ipsec-mb initialised with AES-NI or better */
+    int32_t mb_arch;               /* IMB_ARCH chosen by init_mb_mgr_auto */
+    uint64_t mb_features;          /* IMB_FEATURE_* of that manager */
+    uint32_t mb_version;           /* imb_get_version() at run time */
+    int32_t mb_errno;              /* imb_get_errno after init, 0 when fine */
+    int32_t sodium_usable;         /* sodium_init() succeeded */
+    int32_t sodium_aes256gcm;      /* crypto_aead_aes256gcm_is_available() */
+} slc_engine_info;
+
+/* ---- Set-up (out of line, crypto.c) ---- */
+
+/* Probes both libraries once (thread-safe); later calls copy the result. */
+void slc_engine_probe(slc_engine_info *out);
+const char *slc_mb_version_string(void);
+const char *slc_sodium_version_string(void);
+
+/* A per-core intel-ipsec-mb manager (not thread-safe). NULL and *status set on failure. */
+IMB_MGR *slc_mb_mgr_create(slc_status *status);
+void slc_mb_mgr_destroy(IMB_MGR *mgr);
+int32_t slc_mb_mgr_arch(const IMB_MGR *mgr);
+
+/* Expands key material (key || salt) for `impl`; NULL and *status on failure. */
+slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t material_len,
+                                  slc_status *status);
+/* Zeroes and frees. Returns whether the whole allocation read back as zero
+ * right before sodium_free (the test hook; deinit ignores it). */
+bool slc_aead_key_destroy(slc_aead_key *key);
+/* Test hook: whether `needle` occurs in the key's allocation. */
+bool slc_aead_key_contains(const slc_aead_key *key, const uint8_t *needle, size_t len);
+SLC_INLINE uint32_t slc_aead_key_impl(const slc_aead_key *key) { return key->impl; }
+SLC_INLINE const void *slc_aead_key_address(const slc_aead_key *key) { return key; }
+SLC_INLINE uint32_t slc_aead_key_bytes(const slc_aead_key *key) { return key->bytes; }
+
+slc_burst *slc_burst_create(void);
+void slc_burst_destroy(slc_burst *burst);
+
+/* Bursts of one SA: every packet in `burst`. Returns how many authenticated
+ * (open) or were sealed (seal); open sets ok[i] per packet and zeroes the
+ * payload of every packet that failed. */
+uint32_t slc_aead_seal_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
+uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
+
+/* Baseline: the raw intel-ipsec-mb API driven from C with no wrapper, over
+ * `nbufs` in-place buffers of `len` bytes (+16 ICV) each, `packets` packets
+ * in bursts of `burst`. api 0 = job API (get_next_job/submit/flush),
+ * 1 = direct API (IMB_AESxxx_GCM_ENC, CHACHA20_POLY1305 init/update/final).
+ * Returns elapsed nanoseconds, or 0 when ipsec-mb is not usable. */
+uint64_t slc_bench_raw_mb(slc_aead aead, int api, uint32_t len, uint32_t burst, uint64_t packets);
+
+/* Test hooks: count Swift runtime retains/releases/object allocations made on
+ * the calling thread between begin and end (uses the runtime's documented
+ * instrumentation entry points). begin returns false when unavailable. */
+bool slc_testhook_rc_begin(void);
+void slc_testhook_rc_end(uint64_t *retains, uint64_t *releases, uint64_t *allocs);
+
+/* ---- Per packet (static inline) ---- */
+
+SLC_INLINE void slc_nonce(uint8_t nonce[SLC_NONCE_LEN], const slc_aead_key *key, const void *iv)
+{
+    memcpy(nonce, key->salt, SLC_SALT_LEN);
+    memcpy(nonce + SLC_SALT_LEN, iv, SLC_IV_LEN);
+}
+
+/* Constant time: no data-dependent branch or early exit. 1 when equal. */
+SLC_INLINE int slc_icv_equal(const void *a, const void *b)
+{
+    uint64_t a0, a1, b0, b1;
+    memcpy(&a0, a, 8); memcpy(&a1, (const uint8_t *)a + 8, 8);
+    memcpy(&b0, b, 8); memcpy(&b1, (const uint8_t *)b + 8, 8);
+    uint64_t d = (a0 ^ b0) | (a1 ^ b1);
+    return (int)(((d | (0 - d)) >> 63) ^ 1);
+}
+
+SLC_INLINE void slc_wipe16(uint8_t t[16])
+{
+    memset(t, 0, 16);
+    __asm__ __volatile__("" : : "r"(t) : "memory");
+}
+
+/* Fills one intel-ipsec-mb ChaCha20-Poly1305 job (in place, 12-byte nonce). */
+SLC_INLINE void slc_mb_chacha_job(IMB_JOB *job, const slc_aead_key *key, uint8_t *data, uint32_t len,
+                                  const uint8_t *nonce, const void *aad, uint32_t aad_len,
+                                  uint8_t *tag, int encrypt)
+{
+    job->cipher_mode = IMB_CIPHER_CHACHA20_POLY1305;
+    job->hash_alg = IMB_AUTH_CHACHA20_POLY1305;
+    job->cipher_direction = encrypt ? IMB_DIR_ENCRYPT : IMB_DIR_DECRYPT;
+    job->chain_order = encrypt ? IMB_ORDER_CIPHER_HASH : IMB_ORDER_HASH_CIPHER;
+    job->enc_keys = key->k.chacha;
+    job->dec_keys = key->k.chacha;
+    job->key_len_in_bytes = 32;
+    job->src = data;
+    job->dst = data;
+    job->cipher_start_src_offset_in_bytes = 0;
+    job->msg_len_to_cipher_in_bytes = len;
+    job->hash_start_src_offset_in_bytes = 0;
+    job->msg_len_to_hash_in_bytes = len;
+    job->iv = nonce;
+    job->iv_len_in_bytes = SLC_NONCE_LEN;
+    job->u.CHACHA20_POLY1305.aad = aad;
+    job->u.CHACHA20_POLY1305.aad_len_in_bytes = aad_len;
+    job->auth_tag_output = tag;
+    job->auth_tag_output_len_in_bytes = SLC_ICV_LEN;
+}
+
+/* One ChaCha20-Poly1305 packet through the job API. The manager's queue is
+ * empty between calls (every burst call flushes), so the job that completes
+ * is this one. Single jobs beat the init/update/finalize API 1.2-1.7x. */
+SLC_INLINE void slc_mb_chacha_one(IMB_MGR *mgr, const slc_aead_key *key, uint8_t *data, uint32_t len,
+                                  const uint8_t *nonce, const void *aad, uint32_t aad_len,
+                                  uint8_t *tag, int encrypt)
+{
+    IMB_JOB *job = IMB_GET_NEXT_JOB(mgr);
+    slc_mb_chacha_job(job, key, data, len, nonce, aad, aad_len, tag, encrypt);
+    if (IMB_SUBMIT_JOB_NOCHECK(mgr) == NULL)
+        (void)IMB_FLUSH_JOB(mgr);
+}
+
+/* Encrypts `len` bytes at `data` in place and writes the 16-byte ICV. */
+SLC_INLINE void slc_aead_seal(IMB_MGR *mgr, const slc_aead_key *key, void *data, uint32_t len,
+                              const void *iv, const void *aad, uint32_t aad_len, void *icv)
+{
+    uint8_t nonce[SLC_NONCE_LEN];
+    slc_nonce(nonce, key, iv);
+    switch (key->impl) {
+    case SLC_IMPL_MB_AES128_GCM: {
+        struct gcm_context_data ctx;
+        IMB_AES128_GCM_ENC(mgr, &key->k.mb_gcm, &ctx, data, data, len, nonce, aad, aad_len, icv, SLC_ICV_LEN);
+        break;
+    }
+    case SLC_IMPL_MB_AES256_GCM: {
+        struct gcm_context_data ctx;
+        IMB_AES256_GCM_ENC(mgr, &key->k.mb_gcm, &ctx, data, data, len, nonce, aad, aad_len, icv, SLC_ICV_LEN);
+        break;
+    }
+    case SLC_IMPL_MB_CHACHA20_POLY1305:
+        slc_mb_chacha_one(mgr, key, data, len, nonce, aad, aad_len, icv, 1);
+        break;
+    case SLC_IMPL_NA_AES256_GCM:
+        (void)crypto_aead_aes256gcm_encrypt_detached_afternm(data, icv, NULL, data, len, aad, aad_len,
+                                                             NULL, nonce, &key->k.na_gcm);
+        break;
+    case SLC_IMPL_NA_CHACHA20_POLY1305:
+        (void)crypto_aead_chacha20poly1305_ietf_encrypt_detached(data, icv, NULL, data, len, aad, aad_len,
+                                                                 NULL, nonce, key->k.chacha);
+        break;
+    default:
+        __builtin_trap();
+    }
+}
+
+/* Decrypts in place and verifies the ICV in constant time. Returns true when
+ * authentic; on failure the payload is zeroed (no engine leaves plaintext of
+ * a forged packet behind). */
+SLC_INLINE bool slc_aead_open(IMB_MGR *mgr, const slc_aead_key *key, void *data, uint32_t len,
+                              const void *iv, const void *aad, uint32_t aad_len, const void *icv)
+{
+    uint8_t nonce[SLC_NONCE_LEN];
+    uint8_t tag[SLC_ICV_LEN];
+    int ok;
+    slc_nonce(nonce, key, iv);
+    switch (key->impl) {
+    case SLC_IMPL_MB_AES128_GCM: {
+        struct gcm_context_data ctx;
+        IMB_AES128_GCM_DEC(mgr, &key->k.mb_gcm, &ctx, data, data, len, nonce, aad, aad_len, tag, SLC_ICV_LEN);
+        ok = slc_icv_equal(tag, icv);
+        slc_wipe16(tag);
+        break;
+    }
+    case SLC_IMPL_MB_AES256_GCM: {
+        struct gcm_context_data ctx;
+        IMB_AES256_GCM_DEC(mgr, &key->k.mb_gcm, &ctx, data, data, len, nonce, aad, aad_len, tag, SLC_ICV_LEN);
+        ok = slc_icv_equal(tag, icv);
+        slc_wipe16(tag);
+        break;
+    }
+    case SLC_IMPL_MB_CHACHA20_POLY1305:
+        slc_mb_chacha_one(mgr, key, data, len, nonce, aad, aad_len, tag, 0);
+        ok = slc_icv_equal(tag, icv);
+        slc_wipe16(tag);
+        break;
+    case SLC_IMPL_NA_AES256_GCM:
+        ok = crypto_aead_aes256gcm_decrypt_detached_afternm(data, NULL, data, len, icv, aad, aad_len,
+                                                            nonce, &key->k.na_gcm) == 0;
+        break;
+    case SLC_IMPL_NA_CHACHA20_POLY1305:
+        ok = crypto_aead_chacha20poly1305_ietf_decrypt_detached(data, NULL, data, len, icv, aad, aad_len,
+                                                                nonce, key->k.chacha) == 0;
+        break;
+    default:
+        __builtin_trap();
+    }
+    if (__builtin_expect(!ok, 0))
+        sodium_memzero(data, len);
+    return ok;
+}
+
+/* ---- Burst container (static inline) ---- */
+
+SLC_INLINE void slc_burst_reset(slc_burst *b) { b->count = 0; }
+SLC_INLINE uint32_t slc_burst_count(const slc_burst *b) { return b->count; }
+SLC_INLINE bool slc_burst_ok(const slc_burst *b, uint32_t i) { return b->ok[i] != 0; }
+SLC_INLINE void slc_burst_append(slc_burst *b, void *data, uint32_t len, const void *iv,
+                                 const void *aad, void *icv)
+{
+    uint32_t i = b->count;
+    b->data[i] = data;
+    b->len[i] = len;
+    b->iv[i] = iv;
+    b->aad[i] = aad;
+    b->icv[i] = icv;
+    b->count = i + 1;
+}
 
 #endif

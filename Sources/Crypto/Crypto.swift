@@ -1,1 +1,0 @@
-// The AEAD engines: see the files of this module.

@@ -1,1 +1,0 @@
-// ESP processing: see the files of this module.

@@ -1,3 +1,0 @@
-import Testing
-import Crypto
-@Test func cryptoModuleBuilds() { #expect(Bool(true)) }

@@ -1,3 +1,0 @@
-import Testing
-import IPsec
-@Test func ipsecModuleBuilds() { #expect(Bool(true)) }
