@@ -14,7 +14,7 @@ import CCrypto
 /// then: `AEADKey` refuses to install one).
 public struct CryptoCore: ~Copyable, @unchecked Sendable {
     /// `IMB_MGR *`, or nil when intel-ipsec-mb is unusable here.
-    @usableFromInline let manager: OpaquePointer?
+    @usableFromInline let manager: UnsafeMutablePointer<IMB_MGR>?
 
     public init() throws(CryptoError) {
         if CryptoEngines.probe.mb_usable != 0 {
