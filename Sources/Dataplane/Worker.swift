@@ -15,16 +15,8 @@ let workerEntry: @convention(c) (UnsafeMutableRawPointer?) -> Int32 = { arg in
     return 0
 }
 
-/// Ethernet + IPv4/IPv6 offsets and field positions used below.
-@usableFromInline enum Wire {
-    static let etherTypeOffset = 12
-    static let ethHeader = 14
-    static let vlanHeader = 4
-    static let etherTypeIPv4: UInt16 = 0x0800
-    static let etherTypeIPv6: UInt16 = 0x86DD
-    static let etherTypeVLAN: UInt16 = 0x8100
-    static let etherTypeQinQ: UInt16 = 0x88A8
-}
+/// Where the EtherType sits in an Ethernet header (after two MACs).
+@usableFromInline let etherTypeOffset = 12
 
 @inline(__always) func drop(_ m: OpaquePointer, _ reason: DropReason, _ drops: UnsafeMutablePointer<UInt64>) {
     drops[reason.rawValue] &+= 1
@@ -162,41 +154,41 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         let pktLen = Int(sl_mbuf_pkt_len(m))
         bytes &+= UInt64(pktLen)
         i &+= 1
-        guard len >= Wire.ethHeader else { drop(m, .malformed, drops); continue }
-        var l3 = Wire.ethHeader
-        var etherType = UnsafeRawPointer(data).loadBE16(at: Wire.etherTypeOffset)
-        if etherType == Wire.etherTypeVLAN || etherType == Wire.etherTypeQinQ {
-            guard len >= Wire.ethHeader &+ Wire.vlanHeader else { drop(m, .malformed, drops); continue }
-            etherType = UnsafeRawPointer(data).loadBE16(at: Wire.etherTypeOffset &+ Wire.vlanHeader)
-            l3 = Wire.ethHeader &+ Wire.vlanHeader
+        guard len >= HeaderSize.ethernet else { drop(m, .malformed, drops); continue }
+        var l3 = HeaderSize.ethernet
+        var etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset))
+        if etherType.isVLANTag {
+            guard len >= HeaderSize.ethernet &+ HeaderSize.vlanTag else { drop(m, .malformed, drops); continue }
+            etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset &+ HeaderSize.vlanTag))
+            l3 = HeaderSize.ethernet &+ HeaderSize.vlanTag
         }
         let ip = data + l3
-        if etherType == Wire.etherTypeIPv4 {
-            guard len >= l3 &+ 20 else { drop(m, .malformed, drops); continue }
-            let vihl = ip[0]
+        if etherType == .ipv4 {
+            guard len >= l3 &+ HeaderSize.ipv4 else { drop(m, .malformed, drops); continue }
+            let vihl = ip[IPv4Field.versionIHL]
             let hlen = Int(vihl & 0x0F) &<< 2
-            let total = Int(UnsafeRawPointer(ip).loadBE16(at: 2))
+            let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
             // Options included; the header must sit in the first segment.
-            guard vihl >> 4 == 4, hlen >= 20, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
+            guard vihl >> 4 == 4, hlen >= HeaderSize.ipv4, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
                 drop(m, .malformed, drops); continue
             }
             let verdict = sl_mbuf_ip_cksum_state(m)
             if verdict < 0 || (verdict == 0 && !InternetChecksum.ipv4HeaderIsValid(ip, length: hlen)) {
                 drop(m, .badChecksum, drops); continue
             }
-            guard ip[8] > 1 else { drop(m, .ttlExceeded, drops); continue }
+            guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
-            let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: 16)))
+            let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
             emit(w, m, ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
-        } else if etherType == Wire.etherTypeIPv6 {
-            guard len >= l3 &+ 40 else { drop(m, .malformed, drops); continue }
-            let payload = Int(UnsafeRawPointer(ip).loadBE16(at: 4))
-            guard ip[0] >> 4 == 6, payload &+ 40 <= pktLen &- l3 else { drop(m, .malformed, drops); continue }
-            guard ip[7] > 1 else { drop(m, .ttlExceeded, drops); continue }
+        } else if etherType == .ipv6 {
+            guard len >= l3 &+ HeaderSize.ipv6 else { drop(m, .malformed, drops); continue }
+            let payload = Int(UnsafeRawPointer(ip).loadBE16(at: IPv6Field.payloadLength))
+            guard ip[IPv6Field.versionClassFlow] >> 4 == 6, payload &+ HeaderSize.ipv6 <= pktLen &- l3 else { drop(m, .malformed, drops); continue }
+            guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
             let d = UnsafeMutableRawPointer(dst6 + n6 &* 16)
-            d.storeBytes(of: UnsafeRawPointer(ip + 24).loadUnaligned(as: UInt64.self), as: UInt64.self)
-            d.storeBytes(of: UnsafeRawPointer(ip + 32).loadUnaligned(as: UInt64.self), toByteOffset: 8, as: UInt64.self)
+            d.storeBytes(of: UnsafeRawPointer(ip + IPv6Field.destination).loadUnaligned(as: UInt64.self), as: UInt64.self)
+            d.storeBytes(of: UnsafeRawPointer(ip + (IPv6Field.destination &+ 8)).loadUnaligned(as: UInt64.self), toByteOffset: 8, as: UInt64.self)
             pkt6[n6] = m
             l3v6[n6] = ip
             n6 &+= 1
@@ -228,7 +220,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMu
           ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
-        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[7] &-= 1 }
+        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
         // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.
         let src = UnsafeRawPointer(hop)
         let dst = UnsafeMutableRawPointer(sl_mbuf_data(m)!)
