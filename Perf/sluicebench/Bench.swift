@@ -309,8 +309,8 @@ struct Bench {
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
             "drops": Int(cores.reduce(0) { $0 + $1.totalDrops }),
             "worker_cycles_per_packet": round3(windowCyclesPerPacket(coresAtStart, coresAtEnd)),
-            // What one worker would forward if fed without limit: TSC rate / busy cycles per packet.
-            "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 / Double(o.workers)),
+            // What the workers would forward if fed without limit: workers × TSC rate / busy cycles per packet.
+            "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 * Double(o.workers)),
             "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs,
         ]
         if let a = allocStart, let b = allocEnd, packets > 0 {

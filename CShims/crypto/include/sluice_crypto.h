@@ -70,7 +70,7 @@ typedef enum slc_status {
  */
 typedef struct slc_aead_key {
     uint32_t impl;                 /* slc_impl */
-    uint8_t salt[SLC_SALT_LEN];
+    uint32_t salt;                 /* the 4 salt bytes as they are in memory */
     uint32_t bytes;                /* size of this allocation */
     uint8_t pad_[52];
     union {
@@ -96,8 +96,8 @@ typedef struct slc_burst {
     uint32_t len[SLC_BURST_MAX];
     uint8_t ok[SLC_BURST_MAX];
     /* engine scratch: nonces and computed tags must outlive queued jobs */
-    uint8_t nonce[SLC_BURST_MAX][16];
-    uint8_t tag[SLC_BURST_MAX][16];
+    uint8_t nonce[SLC_BURST_MAX][16] __attribute__((aligned(16)));
+    uint8_t tag[SLC_BURST_MAX][16] __attribute__((aligned(16)));
     IMB_JOB *jobs[SLC_BURST_MAX];
 } __attribute__((aligned(64))) slc_burst;
 
@@ -152,18 +152,36 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
  * Returns elapsed nanoseconds, or 0 when ipsec-mb is not usable. */
 uint64_t slc_bench_raw_mb(slc_aead aead, int api, uint32_t len, uint32_t burst, uint64_t packets);
 
-/* Test hooks: count Swift runtime retains/releases/object allocations made on
- * the calling thread between begin and end (uses the runtime's documented
- * instrumentation entry points). begin returns false when unavailable. */
-bool slc_testhook_rc_begin(void);
-void slc_testhook_rc_end(uint64_t *retains, uint64_t *releases, uint64_t *allocs);
-
 /* ---- Per packet (static inline) ---- */
 
-SLC_INLINE void slc_nonce(uint8_t nonce[SLC_NONCE_LEN], const slc_aead_key *key, const void *iv)
+/* 16 bytes as one SSE value. */
+typedef uint32_t slc_u32x4 __attribute__((vector_size(16)));
+
+/* The 12-byte nonce salt || IV (plus 4 zero bytes) as one 16-byte value that
+ * the compiler stores with one instruction. The engines read the nonce with a
+ * vector load right after it is written; a nonce assembled with narrower
+ * stores fails store-to-load forwarding there, which measured 2x slower for
+ * 64-byte AES-GCM packets. The same holds for the AAD: write it with one
+ * 16-byte store (slc_esp_aad) or long before the call. */
+SLC_INLINE slc_u32x4 slc_nonce(const slc_aead_key *key, const void *iv)
 {
-    memcpy(nonce, key->salt, SLC_SALT_LEN);
-    memcpy(nonce + SLC_SALT_LEN, iv, SLC_IV_LEN);
+    uint32_t lo, hi;
+    memcpy(&lo, iv, 4);
+    memcpy(&hi, (const uint8_t *)iv + 4, 4);
+    slc_u32x4 v = { key->salt, lo, hi, 0 };
+    return v;
+}
+
+/* Writes ESP AAD at dst (16 writable bytes) with one 16-byte store: SPI || seq
+ * (8 bytes) or SPI || seq-high || seq-low (12 bytes, ESN); all values in host
+ * order, written big-endian. Returns the AAD length. */
+SLC_INLINE uint32_t slc_esp_aad(void *dst, uint32_t spi, uint64_t seq, bool esn)
+{
+    uint32_t hi = __builtin_bswap32((uint32_t)(seq >> 32));
+    uint32_t lo = __builtin_bswap32((uint32_t)seq);
+    slc_u32x4 v = { __builtin_bswap32(spi), esn ? hi : lo, esn ? lo : 0, 0 };
+    memcpy(dst, &v, 16);
+    return esn ? 12 : 8;
 }
 
 /* Constant time: no data-dependent branch or early exit. 1 when equal. */
@@ -225,8 +243,8 @@ SLC_INLINE void slc_mb_chacha_one(IMB_MGR *mgr, const slc_aead_key *key, uint8_t
 SLC_INLINE void slc_aead_seal(IMB_MGR *mgr, const slc_aead_key *key, void *data, uint32_t len,
                               const void *iv, const void *aad, uint32_t aad_len, void *icv)
 {
-    uint8_t nonce[SLC_NONCE_LEN];
-    slc_nonce(nonce, key, iv);
+    const slc_u32x4 n = slc_nonce(key, iv);
+    const uint8_t *nonce = (const uint8_t *)&n;
     switch (key->impl) {
     case SLC_IMPL_MB_AES128_GCM: {
         struct gcm_context_data ctx;
@@ -260,10 +278,10 @@ SLC_INLINE void slc_aead_seal(IMB_MGR *mgr, const slc_aead_key *key, void *data,
 SLC_INLINE bool slc_aead_open(IMB_MGR *mgr, const slc_aead_key *key, void *data, uint32_t len,
                               const void *iv, const void *aad, uint32_t aad_len, const void *icv)
 {
-    uint8_t nonce[SLC_NONCE_LEN];
-    uint8_t tag[SLC_ICV_LEN];
+    const slc_u32x4 n = slc_nonce(key, iv);
+    const uint8_t *nonce = (const uint8_t *)&n;
+    uint8_t tag[SLC_ICV_LEN] __attribute__((aligned(16)));
     int ok;
-    slc_nonce(nonce, key, iv);
     switch (key->impl) {
     case SLC_IMPL_MB_AES128_GCM: {
         struct gcm_context_data ctx;

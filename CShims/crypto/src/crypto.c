@@ -1,12 +1,11 @@
 /*
  * Out-of-line crypto shims: library probing, per-core managers, SA key
- * set-up and destruction, bursts, the raw intel-ipsec-mb baseline and test
- * hooks. Nothing here runs per packet except the burst functions (per burst).
+ * set-up and destruction, bursts and the raw intel-ipsec-mb
+ * baseline. Nothing here runs per packet except the burst functions (per burst).
  */
 #define _GNU_SOURCE
 #include "sluice_crypto.h"
 
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -152,7 +151,7 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
     memset(key, 0, sizeof *key);
     key->impl = (uint32_t)impl;
     key->bytes = (uint32_t)sizeof *key;
-    memcpy(key->salt, material + key_len, SLC_SALT_LEN);
+    memcpy(&key->salt, material + key_len, SLC_SALT_LEN);
 
     switch (impl) {
     case SLC_IMPL_MB_AES128_GCM:
@@ -239,7 +238,8 @@ static uint32_t mb_chacha_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst
             __builtin_trap();
     }
     for (uint32_t i = 0; i < n; i++) {
-        slc_nonce(b->nonce[i], key, b->iv[i]);
+        const slc_u32x4 n = slc_nonce(key, b->iv[i]);
+        memcpy(b->nonce[i], &n, 16);
         slc_mb_chacha_job(jobs[i], key, b->data[i], b->len[i], b->nonce[i], b->aad[i], aad_len,
                           encrypt ? b->icv[i] : b->tag[i], encrypt);
         jobs[i]->user_data = (void *)(uintptr_t)i;
@@ -397,68 +397,4 @@ uint64_t slc_bench_raw_mb(slc_aead aead, int api, uint32_t len, uint32_t burst, 
     free(gk);
     free_mb_mgr(mgr);
     return elapsed == 0 ? 1 : elapsed;
-}
-
-/* ---- Test hooks: Swift runtime reference counting on this thread ---- */
-
-typedef void *(*slc_rt_retain_fn)(void *);
-typedef void (*slc_rt_release_fn)(void *);
-typedef void *(*slc_rt_retain_n_fn)(void *, uint32_t);
-typedef void (*slc_rt_release_n_fn)(void *, uint32_t);
-typedef void *(*slc_rt_alloc_fn)(const void *, size_t, size_t);
-
-static slc_rt_retain_fn orig_retain;
-static slc_rt_release_fn orig_release;
-static slc_rt_retain_n_fn orig_retain_n;
-static slc_rt_release_n_fn orig_release_n;
-static slc_rt_alloc_fn orig_alloc;
-static bool rc_hooks_installed;
-static pthread_once_t rc_once = PTHREAD_ONCE_INIT;
-static _Thread_local bool tl_counting;
-static _Thread_local uint64_t tl_retains, tl_releases, tl_allocs;
-
-static void *hook_retain(void *o) { if (tl_counting) tl_retains++; return orig_retain(o); }
-static void hook_release(void *o) { if (tl_counting) tl_releases++; orig_release(o); }
-static void *hook_retain_n(void *o, uint32_t n) { if (tl_counting) tl_retains += n; return orig_retain_n(o, n); }
-static void hook_release_n(void *o, uint32_t n) { if (tl_counting) tl_releases += n; orig_release_n(o, n); }
-static void *hook_alloc(const void *m, size_t s, size_t a) { if (tl_counting) tl_allocs++; return orig_alloc(m, s, a); }
-
-static void rc_install(void)
-{
-    slc_rt_retain_fn *p_retain = dlsym(RTLD_DEFAULT, "_swift_retain");
-    slc_rt_release_fn *p_release = dlsym(RTLD_DEFAULT, "_swift_release");
-    slc_rt_retain_n_fn *p_retain_n = dlsym(RTLD_DEFAULT, "_swift_retain_n");
-    slc_rt_release_n_fn *p_release_n = dlsym(RTLD_DEFAULT, "_swift_release_n");
-    slc_rt_alloc_fn *p_alloc = dlsym(RTLD_DEFAULT, "_swift_allocObject");
-    bool *enable = dlsym(RTLD_DEFAULT, "_swift_enableSwizzlingOfAllocationAndRefCountingFunctions_forInstrumentsOnly");
-    if (!p_retain || !p_release || !p_retain_n || !p_release_n || !p_alloc || !enable)
-        return;
-    orig_retain = *p_retain;
-    orig_release = *p_release;
-    orig_retain_n = *p_retain_n;
-    orig_release_n = *p_release_n;
-    orig_alloc = *p_alloc;
-    __atomic_store_n(p_retain, hook_retain, __ATOMIC_SEQ_CST);
-    __atomic_store_n(p_release, hook_release, __ATOMIC_SEQ_CST);
-    __atomic_store_n(p_retain_n, hook_retain_n, __ATOMIC_SEQ_CST);
-    __atomic_store_n(p_release_n, hook_release_n, __ATOMIC_SEQ_CST);
-    __atomic_store_n(p_alloc, hook_alloc, __ATOMIC_SEQ_CST);
-    __atomic_store_n(enable, true, __ATOMIC_SEQ_CST);
-    rc_hooks_installed = true;
-}
-
-bool slc_testhook_rc_begin(void)
-{
-    pthread_once(&rc_once, rc_install);
-    tl_retains = tl_releases = tl_allocs = 0;
-    tl_counting = rc_hooks_installed;
-    return rc_hooks_installed;
-}
-
-void slc_testhook_rc_end(uint64_t *retains, uint64_t *releases, uint64_t *allocs)
-{
-    tl_counting = false;
-    *retains = tl_retains;
-    *releases = tl_releases;
-    *allocs = tl_allocs;
 }
