@@ -61,7 +61,9 @@ public struct AEADKey: ~Copyable, @unchecked Sendable {
 
     /// Encrypts `length` bytes at `payload` in place and writes the 16-byte ICV
     /// to `icv`. `iv` is the packet's 8-byte IV; `aad` is SPI || seq (8 bytes)
-    /// or SPI || seq-high || seq-low (12 bytes, ESN).
+    /// or SPI || seq-high || seq-low (12 bytes, ESN). AAD written right before
+    /// the call should be written with one 16-byte store
+    /// (`ESPAssociatedData.store`): see there for why.
     @inlinable @inline(__always)
     public func seal(_ core: borrowing CryptoCore, payload: UnsafeMutableRawPointer, length: Int,
                      iv: UnsafeRawPointer, aad: UnsafeRawPointer, aadLength: Int, icv: UnsafeMutableRawPointer) {

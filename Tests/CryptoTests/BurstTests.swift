@@ -1,0 +1,119 @@
+// The burst entry point against the per-packet one, on every engine and AEAD.
+
+@testable import Crypto
+import Testing
+
+@Suite struct BurstTests {
+    static var combinations: [(AEADAlgorithm, CryptoEngineKind)] {
+        AEADAlgorithm.allCases.flatMap { aead in engines(for: aead).map { (aead, $0) } }
+    }
+
+    /// Packets laid out like ESP in one contiguous buffer each:
+    /// IV(8) | payload | ICV(16), with the AAD kept alongside.
+    final class Wire {
+        let count: Int
+        let stride = 2048 + 64
+        let base: UnsafeMutableRawPointer
+        let aads: UnsafeMutableRawPointer
+        var lengths: [Int]
+
+        init(_ packets: [Packet]) {
+            count = packets.count
+            base = .allocate(byteCount: stride * count, alignment: 64)
+            aads = .allocate(byteCount: 16 * count, alignment: 16)
+            lengths = packets.map(\.payload.count)
+            for (i, p) in packets.enumerated() {
+                (base + stride * i).copyMemory(from: p.iv, byteCount: 8)
+                (base + stride * i + 8).copyMemory(from: p.payload, byteCount: p.payload.count)
+                (aads + 16 * i).copyMemory(from: p.aad, byteCount: p.aad.count)
+            }
+        }
+        deinit { base.deallocate(); aads.deallocate() }
+
+        func iv(_ i: Int) -> UnsafeMutableRawPointer { base + stride * i }
+        func payload(_ i: Int) -> UnsafeMutableRawPointer { base + stride * i + 8 }
+        func icv(_ i: Int) -> UnsafeMutableRawPointer { payload(i) + lengths[i] }
+        func aad(_ i: Int) -> UnsafeMutableRawPointer { aads + 16 * i }
+        func bytes(_ i: Int) -> [UInt8] {
+            Array(UnsafeRawBufferPointer(start: payload(i), count: lengths[i] + 16))
+        }
+        func fill(_ burst: borrowing AEADBurst) {
+            burst.removeAll()
+            for i in 0..<count {
+                burst.append(payload: payload(i), length: lengths[i], iv: iv(i), aad: aad(i), icv: icv(i))
+            }
+        }
+    }
+
+    static func packets(_ n: Int, aadLength: Int, seed: UInt64) -> [Packet] {
+        var rng = SeededRandom(seed: seed)
+        return (0..<n).map { i in
+            let length = i % 7 == 0 ? Int.random(in: 0...16, using: &rng) : Int.random(in: 17...2000, using: &rng)
+            return Packet(payload: rng.bytes(length), iv: rng.bytes(8), aad: rng.bytes(aadLength))
+        }
+    }
+
+    @Test(arguments: combinations)
+    func burstMatchesPerPacketAndFlagsForgeries(aead: AEADAlgorithm, engine: CryptoEngineKind) throws {
+        let core = try CryptoCore()
+        let burst = try AEADBurst()
+        for (n, aadLength) in [(1, 8), (7, 12), (32, 8), (AEADBurst.capacity, 12)] {
+            var rng = SeededRandom(seed: UInt64(n * 131 + aadLength))
+            let key = try AEADKey(aead, keyMaterial: rng.bytes(aead.keyMaterialLength), engine: engine)
+            let plain = Self.packets(n, aadLength: aadLength, seed: UInt64(n))
+            let viaBurst = Wire(plain), viaLoop = Wire(plain)
+
+            viaBurst.fill(burst)
+            let shape = burst.count == n && burst.isFull == (n == AEADBurst.capacity)
+            #expect(shape)
+            let sealed = key.seal(core, burst: burst, aadLength: aadLength)
+            #expect(sealed == n)
+            for i in 0..<n {
+                key.seal(core, payload: viaLoop.payload(i), length: viaLoop.lengths[i], iv: viaLoop.iv(i),
+                         aad: viaLoop.aad(i), aadLength: aadLength, icv: viaLoop.icv(i))
+            }
+            for i in 0..<n where viaBurst.bytes(i) != viaLoop.bytes(i) {
+                Issue.record("\(engine) \(aead) n=\(n): packet \(i) differs between burst and per-packet")
+            }
+
+            // Forge every third packet (ciphertext, ICV or AAD in turn), open the burst.
+            var forged = Set<Int>()
+            for i in Swift.stride(from: 1, to: n, by: 3) {
+                switch i % 9 {
+                case 1 where viaBurst.lengths[i] > 0: viaBurst.payload(i).storeBytes(
+                    of: viaBurst.payload(i).load(as: UInt8.self) ^ 1, as: UInt8.self)
+                case 4: viaBurst.aad(i).storeBytes(of: viaBurst.aad(i).load(as: UInt8.self) ^ 1, as: UInt8.self)
+                default: viaBurst.icv(i).storeBytes(of: viaBurst.icv(i).load(as: UInt8.self) ^ 1, as: UInt8.self)
+                }
+                forged.insert(i)
+            }
+            viaBurst.fill(burst)
+            let opened = key.open(core, burst: burst, aadLength: aadLength)
+            #expect(opened == n - forged.count)
+            for i in 0..<n {
+                let payload = Array(viaBurst.bytes(i).prefix(viaBurst.lengths[i]))
+                if forged.contains(i) {
+                    let authentic = burst.isAuthentic(at: i)
+                    #expect(!authentic, "\(engine) \(aead): forged packet \(i) passed")
+                    #expect(payload.allSatisfy { $0 == 0 }, "\(engine) \(aead): forged packet \(i) not wiped")
+                } else {
+                    let authentic = burst.isAuthentic(at: i)
+                    #expect(authentic, "\(engine) \(aead): packet \(i) rejected")
+                    #expect(payload == plain[i].payload, "\(engine) \(aead): packet \(i) decrypts")
+                }
+            }
+        }
+    }
+
+    @Test func burstCapacityIsEnforced() throws {
+        let burst = try AEADBurst()
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)
+        defer { p.deallocate() }
+        for _ in 0..<AEADBurst.capacity { burst.append(payload: p, length: 0, iv: p, aad: p, icv: p) }
+        let full = burst.isFull && burst.count == 128
+        #expect(full)
+        burst.removeAll()
+        let empty = burst.isEmpty
+        #expect(empty)
+    }
+}
