@@ -30,6 +30,16 @@ public enum Command: Sendable, Hashable {
     case routeAdd(prefix: IPPrefix, target: RouteTarget)
     /// `route del PREFIX`.
     case routeDel(prefix: IPPrefix)
+    /// `crypto-engine auto|ipsec-mb|sodium`: the engine of SAs without their own.
+    case cryptoEngine(CryptoEngineChoice)
+    /// `sa add spi S dir D …`: a new SA, defaults filled in.
+    case saAdd(SAConfig)
+    /// `sa del spi S [dst B]`.
+    case saDel(spi: SecurityParameterIndex, destination: IPAddress?)
+    /// `sp add [id N] dir D src P dst P … priority N action …`; `id` nil assigns the next free id.
+    case spAdd(id: PolicyID?, selector: PolicySelector, priority: UInt32, action: PolicyAction)
+    /// `sp del id N` or `sp del dir D src P dst P … priority N`.
+    case spDel(PolicyReference)
 }
 
 /// A word of a command that errors can point at.
@@ -47,6 +57,46 @@ public enum CommandField: Sendable, Hashable {
     case prefix
     /// The value after `via`.
     case nexthop
+    /// The SPI of `sa add`/`sa del`, or the SPI after `action protect spi`.
+    case spi
+    /// The value after `dir`.
+    case direction
+    /// The value after `src` (an SA's outer source, a policy's source prefix).
+    case source
+    /// The value after `dst` (an SA's outer destination, a policy's destination prefix).
+    case destination
+    /// The value after `mode`.
+    case mode
+    /// The value after `aead`.
+    case aead
+    /// The value after `key`.
+    case key
+    /// The word `esn`.
+    case esn
+    /// The value after `seq`.
+    case sequence
+    /// The value after `replay-window`.
+    case replayWindow
+    /// The ports after `encap udp`.
+    case encapSourcePort
+    case encapDestinationPort
+    /// The value after `df`.
+    case df
+    /// The value after `ttl`.
+    case ttl
+    /// The value after `crypto-engine`, as a verb or an SA option.
+    case cryptoEngine
+    /// The value after `proto`.
+    case proto
+    /// The values after `sport` and `dport`.
+    case sourcePorts
+    case destinationPorts
+    /// The value after `priority`.
+    case priority
+    /// The word after `action`.
+    case action
+    /// The value after `id` in `sp add` and `sp del`.
+    case policyID
 }
 
 /// A command together with where it, and each of its words, came from.

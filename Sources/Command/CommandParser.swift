@@ -17,6 +17,9 @@ public enum CommandParser {
         Verb(name: "port", parse: parsePort),
         Verb(name: "neighbor", parse: parseNeighbor),
         Verb(name: "route", parse: parseRoute),
+        Verb(name: "sa", parse: parseSA),
+        Verb(name: "sp", parse: parseSP),
+        Verb(name: "crypto-engine", parse: parseCryptoEngine),
     ]
 
     /// The verbs the language knows, in the order help text lists them.
@@ -29,7 +32,7 @@ public enum CommandParser {
         var cursor = WordCursor(file: location.file, line: location.line, words: words, endColumn: endColumn)
         guard let verbWord = cursor.next() else { return nil }
         guard let verb = verbs.first(where: { $0.name == verbWord.text }) else {
-            throw cursor.error("unknown command '\(verbWord.text)'; expected one of: "
+            throw cursor.error("unknown command \(verbWord.quoted); expected one of: "
                                + verbNames.joined(separator: ", "), at: verbWord)
         }
         let command = try verb.parse(&cursor)

@@ -1,12 +1,22 @@
 // Commands and configuration printed back as command text. The one place that
 // decides how a command is spelled: `configText` is the state as commands, each
 // printed by `Command.description`, and parsing it gives the same state back.
+//
+// Config text carries SA keys in full: it is the config file format, and what
+// recreates the state. Anything meant for logs uses `redactedDescription`.
 
 import Packet
 
 extension Command: CustomStringConvertible {
-    /// The command as one canonical line, without a newline.
-    public var description: String {
+    /// The command as one canonical line, without a newline. Options at their
+    /// defaults are left out. An `sa add` line includes its key.
+    public var description: String { text(redactingKey: false) }
+
+    /// `description` with an `sa add` key shown as `<redacted>`: for logs and
+    /// messages. It does not parse back.
+    public var redactedDescription: String { text(redactingKey: true) }
+
+    private func text(redactingKey: Bool) -> String {
         switch self {
         case let .port(id, role, addresses):
             var words = ["port", String(id)]
@@ -21,41 +31,103 @@ extension Command: CustomStringConvertible {
             return "route add \(prefix) port \(port)"
         case let .routeDel(prefix):
             return "route del \(prefix)"
+        case let .cryptoEngine(engine):
+            return "crypto-engine \(engine.rawValue)"
+        case let .saAdd(sa):
+            return sa.commandText(redactingKey: redactingKey)
+        case let .saDel(spi, destination):
+            return "sa del \(SAIdentifier(spi: spi, destination: destination))"
+        case let .spAdd(id, selector, priority, action):
+            var words = ["sp", "add"]
+            if let id { words += ["id", id.description] }
+            words += [selector.commandText, "priority", String(priority), "action"]
+            switch action {
+            case .protect(let spi): words += ["protect", "spi", spi.description]
+            case .bypass: words.append("bypass")
+            case .discard: words.append("discard")
+            }
+            return words.joined(separator: " ")
+        case let .spDel(.id(id)):
+            return "sp del id \(id)"
+        case let .spDel(.match(selector, priority)):
+            return "sp del \(selector.commandText) priority \(priority)"
         }
+    }
+}
+
+extension SAConfig {
+    /// `sa add spi S dir D [src A dst B] mode M aead X key K …`, options at
+    /// their defaults left out.
+    func commandText(redactingKey: Bool) -> String {
+        var words = ["sa", "add", "spi", spi.description, "dir", direction.rawValue]
+        if let source { words += ["src", source.description] }
+        if let destination { words += ["dst", destination.description] }
+        words += ["mode", mode.rawValue, "aead", aead.rawValue, "key"]
+        words.append(redactingKey ? "<redacted>" : "0x" + keyMaterial.bytes.map(Self.hexByte).joined())
+        if esn { words.append("esn") }
+        if sequence != Self.defaultSequence(direction) { words += ["seq", String(sequence)] }
+        if replayWindow != Self.defaultReplayWindow { words += ["replay-window", String(replayWindow)] }
+        if let encapsulation {
+            words += ["encap", "udp", String(encapsulation.sourcePort), String(encapsulation.destinationPort)]
+        }
+        if df != .copy { words += ["df", df.rawValue] }
+        if ttl != Self.defaultTTL { words += ["ttl", String(ttl)] }
+        if let cryptoEngine { words += ["crypto-engine", cryptoEngine.rawValue] }
+        return words.joined(separator: " ")
+    }
+
+    private static func hexByte(_ byte: UInt8) -> String {
+        let hex = String(byte, radix: 16)
+        return byte < 16 ? "0" + hex : hex
+    }
+}
+
+extension PolicySelector {
+    /// `dir D src P dst P [proto X] [sport R] [dport R]`.
+    var commandText: String {
+        var words = ["dir", direction.rawValue, "src", source.description, "dst", destination.description]
+        if let proto { words += ["proto", proto.commandName] }
+        if let sourcePorts { words += ["sport", Self.text(sourcePorts)] }
+        if let destinationPorts { words += ["dport", Self.text(destinationPorts)] }
+        return words.joined(separator: " ")
+    }
+
+    private static func text(_ ports: ClosedRange<UInt16>) -> String {
+        ports.lowerBound == ports.upperBound ? String(ports.lowerBound) : "\(ports.lowerBound)-\(ports.upperBound)"
     }
 }
 
 extension GatewayConfig {
     /// The state as commands that rebuild it: ports by id, then neighbors by
-    /// address, then routes by prefix (IPv4 before IPv6 throughout).
+    /// address, then routes by prefix (IPv4 before IPv6 throughout), then the
+    /// crypto engine unless it is `auto`, then SAs by SPI and dst, then
+    /// policies in effective order with their ids, so that loading the text
+    /// gives the same policies in the same order with the same ids.
     public var commands: [Command] {
         let portLines = ports.values.sorted { $0.id < $1.id }.map {
             Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses)
         }
-        let neighborLines = neighbors.values.sorted { Self.precedes($0.address, $1.address) }.map {
+        let neighborLines = neighbors.values.sorted { IPAddress.precedes($0.address, $1.address) }.map {
             Command.neighbor(address: $0.address, mac: $0.mac, port: $0.port)
         }
         let routeLines = routes.sorted { Self.precedes($0.key, $1.key) }.map {
             Command.routeAdd(prefix: $0.key, target: $0.value)
         }
-        return portLines + neighborLines + routeLines
+        let engineLines = cryptoEngine == .auto ? [] : [Command.cryptoEngine(cryptoEngine)]
+        let saLines = sas.sorted { $0.key < $1.key }.map { Command.saAdd($0.value) }
+        let policyLines = policies.map {
+            Command.spAdd(id: $0.id, selector: $0.selector, priority: $0.priority, action: $0.action)
+        }
+        return portLines + neighborLines + routeLines + engineLines + saLines + policyLines
     }
 
-    /// `commands` as text, one line each, each ending in a newline.
+    /// `commands` as text, one line each, each ending in a newline. Includes
+    /// SA keys in full.
     public var configText: String {
         commands.map { "\($0)\n" }.joined()
     }
 
-    private static func precedes(_ a: IPAddress, _ b: IPAddress) -> Bool {
-        switch (a, b) {
-        case let (.v4(x), .v4(y)): x < y
-        case let (.v6(x), .v6(y)): x < y
-        case (.v4, .v6): true
-        case (.v6, .v4): false
-        }
-    }
-
     private static func precedes(_ a: IPPrefix, _ b: IPPrefix) -> Bool {
-        a.address == b.address ? a.length < b.length : precedes(a.address, b.address)
+        a.address == b.address ? a.length < b.length : IPAddress.precedes(a.address, b.address)
     }
 }

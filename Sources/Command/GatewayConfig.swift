@@ -1,7 +1,8 @@
-// The validated configuration state that commands build up: ports, neighbors
-// and routes. `apply` checks one command against the state and either applies
-// all of it or none of it; the data plane tables are built from this state
-// elsewhere.
+// The validated configuration state that commands build up: ports, neighbors,
+// routes, the crypto engine, SAs and policies. `apply` checks one command
+// against the state and either applies all of it or none of it; the data plane
+// tables are built from this state elsewhere. The IPsec checks are in
+// GatewayConfig+IPsec.swift; every change to the state is made here.
 
 import Packet
 
@@ -41,8 +42,20 @@ public struct GatewayConfig: Sendable, Equatable {
     public private(set) var neighbors: [IPAddress: Neighbor] = [:]
     /// Keyed by network prefix (route prefixes never have host bits set).
     public private(set) var routes: [IPPrefix: RouteTarget] = [:]
+    /// The engine of SAs that do not name their own.
+    public private(set) var cryptoEngine: CryptoEngineChoice = .auto
+    /// Both directions in one table; `SAIdentifier` says which SAs may coexist.
+    public private(set) var sas: [SAIdentifier: SAConfig] = [:]
+    /// In effective order: by priority, lower first; equal priorities in the
+    /// order they were added. Every `protect` policy names an SA of its
+    /// direction that exists.
+    public private(set) var policies: [PolicyConfig] = []
     /// Which port each interface address is on; derived from `ports`.
     private var addressOwners: [IPAddress: UInt16] = [:]
+    /// The id the next `sp add` without `id` gets: above every id used so far,
+    /// so that within one run an id is never given to a second policy. A
+    /// config loaded from `configText` goes on from its largest id.
+    private var nextPolicyID: UInt64 = 1
 
     public init() {}
 
@@ -75,7 +88,40 @@ public struct GatewayConfig: Sendable, Equatable {
                 throw CommandError("no route \(prefix)", at: c.location(of: .prefix))
             }
             routes[prefix] = nil
+        case let .cryptoEngine(engine):
+            cryptoEngine = engine
+        case let .saAdd(sa):
+            try checkSAAdd(sa, c)
+            sas[sa.identifier] = sa
+        case let .saDel(spi, destination):
+            sas[try saToDelete(spi: spi, destination: destination, c)] = nil
+        case let .spAdd(id, selector, priority, action):
+            let (policy, index) = try checkPolicyAdd(id: id, selector: selector, priority: priority, action: action,
+                                                     nextID: nextPolicyID, c)
+            policies.insert(policy, at: index)
+            nextPolicyID = max(nextPolicyID, UInt64(policy.id.rawValue) + 1)
+        case let .spDel(reference):
+            policies.remove(at: try policyToDelete(reference, c))
         }
+    }
+
+    /// Equal configurations hold the same ports, neighbors, routes, engine, SAs
+    /// and policies (ids and order included). Which id the next `sp add`
+    /// would assign is not compared: it is not part of the state that
+    /// `configText` writes.
+    public static func == (a: GatewayConfig, b: GatewayConfig) -> Bool {
+        a.ports == b.ports && a.neighbors == b.neighbors && a.routes == b.routes && a.cryptoEngine == b.cryptoEngine
+            && a.sas == b.sas && a.policies == b.policies
+    }
+
+    /// The engine `sa` uses: its own, or the global one.
+    public func effectiveCryptoEngine(of sa: SAConfig) -> CryptoEngineChoice {
+        sa.cryptoEngine ?? cryptoEngine
+    }
+
+    /// The policy with this id, if any.
+    public func policy(id: PolicyID) -> PolicyConfig? {
+        policies.first { $0.id == id }
     }
 
     private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix],
@@ -152,5 +198,5 @@ public struct GatewayConfig: Sendable, Equatable {
         }
     }
 
-    private static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
+    static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
 }

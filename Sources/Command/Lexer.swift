@@ -6,6 +6,21 @@
 struct Word: Sendable {
     var text: Substring
     var column: Int
+
+    /// The word as error messages show it: `'text'`, or `<redacted>` when it
+    /// may be key material (see `mayBeKeyMaterial`).
+    var quoted: String { Self.mayBeKeyMaterial(text) ? "<redacted>" : "'\(text)'" }
+
+    /// True for words no message may echo: `0x` followed by more than 16
+    /// characters, or more than 20 hex digits. No number the language takes is
+    /// that long (a 64-bit value has at most 16 hex or 20 decimal digits), and
+    /// every valid key is (the shortest, AES-GCM-128 with salt, has 40 digits),
+    /// so a key is never echoed even when it is misplaced or mistyped after
+    /// its `0x`.
+    static func mayBeKeyMaterial(_ text: Substring) -> Bool {
+        if text.hasPrefix("0x") || text.hasPrefix("0X") { return text.count > 18 }
+        return text.count > 20 && text.allSatisfy { $0.isHexDigit && $0.isASCII }
+    }
 }
 
 enum Lexer {

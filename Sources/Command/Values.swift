@@ -12,7 +12,12 @@ enum ValueText {
 
     static func badPort(_ text: some StringProtocol) -> String {
         let range = CommandParser.portIDs
-        return "bad port '\(text)': expected a number \(range.lowerBound)…\(range.upperBound)"
+        return "bad port \(quoted(text)): expected a number \(range.lowerBound)…\(range.upperBound)"
+    }
+
+    /// `'text'`, or `<redacted>` for text that may be key material.
+    static func quoted(_ text: some StringProtocol) -> String {
+        Word(text: Substring(text), column: 0).quoted
     }
 
     static func hostBitsSet(_ prefix: IPPrefix, text: some StringProtocol) -> String {
@@ -36,7 +41,7 @@ extension WordCursor {
     mutating func readAddress(field: CommandField) throws(CommandError) -> IPAddress {
         let word = try next(expecting: "an address")
         guard let address = IPAddress(word.text) else {
-            throw error("bad address '\(word.text)': expected an IPv4 or IPv6 address \(ValueText.addressExample)",
+            throw error("bad address \(word.quoted): expected an IPv4 or IPv6 address \(ValueText.addressExample)",
                         at: word)
         }
         mark(field, word)
@@ -49,7 +54,7 @@ extension WordCursor {
         guard word.text.contains("/"), let prefix = IPPrefix(word.text) else {
             let missingLength = !word.text.contains("/") && IPAddress(word.text) != nil
             let problem = missingLength ? "missing prefix length; expected" : "expected"
-            throw error("bad address '\(word.text)': \(problem) an IPv4 or IPv6 address with prefix length "
+            throw error("bad address \(word.quoted): \(problem) an IPv4 or IPv6 address with prefix length "
                         + ValueText.interfaceExample, at: word)
         }
         mark(field, word)
@@ -60,7 +65,7 @@ extension WordCursor {
     mutating func readRoutePrefix(field: CommandField = .prefix) throws(CommandError) -> IPPrefix {
         let word = try next(expecting: "a prefix")
         guard let prefix = IPPrefix(word.text) else {
-            throw error("bad prefix '\(word.text)': expected an IPv4 or IPv6 prefix \(ValueText.prefixExample)",
+            throw error("bad prefix \(word.quoted): expected an IPv4 or IPv6 prefix \(ValueText.prefixExample)",
                         at: word)
         }
         guard !prefix.hasHostBits else {
@@ -74,7 +79,7 @@ extension WordCursor {
     mutating func readMAC(field: CommandField = .mac) throws(CommandError) -> MACAddress {
         let word = try next(expecting: "a MAC address")
         guard let mac = MACAddress(word.text) else {
-            throw error("bad MAC address '\(word.text)': expected six hex bytes \(ValueText.macExample)", at: word)
+            throw error("bad MAC address \(word.quoted): expected six hex bytes \(ValueText.macExample)", at: word)
         }
         mark(field, word)
         return mac
@@ -84,7 +89,7 @@ extension WordCursor {
     mutating func readRole(field: CommandField = .role) throws(CommandError) -> PortRole {
         let word = try keyword(PortRole.allCases.map(\.rawValue))
         guard let role = PortRole(rawValue: String(word.text)) else {
-            throw error("bad role '\(word.text)'", at: word)  // keyword() only returns raw values
+            throw error("bad role \(word.quoted)", at: word)  // keyword() only returns raw values
         }
         mark(field, word)
         return role

@@ -1,6 +1,7 @@
 // Reading the words of one line in order, with the "expected X after Y, found
 // Z" errors that every verb's grammar needs, and a record of which word became
-// which field of the command.
+// which field of the command. Messages quote words through `Word.quoted`, which
+// never echoes anything that may be key material.
 
 struct WordCursor {
     let file: String
@@ -28,10 +29,13 @@ struct WordCursor {
         CommandError(message, at: location(of: word))
     }
 
-    /// The word most recently read; the verb before anything else is read.
-    var previous: Substring { position > 0 ? words[position - 1].text : "" }
+    /// The word most recently read, quoted for a message; `''` before anything is read.
+    var previous: String { position > 0 ? words[position - 1].quoted : "''" }
 
     var atEnd: Bool { position >= words.count }
+
+    /// The next word without reading it, or nil at the end of the line.
+    func peek() -> Word? { position < words.count ? words[position] : nil }
 
     /// The next word, or nil at the end of the line.
     mutating func next() -> Word? {
@@ -44,7 +48,7 @@ struct WordCursor {
     mutating func next(expecting what: String) throws(CommandError) -> Word {
         let after = previous
         guard let word = next() else {
-            throw CommandError("expected \(what) after '\(after)', found end of line", at: endLocation)
+            throw CommandError("expected \(what) after \(after), found end of line", at: endLocation)
         }
         return word
     }
@@ -55,7 +59,7 @@ struct WordCursor {
         let expected = Self.alternatives(keywords.map { "'\($0)'" })
         let word = try next(expecting: expected)
         guard keywords.contains(where: { $0 == word.text }) else {
-            throw error("expected \(expected) after '\(after)', found '\(word.text)'", at: word)
+            throw error("expected \(expected) after \(after), found \(word.quoted)", at: word)
         }
         return word
     }
@@ -73,8 +77,8 @@ struct WordCursor {
 
     /// "unexpected 'word' after 'previous word'; `explanation`".
     func unexpected(_ word: Word, _ explanation: String) -> CommandError {
-        let after = words.last(where: { $0.column < word.column }).map { " after '\($0.text)'" } ?? ""
-        return error("unexpected '\(word.text)'\(after); \(explanation)", at: word)
+        let after = words.last(where: { $0.column < word.column }).map { " after \($0.quoted)" } ?? ""
+        return error("unexpected \(word.quoted)\(after); \(explanation)", at: word)
     }
 
     /// Reads `keyword value` options in any order up to the end of the line,
@@ -98,7 +102,7 @@ struct WordCursor {
             try handle(word, &self)
         }
         if let missing = required.first(where: { name in !seen.contains(where: { $0 == name }) }) {
-            throw CommandError("expected '\(missing)' after '\(previous)', found end of line", at: endLocation)
+            throw CommandError("expected '\(missing)' after \(previous), found end of line", at: endLocation)
         }
     }
 

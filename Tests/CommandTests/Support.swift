@@ -33,3 +33,21 @@ struct SeededGenerator: RandomNumberGenerator {
         return z ^ (z >> 31)
     }
 }
+
+/// Key material of `count` bytes 0, 1, 2, … as a `key` value.
+func hexKey(_ count: Int, from first: UInt8 = 0) -> String {
+    "0x" + (0..<count).map { i -> String in
+        let byte = first &+ UInt8(truncatingIfNeeded: i)
+        return (byte < 16 ? "0" : "") + String(byte, radix: 16)
+    }.joined()
+}
+
+func keyBytes(_ count: Int, from first: UInt8 = 0) -> SAKeyMaterial {
+    SAKeyMaterial((0..<count).map { first &+ UInt8(truncatingIfNeeded: $0) })
+}
+
+/// 16-byte key and salt for aes-gcm-128; 32 and salt for the other two.
+let key128 = hexKey(20)
+let key256 = hexKey(36)
+
+func spi(_ raw: UInt32) -> SecurityParameterIndex { SecurityParameterIndex(raw) }
