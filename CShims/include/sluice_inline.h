@@ -57,6 +57,15 @@ SL_INLINE void sl_mbuf_reset_window(struct rte_mbuf *m, uint16_t len) {
     m->data_len = len; m->pkt_len = len;
 }
 
+/* Buffer geometry for in-place encapsulation (single-segment mbufs). */
+SL_INLINE uint8_t *sl_mbuf_buf_addr(const struct rte_mbuf *m) { return (uint8_t *)m->buf_addr; }
+SL_INLINE uint16_t sl_mbuf_buf_len(const struct rte_mbuf *m) { return m->buf_len; }
+SL_INLINE uint16_t sl_mbuf_data_off(const struct rte_mbuf *m) { return m->data_off; }
+/* Moves the data window to [off, off+len) of the buffer; the caller checked the bounds. */
+SL_INLINE void sl_mbuf_set_window(struct rte_mbuf *m, uint16_t off, uint16_t len) {
+    m->data_off = off; m->data_len = len; m->pkt_len = len;
+}
+
 /* ---- ethdev ---- */
 SL_INLINE uint16_t sl_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n) {
     return rte_eth_rx_burst(port, queue, pkts, n);
