@@ -1,0 +1,163 @@
+// The grammar of the IPsec verbs: `sa`, `sp` and `crypto-engine`. Fixed words
+// first (`sa add spi S dir D`, `sp add [id N] dir D`), then options in any
+// order. Checks that need only the line (a value's range, an option that the
+// direction or mode makes meaningless) are made here; checks between fields
+// and against the state are `GatewayConfig.apply`'s, so that commands built in
+// code get them too.
+
+import Packet
+
+extension CommandParser {
+    /// `crypto-engine auto|ipsec-mb|sodium`
+    static func parseCryptoEngine(_ c: inout WordCursor) throws(CommandError) -> Command {
+        .cryptoEngine(try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine))
+    }
+
+    /// `sa add spi S dir in|out …` or `sa del spi S [dst B]`.
+    static func parseSA(_ c: inout WordCursor) throws(CommandError) -> Command {
+        let action = try c.keyword(["add", "del"])
+        _ = try c.keyword(["spi"])
+        let spi = try c.readSPI()
+        if action.text == "del" {
+            var destination: IPAddress? = nil
+            try c.options(["dst"]) { (_, c) throws(CommandError) in
+                destination = try c.readAddress(field: .destination)
+            }
+            return .saDel(spi: spi, destination: destination)
+        }
+        _ = try c.keyword(["dir"])
+        let direction = try c.readChoice(IPsecDirection.self, field: .direction)
+        return .saAdd(try parseSAOptions(&c, spi: spi, direction: direction))
+    }
+
+    /// The options of `sa add` after `dir D`:
+    /// `[src A dst B] mode M aead X key K [esn] [seq N] [replay-window W]
+    /// [encap udp [SPORT DPORT]] [df copy|set|clear] [ttl T] [crypto-engine E]`.
+    private static func parseSAOptions(_ c: inout WordCursor, spi: SecurityParameterIndex,
+                                       direction: IPsecDirection) throws(CommandError) -> SAConfig {
+        var source: IPAddress? = nil
+        var destination: IPAddress? = nil
+        var mode: SAMode? = nil
+        var aead: AEADTransform? = nil
+        var key: SAKeyMaterial? = nil
+        var esn = false
+        var sequence: UInt64? = nil
+        var replayWindow = SAConfig.defaultReplayWindow
+        var encapsulation: UDPEncapsulation? = nil
+        var df = OuterDF.copy
+        var ttl = SAConfig.defaultTTL
+        var engine: CryptoEngineChoice? = nil
+        var tunnelOnly: Word? = nil  // the first `df` or `ttl`, refused in transport mode
+
+        let keywords = ["src", "dst", "mode", "aead", "key", "esn", "seq", "replay-window", "encap", "df", "ttl",
+                        "crypto-engine"]
+        try c.options(keywords, required: ["mode", "aead", "key"]) { (option, c) throws(CommandError) in
+            switch option.text {
+            case "src": source = try c.readAddress(field: .source)
+            case "dst": destination = try c.readAddress(field: .destination)
+            case "mode": mode = try c.readChoice(SAMode.self, field: .mode)
+            case "aead": aead = try c.readChoice(AEADTransform.self, field: .aead)
+            case "key": key = try c.readKeyMaterial()
+            case "esn":
+                esn = true
+                c.mark(.esn, option)
+            case "seq": sequence = try c.readNumber("sequence number", in: 0...UInt64.max, hex: true, field: .sequence)
+            case "replay-window":
+                guard direction == .inbound else {
+                    throw c.error("replay-window applies only to inbound SAs (dir in)", at: option)
+                }
+                replayWindow = try c.readNumber("replay window", in: SAConfig.replayWindows, field: .replayWindow)
+            case "encap":
+                encapsulation = try c.readEncapsulation()
+            case "df":
+                tunnelOnly = tunnelOnly ?? option
+                df = try c.readChoice(OuterDF.self, field: .df)
+            case "ttl":
+                tunnelOnly = tunnelOnly ?? option
+                ttl = try c.readNumber("TTL", in: SAConfig.ttls, field: .ttl)
+            default:
+                engine = try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine)
+            }
+        }
+        guard let mode, let aead, let key else {
+            // options() has already insisted on all three.
+            throw CommandError("expected 'mode', 'aead' and 'key'", at: c.endLocation)
+        }
+        if mode == .transport, let word = tunnelOnly {
+            throw c.error("\(word.text) applies only to tunnel mode (the outer header)", at: word)
+        }
+        return SAConfig(spi: spi, direction: direction, source: source, destination: destination, mode: mode,
+                        aead: aead, keyMaterial: key, esn: esn, sequence: sequence, replayWindow: replayWindow,
+                        encapsulation: encapsulation, df: df, ttl: ttl, cryptoEngine: engine)
+    }
+
+    /// `sp add [id N] dir D src P dst P [proto X] [sport R] [dport R] priority N action A`,
+    /// `sp del id N` or `sp del dir D src P dst P [proto X] [sport R] [dport R] priority N`.
+    static func parseSP(_ c: inout WordCursor) throws(CommandError) -> Command {
+        let verb = try c.keyword(["add", "del"])
+        var id: PolicyID? = nil
+        if try c.keyword(["id", "dir"]).text == "id" {
+            id = try c.readPolicyID()
+            if verb.text == "del", let id { return .spDel(.id(id)) }
+            _ = try c.keyword(["dir"])
+        }
+        let direction = try c.readChoice(IPsecDirection.self, field: .direction)
+        let isAdd = verb.text == "add"
+
+        var source: IPPrefix? = nil
+        var destination: IPPrefix? = nil
+        var proto: IPProtocol? = nil
+        var sourcePorts: ClosedRange<UInt16>? = nil
+        var destinationPorts: ClosedRange<UInt16>? = nil
+        var priority: UInt32? = nil
+        var action: PolicyAction? = nil
+        let keywords = ["src", "dst", "proto", "sport", "dport", "priority"] + (isAdd ? ["action"] : [])
+        let required = ["src", "dst", "priority"] + (isAdd ? ["action"] : [])
+        try c.options(keywords, required: required) { (option, c) throws(CommandError) in
+            switch option.text {
+            case "src": source = try c.readRoutePrefix(field: .source)
+            case "dst": destination = try c.readRoutePrefix(field: .destination)
+            case "proto": proto = try c.readProtocol()
+            case "sport": sourcePorts = try c.readPortRange(field: .sourcePorts)
+            case "dport": destinationPorts = try c.readPortRange(field: .destinationPorts)
+            case "priority": priority = try c.readNumber("priority", in: 0...UInt32.max, field: .priority)
+            default: action = try c.readPolicyAction()
+            }
+        }
+        guard let source, let destination, let priority else {
+            // options() has already insisted on them.
+            throw CommandError("expected 'src', 'dst' and 'priority'", at: c.endLocation)
+        }
+        let selector = PolicySelector(direction: direction, source: source, destination: destination, proto: proto,
+                                      sourcePorts: sourcePorts, destinationPorts: destinationPorts)
+        guard isAdd else { return .spDel(.match(selector, priority: priority)) }
+        guard let action else { throw CommandError("expected 'action'", at: c.endLocation) }
+        return .spAdd(id: id, selector: selector, priority: priority, action: action)
+    }
+}
+
+extension WordCursor {
+    /// After `encap`: `udp`, optionally followed by the source and destination ports.
+    mutating func readEncapsulation() throws(CommandError) -> UDPEncapsulation {
+        _ = try keyword(["udp"])
+        guard let next = peek(), next.text.first.map({ $0.isASCII && $0.isNumber }) == true else {
+            return .rfc3948
+        }
+        let sourcePort = try readNumber("UDP port", in: UDPEncapsulation.ports, field: .encapSourcePort)
+        let destinationPort = try readNumber("UDP port", in: UDPEncapsulation.ports, field: .encapDestinationPort)
+        return UDPEncapsulation(sourcePort: sourcePort, destinationPort: destinationPort)
+    }
+
+    /// After `action`: `protect spi S`, `bypass` or `discard`.
+    mutating func readPolicyAction() throws(CommandError) -> PolicyAction {
+        let word = try keyword(["protect", "bypass", "discard"])
+        mark(.action, word)
+        switch word.text {
+        case "bypass": return .bypass
+        case "discard": return .discard
+        default:
+            _ = try keyword(["spi"])
+            return .protect(try readSPI())
+        }
+    }
+}

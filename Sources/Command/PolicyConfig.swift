@@ -1,0 +1,94 @@
+// Security policies, as `sp add` describes them: a traffic selector, a
+// priority and what to do with matching traffic. `GatewayConfig.policies`
+// keeps them in effective order; the classifier the data path reads is built
+// from that list elsewhere.
+
+import Packet
+
+/// A policy's stable number: given at `sp add` (`id N`) or assigned there, and
+/// never changed while the policy exists.
+public struct PolicyID: RawRepresentable, Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(_ rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// Ids a policy may have; 0 is never one.
+    public static let valid: ClosedRange<UInt32> = 1...UInt32.max
+
+    public static func < (a: Self, b: Self) -> Bool { a.rawValue < b.rawValue }
+    public var description: String { String(rawValue) }
+}
+
+/// The traffic a policy applies to.
+public struct PolicySelector: Sendable, Hashable {
+    public var direction: IPsecDirection
+    /// Source and destination networks (no host bits), one family.
+    public var source: IPPrefix
+    public var destination: IPPrefix
+    /// The upper-layer protocol, or nil for any.
+    public var proto: IPProtocol?
+    /// Port ranges, only with `portProtocols`; nil for any port.
+    public var sourcePorts: ClosedRange<UInt16>?
+    public var destinationPorts: ClosedRange<UInt16>?
+
+    public init(direction: IPsecDirection, source: IPPrefix, destination: IPPrefix, proto: IPProtocol? = nil,
+                sourcePorts: ClosedRange<UInt16>? = nil, destinationPorts: ClosedRange<UInt16>? = nil) {
+        self.direction = direction
+        self.source = source
+        self.destination = destination
+        self.proto = proto
+        self.sourcePorts = sourcePorts
+        self.destinationPorts = destinationPorts
+    }
+
+    /// Protocols whose selectors may name ports: TCP, UDP and SCTP (132).
+    public static let portProtocols: [IPProtocol] = [.tcp, .udp, IPProtocol(132)]
+}
+
+extension IPProtocol {
+    /// The protocol names the language reads and writes; other protocols are numbers.
+    static let commandNames: [(name: String, proto: IPProtocol)] = [
+        ("tcp", .tcp), ("udp", .udp), ("icmp", .icmp), ("icmpv6", .icmpv6), ("sctp", IPProtocol(132)),
+    ]
+
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `sctp` or the number.
+    var commandName: String {
+        Self.commandNames.first(where: { $0.proto == self })?.name ?? String(rawValue)
+    }
+}
+
+/// What happens to traffic a policy selects.
+public enum PolicyAction: Sendable, Hashable {
+    /// Outbound: encrypt with the outbound SA of this SPI. Inbound: accept only
+    /// if it arrived through an inbound SA of this SPI.
+    case protect(SecurityParameterIndex)
+    /// Forward in clear.
+    case bypass
+    /// Drop.
+    case discard
+}
+
+/// One security policy.
+public struct PolicyConfig: Sendable, Hashable {
+    public var id: PolicyID
+    public var selector: PolicySelector
+    /// Lower wins; equal priorities keep the order the policies were added in.
+    public var priority: UInt32
+    public var action: PolicyAction
+
+    public init(id: PolicyID, selector: PolicySelector, priority: UInt32, action: PolicyAction) {
+        self.id = id
+        self.selector = selector
+        self.priority = priority
+        self.action = action
+    }
+}
+
+/// How `sp del` names a policy.
+public enum PolicyReference: Sendable, Hashable {
+    /// `sp del id N`.
+    case id(PolicyID)
+    /// `sp del dir … src … dst … [proto …] [sport …] [dport …] priority N`:
+    /// the exact selector and priority.
+    case match(PolicySelector, priority: UInt32)
+}
