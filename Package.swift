@@ -56,10 +56,10 @@ let package = Package(
         // The command language: lexer, parser, typed commands, errors with positions.
         .target(name: "Command", dependencies: ["Packet"], path: "Sources/Command"),
         // EAL, ports, mempools, lcores, RCU, per-core context, the worker loop.
-        .target(name: "Dataplane", dependencies: ["CShims", "Packet"], path: "Sources/Dataplane",
+        .target(name: "Dataplane", dependencies: ["CShims", "Packet", "IPsec", "Crypto"], path: "Sources/Dataplane",
                 swiftSettings: swiftShimFlags),
         // Configuration state, applying commands to the data plane.
-        .target(name: "Control", dependencies: ["Command", "Dataplane", "CShims", "Packet"], path: "Sources/Control",
+        .target(name: "Control", dependencies: ["Command", "Dataplane", "CShims", "Packet", "IPsec", "Crypto"], path: "Sources/Control",
                 swiftSettings: swiftShimFlags),
         .executableTarget(name: "sluice", dependencies: ["Control", "Dataplane", "CShims"], path: "Sources/sluice",
                           swiftSettings: swiftShimFlags),

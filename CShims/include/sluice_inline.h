@@ -13,6 +13,23 @@ SL_INLINE void sl_shared_publish_fib(sl_shared *s, sl_fib *f) {
     __atomic_store_n(&s->fib, f, __ATOMIC_RELEASE);
     __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELEASE);
 }
+SL_INLINE void *sl_shared_ipsec(sl_shared *s) { return __atomic_load_n(&s->ipsec, __ATOMIC_ACQUIRE); }
+SL_INLINE void sl_shared_publish_ipsec(sl_shared *s, void *t) {
+    __atomic_store_n(&s->ipsec, t, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELEASE);
+}
+/* Outbound sequence numbers shared by every worker that uses the SA: take
+ * `count` numbers at once; returns the first, or 0 when fewer than `count`
+ * remain below `limit` (the counter then stays where it is: never wraps). */
+SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit) {
+    uint64_t cur = __atomic_load_n(next, __ATOMIC_RELAXED);
+    for (;;) {
+        if (cur == 0 || cur > limit || limit - cur < count - 1) return 0;
+        if (__atomic_compare_exchange_n(next, &cur, cur + count, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+            return cur;
+    }
+}
+SL_INLINE uint64_t sl_seq_load(uint64_t *next) { return __atomic_load_n(next, __ATOMIC_RELAXED); }
 SL_INLINE uint64_t sl_shared_generation(sl_shared *s) { return __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE); }
 SL_INLINE bool sl_shared_stopping(sl_shared *s) { return __atomic_load_n(&s->stop, __ATOMIC_RELAXED) != 0; }
 SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE); }
@@ -101,6 +118,7 @@ SL_INLINE struct rte_mbuf **sl_worker_pkt6(sl_worker *w) { return w->pkt6; }
 SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
 SL_INLINE uint8_t *sl_worker_port_prefetch(sl_worker *w) { return w->port_prefetch; }
+SL_INLINE uint8_t *sl_worker_port_roles(sl_worker *w) { return w->port_roles; }
 
 /* ---- routing ---- */
 /* IPv4: rte_lpm's inline DIR-24-8 lookup, one packet at a time inside the
@@ -110,6 +128,15 @@ SL_INLINE uint32_t sl_fib4_next_hop(const sl_fib *f, uint32_t ip) {
     uint32_t nh;
     if (f->lpm4 == NULL || rte_lpm_lookup(f->lpm4, ip, &nh) != 0) return f->default4;
     return nh;
+}
+/* IPv6, one address: the bulk lookup with n = 1 (0 = no route, no table). */
+SL_INLINE uint32_t sl_fib6_next_hop(const sl_fib *f, const uint8_t *ip) {
+    if (f->fib6 == NULL) return 0;
+    uint8_t a[1][RTE_FIB6_IPV6_ADDR_SIZE];
+    memcpy(a[0], ip, RTE_FIB6_IPV6_ADDR_SIZE);
+    uint64_t nh = 0;
+    rte_fib6_lookup_bulk(f->fib6, a, &nh, 1);
+    return (uint32_t)nh;
 }
 SL_INLINE void sl_fib6_lookup_bulk(struct rte_fib6 *f, uint8_t *ips, uint64_t *nh, int n) {
     rte_fib6_lookup_bulk(f, (uint8_t (*)[RTE_FIB6_IPV6_ADDR_SIZE])ips, nh, n);

@@ -78,7 +78,9 @@ typedef struct sl_shared {
     sl_fib *fib;
     uint64_t generation;
     uint32_t stop;
-    uint32_t reserved[11];
+    uint32_t reserved0;
+    void *ipsec;             /* the published IPsec tables (Swift object), NULL = no SPD: plain router */
+    uint32_t reserved[8];
 } sl_shared;
 SL_ASSERT_LINES(sl_shared);
 
@@ -91,12 +93,13 @@ typedef struct sl_worker {
     int32_t socket_id;
     struct rte_rcu_qsbr *qsbr;
     sl_shared *shared;
+    void *crypto;            /* this core's crypto context (Swift object), owned by the gateway */
     uint16_t port_ids[SL_MAX_PORTS];
     uint8_t port_roles[SL_MAX_PORTS];
     /* Per port, what the worker prefetches for a received burst
      * (SL_PREFETCH_* bits, chosen from the driver at set-up). */
     uint8_t port_prefetch[SL_MAX_PORTS];
-    uint8_t reserved[32];
+    uint8_t reserved[24];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

@@ -1,6 +1,6 @@
 /*
- * Sluice C shims: the one place C lives. DPDK, intel-ipsec-mb, libsodium and
- * libnuma are included here; one-line forwarders for the hot path are
+ * Sluice C shims: the one place C lives. DPDK and libnuma are included here
+ * (intel-ipsec-mb and libsodium in CShims/crypto); one-line forwarders for the hot path are
  * `static inline` and always inlined into Swift (every Swift target that
  * imports this module passes the same -march flag). Every symbol carries the
  * `sl_` prefix. Layout that other cores read or that must be cache-aligned is
@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 #include <errno.h>
 
 #include <rte_common.h>
@@ -40,8 +41,9 @@
 #include <rte_byteorder.h>
 #include <rte_version.h>
 
-#include <intel-ipsec-mb.h>
-#include <sodium.h>
+/* intel-ipsec-mb and libsodium are wrapped by the sibling module CCrypto
+ * (CShims/crypto), which has no DPDK in it: one Clang module per library
+ * header, or Swift sees their types twice. */
 #include <numa.h>
 
 #include "sluice_layout.h"

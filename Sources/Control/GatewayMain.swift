@@ -1,5 +1,6 @@
 import CShims
 import Command
+import Crypto
 import Dataplane
 import Glibc
 import Packet
@@ -100,12 +101,25 @@ public enum GatewayMain {
 
         let gateway: Gateway
         do {
-            gateway = try Gateway(portIDs: config.ports.keys.sorted())
+            let roles = config.ports.mapValues { $0.role == .protected ? PortRoleCode.protected : .unprotected }
+            gateway = try Gateway(portIDs: config.ports.keys.sorted(), roles: roles)
             let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
             try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
-            try gateway.start()
         } catch {
             return fail("\(path): \(error.message)")
+        }
+        let ipsec = IPsecCompiler()
+        do {
+            let tables = try ipsec.compile(config)
+            try gateway.publish(ipsec: tables)
+            if tables != nil { print("sluice: IPsec: \(config.sas.count) SAs, \(config.policies.count) policies; \(CryptoEngines.summary)") }
+            try gateway.start()
+        } catch let error as IPsecConfigError {
+            return fail("\(path): \(error.message)")
+        } catch let error as DataplaneError {
+            return fail("\(path): \(error.message)")
+        } catch {
+            return fail("\(path): \(error)")
         }
         for p in gateway.ports {
             let role = config.ports[p.info.id]?.role.rawValue ?? "?"

@@ -1,34 +1,52 @@
+import IPsec
+
 /// Every reason the data plane drops a packet, declared once. The raw value
-/// indexes the per-core `drops` counter array (`SL_DROP_REASON_MAX` slots).
-public enum DropReason: Int, CaseIterable, Sendable {
+/// indexes the per-core `drops` counter array (`SL_DROP_REASON_MAX` slots):
+/// the forwarding and policy reasons first, then one per `ESPDrop`.
+public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, CustomStringConvertible {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+
     /// Frame or IP header truncated or inconsistent (lengths, version, IHL).
-    case malformed = 0
+    public static let malformed = DropReason(rawValue: 0)
     /// IPv4 header checksum wrong (verified in software when the port does not).
-    case badChecksum
+    public static let badChecksum = DropReason(rawValue: 1)
     /// Neither IPv4 nor IPv6 (ARP, LLDP, double VLAN …): the data plane does not handle it.
-    case unsupportedEthertype
+    public static let unsupportedEthertype = DropReason(rawValue: 2)
     /// No route for the destination.
-    case noRoute
+    public static let noRoute = DropReason(rawValue: 3)
     /// A route exists but its next hop has no neighbour (MAC) entry.
-    case noNeighbor
+    public static let noNeighbor = DropReason(rawValue: 4)
     /// TTL or hop limit would reach zero.
-    case ttlExceeded
+    public static let ttlExceeded = DropReason(rawValue: 5)
     /// Addressed to the gateway itself; Sluice has no local stack.
-    case local
+    public static let local = DropReason(rawValue: 6)
     /// The TX queue did not take the packet.
-    case txFull
+    public static let txFull = DropReason(rawValue: 7)
+    /// The SPD said discard, or no policy matched (RFC 4301: discard).
+    public static let policyDiscard = DropReason(rawValue: 8)
+    /// A plaintext packet on the unprotected side matched a PROTECT policy.
+    public static let plaintextProtected = DropReason(rawValue: 9)
+    /// A PROTECT policy whose SA is not installed (yet).
+    public static let noOutboundSA = DropReason(rawValue: 10)
+    /// A packet spread over several mbufs where IPsec needs one.
+    public static let segmented = DropReason(rawValue: 11)
+
+    static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
+                            "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
+                            "no_outbound_sa", "segmented"]
+    @usableFromInline static let espBase = 12
+
+    /// The counter of an ESP failure.
+    @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }
+
+    public static let allCases: [DropReason] =
+        (0..<baseNames.count).map { DropReason(rawValue: $0) } + ESPDrop.allCases.map { esp($0) }
 
     /// The name printed in counters and used by tests and the control socket.
     public var name: String {
-        switch self {
-        case .malformed: "malformed"
-        case .badChecksum: "bad_checksum"
-        case .unsupportedEthertype: "unsupported_ethertype"
-        case .noRoute: "no_route"
-        case .noNeighbor: "no_neighbor"
-        case .ttlExceeded: "ttl_exceeded"
-        case .local: "local"
-        case .txFull: "tx_full"
-        }
+        if rawValue < Self.espBase { return Self.baseNames[rawValue] }
+        return ESPDrop(rawValue: UInt8(rawValue - Self.espBase)).map { "esp_" + $0.name } ?? "reason_\(rawValue)"
     }
+    public var description: String { name }
 }

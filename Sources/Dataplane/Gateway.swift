@@ -2,6 +2,7 @@ import CShims
 import Glibc
 import Packet
 import Synchronization
+import Crypto
 
 /// Counters of one worker core, copied out of its context.
 public struct CoreCounters: Sendable {
@@ -53,7 +54,11 @@ public final class Gateway {
     private let qsbr: OpaquePointer
     private var generation: UInt64 = 0
     /// Snapshots unpublished but not yet provably unused (a worker missed the grace period).
-    private var retired: [(fib: UnsafeMutablePointer<sl_fib>, token: UInt64)] = []
+    private var retired: [(token: UInt64, free: () -> Void)] = []
+    /// One crypto context per worker (nil where intel-ipsec-mb could not be set up).
+    private var cryptos: [WorkerCrypto] = []
+    /// Why crypto is unavailable, when it is.
+    public private(set) var cryptoUnavailable: String? = nil
     private var running = false
     private var portsClosed = false
     /// How long `publish` waits for every worker to pass a quiescent state.
@@ -64,7 +69,7 @@ public final class Gateway {
     /// Sets up `portIDs` (every probed port when nil) for the EAL's worker lcores.
     /// `extraMbufs` reserves mempool room for an in-process traffic source.
     /// `workerLcores` defaults to every EAL worker lcore.
-    public init(portIDs: [UInt16]? = nil, workerLcores: [UInt32]? = nil, extraMbufs: Int = 0,
+    public init(portIDs: [UInt16]? = nil, roles: [UInt16: PortRoleCode] = [:], workerLcores: [UInt32]? = nil, extraMbufs: Int = 0,
                 rxDescriptors: Int = PortControl.defaultRxDescriptors,
                 txDescriptors: Int = PortControl.defaultTxDescriptors) throws(DataplaneError) {
         let lcores = workerLcores ?? EAL.workerLcores
@@ -143,8 +148,10 @@ public final class Gateway {
             w.pointee.nb_ports = UInt16(setups.count)
             let ids = sl_worker_port_ids(w)!
             let prefetch = sl_worker_port_prefetch(w)!
+            let roleCodes = sl_worker_port_roles(w)!
             for (i, p) in setups.enumerated() {
                 ids[i] = p.info.id
+                roleCodes[i] = (roles[p.info.id] ?? .unprotected).rawValue
                 prefetch[i] = PortInfo.prefetchPolicy(driver: p.info.driver)
                 let txq = sl_worker_txq(w, p.info.id)!
                 txq.pointee.port = p.info.id
@@ -154,6 +161,18 @@ public final class Gateway {
             ctxs.append(w)
         }
         workers = ctxs
+        precondition(DropReason.allCases.count <= Int(SL_DROP_REASON_MAX), "more drop reasons than counter slots")
+        do {
+            for w in ctxs {
+                let c = try WorkerCrypto()
+                cryptos.append(c)
+                w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
+            }
+        } catch {
+            cryptoUnavailable = error.description
+            for w in ctxs { w.pointee.crypto = nil }
+            cryptos = []
+        }
         // Workers always find a snapshot: start with an empty one (everything "no route").
         try publish(routes: [])
     }
@@ -165,7 +184,8 @@ public final class Gateway {
         stop()
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
-        for r in retired { ForwardingTable.free(r.fib) }
+        if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
+        for r in retired { r.free() }
         for w in workers { rte_free(w) }
         rte_free(UnsafeMutableRawPointer(qsbr))
         rte_free(shared)
@@ -190,7 +210,20 @@ public final class Gateway {
         let fib = try ForwardingTable.build(routes: routes, socket: socket, generation: generation)
         let old = sl_shared_fib(shared)
         sl_shared_publish_fib(shared, fib)
-        if let old { retired.append((old, rte_rcu_qsbr_start(qsbr))) }
+        if let old { retired.append((rte_rcu_qsbr_start(qsbr), { ForwardingTable.free(old) })) }
+        reclaim(wait: gracePeriodTimeout)
+    }
+
+    /// Publishes IPsec tables (nil: no SPD, plain routing) the same way as a
+    /// forwarding snapshot: one atomic store, then the old tables are released
+    /// after every worker passed a quiescent state.
+    public func publish(ipsec tables: IPsecTables?) throws(DataplaneError) {
+        if tables != nil, let why = cryptoUnavailable {
+            throw DataplaneError("IPsec needs a crypto context on every worker: \(why)")
+        }
+        let old = sl_shared_ipsec(shared)
+        sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
+        if let old { retired.append((rte_rcu_qsbr_start(qsbr), { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
         reclaim(wait: gracePeriodTimeout)
     }
 
@@ -199,7 +232,7 @@ public final class Gateway {
         let deadline = monotonicSeconds() + wait
         while !retired.isEmpty {
             retired.removeAll { r in
-                if rte_rcu_qsbr_check(qsbr, r.token, false) == 1 { ForwardingTable.free(r.fib); return true }
+                if rte_rcu_qsbr_check(qsbr, r.token, false) == 1 { r.free(); return true }
                 return false
             }
             if retired.isEmpty { return }

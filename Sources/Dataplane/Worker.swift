@@ -90,17 +90,32 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     let drops = sl_worker_drops(w)!
     let rx = sl_worker_rx(w)!
     let prefetch = sl_worker_port_prefetch(w)!
+    let roles = sl_worker_port_roles(w)!
+    let crypto = w.pointee.crypto
 
     var lastEnd = sl_tsc()
     while !sl_shared_stopping(shared) {
         // One snapshot per iteration: every burst below sees exactly this one.
         let fib = sl_shared_fib(shared)!
+        let tables = sl_shared_ipsec(shared)
         var received = 0
         var p = 0
         while p < nports {
             let port = ports[p]
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
-            if n > 0 { forwardBurst(w, fib: fib, count: n, prefetch: Int32(prefetch[p]), drops: drops); received &+= n }
+            if n > 0 {
+                if let t = tables, let c = crypto {
+                    // Borrowed, not retained: the control thread keeps both alive (RCU).
+                    Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
+                        Unmanaged<WorkerCrypto>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
+                            ipsecBurst(w, fib: fib, tables: tables, crypto: wc.core, count: n, role: roles[p], drops: drops)
+                        }
+                    }
+                } else {
+                    forwardBurst(w, fib: fib, count: n, prefetch: Int32(prefetch[p]), drops: drops)
+                }
+                received &+= n
+            }
             p &+= 1
         }
         p = 0
@@ -117,6 +132,55 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
     while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
     rte_rcu_qsbr_thread_offline(qsbr, tid)
     _ = rte_rcu_qsbr_thread_unregister(qsbr, tid)
+}
+
+/// An IP packet found in a frame: its header, its length by the IP header
+/// (Ethernet padding excluded), its family.
+struct L3 {
+    var ip: UnsafeMutablePointer<UInt8>
+    var total: Int
+    var ipv4: Bool
+}
+
+/// Parses Ethernet (+ one 802.1Q/802.1ad tag) and validates the IPv4 header
+/// (version, IHL, lengths, checksum unless the port checked it) or the IPv6
+/// one (version, payload length). TTL is the caller's business (a packet for
+/// the gateway itself, such as ESP, may arrive with TTL 1). On failure the
+/// packet is dropped and counted, and nil returned.
+@inline(__always)
+func parseL3(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: Int, packetLength pktLen: Int,
+             drops: UnsafeMutablePointer<UInt64>) -> L3? {
+    guard len >= HeaderSize.ethernet else { drop(m, .malformed, drops); return nil }
+    var l3 = HeaderSize.ethernet
+    var etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset))
+    if etherType.isVLANTag {
+        guard len >= HeaderSize.ethernet &+ HeaderSize.vlanTag else { drop(m, .malformed, drops); return nil }
+        etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset &+ HeaderSize.vlanTag))
+        l3 = HeaderSize.ethernet &+ HeaderSize.vlanTag
+    }
+    let ip = data + l3
+    if etherType == .ipv4 {
+        guard len >= l3 &+ HeaderSize.ipv4 else { drop(m, .malformed, drops); return nil }
+        let vihl = ip[IPv4Field.versionIHL]
+        let hlen = Int(vihl & 0x0F) &<< 2
+        let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
+        // Options included; the header must sit in the first segment.
+        guard vihl >> 4 == 4, hlen >= HeaderSize.ipv4, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
+            drop(m, .malformed, drops); return nil
+        }
+        let verdict = sl_mbuf_ip_cksum_state(m)
+        if verdict < 0 || (verdict == 0 && !InternetChecksum.ipv4HeaderIsValid(ip, length: hlen)) {
+            drop(m, .badChecksum, drops); return nil
+        }
+        return L3(ip: ip, total: total, ipv4: true)
+    } else if etherType == .ipv6 {
+        guard len >= l3 &+ HeaderSize.ipv6 else { drop(m, .malformed, drops); return nil }
+        let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv6Field.payloadLength)) &+ HeaderSize.ipv6
+        guard ip[IPv6Field.versionClassFlow] >> 4 == 6, total <= pktLen &- l3 else { drop(m, .malformed, drops); return nil }
+        return L3(ip: ip, total: total, ipv4: false)
+    }
+    drop(m, .unsupportedEthertype, drops)
+    return nil
 }
 
 /// Forwards one RX burst: parse every packet once; IPv4 is looked up, rewritten
@@ -154,36 +218,14 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         let pktLen = Int(sl_mbuf_pkt_len(m))
         bytes &+= UInt64(pktLen)
         i &+= 1
-        guard len >= HeaderSize.ethernet else { drop(m, .malformed, drops); continue }
-        var l3 = HeaderSize.ethernet
-        var etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset))
-        if etherType.isVLANTag {
-            guard len >= HeaderSize.ethernet &+ HeaderSize.vlanTag else { drop(m, .malformed, drops); continue }
-            etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset &+ HeaderSize.vlanTag))
-            l3 = HeaderSize.ethernet &+ HeaderSize.vlanTag
-        }
-        let ip = data + l3
-        if etherType == .ipv4 {
-            guard len >= l3 &+ HeaderSize.ipv4 else { drop(m, .malformed, drops); continue }
-            let vihl = ip[IPv4Field.versionIHL]
-            let hlen = Int(vihl & 0x0F) &<< 2
-            let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
-            // Options included; the header must sit in the first segment.
-            guard vihl >> 4 == 4, hlen >= HeaderSize.ipv4, len >= l3 &+ hlen, total >= hlen, total <= pktLen &- l3 else {
-                drop(m, .malformed, drops); continue
-            }
-            let verdict = sl_mbuf_ip_cksum_state(m)
-            if verdict < 0 || (verdict == 0 && !InternetChecksum.ipv4HeaderIsValid(ip, length: hlen)) {
-                drop(m, .badChecksum, drops); continue
-            }
+        guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
+        let ip = l.ip
+        if l.ipv4 {
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
             let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
             emit(w, m, ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
-        } else if etherType == .ipv6 {
-            guard len >= l3 &+ HeaderSize.ipv6 else { drop(m, .malformed, drops); continue }
-            let payload = Int(UnsafeRawPointer(ip).loadBE16(at: IPv6Field.payloadLength))
-            guard ip[IPv6Field.versionClassFlow] >> 4 == 6, payload &+ HeaderSize.ipv6 <= pktLen &- l3 else { drop(m, .malformed, drops); continue }
+        } else {
             guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
             let d = UnsafeMutableRawPointer(dst6 + n6 &* 16)
@@ -192,8 +234,6 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             pkt6[n6] = m
             l3v6[n6] = ip
             n6 &+= 1
-        } else {
-            drop(m, .unsupportedEthertype, drops); continue
         }
     }
     w.pointee.counters.rx_bytes &+= bytes

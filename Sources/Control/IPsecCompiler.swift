@@ -1,0 +1,152 @@
+import Command
+import Crypto
+import Dataplane
+import IPsec
+import Packet
+
+/// Why the IPsec part of a configuration cannot be installed.
+public struct IPsecConfigError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// Turns the validated configuration's SAs and policies into the tables the
+/// workers read. Keeps each SA's keys and mutable state (next sequence number,
+/// replay window) across recompilations while the SA's configuration is
+/// unchanged, so a route or policy change never resets an SA.
+public final class IPsecCompiler {
+    private var outbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
+    private var inbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+
+    public init() {}
+
+    /// nil when the configuration has no policy: the gateway is a plain router.
+    public func compile(_ config: GatewayConfig) throws(IPsecConfigError) -> IPsecTables? {
+        if config.policies.isEmpty && config.sas.isEmpty { return nil }
+        var outEntries: [IPsecTables.Outbound] = []
+        var inEntries: [IPsecTables.Inbound] = []
+        var nextOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
+        var nextInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+        var natPorts: [UInt16] = [UDPEncapsulation.rfc3948.destinationPort]
+
+        let policies = config.policies.map { p in (p, Self.policy(p)) }
+        for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) {
+            let algorithm = Self.algorithm(sa.aead)
+            let engine = Self.engine(config.effectiveCryptoEngine(of: sa))
+            switch sa.direction {
+            case .outbound:
+                let state: OutboundSAState
+                if let kept = outbound[id], kept.config == sa {
+                    state = kept.state
+                } else {
+                    let key = try Self.key(algorithm, sa, engine)
+                    state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
+                }
+                nextOutbound[id] = (sa, state)
+                let mode: ESPMode
+                switch (sa.mode, sa.source, sa.destination) {
+                case (.tunnel, .v4(let s)?, .v4(let d)?): mode = .tunnel(.ipv4(source: s, destination: d, ttl: sa.ttl))
+                case (.tunnel, .v6(let s)?, .v6(let d)?): mode = .tunnel(.ipv6(source: s, destination: d, hopLimit: sa.ttl))
+                case (.tunnel, _, _): throw IPsecConfigError(message: "SA spi \(sa.spi): tunnel mode needs src and dst of one family")
+                case (.transport, _, _): mode = .transport
+                }
+                let parameters = OutboundSA(spi: SPI(sa.spi.rawValue), mode: mode, key: state.key.unsafeHandle, esn: sa.esn,
+                                            udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
+                                            df: Self.df(sa.df))
+                outEntries.append(.init(sa: parameters, state: state))
+            case .inbound:
+                let state: InboundSAState
+                if let kept = inbound[id], kept.config == sa {
+                    state = kept.state
+                } else {
+                    let key = try Self.key(algorithm, sa, engine)
+                    do {
+                        let window = try ReplayWindow.allocate(
+                            configuration: ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
+                            highestReceived: SequenceNumber(sa.sequence))
+                        state = InboundSAState(key: key, window: window)
+                    } catch {
+                        throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
+                    }
+                }
+                nextInbound[id] = (sa, state)
+                // RFC 4301 §5.2: what arrives on this SA must match a policy that protects with it.
+                let selectors = policies.filter { p, _ in
+                    if case .protect(let spi) = p.action, spi == sa.spi, p.selector.direction == .inbound { return true }
+                    return false
+                }.map { $0.1.selector }
+                if let port = sa.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
+                do {
+                    let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
+                                                   key: state.key.unsafeHandle, esn: sa.esn, source: sa.source,
+                                                   destination: sa.destination,
+                                                   udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
+                                                   selectors: selectors)
+                    inEntries.append(.init(sa: parameters, state: state))
+                } catch {
+                    throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
+                }
+            }
+        }
+        guard let nat = NATTraversalPorts(natPorts) else {
+            throw IPsecConfigError(message: "at most \(NATTraversalPorts.capacity) distinct UDP encapsulation ports, found \(natPorts.count)")
+        }
+        outbound = nextOutbound
+        inbound = nextInbound
+        return IPsecTables(outboundPolicies: policies.filter { $0.0.selector.direction == .outbound }.map(\.1),
+                           inboundPolicies: policies.filter { $0.0.selector.direction == .inbound }.map(\.1),
+                           outbound: outEntries, inbound: inEntries, natPorts: nat)
+    }
+
+    /// The next sequence number of an outbound SA (for reports and tests).
+    public func nextSequence(spi: UInt32) -> UInt64? {
+        outbound.first { $0.key.spi.rawValue == spi }?.value.state.nextSequence
+    }
+
+    static func policy(_ p: PolicyConfig) -> SecurityPolicy {
+        let s = p.selector
+        // The parser guarantees both prefixes share a family, so the selector exists.
+        let selector = TrafficSelector(source: s.source, destination: s.destination, proto: s.proto,
+                                       sourcePorts: s.sourcePorts, destinationPorts: s.destinationPorts)!
+        let action: IPsec.PolicyAction
+        switch p.action {
+        case .protect(let spi): action = .protect(SPI(spi.rawValue))
+        case .bypass: action = .bypass
+        case .discard: action = .discard
+        }
+        return SecurityPolicy(id: p.id.rawValue, direction: s.direction == .inbound ? .inbound : .outbound,
+                              selector: selector, priority: p.priority, action: action)
+    }
+
+    static func algorithm(_ t: AEADTransform) -> AEADAlgorithm {
+        switch t {
+        case .aesGCM128: .aes128GCM
+        case .aesGCM256: .aes256GCM
+        case .chacha20Poly1305: .chacha20Poly1305
+        }
+    }
+
+    static func engine(_ c: CryptoEngineChoice) -> CryptoEngineKind {
+        switch c {
+        case .auto: .auto
+        case .ipsecMB: .ipsecMB
+        case .sodium: .sodium
+        }
+    }
+
+    static func df(_ d: OuterDF) -> DFPolicy {
+        switch d {
+        case .copy: .copy
+        case .set: .set
+        case .clear: .clear
+        }
+    }
+
+    static func key(_ a: AEADAlgorithm, _ sa: SAConfig, _ engine: CryptoEngineKind) throws(IPsecConfigError) -> AEADKey {
+        do {
+            return try AEADKey(a, keyMaterial: sa.keyMaterial.bytes, engine: engine)
+        } catch {
+            throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import CShims
+import Crypto
+import IPsec
+import Packet
+
+// The worker's path when an SPD is configured (RFC 4301 processing):
+// protected ports: outbound SPD → discard / bypass (route) / protect (ESP with
+// the policy's SA, then route on the outer destination); unprotected ports:
+// ESP or UDP-encapsulated ESP → SA → decrypt → route the inner packet;
+// anything else → inbound SPD (bypass routes it, protect or discard drop it).
+// Same rules as the plain path: no allocation, no ARC, no throws per packet;
+// every failure is one named counter.
+
+/// Which way a port faces (`sl_worker.port_roles`).
+public enum PortRoleCode: UInt8 {
+    case unprotected = 0
+    case protected = 1
+}
+
+/// Routes a packet whose IP header is at `view.start` (the result of
+/// encapsulation or decapsulation): writes a fresh Ethernet header in front of
+/// it (next hop's MACs, EtherType of the IP version), sets the mbuf's data
+/// window to frame it, and queues it. `decrementTTL`: the packet is being
+/// forwarded (an inner packet), not originated (a new outer header).
+@inline(__always)
+func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, fib: UnsafeMutablePointer<sl_fib>,
+                  hops: UnsafeMutablePointer<sl_nexthop>, decrementTTL: Bool, tx: inout TxCursor,
+                  drops: UnsafeMutablePointer<UInt64>) {
+    let ip = view.start.assumingMemoryBound(to: UInt8.self)
+    let ipv4 = ip[0] >> 4 == 4
+    let hopIndex: UInt32
+    if ipv4 {
+        if decrementTTL {
+            guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); return }
+            _ = InternetChecksum.decrementTTL(ipv4Header: view.start)
+        }
+        hopIndex = sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
+    } else {
+        if decrementTTL {
+            guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); return }
+            ip[IPv6Field.hopLimit] &-= 1
+        }
+        hopIndex = sl_fib6_next_hop(fib, ip + IPv6Field.destination)
+    }
+    let hop = hops + Int(hopIndex)
+    let kind = Int(hop.pointee.kind)
+    guard kind == SL_NH_FORWARD else {
+        drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor : .local), drops)
+        return
+    }
+    // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
+    let frame = view.start - HeaderSize.ethernet
+    let src = UnsafeRawPointer(hop)
+    frame.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
+    frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
+    frame.storeBE16(ipv4 ? EtherType.ipv4.rawValue : EtherType.ipv6.rawValue, at: etherTypeOffset)
+    let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+    sl_mbuf_set_window(m, UInt16(truncatingIfNeeded: frame - base), UInt16(truncatingIfNeeded: view.length &+ HeaderSize.ethernet))
+    tx.push(w, m, port: hop.pointee.port, drops: drops)
+}
+
+/// Processes one RX burst with IPsec.
+@inline(__always)
+func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
+                crypto: borrowing CryptoCore, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>) {
+    let rx = sl_worker_rx(w)!
+    let hops = fib.pointee.nexthops!
+    var tx = TxCursor()
+    defer { tx.close() }
+    var bytes: UInt64 = 0
+    w.pointee.counters.rx_packets &+= UInt64(n)
+    w.pointee.counters.rx_bursts &+= 1
+    let outbound = role == PortRoleCode.protected.rawValue
+
+    var i = 0
+    while i < n {
+        let m = rx[i]!
+        i &+= 1
+        let data = sl_mbuf_data(m)!
+        let len = Int(sl_mbuf_data_len(m))
+        let pktLen = Int(sl_mbuf_pkt_len(m))
+        bytes &+= UInt64(pktLen)
+        guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
+        // ESP rewrites the packet in place: it must be in one segment.
+        guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); continue }
+        let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+        let ipStart = UnsafeMutableRawPointer(l.ip)
+        let before = ipStart - base
+        // Keep room for the Ethernet header written in front of the result.
+        var view = PacketView(start: ipStart, length: l.total, headroom: before &- HeaderSize.ethernet,
+                              tailroom: Int(sl_mbuf_buf_len(m)) &- before &- l.total)
+        if outbound {
+            guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
+            let p = IPsecTables.match(tables.outPolicies, fields)
+            guard p >= 0 else { drop(m, .policyDiscard, drops); continue }
+            switch tables.outPolicies[p].action {
+            case .discard:
+                drop(m, .policyDiscard, drops)
+            case .bypass:
+                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+            case .protect:
+                let s = Int(tables.outPolicySA[p])
+                guard s >= 0 else { drop(m, .noOutboundSA, drops); continue }
+                // The inner packet is forwarded: TTL −1 before it is sealed.
+                if l.ipv4 {
+                    guard l.ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
+                    _ = InternetChecksum.decrementTTL(ipv4Header: ipStart)
+                } else {
+                    guard l.ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
+                    l.ip[IPv6Field.hopLimit] &-= 1
+                }
+                let seq = sl_seq_reserve(tables.outNext[s], 1, tables.outLimit[s])
+                guard seq != 0 else { drop(m, .esp(.sequenceExhausted), drops); continue }
+                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[s], sequence: SequenceNumber(seq), core: crypto) {
+                    drop(m, .esp(d), drops); continue
+                }
+                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)
+            }
+        } else {
+            switch ESPInbound.classify(view, natPorts: tables.natPorts) {
+            case .drop(let d):
+                drop(m, .esp(d), drops)
+            case .esp(let header):
+                let s = tables.inboundSA(for: header)
+                guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
+                if let d = ESPInbound.decapsulate(&view, header: header, sa: tables.inSAs[s],
+                                                  window: &tables.inWindows[s].pointee, core: crypto) {
+                    drop(m, .esp(d), drops); continue
+                }
+                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+            case .notESP:
+                guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
+                let p = IPsecTables.match(tables.inPolicies, fields)
+                guard p >= 0 else { drop(m, .policyDiscard, drops); continue }
+                switch tables.inPolicies[p].action {
+                case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+                case .protect: drop(m, .plaintextProtected, drops)
+                case .discard: drop(m, .policyDiscard, drops)
+                }
+            }
+        }
+    }
+    w.pointee.counters.rx_bytes &+= bytes
+}

@@ -1,0 +1,355 @@
+// Inbound ESP (RFC 4303 §3.4) for the AEADs, in place in the packet's buffer.
+//
+// Two steps, because the SA lookup sits between them and is the caller's:
+//
+// 1. `classify` looks at a packet from the unprotected side: IP protocol 50,
+//    or UDP to one of the gateway's NAT-traversal ports (RFC 3948), is ESP;
+//    everything else is not (the caller applies the inbound SPD to it). For
+//    UDP: one byte 0xFF is a NAT keepalive (dropped, counted); four zero
+//    bytes are the non-ESP marker (IKE: dropped as `.notESP`, counted, or
+//    handed to the IKE daemon by the caller); the UDP checksum is not
+//    checked (RFC 3948 §3.1.2 lets the receiver ignore it: the ICV protects
+//    the ESP packet). Fragmented ESP is dropped (no reassembly here). The
+//    outer IPv4 header checksum is the caller's L3 parse's to check; an outer
+//    IPv6 hop limit of 0 is accepted (the packet is for this node).
+//
+// 2. `decapsulate`, with the SA the caller found for the header's SPI and
+//    addresses:
+//    * anti-replay check before decryption (RFC 4303 §3.4.3), with the ESN
+//      high half inferred by the window (Appendix A2);
+//    * decrypt and verify the ICV; AAD is read in place from the ESP header
+//      (SPI || seq) or, with ESN, written with one 16-byte store;
+//    * the window is updated only after the ICV verified;
+//    * padding checked (1, 2, 3, …), Next Header 59 (dummy packet) dropped;
+//    * tunnel: the outer header goes, the inner packet's ECN field is
+//      combined with the outer one per RFC 6040 §4.2 (drop where it says
+//      drop; the inner IPv4 checksum is updated); TFC padding after the inner
+//      packet (RFC 4303 §2.7) is dropped too, by the inner header's length;
+//    * transport: the IP header moves back over the ESP header and gets the
+//      Next Header, its lengths and its checksum back. (NAT-T transport mode's
+//      TCP/UDP checksum fix-up with NAT-OA, RFC 3948 §3.1.2, is not done.)
+//    * the result must match the SA's traffic selectors (RFC 4301 §5.2).
+//
+// No allocation, no ARC, no existentials, no throws: one drop reason or nil.
+
+import Crypto
+import Packet
+
+/// The UDP destination ports this gateway takes ESP-in-UDP on (RFC 3948:
+/// 4500 unless IKE moved it). Up to four, inline.
+public struct NATTraversalPorts: Hashable, Sendable, BitwiseCopyable {
+    @usableFromInline let ports: (UInt16, UInt16, UInt16, UInt16)
+
+    public static let capacity = 4
+    /// Port 4500 only.
+    public static let rfc3948 = NATTraversalPorts(ports: (4500, 0, 0, 0))
+    /// No UDP encapsulation at all.
+    public static let none = NATTraversalPorts(ports: (0, 0, 0, 0))
+
+    @usableFromInline init(ports: (UInt16, UInt16, UInt16, UInt16)) { self.ports = ports }
+
+    /// nil when there are more than `capacity` distinct ports or one is 0.
+    public init?(_ list: [UInt16]) {
+        var unique: [UInt16] = []
+        for port in list where !unique.contains(port) { unique.append(port) }
+        guard unique.count <= Self.capacity, !unique.contains(0) else { return nil }
+        func at(_ i: Int) -> UInt16 { i < unique.count ? unique[i] : 0 }
+        ports = (at(0), at(1), at(2), at(3))
+    }
+
+    @inlinable @inline(__always)
+    public func contains(_ port: UInt16) -> Bool {
+        port != 0 && (port == ports.0 || port == ports.1 || port == ports.2 || port == ports.3)
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.ports == b.ports }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(ports.0); hasher.combine(ports.1); hasher.combine(ports.2); hasher.combine(ports.3)
+    }
+}
+
+/// What the caller needs from an arriving ESP packet before the SA lookup,
+/// and what `decapsulate` needs afterwards.
+public struct ESPInboundHeader: Hashable, Sendable, BitwiseCopyable {
+    public var spi: SPI
+    /// The Sequence Number field (the low half with ESN).
+    public var sequenceLow: UInt32
+    /// Bytes from the start of the IP header to the SPI.
+    public var espOffset: Int
+    /// The IP datagram's length as its header gives it (trailing bytes in the
+    /// buffer beyond it are not part of the packet).
+    public var ipLength: Int
+    /// Offset of the byte that named ESP (50) or UDP (17): the IPv4 Protocol
+    /// field, the IPv6 Next Header or the last extension header's.
+    public var protocolFieldOffset: Int
+    public var udpEncapsulated: Bool
+    /// UDP ports when `udpEncapsulated` (else 0).
+    public var udpSourcePort: UInt16
+    public var udpDestinationPort: UInt16
+    /// Outer addresses, for the SA lookup.
+    public var source: RawIPAddress
+    public var destination: RawIPAddress
+
+    @inlinable
+    public init(spi: SPI, sequenceLow: UInt32, espOffset: Int, ipLength: Int, protocolFieldOffset: Int,
+                udpEncapsulated: Bool, udpSourcePort: UInt16, udpDestinationPort: UInt16,
+                source: RawIPAddress, destination: RawIPAddress) {
+        self.spi = spi
+        self.sequenceLow = sequenceLow
+        self.espOffset = espOffset
+        self.ipLength = ipLength
+        self.protocolFieldOffset = protocolFieldOffset
+        self.udpEncapsulated = udpEncapsulated
+        self.udpSourcePort = udpSourcePort
+        self.udpDestinationPort = udpDestinationPort
+        self.source = source
+        self.destination = destination
+    }
+
+    @inlinable public var isIPv6: Bool { source.isIPv6 }
+}
+
+/// What `ESPInbound.classify` found.
+public enum ESPClassification: Hashable, Sendable, BitwiseCopyable {
+    /// ESP (or ESP in UDP): look the SA up and decapsulate.
+    case esp(ESPInboundHeader)
+    /// Not ESP: plaintext for the inbound SPD.
+    case notESP
+    /// ESP-related but not to be processed (keepalive, IKE marker, fragment, malformed).
+    case drop(ESPDrop)
+}
+
+/// The inbound ESP transform.
+public enum ESPInbound {
+    /// Classifies an IP packet arriving on the unprotected side.
+    @inlinable
+    public static func classify(_ packet: PacketView, natPorts: NATTraversalPorts = .rfc3948) -> ESPClassification {
+        let p = UnsafeRawPointer(packet.start)
+        let available = packet.length
+        guard available >= HeaderSize.ipv4 else { return .drop(.malformed) }
+        let version = p.loadByte(at: 0) >> 4
+        let ipLength: Int
+        let l4: Int
+        let proto: UInt8
+        let protocolField: Int
+        let fragment: Bool       // any fragment
+        let laterFragment: Bool  // not the first: no upper-layer header
+        let source: RawIPAddress
+        let destination: RawIPAddress
+        if version == 4 {
+            guard let (headerLength, total) = IPParse.ipv4DatagramLength(p, available: available) else {
+                return .drop(.malformed)
+            }
+            ipLength = total
+            l4 = headerLength
+            proto = p.loadByte(at: IPv4Field.protocol)
+            protocolField = IPv4Field.protocol
+            let flags = p.loadBE16(at: IPv4Field.flagsFragment)
+            fragment = flags & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) != 0
+            laterFragment = flags & IPv4Field.fragmentOffsetMask != 0
+            source = RawIPAddress.loadIPv4(p, at: IPv4Field.source)
+            destination = RawIPAddress.loadIPv4(p, at: IPv4Field.destination)
+        } else if version == 6 {
+            guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available),
+                  let upper = IPParse.ipv6UpperLayer(p, length: total) else { return .drop(.malformed) }
+            ipLength = total
+            source = RawIPAddress.loadIPv6(p, at: IPv6Field.source)
+            destination = RawIPAddress.loadIPv6(p, at: IPv6Field.destination)
+            if upper.proto == 44 {
+                guard total &- upper.offset >= 8 else { return .drop(.malformed) }
+                proto = p.loadByte(at: upper.offset)
+                protocolField = upper.offset
+                fragment = true
+                laterFragment = p.loadBE16(at: upper.offset &+ 2) & 0xFFF8 != 0
+                l4 = upper.offset &+ 8
+            } else {
+                proto = upper.proto
+                protocolField = upper.protocolFieldOffset
+                fragment = false
+                laterFragment = false
+                l4 = upper.offset
+            }
+        } else {
+            return .drop(.malformed)
+        }
+        let room = ipLength &- l4  // ≥ 0: l4 lies inside the datagram
+
+        if proto == IPProtocol.esp.rawValue {
+            if fragment { return .drop(.fragmented) }
+            guard room >= HeaderSize.esp else { return .drop(.malformed) }
+            let spi = p.loadBE32(at: l4)
+            guard spi != 0 else { return .drop(.malformed) }  // SPI 0 never goes on the wire
+            return .esp(ESPInboundHeader(
+                spi: SPI(spi), sequenceLow: p.loadBE32(at: l4 &+ 4), espOffset: l4, ipLength: ipLength,
+                protocolFieldOffset: protocolField, udpEncapsulated: false, udpSourcePort: 0,
+                udpDestinationPort: 0, source: source, destination: destination))
+        }
+        guard proto == IPProtocol.udp.rawValue, !laterFragment, room >= HeaderSize.udp else { return .notESP }
+        let destinationPort = p.loadBE16(at: l4 &+ UDPField.destinationPort)
+        guard natPorts.contains(destinationPort) else { return .notESP }
+        if fragment { return .drop(.fragmented) }
+        guard Int(p.loadBE16(at: l4 &+ UDPField.length)) == room else { return .drop(.malformed) }
+        let esp = l4 &+ HeaderSize.udp
+        let payload = room &- HeaderSize.udp
+        if payload == 1 && p.loadByte(at: esp) == 0xFF { return .drop(.natKeepalive) }
+        if payload >= 4 && p.loadBE32(at: esp) == 0 { return .drop(.notESP) }  // non-ESP marker: IKE
+        guard payload >= HeaderSize.esp else { return .drop(.malformed) }
+        return .esp(ESPInboundHeader(
+            spi: SPI(p.loadBE32(at: esp)), sequenceLow: p.loadBE32(at: esp &+ 4), espOffset: esp,
+            ipLength: ipLength, protocolFieldOffset: protocolField, udpEncapsulated: true,
+            udpSourcePort: p.loadBE16(at: l4 &+ UDPField.sourcePort), udpDestinationPort: destinationPort,
+            source: source, destination: destination))
+    }
+
+    /// Replay pre-check, decrypt and verify, replay update, padding check,
+    /// trailer; then tunnel decapsulation with RFC 6040 ECN or the transport
+    /// header restored; then the SA's selector check. On success (nil)
+    /// `packet` is the inner IP packet. `header` is what `classify` returned
+    /// for this packet, `sa` the SA the caller looked up for it and `window`
+    /// that SA's replay window (same ESN setting). On a drop the packet's
+    /// bytes may have been changed (a forged payload is zeroed).
+    @inlinable
+    public static func decapsulate(_ packet: inout PacketView, header: ESPInboundHeader, sa: InboundSA,
+                                   window: inout ReplayWindow, core: borrowing CryptoCore) -> ESPDrop? {
+        assert(window.esn == sa.esn, "the replay window and the SA disagree on ESN")
+        guard header.spi == sa.spi else { return .noSA }
+        guard header.udpEncapsulated == sa.udp,
+              !sa.udp || header.udpDestinationPort == sa.udpDestinationPort
+        else { return .encapsulationMismatch }
+        let ipLength = header.ipLength
+        let espOffset = header.espOffset
+        // A header from `classify` for this packet passes; anything else must not reach memory.
+        let udpLength = header.udpEncapsulated ? HeaderSize.udp : 0
+        guard ipLength <= packet.length, espOffset >= HeaderSize.ipv4 &+ udpLength, espOffset <= ipLength,
+              header.protocolFieldOffset >= 0, header.protocolFieldOffset < espOffset &- udpLength
+        else { return .malformed }
+        let p = packet.start
+        let cipherLength = ipLength &- espOffset &- ESPLayout.headerAndIV &- ESPLayout.icv
+        guard cipherLength >= 4, cipherLength & 3 == 0 else { return .badLength }
+
+        let sequence: SequenceNumber
+        switch window.check(header.sequenceLow) {
+        case .accept(let inferred): sequence = inferred
+        case .replayed: return .replayed
+        case .tooOld, .beforeFirstSequence, .beyondSequenceSpace: return .tooOld
+        }
+
+        let esp = p + espOffset
+        let payload = esp + ESPLayout.headerAndIV
+        let authentic: Bool
+        if sa.esn {
+            var aad = SIMD4<UInt32>()
+            let aadLength = ESPAssociatedData.store(spi: sa.spi.rawValue, sequence: sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: &aad)
+            authentic = sa.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
+                                    aadLength: aadLength, icv: payload + cipherLength)
+        } else {
+            authentic = sa.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
+                                    aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
+        }
+        guard authentic else { return .authenticationFailed }
+        switch window.update(acceptedSequence: sequence) {
+        case .recorded: break
+        case .replayed: return .replayed
+        case .tooOld: return .tooOld
+        }
+
+        let payloadLength: Int
+        let nextHeader: UInt8
+        switch ESPTrailer.parse(payload, length: cipherLength) {
+        case .valid(let length, let next):
+            payloadLength = length
+            nextHeader = next.rawValue
+        case .tooShort: return .badLength  // cipherLength ≥ 4: cannot happen
+        case .padLengthTooLarge, .badPadding: return .badPadding
+        }
+        if nextHeader == IPProtocol.none.rawValue { return .dummyPacket }
+
+        let payloadOffset = espOffset &+ ESPLayout.headerAndIV
+        switch sa.mode {
+        case .tunnel:
+            if let drop = decapsulateTunnel(&packet, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                                            nextHeader: nextHeader) {
+                return drop
+            }
+        case .transport:
+            restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
+                             nextHeader: nextHeader)
+        }
+        guard let fields = SelectorFields(packet), sa.selectors.matches(fields) else { return .selectorMismatch }
+        return nil
+    }
+
+    /// Tunnel mode: the inner packet is the payload; RFC 6040 ECN; the view
+    /// narrowed to the inner datagram.
+    @inlinable
+    static func decapsulateTunnel(_ packet: inout PacketView, payloadOffset: Int, payloadLength: Int,
+                                  nextHeader: UInt8) -> ESPDrop? {
+        let outer = packet.start
+        let inner = outer + payloadOffset
+        let outerECN: ECN
+        if outer.loadByte(at: 0) >> 4 == 4 {
+            outerECN = ECN(trafficClass: outer.loadByte(at: IPv4Field.tos))
+        } else {
+            outerECN = ECN(trafficClass: UInt8(truncatingIfNeeded: outer.loadBE32(at: IPv6Field.versionClassFlow) >> 20))
+        }
+        let innerLength: Int
+        if nextHeader == IPProtocol.ipInIP.rawValue {
+            guard payloadLength >= HeaderSize.ipv4,
+                  let (_, total) = IPParse.ipv4DatagramLength(inner, available: payloadLength) else { return .malformed }
+            innerLength = total
+            let tos = inner.loadByte(at: IPv4Field.tos)
+            let ecn = ECNTunnel.decapsulate(outer: outerECN, inner: ECN(trafficClass: tos))
+            guard let outgoing = ecn.outgoing else { return .ecnDrop }
+            if outgoing != ECN(trafficClass: tos) {
+                // RFC 1624 eqn. 3 over the 16-bit word version/IHL | TOS.
+                let oldWord = inner.loadBE16(at: IPv4Field.versionIHL)
+                let newTOS = outgoing.applied(to: tos)
+                let newWord = oldWord & 0xFF00 | UInt16(newTOS)
+                let checksum = inner.loadBE16(at: IPv4Field.checksum)
+                var sum = UInt32(~checksum) &+ UInt32(~oldWord) &+ UInt32(newWord)
+                sum = (sum >> 16) &+ (sum & 0xFFFF)
+                sum = (sum >> 16) &+ (sum & 0xFFFF)
+                inner.storeByte(newTOS, at: IPv4Field.tos)
+                inner.storeBE16(~UInt16(truncatingIfNeeded: sum), at: IPv4Field.checksum)
+            }
+        } else if nextHeader == IPProtocol.ipv6InIP.rawValue {
+            guard payloadLength >= HeaderSize.ipv6,
+                  let total = IPParse.ipv6DatagramLength(inner, available: payloadLength) else { return .malformed }
+            innerLength = total
+            let word = inner.loadBE32(at: IPv6Field.versionClassFlow)
+            let trafficClass = UInt8(truncatingIfNeeded: word >> 20)
+            let ecn = ECNTunnel.decapsulate(outer: outerECN, inner: ECN(trafficClass: trafficClass))
+            guard let outgoing = ecn.outgoing else { return .ecnDrop }
+            if outgoing != ECN(trafficClass: trafficClass) {
+                let newWord = word & ~(UInt32(3) << 20) | UInt32(outgoing.rawValue) << 20
+                inner.storeBE32(newWord, at: IPv6Field.versionClassFlow)
+            }
+        } else {
+            return .unsupportedNextHeader
+        }
+        packet.narrow(offset: payloadOffset, count: innerLength)
+        return nil
+    }
+
+    /// Transport mode: moves the IP header (with its extension headers) back
+    /// to just before the payload, restores the Next Header and the lengths.
+    @inlinable
+    static func restoreTransport(_ packet: inout PacketView, header: ESPInboundHeader, payloadOffset: Int,
+                                 payloadLength: Int, nextHeader: UInt8) {
+        let headerLength = header.espOffset &- (header.udpEncapsulated ? HeaderSize.udp : 0)
+        let shift = payloadOffset &- headerLength
+        let p = packet.start
+        let h = p + shift
+        h.copyMemory(from: p, byteCount: headerLength)  // overlapping move (memmove)
+        h.storeByte(nextHeader, at: header.protocolFieldOffset)
+        let length = headerLength &+ payloadLength  // < the old length ≤ 65535 + 40
+        if header.isIPv6 {
+            h.storeBE16(UInt16(truncatingIfNeeded: length &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
+        } else {
+            h.storeBE16(UInt16(truncatingIfNeeded: length), at: IPv4Field.totalLength)
+            h.storeBE16(IPParse.ipv4HeaderChecksum(h, headerLength: headerLength), at: IPv4Field.checksum)
+        }
+        packet.narrow(offset: shift, count: length)
+    }
+}

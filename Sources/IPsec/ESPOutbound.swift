@@ -1,0 +1,259 @@
+// Outbound ESP (RFC 4303) with the AEADs of RFC 4106 (AES-GCM) and RFC 7634
+// (ChaCha20-Poly1305), in place in the packet's buffer.
+//
+// Tunnel mode:    [outer IP][UDP][SPI seq IV][inner IP packet][pad pl nh][ICV]
+// Transport mode: [IP header][UDP][SPI seq IV][IP payload][pad pl nh][ICV]
+//                  ([UDP] only with NAT traversal, RFC 3948)
+//
+// * IV: the 64-bit sequence number, big-endian (RFC 4106 §3.1 and RFC 7634
+//   §2 allow any IV that never repeats under one key; the sequence number of
+//   an SA never repeats because it never wraps).
+// * AAD: SPI || seq (8 bytes) or, with ESN, SPI || seq-high || seq-low (12).
+// * Padding: the fewest bytes (0…3) that end the ciphertext on a 4-byte
+//   boundary, filled 1, 2, 3 (RFC 4303 §2.4).
+// * The ESP header and IV are written with one 16-byte store right before the
+//   seal; the non-ESN AAD is read from that header in place (the AEAD engines
+//   load AAD and IV with wide loads, and narrower stores just before would
+//   fail store-to-load forwarding; see `ESPAssociatedData`).
+// * Transport mode moves the IP header back into the headroom and inserts
+//   ESP after it: IPv4 (any options) gets protocol 50 (17 with UDP), its total
+//   length and checksum fixed; IPv6 gets ESP after its Hop-by-Hop, Routing
+//   and Destination Options headers (RFC 4303 §3.1.1), the Next Header byte
+//   that named the payload set to 50 (17), and its payload length fixed. A
+//   fragment (IPv4 MF or offset, an IPv6 Fragment header) is refused:
+//   transport mode protects whole datagrams (RFC 4303 §3.3.4).
+// * Trailing bytes after the IP datagram (L2 padding of a short frame) are
+//   dropped: the IP header's own length says what is encrypted.
+//
+// No allocation, no ARC, no existentials, no throws: one drop reason or nil.
+
+import Crypto
+import Packet
+
+/// The outbound ESP transform.
+public enum ESPOutbound {
+    /// Encrypts the IP packet in `packet` in place with `sequence`. Tunnel
+    /// mode prepends the outer IP header [+ UDP], ESP header and IV; transport
+    /// mode moves the IP header forward and inserts [UDP +] ESP header and IV
+    /// after it. Both append padding, pad length, next header and the ICV, and
+    /// fix lengths, checksums and protocol fields. On success (nil) `packet`
+    /// describes the ESP packet (start moved back into the headroom); on a
+    /// drop the packet's bytes may have been changed.
+    ///
+    /// `sequence` must come from the SA's `OutboundSequence` (unique, never
+    /// 0); a number beyond the SA's sequence space is refused with
+    /// `.sequenceExhausted`.
+    @inlinable
+    public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber,
+                                   core: borrowing CryptoCore) -> ESPDrop? {
+        encapsulate(&packet, sa: sa, sequence: sequence, iv: sequence.rawValue, identification: nil, core: core)
+    }
+
+    /// Assigns the SA's next sequence number and encapsulates with it. An SA
+    /// that has sent its last number refuses the packet (`.sequenceExhausted`)
+    /// and stays exhausted. A number is used up even when the packet is then
+    /// dropped for another reason (it may never be used twice).
+    @inlinable
+    public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: inout OutboundSequence,
+                                   core: borrowing CryptoCore) -> ESPDrop? {
+        guard case .assigned(let number) = sequence.assign() else { return .sequenceExhausted }
+        return encapsulate(&packet, sa: sa, sequence: number, iv: number.rawValue, identification: nil, core: core)
+    }
+
+    /// The transform, with the IV and the outer IPv4 identification as
+    /// parameters so that known-answer tests can reproduce published packets
+    /// (whose IVs are not sequence numbers). `identification` nil: derived
+    /// from the sequence number.
+    @inlinable
+    static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber, iv: UInt64,
+                            identification: UInt16?, core: borrowing CryptoCore) -> ESPDrop? {
+        guard sequence.rawValue <= SequenceNumber.limit(esn: sa.esn).rawValue else { return .sequenceExhausted }
+        let p = packet.start
+        let available = packet.length
+        guard available >= HeaderSize.ipv4 else { return .malformed }
+        let version = p.loadByte(at: 0) >> 4
+
+        // The inner datagram: its length, the outer TOS / traffic class, DF.
+        let innerLength: Int
+        let trafficClass: UInt8
+        let innerDF: Bool
+        var flowLabel: UInt32 = 0
+        if version == 4 {
+            guard let (_, total) = IPParse.ipv4DatagramLength(p, available: available) else { return .malformed }
+            innerLength = total
+            trafficClass = p.loadByte(at: IPv4Field.tos)
+            innerDF = p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment != 0
+        } else if version == 6 {
+            guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available) else {
+                return .malformed
+            }
+            innerLength = total
+            let word = p.loadBE32(at: IPv6Field.versionClassFlow)
+            trafficClass = UInt8(truncatingIfNeeded: word >> 20)
+            flowLabel = word & 0x000F_FFFF
+            innerDF = false
+        } else {
+            return .malformed
+        }
+
+        if sa.layout == .transport {
+            return encapsulateTransport(&packet, sa: sa, sequence: sequence, iv: iv, version: version,
+                                        datagramLength: innerLength, core: core)
+        }
+
+        // Tunnel mode. All lengths below are bounded by 65535 + a few hundred.
+        let padLength = ESPTrailer.padLength(payloadLength: innerLength)
+        let cipherLength = innerLength &+ padLength &+ ESPTrailer.fixedLength
+        let end = cipherLength &+ ESPLayout.icv           // bytes from `p` to the end of the ICV
+        guard end &- available <= packet.tailroom else { return .noTailroom }
+        let prefix = sa.templateLength &+ ESPLayout.headerAndIV
+        guard prefix <= packet.headroom else { return .noHeadroom }
+        let total = prefix &+ end
+        let outerIPLength = sa.layout == .tunnelIPv4 ? HeaderSize.ipv4 : HeaderSize.ipv6
+        guard total &- (sa.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
+
+        // Trailer after the inner packet (over any L2 padding).
+        ESPTrailer.write(padLength: padLength, nextHeader: version == 4 ? .ipInIP : .ipv6InIP, at: p + innerLength)
+
+        // Outer header from the template, per-packet fields patched.
+        let o = p - prefix
+        sa.writeTemplate(to: o)
+        let tos = ECNTunnel.encapsulate(inner: ECN(trafficClass: trafficClass)).applied(to: trafficClass)
+        if sa.layout == .tunnelIPv4 {
+            let totalLength = UInt16(truncatingIfNeeded: total)  // ≤ 65535, checked
+            let id = identification ?? UInt16(truncatingIfNeeded: sequence.rawValue) &+ sa.identificationOffset
+            let setDF: Bool
+            switch sa.df {
+            case .copy: setDF = innerDF
+            case .set: setDF = true
+            case .clear: setDF = false
+            }
+            let flags: UInt16 = setDF ? IPv4Field.dontFragment : 0
+            o.storeByte(tos, at: IPv4Field.tos)
+            o.storeBE16(totalLength, at: IPv4Field.totalLength)
+            o.storeBE16(id, at: IPv4Field.identification)
+            o.storeBE16(flags, at: IPv4Field.flagsFragment)
+            // base < 6 · 2^16; adding four 16-bit words cannot overflow 32 bits.
+            var sum = sa.ipv4ChecksumBase &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(id) &+ UInt32(flags)
+            sum = (sum >> 16) &+ (sum & 0xFFFF)
+            sum = (sum >> 16) &+ (sum & 0xFFFF)
+            o.storeBE16(~UInt16(truncatingIfNeeded: sum), at: IPv4Field.checksum)
+        } else {
+            o.storeBE32(0x6000_0000 | UInt32(tos) << 20 | flowLabel, at: IPv6Field.versionClassFlow)
+            o.storeBE16(UInt16(truncatingIfNeeded: total &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
+        }
+        if sa.udp {
+            o.storeBE16(UInt16(truncatingIfNeeded: total &- outerIPLength), at: outerIPLength &+ UDPField.length)
+        }
+
+        let esp = p - ESPLayout.headerAndIV
+        seal(esp: esp, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
+
+        if sa.udp && sa.layout == .tunnelIPv6 {
+            storeUDPChecksumIPv6(ipHeader: o, udp: o + HeaderSize.ipv6, udpLength: total &- HeaderSize.ipv6)
+        }
+        packet.tailroom &-= end &- available  // ≤ tailroom, checked
+        packet.prepend(prefix)
+        packet.length = total
+        return nil
+    }
+
+    /// Transport mode: ESP between the packet's own IP header (and, IPv6, its
+    /// Hop-by-Hop / Routing / Destination Options headers) and its payload.
+    @inlinable
+    static func encapsulateTransport(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber,
+                                     iv: UInt64, version: UInt8, datagramLength: Int,
+                                     core: borrowing CryptoCore) -> ESPDrop? {
+        let p = packet.start
+        let headerLength: Int
+        let protocolField: Int
+        if version == 4 {
+            guard p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) == 0
+            else { return .fragmented }
+            headerLength = Int(p.loadByte(at: IPv4Field.versionIHL) & 0x0F) &<< 2
+            protocolField = IPv4Field.protocol
+        } else {
+            guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .malformed }
+            guard upper.proto != 44 else { return .fragmented }
+            headerLength = upper.offset
+            protocolField = upper.protocolFieldOffset
+        }
+        let nextHeader = p.loadByte(at: protocolField)
+        let payloadLength = datagramLength &- headerLength  // ≥ 0: the header lies inside the datagram
+        let padLength = ESPTrailer.padLength(payloadLength: payloadLength)
+        let cipherLength = payloadLength &+ padLength &+ ESPTrailer.fixedLength
+        let udpLength = sa.udp ? HeaderSize.udp : 0
+        let insert = udpLength &+ ESPLayout.headerAndIV
+        let end = datagramLength &+ padLength &+ ESPTrailer.fixedLength &+ ESPLayout.icv
+        guard end &- packet.length <= packet.tailroom else { return .noTailroom }
+        guard insert <= packet.headroom else { return .noHeadroom }
+        let total = end &+ insert
+        guard total &- (version == 4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
+
+        ESPTrailer.write(padLength: padLength, nextHeader: IPProtocol(nextHeader), at: p + datagramLength)
+        let h = p - insert
+        h.copyMemory(from: p, byteCount: headerLength)  // overlapping move (memmove)
+        h.storeByte(sa.udp ? IPProtocol.udp.rawValue : IPProtocol.esp.rawValue, at: protocolField)
+        if version == 4 {
+            h.storeBE16(UInt16(truncatingIfNeeded: total), at: IPv4Field.totalLength)
+            h.storeBE16(IPParse.ipv4HeaderChecksum(h, headerLength: headerLength), at: IPv4Field.checksum)
+        } else {
+            h.storeBE16(UInt16(truncatingIfNeeded: total &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
+        }
+        let udp = h + headerLength
+        if sa.udp {
+            udp.storeBE16(sa.udpSourcePort, at: UDPField.sourcePort)
+            udp.storeBE16(sa.udpDestinationPort, at: UDPField.destinationPort)
+            udp.storeBE16(UInt16(truncatingIfNeeded: total &- headerLength), at: UDPField.length)
+            udp.storeBE16(0, at: UDPField.checksum)
+        }
+
+        seal(esp: udp + udpLength, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
+
+        if sa.udp && version == 6 {
+            storeUDPChecksumIPv6(ipHeader: h, udp: udp, udpLength: total &- headerLength)
+        }
+        packet.tailroom &-= end &- packet.length  // ≤ tailroom, checked
+        packet.prepend(insert)
+        packet.length = total
+        return nil
+    }
+
+    /// Writes SPI || seq || IV at `esp` with one 16-byte store and seals the
+    /// `cipherLength` bytes after it; the ICV follows them.
+    @inlinable @inline(__always)
+    static func seal(esp: UnsafeMutableRawPointer, cipherLength: Int, sa: OutboundSA, sequence: SequenceNumber,
+                     iv: UInt64, core: borrowing CryptoCore) {
+        let header = SIMD4<UInt32>(sa.spi.rawValue.bigEndian, sequence.low32.bigEndian,
+                                   UInt32(truncatingIfNeeded: iv >> 32).bigEndian,
+                                   UInt32(truncatingIfNeeded: iv).bigEndian)
+        esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
+        let payload = esp + ESPLayout.headerAndIV
+        if sa.esn {
+            var aad = SIMD4<UInt32>()
+            let aadLength = ESPAssociatedData.store(spi: sa.spi.rawValue, sequence: sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: &aad)
+            sa.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
+                        aadLength: aadLength, icv: payload + cipherLength)
+        } else {
+            sa.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
+                        aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
+        }
+    }
+
+    /// Computes the UDP checksum of an ESP-in-UDP datagram over IPv6 (RFC 8200
+    /// §8.1: mandatory; pseudo-header from the IPv6 header's addresses).
+    @inlinable
+    static func storeUDPChecksumIPv6(ipHeader: UnsafeMutableRawPointer, udp: UnsafeMutableRawPointer, udpLength: Int) {
+        var sum = OnesComplementSum()
+        sum.add(ipHeader.loadBE64(at: IPv6Field.source))
+        sum.add(ipHeader.loadBE64(at: IPv6Field.source &+ 8))
+        sum.add(ipHeader.loadBE64(at: IPv6Field.destination))
+        sum.add(ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
+        sum.add(UInt32(truncatingIfNeeded: udpLength))
+        sum.add(UInt16(IPProtocol.udp.rawValue))
+        udp.storeBE16(0, at: UDPField.checksum)
+        sum.add(UnsafeRawBufferPointer(start: udp, count: udpLength))
+        udp.storeBE16(InternetChecksum.udpFieldValue(sum.checksum), at: UDPField.checksum)
+    }
+}

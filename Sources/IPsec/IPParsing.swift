@@ -1,0 +1,129 @@
+// Small, bounds-checked IP header parsing shared by the ESP paths and the
+// traffic selectors: the datagram length an IP header claims, the IPv6
+// extension-header walk, and a flat address value for SA lookups. Nothing
+// here allocates or traps; malformed input gives nil.
+
+import Packet
+
+/// An IPv4 or IPv6 address as plain integers, for lookups on the fast path
+/// (`IPAddress` is the control plane's form). IPv4 sits in the low 32 bits of
+/// `low` with `high` zero.
+public struct RawIPAddress: Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
+    public var high: UInt64
+    public var low: UInt64
+    public var isIPv6: Bool
+
+    @inlinable public init(ipv4 value: UInt32) { high = 0; low = UInt64(value); isIPv6 = false }
+    @inlinable public init(ipv6High high: UInt64, low: UInt64) { self.high = high; self.low = low; isIPv6 = true }
+
+    public init(_ address: IPAddress) {
+        switch address {
+        case .v4(let a): self.init(ipv4: a.value)
+        case .v6(let a): self.init(ipv6High: a.high, low: a.low)
+        }
+    }
+    public init(_ address: IPv4Address) { self.init(ipv4: address.value) }
+    public init(_ address: IPv6Address) { self.init(ipv6High: address.high, low: address.low) }
+
+    /// The control plane's form.
+    public var ipAddress: IPAddress {
+        isIPv6 ? .v6(IPv6Address(high: high, low: low)) : .v4(IPv4Address(UInt32(truncatingIfNeeded: low)))
+    }
+
+    public var description: String { ipAddress.description }
+
+    /// The IPv4 source (`at` 12) or destination (16) of the header at `p`.
+    @inlinable @inline(__always)
+    static func loadIPv4(_ p: UnsafeRawPointer, at offset: Int) -> RawIPAddress {
+        RawIPAddress(ipv4: p.loadBE32(at: offset))
+    }
+
+    /// The IPv6 source (`at` 8) or destination (24) of the header at `p`.
+    @inlinable @inline(__always)
+    static func loadIPv6(_ p: UnsafeRawPointer, at offset: Int) -> RawIPAddress {
+        RawIPAddress(ipv6High: p.loadBE64(at: offset), low: p.loadBE64(at: offset &+ 8))
+    }
+}
+
+/// Where the upper-layer header of an IPv6 packet starts.
+@usableFromInline
+struct IPv6UpperLayer: BitwiseCopyable {
+    /// Offset of the byte that names `proto` (6 for the fixed header, else
+    /// the Next Header byte of the last extension header walked).
+    @usableFromInline var protocolFieldOffset: Int
+    /// The protocol that follows; 44 when a fragment header stops the walk.
+    @usableFromInline var proto: UInt8
+    /// Offset of that header.
+    @usableFromInline var offset: Int
+
+    @inlinable init(protocolFieldOffset: Int, proto: UInt8, offset: Int) {
+        self.protocolFieldOffset = protocolFieldOffset
+        self.proto = proto
+        self.offset = offset
+    }
+}
+
+/// IP header helpers.
+@usableFromInline
+enum IPParse {
+    /// Extension headers walked before the upper layer: Hop-by-Hop (0, first
+    /// only), Routing (43), Destination Options (60). A Fragment header (44)
+    /// stops the walk (the caller decides); anything else is the upper layer.
+    /// At most this many are walked; more is treated as malformed.
+    @inlinable static var maximumExtensionHeaders: Int { 8 }
+
+    /// Walks the extension headers of the IPv6 packet at `p`, whose first
+    /// `length` bytes (≥ 40) are readable. nil when a header runs past `length`.
+    @inlinable
+    static func ipv6UpperLayer(_ p: UnsafeRawPointer, length: Int) -> IPv6UpperLayer? {
+        var fieldOffset = IPv6Field.nextHeader
+        var proto = p.loadByte(at: fieldOffset)
+        var offset = HeaderSize.ipv6
+        var walked = 0
+        while proto == 0 && walked == 0 || proto == 43 || proto == 60 {
+            guard walked < maximumExtensionHeaders, length &- offset >= 8 else { return nil }
+            // (Hdr Ext Len + 1) · 8 bytes, ≤ 2048: offset stays far from overflow.
+            let headerLength = (Int(p.loadByte(at: offset &+ 1)) &+ 1) &* 8
+            guard length &- offset >= headerLength else { return nil }
+            fieldOffset = offset
+            proto = p.loadByte(at: offset)
+            offset &+= headerLength
+            walked &+= 1
+        }
+        return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset)
+    }
+
+    /// The length an IPv4 header at `p` claims for its datagram, when it is
+    /// consistent with `available` readable bytes (≥ 20 checked by the caller):
+    /// IHL ≥ 5, total length ≥ the header and ≤ `available`. nil otherwise.
+    @inlinable @inline(__always)
+    static func ipv4DatagramLength(_ p: UnsafeRawPointer, available: Int) -> (headerLength: Int, length: Int)? {
+        let versionIHL = p.loadByte(at: IPv4Field.versionIHL)
+        let headerLength = Int(versionIHL & 0x0F) &<< 2
+        let total = Int(p.loadBE16(at: IPv4Field.totalLength))
+        guard versionIHL >> 4 == 4, headerLength >= HeaderSize.ipv4, total >= headerLength, total <= available else {
+            return nil
+        }
+        return (headerLength, total)
+    }
+
+    /// The length an IPv6 header at `p` claims (40 + payload length), when
+    /// it is ≤ `available` (≥ 40 checked by the caller). Jumbograms (payload
+    /// length 0 with a jumbo option) are not supported: a zero payload length
+    /// means a bare header.
+    @inlinable @inline(__always)
+    static func ipv6DatagramLength(_ p: UnsafeRawPointer, available: Int) -> Int? {
+        guard p.loadByte(at: 0) >> 4 == 6 else { return nil }
+        let total = HeaderSize.ipv6 &+ Int(p.loadBE16(at: IPv6Field.payloadLength))
+        return total <= available ? total : nil
+    }
+
+    /// The checksum field value for an IPv4 header of `headerLength` bytes
+    /// (20…60) at `p`; the current field is ignored.
+    @inlinable @inline(__always)
+    static func ipv4HeaderChecksum(_ p: UnsafeMutableRawPointer, headerLength: Int) -> UInt16 {
+        if headerLength == HeaderSize.ipv4 { return InternetChecksum.ipv4Header(p) }
+        p.storeBE16(0, at: IPv4Field.checksum)
+        return InternetChecksum.checksum(UnsafeRawBufferPointer(start: p, count: headerLength))
+    }
+}

@@ -1,0 +1,131 @@
+// The per-SA record the inbound ESP path reads, and what identifies an
+// inbound SA (RFC 4301 §4.1, §4.4.2: SPI, plus the destination and source
+// address where the SA names them).
+//
+// The SA's traffic selectors (what IKE negotiated; RFC 4301 §5.2 step 4
+// checks every decrypted packet against them) are kept inline, up to
+// `InboundSA.maximumSelectors`, so the record has no references and reading
+// it per packet costs no ARC traffic. An SA with no selectors accepts any
+// inner packet (the control plane decides whether to install such an SA).
+
+import Crypto
+import Packet
+
+/// Up to four traffic selectors, inline.
+public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
+    /// How many selectors fit.
+    public static let capacity = 4
+
+    @usableFromInline let storage: (TrafficSelector, TrafficSelector, TrafficSelector, TrafficSelector)
+    @usableFromInline let _count: UInt8
+
+    /// nil when there are more than `capacity`.
+    public init?(_ selectors: [TrafficSelector]) {
+        guard selectors.count <= Self.capacity else { return nil }
+        let filler = TrafficSelector.any(ipv6: false)
+        func at(_ i: Int) -> TrafficSelector { i < selectors.count ? selectors[i] : filler }
+        storage = (at(0), at(1), at(2), at(3))
+        _count = UInt8(selectors.count)
+    }
+
+    @inlinable public var count: Int { Int(_count) }
+    public var isEmpty: Bool { _count == 0 }
+
+    /// The selectors, in order (control plane).
+    public var selectors: [TrafficSelector] {
+        Array([storage.0, storage.1, storage.2, storage.3].prefix(count))
+    }
+
+    public static func == (a: Self, b: Self) -> Bool { a.selectors == b.selectors }
+    public func hash(into hasher: inout Hasher) { hasher.combine(selectors) }
+
+    /// True when `fields` matches any selector, or when the list is empty.
+    @inlinable
+    public func matches(_ fields: SelectorFields) -> Bool {
+        let n = _count
+        if n == 0 { return true }
+        if storage.0.matches(fields) { return true }
+        if n > 1 && storage.1.matches(fields) { return true }
+        if n > 2 && storage.2.matches(fields) { return true }
+        if n > 3 && storage.3.matches(fields) { return true }
+        return false
+    }
+}
+
+/// Set-up errors of an inbound SA.
+public enum InboundSAError: Error, Hashable, Sendable, CustomStringConvertible {
+    case tooManySelectors(Int)
+    case addressFamiliesDiffer
+
+    public var description: String {
+        switch self {
+        case .tooManySelectors(let n):
+            "an inbound SA holds at most \(SelectorList.capacity) traffic selectors, not \(n)"
+        case .addressFamiliesDiffer:
+            "an SA's source and destination addresses must be of one family"
+        }
+    }
+}
+
+/// The inbound ESP parameters of one SA, precomputed at install time.
+/// Trivially copyable (no references); the key handle must outlive it. Its
+/// mutable state, the replay window, is kept beside it by the owning core.
+public struct InboundSA {
+    /// What the decrypted payload is.
+    public enum Mode: UInt8, Hashable, Sendable, BitwiseCopyable {
+        /// A whole inner IP packet; the outer header is removed.
+        case tunnel
+        /// The payload of the packet's own IP header, which is restored.
+        case transport
+    }
+
+    public let spi: SPI
+    public let mode: Mode
+    public let key: AEADKeyHandle
+    public let esn: Bool
+    /// The outer source (the peer) and destination (this gateway) the SA is
+    /// bound to; nil: any (an SA found by SPI alone).
+    public let source: RawIPAddress?
+    public let destination: RawIPAddress?
+    @usableFromInline let udp: Bool
+    @usableFromInline let udpSourcePort: UInt16
+    @usableFromInline let udpDestinationPort: UInt16
+    public let selectors: SelectorList
+
+    /// `udpEncapsulation`: the ports of RFC 3948 UDP encapsulation (the peer's
+    /// source port, this gateway's destination port), nil for plain ESP. Only
+    /// the destination port is enforced: a NAT may change the source port
+    /// (the IKE daemon follows such changes; the data path does not refuse them).
+    public init(spi: SPI, mode: Mode, key: AEADKeyHandle, esn: Bool, source: IPAddress? = nil,
+                destination: IPAddress? = nil, udpEncapsulation: (source: UInt16, destination: UInt16)? = nil,
+                selectors: [TrafficSelector] = []) throws(InboundSAError) {
+        guard let list = SelectorList(selectors) else { throw .tooManySelectors(selectors.count) }
+        if let source, let destination, source.isIPv4 != destination.isIPv4 { throw .addressFamiliesDiffer }
+        self.spi = spi
+        self.mode = mode
+        self.key = key
+        self.esn = esn
+        self.source = source.map(RawIPAddress.init)
+        self.destination = destination.map(RawIPAddress.init)
+        udp = udpEncapsulation != nil
+        udpSourcePort = udpEncapsulation?.source ?? 0
+        udpDestinationPort = udpEncapsulation?.destination ?? 0
+        self.selectors = list
+    }
+
+    public var udpEncapsulation: (source: UInt16, destination: UInt16)? {
+        udp ? (udpSourcePort, udpDestinationPort) : nil
+    }
+
+    /// Whether this SA is the one for `header`: same SPI, and the outer
+    /// destination and source equal to the SA's where it names them. An SAD
+    /// prefers the SA that names the most (RFC 4301 §4.4.2: SPI + destination
+    /// + source, then SPI + destination, then SPI alone).
+    @inlinable
+    public func matches(_ header: ESPInboundHeader) -> Bool {
+        guard header.spi == spi else { return false }
+        if let destination, destination != header.destination { return false }
+        if let source, source != header.source { return false }
+        return true
+    }
+}
