@@ -67,7 +67,7 @@ let package = Package(
             "Command", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/sluicectl"),
         .executableTarget(name: "sluicebench", dependencies: [
-            "Control", "Dataplane", "CShims", "Packet",
+            "Control", "Dataplane", "CShims", "Packet", "IPsec", "Crypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Perf/sluicebench", swiftSettings: swiftShimFlags),
 

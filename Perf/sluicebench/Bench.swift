@@ -2,6 +2,8 @@ import ArgumentParser
 import CShims
 import Command
 import Control
+import Crypto
+import IPsec
 import Dataplane
 import Foundation
 import Packet
@@ -21,8 +23,17 @@ struct SluiceBench: ParsableCommand {
         forwarding between two net_ring ports on the same CPUs and reports the ratio.
         """)
 
-    @Option(help: "What the gateway does: bypass (plaintext routing protected → unprotected).")
+    @Option(help: """
+        What the gateway does: bypass (plaintext routing protected → unprotected), outbound \
+        (ESP tunnel encapsulation of the protected side's traffic, IPv4 in IPv4).
+        """)
     var mode: String = "bypass"
+    @Option(help: "outbound: UDP payload bytes of the plaintext packets (the frame is 42 bytes more).")
+    var payload: Int = 64
+    @Option(help: "outbound: the SA's AEAD (aes-gcm-128, aes-gcm-256, chacha20-poly1305).")
+    var aead: String = "aes-gcm-256"
+    @Option(help: "outbound: crypto engine (auto, ipsec-mb, sodium).")
+    var engine: String = "auto"
     @Option(help: "Frame size in bytes without FCS (60…1514), or 'imix' (7:4:1 of 64/576/1500).")
     var size: String = "64"
     @Option(help: "Burst size of the generator (ring ports) and of testpmd; the gateway's RX burst is 32.")
@@ -63,7 +74,13 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard mode == "bypass" else { throw ValidationError("--mode: only 'bypass' exists so far") }
+        guard ["bypass", "outbound"].contains(mode) else { throw ValidationError("--mode must be bypass or outbound") }
+        guard mode == "bypass" || (ports == "pcap" && family == "ipv4") else {
+            throw ValidationError("--mode \(mode) runs on --ports pcap with --family ipv4")
+        }
+        guard ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"].contains(aead),
+              ["auto", "ipsec-mb", "sodium"].contains(engine) else { throw ValidationError("bad --aead or --engine") }
+        guard (0...1400).contains(payload) else { throw ValidationError("--payload must be 0…1400") }
         guard workers >= 1, generators >= 1 else { throw ValidationError("--workers and --generators must be ≥ 1") }
         guard ["ipv4", "ipv6"].contains(family) else { throw ValidationError("--family must be ipv4 or ipv6") }
         guard ["testpmd", "none"].contains(baseline) else { throw ValidationError("--baseline must be testpmd or none") }
@@ -75,6 +92,7 @@ struct SluiceBench: ParsableCommand {
     }
 
     var frameSizes: [Int]? {
+        if mode != "bypass" { return [max(60, HeaderSize.ethernet + HeaderSize.ipv4 + HeaderSize.udp + payload)] }
         if size == "imix" { return IMIX.classic }
         guard let n = Int(size), (60...1514).contains(n) else { return nil }
         return [n]
@@ -188,7 +206,8 @@ struct Bench {
             protectedPort = 0; unprotectedPort = 1
         }
         let workerLcores = (0..<o.workers).map { UInt32(1 + $0) }
-        let gateway = try Gateway(portIDs: [protectedPort, unprotectedPort], workerLcores: workerLcores,
+        let gateway = try Gateway(portIDs: [protectedPort, unprotectedPort],
+                                  roles: [protectedPort: .protected, unprotectedPort: .unprotected], workerLcores: workerLcores,
                                   extraMbufs: ring ? o.workers * o.inflight + 4096 : 0)
         let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
         let configText = """
@@ -200,9 +219,17 @@ struct Bench {
         neighbor 2001:db8:ff::fe lladdr 02:00:00:00:00:fe port \(unprotectedPort)
         route add 198.51.100.0/24 via 192.0.2.254
         route add 2001:db8:100::/48 via 2001:db8:ff::fe
-        """
+        route add 203.0.113.0/24 via 192.0.2.254
+        """ + (o.mode == "outbound" ? """
+
+        crypto-engine \(o.engine)
+        sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(String(repeating: "5a", count: (o.aead == "aes-gcm-128" ? 16 : 32) + 4))
+        sp add dir out src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
+        """ : "")
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
         try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+        let ipsec = IPsecCompiler()
+        try gateway.publish(ipsec: ipsec.compile(config))
 
         // Ring ports: queues are dealt to generators round-robin.
         var generators: [Generator] = []
@@ -322,6 +349,27 @@ struct Bench {
             report["probe_swift_allocs"] = Int(probe?.swiftAllocs ?? 0)
             report["mallocs_per_packet"] = Double(b.mallocs &- a.mallocs) / packets
             report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
+        }
+        if o.mode == "outbound" {
+            // The named baseline for ESP: the raw engine sealing the same ESP
+            // payloads (inner IPv4/UDP packet + ESP trailer) on this core, same run.
+            let inner = HeaderSize.ipv4 + HeaderSize.udp + o.payload
+            let sealed = inner + ESPTrailer.trailerLength(payloadLength: inner)
+            let algorithm: AEADAlgorithm = o.aead == "aes-gcm-128" ? .aes128GCM : (o.aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
+            let kind: CryptoEngineKind = o.engine == "sodium" ? .sodium : (o.engine == "ipsec-mb" ? .ipsecMB : .auto)
+            let resolved = try CryptoEngines.resolve(kind, for: algorithm)
+            let raw = try CryptoBench.measure(engine: kind, aead: algorithm, payloadSize: sealed, burst: 32,
+                                              packets: 2_000_000, path: resolved == .ipsecMB ? .rawIPsecMBDirect : .perPacket)
+            if let raw {
+                report["baseline"] = resolved == .ipsecMB ? "intel-ipsec-mb direct API, raw" : "libsodium, raw"
+                report["baseline_mpps"] = round3(raw.mpps)
+                report["baseline_gbps"] = round3(raw.gbps)
+                report["ratio"] = round3(mpps / raw.mpps)
+                report["aead_payload_bytes"] = sealed
+            }
+            report["engine"] = "\(resolved)"
+            report["aead"] = o.aead
+            report["payload"] = o.payload
         }
         if o.baseline == "testpmd" {
             say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))
