@@ -1,0 +1,337 @@
+// ESP interop: the real `sluice` on net_pcap ports against an independent
+// ESP implementation, scapy's `scapy.layers.ipsec` (scripts/esp_interop.py,
+// esp_cells.py). For every cell of the matrix
+//   {aes-gcm-128, aes-gcm-256, chacha20-poly1305}
+//   × {tunnel 4in4, 6in6, 4in6, 6in4; transport 4, 6}
+//   × {no ESN, ESN crossing 2^32} × {plain ESP, UDP 4500}
+// scapy must decrypt every ESP packet sluice sends to exactly the plaintext
+// that went in (TTL − 1, outer header as configured, sequence numbers in
+// order from the SA's `seq`, IV = sequence number), and sluice must turn
+// every packet scapy encrypted back into exactly its plaintext (TTL − 1, L2
+// rewritten). The tamper test sends broken, replayed and unprotected traffic
+// and compares sluice's drop counters with what each packet must cause.
+//
+// Environment (all optional):
+//   SLUICE_ESP_INTEROP=0               skip this suite (it runs by default)
+//   SLUICE_ESP_INTEROP_CELLS=a,b       only these cells (names as in the test list)
+//   SLUICE_ESP_INTEROP_ENGINE=E        per-cell (default) | none | auto | ipsec-mb | sodium
+//   SLUICE_ESP_INTEROP_COUNT=N         packets per cell and direction (default 24)
+//   SLUICE_E2E_KEEP=1                  keep the scratch folders (pcaps, config, expect.json)
+//
+// To test this harness itself before the data path lands, point SLUICE_BIN at
+// scripts/esp_fake_sluice.py (a Python model of the gateway): the suite must pass.
+//
+// One sluice process serves the six mode/family cells of one AEAD × ESN ×
+// encapsulation combination (each cell has its own SPIs and prefixes), so the
+// 72 cells cost 12 start-ups; each cell is still its own test case.
+
+import Foundation
+import Synchronization
+import Testing
+
+/// See the top of this file: the suite waits for the ESP data path.
+let espInteropEnabled = ProcessInfo.processInfo.environment["SLUICE_ESP_INTEROP"] != "0"
+
+extension EndToEnd {
+    @Suite(.serialized, .enabled(if: espInteropEnabled, "SLUICE_ESP_INTEROP=0 skips the ESP interop suite"))
+    struct ESPInterop {
+        /// One matrix cell against scapy, both directions.
+        @Test(arguments: ESPCell.all)
+        func cell(_ cell: ESPCell) async throws {
+            guard ESPCell.selected(cell) else { return }
+            let run = try await ESPGroupRuns.shared.result(for: cell.group)
+            run.expectHealthy()
+            guard let check = run.check else { return }
+            let result = try #require(check.cells[cell.name],
+                                      "esp_interop.py check has no result for \(cell.name)\n\(run.finalBlock)")
+            let details = result.problems.joined(separator: "\n") + "\n" + run.finalBlock
+            #expect(result.espMatched == result.espExpected, """
+                \(cell.name): scapy decrypted \(result.espMatched) of the \(result.espExpected) packets \
+                sluice should have encrypted
+                \(details)
+                """)
+            #expect(result.plainMatched == result.plainExpected, """
+                \(cell.name): \(result.plainMatched) of the \(result.plainExpected) packets scapy encrypted \
+                came out in clear
+                \(details)
+                """)
+            let first = result.seqFirst, last = result.seqLast
+            let range = "\(first.map(String.init) ?? "none")…\(last.map(String.init) ?? "none")"
+            if cell.esn {
+                // Outbound `esn seq 4294967290`: the seventh packet crosses 2^32.
+                let crossed = first == 4_294_967_290 && (result.espExpected < 7 || (last ?? 0) >= 1 << 32)
+                #expect(crossed, "\(cell.name): ESN sequence numbers \(range) should start at 4294967290 and cross 2^32")
+            } else if result.espExpected > 0 {
+                let fromOne = first == 1
+                #expect(fromOne, "\(cell.name): sequence numbers \(range) should start at 1")
+            }
+            let ok = result.ok
+            #expect(ok, "\(cell.name):\n\(details)")
+        }
+
+        /// Broken, replayed, mis-addressed and unprotected packets: each must
+        /// be dropped under its counter, and everything valid around them
+        /// must still pass both ways.
+        @Test func tamperedAndReplayedPacketsAreDroppedUnderTheirCounters() async throws {
+            let dir = try E2E.scratchDirectory("esp-tamper")
+            defer { E2E.removeScratch(dir) }
+            let traffic = try await Scripts.run("esp_interop.py",
+                                                ["make-tamper", "--dir", dir.path] + ESPCell.engineArguments,
+                                                as: ESPTraffic.self)
+            let outcome = try await ESPSluice.run(traffic, in: dir)
+            outcome.expectSettled(traffic)
+            let total = try #require(outcome.report.total, "no 'final: total' line\n\(outcome.transcript)")
+            let expectedDrops = traffic.drops.map(\.count).reduce(0, +)
+            #expect(total.int("rx") == traffic.inputs, "final total rx\n\(outcome.finalBlock)")
+            #expect(total.int("tx") == traffic.forwarded, "final total tx\n\(outcome.finalBlock)")
+            #expect(total.int("drop") == expectedDrops, "final total drop\n\(outcome.finalBlock)")
+
+            // Each nonzero counter belongs to the first group one of whose
+            // strings its name contains (the data path's names are its own).
+            var sums: [String: Int] = [:]
+            var unmatched: [String: Int] = [:]
+            for (name, value) in outcome.report.totalReasons where value > 0 {
+                if let group = traffic.drops.first(where: { g in g.match.contains { name.contains($0) } }) {
+                    sums[group.reason, default: 0] += value
+                } else {
+                    unmatched[name] = value
+                }
+            }
+            #expect(unmatched.isEmpty, """
+                drop counters no expected reason accounts for: \(unmatched.sorted { $0.key < $1.key })
+                \(outcome.finalBlock)
+                """)
+            for group in traffic.drops {
+                let got = sums[group.reason, default: 0]
+                #expect(got == group.count, """
+                    \(group.reason) (counters whose name contains \(group.match)): sluice \(got), \
+                    expected \(group.count) for:
+                      \(group.packets.joined(separator: "\n  "))
+                    \(outcome.finalBlock)
+                    """)
+            }
+
+            let check = try await ESPSluice.check(dir, outcome.report)
+            #expect(check.ok, """
+                the packets around the tampered ones:
+                \(check.problems.joined(separator: "\n"))
+                \(outcome.finalBlock)
+                """)
+            #expect(check.matched == traffic.forwarded, "valid packets that went through")
+        }
+
+        /// The Python side on its own: scapy against the known-answer vectors,
+        /// scapy sealing and opening its own packets for every cell, and
+        /// `check` and the tamper expectations against a model gateway
+        /// (scripts/esp_reference.py), clean and with corruptions it must catch.
+        @Test func scapyPeerSelfTest() async throws {
+            let report = try await Scripts.run("esp_interop.py", ["selftest"], as: ESPSelfTest.self)
+            #expect(report.ok, "esp_interop.py selftest:\n\(report.failures.joined(separator: "\n"))")
+        }
+    }
+}
+
+// MARK: - The matrix
+
+struct ESPCell: Sendable, Hashable, CustomTestStringConvertible {
+    static let aeads = ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"]
+    static let modes = ["tunnel-4in4", "tunnel-6in6", "tunnel-4in6", "tunnel-6in4", "transport-4", "transport-6"]
+
+    var aead: String
+    var mode: String
+    var esn: Bool
+    var udp: Bool
+
+    /// `AEAD/MODE/ESN/ENCAP`, as esp_cells.py names it.
+    var name: String { "\(aead)/\(mode)/\(esn ? "esn" : "noesn")/\(udp ? "udp" : "esp")" }
+    var testDescription: String { name }
+
+    /// The cells one sluice process serves: same AEAD, ESN and encapsulation.
+    var group: String { "\(aead)/\(esn ? "esn" : "noesn")/\(udp ? "udp" : "esp")" }
+
+    /// In esp_cells.py's order (its cell numbers, hence SPIs and prefixes, follow it).
+    static let all: [ESPCell] = aeads.flatMap { aead in
+        modes.flatMap { mode in
+            [false, true].flatMap { esn in [false, true].map { udp in ESPCell(aead: aead, mode: mode, esn: esn, udp: udp) } }
+        }
+    }
+
+    static var environment: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// SLUICE_ESP_INTEROP_CELLS, when set: a comma-separated list of names.
+    static func selected(_ cell: ESPCell) -> Bool {
+        guard let list = environment["SLUICE_ESP_INTEROP_CELLS"], !list.isEmpty else { return true }
+        return list.split(separator: ",").contains { $0.trimmingCharacters(in: .whitespaces) == cell.name }
+    }
+
+    static var engineArguments: [String] {
+        environment["SLUICE_ESP_INTEROP_ENGINE"].map { ["--engine", $0] } ?? []
+    }
+
+    static var countArguments: [String] {
+        environment["SLUICE_ESP_INTEROP_COUNT"].map { ["--count", $0] } ?? []
+    }
+}
+
+/// What esp_interop.py make / make-tamper wrote.
+struct ESPTraffic: Decodable, Sendable {
+    var config: String
+    var ports: [String: PortFiles]
+    var cells: [String]
+    var inputs: Int
+    var inputsPerPort: [String: Int]
+    var forwarded: Int
+    var forwardedPerPort: [String: Int]
+    var drops: [ESPDropGroup]
+}
+
+/// Packets that must be dropped for one reason; `match` are the strings
+/// sluice's counter name may contain.
+struct ESPDropGroup: Decodable, Sendable {
+    var reason: String
+    var match: [String]
+    var count: Int
+    var packets: [String]
+}
+
+/// What esp_interop.py check found.
+struct ESPCheck: Decodable, Sendable {
+    var ok: Bool
+    var matched: Int
+    var expectedForwarded: Int
+    var counts: [String: Int]
+    var problems: [String]
+    var outputsPerPort: [String: Int]
+    var cells: [String: ESPCellCheck]
+}
+
+struct ESPCellCheck: Decodable, Sendable {
+    var ok: Bool
+    var espExpected: Int
+    var espMatched: Int
+    var plainExpected: Int
+    var plainMatched: Int
+    var seqFirst: UInt64?
+    var seqLast: UInt64?
+    var problems: [String]
+}
+
+struct ESPSelfTest: Decodable, Sendable {
+    var ok: Bool
+    var failures: [String]
+}
+
+// MARK: - Running sluice
+
+/// One finished gateway run: its counters and output.
+struct ESPSluiceOutcome: Sendable {
+    var settled: Bool
+    var status: Int32?
+    var stdout: String
+    var transcript: String
+    var report: SluiceReport { SluiceReport(stdout) }
+
+    /// Every `final:` line, for failure messages.
+    var finalBlock: String {
+        "--- sluice final counters ---\n"
+            + stdout.split(separator: "\n").filter { $0.hasPrefix("final:") }.joined(separator: "\n")
+    }
+
+    func expectSettled(_ traffic: ESPTraffic) {
+        #expect(settled, """
+            stats never showed rx=\(traffic.inputs) with tx+drop=\(traffic.inputs); \
+            last: \(report.lastStatsLine ?? "none")
+            \(transcript)
+            """)
+        #expect(status == 0, "sluice did not exit 0 after SIGTERM\n\(transcript)")
+    }
+}
+
+enum ESPSluice {
+    /// Starts sluice on the traffic's pcaps (one worker), waits until every
+    /// input was received and either sent or dropped, and stops it.
+    static func run(_ traffic: ESPTraffic, in dir: URL) async throws -> ESPSluiceOutcome {
+        let vdevs = traffic.ports.keys.compactMap(Int.init).sorted().map { port in
+            let files = traffic.ports[String(port)]!
+            return (["net_pcap\(port)"] + files.rx.map { "rx_pcap=" + dir.appendingPathComponent($0).path }
+                + files.tx.map { "tx_pcap=" + dir.appendingPathComponent($0).path }).joined(separator: ",")
+        }
+        let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config)
+        let n = UInt64(traffic.inputs)
+        let settled = await run.waitForStats(timeout: .seconds(20)) { s in
+            s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n
+        }
+        let status = await run.stop()
+        return ESPSluiceOutcome(settled: settled, status: status, stdout: run.child.stdout.text,
+                                transcript: run.child.transcript(lines: 40))
+    }
+
+    /// esp_interop.py check with the port MACs sluice printed (net_pcap's
+    /// defaults for a port it did not print).
+    static func check(_ dir: URL, _ report: SluiceReport) async throws -> ESPCheck {
+        var macs = report.portMACs
+        for port in 0..<2 where macs[port] == nil { macs[port] = String(format: "02:70:63:61:70:%02x", port) }
+        let macArguments = macs.sorted { $0.key < $1.key }.flatMap { ["--port-mac", "\($0.key)=\($0.value)"] }
+        let args = ["check", "--dir", dir.path] + macArguments
+        return try await Scripts.run("esp_interop.py", args, as: ESPCheck.self)
+    }
+}
+
+/// One gateway run for the cells of one group, shared by their test cases.
+struct ESPGroupRun: Sendable {
+    var group: String
+    var traffic: ESPTraffic
+    var outcome: ESPSluiceOutcome
+    var check: ESPCheck?
+    var checkError: String?
+
+    var finalBlock: String { outcome.finalBlock }
+
+    /// What every cell of the group depends on: the run settled, sluice
+    /// exited 0, forwarded everything, dropped nothing, and check ran.
+    func expectHealthy() {
+        outcome.expectSettled(traffic)
+        let total = outcome.report.total
+        #expect(total?.int("tx") == traffic.forwarded && total?.int("drop") == 0,
+                "group \(group): sluice should forward all \(traffic.forwarded) packets and drop none\n\(finalBlock)")
+        if let checkError { Issue.record("group \(group): esp_interop.py check failed: \(checkError)") }
+        if let check, !check.ok, check.cells.values.allSatisfy(\.ok) {
+            // Problems no cell owns (unknown SPIs, plaintext leaks, missing pcaps).
+            let counts = check.counts.filter { $0.value > 0 }.sorted { $0.key < $1.key }
+            Issue.record("group \(group): \(counts)\n\(check.problems.joined(separator: "\n"))\n\(finalBlock)")
+        }
+    }
+
+    static func perform(_ group: String, cells: [ESPCell]) async throws -> ESPGroupRun {
+        let dir = try E2E.scratchDirectory("esp-" + group.replacingOccurrences(of: "/", with: "-"))
+        defer { E2E.removeScratch(dir) }
+        let traffic = try await Scripts.run("esp_interop.py",
+                                            ["make", "--dir", dir.path] + cells.flatMap { ["--cell", $0.name] }
+                                                + ESPCell.engineArguments + ESPCell.countArguments,
+                                            as: ESPTraffic.self)
+        let outcome = try await ESPSluice.run(traffic, in: dir)
+        do {
+            let check = try await ESPSluice.check(dir, outcome.report)
+            return ESPGroupRun(group: group, traffic: traffic, outcome: outcome, check: check)
+        } catch {
+            return ESPGroupRun(group: group, traffic: traffic, outcome: outcome, checkError: "\(error)")
+        }
+    }
+}
+
+/// Runs each group once, on the first request for one of its cells.
+final class ESPGroupRuns: Sendable {
+    static let shared = ESPGroupRuns()
+    private let runs = Mutex<[String: Task<ESPGroupRun, any Error>]>([:])
+
+    func result(for group: String) async throws -> ESPGroupRun {
+        let task = runs.withLock { runs in
+            if let task = runs[group] { return task }
+            let cells = ESPCell.all.filter { $0.group == group && ESPCell.selected($0) }
+            let task = Task { try await ESPGroupRun.perform(group, cells: cells) }
+            runs[group] = task
+            return task
+        }
+        return try await task.value
+    }
+}
