@@ -276,7 +276,9 @@ public enum ESPInbound {
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
         }
-        guard let fields = SelectorFields(packet), sa.selectors.matches(fields) else { return .selectorMismatch }
+        if sa.selectors.count != 0 {
+            guard let fields = SelectorFields(packet), sa.selectors.matches(fields) else { return .selectorMismatch }
+        }
         return nil
     }
 

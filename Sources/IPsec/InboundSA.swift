@@ -29,7 +29,7 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     }
 
     @inlinable public var count: Int { Int(_count) }
-    public var isEmpty: Bool { _count == 0 }
+    @inlinable public var isEmpty: Bool { _count == 0 }
 
     /// The selectors, in order (control plane).
     public var selectors: [TrafficSelector] {
