@@ -50,8 +50,16 @@ extension GatewayConfig {
             throw CommandError("seq \(sa.sequence) needs esn (32-bit sequence numbers end at \(UInt32.max))",
                                at: c.location(of: .sequence))
         }
-        if !SAConfig.replayWindows.contains(sa.replayWindow) {
-            throw CommandError(ValueText.badNumber("replay window", String(sa.replayWindow), SAConfig.replayWindows),
+        if sa.replayWindow == 0 {
+            // RFC 4303 §3.4.3: the receiver may turn anti-replay off; ESN
+            // inference needs a window, so only 32-bit sequence numbers.
+            if sa.esn {
+                throw CommandError("replay-window 0 turns anti-replay off, which needs 32-bit sequence numbers (no esn)",
+                                   at: c.location(of: .replayWindow))
+            }
+        } else if !SAConfig.replayWindows.contains(sa.replayWindow) {
+            throw CommandError(ValueText.badNumber("replay window", String(sa.replayWindow), SAConfig.replayWindows)
+                               + " (or 0: anti-replay off)",
                                at: c.location(of: .replayWindow))
         }
         if sa.direction == .outbound && sa.replayWindow != SAConfig.defaultReplayWindow {

@@ -66,7 +66,7 @@ extension CommandParser {
                 guard direction == .inbound else {
                     throw c.error("replay-window applies only to inbound SAs (dir in)", at: option)
                 }
-                replayWindow = try c.readNumber("replay window", in: SAConfig.replayWindows, field: .replayWindow)
+                replayWindow = try c.readNumber("replay window", in: 0...SAConfig.replayWindows.upperBound, field: .replayWindow)
             case "encap":
                 encapsulation = try c.readEncapsulation()
             case "df":

@@ -182,8 +182,9 @@ public struct SAConfig: Sendable, Hashable {
     /// highest number already received (0 for a fresh SA); every number up to
     /// it counts as seen. Without ESN at most 2^32 − 1.
     public var sequence: UInt64
-    /// Anti-replay window in packets, `replayWindows`. Inbound only: an
-    /// outbound SA keeps the default.
+    /// Anti-replay window in packets, `replayWindows`, or 0: anti-replay off
+    /// (RFC 4303 §3.4.3 lets a receiver disable it; without ESN only).
+    /// Inbound only: an outbound SA keeps the default.
     public var replayWindow: Int
     /// UDP encapsulation (NAT traversal), or nil for plain ESP.
     public var encapsulation: UDPEncapsulation?

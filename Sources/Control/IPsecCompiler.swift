@@ -62,7 +62,7 @@ public final class IPsecCompiler {
                     let key = try Self.key(algorithm, sa, engine)
                     do {
                         let window = try ReplayWindow.allocate(
-                            configuration: ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
+                            configuration: sa.replayWindow == 0 ? .disabled : ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
                             highestReceived: SequenceNumber(sa.sequence))
                         state = InboundSAState(key: key, window: window)
                     } catch {

@@ -71,6 +71,19 @@ public struct ReplayWindowConfiguration: Hashable, Sendable {
         self.esn = esn
     }
 
+    private init(disabledWithESN esn: Bool) {
+        size = 0
+        self.esn = esn
+    }
+
+    /// Anti-replay off (RFC 4303 §3.4.3 lets a receiver disable it): every
+    /// number but 0 is accepted, any number of times. 32-bit sequence numbers
+    /// only: ESN inference needs a window.
+    public static let disabled = ReplayWindowConfiguration(disabledWithESN: false)
+
+    /// Whether this window checks anything.
+    public var isEnabled: Bool { size != 0 }
+
     /// B: the next power of two of ⌈W / 64⌉ + 1.
     public var bitmapBlockCount: Int {
         var blocks = 1
@@ -199,6 +212,7 @@ public struct ReplayWindow: BitwiseCopyable {
     /// ESN). Reads the state only. `seqLow32` is the ESP header's field.
     @inlinable
     public func check(_ seqLow32: UInt32) -> ReplayVerdict {
+        if _size == 0 { return seqLow32 == 0 ? .tooOld : .accept(SequenceNumber(UInt64(seqLow32))) }
         let sequence: UInt64
         if _esn {
             // Appendix A2.2/A2.3: Tl, Th the halves of the highest number,
@@ -243,6 +257,10 @@ public struct ReplayWindow: BitwiseCopyable {
     @inlinable
     public mutating func update(acceptedSequence: SequenceNumber) -> ReplayUpdate {
         let sequence = acceptedSequence.rawValue
+        if _size == 0 {
+            if sequence > _highest { _highest = sequence }
+            return .recorded
+        }
         assert(_esn || sequence <= UInt64(UInt32.max), "a 32-bit SA cannot have accepted \(sequence)")
         if sequence > _highest {
             let newBlock = sequence >> 6

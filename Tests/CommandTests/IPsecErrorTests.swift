@@ -87,7 +87,6 @@ enum Lines {
               "expected 'aes-gcm-128', 'aes-gcm-256' or 'chacha20-poly1305' after 'aead', found 'aes-128-gcm'"),
         .init(saOut + " replay-window 128", at: "replay-window", "replay-window applies only to inbound SAs (dir in)"),
         .init("sa add spi 0x1000 dir out replay-window 64", at: "replay-window", "replay-window applies only to inbound"),
-        .init(saIn + " replay-window 16", at: "16", "bad replay window '16': expected a number 32…65536"),
         .init(saIn + " replay-window 65537", at: "65537", "bad replay window '65537'"),
         .init(saIn + " replay-window 0x40", at: "0x40", "bad replay window '0x40'"),
         .init(saIn + " replay-window", atEnd: "expected a number after 'replay-window', found end of line"),
@@ -178,6 +177,9 @@ enum Lines {
     ]
 
     static let semanticErrors: [ErrorCase] = [
+        // Anti-replay: 0 (off) or 32…65536; off needs 32-bit sequence numbers.
+        .init(saIn + " replay-window 16", at: "16", "bad replay window '16': expected a number 32…65536"),
+        .init(saIn + " esn replay-window 0", at: "0", "replay-window 0 turns anti-replay off, which needs 32-bit sequence numbers"),
         // SA consistency.
         .init("sa add spi 0x1000 dir out src 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key128)", at: "192.0.2.1",
               "src needs dst: give both outer addresses or neither"),

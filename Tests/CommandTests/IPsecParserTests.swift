@@ -189,3 +189,13 @@ import Testing
         #expect(!dumped.contains("0, 1, 2, 3") && !dumped.contains(keyHex))
     }
 }
+
+@Suite struct AntiReplayOffTests {
+    @Test func replayWindowZeroTurnsAntiReplayOff() throws {
+        let text = "port 0 role unprotected address 192.0.2.1/24\n" + Lines.saIn + " replay-window 0\n"
+        let config = try GatewayConfig.load(text: text, name: "t.conf")
+        #expect(config.sas.values.first?.replayWindow == 0)
+        // The setting survives the round trip through configText.
+        #expect(try GatewayConfig.load(text: config.configText, name: "again") == config)
+    }
+}
