@@ -25,7 +25,9 @@ struct SluiceBench: ParsableCommand {
 
     @Option(help: """
         What the gateway does: bypass (plaintext routing protected → unprotected), outbound \
-        (ESP tunnel encapsulation of the protected side's traffic, IPv4 in IPv4).
+        (ESP tunnel encapsulation of the protected side's traffic, IPv4 in IPv4), inbound (ESP \
+        from the unprotected side decrypted and routed to the protected one; anti-replay off, \
+        since the replayed capture repeats its sequence numbers).
         """)
     var mode: String = "bypass"
     @Option(help: "outbound: UDP payload bytes of the plaintext packets (the frame is 42 bytes more).")
@@ -74,8 +76,8 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard ["bypass", "outbound"].contains(mode) else { throw ValidationError("--mode must be bypass or outbound") }
-        guard mode == "bypass" || (ports == "pcap" && family == "ipv4") else {
+        guard ["bypass", "outbound", "inbound"].contains(mode) else { throw ValidationError("--mode must be bypass, outbound or inbound") }
+        guard mode == "bypass" || (ports == "pcap" && family == "ipv4" && size != "imix") else {
             throw ValidationError("--mode \(mode) runs on --ports pcap with --family ipv4")
         }
         guard ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"].contains(aead),
@@ -145,8 +147,10 @@ struct Bench {
         // Templates: every flow in every distinct size, spread over the
         // workers' queues by the Toeplitz hash a NIC with the default key would use.
         let protectedMAC = MACAddress((0x02, 0x70, 0x63, 0x61, 0x70, 0x00))
+        let inbound = o.mode == "inbound"
         var template: PacketBuilder = o.family == "ipv4"
-            ? .udp(IPv4Address(10, 0, 0, 2), 1024, IPv4Address(198, 51, 100, 7), 4789)
+            ? (inbound ? .udp(IPv4Address(198, 51, 100, 7), 4789, IPv4Address(10, 0, 0, 2), 1024)
+                       : .udp(IPv4Address(10, 0, 0, 2), 1024, IPv4Address(198, 51, 100, 7), 4789))
             : .udp(IPv6Address("2001:db8:a::2")!, 1024, IPv6Address("2001:db8:100::7")!, 4789)
         template.ethernet.destination = protectedMAC
         let reta = RedirectionTable(size: 128, queueCount: o.workers)!
@@ -180,10 +184,14 @@ struct Bench {
             var rxArgs: [String] = []
             for q in 0..<o.workers {
                 let path = "\(dir)/queue\(q).pcap"
-                try PcapFile.write(try population(queue: q).map { frames[$0] }, to: path)
+                var queueFrames = try population(queue: q).map { frames[$0] }
+                if inbound { queueFrames = try InboundTraffic.seal(queueFrames, aead: o.aead, firstSequence: UInt64(q * o.inflight + 1)) }
+                try PcapFile.write(queueFrames, to: path)
                 rxArgs.append("rx_pcap=\(path)")
             }
-            vdevs = ["net_pcap0," + rxArgs.joined(separator: ",") + ",infinite_rx=1", "net_null0,no-rx=1"]
+            let source = "net_pcap0," + rxArgs.joined(separator: ",") + ",infinite_rx=1"
+            // Port 0 is the protected side: the source for bypass/outbound, the sink for inbound.
+            vdevs = inbound ? ["net_null0,no-rx=1", source] : [source, "net_null0,no-rx=1"]
         }
         defer { if let dir = scratch { removeTree(dir) } }
 
@@ -220,10 +228,17 @@ struct Bench {
         route add 198.51.100.0/24 via 192.0.2.254
         route add 2001:db8:100::/48 via 2001:db8:ff::fe
         route add 203.0.113.0/24 via 192.0.2.254
-        """ + (o.mode == "outbound" ? """
+        route add 10.0.0.0/24 via 10.0.0.2
+        neighbor 10.0.0.2 lladdr 02:00:00:00:00:0a port \(protectedPort)
+        """ + (o.mode == "inbound" ? """
 
         crypto-engine \(o.engine)
-        sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(String(repeating: "5a", count: (o.aead == "aes-gcm-128" ? 16 : 32) + 4))
+        sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead)) replay-window 0
+        sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect spi 0x2001
+        """ : "") + (o.mode == "outbound" ? """
+
+        crypto-engine \(o.engine)
+        sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead))
         sp add dir out src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
         """ : "")
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
@@ -350,7 +365,7 @@ struct Bench {
             report["mallocs_per_packet"] = Double(b.mallocs &- a.mallocs) / packets
             report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
         }
-        if o.mode == "outbound" {
+        if o.mode != "bypass" {
             // The named baseline for ESP: the raw engine sealing the same ESP
             // payloads (inner IPv4/UDP packet + ESP trailer) on this core, same run.
             let inner = HeaderSize.ipv4 + HeaderSize.udp + o.payload
@@ -412,4 +427,46 @@ func removeTree(_ dir: String) {
     }
     closedir(d)
     rmdir(dir)
+}
+
+/// ESP traffic for `--mode inbound`, sealed once with Sluice's own
+/// encapsulation (the interop tests check it against scapy) under the SA the
+/// gateway's inbound side is configured with.
+enum InboundTraffic {
+    static func keyHex(_ aead: String) -> String {
+        String(repeating: "5a", count: (aead == "aes-gcm-128" ? 16 : 32) + 4)
+    }
+
+    /// Each plaintext frame (Ethernet + IPv4) becomes Ethernet + outer IPv4
+    /// 203.0.113.2 → 192.0.2.1 + ESP (SPI 0x2001), sequence numbers from `firstSequence`.
+    static func seal(_ frames: [[UInt8]], aead: String, firstSequence: UInt64) throws -> [[UInt8]] {
+        let algorithm: AEADAlgorithm = aead == "aes-gcm-128" ? .aes128GCM : (aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
+        let keyBytes = (0..<(algorithm.keyLength + 4)).map { _ in UInt8(0x5a) }
+        let key = try AEADKey(algorithm, keyMaterial: keyBytes, engine: .auto)
+        let core = try CryptoCore()
+        let sa = OutboundSA(spi: SPI(0x2001), mode: .tunnel(.ipv4(source: IPv4Address(203, 0, 113, 2),
+                                                                   destination: IPv4Address(192, 0, 2, 1), ttl: 64)),
+                            key: key.unsafeHandle, esn: false)
+        var out: [[UInt8]] = []
+        for (i, frame) in frames.enumerated() {
+            let headroom = 128, inner = frame.count - HeaderSize.ethernet
+            var buffer = [UInt8](repeating: 0, count: headroom + frame.count + 256)
+            let sealed: [UInt8]? = buffer.withUnsafeMutableBytes { b in
+                let start = b.baseAddress! + headroom
+                start.copyMemory(from: frame, byteCount: frame.count)
+                var view = PacketView(start: start + HeaderSize.ethernet, length: inner,
+                                      headroom: headroom, tailroom: b.count - headroom - frame.count)
+                guard ESPOutbound.encapsulate(&view, sa: sa, sequence: SequenceNumber(firstSequence + UInt64(i)), core: core) == nil else {
+                    return nil
+                }
+                let ethernet = view.start - HeaderSize.ethernet
+                ethernet.copyMemory(from: frame, byteCount: 12)  // the frame's MACs
+                ethernet.storeBE16(EtherType.ipv4.rawValue, at: 12)
+                return Array(UnsafeRawBufferPointer(start: ethernet, count: view.length + HeaderSize.ethernet))
+            }
+            guard let sealed else { throw ValidationError("cannot seal the inbound traffic") }
+            out.append(sealed)
+        }
+        return out
+    }
 }
