@@ -61,9 +61,10 @@ import Testing
         #expect(buffer.bytes == inner)
     }
 
-    @Test func rfc7634Inbound() throws {
+    /// Every engine that has the algorithm: intel-ipsec-mb and libsodium.
+    @Test(arguments: [CryptoEngineKind.ipsecMB, .sodium]) func rfc7634Inbound(engine: CryptoEngineKind) throws {
         let v = try Self.rfc7634()
-        let key = try TestKey(.chacha20Poly1305, material: hexBytes(v.key_and_salt))
+        let key = try TestKey(.chacha20Poly1305, material: hexBytes(v.key_and_salt), engine: engine)
         let core = try makeCore()
         let sa = try InboundSA(spi: SPI(UInt32(v.spi, radix: 16)!), mode: .tunnel, key: key.handle, esn: false,
                                source: IPAddress(v.tunnel_src!), destination: IPAddress(v.tunnel_dst!),
@@ -84,10 +85,12 @@ import Testing
     /// McGrew's cases are ESP header .. ICV. Wrapped in an outer IPv4 header
     /// (protocol 50) and taken in transport mode: the result is that header
     /// (protocol = the case's Next Header) followed by the decrypted payload.
-    @Test(arguments: 0...6) func mcgrewGCMInbound(_ index: Int) throws {
+    /// On every engine that has the algorithm (libsodium has no AES-128-GCM).
+    @Test(arguments: 0...6, [CryptoEngineKind.ipsecMB, .sodium]) func mcgrewGCMInbound(_ index: Int, engine: CryptoEngineKind) throws {
         let v = try #require(try Vectors.load().first { $0.name == "mcgrew-gcm-test-\(index)" })
         let algorithm = try #require(Vectors.algorithm(v.aead))
-        let key = try TestKey(algorithm, material: hexBytes(v.key_and_salt))
+        if engine == .sodium && (algorithm == .aes128GCM || !CryptoEngines.sodiumAES256GCMAvailable) { return }
+        let key = try TestKey(algorithm, material: hexBytes(v.key_and_salt), engine: engine)
         let core = try makeCore()
         let esn = v.esn ?? false
         let sequence = UInt64(v.seq, radix: 16)!
