@@ -18,15 +18,19 @@ SL_INLINE void sl_shared_publish_ipsec(sl_shared *s, void *t) {
     __atomic_store_n(&s->ipsec, t, __ATOMIC_RELEASE);
     __atomic_add_fetch(&s->generation, 1, __ATOMIC_RELEASE);
 }
-/* Outbound sequence numbers shared by every worker that uses the SA: take
- * `count` numbers at once; returns the first, or 0 when fewer than `count`
- * remain below `limit` (the counter then stays where it is: never wraps). */
-SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit) {
+/* Outbound sequence numbers shared by every worker that uses the SA: take up
+ * to `count` consecutive numbers at once; returns the first and sets
+ * `granted` (fewer near `limit`; 0 and nothing taken once exhausted). Past
+ * 2^64 − 1 the counter reads 0: exhausted, never wraps into reuse. */
+SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit, uint64_t *granted) {
     uint64_t cur = __atomic_load_n(next, __ATOMIC_RELAXED);
     for (;;) {
-        if (cur == 0 || cur > limit || limit - cur < count - 1) return 0;
-        if (__atomic_compare_exchange_n(next, &cur, cur + count, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        if (cur == 0 || cur > limit || count == 0) { *granted = 0; return 0; }
+        uint64_t n = limit - cur < count - 1 ? limit - cur + 1 : count;  /* as many as remain */
+        if (__atomic_compare_exchange_n(next, &cur, cur + n, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            *granted = n;
             return cur;
+        }
     }
 }
 SL_INLINE uint64_t sl_seq_load(uint64_t *next) { return __atomic_load_n(next, __ATOMIC_RELAXED); }
@@ -116,6 +120,10 @@ SL_INLINE uint8_t *sl_worker_dst6(sl_worker *w) { return &w->dst6[0][0]; }
 SL_INLINE uint64_t *sl_worker_nh6(sl_worker *w) { return w->nh6; }
 SL_INLINE struct rte_mbuf **sl_worker_pkt6(sl_worker *w) { return w->pkt6; }
 SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
+SL_INLINE struct rte_mbuf **sl_worker_seal_m(sl_worker *w) { return w->seal_m; }
+SL_INLINE uint8_t **sl_worker_seal_ip(sl_worker *w) { return w->seal_ip; }
+SL_INLINE uint32_t *sl_worker_seal_len(sl_worker *w) { return w->seal_len; }
+SL_INLINE int32_t *sl_worker_seal_sa(sl_worker *w) { return w->seal_sa; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
 SL_INLINE uint8_t *sl_worker_port_prefetch(sl_worker *w) { return w->port_prefetch; }
 SL_INLINE uint8_t *sl_worker_port_roles(sl_worker *w) { return w->port_roles; }

@@ -108,6 +108,11 @@ typedef struct sl_worker {
     uint64_t nh6[SL_BURST];
     struct rte_mbuf *pkt6[SL_BURST];  /* the n-th IPv6 packet of the burst */
     uint8_t *l3_6[SL_BURST];          /* its IP header */
+    /* Outbound ESP waiting for its sequence numbers (reserved once per SA per burst). */
+    struct rte_mbuf *seal_m[SL_BURST];
+    uint8_t *seal_ip[SL_BURST];
+    uint32_t seal_len[SL_BURST];
+    int32_t seal_sa[SL_BURST];
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

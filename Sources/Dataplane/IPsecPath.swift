@@ -71,6 +71,11 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     w.pointee.counters.rx_packets &+= UInt64(n)
     w.pointee.counters.rx_bursts &+= 1
     let outbound = role == PortRoleCode.protected.rawValue
+    let sealM = sl_worker_seal_m(w)!
+    let sealIP = sl_worker_seal_ip(w)!
+    let sealLen = sl_worker_seal_len(w)!
+    let sealSA = sl_worker_seal_sa(w)!
+    var pending = 0
 
     var i = 0
     while i < n {
@@ -109,12 +114,12 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     guard l.ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
                     l.ip[IPv6Field.hopLimit] &-= 1
                 }
-                let seq = sl_seq_reserve(tables.outNext[s], 1, tables.outLimit[s])
-                guard seq != 0 else { drop(m, .esp(.sequenceExhausted), drops); continue }
-                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[s], sequence: SequenceNumber(seq), core: crypto) {
-                    drop(m, .esp(d), drops); continue
-                }
-                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)
+                // Sealed after the burst, once its sequence numbers are reserved.
+                sealM[pending] = m
+                sealIP[pending] = l.ip
+                sealLen[pending] = UInt32(truncatingIfNeeded: l.total)
+                sealSA[pending] = Int32(truncatingIfNeeded: s)
+                pending &+= 1
             }
         } else {
             switch ESPInbound.classify(view, natPorts: tables.natPorts) {
@@ -141,4 +146,54 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         }
     }
     w.pointee.counters.rx_bytes &+= bytes
+    if pending > 0 {
+        sealPending(w, count: pending, fib: fib, tables: tables, crypto: crypto, hops: hops, tx: &tx, drops: drops)
+    }
+}
+
+/// Seals the outbound packets a burst collected. Sequence numbers are taken
+/// with one atomic reservation per SA per burst (not one per packet), in
+/// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
+@inline(__always)
+func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
+                 crypto: borrowing CryptoCore, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
+                 drops: UnsafeMutablePointer<UInt64>) {
+    let sealM = sl_worker_seal_m(w)!
+    let sealIP = sl_worker_seal_ip(w)!
+    let sealLen = sl_worker_seal_len(w)!
+    let sealSA = sl_worker_seal_sa(w)!
+    var first = 0
+    while first < count {
+        // The next SA not handled yet, and how many of its packets the burst holds.
+        let s = sealSA[first]
+        if s < 0 { first &+= 1; continue }
+        var n: UInt64 = 0
+        var j = first
+        while j < count { if sealSA[j] == s { n &+= 1 }; j &+= 1 }
+        var granted: UInt64 = 0
+        var seq = sl_seq_reserve(tables.outNext[Int(s)], n, tables.outLimit[Int(s)], &granted)
+        j = first
+        while j < count {
+            if sealSA[j] == s {
+                sealSA[j] = -1
+                let m = sealM[j]!
+                guard granted > 0 else { drop(m, .esp(.sequenceExhausted), drops); j &+= 1; continue }
+                granted &-= 1
+                let ip = UnsafeMutableRawPointer(sealIP[j]!)
+                let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+                let before = ip - base
+                let length = Int(sealLen[j])
+                var view = PacketView(start: ip, length: length, headroom: before &- HeaderSize.ethernet,
+                                      tailroom: Int(sl_mbuf_buf_len(m)) &- before &- length)
+                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[Int(s)], sequence: SequenceNumber(seq), core: crypto) {
+                    drop(m, .esp(d), drops)
+                } else {
+                    routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)
+                }
+                seq &+= 1
+            }
+            j &+= 1
+        }
+        first &+= 1
+    }
 }

@@ -42,7 +42,9 @@ public struct SelectorFields: Hashable, Sendable, BitwiseCopyable {
     }
 
     /// Parses the IP packet in `packet`; nil when its IP header is malformed.
-    @inlinable
+    /// Always inlined: returned through memory, its narrow fields would be
+    /// read back with wide loads (a store-forwarding stall per packet).
+    @inlinable @inline(__always)
     public init?(_ packet: PacketView) {
         let p = UnsafeRawPointer(packet.start)
         let available = packet.length
