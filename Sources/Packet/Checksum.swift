@@ -145,7 +145,7 @@ public enum InternetChecksum {
     /// caller guarantees them readable) carries a correct checksum: its
     /// one's-complement sum is 0xFFFF. The common 20-byte case is five 32-bit
     /// adds; byte order does not matter for this test (RFC 1071 §2(B)).
-    @inlinable
+    @inlinable @inline(__always)
     public static func ipv4HeaderIsValid(_ header: UnsafeRawPointer, length: Int) -> Bool {
         var acc: UInt64
         var i: Int
