@@ -50,9 +50,7 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
     let frame = view.start - HeaderSize.ethernet
-    let src = UnsafeRawPointer(hop)
-    frame.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
-    frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
+    writeMACs(frame, from: hop)
     frame.storeBE16(ipv4 ? EtherType.ipv4.rawValue : EtherType.ipv6.rawValue, at: etherTypeOffset)
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     sl_mbuf_set_window(m, UInt16(truncatingIfNeeded: frame - base), UInt16(truncatingIfNeeded: view.length &+ HeaderSize.ethernet))
@@ -68,8 +66,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     var tx = TxCursor()
     defer { tx.close() }
     var bytes: UInt64 = 0
-    w.pointee.counters.rx_packets &+= UInt64(n)
-    w.pointee.counters.rx_bursts &+= 1
+    countBurst(w, n)
     let outbound = role == PortRoleCode.protected.rawValue
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!

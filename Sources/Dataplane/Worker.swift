@@ -198,8 +198,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     var tx = TxCursor()
     defer { tx.close() }
     var bytes: UInt64 = 0
-    w.pointee.counters.rx_packets &+= UInt64(n)
-    w.pointee.counters.rx_bursts &+= 1
+    countBurst(w, n)
 
     // Overlap the misses the port leaves us (see SL_PREFETCH_*): every mbuf
     // header of the burst first, then the packet data some packets ahead.
@@ -254,6 +253,20 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     }
 }
 
+/// Counts a received burst on this core.
+@inline(__always) func countBurst(_ w: UnsafeMutablePointer<sl_worker>, _ n: Int) {
+    w.pointee.counters.rx_packets &+= UInt64(n)
+    w.pointee.counters.rx_bursts &+= 1
+}
+
+/// Writes the next hop's destination and source MACs (its first 12 bytes, in
+/// frame order) at the start of an Ethernet frame.
+@inline(__always) func writeMACs(_ frame: UnsafeMutableRawPointer, from hop: UnsafeMutablePointer<sl_nexthop>) {
+    let src = UnsafeRawPointer(hop)
+    frame.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
+    frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
+}
+
 /// Applies a next hop to a parsed packet: TTL/hop limit −1, Ethernet rewrite, TX.
 @inline(__always)
 func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, hop: UnsafeMutablePointer<sl_nexthop>,
@@ -261,11 +274,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMu
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
         if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
-        // dst MAC then src MAC: the first 12 bytes of the next hop, as in the frame.
-        let src = UnsafeRawPointer(hop)
-        let dst = UnsafeMutableRawPointer(sl_mbuf_data(m)!)
-        dst.storeBytes(of: src.load(as: UInt64.self), as: UInt64.self)
-        dst.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
+        writeMACs(UnsafeMutableRawPointer(sl_mbuf_data(m)!), from: hop)
         tx.push(w, m, port: hop.pointee.port, drops: drops)
     } else if kind == SL_NH_NO_ROUTE {
         drop(m, .noRoute, drops)
