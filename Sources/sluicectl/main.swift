@@ -38,7 +38,7 @@ struct Check: ParsableCommand {
             do {
                 let config = try GatewayConfig.load(text: text, name: file)
                 print("\(file): ok (\(config.ports.count) ports, \(config.neighbors.count) neighbors, "
-                      + "\(config.routes.count) routes)")
+                      + "\(config.routes.count) routes, \(config.sas.count) SAs, \(config.policies.count) policies)")
             } catch {
                 printError(error.description)
                 failed = true
