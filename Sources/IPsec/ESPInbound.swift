@@ -121,8 +121,10 @@ public enum ESPClassification: Hashable, Sendable, BitwiseCopyable {
 
 /// The inbound ESP transform.
 public enum ESPInbound {
-    /// Classifies an IP packet arriving on the unprotected side.
-    @inlinable
+    /// Classifies an IP packet arriving on the unprotected side. Always
+    /// inlined: returned through memory, the header's narrow fields would be
+    /// read back with wide loads (a store-forwarding stall per packet).
+    @_transparent
     public static func classify(_ packet: PacketView, natPorts: NATTraversalPorts = .rfc3948) -> ESPClassification {
         let p = UnsafeRawPointer(packet.start)
         let available = packet.length
@@ -208,7 +210,11 @@ public enum ESPInbound {
     /// for this packet, `sa` the SA the caller looked up for it and `window`
     /// that SA's replay window (same ESN setting). On a drop the packet's
     /// bytes may have been changed (a forged payload is zeroed).
-    @inlinable
+    ///
+    /// Always inlined: called out of line with an SA read from a table, the
+    /// caller copies the whole SA record (selectors included, ~420 bytes)
+    /// to the stack per packet; inlined, only the fields used are loaded.
+    @_transparent
     public static func decapsulate(_ packet: inout PacketView, header: ESPInboundHeader, sa: InboundSA,
                                    window: inout ReplayWindow, core: borrowing CryptoCore) -> ESPDrop? {
         assert(window.esn == sa.esn, "the replay window and the SA disagree on ESN")
@@ -283,8 +289,9 @@ public enum ESPInbound {
     }
 
     /// Tunnel mode: the inner packet is the payload; RFC 6040 ECN; the view
-    /// narrowed to the inner datagram.
-    @inlinable
+    /// narrowed to the inner datagram. Always inlined (the per-packet case):
+    /// out of line, the view would go through memory both ways.
+    @inlinable @inline(__always)
     static func decapsulateTunnel(_ packet: inout PacketView, payloadOffset: Int, payloadLength: Int,
                                   nextHeader: UInt8) -> ESPDrop? {
         let outer = packet.start

@@ -43,7 +43,9 @@ public enum ESPOutbound {
     /// `sequence` must come from the SA's `OutboundSequence` (unique, never
     /// 0); a number beyond the SA's sequence space is refused with
     /// `.sequenceExhausted`.
-    @inlinable
+    ///
+    /// `@_transparent`: see `encapsulate(_:sa:sequence:iv:identification:core:)`.
+    @_transparent
     public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber,
                                    core: borrowing CryptoCore) -> ESPDrop? {
         encapsulate(&packet, sa: sa, sequence: sequence, iv: sequence.rawValue, identification: nil, core: core)
@@ -53,7 +55,7 @@ public enum ESPOutbound {
     /// that has sent its last number refuses the packet (`.sequenceExhausted`)
     /// and stays exhausted. A number is used up even when the packet is then
     /// dropped for another reason (it may never be used twice).
-    @inlinable
+    @_transparent
     public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: inout OutboundSequence,
                                    core: borrowing CryptoCore) -> ESPDrop? {
         guard case .assigned(let number) = sequence.assign() else { return .sequenceExhausted }
@@ -64,7 +66,13 @@ public enum ESPOutbound {
     /// parameters so that known-answer tests can reproduce published packets
     /// (whose IVs are not sequence numbers). `identification` nil: derived
     /// from the sequence number.
-    @inlinable
+    ///
+    /// `@_transparent` (always inlined, whatever the caller's size): called
+    /// out of line with an SA read from a table, the caller copies the SA
+    /// record to the stack per packet and the callee spills most of its
+    /// state; the performance inliner refuses `@inline(__always)` for a
+    /// function this size into a caller as large as the worker loop.
+    @_transparent @usableFromInline
     static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber, iv: UInt64,
                             identification: UInt16?, core: borrowing CryptoCore) -> ESPDrop? {
         guard sequence.rawValue <= SequenceNumber.limit(esn: sa.esn).rawValue else { return .sequenceExhausted }
@@ -112,8 +120,10 @@ public enum ESPOutbound {
         let outerIPLength = sa.layout == .tunnelIPv4 ? HeaderSize.ipv4 : HeaderSize.ipv6
         guard total &- (sa.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
 
-        // Trailer after the inner packet (over any L2 padding).
-        ESPTrailer.write(padLength: padLength, nextHeader: version == 4 ? .ipInIP : .ipv6InIP, at: p + innerLength)
+        // Trailer after the inner packet (over any L2 padding); the ICV's 16
+        // bytes follow it, so the 8-byte store stays inside `end`.
+        ESPTrailer.writeAligned4(padLength: padLength, nextHeader: version == 4 ? .ipInIP : .ipv6InIP,
+                                 at: p + innerLength)
 
         // Outer header from the template, per-packet fields patched.
         let o = p - prefix
@@ -190,7 +200,8 @@ public enum ESPOutbound {
         let total = end &+ insert
         guard total &- (version == 4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
 
-        ESPTrailer.write(padLength: padLength, nextHeader: IPProtocol(nextHeader), at: p + datagramLength)
+        // The ICV follows the trailer: the 8-byte store stays inside `end`.
+        ESPTrailer.writeAligned4(padLength: padLength, nextHeader: IPProtocol(nextHeader), at: p + datagramLength)
         let h = p - insert
         h.copyMemory(from: p, byteCount: headerLength)  // overlapping move (memmove)
         h.storeByte(sa.udp ? IPProtocol.udp.rawValue : IPProtocol.esp.rawValue, at: protocolField)

@@ -40,7 +40,10 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     public func hash(into hasher: inout Hasher) { hasher.combine(selectors) }
 
     /// True when `fields` matches any selector, or when the list is empty.
-    @inlinable
+    /// Always inlined (`@_transparent`, see `ESPInbound.decapsulate`): out of
+    /// line, the caller copies all four selectors (~350 bytes) to the stack
+    /// per packet to pass the list by address.
+    @_transparent
     public func matches(_ fields: SelectorFields) -> Bool {
         let n = _count
         if n == 0 { return true }

@@ -63,9 +63,25 @@ public enum ESPTrailer {
         trailer.storeBytes(of: nextHeader.rawValue, toByteOffset: padLength &+ 1, as: UInt8.self)
     }
 
+    /// `write` for the AEADs (`padLength` 0...3) as one 8-byte store instead
+    /// of a byte loop: the trailer, then zeros up to 8 bytes. The caller has
+    /// 8 writable bytes at `trailer`; the bytes after the trailer are the
+    /// ICV's, which the seal overwrites.
+    @inlinable @inline(__always)
+    public static func writeAligned4(padLength: Int, nextHeader: IPProtocol, at trailer: UnsafeMutableRawPointer) {
+        assert(padLength >= 0 && padLength <= 3, "pad length \(padLength)")
+        // 8 · padLength ≤ 24: both shifts stay below 64.
+        let shift = UInt64(truncatingIfNeeded: padLength) &<< 3
+        let padding = UInt64(0x03_02_01) & ((1 &<< shift) &- 1)
+        let value = padding | UInt64(truncatingIfNeeded: padLength) &<< shift
+            | UInt64(nextHeader.rawValue) &<< (shift &+ 8)
+        trailer.storeBytes(of: value.littleEndian, as: UInt64.self)
+    }
+
     /// Validates the trailer at the end of `length` decrypted bytes at
     /// `plaintext` (payload through Next Header) and says where the payload ends.
-    @inlinable
+    /// Always inlined: the result would otherwise come back through memory.
+    @inlinable @inline(__always)
     public static func parse(_ plaintext: UnsafeRawPointer, length: Int) -> ESPTrailerParse {
         guard length >= fixedLength else { return .tooShort }
         let padLength = Int(plaintext.load(fromByteOffset: length &- 2, as: UInt8.self))

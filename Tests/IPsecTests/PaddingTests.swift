@@ -19,6 +19,24 @@ private func sealed(payload: [UInt8], alignment: Int = 4, nextHeader: IPProtocol
 }
 
 @Suite struct PaddingTests {
+    /// The 8-byte-store trailer writer equals the byte loop for every AEAD
+    /// pad length and next header, and touches only the 8 bytes it may.
+    @Test func wideTrailerWriteMatchesByteLoop() {
+        for pad in 0...3 {
+            for nextHeader in [IPProtocol.ipInIP, .ipv6InIP, IPProtocol(6), IPProtocol(0xFF)] {
+                var narrow = [UInt8](repeating: 0xEE, count: 24)
+                var wide = narrow
+                narrow.withUnsafeMutableBytes { ESPTrailer.write(padLength: pad, nextHeader: nextHeader, at: $0.baseAddress! + 8) }
+                wide.withUnsafeMutableBytes {
+                    ESPTrailer.writeAligned4(padLength: pad, nextHeader: nextHeader, at: $0.baseAddress! + 8)
+                }
+                #expect(Array(wide[..<(10 + pad)]) == Array(narrow[..<(10 + pad)]), "pad \(pad)")
+                #expect(wide[(10 + pad)..<16].allSatisfy { $0 == 0 }, "pad \(pad)")
+                #expect(Array(wide[16...]) == Array(narrow[16...]), "pad \(pad)")
+            }
+        }
+    }
+
     @Test func everyPayloadLengthUpTo300() {
         var rng = SplitMix64(seed: 3)
         for length in 0...300 {
