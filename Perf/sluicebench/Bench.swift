@@ -245,6 +245,7 @@ struct Bench {
         try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
         let ipsec = IPsecCompiler()
         try gateway.publish(ipsec: ipsec.compile(config))
+        ipsec.commit()
 
         // Ring ports: queues are dealt to generators round-robin.
         var generators: [Generator] = []

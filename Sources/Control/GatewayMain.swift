@@ -112,6 +112,8 @@ public enum GatewayMain {
         do {
             let tables = try ipsec.compile(config)
             try gateway.publish(ipsec: tables)
+            ipsec.commit()
+            for w in ipsec.warnings { writeStandardError("sluice: warning: \(w)\n") }
             if tables != nil { print("sluice: IPsec: \(config.sas.count) SAs, \(config.policies.count) policies; \(CryptoEngines.summary)") }
             try gateway.start()
         } catch let error as IPsecConfigError {

@@ -17,8 +17,29 @@ public struct IPsecConfigError: Error, CustomStringConvertible {
 public final class IPsecCompiler {
     private var outbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
     private var inbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    /// What the last `compile` built, adopted by `commit()` once published.
+    private var pendingOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
+    private var pendingInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    /// Things the last `compile` left out, for the operator.
+    public private(set) var warnings: [String] = []
 
     public init() {}
+
+    /// Adopts the SA state of the last successful `compile`: call it once the
+    /// tables are published, so a failed publish keeps the state in use.
+    public func commit() {
+        outbound = pendingOutbound
+        inbound = pendingInbound
+    }
+
+    /// Whether kept SA state may serve `new`: the same key under the same
+    /// algorithm and sequence-number space. Anything else (ttl, df, outer
+    /// addresses, encapsulation) may change without restarting the sequence
+    /// numbers: restarting them under an unchanged key would reuse GCM nonces.
+    static func sameCryptoIdentity(_ a: SAConfig, _ b: SAConfig) -> Bool {
+        a.spi == b.spi && a.direction == b.direction && a.aead == b.aead && a.keyMaterial == b.keyMaterial
+            && a.esn == b.esn && a.cryptoEngine == b.cryptoEngine
+    }
 
     /// nil when the configuration has no policy: the gateway is a plain router.
     public func compile(_ config: GatewayConfig) throws(IPsecConfigError) -> IPsecTables? {
@@ -27,7 +48,10 @@ public final class IPsecCompiler {
         var inEntries: [IPsecTables.Inbound] = []
         var nextOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
         var nextInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
-        var natPorts: [UInt16] = [UDPEncapsulation.rfc3948.destinationPort]
+        // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
+        // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
+        var natPorts: [UInt16] = []
+        warnings = []
 
         let policies = config.policies.map { p in (p, Self.policy(p)) }
         for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) {
@@ -36,7 +60,7 @@ public final class IPsecCompiler {
             switch sa.direction {
             case .outbound:
                 let state: OutboundSAState
-                if let kept = outbound[id], kept.config == sa {
+                if let kept = outbound[id], Self.sameCryptoIdentity(kept.config, sa) {
                     state = kept.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
@@ -55,26 +79,38 @@ public final class IPsecCompiler {
                                             df: Self.df(sa.df))
                 outEntries.append(.init(sa: parameters, state: state))
             case .inbound:
+                // RFC 4301 §5.2: what arrives on this SA must match a policy that
+                // protects with it. An SA no inbound policy names would accept
+                // any inner packet: it is not installed (fail closed).
+                let selectors = policies.filter { p, _ in
+                    if case .protect(let spi) = p.action, spi == sa.spi, p.selector.direction == .inbound { return true }
+                    return false
+                }.map { $0.1.selector }
+                if selectors.isEmpty {
+                    warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy names it")
+                    continue
+                }
                 let state: InboundSAState
-                if let kept = inbound[id], kept.config == sa {
+                if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa), kept.config.replayWindow == sa.replayWindow {
                     state = kept.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     do {
+                        // Same key, new window size: carry the highest number seen
+                        // over, so nothing already received is accepted again.
+                        var highest = sa.sequence
+                        if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa) {
+                            highest = max(highest, kept.state.window.pointee.highestReceived.rawValue)
+                        }
                         let window = try ReplayWindow.allocate(
                             configuration: sa.replayWindow == 0 ? .disabled : ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
-                            highestReceived: SequenceNumber(sa.sequence))
+                            highestReceived: SequenceNumber(highest))
                         state = InboundSAState(key: key, window: window)
                     } catch {
                         throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                     }
                 }
                 nextInbound[id] = (sa, state)
-                // RFC 4301 §5.2: what arrives on this SA must match a policy that protects with it.
-                let selectors = policies.filter { p, _ in
-                    if case .protect(let spi) = p.action, spi == sa.spi, p.selector.direction == .inbound { return true }
-                    return false
-                }.map { $0.1.selector }
                 if let port = sa.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
                 do {
                     let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
@@ -88,11 +124,11 @@ public final class IPsecCompiler {
                 }
             }
         }
-        guard let nat = NATTraversalPorts(natPorts) else {
+        guard let nat = natPorts.isEmpty ? NATTraversalPorts.none : NATTraversalPorts(natPorts) else {
             throw IPsecConfigError(message: "at most \(NATTraversalPorts.capacity) distinct UDP encapsulation ports, found \(natPorts.count)")
         }
-        outbound = nextOutbound
-        inbound = nextInbound
+        pendingOutbound = nextOutbound
+        pendingInbound = nextInbound
         return IPsecTables(outboundPolicies: policies.filter { $0.0.selector.direction == .outbound }.map(\.1),
                            inboundPolicies: policies.filter { $0.0.selector.direction == .inbound }.map(\.1),
                            outbound: outEntries, inbound: inEntries, natPorts: nat)

@@ -247,9 +247,14 @@ public final class Gateway {
     /// Starts the ports and launches one worker per worker lcore.
     public func start() throws(DataplaneError) {
         for p in ports { try PortControl.start(p.info.id) }
-        for w in workers {
+        for (i, w) in workers.enumerated() {
             let rc = rte_eal_remote_launch(workerEntry, UnsafeMutableRawPointer(w), w.pointee.lcore_id)
-            if rc != 0 { throw .dpdk("cannot launch the worker on lcore \(w.pointee.lcore_id)", code: rc) }
+            if rc != 0 {
+                // Stop the workers already running before anything is freed.
+                sl_shared_request_stop(shared)
+                for launched in workers[..<i] { _ = rte_eal_wait_lcore(launched.pointee.lcore_id) }
+                throw .dpdk("cannot launch the worker on lcore \(w.pointee.lcore_id)", code: rc)
+            }
         }
         running = true
     }
