@@ -49,6 +49,8 @@ SL_INLINE uint16_t sl_mbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs
 SL_INLINE uint64_t sl_mbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
 SL_INLINE uint32_t sl_mbuf_rss(const struct rte_mbuf *m) { return m->hash.rss; }
 SL_INLINE void sl_mbuf_set_rss(struct rte_mbuf *m, uint32_t h) { m->hash.rss = h; m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH; }
+/* Drops `n` bytes at the start of a single-segment packet (the caller checked them there). */
+SL_INLINE void sl_mbuf_adj(struct rte_mbuf *m, uint16_t n) { m->data_off += n; m->data_len -= n; m->pkt_len -= n; }
 SL_INLINE void sl_mbuf_set_len(struct rte_mbuf *m, uint16_t len) { m->data_len = len; m->pkt_len = len; }
 SL_INLINE void sl_mbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 SL_INLINE void sl_mbuf_free_bulk(struct rte_mbuf **m, unsigned n) { rte_pktmbuf_free_bulk(m, n); }

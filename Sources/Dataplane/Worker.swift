@@ -274,7 +274,15 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMu
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
         if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
-        writeMACs(UnsafeMutableRawPointer(sl_mbuf_data(m)!), from: hop)
+        var frame = UnsafeMutableRawPointer(sl_mbuf_data(m)!)
+        if _slowPath(UnsafeMutableRawPointer(ip) - frame != HeaderSize.ethernet) {
+            // A VLAN tag is not carried across (no VLAN interfaces: letting the
+            // sender pick the egress VLAN would be VLAN hopping). The frame
+            // starts 4 bytes later; its inner EtherType is already in place.
+            sl_mbuf_adj(m, UInt16(HeaderSize.vlanTag))
+            frame += HeaderSize.vlanTag
+        }
+        writeMACs(frame, from: hop)
         tx.push(w, m, port: hop.pointee.port, drops: drops)
     } else if kind == SL_NH_NO_ROUTE {
         drop(m, .noRoute, drops)

@@ -251,6 +251,8 @@ func l3Offset(_ frame: [UInt8]) -> Int {
 /// other byte (tag, rest of the IP header, options, transport, payload,
 /// Ethernet padding) unchanged.
 func expectedForward(_ input: [UInt8], _ e: Egress) -> [UInt8] {
+    // A VLAN tag is stripped (the gateway has no VLAN interfaces).
+    if l3Offset(input) != 14 { return Array(expectedForward(Array(input[0..<12] + input[16...]), e)) }
     var out = input
     out.replaceSubrange(0..<6, with: e.destination.array)
     out.replaceSubrange(6..<12, with: e.source.array)
@@ -271,6 +273,11 @@ func expectedForward(_ input: [UInt8], _ e: Egress) -> [UInt8] {
 /// wrong), then byte for byte against `expectedForward`.
 func checkForwarded(_ output: [UInt8], input: [UInt8], egress e: Egress, _ context: String,
                     sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+    // A tagged frame leaves untagged.
+    if l3Offset(input) != 14 {
+        return checkForwarded(output, input: Array(input[0..<12] + input[16...]), egress: e, context + " (tag stripped)",
+                              sourceLocation: sourceLocation)
+    }
     guard output.count == input.count else {
         Issue.record("\(context): sent \(output.count) bytes for a \(input.count)-byte frame", sourceLocation: sourceLocation)
         return

@@ -71,8 +71,11 @@ def l3_offset(frame):
 
 def forwarded(frame, dst_mac, src_mac):
     """The exact bytes the gateway must transmit for `frame`: MACs rewritten,
-    TTL / hop limit minus one, IPv4 header checksum recomputed, all else
-    (VLAN tag, options, payload, trailing padding) unchanged."""
+    an 802.1Q/802.1ad tag removed (no VLAN interfaces), TTL / hop limit minus
+    one, IPv4 header checksum recomputed, all else (options, payload,
+    trailing padding) unchanged."""
+    if l3_offset(frame)[0] == 18:
+        frame = frame[0:12] + frame[16:]
     out = bytearray(frame)
     out[0:6] = mac_bytes(dst_mac)
     out[6:12] = mac_bytes(src_mac)
