@@ -51,7 +51,7 @@ enum { SL_PREFETCH_MBUF = 1, SL_PREFETCH_DATA = 2 };
 /* A resolved next hop: where a routed packet leaves and with which MACs.
  * Index 0 of every next-hop table is the "no route" entry, returned by the FIB
  * as its default, so a lookup never needs a miss branch. */
-enum { SL_NH_FORWARD = 0, SL_NH_NO_ROUTE = 1, SL_NH_NO_NEIGHBOR = 2, SL_NH_LOCAL = 3 };
+enum { SL_NH_FORWARD = 0, SL_NH_NO_ROUTE = 1, SL_NH_NO_NEIGHBOR = 2, SL_NH_LOCAL = 3, SL_NH_MARTIAN = 4 };
 typedef struct sl_nexthop {
     struct rte_ether_addr dst;
     struct rte_ether_addr src;

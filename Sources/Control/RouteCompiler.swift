@@ -12,6 +12,12 @@ import Packet
 /// * each port address also installs its connected prefix, unless an explicit
 ///   route names the same prefix.
 public enum RouteCompiler {
+    /// RFC 1812 §5.3.7 / RFC 6890 and RFC 4291 §2.5–2.7: never forwarded.
+    public static let martianDestinations = [
+        "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32",
+        "::/128", "::1/128", "fe80::/10", "ff00::/8",
+    ]
+
     public static func compile(_ config: GatewayConfig, portMACs: [UInt16: MACAddress]) -> [RouteEntry] {
         var table: [IPPrefix: NextHop] = [:]
         func mac(_ port: UInt16) -> MACAddress { portMACs[port] ?? MACAddress((0, 0, 0, 0, 0, 0)) }
@@ -39,6 +45,11 @@ public enum RouteCompiler {
         }
         for port in config.ports.values {
             for a in port.addresses { table[IPPrefix(address: a.address, length: a.address.bitWidth)!] = .local }
+        }
+        // Destinations no router forwards, unless the configuration names the
+        // exact prefix itself (a more specific route also wins, by LPM).
+        for text in Self.martianDestinations where table[IPPrefix(text)!] == nil {
+            table[IPPrefix(text)!] = .martian
         }
         return table.map { RouteEntry(prefix: $0.key, nextHop: $0.value) }
             .sorted { ($0.prefix.address.bitWidth, $0.prefix.length, $0.prefix.description) < ($1.prefix.address.bitWidth, $1.prefix.length, $1.prefix.description) }

@@ -31,11 +31,14 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     public static let noOutboundSA = DropReason(rawValue: 10)
     /// A packet spread over several mbufs where IPsec needs one.
     public static let segmented = DropReason(rawValue: 11)
+    /// To an address no router forwards: IPv4 0/8, 127/8, multicast, limited
+    /// broadcast; IPv6 unspecified, loopback, link-local, multicast.
+    public static let martian = DropReason(rawValue: 12)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
-                            "no_outbound_sa", "segmented"]
-    @usableFromInline static let espBase = 12
+                            "no_outbound_sa", "segmented", "martian"]
+    @usableFromInline static let espBase = 13
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

@@ -10,6 +10,8 @@ public enum NextHop: Hashable, Sendable {
     case noNeighbor
     /// One of the gateway's own addresses: counted drop (no local stack).
     case local
+    /// A destination no router forwards (RFC 1812 §5.3.7, RFC 4291): counted drop.
+    case martian
 }
 
 /// One longest-prefix-match entry.
@@ -83,6 +85,8 @@ public enum ForwardingTable {
             return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_NEIGHBOR), reserved: 0)
         case .local:
             return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_LOCAL), reserved: 0)
+        case .martian:
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_MARTIAN), reserved: 0)
         }
     }
 

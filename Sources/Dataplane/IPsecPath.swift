@@ -45,7 +45,8 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     let hop = hops + Int(hopIndex)
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
-        drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor : .local), drops)
+        drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
+                : (kind == SL_NH_LOCAL ? .local : .martian)), drops)
         return
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).

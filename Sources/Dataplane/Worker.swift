@@ -289,6 +289,6 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMu
     } else if kind == SL_NH_NO_NEIGHBOR {
         drop(m, .noNeighbor, drops)
     } else {
-        drop(m, .local, drops)
+        drop(m, kind == SL_NH_LOCAL ? .local : .martian, drops)
     }
 }

@@ -301,6 +301,17 @@ extension EALSuites {
             ], reason: .local)
         }
 
+        /// Destinations no router forwards are dropped as martians, even where
+        /// a default route would cover them (the harness's routes include one
+        /// only if configured; the martian prefixes are more specific anyway).
+        @Test func martianDestinations() throws {
+            try expectDropped([
+                h.frame4("10.0.0.4", "224.0.0.5"), h.frame4("10.0.0.4", "255.255.255.255"),
+                h.frame4("10.0.0.4", "127.0.0.1"), h.frame4("10.0.0.4", "0.1.2.3"),
+                h.frame6("2001:db8:a::4", "ff02::1"), h.frame6("2001:db8:a::4", "fe80::2"), h.frame6("2001:db8:a::4", "::1"),
+            ], reason: .martian)
+        }
+
         /// Every outcome in one burst: each packet is counted once, under its
         /// own reason, and the forwarded ones are intact.
         @Test func mixedBurst() throws {
