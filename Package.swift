@@ -73,9 +73,11 @@ let package = Package(
 
         .testTarget(name: "PacketTests", dependencies: ["Packet"], path: "Tests/PacketTests"),
         .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
-        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CCrypto"], path: "Tests/CryptoTests",
+        // Shared by the test targets only: the known-answer vectors.
+        .target(name: "TestSupport", dependencies: ["Crypto"], path: "Tests/TestSupport"),
+        .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CCrypto", "TestSupport"], path: "Tests/CryptoTests",
                     swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
-        .testTarget(name: "IPsecTests", dependencies: ["IPsec", "Packet"], path: "Tests/IPsecTests"),
+        .testTarget(name: "IPsecTests", dependencies: ["IPsec", "Packet", "Crypto", "TestSupport"], path: "Tests/IPsecTests"),
         .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet"],
                     path: "Tests/DataplaneTests", swiftSettings: swiftShimFlags),
         .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests", exclude: ["scripts"]),

@@ -2,6 +2,7 @@
 // ../shared/vectors/esp-known-answers.json, on every engine that serves each case.
 
 import CCrypto
+import TestSupport
 @testable import Crypto
 import Testing
 

@@ -1,41 +1,8 @@
 import CCrypto
 @testable import Crypto
 import Foundation
+import TestSupport
 
-/// The shared known-answer file: <package root>/../shared/vectors.
-enum Vectors {
-    struct Case: Decodable {
-        let name: String
-        let aead: String
-        let spi: String
-        let seq: String
-        let esn: Bool?
-        let key_and_salt: String
-        let iv: String
-        let plaintext: String?
-        let esp: String?
-        let inner_packet: String?
-        let esp_packet_with_outer_ipv4: String?
-    }
-
-    struct File: Decodable { let cases: [Case] }
-
-    static let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../../shared/vectors/esp-known-answers.json").standardized
-
-    static func load() throws -> [Case] {
-        try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).cases
-    }
-
-    static func algorithm(_ name: String) -> AEADAlgorithm? {
-        switch name {
-        case "aes-gcm-128": return .aes128GCM
-        case "aes-gcm-256": return .aes256GCM
-        case "chacha20-poly1305": return .chacha20Poly1305
-        default: return nil
-        }
-    }
-}
 
 func hex(_ s: String) -> [UInt8] {
     var out: [UInt8] = []

@@ -4,6 +4,7 @@
 
 import Crypto
 import Foundation
+import TestSupport
 @testable import IPsec
 import Packet
 import Testing

@@ -4,6 +4,7 @@
 
 import Crypto
 import Foundation
+import TestSupport
 @testable import IPsec
 import Packet
 import Testing
@@ -155,43 +156,6 @@ enum Gateways {
 
 // MARK: - Known answers
 
-enum Vectors {
-    struct Case: Decodable {
-        let name: String
-        let aead: String
-        let spi: String
-        let seq: String
-        let esn: Bool?
-        let key_and_salt: String
-        let iv: String
-        let plaintext: String?
-        let esp: String?
-        let inner_packet: String?
-        let esp_packet_with_outer_ipv4: String?
-        let tunnel_src: String?
-        let tunnel_dst: String?
-        let outer_ipv4_id: String?
-        let outer_ttl: Int?
-    }
-
-    struct File: Decodable { let cases: [Case] }
-
-    static let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../../shared/vectors/esp-known-answers.json").standardized
-
-    static func load() throws -> [Case] {
-        try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).cases
-    }
-
-    static func algorithm(_ name: String) -> AEADAlgorithm? {
-        switch name {
-        case "aes-gcm-128": .aes128GCM
-        case "aes-gcm-256": .aes256GCM
-        case "chacha20-poly1305": .chacha20Poly1305
-        default: nil
-        }
-    }
-}
 
 // MARK: - Windows
 
