@@ -8,6 +8,7 @@
 
 import Crypto
 import Foundation
+import TestSupport
 @testable import IPsec
 import Packet
 import Testing
@@ -119,16 +120,6 @@ import Testing
 
     func run(_ tool: String, _ arguments: [String], environment: [String: String]) throws
         -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: tool)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try runProcess(tool, arguments, environment: environment)
     }
 }
