@@ -20,20 +20,7 @@ import Testing
     }
 
     @Test func noAllocationOrRetainPerPacket() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../..").standardized.path
-        let dir = FileManager.default.temporaryDirectory
-            .appendingPathComponent("sluice-crypto-alloc-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let preload = dir + "/alloc_counter.so"
-        let cc = try run("/usr/bin/env", ["cc", "-O2", "-shared", "-fPIC", "-o", preload,
-                                          root + "/Perf/alloc-counter/alloc_counter.c", "-ldl"], environment: [:])
-        try #require(cc.status == 0, "building the alloc-counter preload failed: \(cc.output)")
-
-        let child = try run(CommandLine.arguments[0],
-                            ["--testing-library", "swift-testing", "--filter", "childCountsUnderPreload"],
-                            environment: ["LD_PRELOAD": preload, Self.childMarker: "1"])
+        let child = try runUnderAllocationCounter(filter: "childCountsUnderPreload", marker: Self.childMarker)
         #expect(child.status == 0, "\(child.output)")
         #expect(child.output.contains("alloc-child: measured 10 paths"), "\(child.output)")
     }
@@ -60,10 +47,5 @@ import Testing
             }
         }
         print("alloc-child: measured \(measured) paths")
-    }
-
-    func run(_ tool: String, _ arguments: [String], environment: [String: String]) throws
-        -> (status: Int32, output: String) {
-        try runProcess(tool, arguments, environment: environment)
     }
 }

@@ -17,23 +17,7 @@ import Testing
     static let childMarker = "SLUICE_ESP_ALLOC_CHILD"
 
     @Test func noAllocationOrRetainPerPacket() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-            .appendingPathComponent("../..").standardized.path
-        let source = root + "/Perf/alloc-counter/alloc_counter.c"
-        guard FileManager.default.fileExists(atPath: source) else {
-            Issue.record("\(source) is missing")
-            return
-        }
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-esp-alloc-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let preload = dir + "/alloc_counter.so"
-        let cc = try run("/usr/bin/env", ["cc", "-O2", "-shared", "-fPIC", "-o", preload, source, "-ldl"],
-                         environment: [:])
-        try #require(cc.status == 0, "building the alloc-counter preload failed: \(cc.output)")
-        let child = try run(CommandLine.arguments[0],
-                            ["--testing-library", "swift-testing", "--filter", "espChildCountsUnderPreload"],
-                            environment: ["LD_PRELOAD": preload, Self.childMarker: "1"])
+        let child = try runUnderAllocationCounter(filter: "espChildCountsUnderPreload", marker: Self.childMarker)
         #expect(child.status == 0, "\(child.output)")
         #expect(child.output.contains("esp-alloc-child: measured 72 paths"), "\(child.output)")
     }
@@ -116,10 +100,5 @@ import Testing
             }
         }
         print("esp-alloc-child: measured \(measured) paths")
-    }
-
-    func run(_ tool: String, _ arguments: [String], environment: [String: String]) throws
-        -> (status: Int32, output: String) {
-        try runProcess(tool, arguments, environment: environment)
     }
 }

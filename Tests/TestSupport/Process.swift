@@ -16,3 +16,22 @@ public func runProcess(_ tool: String, _ arguments: [String], environment: [Stri
     process.waitUntilExit()
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+/// Builds the repository's allocation-counting LD_PRELOAD library
+/// (Perf/alloc-counter) into a scratch folder and re-runs this test binary
+/// under it, with only the Swift Testing tests matching `filter` and
+/// `marker=1` in the environment (the child test checks the marker).
+public func runUnderAllocationCounter(filter: String, marker: String) throws -> (status: Int32, output: String) {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../..").standardized.path
+    let source = root + "/Perf/alloc-counter/alloc_counter.c"
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sluice-alloc-\(getpid())-\(filter)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let preload = dir + "/alloc_counter.so"
+    let cc = try runProcess("/usr/bin/env", ["cc", "-O2", "-shared", "-fPIC", "-o", preload, source, "-ldl"],
+                            environment: [:])
+    guard cc.status == 0 else { return (cc.status, "building the alloc-counter preload failed: \(cc.output)") }
+    return try runProcess(CommandLine.arguments[0], ["--testing-library", "swift-testing", "--filter", filter],
+                          environment: ["LD_PRELOAD": preload, marker: "1"])
+}
