@@ -46,14 +46,10 @@ SL_INLINE uint8_t *sl_mbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m,
 SL_INLINE uint16_t sl_mbuf_data_len(const struct rte_mbuf *m) { return m->data_len; }
 SL_INLINE uint32_t sl_mbuf_pkt_len(const struct rte_mbuf *m) { return m->pkt_len; }
 SL_INLINE uint16_t sl_mbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
-SL_INLINE uint64_t sl_mbuf_ol_flags(const struct rte_mbuf *m) { return m->ol_flags; }
-SL_INLINE uint32_t sl_mbuf_rss(const struct rte_mbuf *m) { return m->hash.rss; }
-SL_INLINE void sl_mbuf_set_rss(struct rte_mbuf *m, uint32_t h) { m->hash.rss = h; m->ol_flags |= RTE_MBUF_F_RX_RSS_HASH; }
 /* Drops `n` bytes at the start of a single-segment packet (the caller checked them there). */
 SL_INLINE void sl_mbuf_adj(struct rte_mbuf *m, uint16_t n) { m->data_off += n; m->data_len -= n; m->pkt_len -= n; }
 SL_INLINE void sl_mbuf_set_len(struct rte_mbuf *m, uint16_t len) { m->data_len = len; m->pkt_len = len; }
 SL_INLINE void sl_mbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
-SL_INLINE void sl_mbuf_free_bulk(struct rte_mbuf **m, unsigned n) { rte_pktmbuf_free_bulk(m, n); }
 SL_INLINE struct rte_mbuf *sl_mbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 SL_INLINE int sl_mbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **m, unsigned n) { return rte_pktmbuf_alloc_bulk(mp, m, n); }
 SL_INLINE void sl_prefetch0(const void *p) { rte_prefetch0(p); }
@@ -62,12 +58,6 @@ SL_INLINE void sl_prefetch_mbuf_data(struct rte_mbuf *m) { rte_prefetch0(rte_pkt
 SL_INLINE int sl_mbuf_ip_cksum_state(const struct rte_mbuf *m) {
     uint64_t f = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
     return f == RTE_MBUF_F_RX_IP_CKSUM_GOOD ? 1 : (f == RTE_MBUF_F_RX_IP_CKSUM_BAD ? -1 : 0);
-}
-SL_INLINE bool sl_mbuf_ip_cksum_good(const struct rte_mbuf *m) {
-    return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_GOOD;
-}
-SL_INLINE bool sl_mbuf_ip_cksum_bad(const struct rte_mbuf *m) {
-    return (m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD;
 }
 
 /* A 32-bit tag in the first cache line (the upper half of the flow-director
@@ -83,7 +73,6 @@ SL_INLINE void sl_mbuf_reset_window(struct rte_mbuf *m, uint16_t len) {
 /* Buffer geometry for in-place encapsulation (single-segment mbufs). */
 SL_INLINE uint8_t *sl_mbuf_buf_addr(const struct rte_mbuf *m) { return (uint8_t *)m->buf_addr; }
 SL_INLINE uint16_t sl_mbuf_buf_len(const struct rte_mbuf *m) { return m->buf_len; }
-SL_INLINE uint16_t sl_mbuf_data_off(const struct rte_mbuf *m) { return m->data_off; }
 /* Moves the data window to [off, off+len) of the buffer; the caller checked the bounds. */
 SL_INLINE void sl_mbuf_set_window(struct rte_mbuf *m, uint16_t off, uint16_t len) {
     m->data_off = off; m->data_len = len; m->pkt_len = len;
@@ -99,7 +88,6 @@ SL_INLINE uint16_t sl_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **
 
 /* ---- port configuration constants (function-like macros do not import) ---- */
 SL_INLINE uint64_t sl_rss_hf_wanted(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP | RTE_ETH_RSS_ESP; }
-SL_INLINE uint64_t sl_rss_hf_esp(void) { return RTE_ETH_RSS_ESP; }
 SL_INLINE uint64_t sl_tx_offload_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
 SL_INLINE uint64_t sl_rx_offload_ipv4_cksum(void) { return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM; }
 SL_INLINE uint16_t sl_mbuf_default_buf_size(void) { return RTE_MBUF_DEFAULT_BUF_SIZE; }
@@ -111,7 +99,6 @@ SL_INLINE unsigned sl_ring_enqueue_burst(struct rte_ring *r, void *const *objs, 
 SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n) {
     return rte_ring_dequeue_burst(r, objs, n, NULL);
 }
-SL_INLINE unsigned sl_ring_count(const struct rte_ring *r) { return rte_ring_count(r); }
 
 /* ---- per-core context accessors (C arrays are tuples in Swift) ---- */
 SL_INLINE uint64_t *sl_worker_drops(sl_worker *w) { return w->counters.drops; }
@@ -158,8 +145,6 @@ SL_INLINE void sl_qsbr_quiescent(struct rte_rcu_qsbr *v, unsigned tid) { rte_rcu
 /* ---- time ---- */
 SL_INLINE uint64_t sl_tsc(void) { return rte_rdtsc(); }
 SL_INLINE uint64_t sl_tsc_hz(void) { return rte_get_tsc_hz(); }
-SL_INLINE unsigned sl_lcore_id(void) { return rte_lcore_id(); }
-SL_INLINE int sl_socket_id(void) { return (int)rte_socket_id(); }
 
 /* ---- out of line (src/shims.c) ---- */
 void sl_install_stop_signals(void);
