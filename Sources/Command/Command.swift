@@ -32,6 +32,8 @@ public enum Command: Sendable, Hashable {
     case routeDel(prefix: IPPrefix)
     /// `crypto-engine auto|ipsec-mb|sodium`: the engine of SAs without their own.
     case cryptoEngine(CryptoEngineChoice)
+    /// `spd driver auto|linear|hash-list|cut-tree`: the SPD classifier.
+    case spdDriver(SPDDriverChoice)
     /// `sa add spi S dir D …`: a new SA, defaults filled in.
     case saAdd(SAConfig)
     /// `sa del spi S [dst B]`.
@@ -97,6 +99,10 @@ public enum CommandField: Sendable, Hashable {
     case action
     /// The value after `id` in `sp add` and `sp del`.
     case policyID
+    /// The value after `if-id`.
+    case ifID
+    /// The value after `spd driver`.
+    case spdDriver
 }
 
 /// A command together with where it, and each of its words, came from.

@@ -20,6 +20,7 @@ public enum CommandParser {
         Verb(name: "sa", parse: parseSA),
         Verb(name: "sp", parse: parseSP),
         Verb(name: "crypto-engine", parse: parseCryptoEngine),
+        Verb(name: "spd", parse: parseSPD),
     ]
 
     /// The verbs the language knows, in the order help text lists them.

@@ -33,6 +33,8 @@ extension Command: CustomStringConvertible {
             return "route del \(prefix)"
         case let .cryptoEngine(engine):
             return "crypto-engine \(engine.rawValue)"
+        case let .spdDriver(driver):
+            return "spd driver \(driver.rawValue)"
         case let .saAdd(sa):
             return sa.commandText(redactingKey: redactingKey)
         case let .saDel(spi, destination):
@@ -83,12 +85,13 @@ extension SAConfig {
 }
 
 extension PolicySelector {
-    /// `dir D src P dst P [proto X] [sport R] [dport R]`.
+    /// `dir D src P dst P [proto X] [sport R | type R] [dport R | code R] [if-id N]`.
     var commandText: String {
         var words = ["dir", direction.rawValue, "src", source.description, "dst", destination.description]
         if let proto { words += ["proto", proto.commandName] }
-        if let sourcePorts { words += ["sport", Self.text(sourcePorts)] }
-        if let destinationPorts { words += ["dport", Self.text(destinationPorts)] }
+        if let sourcePorts { words += [isICMP ? "type" : "sport", Self.text(sourcePorts)] }
+        if let destinationPorts { words += [isICMP ? "code" : "dport", Self.text(destinationPorts)] }
+        if ifID != 0 { words += ["if-id", String(ifID)] }
         return words.joined(separator: " ")
     }
 
@@ -100,7 +103,7 @@ extension PolicySelector {
 extension GatewayConfig {
     /// The state as commands that rebuild it: ports by id, then neighbors by
     /// address, then routes by prefix (IPv4 before IPv6 throughout), then the
-    /// crypto engine unless it is `auto`, then SAs by SPI and dst, then
+    /// crypto engine and SPD driver unless `auto`, then SAs by SPI and dst, then
     /// policies in effective order with their ids, so that loading the text
     /// gives the same policies in the same order with the same ids.
     public var commands: [Command] {
@@ -113,7 +116,8 @@ extension GatewayConfig {
         let routeLines = routes.sorted { Self.precedes($0.key, $1.key) }.map {
             Command.routeAdd(prefix: $0.key, target: $0.value)
         }
-        let engineLines = cryptoEngine == .auto ? [] : [Command.cryptoEngine(cryptoEngine)]
+        let engineLines = (cryptoEngine == .auto ? [] : [Command.cryptoEngine(cryptoEngine)])
+            + (spdDriver == .auto ? [] : [Command.spdDriver(spdDriver)])
         let saLines = sas.sorted { $0.key < $1.key }.map { Command.saAdd($0.value) }
         let policyLines = policies.map {
             Command.spAdd(id: $0.id, selector: $0.selector, priority: $0.priority, action: $0.action)

@@ -131,7 +131,7 @@ extension GatewayConfig {
         let stillCovered = sas.values.contains {
             $0.identifier != identifier && $0.spi == spi && $0.direction == sa.direction
         }
-        let users = policies.filter { $0.selector.direction == sa.direction && $0.action == .protect(spi) }
+        let users = policies.filter { $0.selector.direction.saDirection == sa.direction && $0.action == .protect(spi) }
         if !stillCovered && !users.isEmpty {
             let ids = users.map(\.id.description).joined(separator: ", ")
             throw CommandError("SA \(identifier) is used by \(users.count == 1 ? "policy" : "policies") id \(ids); "
@@ -167,8 +167,9 @@ extension GatewayConfig {
             if spi.isReserved {
                 throw CommandError(ValueText.reservedSPI(spi.description), at: c.location(of: .spi))
             }
-            if !sas.values.contains(where: { $0.spi == spi && $0.direction == selector.direction }) {
-                throw CommandError("no SA spi \(spi) for dir \(selector.direction.rawValue)", at: c.location(of: .spi))
+            if !sas.values.contains(where: { $0.spi == spi && $0.direction == selector.direction.saDirection }) {
+                throw CommandError("no SA spi \(spi) for dir \(selector.direction.rawValue) (an SA of dir "
+                                   + "\(selector.direction.saDirection.rawValue))", at: c.location(of: .spi))
             }
         }
         if let existing = policies.first(where: { $0.selector == selector && $0.priority == priority }) {
@@ -196,10 +197,17 @@ extension GatewayConfig {
         if selector.proto == .icmpv6 && source.isIPv4 {
             throw CommandError("proto icmpv6 is IPv6's; use icmp with IPv4 prefixes", at: c.location(of: .proto))
         }
-        for (ports, field, name) in [(selector.sourcePorts, CommandField.sourcePorts, "sport"),
-                                     (selector.destinationPorts, .destinationPorts, "dport")] where ports != nil {
-            guard let proto = selector.proto, PolicySelector.portProtocols.contains(proto) else {
-                throw CommandError("\(name) needs proto tcp, udp or sctp", at: c.location(of: field))
+        for (ports, field) in [(selector.sourcePorts, CommandField.sourcePorts),
+                               (selector.destinationPorts, .destinationPorts)] {
+            guard let ports else { continue }
+            if selector.isICMP {
+                if !PolicySelector.icmpValues.contains(ports.upperBound) {
+                    throw CommandError("ICMP type and code are 0-255, found \(ports.upperBound)", at: c.location(of: field))
+                }
+            } else if selector.proto.map(PolicySelector.portProtocols.contains) != true {
+                let name = field == .sourcePorts ? "sport/type" : "dport/code"
+                throw CommandError("\(name) needs proto tcp, udp or sctp (ports) or icmp, icmpv6 (type, code)",
+                                   at: c.location(of: field))
             }
         }
     }

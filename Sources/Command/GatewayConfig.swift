@@ -44,6 +44,8 @@ public struct GatewayConfig: Sendable, Equatable {
     public private(set) var routes: [IPPrefix: RouteTarget] = [:]
     /// The engine of SAs that do not name their own.
     public private(set) var cryptoEngine: CryptoEngineChoice = .auto
+    /// The SPD classifier.
+    public private(set) var spdDriver: SPDDriverChoice = .auto
     /// Both directions in one table; `SAIdentifier` says which SAs may coexist.
     public private(set) var sas: [SAIdentifier: SAConfig] = [:]
     /// In effective order: by priority, lower first; equal priorities in the
@@ -90,6 +92,8 @@ public struct GatewayConfig: Sendable, Equatable {
             routes[prefix] = nil
         case let .cryptoEngine(engine):
             cryptoEngine = engine
+        case let .spdDriver(driver):
+            spdDriver = driver
         case let .saAdd(sa):
             try checkSAAdd(sa, c)
             sas[sa.identifier] = sa
@@ -111,6 +115,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// `configText` writes.
     public static func == (a: GatewayConfig, b: GatewayConfig) -> Bool {
         a.ports == b.ports && a.neighbors == b.neighbors && a.routes == b.routes && a.cryptoEngine == b.cryptoEngine
+            && a.spdDriver == b.spdDriver
             && a.sas == b.sas && a.policies == b.policies
     }
 

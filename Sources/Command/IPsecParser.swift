@@ -8,6 +8,12 @@
 import Packet
 
 extension CommandParser {
+    /// `spd driver auto|linear|hash-list|cut-tree`
+    static func parseSPD(_ c: inout WordCursor) throws(CommandError) -> Command {
+        _ = try c.keyword(["driver"])
+        return .spdDriver(try c.readChoice(SPDDriverChoice.self, field: .spdDriver))
+    }
+
     /// `crypto-engine auto|ipsec-mb|sodium`
     static func parseCryptoEngine(_ c: inout WordCursor) throws(CommandError) -> Command {
         .cryptoEngine(try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine))
@@ -101,7 +107,7 @@ extension CommandParser {
             if verb.text == "del", let id { return .spDel(.id(id)) }
             _ = try c.keyword(["dir"])
         }
-        let direction = try c.readChoice(IPsecDirection.self, field: .direction)
+        let direction = try c.readChoice(PolicyDirection.self, field: .direction)
         let isAdd = verb.text == "add"
 
         var source: IPPrefix? = nil
@@ -109,17 +115,24 @@ extension CommandParser {
         var proto: IPProtocol? = nil
         var sourcePorts: ClosedRange<UInt16>? = nil
         var destinationPorts: ClosedRange<UInt16>? = nil
+        var ifID: UInt32 = 0
         var priority: UInt32? = nil
         var action: PolicyAction? = nil
-        let keywords = ["src", "dst", "proto", "sport", "dport", "priority"] + (isAdd ? ["action"] : [])
+        let keywords = ["src", "dst", "proto", "sport", "dport", "type", "code", "if-id", "priority"]
+            + (isAdd ? ["action"] : [])
         let required = ["src", "dst", "priority"] + (isAdd ? ["action"] : [])
         try c.options(keywords, required: required) { (option, c) throws(CommandError) in
             switch option.text {
             case "src": source = try c.readRoutePrefix(field: .source)
             case "dst": destination = try c.readRoutePrefix(field: .destination)
             case "proto": proto = try c.readProtocol()
-            case "sport": sourcePorts = try c.readPortRange(field: .sourcePorts)
-            case "dport": destinationPorts = try c.readPortRange(field: .destinationPorts)
+            case "sport", "type":
+                guard sourcePorts == nil else { throw c.error("give either sport or type, once", at: option) }
+                sourcePorts = try c.readPortRange(field: .sourcePorts, icmp: option.text == "type")
+            case "dport", "code":
+                guard destinationPorts == nil else { throw c.error("give either dport or code, once", at: option) }
+                destinationPorts = try c.readPortRange(field: .destinationPorts, icmp: option.text == "code")
+            case "if-id": ifID = try c.readNumber("interface id", in: 0...UInt32.max, field: .ifID)
             case "priority": priority = try c.readNumber("priority", in: 0...UInt32.max, field: .priority)
             default: action = try c.readPolicyAction()
             }
@@ -129,7 +142,7 @@ extension CommandParser {
             throw CommandError("expected 'src', 'dst' and 'priority'", at: c.endLocation)
         }
         let selector = PolicySelector(direction: direction, source: source, destination: destination, proto: proto,
-                                      sourcePorts: sourcePorts, destinationPorts: destinationPorts)
+                                      sourcePorts: sourcePorts, destinationPorts: destinationPorts, ifID: ifID)
         guard isAdd else { return .spDel(.match(selector, priority: priority)) }
         guard let action else { throw CommandError("expected 'action'", at: c.endLocation) }
         return .spAdd(id: id, selector: selector, priority: priority, action: action)

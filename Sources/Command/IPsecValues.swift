@@ -139,10 +139,12 @@ extension WordCursor {
     }
 
     /// `N` or `LO-HI` with LO ≤ HI.
-    mutating func readPortRange(field: CommandField) throws(CommandError) -> ClosedRange<UInt16> {
-        let word = try next(expecting: "a port or port range")
+    mutating func readPortRange(field: CommandField, icmp: Bool = false) throws(CommandError) -> ClosedRange<UInt16> {
+        let word = try next(expecting: icmp ? "an ICMP value or range (0-255)" : "a port or port range")
         let parts = word.text.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false)
         let bounds = parts.map { NumberText.value($0, hex: false).flatMap(UInt16.init(exactly:)) }
+        // An ICMP value above 255 parses (the line prints back as it was
+        // read); `GatewayConfig.apply` refuses it with the other selector checks.
         guard let low = bounds.first ?? nil, let high = bounds.last ?? nil, low <= high else {
             throw error(ValueText.badPortRange(word.text), at: word)
         }

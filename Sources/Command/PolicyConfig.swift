@@ -19,30 +19,66 @@ public struct PolicyID: RawRepresentable, Hashable, Comparable, Sendable, Custom
     public var description: String { String(rawValue) }
 }
 
+/// Which traffic a policy governs (`dir in|out|fwd`).
+public enum PolicyDirection: String, Sendable, Hashable, CaseIterable {
+    /// Traffic arriving on unprotected ports (decrypted, or in clear).
+    case inbound = "in"
+    /// Traffic leaving towards unprotected ports (encrypted here, or in clear).
+    case outbound = "out"
+    /// Forwarded traffic arriving on unprotected ports, as Linux's `fwd`.
+    /// Sluice forwards everything it accepts, so `fwd` and `in` policies are
+    /// consulted together for that traffic (the better rank wins): an IKE
+    /// daemon's in/fwd/out triples load unchanged.
+    case forward = "fwd"
+
+    /// The direction of the SAs a `protect` policy of this direction names.
+    public var saDirection: IPsecDirection { self == .outbound ? .outbound : .inbound }
+}
+
 /// The traffic a policy applies to.
 public struct PolicySelector: Sendable, Hashable {
-    public var direction: IPsecDirection
+    public var direction: PolicyDirection
     /// Source and destination networks (no host bits), one family.
     public var source: IPPrefix
     public var destination: IPPrefix
     /// The upper-layer protocol, or nil for any.
     public var proto: IPProtocol?
-    /// Port ranges, only with `portProtocols`; nil for any port.
+    /// Port ranges, only with `portProtocols`; nil for any port. With proto
+    /// icmp or icmpv6 they hold the ICMP type (`type`, source) and code
+    /// (`code`, destination) ranges, 0–255, as Linux's xfrm selectors do.
     public var sourcePorts: ClosedRange<UInt16>?
     public var destinationPorts: ClosedRange<UInt16>?
+    /// The interface id (`if-id N`) packets must belong to; 0: no interface.
+    public var ifID: UInt32
 
-    public init(direction: IPsecDirection, source: IPPrefix, destination: IPPrefix, proto: IPProtocol? = nil,
-                sourcePorts: ClosedRange<UInt16>? = nil, destinationPorts: ClosedRange<UInt16>? = nil) {
+    public init(direction: PolicyDirection, source: IPPrefix, destination: IPPrefix, proto: IPProtocol? = nil,
+                sourcePorts: ClosedRange<UInt16>? = nil, destinationPorts: ClosedRange<UInt16>? = nil,
+                ifID: UInt32 = 0) {
         self.direction = direction
         self.source = source
         self.destination = destination
         self.proto = proto
         self.sourcePorts = sourcePorts
         self.destinationPorts = destinationPorts
+        self.ifID = ifID
     }
+
+    /// Whether the port fields hold ICMP type and code.
+    public var isICMP: Bool { proto == .icmp || proto == .icmpv6 }
 
     /// Protocols whose selectors may name ports: TCP, UDP and SCTP (132).
     public static let portProtocols: [IPProtocol] = [.tcp, .udp, IPProtocol(132)]
+    /// ICMP types and codes are bytes.
+    public static let icmpValues: ClosedRange<UInt16> = 0...255
+}
+
+/// `spd driver auto|linear|hash-list|cut-tree`: which classifier serves the
+/// SPD snapshots. `auto` picks by the rule set's size and shape.
+public enum SPDDriverChoice: String, Sendable, Hashable, CaseIterable {
+    case auto
+    case linear
+    case hashList = "hash-list"
+    case cutTree = "cut-tree"
 }
 
 extension IPProtocol {

@@ -114,7 +114,10 @@ public enum GatewayMain {
             try gateway.publish(ipsec: tables)
             ipsec.commit()
             for w in ipsec.warnings { writeStandardError("sluice: warning: \(w)\n") }
-            if tables != nil { print("sluice: IPsec: \(config.sas.count) SAs, \(config.policies.count) policies; \(CryptoEngines.summary)") }
+            if tables != nil {
+                print("sluice: IPsec: \(config.sas.count) SAs, \(config.policies.count) policies; \(CryptoEngines.summary)")
+                for note in ipsec.notes { print("sluice: \(note)") }
+            }
             try gateway.start()
         } catch let error as IPsecConfigError {
             return fail("\(path): \(error.message)")

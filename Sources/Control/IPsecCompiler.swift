@@ -22,6 +22,10 @@ public final class IPsecCompiler {
     private var pendingInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
     /// Things the last `compile` left out, for the operator.
     public private(set) var warnings: [String] = []
+    /// How the last `compile` built each SPD, for the operator.
+    public private(set) var notes: [String] = []
+    private let outSPD = SPDCompiler()
+    private let inSPD = SPDCompiler()
 
     public init() {}
 
@@ -30,6 +34,8 @@ public final class IPsecCompiler {
     public func commit() {
         outbound = pendingOutbound
         inbound = pendingInbound
+        outSPD.commit()
+        inSPD.commit()
     }
 
     /// Whether kept SA state may serve `new`: the same key under the same
@@ -53,7 +59,8 @@ public final class IPsecCompiler {
         var natPorts: [UInt16] = []
         warnings = []
 
-        let policies = config.policies.map { p in (p, Self.policy(p)) }
+        let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
+        let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
         for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) {
             let algorithm = Self.algorithm(sa.aead)
             let engine = Self.engine(config.effectiveCryptoEngine(of: sa))
@@ -82,10 +89,7 @@ public final class IPsecCompiler {
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
                 // any inner packet: it is not installed (fail closed).
-                let selectors = policies.filter { p, _ in
-                    if case .protect(let spi) = p.action, spi == sa.spi, p.selector.direction == .inbound { return true }
-                    return false
-                }.map { $0.1.selector }
+                let selectors = inboundPolicies.filter { $0.action == .protect(sa.spi) }.map { SPDCompiler.selector($0.selector) }
                 if selectors.isEmpty {
                     warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy names it")
                     continue
@@ -129,29 +133,29 @@ public final class IPsecCompiler {
         }
         pendingOutbound = nextOutbound
         pendingInbound = nextInbound
-        return IPsecTables(outboundPolicies: policies.filter { $0.0.selector.direction == .outbound }.map(\.1),
-                           inboundPolicies: policies.filter { $0.0.selector.direction == .inbound }.map(\.1),
-                           outbound: outEntries, inbound: inEntries, natPorts: nat)
+        let outIndex = Dictionary(outEntries.enumerated().map { ($1.sa.spi.rawValue, Int32($0)) }) { a, _ in a }
+        let (outTable, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
+            switch p.action {
+            case .protect(let spi): PolicyVerdict(action: .protect, sa: outIndex[spi.rawValue] ?? -1, policyID: p.id.rawValue)
+            case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
+            case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+            }
+        }
+        let (inTable, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
+            switch p.action {
+            case .protect: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
+            case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
+            case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+            }
+        }
+        notes = ["spd out: \(outboundPolicies.count) policies, \(outMethod)",
+                 "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
+        return IPsecTables(outSPD: outTable, inSPD: inTable, outbound: outEntries, inbound: inEntries, natPorts: nat)
     }
 
     /// The next sequence number of an outbound SA (for reports and tests).
     public func nextSequence(spi: UInt32) -> UInt64? {
         outbound.first { $0.key.spi.rawValue == spi }?.value.state.nextSequence
-    }
-
-    static func policy(_ p: PolicyConfig) -> SecurityPolicy {
-        let s = p.selector
-        // The parser guarantees both prefixes share a family, so the selector exists.
-        let selector = TrafficSelector(source: s.source, destination: s.destination, proto: s.proto,
-                                       sourcePorts: s.sourcePorts, destinationPorts: s.destinationPorts)!
-        let action: IPsec.PolicyAction
-        switch p.action {
-        case .protect(let spi): action = .protect(SPI(spi.rawValue))
-        case .bypass: action = .bypass
-        case .discard: action = .discard
-        }
-        return SecurityPolicy(id: p.id.rawValue, direction: s.direction == .inbound ? .inbound : .outbound,
-                              selector: selector, priority: p.priority, action: action)
     }
 
     static func algorithm(_ t: AEADTransform) -> AEADAlgorithm {

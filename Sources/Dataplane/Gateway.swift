@@ -56,7 +56,7 @@ public final class Gateway {
     /// Snapshots unpublished but not yet provably unused (a worker missed the grace period).
     private var retired: [(token: UInt64, free: () -> Void)] = []
     /// One crypto context per worker (nil where intel-ipsec-mb could not be set up).
-    private var cryptos: [WorkerCrypto] = []
+    private var cryptos: [WorkerIPsec] = []
     /// Why crypto is unavailable, when it is.
     public private(set) var cryptoUnavailable: String? = nil
     private var running = false
@@ -164,7 +164,7 @@ public final class Gateway {
         precondition(DropReason.allCases.count <= Int(SL_DROP_REASON_MAX), "more drop reasons than counter slots")
         do {
             for w in ctxs {
-                let c = try WorkerCrypto()
+                let c = try WorkerIPsec()
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }

@@ -58,22 +58,103 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     tx.push(w, m, port: hop.pointee.port, drops: drops)
 }
 
+/// The view of the IP packet at `ip` (of `length` bytes) inside `m`, keeping
+/// room for the Ethernet header written in front of the result.
+@inline(__always)
+func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> PacketView {
+    let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+    let before = ip - base
+    return PacketView(start: ip, length: length, headroom: before &- HeaderSize.ethernet,
+                      tailroom: Int(sl_mbuf_buf_len(m)) &- before &- length)
+}
+
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
-                crypto: borrowing CryptoCore, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>) {
+                context: WorkerIPsec, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>) {
     let rx = sl_worker_rx(w)!
     let hops = fib.pointee.nexthops!
     var tx = TxCursor()
     defer { tx.close() }
     var bytes: UInt64 = 0
     countBurst(w, n)
-    let outbound = role == PortRoleCode.protected.rawValue
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
     let sealSA = sl_worker_seal_sa(w)!
     var pending = 0
+
+    if role == PortRoleCode.protected.rawValue {
+        // Outbound, in three passes: parse the burst, classify it with one
+        // burst lookup of one SPD snapshot, then act on each verdict.
+        let fields = context.fields
+        let values = context.values
+        var candidates = 0
+        var i = 0
+        while i < n {
+            let m = rx[i]!
+            i &+= 1
+            let data = sl_mbuf_data(m)!
+            let len = Int(sl_mbuf_data_len(m))
+            let pktLen = Int(sl_mbuf_pkt_len(m))
+            bytes &+= UInt64(pktLen)
+            guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
+            // ESP rewrites the packet in place: it must be in one segment.
+            guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); continue }
+            let view = ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total)
+            guard let f = SelectorFields(view) else { drop(m, .malformed, drops); continue }
+            // candidates < i <= n <= SL_BURST: every scratch array has room.
+            sealM[candidates] = m
+            sealIP[candidates] = l.ip
+            sealLen[candidates] = UInt32(truncatingIfNeeded: l.total)
+            fields[candidates] = f
+            candidates &+= 1
+        }
+        w.pointee.counters.rx_bytes &+= bytes
+        if candidates == 0 { return }
+        tables.outSPD.classify(fields, count: candidates, into: values)
+        let verdicts = tables.outSPD.verdicts
+        var k = 0
+        while k < candidates {
+            let m = sealM[k]!
+            let ip = sealIP[k]!
+            let length = Int(sealLen[k])
+            let value = values[k]
+            k &+= 1
+            // Values are slots of `verdicts` (built together with the classifier).
+            guard value != SPDNoMatch else { drop(m, .policyDiscard, drops); continue }
+            let verdict = verdicts[Int(value)]
+            switch verdict.action {
+            case .discard:
+                drop(m, .policyDiscard, drops)
+            case .bypass:
+                routeRebuilt(w, m, ipView(m, ip: UnsafeMutableRawPointer(ip), length: length), fib: fib, hops: hops,
+                             decrementTTL: true, tx: &tx, drops: drops)
+            case .protect:
+                guard verdict.sa >= 0 else { drop(m, .noOutboundSA, drops); continue }
+                // The inner packet is forwarded: TTL −1 before it is sealed.
+                if ip[0] >> 4 == 4 {
+                    guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
+                    _ = InternetChecksum.decrementTTL(ipv4Header: UnsafeMutableRawPointer(ip))
+                } else {
+                    guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
+                    ip[IPv6Field.hopLimit] &-= 1
+                }
+                // Sealed after the burst, once its sequence numbers are
+                // reserved. pending < k: compacting in place overwrites only
+                // entries already read.
+                sealM[pending] = m
+                sealIP[pending] = ip
+                sealLen[pending] = UInt32(truncatingIfNeeded: length)
+                sealSA[pending] = verdict.sa
+                pending &+= 1
+            }
+        }
+        if pending > 0 {
+            sealPending(w, count: pending, fib: fib, tables: tables, crypto: context.core, hops: hops, tx: &tx, drops: drops)
+        }
+        return
+    }
 
     var i = 0
     while i < n {
@@ -86,67 +167,29 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
         // ESP rewrites the packet in place: it must be in one segment.
         guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); continue }
-        let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
-        let ipStart = UnsafeMutableRawPointer(l.ip)
-        let before = ipStart - base
-        // Keep room for the Ethernet header written in front of the result.
-        var view = PacketView(start: ipStart, length: l.total, headroom: before &- HeaderSize.ethernet,
-                              tailroom: Int(sl_mbuf_buf_len(m)) &- before &- l.total)
-        if outbound {
-            guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
-            let p = IPsecTables.match(tables.outPolicies, fields)
-            guard p >= 0 else { drop(m, .policyDiscard, drops); continue }
-            switch tables.outPolicies[p].action {
-            case .discard:
-                drop(m, .policyDiscard, drops)
-            case .bypass:
-                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
-            case .protect:
-                let s = Int(tables.outPolicySA[p])
-                guard s >= 0 else { drop(m, .noOutboundSA, drops); continue }
-                // The inner packet is forwarded: TTL −1 before it is sealed.
-                if l.ipv4 {
-                    guard l.ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
-                    _ = InternetChecksum.decrementTTL(ipv4Header: ipStart)
-                } else {
-                    guard l.ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
-                    l.ip[IPv6Field.hopLimit] &-= 1
-                }
-                // Sealed after the burst, once its sequence numbers are reserved.
-                sealM[pending] = m
-                sealIP[pending] = l.ip
-                sealLen[pending] = UInt32(truncatingIfNeeded: l.total)
-                sealSA[pending] = Int32(truncatingIfNeeded: s)
-                pending &+= 1
+        var view = ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total)
+        switch ESPInbound.classify(view, natPorts: tables.natPorts) {
+        case .drop(let d):
+            drop(m, .esp(d), drops)
+        case .esp(let header):
+            let s = tables.inboundSA(for: header)
+            guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
+            if let d = ESPInbound.decapsulate(&view, header: header, sa: tables.inSAs[s],
+                                              window: &tables.inWindows[s].pointee, core: context.core) {
+                drop(m, .esp(d), drops); continue
             }
-        } else {
-            switch ESPInbound.classify(view, natPorts: tables.natPorts) {
-            case .drop(let d):
-                drop(m, .esp(d), drops)
-            case .esp(let header):
-                let s = tables.inboundSA(for: header)
-                guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
-                if let d = ESPInbound.decapsulate(&view, header: header, sa: tables.inSAs[s],
-                                                  window: &tables.inWindows[s].pointee, core: crypto) {
-                    drop(m, .esp(d), drops); continue
-                }
-                routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
-            case .notESP:
-                guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
-                let p = IPsecTables.match(tables.inPolicies, fields)
-                guard p >= 0 else { drop(m, .policyDiscard, drops); continue }
-                switch tables.inPolicies[p].action {
-                case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
-                case .protect: drop(m, .plaintextProtected, drops)
-                case .discard: drop(m, .policyDiscard, drops)
-                }
+            routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+        case .notESP:
+            guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
+            guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); continue }
+            switch verdict.action {
+            case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+            case .protect: drop(m, .plaintextProtected, drops)
+            case .discard: drop(m, .policyDiscard, drops)
             }
         }
     }
     w.pointee.counters.rx_bytes &+= bytes
-    if pending > 0 {
-        sealPending(w, count: pending, fib: fib, tables: tables, crypto: crypto, hops: hops, tx: &tx, drops: drops)
-    }
 }
 
 /// Seals the outbound packets a burst collected. Sequence numbers are taken
@@ -177,12 +220,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 let m = sealM[j]!
                 guard granted > 0 else { drop(m, .esp(.sequenceExhausted), drops); j &+= 1; continue }
                 granted &-= 1
-                let ip = UnsafeMutableRawPointer(sealIP[j]!)
-                let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
-                let before = ip - base
-                let length = Int(sealLen[j])
-                var view = PacketView(start: ip, length: length, headroom: before &- HeaderSize.ethernet,
-                                      tailroom: Int(sl_mbuf_buf_len(m)) &- before &- length)
+                var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
                 if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[Int(s)], sequence: SequenceNumber(seq), core: crypto) {
                     drop(m, .esp(d), drops)
                 } else {

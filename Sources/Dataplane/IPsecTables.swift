@@ -35,16 +35,15 @@ public final class InboundSAState {
     deinit { window.pointee.deallocate(); window.deallocate() }
 }
 
-/// The IPsec tables the workers read: the outbound and inbound SPDs (priority
-/// order, the linear reference classifier), the SAs with their precomputed
-/// parameters. Immutable once built; published with one atomic store beside
-/// the FIB and freed after an RCU grace period. Everything the fast path
-/// touches is in raw buffers (no Swift arrays, no ARC per packet).
+/// The IPsec snapshot the workers read: the outbound SPD and the inbound one
+/// (`in` and `fwd` policies), each a classifier of the driver the compiler
+/// chose, and the SAs with their precomputed parameters. Immutable once
+/// built; published with one atomic store plus a generation beside the FIB and
+/// freed after an RCU grace period. Everything the fast path touches is in
+/// raw buffers (no Swift arrays, no ARC per packet).
 public final class IPsecTables {
-    let outPolicies: UnsafeMutableBufferPointer<SecurityPolicy>
-    /// For each outbound policy: index of its SA in `outSAs`, or −1.
-    let outPolicySA: UnsafeMutableBufferPointer<Int32>
-    let inPolicies: UnsafeMutableBufferPointer<SecurityPolicy>
+    public let outSPD: SPDTable
+    public let inSPD: SPDTable
     let outSAs: UnsafeMutableBufferPointer<OutboundSA>
     let outNext: UnsafeMutableBufferPointer<UnsafeMutablePointer<UInt64>>
     let outLimit: UnsafeMutableBufferPointer<UInt64>
@@ -66,22 +65,15 @@ public final class IPsecTables {
         public init(sa: InboundSA, state: InboundSAState) { self.sa = sa; self.state = state }
     }
 
-    /// `outbound[i]` is referred to by policies whose action is `.protect(outbound[i].sa.spi)`.
-    public init(outboundPolicies: [SecurityPolicy], inboundPolicies: [SecurityPolicy],
-                outbound: [Outbound], inbound: [Inbound], natPorts: NATTraversalPorts) {
+    /// Outbound protect verdicts index `outbound`.
+    public init(outSPD: SPDTable, inSPD: SPDTable, outbound: [Outbound], inbound: [Inbound], natPorts: NATTraversalPorts) {
         func buffer<T>(_ xs: [T]) -> UnsafeMutableBufferPointer<T> {
             let b = UnsafeMutableBufferPointer<T>.allocate(capacity: max(xs.count, 1))
             _ = b.initialize(from: xs)
             return UnsafeMutableBufferPointer(rebasing: b[0..<xs.count])
         }
-        let ordered = { (ps: [SecurityPolicy]) in ps.enumerated().sorted { ($0.element.priority, $0.offset) < ($1.element.priority, $1.offset) }.map(\.element) }
-        let outP = ordered(outboundPolicies)
-        outPolicies = buffer(outP)
-        inPolicies = buffer(ordered(inboundPolicies))
-        outPolicySA = buffer(outP.map { p -> Int32 in
-            guard case .protect(let spi) = p.action, let i = outbound.firstIndex(where: { $0.sa.spi == spi }) else { return -1 }
-            return Int32(i)
-        })
+        self.outSPD = outSPD
+        self.inSPD = inSPD
         outSAs = buffer(outbound.map(\.sa))
         outNext = buffer(outbound.map(\.state.next))
         outLimit = buffer(outbound.map(\.state.limit))
@@ -94,24 +86,11 @@ public final class IPsecTables {
     }
 
     deinit {
-        for b in [UnsafeMutableRawBufferPointer(outPolicies), UnsafeMutableRawBufferPointer(outPolicySA),
-                  UnsafeMutableRawBufferPointer(inPolicies), UnsafeMutableRawBufferPointer(outSAs),
+        for b in [UnsafeMutableRawBufferPointer(outSAs),
                   UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
                   UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
             b.baseAddress?.deallocate()
         }
-    }
-
-    /// The first policy of `policies` matching `fields`, as an index, or −1.
-    @inline(__always)
-    static func match(_ policies: UnsafeMutableBufferPointer<SecurityPolicy>, _ fields: SelectorFields) -> Int {
-        var i = 0
-        let n = policies.count
-        while i < n {
-            if policies[i].selector.matches(fields) { return i }
-            i &+= 1
-        }
-        return -1
     }
 
     /// The inbound SA for an ESP header: the most specific SA with its SPI whose addresses match, or −1.
@@ -132,8 +111,23 @@ public final class IPsecTables {
     }
 }
 
-/// A worker's crypto context (intel-ipsec-mb manager), created at set-up.
-public final class WorkerCrypto {
+/// A worker's IPsec context, created at set-up: its crypto context
+/// (intel-ipsec-mb manager) and the per-burst classifier scratch.
+public final class WorkerIPsec {
     public let core: CryptoCore
-    public init() throws(CryptoError) { core = try CryptoCore() }
+    /// One burst of parsed selector fields and their classifier results.
+    let fields: UnsafeMutablePointer<SelectorFields>
+    let values: UnsafeMutablePointer<UInt32>
+
+    public init() throws(CryptoError) {
+        core = try CryptoCore()
+        fields = .allocate(capacity: Int(SL_BURST))
+        values = .allocate(capacity: Int(SL_BURST))
+        values.initialize(repeating: SPDNoMatch, count: Int(SL_BURST))
+    }
+
+    deinit {
+        fields.deallocate()
+        values.deallocate()
+    }
 }

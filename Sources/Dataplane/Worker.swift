@@ -107,8 +107,8 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                 if let t = tables, let c = crypto {
                     // Borrowed, not retained: the control thread keeps both alive (RCU).
                     Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
-                        Unmanaged<WorkerCrypto>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
-                            ipsecBurst(w, fib: fib, tables: tables, crypto: wc.core, count: n, role: roles[p], drops: drops)
+                        Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
+                            ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: roles[p], drops: drops)
                         }
                     }
                 } else {

@@ -29,16 +29,20 @@ public struct SelectorFields: Hashable, Sendable, BitwiseCopyable {
     public var sourcePort: UInt16
     public var destinationPort: UInt16
     public var hasPorts: Bool
+    /// The interface the packet belongs to (an xfrm-style interface id); 0
+    /// for none. Policies match it exactly.
+    public var ifID: UInt32
 
     @inlinable
     public init(source: RawIPAddress, destination: RawIPAddress, proto: UInt8, sourcePort: UInt16 = 0,
-                destinationPort: UInt16 = 0, hasPorts: Bool = false) {
+                destinationPort: UInt16 = 0, hasPorts: Bool = false, ifID: UInt32 = 0) {
         self.source = source
         self.destination = destination
         self.proto = proto
         self.sourcePort = sourcePort
         self.destinationPort = destinationPort
         self.hasPorts = hasPorts
+        self.ifID = ifID
     }
 
     /// Parses the IP packet in `packet`; nil when its IP header is malformed.
@@ -84,6 +88,7 @@ public struct SelectorFields: Hashable, Sendable, BitwiseCopyable {
         sourcePort = 0
         destinationPort = 0
         hasPorts = false
+        ifID = 0
         guard portsPossible else { return }
         let room = datagramLength &- l4
         switch proto {

@@ -135,6 +135,30 @@ import Testing
         #expect(policy.location(of: .spi).column == spColumn("0x1000"))
     }
 
+    /// Issue 4's selectors: `fwd`, ICMP type and code, `if-id`; the SPD driver verb.
+    @Test func fullSelectorsAndDriver() throws {
+        let icmp = PolicySelector(direction: .forward, source: prefix("10.0.0.0/8"), destination: prefix("10.1.0.0/16"),
+                                  proto: .icmp, sourcePorts: 8...8, destinationPorts: 0...3, ifID: 42)
+        let line = "sp add dir fwd src 10.0.0.0/8 dst 10.1.0.0/16 proto icmp type 8 code 0-3 if-id 42 priority 2 action bypass"
+        #expect(try parse(line) == .spAdd(id: nil, selector: icmp, priority: 2, action: .bypass))
+        // Prints back with the ICMP words, and parses to itself.
+        #expect(try parse(line)?.description == line)
+        // if-id 0 is the default and is not printed.
+        guard case .spAdd(_, let plain, _, _)? = try parse("sp add dir out src 10.0.0.0/8 dst 10.1.0.0/16 if-id 0 priority 1 action discard") else {
+            Issue.record("if-id 0"); return
+        }
+        #expect(plain.ifID == 0 && !plain.commandText.contains("if-id"))
+        for driver in SPDDriverChoice.allCases {
+            #expect(try parse("spd driver \(driver.rawValue)") == .spdDriver(driver))
+            #expect(Command.spdDriver(driver).description == "spd driver \(driver.rawValue)")
+        }
+        // The driver survives configText, and `auto` is the default, not written.
+        let config = try GatewayConfig.load(text: "spd driver cut-tree\n", name: "t")
+        #expect(config.spdDriver == .cutTree && config.configText == "spd driver cut-tree\n")
+        #expect(try GatewayConfig.load(text: config.configText, name: "t2") == config)
+        #expect(GatewayConfig().configText.isEmpty)
+    }
+
     @Test func commandsPrintAsTheLinesThatParseToThem() throws {
         let selector = PolicySelector(direction: .outbound, source: prefix("10.0.0.0/8"), destination: prefix("::/0"),
                                       proto: IPProtocol(47), sourcePorts: 0...65535, destinationPorts: 8...9)

@@ -1,0 +1,147 @@
+import Command
+import Dataplane
+import IPsec
+import Packet
+
+/// Compiles one direction's policies into the classifier of an SPD snapshot.
+///
+/// Each policy becomes an `SPDRule` whose rank is `priority << 32 | sequence`
+/// (sequence numbers follow the effective order, so "lower priority value
+/// first, ties in insertion order" is just "lower rank first") and whose value
+/// is the policy's slot in the snapshot's verdict array. The verdicts are
+/// rebuilt every time (they name SA indices, which move when SAs change); the
+/// classifier is patched from the previous one when only a few policies were
+/// added or removed and the driver allows it, and rebuilt otherwise.
+final class SPDCompiler {
+    /// A compiled state: the rule of every policy and the classifier holding them.
+    struct State {
+        var rules: [PolicyID: SPDRule]
+        var classifier: any SPDClassifier
+        var nextSequence: UInt32
+        var nextSlot: UInt32
+    }
+
+    /// How the last `compile` produced its classifier.
+    enum Method: Equatable, CustomStringConvertible {
+        case rebuilt(SPDDriver, reason: String)
+        case patched(SPDDriver, changes: Int)
+        case unchanged(SPDDriver)
+
+        var description: String {
+            switch self {
+            case let .rebuilt(driver, reason): "driver \(driver) (\(reason))"
+            case let .patched(driver, changes): "driver \(driver), \(changes) change\(changes == 1 ? "" : "s") patched in"
+            case let .unchanged(driver): "driver \(driver), unchanged"
+            }
+        }
+    }
+
+    /// At most this many added or removed policies are patched in; more rebuild.
+    static let patchLimit = 16
+
+    private(set) var committed: State? = nil
+    private var pending: State? = nil
+
+    /// Adopts the state of the last `compile` (call once its snapshot is published).
+    func commit() {
+        if let pending { committed = pending }
+    }
+
+    /// `policies`: this direction's, in effective order. `verdict(p)` says
+    /// what policy `p` decides.
+    func compile(_ policies: [PolicyConfig], choice: SPDDriverChoice,
+                 verdict: (PolicyConfig) -> PolicyVerdict) -> (SPDTable, Method) {
+        let (state, method) = classify(policies, choice: choice)
+        pending = state
+        var verdicts = [PolicyVerdict](repeating: .unused, count: Int(state.nextSlot))
+        for p in policies {
+            // Every policy has a rule (classify gave each one).
+            verdicts[Int(state.rules[p.id]!.value)] = verdict(p)
+        }
+        return (SPDTable(classifier: state.classifier, verdicts: verdicts), method)
+    }
+
+    private func classify(_ policies: [PolicyConfig], choice: SPDDriverChoice) -> (State, Method) {
+        guard var state = committed else { return rebuild(policies, choice: choice) }
+        let driver = type(of: state.classifier).driver
+        if let wanted = Self.driver(choice), wanted != driver { return rebuild(policies, choice: choice) }
+
+        // Keep the rule of every policy whose selector and priority stayed;
+        // number the new ones after everything so far.
+        var next: [PolicyID: SPDRule] = [:]
+        var added: [SPDRule] = []
+        var previousRank: UInt64? = nil
+        for p in policies {
+            let rule: SPDRule
+            if let old = state.rules[p.id], old.rank >> 32 == UInt64(p.priority),
+               old.selector == Self.selector(p.selector), old.ifID == p.selector.ifID {
+                rule = old
+            } else {
+                guard state.nextSequence < UInt32.max, state.nextSlot < SPDNoMatch - 1 else {
+                    return rebuild(policies, choice: choice)
+                }
+                rule = SPDRule(selector: Self.selector(p.selector), ifID: p.selector.ifID,
+                               rank: UInt64(p.priority) << 32 | UInt64(state.nextSequence), value: state.nextSlot)
+                state.nextSequence += 1
+                state.nextSlot += 1
+                added.append(rule)
+            }
+            // Ranks must follow the effective order; otherwise renumber.
+            if let previousRank, rule.rank <= previousRank { return rebuild(policies, choice: choice) }
+            previousRank = rule.rank
+            next[p.id] = rule
+        }
+        let removed = state.rules.filter { next[$0.key]?.rank != $0.value.rank }.map(\.value.rank)
+        let changes = removed.count + added.count
+        if changes == 0 { return (state, .unchanged(driver)) }
+        guard changes <= Self.patchLimit else { return rebuild(policies, choice: choice) }
+        var classifier = state.classifier
+        for rank in removed {
+            guard let next = classifier.removing(rank: rank) else { return rebuild(policies, choice: choice) }
+            classifier = next
+        }
+        for rule in added {
+            guard let next = classifier.inserting(rule) else { return rebuild(policies, choice: choice) }
+            classifier = next
+        }
+        state.classifier = classifier
+        state.rules = next
+        return (state, .patched(driver, changes: changes))
+    }
+
+    private func rebuild(_ policies: [PolicyConfig], choice: SPDDriverChoice) -> (State, Method) {
+        var rules: [PolicyID: SPDRule] = [:]
+        var list: [SPDRule] = []
+        list.reserveCapacity(policies.count)
+        for (i, p) in policies.enumerated() {
+            let rule = SPDRule(selector: Self.selector(p.selector), ifID: p.selector.ifID,
+                               rank: UInt64(p.priority) << 32 | UInt64(i), value: UInt32(i))
+            rules[p.id] = rule
+            list.append(rule)
+        }
+        let (driver, reason) = Self.driver(choice).map { ($0, "configured") } ?? Self.choose(list)
+        let classifier = Self.build(driver, list)
+        let state = State(rules: rules, classifier: classifier, nextSequence: UInt32(policies.count),
+                          nextSlot: UInt32(policies.count))
+        return (state, .rebuilt(driver, reason: reason))
+    }
+
+    // Until the other drivers land: every driver is served by the linear one.
+    static func choose(_ rules: [SPDRule]) -> (SPDDriver, String) { (.linear, "auto") }
+    static func build(_ driver: SPDDriver, _ rules: [SPDRule]) -> any SPDClassifier { LinearClassifier(rules: rules) }
+
+    static func driver(_ choice: SPDDriverChoice) -> SPDDriver? {
+        switch choice {
+        case .auto: nil
+        case .linear: .linear
+        case .hashList: .hashList
+        case .cutTree: .cutTree
+        }
+    }
+
+    static func selector(_ s: PolicySelector) -> TrafficSelector {
+        // The parser guarantees both prefixes share a family, so the selector exists.
+        TrafficSelector(source: s.source, destination: s.destination, proto: s.proto,
+                        sourcePorts: s.sourcePorts, destinationPorts: s.destinationPorts)!
+    }
+}
