@@ -147,7 +147,7 @@ import Testing
         guard case .spAdd(_, let plain, _, _)? = try parse("sp add dir out src 10.0.0.0/8 dst 10.1.0.0/16 if-id 0 priority 1 action discard") else {
             Issue.record("if-id 0"); return
         }
-        #expect(plain.ifID == 0 && !plain.commandText.contains("if-id"))
+        #expect(plain.ifID == 0 && !Command.spAdd(id: nil, selector: plain, priority: 1, action: .discard).description.contains("if-id"))
         for driver in SPDDriverChoice.allCases {
             #expect(try parse("spd driver \(driver.rawValue)") == .spdDriver(driver))
             #expect(Command.spdDriver(driver).description == "spd driver \(driver.rawValue)")

@@ -104,7 +104,9 @@ final class GatewayHarness: @unchecked Sendable {
             if rte_eth_dev_default_mac_addr_set(port, &addr) != 0 { took = false }
         }
         portsTookMACs = took
-        gateway = try Gateway(portIDs: [protected.port, unprotected.port], workerLcores: [1], extraMbufs: 4096)
+        gateway = try Gateway(portIDs: [protected.port, unprotected.port],
+                              roles: [protected.port: .protected, unprotected.port: .unprotected],
+                              workerLcores: [1], extraMbufs: 4096)
         guard let mp = gateway.mempools.values.first else { throw DataplaneError("the gateway has no mempool") }
         pool = mp
         let real = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })

@@ -58,8 +58,8 @@ extension EndToEnd {
             let mac = report.portMACs[1] ?? "02:70:63:61:70:01"
             let check = try await Scripts.run("spd_e2e.py", ["check", "--dir", dir.path, "--port-mac", "1=\(mac)"],
                                               as: SPDCheck.self)
-            #expect(check.ok, "\(check.problemCount) packets met another fate than the oracle's:\n"
-                    + check.problems.joined(separator: "\n"))
+            let problems = check.problems.joined(separator: "\n")
+            #expect(check.ok, "\(check.problemCount) packets met another fate than the oracle's:\n\(problems)")
             #expect(check.checked == Int(total.int("tx") ?? -1))
         }
     }
