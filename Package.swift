@@ -50,7 +50,11 @@ let package = Package(
         .target(name: "Crypto", dependencies: ["CCrypto"], path: "Sources/Crypto",
                 swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
         // ESP, sequence numbers, anti-replay, SA and policy models: no DPDK.
-        .target(name: "IPsec", dependencies: ["Packet", "Crypto"], path: "Sources/IPsec"),
+        // Optimised in debug builds too: compiling an SPD classifier (thousands
+        // of rules) unoptimised takes minutes instead of milliseconds, and the
+        // tests and the debug `sluice` they run need it in seconds.
+        .target(name: "IPsec", dependencies: ["Packet", "Crypto"], path: "Sources/IPsec",
+                swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // Header views, builders, checksums, RSS hashing: no DPDK.
         .target(name: "Packet", path: "Sources/Packet"),
         // The command language: lexer, parser, typed commands, errors with positions.

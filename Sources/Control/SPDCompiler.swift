@@ -119,16 +119,18 @@ final class SPDCompiler {
             rules[p.id] = rule
             list.append(rule)
         }
-        let (driver, reason) = Self.driver(choice).map { ($0, "configured") } ?? Self.choose(list)
-        let classifier = Self.build(driver, list)
+        let driver: SPDDriver, reason: String
+        if let configured = Self.driver(choice) {
+            (driver, reason) = (configured, "configured")
+        } else {
+            let auto = SPDDriver.choose(for: list)
+            (driver, reason) = (auto.driver, "auto: " + auto.reason)
+        }
+        let classifier = SPDDriver.build(driver, rules: list)
         let state = State(rules: rules, classifier: classifier, nextSequence: UInt32(policies.count),
                           nextSlot: UInt32(policies.count))
         return (state, .rebuilt(driver, reason: reason))
     }
-
-    // Until the other drivers land: every driver is served by the linear one.
-    static func choose(_ rules: [SPDRule]) -> (SPDDriver, String) { (.linear, "auto") }
-    static func build(_ driver: SPDDriver, _ rules: [SPDRule]) -> any SPDClassifier { LinearClassifier(rules: rules) }
 
     static func driver(_ choice: SPDDriverChoice) -> SPDDriver? {
         switch choice {

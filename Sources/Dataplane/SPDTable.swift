@@ -28,12 +28,25 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
 
 /// One direction's SPD in a published snapshot: a classifier (any driver)
 /// whose rule values index `verdicts`. Immutable; shared by every worker.
+/// The fast path switches on the driver once per lookup call and calls the
+/// concrete class (no existential, no reference counting: `classifier` keeps
+/// it alive and the typed references are unowned(unsafe) views of it).
 public final class SPDTable: @unchecked Sendable {
     public let classifier: any SPDClassifier
     let verdicts: UnsafeMutableBufferPointer<PolicyVerdict>
+    let kind: SPDDriver
+    unowned(unsafe) let linear: LinearClassifier
+    unowned(unsafe) let hashList: HashListClassifier
+    unowned(unsafe) let cutTree: CutTreeClassifier
+    /// Stands in for the drivers this table does not use.
+    private static let empty = (LinearClassifier(rules: []), HashListClassifier(rules: []), CutTreeClassifier(rules: []))
 
     public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict]) {
         self.classifier = classifier
+        kind = type(of: classifier).driver
+        linear = classifier as? LinearClassifier ?? Self.empty.0
+        hashList = classifier as? HashListClassifier ?? Self.empty.1
+        cutTree = classifier as? CutTreeClassifier ?? Self.empty.2
         let b = UnsafeMutableBufferPointer<PolicyVerdict>.allocate(capacity: max(verdicts.count, 1))
         _ = b.initialize(from: verdicts)
         self.verdicts = UnsafeMutableBufferPointer(rebasing: b[0..<verdicts.count])
@@ -41,13 +54,18 @@ public final class SPDTable: @unchecked Sendable {
 
     deinit { verdicts.baseAddress?.deallocate() }
 
-    public var driver: SPDDriver { type(of: classifier).driver }
+    public var driver: SPDDriver { kind }
     public var ruleCount: Int { classifier.rules.count }
 
     /// The verdict for one parsed packet; nil when no policy matches.
     @inline(__always)
     func verdict(_ fields: SelectorFields) -> PolicyVerdict? {
-        let value = classifier.lookup(fields)
+        let value: UInt32
+        switch kind {
+        case .linear: value = linear.lookup(fields)
+        case .hashList: value = hashList.lookup(fields)
+        case .cutTree: value = cutTree.lookup(fields)
+        }
         // A value is always a slot of `verdicts` (the compiler builds both together).
         return value == SPDNoMatch ? nil : verdicts[Int(value)]
     }
@@ -55,6 +73,10 @@ public final class SPDTable: @unchecked Sendable {
     /// Classifies a burst: `values[i]` for `fields[i]`, `SPDNoMatch` when none.
     @inline(__always)
     func classify(_ fields: UnsafePointer<SelectorFields>, count: Int, into values: UnsafeMutablePointer<UInt32>) {
-        classifier.lookup(burst: fields, count: count, into: values)
+        switch kind {
+        case .linear: linear.lookup(burst: fields, count: count, into: values)
+        case .hashList: hashList.lookup(burst: fields, count: count, into: values)
+        case .cutTree: cutTree.lookup(burst: fields, count: count, into: values)
+        }
     }
 }
