@@ -237,7 +237,7 @@ public final class Gateway {
             }
             if retired.isEmpty { return }
             if monotonicSeconds() > deadline {
-                log("warning: a worker has not reported quiescence for \(wait) s; \(retired.count) old forwarding snapshot(s) kept until it does")
+                log("warning: a worker has not reported quiescence for \(wait) s; \(retired.count) old snapshot(s) (forwarding or IPsec) kept until it does")
                 return
             }
             usleep(50)
