@@ -52,6 +52,8 @@ public final class Gateway {
     private let workers: [UnsafeMutablePointer<sl_worker>]
     private let shared: UnsafeMutablePointer<sl_shared>
     private let qsbr: OpaquePointer
+    /// The RCU reader slot after the workers' (see `withExtraReader`).
+    private let extraReader: UInt32
     private var generation: UInt64 = 0
     /// Snapshots unpublished but not yet provably unused (a worker missed the grace period).
     private var retired: [(token: UInt64, free: () -> Void)] = []
@@ -125,12 +127,15 @@ public final class Gateway {
             throw DataplaneError("out of DPDK memory (shared state)")
         }
         shared = sharedMem.assumingMemoryBound(to: sl_shared.self)
-        let qsbrSize = rte_rcu_qsbr_get_memsize(UInt32(lcores.count))
+        // One reader slot per worker, plus one for readers outside the
+        // workers (`withExtraReader`).
+        let qsbrSize = rte_rcu_qsbr_get_memsize(UInt32(lcores.count + 1))
         guard let q = rte_zmalloc("sl_qsbr", qsbrSize, UInt32(SL_CACHE_LINE)) else {
             throw DataplaneError("out of DPDK memory (RCU)")
         }
         qsbr = OpaquePointer(q)
-        _ = rte_rcu_qsbr_init(qsbr, UInt32(lcores.count))
+        _ = rte_rcu_qsbr_init(qsbr, UInt32(lcores.count + 1))
+        extraReader = UInt32(lcores.count)
 
         var ctxs: [UnsafeMutablePointer<sl_worker>] = []
         for (q, lcore) in lcores.enumerated() {
@@ -227,6 +232,24 @@ public final class Gateway {
         reclaim(wait: gracePeriodTimeout)
     }
 
+    /// Snapshots retired but not yet freed (a reader has not passed a
+    /// quiescent state since they were replaced).
+    public var retiredSnapshots: Int { retired.count }
+
+    /// Runs `body` with one more RCU reader registered and online that reports
+    /// no quiescent state until `body` returns — a reader outside the workers
+    /// (a diagnostic walking a snapshot), and how the tests make a reader
+    /// stall. Snapshots replaced meanwhile are kept, not freed.
+    public func withExtraReader<T>(_ body: () throws -> T) rethrows -> T {
+        _ = rte_rcu_qsbr_thread_register(qsbr, extraReader)
+        rte_rcu_qsbr_thread_online(qsbr, extraReader)
+        defer {
+            rte_rcu_qsbr_thread_offline(qsbr, extraReader)
+            _ = rte_rcu_qsbr_thread_unregister(qsbr, extraReader)
+        }
+        return try body()
+    }
+
     /// Frees retired snapshots whose grace period has passed, waiting up to `wait` seconds.
     private func reclaim(wait: Double) {
         let deadline = monotonicSeconds() + wait
@@ -237,7 +260,7 @@ public final class Gateway {
             }
             if retired.isEmpty { return }
             if monotonicSeconds() > deadline {
-                log("warning: a worker has not reported quiescence for \(wait) s; \(retired.count) old snapshot(s) (forwarding or IPsec) kept until it does")
+                log("warning: a worker (or other RCU reader) has not reported quiescence for \(wait) s; \(retired.count) old snapshot(s) (forwarding or IPsec) kept until it does")
                 return
             }
             usleep(50)

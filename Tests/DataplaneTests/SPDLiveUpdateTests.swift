@@ -175,3 +175,32 @@ extension EALSuites.GatewayTests {
         }
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// A reader that stops reporting quiescence delays only the free of the
+    /// snapshots it might still hold, never the publish: the control thread
+    /// waits at most `gracePeriodTimeout`, traffic moves to the new snapshot
+    /// at once, and the old ones are freed once the reader goes quiet.
+    @Test func stalledReaderDelaysOnlyTheFree() throws {
+        let timeout = h.gateway.gracePeriodTimeout
+        h.gateway.gracePeriodTimeout = 0.05
+        defer { h.gateway.gracePeriodTimeout = timeout; try? h.publish(h.baseConfigText) }
+        let toDoc = h.frame4("10.1.2.3", "198.51.100.7")
+        try h.gateway.withExtraReader {
+            for round in 1...2 {  // each IPv4 FIB snapshot holds a 64 MB DIR-24-8 table
+                let start = monotonicSeconds()
+                try h.publish(h.baseConfigText.replacingOccurrences("route add 198.51.100.0/24 via 192.0.2.254",
+                                                                   round % 2 == 1 ? "route add 198.51.100.0/24 via 10.0.0.2"
+                                                                                  : "route add 198.51.100.0/24 via 192.0.2.254"))
+                #expect(monotonicSeconds() - start < 2, "publish waited \(monotonicSeconds() - start) s for a stalled reader")
+                #expect(h.gateway.retiredSnapshots == round, "round \(round): the replaced snapshots are kept")
+                // The worker already uses the new snapshot.
+                let out = try h.inject([toDoc], on: h.protected)
+                let port = round % 2 == 1 ? h.p : h.u
+                #expect(out.sent[port]?.count == 1, "round \(round): the new route is in use")
+            }
+        }
+        try h.publish(h.baseConfigText)
+        #expect(h.gateway.retiredSnapshots == 0, "freed once the reader went offline")
+    }
+}
