@@ -99,6 +99,16 @@ SL_INLINE unsigned sl_ring_enqueue_burst(struct rte_ring *r, void *const *objs, 
 SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n) {
     return rte_ring_dequeue_burst(r, objs, n, NULL);
 }
+/* Event rings: SP/SC rings of sl_event elements. */
+SL_INLINE struct rte_ring *sl_event_ring_create(const char *name, unsigned count, int socket) {
+    return rte_ring_create_elem(name, sizeof(sl_event), count, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);
+}
+SL_INLINE int sl_event_push(struct rte_ring *r, const sl_event *e) {
+    return rte_ring_sp_enqueue_elem(r, (void *)e, sizeof(sl_event));
+}
+SL_INLINE int sl_event_pop(struct rte_ring *r, sl_event *e) {
+    return rte_ring_sc_dequeue_elem(r, e, sizeof(sl_event));
+}
 
 /* ---- per-core context accessors (C arrays are tuples in Swift) ---- */
 SL_INLINE uint64_t *sl_worker_drops(sl_worker *w) { return w->counters.drops; }

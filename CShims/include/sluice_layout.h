@@ -84,6 +84,21 @@ typedef struct sl_shared {
 } sl_shared;
 SL_ASSERT_LINES(sl_shared);
 
+/* An event a worker reports to the control thread through its own
+ * single-producer/single-consumer ring (fixed-size elements, no allocation). */
+enum { SL_EVENT_ACQUIRE = 1 };
+typedef struct sl_event {
+    uint8_t kind;            /* SL_EVENT_* */
+    uint8_t family;          /* 4 or 6 */
+    uint8_t proto;
+    uint8_t has_ports;
+    uint32_t policy_id;
+    uint32_t lcore;          /* the worker's EAL lcore id */
+    uint16_t sport, dport;   /* ICMP: type, code */
+    uint8_t src[16], dst[16]; /* IPv4: the first 4 bytes */
+} sl_event;
+_Static_assert(sizeof(sl_event) == 48, "sl_event is a ring element of 48 bytes");
+
 /* Per-core context: allocated on the worker's NUMA node, one writer. */
 typedef struct sl_worker {
     uint32_t lcore_id;

@@ -103,6 +103,10 @@ public enum CommandField: Sendable, Hashable {
     case ifID
     /// The value after `spd driver`.
     case spdDriver
+    /// The value after `reqid` (an SA's, or a policy's `protect reqid`).
+    case reqid
+    /// The value after `cpu`.
+    case cpu
 }
 
 /// A command together with where it, and each of its words, came from.

@@ -45,6 +45,7 @@ extension Command: CustomStringConvertible {
             words += [selector.commandText, "priority", String(priority), "action"]
             switch action {
             case .protect(let spi): words += ["protect", "spi", spi.description]
+            case .protectReqID(let reqid): words += ["protect", "reqid", String(reqid)]
             case .bypass: words.append("bypass")
             case .discard: words.append("discard")
             }
@@ -75,6 +76,8 @@ extension SAConfig {
         if df != .copy { words += ["df", df.rawValue] }
         if ttl != Self.defaultTTL { words += ["ttl", String(ttl)] }
         if let cryptoEngine { words += ["crypto-engine", cryptoEngine.rawValue] }
+        if let reqid { words += ["reqid", String(reqid)] }
+        if let cpu { words += ["cpu", String(cpu)] }
         return words.joined(separator: " ")
     }
 

@@ -76,6 +76,16 @@ extension GatewayConfig {
                                    at: c.location(of: field))
             }
         }
+        if let cpu = sa.cpu {
+            if sa.direction != .outbound {
+                throw CommandError("cpu applies only to outbound SAs (inbound SAs land on a core by RSS)",
+                                   at: c.location(of: .cpu))
+            }
+            if sa.reqid == nil {
+                throw CommandError("cpu \(cpu) needs reqid: a per-CPU SA serves the policies of its reqid",
+                                   at: c.location(of: .cpu))
+            }
+        }
         if sa.mode == .transport {
             if sa.df != .copy {
                 throw CommandError("df applies only to tunnel mode (the outer header)", at: c.location(of: .df))
@@ -106,6 +116,12 @@ extension GatewayConfig {
         if sa.direction == .outbound, let other = sameSPI.first(where: { $0.direction == .outbound }) {
             throw CommandError("outbound SA \(other.identifier) already exists; an outbound SPI names one SA",
                                at: at)
+        }
+        if sa.direction == .outbound, let reqid = sa.reqid,
+           let other = sas.values.first(where: { $0.direction == .outbound && $0.reqid == reqid && $0.cpu == sa.cpu }) {
+            let role = sa.cpu.map { "cpu \($0)" } ?? "the fallback (no cpu)"
+            throw CommandError("outbound SA \(other.identifier) is already \(role) of reqid \(reqid); delete it first",
+                               at: c.location(of: .reqid))
         }
     }
 

@@ -53,10 +53,12 @@ extension CommandParser {
         var df = OuterDF.copy
         var ttl = SAConfig.defaultTTL
         var engine: CryptoEngineChoice? = nil
+        var reqid: UInt32? = nil
+        var cpu: UInt32? = nil
         var tunnelOnly: Word? = nil  // the first `df` or `ttl`, refused in transport mode
 
         let keywords = ["src", "dst", "mode", "aead", "key", "esn", "seq", "replay-window", "encap", "df", "ttl",
-                        "crypto-engine"]
+                        "crypto-engine", "reqid", "cpu"]
         try c.options(keywords, required: ["mode", "aead", "key"]) { (option, c) throws(CommandError) in
             switch option.text {
             case "src": source = try c.readAddress(field: .source)
@@ -81,6 +83,8 @@ extension CommandParser {
             case "ttl":
                 tunnelOnly = tunnelOnly ?? option
                 ttl = try c.readNumber("TTL", in: SAConfig.ttls, field: .ttl)
+            case "reqid": reqid = try c.readNumber("reqid", in: SAConfig.reqids, field: .reqid)
+            case "cpu": cpu = try c.readNumber("lcore id", in: 0...UInt32(Int32.max), field: .cpu)
             default:
                 engine = try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine)
             }
@@ -94,7 +98,8 @@ extension CommandParser {
         }
         return SAConfig(spi: spi, direction: direction, source: source, destination: destination, mode: mode,
                         aead: aead, keyMaterial: key, esn: esn, sequence: sequence, replayWindow: replayWindow,
-                        encapsulation: encapsulation, df: df, ttl: ttl, cryptoEngine: engine)
+                        encapsulation: encapsulation, df: df, ttl: ttl, cryptoEngine: engine,
+                        reqid: reqid, cpu: cpu)
     }
 
     /// `sp add [id N] dir D src P dst P [proto X] [sport R] [dport R] priority N action A`,
@@ -161,7 +166,7 @@ extension WordCursor {
         return UDPEncapsulation(sourcePort: sourcePort, destinationPort: destinationPort)
     }
 
-    /// After `action`: `protect spi S`, `bypass` or `discard`.
+    /// After `action`: `protect spi S`, `protect reqid N`, `bypass` or `discard`.
     mutating func readPolicyAction() throws(CommandError) -> PolicyAction {
         let word = try keyword(["protect", "bypass", "discard"])
         mark(.action, word)
@@ -169,7 +174,9 @@ extension WordCursor {
         case "bypass": return .bypass
         case "discard": return .discard
         default:
-            _ = try keyword(["spi"])
+            if try keyword(["spi", "reqid"]).text == "reqid" {
+                return .protectReqID(try readNumber("reqid", in: SAConfig.reqids, field: .reqid))
+            }
             return .protect(try readSPI())
         }
     }

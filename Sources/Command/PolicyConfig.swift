@@ -98,6 +98,10 @@ public enum PolicyAction: Sendable, Hashable {
     /// Outbound: encrypt with the outbound SA of this SPI. Inbound: accept only
     /// if it arrived through an inbound SA of this SPI.
     case protect(SecurityParameterIndex)
+    /// Outbound: encrypt with this worker's SA of the reqid (RFC 9611 per-CPU
+    /// SA), else the reqid's fallback SA, else drop and raise ACQUIRE.
+    /// Inbound: accept only if it arrived through an inbound SA of the reqid.
+    case protectReqID(UInt32)
     /// Forward in clear.
     case bypass
     /// Drop.

@@ -195,6 +195,12 @@ public struct SAConfig: Sendable, Hashable {
     public var ttl: UInt8
     /// The SA's own engine, or nil to follow the global `crypto-engine`.
     public var cryptoEngine: CryptoEngineChoice?
+    /// The template id policies name with `action protect reqid N` (as Linux
+    /// xfrm templates do); nil: reachable only by SPI.
+    public var reqid: UInt32?
+    /// Outbound per-CPU SA (RFC 9611): the EAL lcore of the worker that owns
+    /// it. nil: the fallback SA of its reqid, used by workers without their own.
+    public var cpu: UInt32?
 
     public static let replayWindows: ClosedRange<Int> = 32...65536
     /// RFC 4303 §3.4.3: 64 "SHOULD be employed as the default".
@@ -214,7 +220,7 @@ public struct SAConfig: Sendable, Hashable {
                 mode: SAMode, aead: AEADTransform, keyMaterial: SAKeyMaterial,
                 esn: Bool = false, sequence: UInt64? = nil, replayWindow: Int = SAConfig.defaultReplayWindow,
                 encapsulation: UDPEncapsulation? = nil, df: OuterDF = .copy, ttl: UInt8 = SAConfig.defaultTTL,
-                cryptoEngine: CryptoEngineChoice? = nil) {
+                cryptoEngine: CryptoEngineChoice? = nil, reqid: UInt32? = nil, cpu: UInt32? = nil) {
         self.spi = spi
         self.direction = direction
         self.source = source
@@ -229,7 +235,12 @@ public struct SAConfig: Sendable, Hashable {
         self.df = df
         self.ttl = ttl
         self.cryptoEngine = cryptoEngine
+        self.reqid = reqid
+        self.cpu = cpu
     }
+
+    /// reqid values a policy or SA may carry (0 means "none" to Linux).
+    public static let reqids: ClosedRange<UInt32> = 1...UInt32.max
 
     /// The key of this SA in `GatewayConfig.sas`.
     public var identifier: SAIdentifier { SAIdentifier(spi: spi, destination: destination) }

@@ -1,4 +1,6 @@
+import CShims
 import Dataplane
+import Packet
 
 /// The one place counters are formatted as text (the gateway, the benchmark
 /// and later the control socket print the same lines).
@@ -50,5 +52,24 @@ public struct RateMeter {
         let txPps = Double(tx &- lastTx) / dt
         lastTime = now; lastRx = rx; lastTx = tx
         return "stats: rx=\(rx) tx=\(tx) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
+    }
+}
+
+extension CounterReport {
+    /// `event: acquire policy=N cpu=K src=A dst=B proto=P [sport=S dport=D]`
+    /// (ICMP: type and code in sport and dport).
+    public static func eventLine(_ e: sl_event) -> String {
+        func address(_ t: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                           UInt8, UInt8, UInt8, UInt8)) -> String {
+            withUnsafeBytes(of: t) { b in
+                e.family == 6 ? IPv6Address(high: b.loadUnaligned(as: UInt64.self).bigEndian,
+                                            low: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self).bigEndian).description
+                              : IPv4Address(b.loadUnaligned(as: UInt32.self).bigEndian).description
+            }
+        }
+        let kind = e.kind == UInt8(SL_EVENT_ACQUIRE) ? "acquire" : "kind\(e.kind)"
+        var line = "event: \(kind) policy=\(e.policy_id) cpu=\(e.lcore) src=\(address(e.src)) dst=\(address(e.dst)) proto=\(e.proto)"
+        if e.has_ports != 0 { line += " sport=\(e.sport) dport=\(e.dport)" }
+        return line
     }
 }

@@ -110,7 +110,7 @@ public enum GatewayMain {
         }
         let ipsec = IPsecCompiler()
         do {
-            let tables = try ipsec.compile(config)
+            let tables = try ipsec.compile(config, workerLcores: gateway.workerLcores)
             try gateway.publish(ipsec: tables)
             ipsec.commit()
             for w in ipsec.warnings { writeStandardError("sluice: warning: \(w)\n") }
@@ -138,6 +138,7 @@ public enum GatewayMain {
         var nextStats = monotonicSeconds() + options.statsInterval
         while sl_stop_signal() == 0 {
             usleep(10_000)
+            for e in gateway.drainEvents() { print(CounterReport.eventLine(e)) }
             if options.statsInterval > 0 && monotonicSeconds() >= nextStats {
                 print(meter.line(gateway.coreCounters()))
                 nextStats += options.statsInterval

@@ -48,7 +48,9 @@ public final class IPsecCompiler {
     }
 
     /// nil when the configuration has no policy: the gateway is a plain router.
-    public func compile(_ config: GatewayConfig) throws(IPsecConfigError) -> IPsecTables? {
+    /// `workerLcores`: the gateway's workers in order (per-CPU SAs are
+    /// assigned by lcore); empty: one worker whose lcore no SA names.
+    public func compile(_ config: GatewayConfig, workerLcores: [UInt32] = []) throws(IPsecConfigError) -> IPsecTables? {
         if config.policies.isEmpty && config.sas.isEmpty { return nil }
         var outEntries: [IPsecTables.Outbound] = []
         var inEntries: [IPsecTables.Inbound] = []
@@ -89,9 +91,11 @@ public final class IPsecCompiler {
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
                 // any inner packet: it is not installed (fail closed).
-                let selectors = inboundPolicies.filter { $0.action == .protect(sa.spi) }.map { SPDCompiler.selector($0.selector) }
+                let selectors = inboundPolicies.filter {
+                    $0.action == .protect(sa.spi) || (sa.reqid != nil && $0.action == .protectReqID(sa.reqid!))
+                }.map { SPDCompiler.selector($0.selector) }
                 if selectors.isEmpty {
-                    warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy names it")
+                    warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
                     continue
                 }
                 let state: InboundSAState
@@ -133,24 +137,63 @@ public final class IPsecCompiler {
         }
         pendingOutbound = nextOutbound
         pendingInbound = nextInbound
+        // Protect targets: one group per distinct `spi S` or `reqid N`, each
+        // with one SA per worker.
+        let lcores = workerLcores.isEmpty ? [UInt32.max] : workerLcores
         let outIndex = Dictionary(outEntries.enumerated().map { ($1.sa.spi.rawValue, Int32($0)) }) { a, _ in a }
+        enum Target: Hashable { case spi(UInt32), reqid(UInt32) }
+        func target(_ p: PolicyConfig) -> Target? {
+            switch p.action {
+            case .protect(let spi): .spi(spi.rawValue)
+            case .protectReqID(let reqid): .reqid(reqid)
+            case .bypass, .discard: nil
+            }
+        }
+        var groupOf: [Target: Int32] = [:]
+        var groupSA: [Int32] = []
+        for p in outboundPolicies {
+            guard let t = target(p), groupOf[t] == nil else { continue }
+            let perWorker: [Int32]
+            switch p.action {
+            case .protect(let spi):
+                perWorker = Array(repeating: outIndex[spi.rawValue] ?? -1, count: lcores.count)
+            case .protectReqID(let reqid):
+                let candidates = nextOutbound.values.map(\.config).filter { $0.reqid == reqid }
+                let fallback = candidates.first { $0.cpu == nil }.flatMap { outIndex[$0.spi.rawValue] } ?? -1
+                perWorker = lcores.map { lcore in
+                    candidates.first { $0.cpu == lcore }.flatMap { outIndex[$0.spi.rawValue] } ?? fallback
+                }
+            case .bypass, .discard:
+                continue
+            }
+            groupOf[t] = Int32(groupSA.count / lcores.count)
+            groupSA += perWorker
+        }
+        for sa in config.sas.values where sa.direction == .outbound {
+            if let cpu = sa.cpu, !workerLcores.isEmpty, !workerLcores.contains(cpu) {
+                warnings.append("outbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker (workers: "
+                                + workerLcores.map(String.init).joined(separator: ",") + ")")
+            }
+        }
         let (outTable, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
             switch p.action {
-            case .protect(let spi): PolicyVerdict(action: .protect, sa: outIndex[spi.rawValue] ?? -1, policyID: p.id.rawValue)
+            case .protect, .protectReqID:
+                PolicyVerdict(action: .protect, sa: target(p).flatMap { groupOf[$0] } ?? -1, policyID: p.id.rawValue)
             case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
             case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
             }
         }
         let (inTable, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
             switch p.action {
-            case .protect: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
+            case .protect, .protectReqID: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
             case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
             case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
             }
         }
         notes = ["spd out: \(outboundPolicies.count) policies, \(outMethod)",
                  "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
-        return IPsecTables(outSPD: outTable, inSPD: inTable, outbound: outEntries, inbound: inEntries, natPorts: nat)
+        return IPsecTables(outSPD: outTable, inSPD: inTable, outGroupSA: groupSA, workerCount: lcores.count,
+                           outbound: outEntries, inbound: inEntries, natPorts: nat)
     }
 
     /// The next sequence number of an outbound SA (for reports and tests).

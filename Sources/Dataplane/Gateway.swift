@@ -168,8 +168,10 @@ public final class Gateway {
         workers = ctxs
         precondition(DropReason.allCases.count <= Int(SL_DROP_REASON_MAX), "more drop reasons than counter slots")
         do {
-            for w in ctxs {
-                let c = try WorkerIPsec()
+            let serial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
+            for (i, w) in ctxs.enumerated() {
+                let c = try WorkerIPsec(index: i, lcore: w.pointee.lcore_id, socket: w.pointee.socket_id,
+                                        name: "sl_ev\(serial)_\(i)")
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }
@@ -226,10 +228,25 @@ public final class Gateway {
         if tables != nil, let why = cryptoUnavailable {
             throw DataplaneError("IPsec needs a crypto context on every worker: \(why)")
         }
+        if let tables, tables.workerCount != workers.count {
+            // Workers index the per-CPU SA table by their position.
+            throw DataplaneError("IPsec tables compiled for \(tables.workerCount) workers, the gateway has \(workers.count)")
+        }
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
         if let old { retired.append((rte_rcu_qsbr_start(qsbr), { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
         reclaim(wait: gracePeriodTimeout)
+    }
+
+    /// Events the workers reported since the last call (ACQUIRE), in worker
+    /// order. The control thread only: each ring has one consumer.
+    public func drainEvents() -> [sl_event] {
+        var out: [sl_event] = []
+        var e = sl_event()
+        for c in cryptos {
+            while sl_event_pop(c.events, &e) == 0 { out.append(e) }
+        }
+        return out
     }
 
     /// Snapshots retired but not yet freed (a reader has not passed a

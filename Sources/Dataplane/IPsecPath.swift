@@ -131,7 +131,16 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 routeRebuilt(w, m, ipView(m, ip: UnsafeMutableRawPointer(ip), length: length), fib: fib, hops: hops,
                              decrementTTL: true, tx: &tx, drops: drops)
             case .protect:
-                guard verdict.sa >= 0 else { drop(m, .noOutboundSA, drops); continue }
+                // This worker's SA for the verdict's group (a per-CPU SA, the
+                // fallback, or none). group * workerCount + index < the table's
+                // size: the compiler builds both from the same groups.
+                let sa = verdict.sa < 0 ? -1
+                    : tables.outGroupSA[Int(verdict.sa) &* tables.workerCount &+ context.index]
+                guard sa >= 0 else {
+                    drop(m, .noOutboundSA, drops)
+                    context.acquire(policyID: verdict.policyID, fields[k &- 1])
+                    continue
+                }
                 // The inner packet is forwarded: TTL −1 before it is sealed.
                 if ip[0] >> 4 == 4 {
                     guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
@@ -146,7 +155,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 sealM[pending] = m
                 sealIP[pending] = ip
                 sealLen[pending] = UInt32(truncatingIfNeeded: length)
-                sealSA[pending] = verdict.sa
+                sealSA[pending] = sa
                 pending &+= 1
             }
         }

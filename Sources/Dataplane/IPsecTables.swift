@@ -44,6 +44,13 @@ public final class InboundSAState {
 public final class IPsecTables {
     public let outSPD: SPDTable
     public let inSPD: SPDTable
+    /// Outbound protect targets: `outGroupSA[group * workerCount + worker]` is
+    /// the SA (index in `outSAs`) worker `worker` uses for the verdicts of
+    /// `group`, or −1: none (drop, ACQUIRE). An `spi` target gives every
+    /// worker the same SA; a `reqid` target each worker its per-CPU SA or the
+    /// fallback (RFC 9611).
+    let outGroupSA: UnsafeMutableBufferPointer<Int32>
+    public let workerCount: Int
     let outSAs: UnsafeMutableBufferPointer<OutboundSA>
     let outNext: UnsafeMutableBufferPointer<UnsafeMutablePointer<UInt64>>
     let outLimit: UnsafeMutableBufferPointer<UInt64>
@@ -65,8 +72,10 @@ public final class IPsecTables {
         public init(sa: InboundSA, state: InboundSAState) { self.sa = sa; self.state = state }
     }
 
-    /// Outbound protect verdicts index `outbound`.
-    public init(outSPD: SPDTable, inSPD: SPDTable, outbound: [Outbound], inbound: [Inbound], natPorts: NATTraversalPorts) {
+    /// Outbound protect verdicts name a group of `outGroupSA` (`workerCount`
+    /// entries per group, each an index in `outbound` or −1).
+    public init(outSPD: SPDTable, inSPD: SPDTable, outGroupSA: [Int32], workerCount: Int, outbound: [Outbound],
+                inbound: [Inbound], natPorts: NATTraversalPorts) {
         func buffer<T>(_ xs: [T]) -> UnsafeMutableBufferPointer<T> {
             let b = UnsafeMutableBufferPointer<T>.allocate(capacity: max(xs.count, 1))
             _ = b.initialize(from: xs)
@@ -74,6 +83,9 @@ public final class IPsecTables {
         }
         self.outSPD = outSPD
         self.inSPD = inSPD
+        precondition(workerCount > 0 && outGroupSA.count % workerCount == 0, "a group has one entry per worker")
+        self.outGroupSA = buffer(outGroupSA)
+        self.workerCount = workerCount
         outSAs = buffer(outbound.map(\.sa))
         outNext = buffer(outbound.map(\.state.next))
         outLimit = buffer(outbound.map(\.state.limit))
@@ -86,7 +98,7 @@ public final class IPsecTables {
     }
 
     deinit {
-        for b in [UnsafeMutableRawBufferPointer(outSAs),
+        for b in [UnsafeMutableRawBufferPointer(outGroupSA), UnsafeMutableRawBufferPointer(outSAs),
                   UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
                   UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
             b.baseAddress?.deallocate()
@@ -112,22 +124,83 @@ public final class IPsecTables {
 }
 
 /// A worker's IPsec context, created at set-up: its crypto context
-/// (intel-ipsec-mb manager) and the per-burst classifier scratch.
+/// (intel-ipsec-mb manager), the per-burst classifier scratch, and its event
+/// ring to the control thread with the ACQUIRE rate limiter. Written only by
+/// its worker (the control thread only dequeues events).
 public final class WorkerIPsec {
     public let core: CryptoCore
     /// One burst of parsed selector fields and their classifier results.
     let fields: UnsafeMutablePointer<SelectorFields>
     let values: UnsafeMutablePointer<UInt32>
+    /// The worker's position among the gateway's workers, and its lcore.
+    let index: Int
+    let lcore: UInt32
+    /// SP/SC ring of `sl_event` (the worker produces, the control thread consumes).
+    let events: OpaquePointer
+    /// ACQUIRE rate limit: per slot (policy id mod `acquireSlots`), the
+    /// policy and the TSC of its last ACQUIRE from this core.
+    let acquirePolicy: UnsafeMutablePointer<UInt32>
+    let acquireTSC: UnsafeMutablePointer<UInt64>
+    static let acquireSlots = 64
+    /// Events that did not fit in the ring (counted, not retried).
+    var eventsLost: UInt64 = 0
 
-    public init() throws(CryptoError) {
+    public init(index: Int, lcore: UInt32, socket: Int32, name: String) throws(CryptoError) {
         core = try CryptoCore()
+        self.index = index
+        self.lcore = lcore
+        guard let ring = sl_event_ring_create(name, 1024, socket) else {
+            throw .outOfMemory  // DPDK memory for the ring
+        }
+        events = ring
         fields = .allocate(capacity: Int(SL_BURST))
         values = .allocate(capacity: Int(SL_BURST))
         values.initialize(repeating: SPDNoMatch, count: Int(SL_BURST))
+        acquirePolicy = .allocate(capacity: Self.acquireSlots)
+        acquirePolicy.initialize(repeating: 0, count: Self.acquireSlots)
+        acquireTSC = .allocate(capacity: Self.acquireSlots)
+        acquireTSC.initialize(repeating: 0, count: Self.acquireSlots)
     }
 
     deinit {
+        rte_ring_free(events)
         fields.deallocate()
         values.deallocate()
+        acquirePolicy.deallocate()
+        acquireTSC.deallocate()
+    }
+
+    /// Reports that policy `policyID` had no SA for this core and `fields`'
+    /// packet was dropped: at most one ACQUIRE per policy and core per second.
+    /// The drop path only; never allocates.
+    @inline(never)
+    func acquire(policyID: UInt32, _ fields: SelectorFields) {
+        let slot = Int(policyID) & (Self.acquireSlots - 1)
+        let now = sl_tsc()
+        if acquirePolicy[slot] == policyID && now &- acquireTSC[slot] < sl_tsc_hz() { return }
+        acquirePolicy[slot] = policyID
+        acquireTSC[slot] = now
+        var e = sl_event()
+        e.kind = UInt8(SL_EVENT_ACQUIRE)
+        e.family = fields.source.isIPv6 ? 6 : 4
+        e.proto = fields.proto
+        e.has_ports = fields.hasPorts ? 1 : 0
+        e.policy_id = policyID
+        e.lcore = lcore
+        e.sport = fields.sourcePort
+        e.dport = fields.destinationPort
+        withUnsafeMutableBytes(of: &e.src) { Self.store(fields.source, $0) }
+        withUnsafeMutableBytes(of: &e.dst) { Self.store(fields.destination, $0) }
+        if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
+    }
+
+    /// The address in network byte order (IPv4: the first 4 bytes).
+    private static func store(_ a: RawIPAddress, _ to: UnsafeMutableRawBufferPointer) {
+        if a.isIPv6 {
+            to.storeBytes(of: a.high.bigEndian, toByteOffset: 0, as: UInt64.self)
+            to.storeBytes(of: a.low.bigEndian, toByteOffset: 8, as: UInt64.self)
+        } else {
+            to.storeBytes(of: UInt32(truncatingIfNeeded: a.low).bigEndian, toByteOffset: 0, as: UInt32.self)
+        }
     }
 }

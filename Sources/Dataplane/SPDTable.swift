@@ -9,8 +9,8 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
         case protect = 2
     }
     public var action: Action
-    /// Outbound protect: index of the SA in the tables' outbound SAs, −1 when
-    /// the SA is missing (counted as `no_outbound_sa`). Otherwise −1.
+    /// Outbound protect: the group of `IPsecTables.outGroupSA` that says
+    /// which SA each worker uses. Otherwise −1.
     public var sa: Int32
     /// The policy's id (reports).
     public var policyID: UInt32

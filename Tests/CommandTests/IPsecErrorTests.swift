@@ -111,7 +111,7 @@ enum Lines {
         .init(saIn + " esn esn", at: "esn", 2, "unexpected 'esn' after 'esn'; 'esn' may appear only once"),
         .init(saIn + " mode transport", at: "mode", 2, "unexpected 'mode' after <redacted>; 'mode' may appear only once"),
         .init(saIn + " bogus", at: "bogus", "unexpected 'bogus' after <redacted>; expected 'esn', 'seq', "
-              + "'replay-window', 'encap', 'df', 'ttl', 'crypto-engine' or end of line"),
+              + "'replay-window', 'encap', 'df', 'ttl', 'crypto-engine', 'reqid', 'cpu' or end of line"),
         // A key without its `key` is not echoed either.
         .init(saHead + " aead aes-gcm-128 \(key128)", at: key128, "unexpected <redacted> after 'aes-gcm-128'; expected "),
         .init("sa add spi 0x1000 dir in mode transport aead aes-gcm-128 key \(key128)9", at: "\(key128)9", "bad key"),
@@ -133,8 +133,8 @@ enum Lines {
         .init(spOut, atEnd: "expected 'action' after '1', found end of line"),
         .init("sp add dir out src 10.0.0.0/8 priority 1 action bypass", atEnd:
               "expected 'dst' after 'bypass', found end of line"),
-        .init(spOut + " action protect", atEnd: "expected 'spi' after 'protect', found end of line"),
-        .init(spOut + " action protect 0x1000", at: "0x1000", "expected 'spi' after 'protect', found '0x1000'"),
+        .init(spOut + " action protect", atEnd: "expected 'spi' or 'reqid' after 'protect', found end of line"),
+        .init(spOut + " action protect 0x1000", at: "0x1000", "expected 'spi' or 'reqid' after 'protect', found '0x1000'"),
         .init(spOut + " action protect spi 0x10", at: "0x10", "bad SPI '0x10': 0…255 are reserved (RFC 4303)"),
         .init(spOut + " action allow", at: "allow", "expected 'protect', 'bypass' or 'discard' after 'action', found 'allow'"),
         .init(spOut + " action bypass action discard", at: "action", 2,

@@ -159,6 +159,39 @@ import Testing
         #expect(GatewayConfig().configText.isEmpty)
     }
 
+    /// Issue 5's templates: `reqid` and `cpu` on SAs, `protect reqid` on policies.
+    @Test func reqidAndPerCPUSAs() throws {
+        let line = "sa add spi 0x00002001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-128 key \(key128) reqid 7 cpu 3"
+        guard case .saAdd(let sa)? = try parse(line) else { Issue.record("sa add"); return }
+        #expect(sa.reqid == 7 && sa.cpu == 3)
+        #expect(Command.saAdd(sa).description == line)
+        let sp = "sp add dir out src 10.0.0.0/8 dst 10.1.0.0/16 priority 1 action protect reqid 7"
+        #expect(try parse(sp)?.description == sp)
+        guard case .spAdd(_, _, _, .protectReqID(7))? = try parse(sp) else { Issue.record("protect reqid"); return }
+        // A policy may name a reqid no SA has yet: traffic raises ACQUIRE.
+        let config = try GatewayConfig.load(text: sp + "\n" + line + "\n", name: "t")
+        #expect(try GatewayConfig.load(text: config.configText, name: "t2") == config)
+        let sa2 = line.replacingOccurrences("0x00002001", "0x00002002")
+        for (text, message) in [
+            (line + "\n" + sa2, "outbound SA spi 0x00002001 dst 192.0.2.2 is already cpu 3 of reqid 7; delete it first"),
+            (line.replacingOccurrences(" reqid 7", ""), "cpu 3 needs reqid"),
+            (line.replacingOccurrences("dir out", "dir in"), "cpu applies only to outbound SAs"),
+            (line.replacingOccurrences("reqid 7", "reqid 0"), "bad reqid '0': expected a number 1…4294967295"),
+        ] {
+            do {
+                _ = try GatewayConfig.load(text: text, name: "t")
+                Issue.record("accepted: \(text)")
+            } catch {
+                #expect(error.message.contains(message), "\(error.message) (expected: \(message))")
+            }
+        }
+        // A second SA of the reqid without cpu is the fallback, and one per cpu is fine.
+        #expect(throws: Never.self) {
+            _ = try GatewayConfig.load(text: line + "\n" + sa2.replacingOccurrences(" cpu 3", "") + "\n"
+                                       + sa2.replacingOccurrences("0x00002002", "0x00002003").replacingOccurrences("cpu 3", "cpu 4"), name: "t")
+        }
+    }
+
     @Test func commandsPrintAsTheLinesThatParseToThem() throws {
         let selector = PolicySelector(direction: .outbound, source: prefix("10.0.0.0/8"), destination: prefix("::/0"),
                                       proto: IPProtocol(47), sourcePorts: 0...65535, destinationPorts: 8...9)
