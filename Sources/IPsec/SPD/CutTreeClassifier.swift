@@ -9,6 +9,13 @@
 // records in rank order, stopping at the first match or at a rank worse than
 // the best found so far; a tree whose best rank is already beaten is skipped.
 // Bursts walk eight packets in lockstep so their cache misses overlap.
+//
+// `inserting` and `removing` patch a copy of one family's tables instead of
+// re-cutting (CutTreeArrays in CutTreeBuilder.swift): an inserted rule's
+// record joins every leaf its box reaches; a removed rule's records leave
+// every leaf. They decline (the caller rebuilds) when a leaf would outgrow
+// twice the build's leaf size, when the rule's interface id has no trees,
+// when half the records are dead, or when the removed rule hid others.
 
 /// One tree: its root entry and the best rank of its rules.
 @usableFromInline
@@ -36,6 +43,11 @@ struct CutTreeTables {
     @usableFromInline var values: UnsafeMutablePointer<UInt32>
     @usableFromInline var recordCount: Int
     @usableFromInline var recordBytes: Int
+    /// Control plane only: per tree, its group (`CutTreeClassifier.group`),
+    /// and an upper bound on the records no leaf uses any more (left behind
+    /// by `inserting`).
+    var groups: UnsafeMutablePointer<UInt8>
+    var deadRecords: Int
 
     /// The trees of interface `id`: first << 32 | count (count 0 when no rule has it).
     @inlinable @inline(__always)
@@ -58,6 +70,7 @@ struct CutTreeTables {
         entries.deallocate()
         UnsafeMutableRawPointer(records).deallocate()
         values.deallocate()
+        groups.deallocate()
     }
 }
 
@@ -81,6 +94,59 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         v4 = t4
         v6 = t6
         hiders = h4.union(h6)
+    }
+
+    /// Takes ownership of `v4` and `v6`.
+    private init(rules: [SPDRule], v4: CutTreeTables, v6: CutTreeTables, hiders: Set<UInt64>) {
+        self.rules = rules
+        self.v4 = v4
+        self.v6 = v6
+        self.hiders = hiders
+    }
+
+    // MARK: Incremental updates
+
+    /// Patched tables may carry this many unused records (as a share of
+    /// all) before `inserting` declines so that a rebuild compacts them.
+    static let maxDeadShare = 0.5
+
+    /// The index of the first rule of rank ≥ `rank` in `rules`.
+    private func index(ofRank rank: UInt64) -> Int {
+        var low = 0, high = rules.count
+        while low < high {
+            let mid = (low + high) / 2
+            if rules[mid].rank < rank { low = mid + 1 } else { high = mid }
+        }
+        return low
+    }
+
+    public func inserting(_ rule: SPDRule) -> CutTreeClassifier? {
+        let at = index(ofRank: rule.rank)
+        guard at == rules.count || rules[at].rank != rule.rank else { return nil }
+        let ipv6 = !rule.selector.isIPv4
+        var edit = CutTreeArrays(ipv6 ? v6 : v4)
+        guard edit.insert(rule, ipv6: ipv6),
+              Double(edit.deadRecords) <= Self.maxDeadShare * Double(edit.values.count) else { return nil }
+        var next = rules
+        next.insert(rule, at: at)
+        let tables = edit.tables()
+        return CutTreeClassifier(rules: next, v4: ipv6 ? CutTreeArrays(v4).tables() : tables,
+                                 v6: ipv6 ? tables : CutTreeArrays(v6).tables(), hiders: hiders)
+    }
+
+    public func removing(rank: UInt64) -> CutTreeClassifier? {
+        // A rule that hid others in some region took their records with it there.
+        guard !hiders.contains(rank) else { return nil }
+        let i = index(ofRank: rank)
+        guard i < rules.count && rules[i].rank == rank else { return nil }
+        let ipv6 = !rules[i].selector.isIPv4
+        var edit = CutTreeArrays(ipv6 ? v6 : v4)
+        edit.remove(rank: rank)
+        var next = rules
+        next.remove(at: i)
+        let tables = edit.tables()
+        return CutTreeClassifier(rules: next, v4: ipv6 ? CutTreeArrays(v4).tables() : tables,
+                                 v6: ipv6 ? tables : CutTreeArrays(v6).tables(), hiders: hiders)
     }
 
     deinit {
@@ -107,49 +173,35 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
     static func build(_ rules: [SPDRule], ipv6: Bool) -> (CutTreeTables, Set<UInt64>) {
         let cutWidth = ipv6 ? CutTreeLayout.cutWidth6 : CutTreeLayout.cutWidth4
         var builder = CutTreeBuilder(boxes: rules.map(CutTreeLayout.box), cutWidth: cutWidth)
+        let lanes = ipv6 ? CutTreeLayout.lanes6 : CutTreeLayout.lanes4
+        var out = CutTreeArrays(lanes: lanes)
         // A packet can only match rules of its own interface id: one set of
         // trees per id, no rule in two sets.
         var byInterface: [UInt32: [Int32]] = [:]
         for (i, r) in rules.enumerated() { byInterface[r.ifID, default: []].append(Int32(i)) }
-        let interfaceIDs = byInterface.keys.sorted()
-        var roots: [CutTreeRoot] = []
-        var spans: [UInt64] = []
-        for id in interfaceIDs {
+        out.interfaces = byInterface.keys.sorted()
+        for id in out.interfaces {
             var groups = [[Int32]](repeating: [], count: 2)
             for i in byInterface[id]! { groups[group(rules[Int(i)], ipv6: ipv6)].append(i) }
-            var set: [CutTreeRoot] = []
-            for g in groups where !g.isEmpty {
-                set.append(CutTreeRoot(entry: builder.tree(g, interface: id), minRank: rules[Int(g[0])].rank))
+            var set: [(CutTreeRoot, UInt8)] = []
+            for (g, list) in groups.enumerated() where !list.isEmpty {
+                set.append((CutTreeRoot(entry: builder.tree(list, interface: id), minRank: rules[Int(list[0])].rank),
+                            UInt8(g)))
             }
-            set.sort { $0.minRank < $1.minRank }
-            spans.append(UInt64(roots.count) << 32 | UInt64(set.count))
-            roots += set
+            set.sort { $0.0.minRank < $1.0.minRank }
+            out.interfaceTrees.append(UInt64(out.roots.count) << 32 | UInt64(set.count))
+            out.roots += set.map(\.0)
+            out.groups += set.map(\.1)
         }
-        let interfaces = UnsafeMutablePointer<UInt32>.allocate(capacity: max(interfaceIDs.count, 1))
-        interfaces.initialize(from: interfaceIDs, count: interfaceIDs.count)
-        let interfaceTrees = UnsafeMutablePointer<UInt64>.allocate(capacity: max(spans.count, 1))
-        interfaceTrees.initialize(from: spans, count: spans.count)
-
-        let lanes = ipv6 ? CutTreeLayout.lanes6 : CutTreeLayout.lanes4
-        let rootBuffer = UnsafeMutablePointer<CutTreeRoot>.allocate(capacity: max(roots.count, 1))
-        rootBuffer.initialize(from: roots, count: roots.count)
-        let entries = UnsafeMutablePointer<UInt64>.allocate(capacity: max(builder.children.count, 1))
-        entries.initialize(from: builder.children, count: builder.children.count)
-        let recordCount = builder.leafRules.count
-        let recordBytes = 2 * lanes * 4
-        let records = UnsafeMutableRawPointer.allocate(byteCount: max(recordCount, 1) * recordBytes, alignment: 64)
-            .bindMemory(to: UInt32.self, capacity: max(recordCount, 1) * 2 * lanes)
-        let values = UnsafeMutablePointer<UInt32>.allocate(capacity: max(recordCount, 1))
-        for (slot, r) in builder.leafRules.enumerated() {
-            CutTreeLayout.writeRecord(rules[Int(r)], at: records + slot * 2 * lanes, lanes: lanes)
-            values[slot] = rules[Int(r)].value
+        out.entries = builder.children
+        out.records = [UInt32](repeating: 0, count: builder.leafRules.count * 2 * lanes)
+        out.records.withUnsafeMutableBufferPointer { b in
+            for (slot, r) in builder.leafRules.enumerated() {
+                CutTreeLayout.writeRecord(rules[Int(r)], at: b.baseAddress! + slot * 2 * lanes, lanes: lanes)
+            }
         }
-        let tables = CutTreeTables(roots: rootBuffer, treeCount: roots.count, interfaces: interfaces,
-                                   interfaceTrees: interfaceTrees, interfaceCount: interfaceIDs.count,
-                                   entries: entries,
-                                   entryCount: builder.children.count, records: records, values: values,
-                                   recordCount: recordCount, recordBytes: recordBytes)
-        return (tables, Set(builder.hiders.map { rules[Int($0)].rank }))
+        out.values = builder.leafRules.map { rules[Int($0)].value }
+        return (out.tables(), Set(builder.hiders.map { rules[Int($0)].rank }))
     }
 
     // MARK: Lookup
