@@ -34,6 +34,11 @@ SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit
     }
 }
 SL_INLINE uint64_t sl_seq_load(uint64_t *next) { return __atomic_load_n(next, __ATOMIC_RELAXED); }
+/* A counter several workers add to (an outbound SA's bytes): the value before. */
+SL_INLINE uint64_t sl_counter_fetch_add(uint64_t *c, uint64_t n) { return __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
+/* A counter one worker writes, read by the control thread. */
+SL_INLINE uint64_t sl_counter_load(const uint64_t *c) { return __atomic_load_n(c, __ATOMIC_RELAXED); }
+SL_INLINE void sl_counter_store(uint64_t *c, uint64_t v) { __atomic_store_n(c, v, __ATOMIC_RELAXED); }
 SL_INLINE uint64_t sl_shared_generation(sl_shared *s) { return __atomic_load_n(&s->generation, __ATOMIC_ACQUIRE); }
 SL_INLINE bool sl_shared_stopping(sl_shared *s) { return __atomic_load_n(&s->stop, __ATOMIC_RELAXED) != 0; }
 SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE); }

@@ -86,13 +86,15 @@ SL_ASSERT_LINES(sl_shared);
 
 /* An event a worker reports to the control thread through its own
  * single-producer/single-consumer ring (fixed-size elements, no allocation). */
-enum { SL_EVENT_ACQUIRE = 1 };
+enum { SL_EVENT_ACQUIRE = 1, SL_EVENT_EXPIRE_SOFT = 2, SL_EVENT_EXPIRE_HARD = 3 };
+/* Why an SA expired (EXPIRE events, in `proto`). */
+enum { SL_EXPIRE_BYTES = 1, SL_EXPIRE_PACKETS = 2, SL_EXPIRE_SEQUENCE = 3, SL_EXPIRE_SECONDS = 4, SL_EXPIRE_USE_SECONDS = 5 };
 typedef struct sl_event {
     uint8_t kind;            /* SL_EVENT_* */
-    uint8_t family;          /* 4 or 6 */
-    uint8_t proto;
+    uint8_t family;          /* ACQUIRE: 4 or 6; EXPIRE: the SA's direction, 0 out, 1 in */
+    uint8_t proto;           /* ACQUIRE: the packet's protocol; EXPIRE: SL_EXPIRE_* */
     uint8_t has_ports;
-    uint32_t policy_id;
+    uint32_t policy_id;      /* ACQUIRE: the policy; EXPIRE: the SA's SPI */
     uint32_t lcore;          /* the worker's EAL lcore id */
     uint16_t sport, dport;   /* ICMP: type, code */
     uint8_t src[16], dst[16]; /* IPv4: the first 4 bytes */

@@ -107,6 +107,8 @@ public enum CommandField: Sendable, Hashable {
     case reqid
     /// The value after `cpu`.
     case cpu
+    /// The limits after `lifetime`.
+    case lifetime
 }
 
 /// A command together with where it, and each of its words, came from.

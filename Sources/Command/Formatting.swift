@@ -78,6 +78,15 @@ extension SAConfig {
         if let cryptoEngine { words += ["crypto-engine", cryptoEngine.rawValue] }
         if let reqid { words += ["reqid", String(reqid)] }
         if let cpu { words += ["cpu", String(cpu)] }
+        if !lifetime.isEmpty {
+            words.append("lifetime")
+            for kind in SALifetime.Kind.allCases {
+                guard let l = lifetime[kind] else { continue }
+                words.append(kind.rawValue)
+                if let soft = l.soft { words += ["soft", String(soft)] }
+                if let hard = l.hard { words += ["hard", String(hard)] }
+            }
+        }
         return words.joined(separator: " ")
     }
 

@@ -55,10 +55,11 @@ extension CommandParser {
         var engine: CryptoEngineChoice? = nil
         var reqid: UInt32? = nil
         var cpu: UInt32? = nil
+        var lifetime = SALifetime()
         var tunnelOnly: Word? = nil  // the first `df` or `ttl`, refused in transport mode
 
         let keywords = ["src", "dst", "mode", "aead", "key", "esn", "seq", "replay-window", "encap", "df", "ttl",
-                        "crypto-engine", "reqid", "cpu"]
+                        "crypto-engine", "reqid", "cpu", "lifetime"]
         try c.options(keywords, required: ["mode", "aead", "key"]) { (option, c) throws(CommandError) in
             switch option.text {
             case "src": source = try c.readAddress(field: .source)
@@ -85,6 +86,7 @@ extension CommandParser {
                 ttl = try c.readNumber("TTL", in: SAConfig.ttls, field: .ttl)
             case "reqid": reqid = try c.readNumber("reqid", in: SAConfig.reqids, field: .reqid)
             case "cpu": cpu = try c.readNumber("lcore id", in: 0...UInt32(Int32.max), field: .cpu)
+            case "lifetime": lifetime = try c.readLifetime()
             default:
                 engine = try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine)
             }
@@ -96,10 +98,12 @@ extension CommandParser {
         if mode == .transport, let word = tunnelOnly {
             throw c.error("\(word.text) applies only to tunnel mode (the outer header)", at: word)
         }
-        return SAConfig(spi: spi, direction: direction, source: source, destination: destination, mode: mode,
-                        aead: aead, keyMaterial: key, esn: esn, sequence: sequence, replayWindow: replayWindow,
-                        encapsulation: encapsulation, df: df, ttl: ttl, cryptoEngine: engine,
-                        reqid: reqid, cpu: cpu)
+        var sa = SAConfig(spi: spi, direction: direction, source: source, destination: destination, mode: mode,
+                          aead: aead, keyMaterial: key, esn: esn, sequence: sequence, replayWindow: replayWindow,
+                          encapsulation: encapsulation, df: df, ttl: ttl, cryptoEngine: engine,
+                          reqid: reqid, cpu: cpu)
+        sa.lifetime = lifetime
+        return sa
     }
 
     /// `sp add [id N] dir D src P dst P [proto X] [sport R] [dport R] priority N action A`,
@@ -164,6 +168,42 @@ extension WordCursor {
         let sourcePort = try readNumber("UDP port", in: UDPEncapsulation.ports, field: .encapSourcePort)
         let destinationPort = try readNumber("UDP port", in: UDPEncapsulation.ports, field: .encapDestinationPort)
         return UDPEncapsulation(sourcePort: sourcePort, destinationPort: destinationPort)
+    }
+
+    /// After `lifetime`: one or more of `bytes|packets|seconds|use-seconds`,
+    /// each followed by `soft N`, `hard N` or both.
+    mutating func readLifetime() throws(CommandError) -> SALifetime {
+        var lifetime = SALifetime()
+        let kinds = SALifetime.Kind.allCases.map(\.rawValue)
+        var first: Word? = nil
+        repeat {
+            let word = try keyword(kinds)
+            first = first ?? word
+            // keyword() accepted one of `kinds`.
+            let kind = SALifetime.Kind(rawValue: String(word.text))!
+            if lifetime[kind] != nil { throw error("lifetime \(kind.rawValue) given twice", at: word) }
+            var limits = SALifetime.Limits()
+            while let bound = peek(), bound.text == "soft" || bound.text == "hard" {
+                _ = next()
+                let value = try readNumber("\(kind.rawValue) limit", in: 1...UInt64.max, field: .lifetime)
+                if bound.text == "soft" {
+                    guard limits.soft == nil else { throw error("soft given twice", at: bound) }
+                    limits.soft = value
+                } else {
+                    guard limits.hard == nil else { throw error("hard given twice", at: bound) }
+                    limits.hard = value
+                }
+            }
+            if limits.soft == nil && limits.hard == nil {
+                throw error("expected 'soft N' or 'hard N' after '\(word.text)'", at: word)
+            }
+            if let soft = limits.soft, let hard = limits.hard, soft >= hard {
+                throw error("\(kind.rawValue) soft \(soft) must be below hard \(hard)", at: word)
+            }
+            lifetime[kind] = limits
+        } while peek().map { kinds.contains(String($0.text)) } == true
+        if let first { mark(.lifetime, first) }
+        return lifetime
     }
 
     /// After `action`: `protect spi S`, `protect reqid N`, `bypass` or `discard`.

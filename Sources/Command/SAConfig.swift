@@ -86,6 +86,31 @@ public enum OuterDF: String, Sendable, Hashable, CaseIterable {
     case clear
 }
 
+/// An SA's lifetime (RFC 4301 §4.4.2.1): soft and hard limits on bytes,
+/// packets, seconds since it was installed and seconds since its first use.
+/// Soft raises one EXPIRE(soft) event; hard removes the SA from the data path
+/// and raises EXPIRE(hard).
+public struct SALifetime: Sendable, Hashable {
+    public struct Limits: Sendable, Hashable {
+        public var soft: UInt64?
+        public var hard: UInt64?
+        public init(soft: UInt64? = nil, hard: UInt64? = nil) { self.soft = soft; self.hard = hard }
+    }
+    public enum Kind: String, Sendable, CaseIterable {
+        case bytes, packets, seconds
+        case useSeconds = "use-seconds"
+    }
+    public var limits: [Kind: Limits] = [:]
+
+    public init(_ limits: [Kind: Limits] = [:]) { self.limits = limits }
+
+    public subscript(kind: Kind) -> Limits? {
+        get { limits[kind] }
+        set { limits[kind] = newValue }
+    }
+    public var isEmpty: Bool { limits.isEmpty }
+}
+
 /// UDP encapsulation of ESP for NAT traversal (RFC 3948).
 public struct UDPEncapsulation: Sendable, Hashable {
     public var sourcePort: UInt16
@@ -201,6 +226,8 @@ public struct SAConfig: Sendable, Hashable {
     /// Outbound per-CPU SA (RFC 9611): the EAL lcore of the worker that owns
     /// it. nil: the fallback SA of its reqid, used by workers without their own.
     public var cpu: UInt32?
+    /// Soft and hard limits; empty: none.
+    public var lifetime: SALifetime = SALifetime()
 
     public static let replayWindows: ClosedRange<Int> = 32...65536
     /// RFC 4303 §3.4.3: 64 "SHOULD be employed as the default".

@@ -67,6 +67,15 @@ extension CounterReport {
                               : IPv4Address(b.loadUnaligned(as: UInt32.self).bigEndian).description
             }
         }
+        if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) || e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
+            let reasons = [Int32(SL_EXPIRE_BYTES): "bytes", Int32(SL_EXPIRE_PACKETS): "packets",
+                           Int32(SL_EXPIRE_SEQUENCE): "sequence", Int32(SL_EXPIRE_SECONDS): "seconds",
+                           Int32(SL_EXPIRE_USE_SECONDS): "use-seconds"]
+            let hex = String(e.policy_id, radix: 16)
+            return "event: expire \(e.kind == UInt8(SL_EVENT_EXPIRE_HARD) ? "hard" : "soft") "
+                + "dir=\(e.family == 0 ? "out" : "in") spi=0x\(String(repeating: "0", count: 8 - hex.count))\(hex) "
+                + "reason=\(reasons[Int32(e.proto)] ?? "?") cpu=\(e.lcore)"
+        }
         let kind = e.kind == UInt8(SL_EVENT_ACQUIRE) ? "acquire" : "kind\(e.kind)"
         var line = "event: \(kind) policy=\(e.policy_id) cpu=\(e.lcore) src=\(address(e.src)) dst=\(address(e.dst)) proto=\(e.proto)"
         if e.has_ports != 0 { line += " sport=\(e.sport) dport=\(e.dport)" }

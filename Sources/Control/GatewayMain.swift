@@ -136,9 +136,36 @@ public enum GatewayMain {
 
         var meter = RateMeter()
         var nextStats = monotonicSeconds() + options.statsInterval
+        var nextLifetimeCheck = 0.0
         while sl_stop_signal() == 0 {
             usleep(10_000)
-            for e in gateway.drainEvents() { print(CounterReport.eventLine(e)) }
+            // Events from the workers; a hard EXPIRE takes its SA out of
+            // the data path, as do time limits (checked four times a second).
+            var expiredSAs = false
+            for e in gateway.drainEvents() {
+                print(CounterReport.eventLine(e))
+                if e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
+                    let removed = ipsec.expire(spi: e.policy_id, direction: e.family == 0 ? .outbound : .inbound)
+                    expiredSAs = expiredSAs || !removed.isEmpty
+                }
+            }
+            let now = monotonicSeconds()
+            if now >= nextLifetimeCheck {
+                nextLifetimeCheck = now + 0.25
+                for expiry in ipsec.checkTimes(now: now) {
+                    print(expiry.description)
+                    expiredSAs = expiredSAs || expiry.hard
+                }
+            }
+            if expiredSAs {
+                do {
+                    try gateway.publish(ipsec: ipsec.compile(config, workerLcores: gateway.workerLcores))
+                    ipsec.commit()
+                    print("sluice: SAs past a hard lifetime removed: \(ipsec.expiredSAs.map(\.description).joined(separator: ", "))")
+                } catch {
+                    writeStandardError("sluice: error: cannot remove expired SAs: \(error)\n")
+                }
+            }
             if options.statsInterval > 0 && monotonicSeconds() >= nextStats {
                 print(meter.line(gateway.coreCounters()))
                 nextStats += options.statsInterval

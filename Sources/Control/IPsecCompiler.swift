@@ -63,7 +63,10 @@ public final class IPsecCompiler {
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
-        for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) {
+        // A hard-expired SA stays out of the data path until the configuration
+        // replaces it (deleted, or added again with other keys or limits).
+        expired = expired.filter { config.sas[$0.key] == $0.value }
+        for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) where expired[id] == nil {
             let algorithm = Self.algorithm(sa.aead)
             let engine = Self.engine(config.effectiveCryptoEngine(of: sa))
             switch sa.direction {
@@ -86,7 +89,7 @@ public final class IPsecCompiler {
                 let parameters = OutboundSA(spi: SPI(sa.spi.rawValue), mode: mode, key: state.key.unsafeHandle, esn: sa.esn,
                                             udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                             df: Self.df(sa.df))
-                outEntries.append(.init(sa: parameters, state: state))
+                outEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime)))
             case .inbound:
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
@@ -126,7 +129,7 @@ public final class IPsecCompiler {
                                                    destination: sa.destination,
                                                    udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                                    selectors: selectors)
-                    inEntries.append(.init(sa: parameters, state: state))
+                    inEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime)))
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }
@@ -194,6 +197,80 @@ public final class IPsecCompiler {
                  "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
         return IPsecTables(outSPD: outTable, inSPD: inTable, outGroupSA: groupSA, workerCount: lcores.count,
                            outbound: outEntries, inbound: inEntries, natPorts: nat)
+    }
+
+    // MARK: Lifetimes
+
+    /// SAs taken out of the data path by a hard lifetime, with the
+    /// configuration that expired.
+    private var expired: [SAIdentifier: SAConfig] = [:]
+    /// Per SA state (a new key is a new state): when it was first seen
+    /// installed and in use, and which soft time limits were reported.
+    private var installedAt: [ObjectIdentifier: Double] = [:]
+    private var firstUsedAt: [ObjectIdentifier: Double] = [:]
+    private var softReported: Set<String> = []
+
+    /// An EXPIRE the control thread decided (time limits).
+    public struct Expiry: Sendable, CustomStringConvertible {
+        public var identifier: SAIdentifier
+        public var direction: IPsecDirection
+        public var hard: Bool
+        public var reason: String
+        public var description: String {
+            "event: expire \(hard ? "hard" : "soft") dir=\(direction.rawValue) spi=\(identifier.spi) reason=\(reason)"
+        }
+    }
+
+    /// The SAs a hard lifetime took out of the data path, sorted.
+    public var expiredSAs: [SAIdentifier] { expired.keys.sorted() }
+
+    static func limits(_ l: SALifetime) -> SALimits {
+        SALimits(softPackets: l[.packets]?.soft ?? 0, hardPackets: l[.packets]?.hard ?? 0,
+                 softBytes: l[.bytes]?.soft ?? 0, hardBytes: l[.bytes]?.hard ?? 0)
+    }
+
+    /// Takes the SAs of `spi` and `direction` out of the data path (their hard
+    /// lifetime was reached; the next `compile` leaves them out). Returns them.
+    @discardableResult
+    public func expire(spi: UInt32, direction: IPsecDirection) -> [SAIdentifier] {
+        let matches: [(SAIdentifier, SAConfig)] = direction == .outbound
+            ? outbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
+            : inbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
+        for (id, config) in matches { expired[id] = config }
+        return matches.map(\.0)
+    }
+
+    /// The time limits (`seconds`, `use-seconds`) reached at `now`
+    /// (monotonic seconds): soft ones once, hard ones also taken out of the
+    /// data path (recompile and publish after).
+    public func checkTimes(now: Double) -> [Expiry] {
+        var out: [Expiry] = []
+        let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, Bool)] =
+            outbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsSent > 0) }
+            + inbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsReceived > 0) }
+        let live = Set(sas.map(\.2))
+        installedAt = installedAt.filter { live.contains($0.key) }
+        firstUsedAt = firstUsedAt.filter { live.contains($0.key) }
+        for (id, sa, state, used) in sas where expired[id] == nil {
+            let installed = installedAt[state] ?? now
+            installedAt[state] = installed
+            if used && firstUsedAt[state] == nil { firstUsedAt[state] = now }
+            for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[state])] {
+                guard let limits = sa.lifetime[kind], let start else { continue }
+                let age = now - start
+                let key = "\(state.hashValue) \(kind.rawValue)"
+                if let soft = limits.soft, age >= Double(soft), !softReported.contains(key) {
+                    softReported.insert(key)
+                    out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
+                }
+                if let hard = limits.hard, age >= Double(hard) {
+                    expired[id] = sa
+                    out.append(Expiry(identifier: id, direction: sa.direction, hard: true, reason: kind.rawValue))
+                    break
+                }
+            }
+        }
+        return out
     }
 
     /// The next sequence number of an outbound SA (for reports and tests).

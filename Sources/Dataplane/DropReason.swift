@@ -34,11 +34,13 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// To an address no router forwards: IPv4 0/8, 127/8, multicast, limited
     /// broadcast; IPv6 unspecified, loopback, link-local, multicast.
     public static let martian = DropReason(rawValue: 12)
+    /// The SA reached a hard lifetime (bytes or packets); it is being removed.
+    public static let lifetimeExpired = DropReason(rawValue: 13)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
-                            "no_outbound_sa", "segmented", "martian"]
-    @usableFromInline static let espBase = 13
+                            "no_outbound_sa", "segmented", "martian", "lifetime_expired"]
+    @usableFromInline static let espBase = 14
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

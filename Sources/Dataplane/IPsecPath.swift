@@ -160,7 +160,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             }
         }
         if pending > 0 {
-            sealPending(w, count: pending, fib: fib, tables: tables, crypto: context.core, hops: hops, tx: &tx, drops: drops)
+            sealPending(w, count: pending, fib: fib, tables: tables, context: context, hops: hops, tx: &tx, drops: drops)
         }
         return
     }
@@ -183,9 +183,34 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         case .esp(let header):
             let s = tables.inboundSA(for: header)
             guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
+            let life = tables.inLife[s]
+            let limits = life.limits
+            let counters = life.counters
+            if (limits.hardPackets != 0 && counters.pointee.packets >= limits.hardPackets)
+                || (limits.hardBytes != 0 && counters.pointee.bytes >= limits.hardBytes) {
+                drop(m, .lifetimeExpired, drops); continue
+            }
             if let d = ESPInbound.decapsulate(&view, header: header, sa: tables.inSAs[s],
                                               window: &tables.inWindows[s].pointee, core: context.core) {
                 drop(m, .esp(d), drops); continue
+            }
+            // Counted once authenticated; this worker is the only writer.
+            let packets = counters.pointee.packets &+ 1
+            let bytesBefore = counters.pointee.bytes
+            let bytes = bytesBefore &+ UInt64(view.length)
+            withUnsafeMutablePointer(to: &counters.pointee.packets) { sl_counter_store($0, packets) }
+            withUnsafeMutablePointer(to: &counters.pointee.bytes) { sl_counter_store($0, bytes) }
+            if limits.softPackets == packets {
+                context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+            }
+            if limits.hardPackets == packets {
+                context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+            }
+            if limits.softBytes != 0 && bytesBefore < limits.softBytes && bytes >= limits.softBytes {
+                context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+            }
+            if limits.hardBytes != 0 && bytesBefore < limits.hardBytes && bytes >= limits.hardBytes {
+                context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
@@ -206,7 +231,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
 /// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
 @inline(__always)
 func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
-                 crypto: borrowing CryptoCore, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
+                 context: WorkerIPsec, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
                  drops: UnsafeMutablePointer<UInt64>) {
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
@@ -218,19 +243,69 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         let s = sealSA[first]
         if s < 0 { first &+= 1; continue }
         var n: UInt64 = 0
+        var total: UInt64 = 0
         var j = first
-        while j < count { if sealSA[j] == s { n &+= 1 }; j &+= 1 }
+        while j < count {
+            if sealSA[j] == s { n &+= 1; total &+= UInt64(sealLen[j]) }
+            j &+= 1
+        }
+        let life = tables.outLife[Int(s)]
+        // Byte lifetime: one atomic add per SA per burst; a packet is sent
+        // while the bytes before it are below the hard limit (the packet
+        // that reaches it is the last), so `allowed` is a prefix.
+        var allowed = n
+        if life.softBytes != 0 || life.hardBytes != 0 {
+            let before = sl_counter_fetch_add(life.bytes, total)
+            if life.softBytes != 0 && before < life.softBytes && before &+ total >= life.softBytes {
+                context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+            }
+            if life.hardBytes != 0 {
+                if before < life.hardBytes && before &+ total >= life.hardBytes {
+                    context.expire(hard: true, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+                }
+                var sum = before
+                allowed = 0
+                j = first
+                while j < count && sum < life.hardBytes {
+                    if sealSA[j] == s { sum &+= UInt64(sealLen[j]); allowed &+= 1 }
+                    j &+= 1
+                }
+            }
+        }
+        // Packet lifetime and sequence space: the reservation stops at the
+        // SA's last number; the burst that takes it raises EXPIRE(hard).
+        let limit = tables.outLimit[Int(s)]
         var granted: UInt64 = 0
-        var seq = sl_seq_reserve(tables.outNext[Int(s)], n, tables.outLimit[Int(s)], &granted)
+        var seq = sl_seq_reserve(tables.outNext[Int(s)], allowed, limit, &granted)
+        if granted > 0 {
+            let last = seq &+ (granted &- 1)
+            if life.softSequence != 0 && seq <= life.softSequence && life.softSequence <= last {
+                context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+            }
+            if last == limit {
+                context.expire(hard: true, outbound: true, spi: life.spi,
+                               reason: Int32(life.packetLimited ? SL_EXPIRE_PACKETS : SL_EXPIRE_SEQUENCE))
+            }
+        }
+        var refused = allowed &- granted  // past the last number: out of packets or of sequence space
         j = first
         while j < count {
             if sealSA[j] == s {
                 sealSA[j] = -1
                 let m = sealM[j]!
-                guard granted > 0 else { drop(m, .esp(.sequenceExhausted), drops); j &+= 1; continue }
+                guard granted > 0 else {
+                    if refused > 0 {
+                        refused &-= 1
+                        drop(m, life.packetLimited ? .lifetimeExpired : .esp(.sequenceExhausted), drops)
+                    } else {
+                        drop(m, .lifetimeExpired, drops)  // over the byte limit
+                    }
+                    j &+= 1
+                    continue
+                }
                 granted &-= 1
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
-                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[Int(s)], sequence: SequenceNumber(seq), core: crypto) {
+                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[Int(s)], sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
                 } else {
                     routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)

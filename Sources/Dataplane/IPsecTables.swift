@@ -10,16 +10,71 @@ import IPsec
 public final class OutboundSAState {
     public let key: AEADKey
     public let next: UnsafeMutablePointer<UInt64>
+    /// The last number the sequence space allows (2^32 − 1, or 2^64 − 1 with ESN).
     public let limit: UInt64
+    /// The first number this state sent: packets sent = next − first.
+    public let first: UInt64
+    /// Bytes sent (inner packets), added to by every worker using the SA.
+    public let bytes: UnsafeMutablePointer<UInt64>
     public init(key: consuming AEADKey, next: UInt64, esn: Bool) {
         self.key = key
         self.next = .allocate(capacity: 1)
         self.next.initialize(to: next)
+        first = next
+        bytes = .allocate(capacity: 1)
+        bytes.initialize(to: 0)
         limit = esn ? UInt64.max : UInt64(UInt32.max)
     }
-    deinit { next.deallocate() }
+    deinit { next.deallocate(); bytes.deallocate() }
     /// The next sequence number the SA will send (0 once exhausted past 2^64−1).
     public var nextSequence: UInt64 { sl_seq_load(next) }
+    /// Packets sent so far (sequence numbers taken).
+    public var packetsSent: UInt64 {
+        let n = nextSequence
+        return n == 0 ? limit &- first &+ 1 : n &- first
+    }
+    public var bytesSent: UInt64 { sl_counter_load(bytes) }
+}
+
+/// Byte and packet limits of an SA's lifetime as the workers enforce them
+/// (0: no limit). Seconds are the control thread's.
+public struct SALimits: Sendable, BitwiseCopyable, Equatable {
+    public var softPackets: UInt64 = 0
+    public var hardPackets: UInt64 = 0
+    public var softBytes: UInt64 = 0
+    public var hardBytes: UInt64 = 0
+    public init(softPackets: UInt64 = 0, hardPackets: UInt64 = 0, softBytes: UInt64 = 0, hardBytes: UInt64 = 0) {
+        self.softPackets = softPackets
+        self.hardPackets = hardPackets
+        self.softBytes = softBytes
+        self.hardBytes = hardBytes
+    }
+}
+
+/// What a worker needs to enforce an outbound SA's lifetime.
+struct OutboundLife: BitwiseCopyable {
+    /// The sequence number whose packet reaches the soft packet limit (0: none).
+    var softSequence: UInt64
+    /// Whether the SA's last sequence number comes from a packet limit (else the sequence space).
+    var packetLimited: Bool
+    var softBytes: UInt64
+    var hardBytes: UInt64
+    var bytes: UnsafeMutablePointer<UInt64>
+    var spi: UInt32
+}
+
+/// Packets and bytes an inbound SA accepted: written by the worker that
+/// receives the SA, read by the control thread.
+public struct InboundCounters {
+    public var packets: UInt64 = 0
+    public var bytes: UInt64 = 0
+}
+
+/// What a worker needs to enforce an inbound SA's lifetime.
+struct InboundLife: BitwiseCopyable {
+    var limits: SALimits
+    var counters: UnsafeMutablePointer<InboundCounters>
+    var spi: UInt32
 }
 
 /// Mutable state of one inbound SA: its replay window (written by the worker
@@ -27,12 +82,17 @@ public final class OutboundSAState {
 public final class InboundSAState {
     public let key: AEADKey
     public let window: UnsafeMutablePointer<ReplayWindow>
+    public let counters: UnsafeMutablePointer<InboundCounters>
     public init(key: consuming AEADKey, window: ReplayWindow) {
         self.key = key
         self.window = .allocate(capacity: 1)
         self.window.initialize(to: window)
+        counters = .allocate(capacity: 1)
+        counters.initialize(to: InboundCounters())
     }
-    deinit { window.pointee.deallocate(); window.deallocate() }
+    deinit { window.pointee.deallocate(); window.deallocate(); counters.deallocate() }
+    public var packetsReceived: UInt64 { withUnsafePointer(to: &counters.pointee.packets) { sl_counter_load($0) } }
+    public var bytesReceived: UInt64 { withUnsafePointer(to: &counters.pointee.bytes) { sl_counter_load($0) } }
 }
 
 /// The IPsec snapshot the workers read: the outbound SPD and the inbound one
@@ -53,10 +113,13 @@ public final class IPsecTables {
     public let workerCount: Int
     let outSAs: UnsafeMutableBufferPointer<OutboundSA>
     let outNext: UnsafeMutableBufferPointer<UnsafeMutablePointer<UInt64>>
+    /// The last sequence number each SA may send: the sequence space or its packet lifetime.
     let outLimit: UnsafeMutableBufferPointer<UInt64>
+    let outLife: UnsafeMutableBufferPointer<OutboundLife>
     /// Inbound SAs, most specific first for equal SPIs (SPI+dst+src, SPI+dst, SPI).
     let inSAs: UnsafeMutableBufferPointer<InboundSA>
     let inWindows: UnsafeMutableBufferPointer<UnsafeMutablePointer<ReplayWindow>>
+    let inLife: UnsafeMutableBufferPointer<InboundLife>
     let natPorts: NATTraversalPorts
     /// Keeps keys and mutable state alive as long as these tables.
     private let owners: [AnyObject]
@@ -64,12 +127,18 @@ public final class IPsecTables {
     public struct Outbound {
         public var sa: OutboundSA
         public var state: OutboundSAState
-        public init(sa: OutboundSA, state: OutboundSAState) { self.sa = sa; self.state = state }
+        public var limits: SALimits
+        public init(sa: OutboundSA, state: OutboundSAState, limits: SALimits = SALimits()) {
+            self.sa = sa; self.state = state; self.limits = limits
+        }
     }
     public struct Inbound {
         public var sa: InboundSA
         public var state: InboundSAState
-        public init(sa: InboundSA, state: InboundSAState) { self.sa = sa; self.state = state }
+        public var limits: SALimits
+        public init(sa: InboundSA, state: InboundSAState, limits: SALimits = SALimits()) {
+            self.sa = sa; self.state = state; self.limits = limits
+        }
     }
 
     /// Outbound protect verdicts name a group of `outGroupSA` (`workerCount`
@@ -88,11 +157,23 @@ public final class IPsecTables {
         self.workerCount = workerCount
         outSAs = buffer(outbound.map(\.sa))
         outNext = buffer(outbound.map(\.state.next))
-        outLimit = buffer(outbound.map(\.state.limit))
+        outLimit = buffer(outbound.map { o in
+            // hardPackets packets: numbers first … first + hardPackets − 1.
+            o.limits.hardPackets == 0 ? o.state.limit
+                : min(o.state.limit, o.state.first &+ (o.limits.hardPackets &- 1))
+        })
+        outLife = buffer(outbound.map { o in
+            OutboundLife(softSequence: o.limits.softPackets == 0 ? 0 : o.state.first &+ (o.limits.softPackets &- 1),
+                         packetLimited: o.limits.hardPackets != 0
+                            && o.state.first &+ (o.limits.hardPackets &- 1) <= o.state.limit,
+                         softBytes: o.limits.softBytes, hardBytes: o.limits.hardBytes, bytes: o.state.bytes,
+                         spi: o.sa.spi.rawValue)
+        })
         func specificity(_ s: InboundSA) -> Int { (s.destination != nil ? 2 : 0) + (s.source != nil ? 1 : 0) }
         let inOrdered = inbound.sorted { ($0.sa.spi.rawValue, -specificity($0.sa)) < ($1.sa.spi.rawValue, -specificity($1.sa)) }
         inSAs = buffer(inOrdered.map(\.sa))
         inWindows = buffer(inOrdered.map(\.state.window))
+        inLife = buffer(inOrdered.map { InboundLife(limits: $0.limits, counters: $0.state.counters, spi: $0.sa.spi.rawValue) })
         self.natPorts = natPorts
         owners = outbound.map(\.state) + inbound.map(\.state)
     }
@@ -100,6 +181,7 @@ public final class IPsecTables {
     deinit {
         for b in [UnsafeMutableRawBufferPointer(outGroupSA), UnsafeMutableRawBufferPointer(outSAs),
                   UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
+                  UnsafeMutableRawBufferPointer(outLife), UnsafeMutableRawBufferPointer(inLife),
                   UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
             b.baseAddress?.deallocate()
         }
@@ -191,6 +273,19 @@ public final class WorkerIPsec {
         e.dport = fields.destinationPort
         withUnsafeMutableBytes(of: &e.src) { Self.store(fields.source, $0) }
         withUnsafeMutableBytes(of: &e.dst) { Self.store(fields.destination, $0) }
+        if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
+    }
+
+    /// Reports that SA `spi` reached a soft or hard lifetime limit. Each limit
+    /// is crossed by exactly one packet, so each event is raised once.
+    @inline(never)
+    func expire(hard: Bool, outbound: Bool, spi: UInt32, reason: Int32) {
+        var e = sl_event()
+        e.kind = UInt8(hard ? SL_EVENT_EXPIRE_HARD : SL_EVENT_EXPIRE_SOFT)
+        e.family = outbound ? 0 : 1
+        e.proto = UInt8(reason)
+        e.policy_id = spi
+        e.lcore = lcore
         if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
     }
 
