@@ -217,6 +217,45 @@ private func compare(seed: UInt64, rules: [SPDRule], packets: [SelectorFields]) 
         #expect(patched[cutTree] * 2 >= steps, "cut-tree patched \(patched[cutTree]) of \(steps) steps")
     }
 
+    /// The cut tree split into two trees per interface id (which generated
+    /// sets rarely need), walked at once: single, burst and updates.
+    @Test func cutTreeSplitByDestination() {
+        for round in 0..<6 {
+            let seed = 0x5B17 ^ UInt64(round)
+            var gen = SPDRuleSetGenerator(seed: seed, ipv6: round % 2 == 1)
+            let all = gen.rules(count: [50, 400, 2_000][round % 3])
+            let packets = gen.packets(count: 2_000, for: all, adversarial: 0.3)
+            var current = Array(all.dropLast(3))
+            let oracle = LinearClassifier(rules: all)
+            var c = CutTreeClassifier(sorted: all.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            #expect(c.v4.treeCount + c.v6.treeCount > Set(all.map(\.ifID)).count, "some id has two trees")
+            var burst = [UInt32](repeating: 0, count: packets.count)
+            packets.withUnsafeBufferPointer { pb in
+                burst.withUnsafeMutableBufferPointer { c.lookup(burst: pb.baseAddress!, count: pb.count, into: $0.baseAddress!) }
+            }
+            if let i = packets.indices.first(where: { c.lookup(packets[$0]) != oracle.lookup(packets[$0]) || burst[$0] != oracle.lookup(packets[$0]) }) {
+                Issue.record(Comment(rawValue: "seed \(seed): split cut-tree \(c.lookup(packets[i])) burst \(burst[i]) != linear \(oracle.lookup(packets[i]))"))
+                continue
+            }
+            // Updates on the split tables: remove three, then insert them back.
+            c = CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            let held = all.suffix(3)
+            let removed = [current[0], current[current.count / 2], current[current.count - 1]]
+            for r in removed {
+                current.removeAll { $0.rank == r.rank }
+                c = c.removing(rank: r.rank) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            }
+            for r in held + removed {
+                current.append(r)
+                c = c.inserting(r) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            }
+            let expected = LinearClassifier(rules: current)
+            if let i = packets.indices.first(where: { c.lookup(packets[$0]) != expected.lookup(packets[$0]) }) {
+                Issue.record(Comment(rawValue: "seed \(seed): split cut-tree after updates \(c.lookup(packets[i])) != linear \(expected.lookup(packets[i]))"))
+            }
+        }
+    }
+
     @Test func generatorIsReproducible() {
         var a = SPDRuleSetGenerator(seed: 7, ipv6: false), b = SPDRuleSetGenerator(seed: 7, ipv6: false)
         let ra = a.rules(count: 500), rb = b.rules(count: 500)

@@ -8,24 +8,29 @@
 // (total child rule count + child slots ≤ spaceFactor × rules + slack).
 // Nodes with ≤ `leafSize` rules, or that no cut can split, become leaves.
 //
-// Replication is bounded the EffiCuts/CutSplit way: rules are first split by
-// whether their destination prefix is wide (shorter than /16, /48 for IPv6),
-// each group its own tree, so the tree of specific destinations never cuts
-// through destination wildcards. (Splitting by source width as well, four
-// trees, used less memory but was 25% slower on generated 10k-rule sets:
-// every tree costs a descent; one tree was 10% faster but five times larger.)
+// Leaves hold 4-byte rule indices (records live once, in the rule table), so
+// replication is cheap and each interface id gets one tree: one walk per
+// packet. When that tree passes a size bound (`CutTreeClassifier.maxSlotsPerRule`), its rules
+// are split the EffiCuts/CutSplit way by whether their destination prefix is
+// wide (shorter than /16, /48 for IPv6), each group its own tree, so the tree
+// of specific destinations never cuts through destination wildcards; lookups
+// then walk both trees at once. (On generated sets with 64-byte records in
+// every leaf, the split was needed: one tree was five times larger.)
 // Rules of different interface ids never share a tree: a packet only walks
 // the trees of its own id.
 //
 // In a region, a rule covering the whole region hides every worse-ranked rule
 // there, so those are dropped. Siblings with the same rules, all of which
 // span both siblings in the cut dimension, share one subtree; leaves with the
-// same rule list share one record run.
+// same rule list share one run of rule indices.
 //
 // Entries (UInt64) encode nodes and leaves:
 //   internal: childBase << 32 | dim << 16 | shift << 8 | bits   (bits ≥ 1)
-//   leaf:     firstRecord << 32 | count << 8 (24 bits)         (low byte 0)
-// The all-zero entry is the empty leaf.
+//   leaf:     head << 32 | count << 8 (24 bits)                (low byte 0)
+// where a leaf's head is its first slot in the leaf runs, or for a one-rule
+// leaf the rule's index itself (no run, one miss less). The all-zero entry
+// is the empty leaf. Rule indices are positions in the family's rule table,
+// in rank order, so leaves list them ascending.
 
 struct CutTreeBuilder {
     let dims: Int
@@ -33,9 +38,10 @@ struct CutTreeBuilder {
     /// Boxes of the family's rules (in rank order), [rule * dims + d].
     let lo: [UInt32]
     let hi: [UInt32]
-    var children: [UInt64] = []
-    /// Rule index per record slot, leaves one after the other.
-    var leafRules: [Int32] = []
+    /// Entry 0 is a spare empty leaf: the branch-free walk reads it for leaves.
+    var children: [UInt64] = [0]
+    /// Rule indices of the leaves of two or more rules, one run after the other.
+    var leafRules: [UInt32] = []
     private var leafIndex: [[Int32]: UInt64] = [:]
     /// Rules that hid worse-ranked ones somewhere (their removal needs a rebuild).
     var hiders: Set<Int32> = []
@@ -78,9 +84,10 @@ struct CutTreeBuilder {
 
     private mutating func leaf(_ list: [Int32]) -> UInt64 {
         if list.isEmpty { return 0 }
+        if list.count == 1 { return UInt64(UInt32(list[0])) << 32 | 1 << 8 }
         if let e = leafIndex[list] { return e }
         let e = UInt64(leafRules.count) << 32 | UInt64(list.count) << 8
-        leafRules.append(contentsOf: list)
+        leafRules.append(contentsOf: list.lazy.map { UInt32($0) })
         leafIndex[list] = e
         return e
     }
@@ -202,10 +209,13 @@ struct CutTreeArrays {
     var interfaces: [UInt32] = []
     var interfaceTrees: [UInt64] = []
     var entries: [UInt64] = []
-    /// 2 × lanes words per record (see `CutTreeLayout`).
+    /// Runs of rule indices of the leaves of two or more rules.
+    var leafRules: [UInt32] = []
+    /// One record of 2 × lanes words per rule, in rank order (see `CutTreeLayout`).
     var records: [UInt32] = []
     var values: [UInt32] = []
-    var deadRecords = 0
+    /// An upper bound on the `leafRules` slots no leaf uses any more.
+    var deadSlots = 0
 
     /// Leaves `inserting` may grow to; a larger one makes it decline (the rebuild re-cuts).
     static let maxPatchedLeaf = 2 * CutTreeBuilder.leafSize
@@ -219,9 +229,10 @@ struct CutTreeArrays {
         interfaces = Array(UnsafeBufferPointer(start: t.interfaces, count: t.interfaceCount))
         interfaceTrees = Array(UnsafeBufferPointer(start: t.interfaceTrees, count: t.interfaceCount))
         entries = Array(UnsafeBufferPointer(start: t.entries, count: t.entryCount))
-        records = Array(UnsafeBufferPointer(start: t.records, count: t.recordCount * 2 * lanes))
-        values = Array(UnsafeBufferPointer(start: t.values, count: t.recordCount))
-        deadRecords = t.deadRecords
+        leafRules = Array(UnsafeBufferPointer(start: t.leafRules, count: t.leafSlotCount))
+        records = Array(UnsafeBufferPointer(start: t.records, count: t.ruleCount * 2 * lanes))
+        values = Array(UnsafeBufferPointer(start: t.values, count: t.ruleCount))
+        deadSlots = t.deadSlots
     }
 
     /// The tables in freshly allocated raw memory (the caller's classifier owns it).
@@ -231,59 +242,89 @@ struct CutTreeArrays {
             p.initialize(from: a, count: a.count)
             return p
         }
-        let recordCount = values.count
-        let records = UnsafeMutableRawPointer.allocate(byteCount: max(recordCount, 1) * 8 * lanes, alignment: 64)
-            .bindMemory(to: UInt32.self, capacity: max(recordCount, 1) * 2 * lanes)
+        let ruleCount = values.count
+        let records = UnsafeMutableRawPointer.allocate(byteCount: max(ruleCount, 1) * 8 * lanes, alignment: 64)
+            .bindMemory(to: UInt32.self, capacity: max(ruleCount, 1) * 2 * lanes)
         records.initialize(from: self.records, count: self.records.count)
         return CutTreeTables(roots: copy(roots), treeCount: roots.count, interfaces: copy(interfaces),
                              interfaceTrees: copy(interfaceTrees), interfaceCount: interfaces.count,
-                             entries: copy(entries), entryCount: entries.count, records: records,
-                             values: copy(values), recordCount: recordCount, recordBytes: 8 * lanes,
-                             groups: copy(groups), deadRecords: deadRecords)
+                             entries: copy(entries), entryCount: entries.count,
+                             leafRules: copy(leafRules), leafSlotCount: leafRules.count, records: records,
+                             values: copy(values), ruleCount: ruleCount, recordBytes: 8 * lanes,
+                             groups: copy(groups), deadSlots: deadSlots)
     }
 
-    private mutating func appendRecord(from slot: Int) {
-        let w = 2 * lanes
-        for k in slot * w ..< (slot + 1) * w { records.append(records[k]) }
-        values.append(values[slot])
+    @inline(__always) private static func isLeaf(_ e: UInt64) -> Bool { e & 0xFF == 0 }
+    @inline(__always) private static func count(_ e: UInt64) -> Int { Int((e >> 8) & 0xFF_FFFF) }
+
+    /// The rule indices of leaf `e`.
+    private func rules(ofLeaf e: UInt64) -> [UInt32] {
+        let head = Int(e >> 32), n = Self.count(e)
+        return n == 1 ? [UInt32(head)] : Array(leafRules[head ..< head + n])
     }
 
-    private func rank(ofRecord slot: Int) -> UInt64 {
-        let o = slot * 2 * lanes
-        return UInt64(records[o + 2 * lanes - 2]) | UInt64(records[o + 2 * lanes - 1]) << 32
+    /// The entry of a leaf holding `list` (ascending), appending a run when it needs one.
+    private mutating func leaf(_ list: [UInt32]) -> UInt64 {
+        switch list.count {
+        case 0: return 0
+        case 1: return UInt64(list[0]) << 32 | 1 << 8
+        default:
+            let e = UInt64(leafRules.count) << 32 | UInt64(list.count) << 8
+            leafRules += list
+            return e
+        }
+    }
+
+    /// Applies `f` (monotonic) to every rule index the tables hold: runs,
+    /// one-rule leaves, trees' best rules.
+    private mutating func renumber(_ f: (UInt32) -> UInt32) {
+        func entry(_ e: UInt64) -> UInt64 {
+            guard Self.isLeaf(e) && Self.count(e) == 1 else { return e }
+            return UInt64(f(UInt32(e >> 32))) << 32 | (e & 0xFFFF_FFFF)
+        }
+        for i in leafRules.indices { leafRules[i] = f(leafRules[i]) }
+        for i in entries.indices { entries[i] = entry(entries[i]) }
+        for i in roots.indices {
+            roots[i].entry = entry(roots[i].entry)
+            roots[i].firstRule = f(roots[i].firstRule)
+        }
     }
 
     // MARK: Insert
 
-    /// Adds `rule` (of this family) to every leaf its box reaches in one
-    /// tree of its interface id. False when it cannot: no tree for that id,
-    /// or a leaf would outgrow `maxPatchedLeaf`; `self` is then unusable.
+    /// Adds `rule` (of this family), which goes at `index` of the rule
+    /// table, to every leaf its box reaches in one tree of its interface id.
+    /// False when it cannot: no tree for that id, or a leaf would outgrow
+    /// `maxPatchedLeaf`; `self` is then unusable.
     ///
-    /// Correct whatever region a leaf stands for: a leaf's records are
-    /// checked against the whole box of their rule, so a record in a leaf
-    /// its box misses (a subtree or record run shared with a region the rule
-    /// does not reach) only costs a compare, and leaves keep rank order.
-    mutating func insert(_ rule: SPDRule, ipv6: Bool) -> Bool {
+    /// Correct whatever region a leaf stands for: a leaf's rules are
+    /// checked against their whole box, so a rule in a leaf its box misses
+    /// (a subtree or run shared with a region the rule does not reach) only
+    /// costs a compare, and leaves keep rank order.
+    mutating func insert(_ rule: SPDRule, at index: Int, ipv6: Bool) -> Bool {
         guard let i = interfaces.firstIndex(of: rule.ifID) else { return false }
         let first = Int(interfaceTrees[i] >> 32), count = Int(interfaceTrees[i] & 0xFFFF_FFFF)
         guard count > 0 else { return false }
+        let index = UInt32(index)
+        renumber { $0 >= index ? $0 + 1 : $0 }
+        var record = [UInt32](repeating: 0, count: 2 * lanes)
+        record.withUnsafeMutableBufferPointer { CutTreeLayout.writeRecord(rule, at: $0.baseAddress!, lanes: lanes) }
+        records.insert(contentsOf: record, at: Int(index) * 2 * lanes)
+        values.insert(rule.value, at: Int(index))
         // Its group's tree, or the other one when its group has none.
         let wanted = UInt8(CutTreeClassifier.group(rule, ipv6: ipv6))
         let tree = (first..<first + count).first { groups[$0] == wanted } ?? first
         let box = CutTreeLayout.box(rule)
-        var record = [UInt32](repeating: 0, count: 2 * lanes)
-        record.withUnsafeMutableBufferPointer { CutTreeLayout.writeRecord(rule, at: $0.baseAddress!, lanes: lanes) }
-        var walk = InsertWalk(box: box, base: [UInt32](repeating: 0, count: box.count), record: record,
-                              rank: rule.rank, value: rule.value)
+        var walk = InsertWalk(box: box, base: [UInt32](repeating: 0, count: box.count), index: index)
         walk.base[box.count - 1] = rule.ifID
         var rootEntry = roots[tree].entry
         guard insert(&walk, at: &rootEntry) else { return false }
         roots[tree].entry = rootEntry
-        if rule.rank < roots[tree].minRank {
-            roots[tree].minRank = rule.rank
-            // Keep the id's trees sorted by best rank (lookups stop at the first they cannot improve on).
+        if index < roots[tree].firstRule {
+            roots[tree].firstRule = index
+            // Keep the id's trees sorted by best rule (lookups stop at the first they cannot improve on).
             var set = (first..<first + count).map { (roots[$0], groups[$0]) }
-            set.sort { $0.0.minRank < $1.0.minRank }
+            set.sort { $0.0.firstRule < $1.0.firstRule }
             for (k, (r, g)) in set.enumerated() { roots[first + k] = r; groups[first + k] = g }
         }
         return true
@@ -293,10 +334,8 @@ struct CutTreeArrays {
         let box: [(UInt32, UInt32)]
         /// The low corner of the current region (per dimension).
         var base: [UInt32]
-        let record: [UInt32]
-        let rank: UInt64
-        let value: UInt32
-        /// Leaf entry before → after, so leaves sharing a record run keep sharing one.
+        let index: UInt32
+        /// Leaf entry before → after, so leaves sharing a run keep sharing one.
         var replaced: [UInt64: UInt64] = [:]
         /// Entry slots already patched (a shared subtree is reached once per sibling).
         var patched: Set<Int> = []
@@ -305,21 +344,16 @@ struct CutTreeArrays {
     /// Patches the subtree of `entry` (stored at `entries[slot]`, or a root when slot < 0).
     private mutating func insert(_ walk: inout InsertWalk, at entry: inout UInt64, slot: Int = -1) -> Bool {
         let e = entry
-        if e & 0xFF == 0 {
+        if Self.isLeaf(e) {
             if slot >= 0 && !walk.patched.insert(slot).inserted { return true }
             if let done = walk.replaced[e] { entry = done; return true }
-            let start = Int(e >> 32), n = Int((e >> 8) & 0xFF_FFFF)
+            let n = Self.count(e)
             guard n + 1 <= Self.maxPatchedLeaf else { return false }
-            // A new run at the end: the old one's better records, the rule, the rest (the empty leaf 0 has none).
-            let at = (0..<n).first { rank(ofRecord: start + $0) > walk.rank } ?? n
-            let newStart = values.count
-            // Index loops, not slices: a slice of `records` appended to itself would copy the whole array.
-            for k in 0..<at { appendRecord(from: start + k) }
-            records.append(contentsOf: walk.record)
-            values.append(walk.value)
-            for k in at..<n { appendRecord(from: start + k) }
-            deadRecords += n
-            let next = UInt64(newStart) << 32 | UInt64(n + 1) << 8
+            // A new run at the end: the old list with the rule in rank place.
+            var list = n == 0 ? [] : rules(ofLeaf: e)
+            list.insert(walk.index, at: list.firstIndex { $0 > walk.index } ?? n)
+            if n >= 2 { deadSlots += n }
+            let next = leaf(list)
             walk.replaced[e] = next
             entry = next
             return true
@@ -344,27 +378,35 @@ struct CutTreeArrays {
 
     // MARK: Remove
 
-    /// Drops the records of the rule of rank `rank` from every leaf. Runs
-    /// shrink in place, so every leaf entry naming a run is rewritten.
-    mutating func remove(rank gone: UInt64) {
+    /// Drops the rule at `index` of the rule table from every leaf and the
+    /// table. Runs shrink in place, so every leaf entry naming a run is
+    /// rewritten; a tree's best rule stays a lower bound.
+    mutating func remove(at index: Int) {
+        let gone = UInt32(index)
         var shrunk: [UInt64: UInt64] = [:]
         func patch(_ e: UInt64) -> UInt64 {
-            guard e != 0 && e & 0xFF == 0 else { return e }
+            guard e != 0 && Self.isLeaf(e) else { return e }
+            let head = Int(e >> 32), n = Self.count(e)
+            if n == 1 { return UInt32(head) == gone ? 0 : e }
             if let done = shrunk[e] { return done }
-            let start = Int(e >> 32), n = Int((e >> 8) & 0xFF_FFFF)
-            guard let at = (0..<n).first(where: { rank(ofRecord: start + $0) == gone }) else {
-                shrunk[e] = e
-                return e
+            var next = e
+            if let at = (head ..< head + n).first(where: { leafRules[$0] == gone }) {
+                if n == 2 {
+                    next = UInt64(leafRules[at == head ? head + 1 : head]) << 32 | 1 << 8
+                    deadSlots += 2
+                } else {
+                    for k in at ..< head + n - 1 { leafRules[k] = leafRules[k + 1] }
+                    next = UInt64(head) << 32 | UInt64(n - 1) << 8
+                    deadSlots += 1
+                }
             }
-            let w = 2 * lanes
-            for k in (start + at) * w ..< (start + n - 1) * w { records[k] = records[k + w] }
-            for k in start + at ..< start + n - 1 { values[k] = values[k + 1] }
-            deadRecords += 1
-            let next = n == 1 ? 0 : UInt64(start) << 32 | UInt64(n - 1) << 8
             shrunk[e] = next
             return next
         }
         for i in entries.indices { entries[i] = patch(entries[i]) }
         for i in roots.indices { roots[i].entry = patch(roots[i].entry) }
+        renumber { $0 > gone ? $0 - 1 : $0 }
+        records.removeSubrange(index * 2 * lanes ..< (index + 1) * 2 * lanes)
+        values.remove(at: index)
     }
 }

@@ -5,23 +5,27 @@
 // Per family and interface id, up to two trees (rules with specific and with
 // wide destinations), sorted by their best rank. A lookup walks each tree from
 // its root entry down to a leaf (one 8-byte load per level: the entry says
-// which bits of which dimension pick the next entry), then scans the leaf's
-// records in rank order, stopping at the first match or at a rank worse than
-// the best found so far; a tree whose best rank is already beaten is skipped.
+// which bits of which dimension pick the next entry), then checks the leaf's
+// rules in rank order against their records, stopping at the first match or
+// at a rule worse than the best found so far; a tree whose best rule is
+// already beaten is skipped. Each rule has one record, in a table in rank
+// order, so a rule's index in that table is its rank for comparisons and a
+// leaf is a short run of indices (or, for one rule, the index in the entry).
 // Bursts walk eight packets in lockstep so their cache misses overlap.
 //
 // `inserting` and `removing` patch a copy of one family's tables instead of
 // re-cutting (CutTreeArrays in CutTreeBuilder.swift): an inserted rule's
-// record joins every leaf its box reaches; a removed rule's records leave
-// every leaf. They decline (the caller rebuilds) when a leaf would outgrow
-// twice the build's leaf size, when the rule's interface id has no trees,
-// when half the records are dead, or when the removed rule hid others.
+// record joins the table and its index every leaf its box reaches (indices
+// after it move up by one); a removed rule leaves both. They decline (the
+// caller rebuilds) when a leaf would outgrow twice the build's leaf size,
+// when the rule's interface id has no trees, when half the leaf slots are
+// dead, or when the removed rule hid others.
 
-/// One tree: its root entry and the best rank of its rules.
+/// One tree: its root entry and the index of its best rule (or a lower bound).
 @usableFromInline
 struct CutTreeRoot: BitwiseCopyable {
     @usableFromInline var entry: UInt64
-    @usableFromInline var minRank: UInt64
+    @usableFromInline var firstRule: UInt32
 }
 
 /// The tables of one family, in raw memory owned by the classifier.
@@ -37,17 +41,20 @@ struct CutTreeTables {
     @usableFromInline var interfaceCount: Int
     @usableFromInline var entries: UnsafeMutablePointer<UInt64>
     @usableFromInline var entryCount: Int
-    /// Leaf records (see `CutTreeLayout`), 64-byte aligned.
+    /// Runs of rule indices, one per leaf of two or more rules.
+    @usableFromInline var leafRules: UnsafeMutablePointer<UInt32>
+    @usableFromInline var leafSlotCount: Int
+    /// One record per rule in rank order (see `CutTreeLayout`), 64-byte aligned.
     @usableFromInline var records: UnsafeMutablePointer<UInt32>
-    /// The value of each record.
+    /// The value of each rule.
     @usableFromInline var values: UnsafeMutablePointer<UInt32>
-    @usableFromInline var recordCount: Int
+    @usableFromInline var ruleCount: Int
     @usableFromInline var recordBytes: Int
     /// Control plane only: per tree, its group (`CutTreeClassifier.group`),
-    /// and an upper bound on the records no leaf uses any more (left behind
-    /// by `inserting`).
+    /// and an upper bound on the leaf slots no leaf uses any more (left
+    /// behind by `inserting` and `removing`).
     var groups: UnsafeMutablePointer<UInt8>
-    var deadRecords: Int
+    var deadSlots: Int
 
     /// The trees of interface `id`: first << 32 | count (count 0 when no rule has it).
     @inlinable @inline(__always)
@@ -68,6 +75,7 @@ struct CutTreeTables {
         interfaces.deallocate()
         interfaceTrees.deallocate()
         entries.deallocate()
+        leafRules.deallocate()
         UnsafeMutableRawPointer(records).deallocate()
         values.deallocate()
         groups.deallocate()
@@ -87,10 +95,11 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         self.init(sorted: rules.sorted { $0.rank < $1.rank })
     }
 
-    init(sorted: [SPDRule]) {
+    /// `maxSlotsPerRule`: tests pass 0 to force the split into two trees per interface.
+    init(sorted: [SPDRule], maxSlotsPerRule: Int = CutTreeClassifier.maxSlotsPerRule) {
         rules = sorted
-        let (t4, h4) = Self.build(sorted.filter { $0.selector.isIPv4 }, ipv6: false)
-        let (t6, h6) = Self.build(sorted.filter { !$0.selector.isIPv4 }, ipv6: true)
+        let (t4, h4) = Self.build(sorted.filter { $0.selector.isIPv4 }, ipv6: false, maxSlotsPerRule: maxSlotsPerRule)
+        let (t6, h6) = Self.build(sorted.filter { !$0.selector.isIPv4 }, ipv6: true, maxSlotsPerRule: maxSlotsPerRule)
         v4 = t4
         v6 = t6
         hiders = h4.union(h6)
@@ -106,7 +115,7 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
 
     // MARK: Incremental updates
 
-    /// Patched tables may carry this many unused records (as a share of
+    /// Patched tables may carry this many unused leaf slots (as a share of
     /// all) before `inserting` declines so that a rebuild compacts them.
     static let maxDeadShare = 0.5
 
@@ -125,8 +134,10 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         guard at == rules.count || rules[at].rank != rule.rank else { return nil }
         let ipv6 = !rule.selector.isIPv4
         var edit = CutTreeArrays(ipv6 ? v6 : v4)
-        guard edit.insert(rule, ipv6: ipv6),
-              Double(edit.deadRecords) <= Self.maxDeadShare * Double(edit.values.count) else { return nil }
+        // Its place in the family's rule table: the family's rules before it.
+        let index = rules[..<at].reduce(0) { $1.selector.isIPv4 == !ipv6 ? $0 + 1 : $0 }
+        guard edit.insert(rule, at: index, ipv6: ipv6),
+              Double(edit.deadSlots) <= Self.maxDeadShare * Double(edit.leafRules.count) else { return nil }
         var next = rules
         next.insert(rule, at: at)
         let tables = edit.tables()
@@ -141,7 +152,7 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         guard i < rules.count && rules[i].rank == rank else { return nil }
         let ipv6 = !rules[i].selector.isIPv4
         var edit = CutTreeArrays(ipv6 ? v6 : v4)
-        edit.remove(rank: rank)
+        edit.remove(at: rules[..<i].reduce(0) { $1.selector.isIPv4 == !ipv6 ? $0 + 1 : $0 })
         var next = rules
         next.remove(at: i)
         let tables = edit.tables()
@@ -158,19 +169,24 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         var total = 0
         for t in [v4, v6] {
             total += t.treeCount * MemoryLayout<CutTreeRoot>.stride + t.interfaceCount * 12 + t.entryCount * 8
-                + t.recordCount * 4
-                + t.recordCount * t.recordBytes
+                + t.leafSlotCount * 4 + t.ruleCount * (4 + t.recordBytes)
         }
         return total
     }
 
-    /// Which tree a rule belongs to: 1 for a wide destination, else 0.
+    /// Entries and leaf slots (4-8 bytes each) an interface's single tree
+    /// may use per rule before the build splits it by destination width.
+    /// Generated sets stay far below except 10k IPv4 (42 per rule: 3.5 MB,
+    /// yet 25% faster bursts than the split's 1.2 MB, one walk instead of two).
+    static let maxSlotsPerRule = 64
+
+    /// The tree of a split interface a rule belongs to: 1 for a wide destination, else 0.
     static func group(_ rule: SPDRule, ipv6: Bool) -> Int {
         Int(rule.selector.destinationPrefixLength) < (ipv6 ? 48 : 16) ? 1 : 0
     }
 
     /// Builds the trees of one family from its rules in rank order.
-    static func build(_ rules: [SPDRule], ipv6: Bool) -> (CutTreeTables, Set<UInt64>) {
+    static func build(_ rules: [SPDRule], ipv6: Bool, maxSlotsPerRule: Int) -> (CutTreeTables, Set<UInt64>) {
         let cutWidth = ipv6 ? CutTreeLayout.cutWidth6 : CutTreeLayout.cutWidth4
         var builder = CutTreeBuilder(boxes: rules.map(CutTreeLayout.box), cutWidth: cutWidth)
         let lanes = ipv6 ? CutTreeLayout.lanes6 : CutTreeLayout.lanes4
@@ -181,97 +197,130 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         for (i, r) in rules.enumerated() { byInterface[r.ifID, default: []].append(Int32(i)) }
         out.interfaces = byInterface.keys.sorted()
         for id in out.interfaces {
-            var groups = [[Int32]](repeating: [], count: 2)
-            for i in byInterface[id]! { groups[group(rules[Int(i)], ipv6: ipv6)].append(i) }
-            var set: [(CutTreeRoot, UInt8)] = []
-            for (g, list) in groups.enumerated() where !list.isEmpty {
-                set.append((CutTreeRoot(entry: builder.tree(list, interface: id), minRank: rules[Int(list[0])].rank),
-                            UInt8(g)))
+            let all = byInterface[id]!
+            // One tree, unless it replicates past the bound: then one per group.
+            let before = builder
+            var set = [(CutTreeRoot(entry: builder.tree(all, interface: id), firstRule: UInt32(all[0])), UInt8(0))]
+            let added = builder.children.count + builder.leafRules.count
+                - before.children.count - before.leafRules.count
+            if added > maxSlotsPerRule * all.count + (maxSlotsPerRule > 0 ? CutTreeBuilder.slack * 64 : 0) {
+                builder = before
+                var groups = [[Int32]](repeating: [], count: 2)
+                for i in all { groups[group(rules[Int(i)], ipv6: ipv6)].append(i) }
+                set = []
+                for (g, list) in groups.enumerated() where !list.isEmpty {
+                    set.append((CutTreeRoot(entry: builder.tree(list, interface: id), firstRule: UInt32(list[0])),
+                                UInt8(g)))
+                }
             }
-            set.sort { $0.0.minRank < $1.0.minRank }
+            set.sort { $0.0.firstRule < $1.0.firstRule }
             out.interfaceTrees.append(UInt64(out.roots.count) << 32 | UInt64(set.count))
             out.roots += set.map(\.0)
             out.groups += set.map(\.1)
         }
         out.entries = builder.children
-        out.records = [UInt32](repeating: 0, count: builder.leafRules.count * 2 * lanes)
+        out.leafRules = builder.leafRules
+        out.records = [UInt32](repeating: 0, count: rules.count * 2 * lanes)
         out.records.withUnsafeMutableBufferPointer { b in
-            for (slot, r) in builder.leafRules.enumerated() {
-                CutTreeLayout.writeRecord(rules[Int(r)], at: b.baseAddress! + slot * 2 * lanes, lanes: lanes)
+            for (i, r) in rules.enumerated() {
+                CutTreeLayout.writeRecord(r, at: b.baseAddress! + i * 2 * lanes, lanes: lanes)
             }
         }
-        out.values = builder.leafRules.map { rules[Int($0)].value }
+        out.values = rules.map(\.value)
         return (out.tables(), Set(builder.hiders.map { rules[Int($0)].rank }))
     }
 
     // MARK: Lookup
 
-    /// The leaf entry `t`'s tree `tree` holds for key `k`.
+    /// One level of a walk: the child of entry `e` for the key at `k` (a
+    /// 16-word slot), or `e` itself when it is a leaf. Branch-free, so the
+    /// walks of several trees or packets interleave with no mispredictions
+    /// and their cache misses overlap.
     @inlinable @inline(__always)
-    static func descend(_ entry: UInt64, _ k: UnsafePointer<UInt32>, entries: UnsafePointer<UInt64>) -> UInt64 {
-        var e = entry
-        while e & 0xFF != 0 {
-            // Internal entry: bits (1...16) and shift (< 32) keep the index
-            // inside the 2^bits children the builder allocated at childBase.
-            let bits = e & 0xFF
-            let shift = (e &>> 8) & 0xFF
-            let dim = Int(truncatingIfNeeded: (e &>> 16) & 0xFF)
-            let index = (UInt64(k[dim]) &>> shift) & ((1 &<< bits) &- 1)
-            e = entries[Int(truncatingIfNeeded: (e &>> 32) &+ index)]
-        }
-        return e
+    static func step(_ e: UInt64, _ k: UnsafeRawPointer, entries: UnsafePointer<UInt64>) -> UInt64 {
+        let bits = e & 0xFF
+        let shift = (e &>> 8) & 0xFF
+        // Internal entries have dim < 12; the mask keeps a leaf's count bits inside the key slot.
+        let dim = Int(truncatingIfNeeded: (e &>> 16) & 0xF)
+        let word = UInt64(k.load(fromByteOffset: dim &* 4, as: UInt32.self))
+        // bits (1...16) and shift (< 32) keep the index inside the 2^bits
+        // children the builder allocated at childBase; a leaf reads the spare entry 0.
+        let index = (word &>> shift) & ((1 &<< bits) &- 1)
+        // All ones for an internal entry, else zero (masks, not a select: the compiler branched on that).
+        let inner = 0 &- ((bits &+ 0xFF) &>> 8)
+        let next = entries[Int(truncatingIfNeeded: ((e &>> 32) &+ index) & inner)]
+        return (next & inner) | (e & ~inner)
     }
 
-    /// Scans the leaf `e` for the key `k` (`lanes` words), improving
-    /// (bestRank, bestValue). `lanes` is a constant at every call site.
+    /// Whether `key` lies in the box of rule `rule` of `t`. `V` is the
+    /// family's key vector (SIMD8 for IPv4, SIMD16 for IPv6).
     @inlinable @inline(__always)
-    static func scan(_ e: UInt64, _ k: UnsafePointer<UInt32>, _ t: CutTreeTables, lanes: Int,
-                     bestRank: inout UInt64, bestValue: inout UInt32) {
-        var count = Int(truncatingIfNeeded: (e &>> 8) & 0xFF_FFFF)
-        var slot = Int(truncatingIfNeeded: e &>> 32)
-        // The builder wrote `count` records of 2 × lanes words from `slot`.
-        var r = UnsafePointer(t.records) + slot &* lanes &* 2
-        while count > 0 {
-            let rank = UInt64(r[2 &* lanes &- 2]) | UInt64(r[2 &* lanes &- 1]) &<< 32
-            if rank > bestRank { return }
-            // Wrapping distance from each low end: inside iff ≤ width in every
-            // lane (the rank lanes have low 0 and key 0). No early exit: a
-            // fixed run of compares beats a branch per dimension.
-            var miss: UInt32 = 0
-            var d = 0
-            while d < lanes &- 2 {
-                // Width minus distance borrows (top bit of the 64-bit difference) iff outside.
-                miss |= UInt32(truncatingIfNeeded: (UInt64(r[lanes &+ d]) &- UInt64(k[d] &- r[d])) &>> 63)
-                d &+= 1
-            }
-            if miss == 0 {
-                bestRank = rank
-                bestValue = t.values[slot]
+    static func matches<V: CutTreeKeyVector>(_ key: V, rule: UInt32, _ t: CutTreeTables) -> Bool {
+        // rule < ruleCount (leaves and entries hold indices into the table);
+        // records are 64-byte aligned and 2 × V wide.
+        key.isInside(record: UnsafeRawPointer(t.records) + Int(truncatingIfNeeded: rule) &* (2 &* MemoryLayout<V>.size))
+    }
+
+    /// Checks the rules of leaf `e` for `key`, improving `best` (a rule index).
+    @inlinable @inline(__always)
+    static func scan<V: CutTreeKeyVector>(_ e: UInt64, _ key: V, _ t: CutTreeTables, best: inout UInt32) {
+        let count = Int(truncatingIfNeeded: (e &>> 8) & 0xFF_FFFF)
+        let head = UInt32(truncatingIfNeeded: e &>> 32)
+        if count == 1 {
+            if head < best && matches(key, rule: head, t) { best = head }
+            return
+        }
+        // The builder wrote `count` indices from slot `head` (none read when count is 0).
+        var p = UnsafePointer(t.leafRules) + Int(truncatingIfNeeded: head)
+        let end = p + count
+        while p < end {
+            let rule = p.pointee
+            // Ascending: no later rule can beat `best`.
+            if rule >= best { return }
+            if matches(key, rule: rule, t) {
+                best = rule
                 return
             }
-            r += lanes &* 2
-            slot &+= 1
-            count &-= 1
+            p += 1
         }
     }
 
+    /// The value of rule `best`, or `SPDNoMatch` for none.
     @inlinable @inline(__always)
-    func search(_ k: UnsafePointer<UInt32>, _ t: CutTreeTables, lanes: Int) -> UInt32 {
-        var bestRank = UInt64.max
-        var bestValue = SPDNoMatch
-        let span = t.trees(interface: k[CutTreeLayout.interfaceDimension(lanes: lanes)])
+    static func value(_ best: UInt32, _ t: CutTreeTables) -> UInt32 {
+        best == .max ? SPDNoMatch : t.values[Int(truncatingIfNeeded: best)]
+    }
+
+    @inlinable @inline(__always)
+    func search<V: CutTreeKeyVector>(_ k: UnsafePointer<UInt32>, _ t: CutTreeTables, as _: V.Type) -> UInt32 {
+        var best = UInt32.max
+        let key = UnsafeRawPointer(k).load(as: V.self)
+        let span = t.trees(interface: k[V.scalarCount == 8 ? CutTreeLayout.dims4 &- 1 : CutTreeLayout.dims6 &- 1])
         var i = Int(truncatingIfNeeded: span &>> 32)
         let end = i &+ Int(truncatingIfNeeded: span & 0xFFFF_FFFF)
         while i < end {
             // i < end ≤ treeCount.
             let root = t.roots[i]
-            // Trees are sorted by best rank: none after this one can win.
-            if root.minRank > bestRank { break }
-            let leaf = Self.descend(root.entry, k, entries: t.entries)
-            Self.scan(leaf, k, t, lanes: lanes, bestRank: &bestRank, bestValue: &bestValue)
-            i &+= 1
+            // Trees are sorted by best rule: none after this one can win.
+            if root.firstRule >= best { break }
+            var a = root.entry
+            if i &+ 1 < end {
+                // Two trees at once (the second's best rule is checked by its scan).
+                var b = t.roots[i &+ 1].entry
+                while (a | b) & 0xFF != 0 {
+                    a = Self.step(a, k, entries: t.entries)
+                    b = Self.step(b, k, entries: t.entries)
+                }
+                Self.scan(a, key, t, best: &best)
+                Self.scan(b, key, t, best: &best)
+                i &+= 2
+            } else {
+                while a & 0xFF != 0 { a = Self.step(a, k, entries: t.entries) }
+                Self.scan(a, key, t, best: &best)
+                i &+= 1
+            }
         }
-        return bestValue
+        return Self.value(best, t)
     }
 
     @inlinable
@@ -282,134 +331,143 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
             let k = UnsafeMutableRawPointer(v).assumingMemoryBound(to: UInt32.self)
             CutTreeLayout.key(fields, into: k)
             if fields.source.isIPv6 {
-                return search(k, v6, lanes: CutTreeLayout.lanes6)
+                return search(k, v6, as: SIMD16<UInt32>.self)
             }
-            return search(k, v4, lanes: CutTreeLayout.lanes4)
+            return search(k, v4, as: SIMD8<UInt32>.self)
         }
     }
 
-    /// Packets per lockstep group.
+    /// Packets per lockstep group (the literal capacities below say 8 too:
+    /// a computed capacity made the temporaries heap allocations).
     @usableFromInline static var lanes: Int { 8 }
 
     @inlinable
     public func lookup(burst fields: UnsafePointer<SelectorFields>, count: Int,
                        into values: UnsafeMutablePointer<UInt32>) {
-        let lanes = Self.lanes
-        withUnsafeTemporaryAllocation(of: SIMD16<UInt32>.self, capacity: lanes) { keyBuffer in
-            withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 3 * lanes) { stateBuffer in
-                // Both buffers are sized for `lanes` packets of the widest family.
-                let keys = UnsafeMutableRawPointer(keyBuffer.baseAddress.unsafelyUnwrapped)
-                let entry = stateBuffer.baseAddress.unsafelyUnwrapped
-                let bestRank = entry + lanes
-                var start = 0
-                while start < count {
-                    let n = min(lanes, count &- start)
-                    // A group is walked in lockstep only when all its packets are of one family.
-                    let ipv6 = fields[start].source.isIPv6
-                    var same = true
-                    var j = 0
-                    while j < n {
-                        same = same && fields[start &+ j].source.isIPv6 == ipv6
-                        j &+= 1
-                    }
-                    if same {
-                        if ipv6 {
-                            group(fields + start, n, keys, entry, bestRank, values + start, v6, lanes: CutTreeLayout.lanes6)
-                        } else {
-                            group(fields + start, n, keys, entry, bestRank, values + start, v4, lanes: CutTreeLayout.lanes4)
-                        }
-                    } else {
-                        j = 0
+        withUnsafeTemporaryAllocation(of: SIMD16<UInt32>.self, capacity: 8) { keyBuffer in
+            withUnsafeTemporaryAllocation(of: UInt64.self, capacity: 40) { stateBuffer in
+                withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 8) { bestBuffer in
+                    // All sized for `lanes` packets of the widest family.
+                    let keys = UnsafeMutableRawPointer(keyBuffer.baseAddress.unsafelyUnwrapped)
+                    let entry = stateBuffer.baseAddress.unsafelyUnwrapped
+                    let best = bestBuffer.baseAddress.unsafelyUnwrapped
+                    var start = 0
+                    while start < count {
+                        let n = min(Self.lanes, count &- start)
+                        // A group is walked in lockstep only when all its packets are of one family.
+                        let ipv6 = fields[start].source.isIPv6
+                        var same = true
+                        var j = 0
                         while j < n {
-                            values[start &+ j] = lookup(fields[start &+ j])
+                            same = same && fields[start &+ j].source.isIPv6 == ipv6
                             j &+= 1
                         }
+                        if same {
+                            if ipv6 {
+                                group(fields + start, n, keys, entry, best, values + start, v6, as: SIMD16<UInt32>.self)
+                            } else {
+                                group(fields + start, n, keys, entry, best, values + start, v4, as: SIMD8<UInt32>.self)
+                            }
+                        } else {
+                            j = 0
+                            while j < n {
+                                values[start &+ j] = lookup(fields[start &+ j])
+                                j &+= 1
+                            }
+                        }
+                        start &+= n
                     }
-                    start &+= n
                 }
             }
         }
     }
 
-    /// `n` (≤ lanes) packets of one family: per tree, all descend one level
-    /// at a time, then all scan.
+    /// `n` (≤ lanes) packets of one family: each round takes two trees of
+    /// every packet's set and walks all 2n in lockstep, then scans.
     @inlinable @inline(__always)
-    func group(_ f: UnsafePointer<SelectorFields>, _ n: Int, _ keyBytes: UnsafeMutableRawPointer,
-               _ entry: UnsafeMutablePointer<UInt64>, _ bestRank: UnsafeMutablePointer<UInt64>,
-               _ values: UnsafeMutablePointer<UInt32>, _ t: CutTreeTables, lanes: Int) {
+    func group<V: CutTreeKeyVector>(_ f: UnsafePointer<SelectorFields>, _ n: Int, _ keyBytes: UnsafeMutableRawPointer,
+                                    _ entry: UnsafeMutablePointer<UInt64>, _ best: UnsafeMutablePointer<UInt32>,
+                                    _ values: UnsafeMutablePointer<UInt32>, _ t: CutTreeTables, as _: V.Type) {
         // Keys are 64 bytes apart (the buffer holds 16-word slots, enough for either family).
         let keyStride = MemoryLayout<SIMD16<UInt32>>.stride
+        let ifDimension = V.scalarCount == 8 ? CutTreeLayout.dims4 &- 1 : CutTreeLayout.dims6 &- 1
+        // entry[w] (w < 2 × lanes): walk w, of packet owner[w]; span[j]: packet j's trees.
+        let span = entry + 2 &* Self.lanes
+        let owner = span + Self.lanes
+        var rounds = 0
         var j = 0
         while j < n {
-            CutTreeLayout.key(f[j], into: (keyBytes + j &* keyStride).assumingMemoryBound(to: UInt32.self))
-            bestRank[j] = .max
-            values[j] = SPDNoMatch
-            j &+= 1
-        }
-        // Lanes walk their own interface's trees; a lane whose set has fewer
-        // trees idles (entry 0, the empty leaf) in later rounds.
-        let span = bestRank + Self.lanes
-        var rounds = 0
-        j = 0
-        while j < n {
-            let ifID = keyBytes.load(fromByteOffset: j &* keyStride &+ CutTreeLayout.interfaceDimension(lanes: lanes) &* 4,
-                                    as: UInt32.self)
-            span[j] = t.trees(interface: ifID)
+            let k = (keyBytes + j &* keyStride).assumingMemoryBound(to: UInt32.self)
+            CutTreeLayout.key(f[j], into: k)
+            best[j] = .max
+            span[j] = t.trees(interface: k[ifDimension])
             rounds = max(rounds, Int(truncatingIfNeeded: span[j] & 0xFFFF_FFFF))
             j &+= 1
         }
         var i = 0
         while i < rounds {
-            var active = 0
+            // Up to two trees per packet, packets in order, trees in order within one.
+            var walks = 0
+            var pending: UInt64 = 0
             j = 0
             while j < n {
-                var e: UInt64 = 0
-                if i < Int(truncatingIfNeeded: span[j] & 0xFFFF_FFFF) {
-                    // i < count of this lane's set, so the index is inside `roots`.
-                    let root = t.roots[Int(truncatingIfNeeded: span[j] &>> 32) &+ i]
-                    if root.minRank <= bestRank[j] { e = root.entry }
-                }
-                entry[j] = e
-                if e & 0xFF != 0 { active &+= 1 }
-                j &+= 1
-            }
-            while active > 0 {
-                active = 0
-                j = 0
-                while j < n {
-                    let e = entry[j]
-                    if e & 0xFF != 0 {
-                        // As in `descend`.
-                        let bits = e & 0xFF
-                        let shift = (e &>> 8) & 0xFF
-                        let dim = Int(truncatingIfNeeded: (e &>> 16) & 0xFF)
-                        let word = keyBytes.load(fromByteOffset: j &* keyStride &+ dim &* 4, as: UInt32.self)
-                        let index = (UInt64(word) &>> shift) & ((1 &<< bits) &- 1)
-                        let next = t.entries[Int(truncatingIfNeeded: (e &>> 32) &+ index)]
-                        entry[j] = next
-                        if next & 0xFF != 0 { active &+= 1 }
+                let first = Int(truncatingIfNeeded: span[j] &>> 32)
+                let count = Int(truncatingIfNeeded: span[j] & 0xFFFF_FFFF)
+                // Indices below first + count are inside `roots`; walks ≤ 2 × lanes.
+                if i < count {
+                    let root = t.roots[first &+ i]
+                    // Sorted by best rule: this tree and the rest cannot win.
+                    if root.firstRule < best[j] {
+                        entry[walks] = root.entry
+                        owner[walks] = UInt64(j)
+                        pending |= root.entry
+                        walks &+= 1
+                        if i &+ 1 < count {
+                            let second = t.roots[first &+ i &+ 1].entry
+                            entry[walks] = second
+                            owner[walks] = UInt64(j)
+                            pending |= second
+                            walks &+= 1
+                        }
                     }
-                    j &+= 1
                 }
-            }
-            j = 0
-            while j < n {
-                let key = UnsafePointer((keyBytes + j &* keyStride).assumingMemoryBound(to: UInt32.self))
-                Self.scan(entry[j], key, t, lanes: lanes, bestRank: &bestRank[j], bestValue: &values[j])
                 j &+= 1
             }
-            i &+= 1
+            while pending & 0xFF != 0 {
+                pending = 0
+                var w = 0
+                while w < walks {
+                    let next = Self.step(entry[w], keyBytes + Int(truncatingIfNeeded: owner[w]) &* keyStride,
+                                         entries: t.entries)
+                    entry[w] = next
+                    pending |= next
+                    w &+= 1
+                }
+            }
+            var w = 0
+            while w < walks {
+                let o = Int(truncatingIfNeeded: owner[w])
+                let key = keyBytes.load(fromByteOffset: o &* keyStride, as: V.self)
+                Self.scan(entry[w], key, t, best: &best[o])
+                w &+= 1
+            }
+            i &+= 2
+        }
+        j = 0
+        while j < n {
+            values[j] = Self.value(best[j], t)
+            j &+= 1
         }
     }
 }
 
 extension CutTreeClassifier {
     /// Shape of the trees, for benchmarks and tuning: per family, trees,
-    /// entries, record slots, and for each tree its deepest level and largest leaf.
+    /// entries, rules, leaf slots, and for each tree its deepest level and largest leaf.
     public var statistics: String {
         var text = ""
         for (name, t) in [("v4", v4), ("v6", v6)] where t.treeCount > 0 {
-            text += "\(name): \(t.treeCount) trees, \(t.entryCount) entries, \(t.recordCount) records"
+            text += "\(name): \(t.treeCount) trees, \(t.entryCount) entries, \(t.ruleCount) rules, \(t.leafSlotCount) leaf slots"
             for i in 0..<t.treeCount {
                 var maxDepth = 0, maxLeaf = 0, leaves = 0, leafRules = 0
                 var stack: [(UInt64, Int)] = [(t.roots[i].entry, 0)]

@@ -29,13 +29,14 @@ enum CutTreeLayout {
     @usableFromInline static var noPorts: UInt32 { 0x1_0000 }
     static var portDimensionMax: UInt32 { 0x1_FFFF }
 
-    /// Leaf record: the box as two vectors of `lanes` words, lows then
+    /// Rule record: the box as two vectors of `lanes` words, lows then
     /// widths (high - low), so a match is one vector subtract and compare.
-    /// The last two lanes hold no dimension: low 0 and key 0 always pass,
-    /// and their width words carry the rule's rank (low word first). IPv4
-    /// records are 64 bytes (8 lanes), IPv6 128 (16 lanes): one scan reads
-    /// whole cache lines. The rule's value sits in a parallel array, read
-    /// only on a match.
+    /// Lanes after the dimensions hold low 0 and width 0, which key 0
+    /// always passes. IPv4 records are 64 bytes (8 lanes), IPv6 128 (16
+    /// lanes): one check reads whole cache lines. Each rule has one record,
+    /// in a table in rank order, so leaves hold rule indices and a smaller
+    /// index is a better rank. The rule's value sits in a parallel array,
+    /// read once per lookup.
     @usableFromInline static var lanes4: Int { 8 }
     @usableFromInline static var lanes6: Int { 16 }
     /// The interface id's dimension (the last one) for a family's lanes.
@@ -103,14 +104,37 @@ enum CutTreeLayout {
         return out
     }
 
-    /// Writes the leaf record of `rule` at `r` (2 × lanes words).
+    /// Writes the record of `rule` at `r` (2 × lanes words).
     static func writeRecord(_ rule: SPDRule, at r: UnsafeMutablePointer<UInt32>, lanes: Int) {
         r.update(repeating: 0, count: 2 * lanes)
         for (d, (lo, hi)) in box(rule).enumerated() {
             r[d] = lo
             r[lanes + d] = hi &- lo
         }
-        r[2 * lanes - 2] = UInt32(truncatingIfNeeded: rule.rank)
-        r[2 * lanes - 1] = UInt32(truncatingIfNeeded: rule.rank >> 32)
+    }
+}
+
+/// A family's key vector (SIMD8 for IPv4, SIMD16 for IPv6). The lookup is
+/// generic over it; the compare lives in concrete extensions because
+/// operators called on a generic SIMD type use the element-by-element
+/// fallbacks, not the vector instructions.
+@usableFromInline
+protocol CutTreeKeyVector: SIMD where Scalar == UInt32 {
+    /// Whether `self` lies in the box of the record at `record` (64-byte aligned).
+    func isInside(record: UnsafeRawPointer) -> Bool
+}
+
+extension SIMD8: CutTreeKeyVector where Scalar == UInt32 {
+    @inlinable @inline(__always)
+    func isInside(record r: UnsafeRawPointer) -> Bool {
+        // Inside iff the wrapping distance from the low end is ≤ the width in every lane.
+        !any((self &- r.load(as: Self.self)) .> r.load(fromByteOffset: 32, as: Self.self))
+    }
+}
+
+extension SIMD16: CutTreeKeyVector where Scalar == UInt32 {
+    @inlinable @inline(__always)
+    func isInside(record r: UnsafeRawPointer) -> Bool {
+        !any((self &- r.load(as: Self.self)) .> r.load(fromByteOffset: 64, as: Self.self))
     }
 }
