@@ -120,6 +120,11 @@ public final class IPsecTables {
     let inSAs: UnsafeMutableBufferPointer<InboundSA>
     let inWindows: UnsafeMutableBufferPointer<UnsafeMutablePointer<ReplayWindow>>
     let inLife: UnsafeMutableBufferPointer<InboundLife>
+    /// SPI → the first of `inSAs` with that SPI: open addressing over a
+    /// power of two of slots, at most half full; a slot holds
+    /// `spi << 32 | (index + 1)`, 0 when empty.
+    let inIndex: UnsafeMutableBufferPointer<UInt64>
+    let inIndexShift: UInt64
     let natPorts: NATTraversalPorts
     /// Keeps keys and mutable state alive as long as these tables.
     private let owners: [AnyObject]
@@ -174,6 +179,18 @@ public final class IPsecTables {
         inSAs = buffer(inOrdered.map(\.sa))
         inWindows = buffer(inOrdered.map(\.state.window))
         inLife = buffer(inOrdered.map { InboundLife(limits: $0.limits, counters: $0.state.counters, spi: $0.sa.spi.rawValue) })
+        var bits = 4
+        while (1 << bits) < 2 * inOrdered.count { bits += 1 }
+        var slots = [UInt64](repeating: 0, count: 1 << bits)
+        let shift = UInt64(64 - bits)
+        for (i, entry) in inOrdered.enumerated() where i == 0 || inOrdered[i - 1].sa.spi != entry.sa.spi {
+            let spi = entry.sa.spi.rawValue
+            var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> shift)
+            while slots[slot] != 0 { slot = (slot + 1) & (slots.count - 1) }
+            slots[slot] = UInt64(spi) << 32 | UInt64(i + 1)
+        }
+        inIndex = buffer(slots)
+        inIndexShift = shift
         self.natPorts = natPorts
         owners = outbound.map(\.state) + inbound.map(\.state)
     }
@@ -182,20 +199,30 @@ public final class IPsecTables {
         for b in [UnsafeMutableRawBufferPointer(outGroupSA), UnsafeMutableRawBufferPointer(outSAs),
                   UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
                   UnsafeMutableRawBufferPointer(outLife), UnsafeMutableRawBufferPointer(inLife),
+                  UnsafeMutableRawBufferPointer(inIndex),
                   UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
             b.baseAddress?.deallocate()
         }
     }
 
+    /// Fibonacci hashing of an SPI (the top bits index the table).
+    @inline(__always)
+    static func spiHash(_ spi: UInt32) -> UInt64 { UInt64(spi) &* 0x9E37_79B9_7F4A_7C15 }
+
     /// The inbound SA for an ESP header: the most specific SA with its SPI whose addresses match, or −1.
     @inline(__always)
     func inboundSA(for header: ESPInboundHeader) -> Int {
-        // Binary search for the first SA with the SPI, then the first that matches.
-        var lo = 0, hi = inSAs.count
+        // The first SA with the SPI from the hash index, then the first whose addresses match.
         let spi = header.spi.rawValue
-        while lo < hi {
-            let mid = (lo &+ hi) >> 1
-            if inSAs[mid].spi.rawValue < spi { lo = mid &+ 1 } else { hi = mid }
+        let mask = inIndex.count &- 1
+        var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> inIndexShift)
+        var lo = -1
+        while true {
+            // slot <= mask < inIndex.count; the table is at most half full, so an empty slot ends the probe.
+            let entry = inIndex[slot]
+            if entry == 0 { return -1 }
+            if UInt32(truncatingIfNeeded: entry >> 32) == spi { lo = Int(truncatingIfNeeded: entry & 0xFFFF_FFFF) &- 1; break }
+            slot = (slot &+ 1) & mask
         }
         while lo < inSAs.count && inSAs[lo].spi.rawValue == spi {
             if inSAs[lo].matches(header) { return lo }
