@@ -111,7 +111,7 @@ enum Lines {
         .init(saIn + " esn esn", at: "esn", 2, "unexpected 'esn' after 'esn'; 'esn' may appear only once"),
         .init(saIn + " mode transport", at: "mode", 2, "unexpected 'mode' after <redacted>; 'mode' may appear only once"),
         .init(saIn + " bogus", at: "bogus", "unexpected 'bogus' after <redacted>; expected 'esn', 'seq', "
-              + "'replay-window', 'encap', 'df', 'ttl', 'crypto-engine', 'reqid', 'cpu' or end of line"),
+              + "'replay-window', 'encap', 'df', 'ttl', 'crypto-engine', 'reqid', 'cpu', 'lifetime' or end of line"),
         // A key without its `key` is not echoed either.
         .init(saHead + " aead aes-gcm-128 \(key128)", at: key128, "unexpected <redacted> after 'aes-gcm-128'; expected "),
         .init("sa add spi 0x1000 dir in mode transport aead aes-gcm-128 key \(key128)9", at: "\(key128)9", "bad key"),

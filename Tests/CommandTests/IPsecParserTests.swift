@@ -192,6 +192,30 @@ import Testing
         }
     }
 
+    @Test func lifetimes() throws {
+        let base = "sa add spi 0x00002001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-128 key \(key128)"
+        let line = base + " lifetime bytes hard 1000000 packets soft 5 hard 8 seconds soft 30 use-seconds hard 60"
+        guard case .saAdd(let sa)? = try parse(line) else { Issue.record("sa add"); return }
+        #expect(sa.lifetime[.packets] == SALifetime.Limits(soft: 5, hard: 8))
+        #expect(sa.lifetime[.bytes] == SALifetime.Limits(hard: 1_000_000))
+        #expect(sa.lifetime[.seconds] == SALifetime.Limits(soft: 30))
+        #expect(sa.lifetime[.useSeconds] == SALifetime.Limits(hard: 60))
+        #expect(Command.saAdd(sa).description == line)
+        // In any order, printed in one.
+        let shuffled = base + " lifetime use-seconds hard 60 seconds soft 30 packets hard 8 soft 5 bytes hard 1000000"
+        #expect(try parse(shuffled) == .saAdd(sa))
+        for (tail, message) in [
+            (" lifetime packets soft 8 hard 8", "packets soft 8 must be below hard 8"),
+            (" lifetime packets", "expected 'soft N' or 'hard N' after 'packets'"),
+            (" lifetime packets hard 1 packets hard 2", "lifetime packets given twice"),
+            (" lifetime packets hard 0", "bad packets limit '0'"),
+            (" lifetime minutes hard 3", "expected 'bytes', 'packets', 'seconds' or 'use-seconds'"),
+        ] {
+            #expect(throws: CommandError.self, "\(tail)") { _ = try parse(base + tail) }
+            do { _ = try parse(base + tail) } catch { #expect(error.message.contains(message), "\(error.message)") }
+        }
+    }
+
     @Test func commandsPrintAsTheLinesThatParseToThem() throws {
         let selector = PolicySelector(direction: .outbound, source: prefix("10.0.0.0/8"), destination: prefix("::/0"),
                                       proto: IPProtocol(47), sourcePorts: 0...65535, destinationPorts: 8...9)

@@ -204,3 +204,54 @@ extension EALSuites.GatewayTests {
         #expect(h.gateway.retiredSnapshots == 0, "freed once the reader went offline")
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// RFC 9611 on the running worker (lcore 1): with only the fallback SA of
+    /// a reqid, traffic leaves under the fallback; once the worker's own SA is
+    /// published, the next burst leaves under it (numbered from 1); with no SA
+    /// at all the packets are dropped and one ACQUIRE names the policy and cpu 1.
+    @Test func perCPUSAReplacesTheFallbackAtThePublish() throws {
+        defer { try? h.gateway.publish(ipsec: nil); _ = h.gateway.drainEvents() }
+        let key = "0x" + String(repeating: "77", count: 20)
+        let fallback = "sa add spi 0x7100 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5\n"
+        let own = "sa add spi 0x7101 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5 cpu 1\n"
+        let policy = "sp add id 42 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 5\n"
+        let compiler = IPsecCompiler()
+        func install(_ text: String) throws {
+            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text, name: "percpu.conf")
+            try h.gateway.publish(ipsec: compiler.compile(config, workerLcores: h.gateway.workerLcores))
+            compiler.commit()
+        }
+        /// SPI and sequence number of each ESP frame sent out of the unprotected port.
+        func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] {
+            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+            let out = try h.inject(frames, on: h.protected)
+            return (out.sent[h.u] ?? []).map { f in
+                (f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }, f[38..<42].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+            }
+        }
+        #expect(h.gateway.workerLcores == [1])
+        try install(fallback + policy)
+        var sent = try send(3)
+        #expect(sent.map(\.spi) == [0x7100, 0x7100, 0x7100] && sent.map(\.seq) == [1, 2, 3], "\(sent)")
+        try install(fallback + own + policy)
+        sent = try send(3)
+        #expect(sent.map(\.spi) == [0x7101, 0x7101, 0x7101] && sent.map(\.seq) == [1, 2, 3], "\(sent)")
+        // The fallback's numbers went on where they were when it is used again.
+        try install(fallback + policy)
+        sent = try send(1)
+        #expect(sent.map(\.spi) == [0x7100] && sent.map(\.seq) == [4], "\(sent)")
+
+        _ = h.gateway.drainEvents()
+        try install(policy)
+        let before = h.totals()
+        sent = try send(5)
+        #expect(sent.isEmpty)
+        #expect(h.totals().minus(before).dropsByReason == [.noOutboundSA: 5])
+        let events = h.gateway.drainEvents()
+        #expect(events.count == 1, "ACQUIRE is rate-limited per policy and core: \(events.count) events")
+        if let e = events.first {
+            #expect(e.kind == UInt8(SL_EVENT_ACQUIRE) && e.policy_id == 42 && e.lcore == 1 && e.proto == 17 && e.dport == 5000)
+        }
+    }
+}

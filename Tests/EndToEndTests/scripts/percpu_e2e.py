@@ -6,7 +6,8 @@
 `make` writes sluice.conf and two pcaps for port 0's two RX queues (queue q
 is served by the q-th worker: lcores 1 and 2). Three policies protect with a
 reqid each:
-  reqid 7: an SA for cpu 1 and one for cpu 2 — each worker uses its own;
+  reqid 7: an SA for cpu 1, one for cpu 2 and a fallback — each worker uses
+           its own, the fallback is never used;
   reqid 8: an SA for cpu 1 only, no fallback — worker 2 drops (no_outbound_sa)
            and raises ACQUIRE;
   reqid 9: an SA for cpu 1 and a fallback — worker 2 uses the fallback.
@@ -29,7 +30,7 @@ from spd_e2e import IP, ESP, SecurityAssociation, raw  # noqa: E402
 KEY = spd.KEY
 # reqid -> (destination network of its policy, {cpu or None: spi})
 REQIDS = {
-    7: ("192.168.70.0/24", {1: 0x7001, 2: 0x7002}),
+    7: ("192.168.70.0/24", {1: 0x7001, 2: 0x7002, None: 0x7000}),
     8: ("192.168.80.0/24", {1: 0x8001}),
     9: ("192.168.90.0/24", {1: 0x9001, None: 0x9000}),
 }
