@@ -82,3 +82,21 @@ extension CounterReport {
         return line
     }
 }
+
+extension CounterReport {
+    /// The event as the control socket streams it (one JSON object): the
+    /// fields of `eventLine` as keys.
+    public static func eventJSON(_ e: sl_event) -> String {
+        let words = eventLine(e).split(separator: " ").dropFirst()  // "event:"
+        var fields = ["\"event\":\"\(words.first ?? "")\""]
+        for w in words.dropFirst() {
+            if let eq = w.firstIndex(of: "=") {
+                let key = w[..<eq], value = w[w.index(after: eq)...]
+                fields.append("\"\(key)\":" + (Int(value) != nil ? String(value) : "\"\(value)\""))
+            } else {
+                fields.append("\"\(w)\":true")
+            }
+        }
+        return "{" + fields.joined(separator: ",") + "}"
+    }
+}

@@ -8,9 +8,10 @@ import Packet
 /// `sluice [EAL args] -- --config FILE [--stats-interval SECONDS]`
 public enum GatewayMain {
     public static let usage = """
-    usage: sluice [EAL options] -- --config FILE [--stats-interval SECONDS]
+    usage: sluice [EAL options] -- --config FILE [--control PATH] [--stats-interval SECONDS]
 
       --config FILE             configuration in the Sluice command language (required)
+      --control PATH            the control socket (default /run/sluice/sluice.sock; 'none': no socket)
       --stats-interval SECONDS  print a stats line every SECONDS (fractions allowed; 0 = never)
       --help                    this text
 
@@ -25,6 +26,7 @@ public enum GatewayMain {
     struct Options {
         var configPath: String?
         var statsInterval: Double = 0
+        var controlPath = "/run/sluice/sluice.sock"
     }
 
     static func fail(_ message: String, code: Int32 = 1) -> Int32 {
@@ -45,6 +47,9 @@ public enum GatewayMain {
                     return .failure(DataplaneError("--stats-interval needs a number of seconds ≥ 0"))
                 }
                 o.statsInterval = s
+            case "--control":
+                guard let v = it.next(), !v.isEmpty else { return .failure(DataplaneError("--control needs a socket path (or 'none')")) }
+                o.controlPath = v
             case "--help", "-h":
                 return .failure(DataplaneError(usage))
             default:
@@ -83,7 +88,7 @@ public enum GatewayMain {
         guard let path = options.configPath else { return fail("--config FILE is required\n\(usage)", code: 2) }
 
         // The configuration is checked before the EAL starts: a typo costs no start-up.
-        let config: GatewayConfig
+        var config: GatewayConfig
         switch readFile(path) {
         case .failure(let e): return fail(e.message)
         case .success(let text):
@@ -132,18 +137,36 @@ public enum GatewayMain {
         }
         print("sluice: workers on lcores \(gateway.workerLcores.map(String.init).joined(separator: ",")), control on lcore \(EAL.mainLcore)")
         for w in gateway.topologyWarnings { writeStandardError("sluice: warning: \(w)\n") }
+        var server: ControlServer? = nil
+        if options.controlPath != "none" {
+            do {
+                server = try ControlServer(path: options.controlPath)
+                print("sluice: control socket \(options.controlPath)")
+            } catch {
+                gateway.stopWorkers()
+                gateway.closePorts()
+                return fail(error.message)
+            }
+        }
+        let session = ControlSession(config: config, gateway: gateway, ipsec: ipsec)
         print("sluice: ready (\(gateway.workerLcores.count) workers)")
 
         var meter = RateMeter()
         var nextStats = monotonicSeconds() + options.statsInterval
         var nextLifetimeCheck = 0.0
         while sl_stop_signal() == 0 {
-            usleep(10_000)
+            if let server {
+                server.serve(timeoutMs: 10, now: monotonicSeconds()) { client, line in session.handle(client, line) }
+            } else {
+                usleep(10_000)
+            }
+            config = session.config
             // Events from the workers; a hard EXPIRE takes its SA out of
             // the data path, as do time limits (checked four times a second).
             var expiredSAs = false
             for e in gateway.drainEvents() {
                 print(CounterReport.eventLine(e))
+                server?.broadcast(CounterReport.eventJSON(e))
                 if e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
                     let removed = ipsec.expire(spi: e.policy_id, direction: e.family == 0 ? .outbound : .inbound)
                     expiredSAs = expiredSAs || !removed.isEmpty
@@ -154,6 +177,7 @@ public enum GatewayMain {
                 nextLifetimeCheck = now + 0.25
                 for expiry in ipsec.checkTimes(now: now) {
                     print(expiry.description)
+                    server?.broadcast(expiry.json)
                     expiredSAs = expiredSAs || expiry.hard
                 }
             }
@@ -171,6 +195,7 @@ public enum GatewayMain {
                 nextStats += options.statsInterval
             }
         }
+        server = nil  // closes the clients, removes the socket
         // Read the port counters before the ports close; the PMDs reset them on close.
         gateway.stopWorkers()
         let stats = gateway.portStats()

@@ -219,6 +219,23 @@ public final class IPsecCompiler {
         public var description: String {
             "event: expire \(hard ? "hard" : "soft") dir=\(direction.rawValue) spi=\(identifier.spi) reason=\(reason)"
         }
+        /// The event as the control socket streams it.
+        public var json: String {
+            "{\"event\":\"expire\",\"hard\":\(hard),\"dir\":\"\(direction.rawValue)\",\"spi\":\"\(identifier.spi)\",\"reason\":\"\(reason)\"}"
+        }
+    }
+
+    /// What an installed SA has carried: packets and bytes (outbound: sent,
+    /// inbound: accepted), the next outbound sequence number, whether a hard
+    /// lifetime took it out. nil when it is not installed.
+    public func usage(of id: SAIdentifier) -> (packets: UInt64, bytes: UInt64, nextSequence: UInt64?, expired: Bool)? {
+        if let o = outbound[id] {
+            return (o.state.packetsSent, o.state.bytesSent, o.state.nextSequence, expired[id] != nil)
+        }
+        if let i = inbound[id] {
+            return (i.state.packetsReceived, i.state.bytesReceived, nil, expired[id] != nil)
+        }
+        return nil
     }
 
     /// The SAs a hard lifetime took out of the data path, sorted.

@@ -1,0 +1,273 @@
+// What the control socket's commands do: the whole configuration language
+// (applied to the live state, compiled and published while traffic flows),
+// plus the runtime verbs. A change is all or nothing: it is applied to a
+// copy, compiled and published, and only then does the copy become the
+// state; on any error the state is exactly what it was.
+
+import CShims
+import Command
+import Dataplane
+import Glibc
+import Packet
+
+public final class ControlSession {
+    public private(set) var config: GatewayConfig
+    let gateway: Gateway
+    let ipsec: IPsecCompiler
+    let portMACs: [UInt16: MACAddress]
+    public static let version = "sluice 0.4 (control protocol 1)"
+
+    /// A client's `begin` … `commit`: the configuration the batch builds and
+    /// whether a line of it failed.
+    final class Batch {
+        var config: GatewayConfig
+        var lines = 0
+        var failed: String? = nil
+        init(_ config: GatewayConfig) { self.config = config }
+    }
+
+    public init(config: GatewayConfig, gateway: Gateway, ipsec: IPsecCompiler) {
+        self.config = config
+        self.gateway = gateway
+        self.ipsec = ipsec
+        portMACs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+    }
+
+    public static let help = [
+        "any line of the configuration language (port, neighbor, route, sa, sp, crypto-engine, spd driver)",
+        "begin | commit | abort", "show config", "reload FILE",
+        "sa list | sa get spi 0xN [dst B]", "sp list | sp get id N", "flush sa | flush sp",
+        "stats [port N | core N | sa 0xSPI]", "monitor", "version", "help",
+    ]
+
+    /// Installs `next` as the running configuration: routes (when they or
+    /// what they are built from changed) and IPsec tables compiled, then
+    /// published. Nothing is published unless everything compiled.
+    public func install(_ next: GatewayConfig) throws(ControlError) {
+        let routesChanged = next.ports != config.ports || next.neighbors != config.neighbors || next.routes != config.routes
+        do {
+            let routes = routesChanged ? try RouteCompiler.compile(next, portMACs: portMACs) : nil
+            let tables = try ipsec.compile(next, workerLcores: gateway.workerLcores)
+            if let routes { try gateway.publish(routes: routes) }
+            try gateway.publish(ipsec: tables)
+            ipsec.commit()
+        } catch let e as IPsecConfigError {
+            throw ControlError("install", e.message)
+        } catch let e as DataplaneError {
+            throw ControlError("install", e.message)
+        } catch {
+            throw ControlError("install", "\(error)")
+        }
+        config = next
+    }
+
+    /// One line from `client`; the reply lines.
+    public func handle(_ client: ControlServer.Client, _ line: String) -> [String] {
+        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        guard let verb = words.first, !verb.hasPrefix("#") else { return [ControlReply.ok()] }
+        do {
+            switch (verb, words.dropFirst().first) {
+            case ("begin", nil):
+                guard client.batch == nil else { throw ControlError("batch", "already inside begin … commit") }
+                client.batch = Batch(config)
+                return [ControlReply.ok([("batch", "true")])]
+            case ("abort", nil):
+                guard client.batch != nil else { throw ControlError("batch", "no batch to abort") }
+                client.batch = nil
+                return [ControlReply.ok()]
+            case ("commit", nil):
+                guard let batch = client.batch as? Batch else { throw ControlError("batch", "no batch to commit (begin first)") }
+                client.batch = nil
+                if let failed = batch.failed {
+                    throw ControlError("batch_failed", "nothing applied: \(failed)")
+                }
+                try install(batch.config)
+                return [ControlReply.ok([("applied", String(batch.lines))])]
+            case ("show", "config"):
+                return [ControlReply.ok([("config", ControlReply.quote(config.configText))])]
+            case ("version", nil):
+                return [ControlReply.ok([("version", ControlReply.quote(Self.version))])]
+            case ("help", nil):
+                return [ControlReply.ok([("commands", "[" + Self.help.map(ControlReply.quote).joined(separator: ",") + "]")])]
+            case ("monitor", nil):
+                client.monitoring = true
+                return [ControlReply.ok([("monitor", "true")])]
+            case ("stats", _):
+                return [try stats(Array(words.dropFirst()))]
+            case ("sa", "list"), ("sp", "list"), ("sa", "get"), ("sp", "get"):
+                return [try query(words)]
+            case ("flush", let what?) where words.count == 2:
+                return [try flush(what, client)]
+            case ("reload", let file?) where words.count == 2:
+                return [try reload(file, client)]
+            default:
+                return [try apply(line, client)]
+            }
+        } catch let error as ControlError {
+            return [ControlReply.error(error.code, error.message)]
+        } catch {
+            return [ControlReply.error("internal", "\(error)")]
+        }
+    }
+
+    /// A configuration-language line: into the client's batch, or applied now.
+    private func apply(_ line: String, _ client: ControlServer.Client) throws(ControlError) -> String {
+        let located: LocatedCommand
+        do {
+            guard let c = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "socket", line: 1, column: 1)) else {
+                return ControlReply.ok()
+            }
+            located = c
+        } catch {
+            if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
+            throw ControlError("syntax", error.message)
+        }
+        let target = (client.batch as? Batch)?.config ?? config
+        var next = target
+        do {
+            try next.apply(located)
+        } catch {
+            if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
+            throw ControlError("invalid", error.message)
+        }
+        var fields: [(String, String)] = []
+        if case .spAdd = located.command, let added = next.policies.first(where: { p in !target.policies.contains { $0.id == p.id } }) {
+            fields.append(("id", String(added.id.rawValue)))
+        }
+        if let batch = client.batch as? Batch {
+            batch.config = next
+            batch.lines += 1
+            return ControlReply.ok(fields + [("batched", "true")])
+        }
+        try install(next)
+        return ControlReply.ok(fields)
+    }
+
+    private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
+        guard client.batch == nil else { throw ControlError("batch", "flush is not allowed inside a batch") }
+        var next = config
+        var lines: [String] = []
+        switch what {
+        case "sp":
+            lines = next.policies.map { "sp del id \($0.id)" }
+        case "sa":
+            // Policies that protect with an SA go first (an SA in use cannot be deleted).
+            lines = next.policies.filter { if case .protect = $0.action { return true } else { return false } }.map { "sp del id \($0.id)" }
+                + next.sas.keys.sorted().map { "sa del \($0)" }
+        default:
+            throw ControlError("syntax", "expected 'flush sa' or 'flush sp'")
+        }
+        for line in lines {
+            do {
+                if let c = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "flush", line: 1, column: 1)) {
+                    try next.apply(c)
+                }
+            } catch {
+                throw ControlError("invalid", error.message)
+            }
+        }
+        try install(next)
+        return ControlReply.ok([("removed", String(lines.count))])
+    }
+
+    private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {
+        guard client.batch == nil else { throw ControlError("batch", "reload is not allowed inside a batch") }
+        let text: String
+        switch GatewayMain.readFile(file) {
+        case .failure(let e): throw ControlError("reload", e.message)
+        case .success(let t): text = t
+        }
+        let next: GatewayConfig
+        do { next = try GatewayConfig.load(text: text, name: file) } catch { throw ControlError("invalid", error.description) }
+        guard next.ports.keys.sorted() == config.ports.keys.sorted() else {
+            throw ControlError("reload", "the ports of \(file) (\(next.ports.keys.sorted())) are not the running ones (\(config.ports.keys.sorted())); ports change only at start-up")
+        }
+        try install(next)
+        return ControlReply.ok([("sas", String(next.sas.count)), ("policies", String(next.policies.count))])
+    }
+
+    private func query(_ words: [String]) throws(ControlError) -> String {
+        switch (words[0], words[1]) {
+        case ("sp", "list"):
+            return ControlReply.ok([("policies", "[" + config.policies.map(policyJSON).joined(separator: ",") + "]")])
+        case ("sa", "list"):
+            return ControlReply.ok([("sas", "[" + config.sas.keys.sorted().map { saJSON(config.sas[$0]!) }.joined(separator: ",") + "]")])
+        case ("sp", "get"):
+            guard words.count == 4, words[2] == "id", let n = UInt32(words[3]) else { throw ControlError("syntax", "expected 'sp get id N'") }
+            guard let p = config.policy(id: PolicyID(n)) else { throw ControlError("not_found", "no policy id \(n)") }
+            return ControlReply.ok([("policy", policyJSON(p))])
+        default:
+            guard words.count == 4 || words.count == 6, words[2] == "spi", let spi = Self.number(words[3]) else {
+                throw ControlError("syntax", "expected 'sa get spi 0xN [dst B]'")
+            }
+            let dst = words.count == 6 && words[4] == "dst" ? IPAddress(words[5]) : nil
+            guard let sa = config.sas.values.sorted(by: { $0.identifier < $1.identifier })
+                .first(where: { $0.spi.rawValue == spi && (dst == nil || $0.destination == dst) }) else {
+                throw ControlError("not_found", "no SA spi \(SecurityParameterIndex(spi))")
+            }
+            return ControlReply.ok([("sa", saJSON(sa))])
+        }
+    }
+
+    private func policyJSON(_ p: PolicyConfig) -> String {
+        let line = Command.spAdd(id: p.id, selector: p.selector, priority: p.priority, action: p.action).description
+        return "{\"id\":\(p.id.rawValue),\"priority\":\(p.priority),\"command\":\(ControlReply.quote(line))}"
+    }
+
+    private func saJSON(_ sa: SAConfig) -> String {
+        var fields = "{\"spi\":\(ControlReply.quote(sa.spi.description)),\"dir\":\(ControlReply.quote(sa.direction.rawValue))"
+        if let u = ipsec.usage(of: sa.identifier) {
+            fields += ",\"packets\":\(u.packets),\"bytes\":\(u.bytes)"
+            if let next = u.nextSequence { fields += ",\"next_seq\":\(next)" }
+            if u.expired { fields += ",\"expired\":true" }
+        }
+        return fields + ",\"command\":\(ControlReply.quote(Command.saAdd(sa).redactedDescription))}"
+    }
+
+    private func stats(_ args: [String]) throws(ControlError) -> String {
+        let cores = gateway.coreCounters()
+        func counters(_ cs: [CoreCounters]) -> [(String, String)] {
+            var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
+            for c in cs { for i in drops.indices { drops[i] += c.drops[i] } }
+            let detail = DropReason.allCases.filter { drops[$0.rawValue] != 0 }
+                .map { "\(ControlReply.quote($0.name)):\(drops[$0.rawValue])" }.joined(separator: ",")
+            return [("rx", String(cs.reduce(0) { $0 + $1.rxPackets })), ("rx_bytes", String(cs.reduce(0) { $0 + $1.rxBytes })),
+                    ("tx", String(cs.reduce(0) { $0 + $1.txPackets })), ("drop", String(drops.reduce(0, +))),
+                    ("drops", "{" + detail + "}")]
+        }
+        switch (args.first, args.count) {
+        case (nil, _):
+            return ControlReply.ok(counters(cores) + [("cores", String(cores.count))])
+        case ("core", 2):
+            guard let n = UInt32(args[1]), let c = cores.first(where: { $0.lcore == n }) else {
+                throw ControlError("not_found", "no worker on lcore \(args[1]) (workers: \(cores.map { String($0.lcore) }.joined(separator: ",")))")
+            }
+            return ControlReply.ok([("core", String(n))] + counters([c]))
+        case ("port", 2):
+            guard let n = UInt16(args[1]), let s = gateway.portStats().first(where: { $0.0.info.id == n })?.1 else {
+                throw ControlError("not_found", "no port \(args[1])")
+            }
+            return ControlReply.ok([("port", String(n)), ("rx", String(s.rxPackets)), ("tx", String(s.txPackets)),
+                                    ("missed", String(s.rxMissed)), ("rx_errors", String(s.rxErrors)), ("tx_errors", String(s.txErrors))])
+        case ("sa", 2):
+            guard let spi = Self.number(args[1]), let sa = config.sas.values.first(where: { $0.spi.rawValue == spi }) else {
+                throw ControlError("not_found", "no SA spi \(args[1])")
+            }
+            return ControlReply.ok([("sa", saJSON(sa))])
+        default:
+            throw ControlError("syntax", "expected 'stats', 'stats port N', 'stats core N' or 'stats sa 0xSPI'")
+        }
+    }
+
+    static func number(_ text: String) -> UInt32? {
+        text.hasPrefix("0x") ? UInt32(text.dropFirst(2), radix: 16) : UInt32(text)
+    }
+}
+
+/// A refused control command: a stable code and a message for people.
+public struct ControlError: Error, CustomStringConvertible {
+    public var code: String
+    public var message: String
+    public init(_ code: String, _ message: String) { self.code = code; self.message = message }
+    public var description: String { "\(code): \(message)" }
+}
