@@ -17,7 +17,7 @@ public final class ControlServer {
     public struct Limits: Sendable {
         /// Longest command line accepted (bytes, without the newline).
         public var lineBytes = 64 * 1024
-        /// Clients connected at once; one more is told so and closed.
+        /// Clients connected at once; one more closes the one idle the longest.
         public var clients = 64
         /// Seconds a client may stay silent (monitors excepted).
         public var idleSeconds = 300.0
@@ -155,11 +155,20 @@ public final class ControlServer {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             let c = Client(fd: fd, now: now)
-            clients.append(c)
-            if clients.count > limits.clients {
-                send(c, ControlReply.error("too_many_clients", "\(limits.clients) clients are connected; try again later"))
-                c.closing = true
+            let open = clients.filter { !$0.closing }
+            if open.count >= limits.clients {
+                // Full: make room by closing the client silent the longest
+                // (not a monitor, not inside a batch), so idle connections
+                // can never lock the operator out.
+                if let victim = open.filter({ !$0.monitoring && $0.batch == nil }).min(by: { $0.lastActive < $1.lastActive }) {
+                    send(victim, ControlReply.error("evicted", "\(limits.clients) clients are connected; closing the one idle the longest"))
+                    victim.closing = true
+                } else {
+                    send(c, ControlReply.error("too_many_clients", "\(limits.clients) clients are busy; try again later"))
+                    c.closing = true
+                }
             }
+            clients.append(c)
         }
     }
 

@@ -1,0 +1,318 @@
+// The control socket of the real `sluice` binary: commands and their errors,
+// atomic batches, `show config` round trips, `reload` keeping SA state,
+// `monitor` streaming events from live traffic, hostile clients.
+
+import Foundation
+import Glibc
+import Testing
+
+/// A client of the control socket: one line out, one JSON line back.
+final class ControlClient: @unchecked Sendable {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(_ path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in path.utf8.enumerated() { b[i] = c } }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { close(fd); throw HarnessError("cannot connect to \(path): \(String(cString: strerror(errno)))") }
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    deinit { close(fd) }
+
+    func write(_ bytes: [UInt8]) {
+        var rest = bytes[...]
+        while !rest.isEmpty {
+            let n = rest.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { return }
+            rest = rest.dropFirst(n)
+        }
+    }
+
+    func readLine() -> String? {
+        while true {
+            if let nl = buffer.firstIndex(of: 0x0A) {
+                let line = String(decoding: buffer[..<nl], as: UTF8.self)
+                buffer.removeSubrange(...nl)
+                return line
+            }
+            var chunk = [UInt8](repeating: 0, count: 65536)
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { return nil }
+            buffer += chunk[0..<n]
+        }
+    }
+
+    /// Sends one command; its reply decoded.
+    func call(_ line: String) throws -> [String: Any] {
+        write(Array((line + "\n").utf8))
+        guard let reply = readLine() else { throw HarnessError("no reply to '\(line)'") }
+        guard let object = try JSONSerialization.jsonObject(with: Data(reply.utf8)) as? [String: Any] else {
+            throw HarnessError("reply to '\(line)' is not a JSON object: \(reply)")
+        }
+        return object
+    }
+}
+
+extension Dictionary where Key == String, Value == Any {
+    var ok: Bool { self["ok"] as? Bool == true }
+    var errorCode: String? { (self["error"] as? [String: Any])?["code"] as? String }
+    var errorMessage: String { (self["error"] as? [String: Any])?["message"] as? String ?? "" }
+}
+
+/// A gateway on two pcap ports with an IPsec config, its control socket, and its directory.
+struct ControlledGateway {
+    let run: SluiceRun
+    let dir: URL
+    let socket: String
+
+    static let key = "0x" + String(repeating: "3c", count: 20)
+    static let config = """
+    port 0 role protected address 10.1.0.1/24
+    port 1 role unprotected address 10.2.0.1/24
+    neighbor 10.1.0.2 lladdr 02:00:00:00:01:02 port 0
+    neighbor 10.2.0.2 lladdr 02:00:00:00:02:02 port 1
+    route add 172.16.0.0/12 via 10.1.0.2
+    route add 192.168.0.0/16 via 10.2.0.2
+    sa add spi 0x1001 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(key) seq 100
+    sa add spi 0x2001 dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key \(key)
+    sp add id 1 dir out src 172.16.0.0/12 dst 192.168.0.0/16 priority 10 action protect spi 0x1001
+    sp add id 2 dir in src 192.168.0.0/16 dst 172.16.0.0/12 priority 10 action protect spi 0x2001
+
+    """
+
+    /// `input`: frames for port 0, replayed forever (live traffic) when `loop`.
+    static func start(_ name: String, config: String = ControlledGateway.config, input: [[UInt8]] = [],
+                      loop: Bool = false) async throws -> ControlledGateway {
+        let dir = try E2E.scratchDirectory(name)
+        let conf = dir.appendingPathComponent("sluice.conf")
+        try config.write(to: conf, atomically: true, encoding: .utf8)
+        let in0 = dir.appendingPathComponent("in0.pcap")
+        if input.isEmpty { try E2E.writeEmptyPcap(in0) } else { try PcapWriter.write(input, to: in0) }
+        try E2E.writeEmptyPcap(dir.appendingPathComponent("in1.pcap"))
+        let socket = dir.appendingPathComponent("ctl/sluice.sock").path
+        // Live traffic: port 0 replays its pcap forever, port 1 is a sink.
+        let vdevs = loop
+            ? ["net_pcap0,rx_pcap=\(in0.path),infinite_rx=1,tx_pcap=/dev/null", "net_null1,no-rx=1"]
+            : ["net_pcap0,rx_pcap=\(in0.path),tx_pcap=\(dir.path)/out0.pcap",
+               "net_pcap1,rx_pcap=\(dir.path)/in1.pcap,tx_pcap=\(dir.path)/out1.pcap"]
+        let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: conf.path,
+                                      statsInterval: 0.2, control: socket)
+        return ControlledGateway(run: run, dir: dir, socket: socket)
+    }
+
+    func client() throws -> ControlClient { try ControlClient(socket) }
+
+    func stop() async -> Int32? {
+        let status = await run.stop()
+        E2E.removeScratch(dir)
+        return status
+    }
+}
+
+/// Classic pcap writing for frames built in Swift.
+enum PcapWriter {
+    static func write(_ frames: [[UInt8]], to url: URL) throws {
+        var data: [UInt8] = [0xD4, 0xC3, 0xB2, 0xA1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0, 1, 0, 0, 0]
+        func le32(_ v: Int) -> [UInt8] { (0..<4).map { UInt8((v >> ($0 * 8)) & 0xFF) } }
+        for (i, f) in frames.enumerated() {
+            data += le32(1_700_000_000) + le32(i) + le32(f.count) + le32(f.count) + f
+        }
+        try Data(data).write(to: url)
+    }
+}
+
+/// Plaintext UDP frames from the protected side (172.16.0.5 → 192.168.1.9).
+func protectedFrames(_ n: Int, dst: String = "192.168.1.9") -> [[UInt8]] {
+    (0..<n).map { i in
+        let ip = 20 + 8 + 16
+        var f: [UInt8] = [0x02, 0, 0, 0, 0xbb, 0x01, 0x02, 0, 0, 0, 0x01, 0x02, 0x08, 0x00]
+        let d = dst.split(separator: ".").map { UInt8($0)! }
+        var h: [UInt8] = [0x45, 0, UInt8(ip >> 8), UInt8(ip & 0xFF), 0, UInt8(i & 0xFF), 0, 0, 64, 17, 0, 0, 172, 16, 0, 5] + d
+        var sum = 0
+        for k in stride(from: 0, to: 20, by: 2) { sum += Int(h[k]) << 8 | Int(h[k + 1]) }
+        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+        h[10] = UInt8((~sum >> 8) & 0xFF); h[11] = UInt8(~sum & 0xFF)
+        f += h + [0x13, 0x88, 0, 53, 0, 24, 0, 0] + Array(repeating: UInt8(i & 0xFF), count: 16)
+        return f
+    }
+}
+
+extension EndToEnd {
+    @Suite struct ControlSocket {
+        @Test func commandsAndTheirErrors() async throws {
+            let g = try await ControlledGateway.start("ctl-commands")
+            do {
+                let c = try g.client()
+                #expect(try c.call("version")["version"] as? String == "sluice 0.4 (control protocol 1)")
+                #expect(try c.call("help").ok)
+                // sp add reports the id it gave; get, list and del use it.
+                let added = try c.call("sp add dir out src 172.16.1.0/24 dst 192.168.2.0/24 priority 5 action discard")
+                let id = try #require(added["id"] as? Int, "\(added)")
+                #expect(try c.call("sp get id \(id)").ok)
+                #expect(((try c.call("sp list"))["policies"] as? [Any])?.count == 3)
+                #expect(try c.call("sp del id \(id)").ok)
+                #expect(try c.call("sp get id \(id)").errorCode == "not_found")
+                #expect(try c.call("sp del id \(id)").errorCode == "invalid")
+                // SAs: add, get (key never shown), del; errors name the problem.
+                let sa = "sa add spi 0x3001 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(ControlledGateway.key)"
+                #expect(try c.call(sa).ok)
+                let got = try c.call("sa get spi 0x3001")
+                let command = ((got["sa"] as? [String: Any])?["command"] as? String) ?? ""
+                #expect(command.contains("key <redacted>") && !command.contains("3c3c"), "\(got)")
+                #expect(try c.call(sa).errorMessage.contains("already exists"))
+                #expect(try c.call("sa del spi 0x3001").ok)
+                #expect(try c.call("sa del spi 0x1001").errorMessage.contains("used by policy id 1"))
+                #expect(try c.call("route add 10.9.0.0/16 via 10.2.0.2").ok)
+                #expect(try c.call("route add 10.9.0.0/33 via 10.2.0.2").errorCode == "syntax")
+                #expect(try c.call("route del 10.9.0.0/16").ok)
+                #expect(try c.call("frobnicate").errorCode == "syntax")
+                // Counters.
+                #expect(try c.call("stats")["rx"] as? Int == 0)
+                #expect(try c.call("stats core 1")["core"] as? Int == 1)
+                #expect(try c.call("stats core 7").errorCode == "not_found")
+                #expect(try c.call("stats port 1")["port"] as? Int == 1)
+                #expect(((try c.call("stats sa 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int == 100)
+
+                // A batch with one bad line changes nothing, byte for byte.
+                let before = try c.call("show config")["config"] as? String
+                #expect(try c.call("begin").ok)
+                #expect((try c.call("route add 10.8.0.0/16 via 10.2.0.2"))["batched"] as? Bool == true)
+                #expect(try c.call("sp add dir out src 10.0.0.0/8 dst nowhere priority 1 action bypass").errorCode == "syntax")
+                #expect(try c.call("sp add dir out src 172.16.0.0/12 dst 10.8.0.0/16 priority 1 action bypass").ok)
+                #expect(try c.call("commit").errorCode == "batch_failed")
+                #expect(try c.call("show config")["config"] as? String == before)
+                // A good batch applies as one; abort drops one.
+                #expect(try c.call("begin").ok)
+                #expect(try c.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
+                #expect(try c.call("sp add id 77 dir out src 172.16.0.0/12 dst 10.8.0.0/16 priority 1 action bypass").ok)
+                #expect((try c.call("commit"))["applied"] as? Int == 2)
+                let after = try #require(try c.call("show config")["config"] as? String)
+                #expect(after.contains("route add 10.8.0.0/16 via 10.2.0.2\n") && after.contains("sp add id 77 "))
+                #expect(try c.call("begin").ok)
+                #expect(try c.call("sp del id 77").ok)
+                #expect(try c.call("abort").ok)
+                #expect(try c.call("sp get id 77").ok)
+                #expect(try c.call("commit").errorCode == "batch")
+                #expect(try c.call("flush sp").ok)
+                #expect(((try c.call("sp list"))["policies"] as? [Any])?.isEmpty == true)
+            }
+            #expect(await g.stop() == 0)
+        }
+
+        /// `show config` is the state as commands: loaded into a fresh
+        /// gateway it prints itself again, byte for byte.
+        @Test func showConfigRecreatesTheState() async throws {
+            let g = try await ControlledGateway.start("ctl-show")
+            var text = ""
+            do {
+                let c = try g.client()
+                #expect(try c.call("sp add id 9 dir fwd src 192.168.0.0/16 dst 172.16.5.0/24 proto icmp type 8 priority 3 action bypass").ok)
+                #expect(try c.call("crypto-engine ipsec-mb").ok)
+                text = try #require(try c.call("show config")["config"] as? String)
+            }
+            #expect(await g.stop() == 0)
+            let fresh = try await ControlledGateway.start("ctl-show2", config: text)
+            do {
+                #expect(try fresh.client().call("show config")["config"] as? String == text)
+            }
+            #expect(await fresh.stop() == 0)
+        }
+
+        /// `reload` replaces the configuration as a diff: an SA that stays
+        /// keeps its sequence number; one whose key changed starts again.
+        @Test func reloadKeepsTheSequenceOfSAsThatStay() async throws {
+            let g = try await ControlledGateway.start("ctl-reload", input: protectedFrames(8), loop: true)
+            do {
+                let c = try g.client()
+                var next = 0
+                for _ in 0..<200 where next <= 100 {
+                    next = ((try c.call("sa get spi 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int ?? 0
+                    try await Task.sleep(for: .milliseconds(10))
+                }
+                #expect(next > 100, "traffic moved the sequence number")
+                let kept = g.dir.appendingPathComponent("kept.conf")
+                try (ControlledGateway.config + "route add 10.7.0.0/16 via 10.2.0.2\n").write(to: kept, atomically: true, encoding: .utf8)
+                #expect(try c.call("reload \(kept.path)").ok)
+                let afterReload = ((try c.call("sa get spi 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int ?? 0
+                #expect(afterReload >= next, "reload restarted the sequence: \(afterReload) < \(next)")
+                #expect((try c.call("show config")["config"] as? String)?.contains("route add 10.7.0.0/16") == true)
+                let rekeyed = g.dir.appendingPathComponent("rekeyed.conf")
+                try ControlledGateway.config.replacingOccurrences(of: "3c3c3c3c3c", with: "4d4d4d4d4d")
+                    .write(to: rekeyed, atomically: true, encoding: .utf8)
+                #expect(try c.call("reload \(rekeyed.path)").ok)
+                let fresh = ((try c.call("sa get spi 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int ?? 0
+                #expect(fresh < afterReload, "a new key starts from the configured seq (\(fresh))")
+                #expect(try c.call("reload /nonexistent.conf").errorCode == "reload")
+            }
+            #expect(await g.stop() == 0)
+        }
+
+        /// `monitor` streams ACQUIRE (a reqid policy without SA) and EXPIRE
+        /// (an SA with a packet lifetime) raised by live traffic.
+        @Test func monitorStreamsEventsFromTraffic() async throws {
+            let config = ControlledGateway.config
+                .replacingOccurrences(of: "seq 100", with: "seq 100 lifetime packets soft 200000 hard 400000")
+                + "sp add id 3 dir out src 172.16.0.0/12 dst 192.168.9.0/24 priority 1 action protect reqid 4\n"
+            let g = try await ControlledGateway.start("ctl-monitor", config: config,
+                                                      input: protectedFrames(4) + protectedFrames(4, dst: "192.168.9.9"), loop: true)
+            do {
+                let m = try g.client()
+                #expect(try m.call("monitor").ok)
+                var events: [[String: Any]] = []
+                // Until both expiries arrived (the limits are high enough to
+                // be reached after the monitor connected).
+                // ACQUIRE repeats once a second while the traffic lasts.
+                while events.count < 50,
+                      !(events.contains { $0["event"] as? String == "expire" && $0["hard"] != nil }
+                        && events.contains { $0["event"] as? String == "acquire" && $0["policy"] as? Int == 3 }),
+                      let line = m.readLine() {
+                    if let e = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] { events.append(e) }
+                }
+                let kinds = events.map { ($0["event"] as? String ?? "") + "/" + ($0["soft"] != nil ? "soft" : ($0["hard"] != nil ? "hard" : "")) }
+                #expect(events.contains { $0["event"] as? String == "acquire" && $0["policy"] as? Int == 3 && $0["cpu"] as? Int == 1 }, "\(events)")
+                #expect(kinds.contains("expire/soft") && kinds.contains("expire/hard"), "\(kinds) \(events)")
+            }
+            #expect(await g.stop() == 0)
+        }
+
+        /// Garbage, an endless line, hundreds of idle connections and a client
+        /// that never reads: the gateway keeps forwarding, answers a new
+        /// client, and its state is unchanged.
+        @Test func hostileClientsChangeNothing() async throws {
+            let g = try await ControlledGateway.start("ctl-hostile", input: protectedFrames(8), loop: true)
+            do {
+                let before = try g.client().call("show config")["config"] as? String
+                var rng = SystemRandomNumberGenerator()
+                let garbage = try g.client()
+                garbage.write((0..<65536).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                let endless = try g.client()
+                endless.write(Array(repeating: UInt8(ascii: "a"), count: 4 << 20))
+                #expect(endless.readLine().map { $0.contains("line_too_long") } == true)
+                var idle: [ControlClient] = []
+                for _ in 0..<300 { idle.append(try g.client()) }
+                let deaf = try g.client()
+                let flood = Array(String(repeating: "help\n", count: 200_000).utf8)
+                let writer = Thread { deaf.write(flood) }
+                writer.start()
+                try await Task.sleep(for: .seconds(1))
+                let rx1 = try g.client().call("stats")["rx"] as? Int ?? 0
+                try await Task.sleep(for: .milliseconds(300))
+                let fresh = try g.client()
+                #expect(try fresh.call("version").ok)
+                let rx2 = try fresh.call("stats")["rx"] as? Int ?? 0
+                #expect(rx2 > rx1, "the gateway kept forwarding (\(rx1) → \(rx2))")
+                #expect(try fresh.call("show config")["config"] as? String == before)
+                _ = idle
+            }
+            #expect(g.run.child.isRunning)
+            #expect(await g.stop() == 0)
+        }
+    }
+}
