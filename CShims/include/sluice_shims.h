@@ -49,4 +49,15 @@
 #include "sluice_layout.h"
 #include "sluice_inline.h"
 
+/* DPDK telemetry (shims/telemetry.c): /sluice/stats, /sluice/cores,
+ * /sluice/sa/list, /sluice/sp/list, answered on DPDK's telemetry thread
+ * from the workers' counters and lists the control thread hands over. */
+int sl_telemetry_register(void);
+/* The workers whose counters /sluice/stats sums (NULL, 0 before they go). */
+void sl_telemetry_set_workers(sl_worker *const *workers, unsigned count);
+/* The names of the drop reasons, in counter order (copied). */
+void sl_telemetry_set_drop_names(const char *const *names, unsigned count);
+/* Newline-separated lines for /sluice/sa/list and /sluice/sp/list (copied). */
+void sl_telemetry_set_lists(const char *sas, const char *policies);
+
 #endif

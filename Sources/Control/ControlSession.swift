@@ -31,6 +31,17 @@ public final class ControlSession {
         self.gateway = gateway
         self.ipsec = ipsec
         portMACs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+        publishLists()
+    }
+
+    /// Hands the SA and policy lists to DPDK telemetry (`/sluice/sa/list`,
+    /// `/sluice/sp/list`), keys redacted.
+    func publishLists() {
+        let sas = config.sas.keys.sorted().map { Command.saAdd(config.sas[$0]!).redactedDescription }.joined(separator: "\n")
+        let policies = config.policies.map {
+            Command.spAdd(id: $0.id, selector: $0.selector, priority: $0.priority, action: $0.action).description
+        }.joined(separator: "\n")
+        sl_telemetry_set_lists(sas, policies)
     }
 
     public static let help = [
@@ -59,6 +70,7 @@ public final class ControlSession {
             throw ControlError("install", "\(error)")
         }
         config = next
+        publishLists()
     }
 
     /// One line from `client`; the reply lines.

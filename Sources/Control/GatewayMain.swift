@@ -148,6 +148,7 @@ public enum GatewayMain {
                 return fail(error.message)
             }
         }
+        gateway.publishTelemetry()
         let session = ControlSession(config: config, gateway: gateway, ipsec: ipsec)
         print("sluice: ready (\(gateway.workerLcores.count) workers)")
 

@@ -184,11 +184,40 @@ public final class Gateway {
         try publish(routes: [])
     }
 
+    /// Whether this gateway's workers feed DPDK telemetry (`publishTelemetry`).
+    private var telemetry = false
+
+    /// Registers the `/sluice/…` telemetry commands (once per process) and
+    /// points `/sluice/stats` and `/sluice/cores` at these workers' counters.
+    /// false when DPDK telemetry is off (`--no-telemetry`) or refused them.
+    @discardableResult
+    public func publishTelemetry() -> Bool {
+        if !Self.telemetryRegistered.exchange(true, ordering: .relaxed) {
+            _ = sl_telemetry_register()
+            let names = DropReason.allCases.map(\.name)
+            var pointers = names.map { strdup($0) }
+            pointers.withUnsafeBufferPointer { b in
+                b.withMemoryRebound(to: UnsafePointer<CChar>?.self) { sl_telemetry_set_drop_names($0.baseAddress, UInt32($0.count)) }
+            }
+            for p in pointers { free(p) }
+            pointers.removeAll()
+        }
+        workers.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: UnsafeMutablePointer<sl_worker>?.self) {
+                sl_telemetry_set_workers($0.baseAddress, UInt32($0.count))
+            }
+        }
+        telemetry = true
+        return true
+    }
+    static let telemetryRegistered = Atomic<Bool>(false)
+
     /// Makes DPDK object names unique when a process builds several gateways (tests).
     static let instanceSerial = Atomic<Int>(0)
 
     deinit {
         stop()
+        if telemetry { sl_telemetry_set_workers(nil, 0) }
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
