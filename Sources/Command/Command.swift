@@ -36,6 +36,10 @@ public enum Command: Sendable, Hashable {
     case spdDriver(SPDDriverChoice)
     /// `sa add spi S dir D …`: a new SA, defaults filled in.
     case saAdd(SAConfig)
+    /// `sa update spi S dir D …`: replaces the SA with the same SPI and dst
+    /// (and direction). Its sequence number and replay window carry on when
+    /// its key, algorithm and ESN stay (see the IPsec compiler).
+    case saUpdate(SAConfig)
     /// `sa del spi S [dst B]`.
     case saDel(spi: SecurityParameterIndex, destination: IPAddress?)
     /// `sp add [id N] dir D src P dst P … priority N action …`; `id` nil assigns the next free id.

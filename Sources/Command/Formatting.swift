@@ -37,6 +37,8 @@ extension Command: CustomStringConvertible {
             return "spd driver \(driver.rawValue)"
         case let .saAdd(sa):
             return sa.commandText(redactingKey: redactingKey)
+        case let .saUpdate(sa):
+            return "sa update" + sa.commandText(redactingKey: redactingKey).dropFirst("sa add".count)
         case let .saDel(spi, destination):
             return "sa del \(SAIdentifier(spi: spi, destination: destination))"
         case let .spAdd(id, selector, priority, action):

@@ -97,6 +97,19 @@ public struct GatewayConfig: Sendable, Equatable {
         case let .saAdd(sa):
             try checkSAAdd(sa, c)
             sas[sa.identifier] = sa
+        case let .saUpdate(sa):
+            guard let old = sas[sa.identifier] else {
+                throw CommandError("no SA \(sa.identifier) to update (sa add creates one)", at: c.location(of: .spi))
+            }
+            guard old.direction == sa.direction else {
+                throw CommandError("SA \(sa.identifier) is dir \(old.direction.rawValue); update cannot change the direction",
+                                   at: c.location(of: .direction))
+            }
+            // Checked as an add among the other SAs, so every rule still holds.
+            var others = self
+            others.sas[sa.identifier] = nil
+            try others.checkSAAdd(sa, c)
+            sas[sa.identifier] = sa
         case let .saDel(spi, destination):
             sas[try saToDelete(spi: spi, destination: destination, c)] = nil
         case let .spAdd(id, selector, priority, action):

@@ -19,9 +19,10 @@ extension CommandParser {
         .cryptoEngine(try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine))
     }
 
-    /// `sa add spi S dir in|out …` or `sa del spi S [dst B]`.
+    /// `sa add spi S dir in|out …`, `sa update spi S dir in|out …` (the same
+    /// options, replacing the SA of that identifier) or `sa del spi S [dst B]`.
     static func parseSA(_ c: inout WordCursor) throws(CommandError) -> Command {
-        let action = try c.keyword(["add", "del"])
+        let action = try c.keyword(["add", "update", "del"])
         _ = try c.keyword(["spi"])
         let spi = try c.readSPI()
         if action.text == "del" {
@@ -33,7 +34,8 @@ extension CommandParser {
         }
         _ = try c.keyword(["dir"])
         let direction = try c.readChoice(IPsecDirection.self, field: .direction)
-        return .saAdd(try parseSAOptions(&c, spi: spi, direction: direction))
+        let sa = try parseSAOptions(&c, spi: spi, direction: direction)
+        return action.text == "update" ? .saUpdate(sa) : .saAdd(sa)
     }
 
     /// The options of `sa add` after `dir D`:

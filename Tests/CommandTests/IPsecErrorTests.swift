@@ -55,7 +55,7 @@ enum Lines {
         .init("crypto-engine fast", at: "fast", "expected 'auto', 'ipsec-mb' or 'sodium' after 'crypto-engine', found 'fast'"),
         .init("crypto-engine sodium x", at: "x", "unexpected 'x' after 'sodium'; expected end of line"),
         // sa: fixed words
-        .init("sa", atEnd: "expected 'add' or 'del' after 'sa', found end of line"),
+        .init("sa", atEnd: "expected 'add', 'update' or 'del' after 'sa', found end of line"),
         .init("sa add 0x1000", at: "0x1000", "expected 'spi' after 'add', found '0x1000'"),
         .init("sa add spi", atEnd: "expected an SPI after 'spi', found end of line"),
         .init("sa add spi 0xff dir in", at: "0xff",

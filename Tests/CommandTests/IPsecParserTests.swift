@@ -165,6 +165,8 @@ import Testing
         guard case .saAdd(let sa)? = try parse(line) else { Issue.record("sa add"); return }
         #expect(sa.reqid == 7 && sa.cpu == 3)
         #expect(Command.saAdd(sa).description == line)
+        let update = line.replacingOccurrences("sa add", "sa update")
+        #expect(try parse(update) == .saUpdate(sa) && Command.saUpdate(sa).description == update)
         let sp = "sp add dir out src 10.0.0.0/8 dst 10.1.0.0/16 priority 1 action protect reqid 7"
         #expect(try parse(sp)?.description == sp)
         guard case .spAdd(_, _, _, .protectReqID(7))? = try parse(sp) else { Issue.record("protect reqid"); return }

@@ -167,6 +167,11 @@ extension EndToEnd {
                 let command = ((got["sa"] as? [String: Any])?["command"] as? String) ?? ""
                 #expect(command.contains("key <redacted>") && !command.contains("3c3c"), "\(got)")
                 #expect(try c.call(sa).errorMessage.contains("already exists"))
+                // sa update replaces an SA's options; the key and ESN staying, its numbers carry on.
+                #expect(try c.call(sa.replacingOccurrences(of: "sa add", with: "sa update") + " ttl 9").ok)
+                #expect((((try c.call("sa get spi 0x3001"))["sa"] as? [String: Any])?["command"] as? String)?.hasSuffix(" ttl 9") == true)
+                #expect(try c.call("sa update spi 0x3999 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(ControlledGateway.key)").errorMessage.contains("no SA"))
+                #expect(try c.call(sa.replacingOccurrences(of: "sa add", with: "sa update").replacingOccurrences(of: "dir out", with: "dir in")).errorMessage.contains("cannot change the direction"))
                 #expect(try c.call("sa del spi 0x3001").ok)
                 #expect(try c.call("sa del spi 0x1001").errorMessage.contains("used by policy id 1"))
                 #expect(try c.call("route add 10.9.0.0/16 via 10.2.0.2").ok)
