@@ -92,6 +92,7 @@ SL_INLINE uint16_t sl_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **
 }
 
 /* ---- port configuration constants (function-like macros do not import) ---- */
+SL_INLINE uint64_t sl_rss_hf_esp(void) { return RTE_ETH_RSS_ESP; }
 SL_INLINE uint64_t sl_rss_hf_wanted(void) { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP | RTE_ETH_RSS_ESP; }
 SL_INLINE uint64_t sl_tx_offload_fast_free(void) { return RTE_ETH_TX_OFFLOAD_MBUF_FAST_FREE; }
 SL_INLINE uint64_t sl_rx_offload_ipv4_cksum(void) { return RTE_ETH_RX_OFFLOAD_IPV4_CKSUM; }

@@ -49,6 +49,10 @@
 #include "sluice_layout.h"
 #include "sluice_inline.h"
 
+/* RSS state of a port (shims.c): key and hash functions, redirection table. */
+int sl_rss_key_get(uint16_t port, uint8_t *key, uint8_t *len, uint64_t *rss_hf);
+int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size);
+
 /* DPDK telemetry (shims/telemetry.c): /sluice/stats, /sluice/cores,
  * /sluice/sa/list, /sluice/sp/list, answered on DPDK's telemetry thread
  * from the workers' counters and lists the control thread hands over. */

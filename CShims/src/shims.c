@@ -46,3 +46,26 @@ int sl_affinity_cpus(int *out, int max) {
         if (CPU_ISSET(c, &set)) out[n++] = c;
     return n;
 }
+
+/* The port's RSS key (up to *len bytes; *len becomes its length) and hash
+ * functions; 0 or a negative errno. */
+int sl_rss_key_get(uint16_t port, uint8_t *key, uint8_t *len, uint64_t *rss_hf) {
+    struct rte_eth_rss_conf conf = { .rss_key = key, .rss_key_len = *len };
+    int rc = rte_eth_dev_rss_hash_conf_get(port, &conf);
+    if (rc == 0) { *len = conf.rss_key_len; *rss_hf = conf.rss_hf; }
+    return rc;
+}
+
+/* The port's redirection table: `size` entries (a multiple of 64, at most
+ * 512) into `queues`; 0 or a negative errno. */
+int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size) {
+    struct rte_eth_rss_reta_entry64 conf[8];
+    if (size == 0 || size > 512 || size % RTE_ETH_RETA_GROUP_SIZE != 0) return -EINVAL;
+    memset(conf, 0, sizeof conf);
+    for (unsigned g = 0; g < size / RTE_ETH_RETA_GROUP_SIZE; g++) conf[g].mask = UINT64_MAX;
+    int rc = rte_eth_dev_rss_reta_query(port, conf, size);
+    if (rc != 0) return rc;
+    for (unsigned i = 0; i < size; i++)
+        queues[i] = conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE];
+    return 0;
+}

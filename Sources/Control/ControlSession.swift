@@ -47,7 +47,7 @@ public final class ControlSession {
     public static let help = [
         "any line of the configuration language (port, neighbor, route, sa, sp, crypto-engine, spd driver)",
         "begin | commit | abort", "show config", "reload FILE",
-        "sa list | sa get spi 0xN [dst B]", "sp list | sp get id N", "flush sa | flush sp",
+        "sa list | sa get spi 0xN [dst B] | sa allocspi [cpu K] [src A dst B]", "sp list | sp get id N", "flush sa | flush sp",
         "stats [port N | core N | sa 0xSPI]", "monitor", "version", "help",
     ]
 
@@ -110,6 +110,8 @@ public final class ControlSession {
                 return [try query(words)]
             case ("flush", let what?) where words.count == 2:
                 return [try flush(what, client)]
+            case ("sa", "allocspi"):
+                return [try allocateSPI(Array(words.dropFirst(2)))]
             case ("reload", let file?) where words.count == 2:
                 return [try reload(file, client)]
             default:
@@ -196,6 +198,55 @@ public final class ControlSession {
         }
         try install(next)
         return ControlReply.ok([("sas", String(next.sas.count)), ("policies", String(next.policies.count))])
+    }
+
+    /// `sa allocspi [cpu K] [src A dst B]`: an SPI no SA uses; with `cpu K`
+    /// one whose inbound ESP (from src to dst) the unprotected port's RSS
+    /// sends to worker K's queue, so a per-CPU inbound SA needs no handoff.
+    private func allocateSPI(_ args: [String]) throws(ControlError) -> String {
+        var cpu: UInt32? = nil
+        var source: IPAddress? = nil, destination: IPAddress? = nil
+        var i = 0
+        while i + 1 < args.count {
+            switch args[i] {
+            case "cpu": cpu = UInt32(args[i + 1])
+            case "src": source = IPAddress(args[i + 1])
+            case "dst": destination = IPAddress(args[i + 1])
+            default: throw ControlError("syntax", "expected 'sa allocspi [cpu K] [src A dst B]', found '\(args[i])'")
+            }
+            i += 2
+        }
+        guard i == args.count else { throw ControlError("syntax", "expected 'sa allocspi [cpu K] [src A dst B]'") }
+        let taken = Set(config.sas.values.map(\.spi.rawValue))
+        var rng = SystemRandomNumberGenerator()
+        func unused() -> UInt32 {
+            while true {
+                let spi = UInt32.random(in: 256...UInt32.max, using: &rng)
+                if !taken.contains(spi) { return spi }
+            }
+        }
+        func reply(_ spi: UInt32, _ extra: [(String, String)]) -> String {
+            ControlReply.ok([("spi", ControlReply.quote(SecurityParameterIndex(spi).description))] + extra)
+        }
+        guard let cpu else { return reply(unused(), []) }
+        guard let queue = gateway.workerLcores.firstIndex(of: cpu) else {
+            throw ControlError("not_found", "no worker on lcore \(cpu) (workers: \(gateway.workerLcores.map(String.init).joined(separator: ",")))")
+        }
+        let unprotected = gateway.ports.filter { config.ports[$0.info.id]?.role == .unprotected }
+        guard let port = unprotected.first(where: { $0.hashesESP }), let steering = port.rssSteering() else {
+            let note = "no unprotected port spreads ESP by SPI (RSS with ESP hashing): every SPI lands where the addresses send it"
+            return reply(unused(), [("steered", "false"), ("note", ControlReply.quote(note))])
+        }
+        let fields = port.espHashFields
+        let any4 = IPAddress("0.0.0.0")!
+        if fields == .addressesAndSPI && (source == nil || destination == nil) {
+            throw ControlError("syntax", "port \(port.info.id) hashes addresses with the SPI: give 'src A dst B' (the SA's outer addresses)")
+        }
+        guard let spi = steering.spi(toQueue: UInt16(queue), source: source ?? any4, destination: destination ?? any4,
+                                     fields: fields, taken: taken, using: &rng) else {
+            throw ControlError("not_found", "port \(port.info.id)'s redirection table sends nothing to queue \(queue)")
+        }
+        return reply(spi, [("steered", "true"), ("port", String(port.info.id)), ("queue", String(queue))])
     }
 
     private func query(_ words: [String]) throws(ControlError) -> String {

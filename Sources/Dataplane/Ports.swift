@@ -83,6 +83,30 @@ public struct PortSetup: Sendable {
     public var txFastFree: Bool
 }
 
+extension PortSetup {
+    /// Whether the port spreads ESP by its SPI (RSS with the ESP hash function).
+    public var hashesESP: Bool { rssHashFunctions & sl_rss_hf_esp() != 0 }
+
+    /// Which ESP fields the NIC hashes: the SPI alone on Intel E810 (ice),
+    /// addresses and SPI elsewhere.
+    public var espHashFields: ESPHashFields { info.driver.hasPrefix("net_ice") ? .spiOnly : .addressesAndSPI }
+
+    /// The port's RSS key and redirection table as the PMD reports them now;
+    /// nil when it has no RSS or will not say.
+    public func rssSteering() -> RSSSteering? {
+        guard rssHashFunctions != 0, info.retaSize > 0 else { return nil }
+        var key = [UInt8](repeating: 0, count: 64)
+        var length = UInt8(key.count)
+        var hf: UInt64 = 0
+        guard sl_rss_key_get(info.id, &key, &length, &hf) == 0, let toeplitz = ToeplitzKey(bytes: Array(key.prefix(Int(length)))) else {
+            return nil
+        }
+        var reta = [UInt16](repeating: 0, count: info.retaSize)
+        guard sl_reta_get(info.id, &reta, UInt16(info.retaSize)) == 0 else { return nil }
+        return RSSSteering(key: toeplitz, reta: reta)
+    }
+}
+
 /// Counters the PMD keeps for a port (`rte_eth_stats`).
 public struct PortStats: Sendable {
     public var rxPackets: UInt64 = 0

@@ -143,3 +143,35 @@ import Testing
         #expect(Self.dpdk(v6, key: key).0 == 0x4020_7d3d)
     }
 }
+
+/// SPIs chosen so that a NIC's RSS sends their ESP to a given queue, checked
+/// with DPDK's own software RSS (`rte_softrss`) over the fields the NIC hashes.
+@Suite struct RSSSteeringPeerTests {
+    @Test(arguments: [ESPHashFields.addressesAndSPI, .spiOnly])
+    func allocatedSPIsLandOnTheirQueue(fields: ESPHashFields) throws {
+        var rng = SplitMix64(seed: fields == .spiOnly ? 91 : 92)
+        for (name, key) in ToeplitzPeerTests.keys(&rng).prefix(4) {
+            for (size, queues) in [(128, 2), (512, 4), (64, 3)] {
+                let reta = (0..<size).map { _ in UInt16.random(in: 0..<UInt16(queues), using: &rng) }
+                let steering = try #require(RSSSteering(key: key, reta: reta))
+                let src = ToeplitzPeerTests.randomV4(&rng), dst = ToeplitzPeerTests.randomV4(&rng)
+                var taken: Set<UInt32> = []
+                for queue in 0..<UInt16(queues) where reta.contains(queue) {
+                    for _ in 0..<20 {
+                        let spi = try #require(steering.spi(toQueue: queue, source: .v4(src), destination: .v4(dst), fields: fields,
+                                                            taken: taken, using: &rng), "\(name): no SPI for queue \(queue)")
+                        #expect(spi >= 256 && !taken.contains(spi))
+                        taken.insert(spi)
+                        let words = fields == .spiOnly ? [spi] : [src.value, dst.value, spi]
+                        let (hash, hashBE) = ToeplitzPeerTests.dpdk(words, key: key)
+                        #expect(hash == hashBE)
+                        #expect(reta[Int(hash % UInt32(size))] == queue, "\(name), RETA \(size): SPI \(spi) hashes to \(hash)")
+                    }
+                }
+                // A queue the table never names gets no SPI.
+                #expect(steering.spi(toQueue: UInt16(queues), source: .v4(src), destination: .v4(dst), fields: fields,
+                                     taken: [], using: &rng) == nil)
+            }
+        }
+    }
+}

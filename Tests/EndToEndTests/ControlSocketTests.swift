@@ -173,6 +173,12 @@ extension EndToEnd {
                 #expect(try c.call("sa update spi 0x3999 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(ControlledGateway.key)").errorMessage.contains("no SA"))
                 #expect(try c.call(sa.replacingOccurrences(of: "sa add", with: "sa update").replacingOccurrences(of: "dir out", with: "dir in")).errorMessage.contains("cannot change the direction"))
                 #expect(try c.call("sa del spi 0x3001").ok)
+                // allocspi: an unused SPI; pcap ports have no RSS, so a cpu cannot be steered to (and says so).
+                let spi = try #require(try c.call("sa allocspi")["spi"] as? String)
+                #expect(spi.hasPrefix("0x") && UInt32(spi.dropFirst(2), radix: 16).map { $0 >= 256 && $0 != 0x1001 && $0 != 0x2001 } == true)
+                let pinned = try c.call("sa allocspi cpu 1")
+                #expect(pinned.ok && pinned["steered"] as? Bool == false && (pinned["note"] as? String)?.contains("RSS") == true, "\(pinned)")
+                #expect(try c.call("sa allocspi cpu 9").errorCode == "not_found")
                 #expect(try c.call("sa del spi 0x1001").errorMessage.contains("used by policy id 1"))
                 #expect(try c.call("route add 10.9.0.0/16 via 10.2.0.2").ok)
                 #expect(try c.call("route add 10.9.0.0/33 via 10.2.0.2").errorCode == "syntax")
