@@ -105,6 +105,9 @@ SL_INLINE unsigned sl_ring_enqueue_burst(struct rte_ring *r, void *const *objs, 
 SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsigned n) {
     return rte_ring_dequeue_burst(r, objs, n, NULL);
 }
+/* One object onto a multi-producer ring (handoff between workers); false when full. */
+SL_INLINE bool sl_ring_enqueue_one(struct rte_ring *r, void *obj) { return rte_ring_mp_enqueue(r, obj) == 0; }
+
 /* Event rings: SP/SC rings of sl_event elements. */
 SL_INLINE struct rte_ring *sl_event_ring_create(const char *name, unsigned count, int socket) {
     return rte_ring_create_elem(name, sizeof(sl_event), count, socket, RING_F_SP_ENQ | RING_F_SC_DEQ);

@@ -76,11 +76,7 @@ extension GatewayConfig {
                                    at: c.location(of: field))
             }
         }
-        if let cpu = sa.cpu {
-            if sa.direction != .outbound {
-                throw CommandError("cpu applies only to outbound SAs (inbound SAs land on a core by RSS)",
-                                   at: c.location(of: .cpu))
-            }
+        if let cpu = sa.cpu, sa.direction == .outbound {
             if sa.reqid == nil {
                 throw CommandError("cpu \(cpu) needs reqid: a per-CPU SA serves the policies of its reqid",
                                    at: c.location(of: .cpu))

@@ -223,8 +223,10 @@ public struct SAConfig: Sendable, Hashable {
     /// The template id policies name with `action protect reqid N` (as Linux
     /// xfrm templates do); nil: reachable only by SPI.
     public var reqid: UInt32?
-    /// Outbound per-CPU SA (RFC 9611): the EAL lcore of the worker that owns
-    /// it. nil: the fallback SA of its reqid, used by workers without their own.
+    /// The EAL lcore of the worker that owns the SA. Outbound (RFC 9611
+    /// per-CPU SA, needs a reqid): nil is the fallback SA of its reqid, used
+    /// by workers without their own. Inbound: the worker that keeps its
+    /// replay window (others hand its packets over); nil: chosen by SPI.
     public var cpu: UInt32?
     /// Soft and hard limits; empty: none.
     public var lifetime: SALifetime = SALifetime()

@@ -129,7 +129,16 @@ public final class IPsecCompiler {
                                                    destination: sa.destination,
                                                    udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                                    selectors: selectors)
-                    inEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime)))
+                    // The worker keeping the replay window: the SA's cpu, else by SPI.
+                    var owner = Int(sa.spi.rawValue % UInt32(max(workerLcores.count, 1)))
+                    if let cpu = sa.cpu {
+                        if let index = workerLcores.firstIndex(of: cpu) {
+                            owner = index
+                        } else if !workerLcores.isEmpty {
+                            warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
+                        }
+                    }
+                    inEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime), owner: owner))
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }

@@ -36,11 +36,17 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     public static let martian = DropReason(rawValue: 12)
     /// The SA reached a hard lifetime (bytes or packets); it is being removed.
     public static let lifetimeExpired = DropReason(rawValue: 13)
+    /// An inbound SA's owner worker had no room for a packet handed to it.
+    public static let handoffFull = DropReason(rawValue: 14)
+    /// A handed-over packet whose SA has moved to another owner meanwhile
+    /// (a new snapshot): dropped rather than handed on again.
+    public static let handoffStale = DropReason(rawValue: 15)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
-                            "no_outbound_sa", "segmented", "martian", "lifetime_expired"]
-    @usableFromInline static let espBase = 14
+                            "no_outbound_sa", "segmented", "martian", "lifetime_expired",
+                            "handoff_full", "handoff_stale"]
+    @usableFromInline static let espBase = 16
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

@@ -175,6 +175,10 @@ public final class Gateway {
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }
+            // Every worker can hand inbound packets to any other's ring.
+            handoffRings = .allocate(capacity: max(cryptos.count, 1))
+            for (i, c) in cryptos.enumerated() { handoffRings[i] = c.handoff }
+            for c in cryptos { c.peers = handoffRings }
         } catch {
             cryptoUnavailable = error.description
             for w in ctxs { w.pointee.crypto = nil }
@@ -183,6 +187,9 @@ public final class Gateway {
         // Workers always find a snapshot: start with an empty one (everything "no route").
         try publish(routes: [])
     }
+
+    /// Each worker's handoff ring, by worker index (shared by the workers' contexts).
+    private var handoffRings: UnsafeMutablePointer<OpaquePointer?> = .allocate(capacity: 1)
 
     /// Whether this gateway's workers feed DPDK telemetry (`publishTelemetry`).
     private var telemetry = false
@@ -218,6 +225,7 @@ public final class Gateway {
     deinit {
         stop()
         if telemetry { sl_telemetry_set_workers(nil, 0) }
+        defer { handoffRings.deallocate() }
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
@@ -341,6 +349,11 @@ public final class Gateway {
         sl_shared_request_stop(shared)
         for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
         running = false
+        // Packets handed between workers and not processed yet go back to their pools.
+        var m: UnsafeMutableRawPointer? = nil
+        for c in cryptos {
+            while sl_ring_dequeue_burst(c.handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
+        }
     }
 
     /// Stops and closes every port (net_pcap writes out its capture here).

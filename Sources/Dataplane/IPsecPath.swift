@@ -71,13 +71,15 @@ func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> Pac
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
-                context: WorkerIPsec, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>) {
+                context: WorkerIPsec, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>,
+                handedOver: Bool = false) {
     let rx = sl_worker_rx(w)!
     let hops = fib.pointee.nexthops!
     var tx = TxCursor()
     defer { tx.close() }
     var bytes: UInt64 = 0
-    countBurst(w, n)
+    // Packets another worker handed over were counted where they arrived.
+    if !handedOver { countBurst(w, n) }
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
@@ -110,7 +112,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             fields[candidates] = f
             candidates &+= 1
         }
-        w.pointee.counters.rx_bytes &+= bytes
+        if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
         if candidates == 0 { return }
         tables.outSPD.classify(fields, count: candidates, into: values)
         let verdicts = tables.outSPD.verdicts
@@ -183,6 +185,16 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         case .esp(let header):
             let s = tables.inboundSA(for: header)
             guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
+            // Only the owner touches the SA's replay window and counters.
+            let owner = Int(tables.inOwner[s])
+            if owner != context.index {
+                guard !handedOver else { drop(m, .handoffStale, drops); continue }
+                // owner < workerCount: the compiler checked it, and `peers` has one ring per worker.
+                guard let ring = context.peers?[owner], sl_ring_enqueue_one(ring, UnsafeMutableRawPointer(m)) else {
+                    drop(m, .handoffFull, drops); continue
+                }
+                continue
+            }
             let life = tables.inLife[s]
             let limits = life.limits
             let counters = life.counters
@@ -223,7 +235,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             }
         }
     }
-    w.pointee.counters.rx_bytes &+= bytes
+    if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
 }
 
 /// Seals the outbound packets a burst collected. Sequence numbers are taken

@@ -120,6 +120,7 @@ public final class IPsecTables {
     let inSAs: UnsafeMutableBufferPointer<InboundSA>
     let inWindows: UnsafeMutableBufferPointer<UnsafeMutablePointer<ReplayWindow>>
     let inLife: UnsafeMutableBufferPointer<InboundLife>
+    let inOwner: UnsafeMutableBufferPointer<Int32>
     /// SPI → the first of `inSAs` with that SPI: open addressing over a
     /// power of two of slots, at most half full; a slot holds
     /// `spi << 32 | (index + 1)`, 0 when empty.
@@ -141,8 +142,11 @@ public final class IPsecTables {
         public var sa: InboundSA
         public var state: InboundSAState
         public var limits: SALimits
-        public init(sa: InboundSA, state: InboundSAState, limits: SALimits = SALimits()) {
-            self.sa = sa; self.state = state; self.limits = limits
+        /// The worker (index among the gateway's workers) that keeps the
+        /// SA's replay window; packets other workers receive are handed to it.
+        public var owner: Int
+        public init(sa: InboundSA, state: InboundSAState, limits: SALimits = SALimits(), owner: Int = 0) {
+            self.sa = sa; self.state = state; self.limits = limits; self.owner = owner
         }
     }
 
@@ -179,6 +183,8 @@ public final class IPsecTables {
         inSAs = buffer(inOrdered.map(\.sa))
         inWindows = buffer(inOrdered.map(\.state.window))
         inLife = buffer(inOrdered.map { InboundLife(limits: $0.limits, counters: $0.state.counters, spi: $0.sa.spi.rawValue) })
+        precondition(inOrdered.allSatisfy { $0.owner >= 0 && $0.owner < workerCount }, "an inbound SA's owner is a worker")
+        inOwner = buffer(inOrdered.map { Int32($0.owner) })
         var bits = 4
         while (1 << bits) < 2 * inOrdered.count { bits += 1 }
         var slots = [UInt64](repeating: 0, count: 1 << bits)
@@ -199,7 +205,7 @@ public final class IPsecTables {
         for b in [UnsafeMutableRawBufferPointer(outGroupSA), UnsafeMutableRawBufferPointer(outSAs),
                   UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
                   UnsafeMutableRawBufferPointer(outLife), UnsafeMutableRawBufferPointer(inLife),
-                  UnsafeMutableRawBufferPointer(inIndex),
+                  UnsafeMutableRawBufferPointer(inIndex), UnsafeMutableRawBufferPointer(inOwner),
                   UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
             b.baseAddress?.deallocate()
         }
@@ -253,6 +259,11 @@ public final class WorkerIPsec {
     static let acquireSlots = 64
     /// Events that did not fit in the ring (counted, not retried).
     var eventsLost: UInt64 = 0
+    /// Packets other workers hand over (their SA's replay window is ours):
+    /// a lock-free multi-producer, single-consumer ring of mbufs.
+    let handoff: OpaquePointer
+    /// Every worker's `handoff` ring, by worker index (set by the gateway).
+    var peers: UnsafeMutablePointer<OpaquePointer?>? = nil
 
     public init(index: Int, lcore: UInt32, socket: Int32, name: String) throws(CryptoError) {
         core = try CryptoCore()
@@ -262,6 +273,11 @@ public final class WorkerIPsec {
             throw .outOfMemory  // DPDK memory for the ring
         }
         events = ring
+        guard let handoffRing = rte_ring_create(name + "h", 2048, socket, UInt32(RING_F_SC_DEQ)) else {
+            rte_ring_free(ring)
+            throw .outOfMemory
+        }
+        handoff = handoffRing
         fields = .allocate(capacity: Int(SL_BURST))
         values = .allocate(capacity: Int(SL_BURST))
         values.initialize(repeating: SPDNoMatch, count: Int(SL_BURST))
@@ -273,6 +289,10 @@ public final class WorkerIPsec {
 
     deinit {
         rte_ring_free(events)
+        // Packets still waiting were received, never processed: free them.
+        var m: UnsafeMutableRawPointer? = nil
+        while sl_ring_dequeue_burst(handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
+        rte_ring_free(handoff)
         fields.deallocate()
         values.deallocate()
         acquirePolicy.deallocate()

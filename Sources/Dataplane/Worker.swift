@@ -118,6 +118,19 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
             }
             p &+= 1
         }
+        // Inbound packets other workers handed over (this worker keeps their SA).
+        if let t = tables, let c = crypto {
+            Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
+                Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
+                    let n = Int(sl_ring_dequeue_burst(wc.handoff, UnsafeMutablePointer<UnsafeMutableRawPointer?>(OpaquePointer(rx)), UInt32(SL_BURST)))
+                    if n > 0 {
+                        ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: PortRoleCode.unprotected.rawValue,
+                                   drops: drops, handedOver: true)
+                        received &+= n
+                    }
+                }
+            }
+        }
         p = 0
         while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
         w.pointee.counters.polls &+= 1

@@ -27,11 +27,14 @@ def main():
     parser.add_argument("mode", choices=["make"])
     parser.add_argument("--dir", required=True)
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--queues", type=int, default=1,
+                        help="2: port 1 gets two RX queues, each replaying all the frames once")
+    parser.add_argument("--owner", type=int, help="the lcore that keeps the inbound SA (sa … cpu K)")
     args = parser.parse_args()
     config = os.path.join(args.dir, "sluice.conf")
     with open(config, "w") as f:
-        f.write(e2e.CONFIG + "sa add spi 0x%x dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key 0x%s\n"
-                % (SPI, spd.KEY) + "sp add dir in src 192.168.0.0/16 dst 172.16.0.0/12 priority 1 action protect spi 0x%x\n"
+        f.write(e2e.CONFIG + "sa add spi 0x%x dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key 0x%s%s\n"
+                % (SPI, spd.KEY, "" if args.owner is None else " cpu %d" % args.owner) + "sp add dir in src 192.168.0.0/16 dst 172.16.0.0/12 priority 1 action protect spi 0x%x\n"
                 % SPI)
     sa = SecurityAssociation(ESP, spi=SPI, crypt_algo="AES-GCM", crypt_key=bytes.fromhex(spd.KEY),
                              tunnel_header=IP(src="10.2.0.2", dst="10.2.0.1"))
@@ -43,7 +46,12 @@ def main():
         sa.seq_num = i + 1
         esp = raw(sa.encrypt(inner))
         frames.append(b"\x02\x00\x00\x00\xbb\x02" + e2e.mac_bytes("02:00:00:00:02:02") + b"\x08\x00" + esp)
-    e2e.write_pcap(os.path.join(args.dir, "in1.pcap"), frames + frames)
+    if args.queues == 2:
+        # Both queues carry every packet: two workers receive each sequence number once.
+        e2e.write_pcap(os.path.join(args.dir, "in1_q0.pcap"), frames)
+        e2e.write_pcap(os.path.join(args.dir, "in1_q1.pcap"), frames)
+    else:
+        e2e.write_pcap(os.path.join(args.dir, "in1.pcap"), frames + frames)
     e2e.emit({"config": config, "inputs": 2 * len(frames), "unique": len(frames)})
 
 
