@@ -12,7 +12,7 @@ struct Sluicectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sluicectl",
         abstract: "Control and check a Sluice IPsec gateway.",
-        subcommands: [Send.self, Check.self],
+        subcommands: [Send.self, Check.self, ImportSecgw.self],
         defaultSubcommand: Send.self
     )
 }
