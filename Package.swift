@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "PacketTests", dependencies: ["Packet"], path: "Tests/PacketTests"),
         .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
         // Shared by the test targets only: the known-answer vectors.
-        .target(name: "TestSupport", dependencies: ["Crypto"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Crypto"], path: "Tests/TestSupport", exclude: ["vectors"]),
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CCrypto", "TestSupport"], path: "Tests/CryptoTests",
                     swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
         .testTarget(name: "IPsecTests", dependencies: ["IPsec", "Packet", "Crypto", "TestSupport"], path: "Tests/IPsecTests"),

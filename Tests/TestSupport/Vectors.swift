@@ -1,5 +1,5 @@
 // Test support shared by the test targets (no product code): the known-answer
-// ESP vectors in <package root>/../shared/vectors.
+// ESP vectors (../shared/vectors, or the copy in Tests/TestSupport/vectors).
 
 import Crypto
 import Foundation
@@ -26,8 +26,16 @@ public enum Vectors {
 
     struct File: Decodable { let cases: [Case] }
 
-    public static let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
-        .appendingPathComponent("../../../shared/vectors/esp-known-answers.json").standardized
+    /// $SLUICE_VECTORS (a folder), else the workspace's ../shared/vectors,
+    /// else the copy kept with these tests (a clone made anywhere).
+    public static let url: URL = {
+        let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        let candidates = [ProcessInfo.processInfo.environment["SLUICE_VECTORS"].map { URL(fileURLWithPath: $0) },
+                          here.appendingPathComponent("../../../shared/vectors").standardized,
+                          here.appendingPathComponent("vectors")].compactMap { $0 }
+            .map { $0.appendingPathComponent("esp-known-answers.json") }
+        return candidates.first { FileManager.default.fileExists(atPath: $0.path) } ?? candidates[candidates.count - 1]
+    }()
 
     public static func load() throws -> [Case] {
         try JSONDecoder().decode(File.self, from: Data(contentsOf: url)).cases

@@ -781,7 +781,7 @@ def vectors_path():
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.normpath(os.path.join(here, "..", "..", ".."))
     for path in (os.environ.get("SLUICE_VECTORS"), os.path.join(root, "..", "shared", "vectors"),
-                 os.path.join(root, "Tests", "IPsecTests")):
+                 os.path.join(root, "Tests", "TestSupport", "vectors")):
         if path and os.path.exists(os.path.join(path, "esp-known-answers.json")):
             return os.path.join(path, "esp-known-answers.json")
     return None
