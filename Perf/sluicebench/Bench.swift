@@ -27,7 +27,9 @@ struct SluiceBench: ParsableCommand {
         What the gateway does: bypass (plaintext routing protected → unprotected), outbound \
         (ESP tunnel encapsulation of the protected side's traffic, IPv4 in IPv4), inbound (ESP \
         from the unprotected side decrypted and routed to the protected one; anti-replay off, \
-        since the replayed capture repeats its sequence numbers).
+        since the replayed capture repeats its sequence numbers). spd: the SPD classifiers on \
+        dpdk-test-acl rule and trace files (--acl-rules, --acl-traces), beside rte_acl with --baseline \
+        test-acl. acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator.
         """)
     var mode: String = "bypass"
     @Option(help: "outbound: UDP payload bytes of the plaintext packets (the frame is 42 bytes more).")
@@ -64,8 +66,28 @@ struct SluiceBench: ParsableCommand {
         (cross-core traffic, like a NIC's DMA).
         """)
     var ports: String = "pcap"
-    @Option(help: "Baseline to compare with: testpmd or none.")
+    @Option(help: "Baseline to compare with: testpmd (bypass/outbound/inbound), test-acl (spd: dpdk-test-acl), or none.")
     var baseline: String = "none"
+    @Option(help: "spd: the dpdk-test-acl rule file to classify with; acl-gen: the rule file to write.")
+    var aclRules: String?
+    @Option(help: "spd: the dpdk-test-acl trace file to classify; acl-gen: the trace file to write.")
+    var aclTraces: String?
+    @Flag(help: "spd, acl-gen: IPv6 rules and traces (dpdk-test-acl --ipv6).")
+    var ipv6 = false
+    @Option(help: "acl-gen: number of rules.")
+    var rules: Int = 10_000
+    @Option(help: "acl-gen: number of traces (packets).")
+    var traces: Int = 100_000
+    @Option(help: "acl-gen: generator seed.")
+    var seed: UInt64 = 1
+    @Option(help: "acl-gen: fraction of traces at rule boundaries and other traps (0…1); the rest hit a random rule.")
+    var adversarial: Double = 0.1
+    @Option(help: "spd: comma-separated drivers to measure (linear, hash-list, cut-tree) or all.")
+    var drivers: String = "all"
+    @Option(help: "spd: single-rule inserts and removals timed per driver.")
+    var updateSamples: Int = 50
+    @Option(help: "spd: EAL memory in MB for dpdk-test-acl.")
+    var aclMemory: Int = 2048
     @Option(help: "EAL memory in MB.")
     var memory: Int = 1024
     @Option(help: "Comma-separated CPU ids to use (default: this process's affinity).")
@@ -76,7 +98,20 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard ["bypass", "outbound", "inbound"].contains(mode) else { throw ValidationError("--mode must be bypass, outbound or inbound") }
+        guard ["bypass", "outbound", "inbound", "spd", "acl-gen"].contains(mode) else {
+            throw ValidationError("--mode must be bypass, outbound, inbound, spd or acl-gen")
+        }
+        if mode == "spd" || mode == "acl-gen" {
+            guard aclRules != nil, aclTraces != nil else { throw ValidationError("--mode \(mode) needs --acl-rules and --acl-traces") }
+            guard ["test-acl", "none"].contains(baseline) else { throw ValidationError("--mode \(mode) takes --baseline test-acl or none") }
+            guard rules >= 1, traces >= 1, (0...1).contains(adversarial) else {
+                throw ValidationError("need --rules ≥ 1, --traces ≥ 1 and 0 ≤ --adversarial ≤ 1")
+            }
+            guard seconds > 0, burst >= 1, burst <= 256, updateSamples >= 0 else {
+                throw ValidationError("need --seconds > 0, 1 ≤ --burst ≤ 256 and --update-samples ≥ 0")
+            }
+            return
+        }
         guard mode == "bypass" || (ports == "pcap" && family == "ipv4" && size != "imix") else {
             throw ValidationError("--mode \(mode) runs on --ports pcap with --family ipv4")
         }
@@ -101,7 +136,13 @@ struct SluiceBench: ParsableCommand {
     }
 
     func run() throws {
-        let report = try Bench(options: self).run()
+        if mode == "acl-gen" {
+            try ACLFiles.generate(rules: rules, traces: traces, ipv6: ipv6, seed: seed, adversarial: adversarial,
+                                  rulesPath: aclRules!, tracesPath: aclTraces!)
+            if !json { print("wrote \(rules) rules to \(aclRules!) and \(traces) traces to \(aclTraces!)") }
+            return
+        }
+        let report = mode == "spd" ? try SPDBench(o: self).run() : try Bench(options: self).run()
         if json {
             let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
