@@ -29,7 +29,7 @@ struct SluiceBench: ParsableCommand {
         from the unprotected side decrypted and routed to the protected one; anti-replay off, \
         since the replayed capture repeats its sequence numbers). spd: the SPD classifiers on \
         dpdk-test-acl rule and trace files (--acl-rules, --acl-traces), beside rte_acl with --baseline \
-        test-acl. acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator.
+        test-acl. acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator. spd-update: on a running gateway with --rules policies, how long one sp add / sp del takes to reach every worker (compile, publish, RCU grace period).
         """)
     var mode: String = "bypass"
     @Option(help: "outbound: UDP payload bytes of the plaintext packets (the frame is 42 bytes more).")
@@ -74,8 +74,12 @@ struct SluiceBench: ParsableCommand {
     var aclTraces: String?
     @Flag(help: "spd, acl-gen: IPv6 rules and traces (dpdk-test-acl --ipv6).")
     var ipv6 = false
-    @Option(help: "acl-gen: number of rules.")
+    @Option(help: "acl-gen, spd-update: number of rules.")
     var rules: Int = 10_000
+    @Option(help: "spd-update: single policy adds (each followed by its delete) published on the running gateway.")
+    var changes: Int = 100
+    @Option(help: "spd-update: the SPD driver (auto, linear, hash-list, cut-tree).")
+    var spdDriver: String = "auto"
     @Option(help: "acl-gen: number of traces (packets).")
     var traces: Int = 100_000
     @Option(help: "acl-gen: generator seed.")
@@ -98,8 +102,15 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard ["bypass", "outbound", "inbound", "spd", "acl-gen"].contains(mode) else {
-            throw ValidationError("--mode must be bypass, outbound, inbound, spd or acl-gen")
+        guard ["bypass", "outbound", "inbound", "spd", "acl-gen", "spd-update"].contains(mode) else {
+            throw ValidationError("--mode must be bypass, outbound, inbound, spd, acl-gen or spd-update")
+        }
+        if mode == "spd-update" {
+            guard rules >= 1, changes >= 1 else { throw ValidationError("need --rules ≥ 1 and --changes ≥ 1") }
+            guard ["auto", "linear", "hash-list", "cut-tree"].contains(spdDriver) else {
+                throw ValidationError("--spd-driver must be auto, linear, hash-list or cut-tree")
+            }
+            return
         }
         if mode == "spd" || mode == "acl-gen" {
             guard aclRules != nil, aclTraces != nil else { throw ValidationError("--mode \(mode) needs --acl-rules and --acl-traces") }
@@ -142,7 +153,11 @@ struct SluiceBench: ParsableCommand {
             if !json { print("wrote \(rules) rules to \(aclRules!) and \(traces) traces to \(aclTraces!)") }
             return
         }
-        let report = mode == "spd" ? try SPDBench(o: self).run() : try Bench(options: self).run()
+        let report = mode == "spd" ? try SPDBench(o: self).run()
+            : mode == "spd-update" ? try SPDUpdateBench.run(rules: rules, changes: changes, driver: spdDriver) { line in
+                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
+            }
+            : try Bench(options: self).run()
         if json {
             let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
@@ -285,7 +300,7 @@ struct Bench {
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
         try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
         let ipsec = IPsecCompiler()
-        try gateway.publish(ipsec: ipsec.compile(config))
+        try gateway.publish(ipsec: ipsec.compile(config, workerLcores: workerLcores))
         ipsec.commit()
 
         // Ring ports: queues are dealt to generators round-robin.
