@@ -327,3 +327,45 @@ extension EndToEnd {
         }
     }
 }
+
+extension EndToEnd.ControlSocket {
+    /// The socket file: mode 0660, a second gateway on a live socket refuses
+    /// to start with a clear message, a stale file (nobody listening) is
+    /// replaced, and the socket is removed on exit.
+    @Test func socketFileLifecycle() async throws {
+        let g = try await ControlledGateway.start("ctl-socket")
+        var info = stat()
+        #expect(stat(g.socket, &info) == 0 && info.st_mode & 0o777 == 0o660 && (info.st_mode & S_IFMT) == S_IFSOCK,
+                "mode \(String(info.st_mode & 0o777, radix: 8))")
+        // A second gateway on the same socket path.
+        let dir2 = try E2E.scratchDirectory("ctl-socket2")
+        defer { E2E.removeScratch(dir2) }
+        let conf = dir2.appendingPathComponent("sluice.conf")
+        try ControlledGateway.config.write(to: conf, atomically: true, encoding: .utf8)
+        try E2E.writeEmptyPcap(dir2.appendingPathComponent("in.pcap"))
+        let vdevs = ["net_pcap0,rx_pcap=\(dir2.path)/in.pcap,tx_pcap=\(dir2.path)/o0.pcap",
+                     "net_pcap1,rx_pcap=\(dir2.path)/in.pcap,tx_pcap=\(dir2.path)/o1.pcap"]
+        let second = try Child(try E2E.sluiceBinary(), E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs)
+                               + ["--", "--config", conf.path, "--control", g.socket])
+        let status = await second.waitForExit(timeout: .seconds(30))
+        #expect(status == 1 && second.stderr.text.contains("already listening on \(g.socket)"), "\(second.transcript())")
+        #expect(try g.client().call("version").ok, "the first gateway still answers")
+        #expect(await g.run.stop() == 0)
+        #expect(access(g.socket, F_OK) != 0, "the socket is removed on exit")
+
+        // A stale socket file: bound once, nobody listening now.
+        let stale = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in g.socket.utf8.enumerated() { b[i] = c } }
+        _ = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(stale, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(stale)
+        #expect(access(g.socket, F_OK) == 0)
+        let third = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: conf.path, control: g.socket)
+        #expect(try ControlClient(g.socket).call("version").ok, "the stale socket was replaced")
+        #expect(await third.stop() == 0)
+        E2E.removeScratch(g.dir)
+    }
+}
