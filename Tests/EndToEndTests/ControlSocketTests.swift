@@ -369,3 +369,37 @@ extension EndToEnd.ControlSocket {
         E2E.removeScratch(g.dir)
     }
 }
+
+extension EndToEnd.ControlSocket {
+    /// The sluicectl binary against a running gateway: one command, JSON
+    /// output, a file as one batch (all or nothing), exit statuses.
+    @Test func sluicectlSendsCommandsAndBatches() async throws {
+        let g = try await ControlledGateway.start("ctl-sluicectl")
+        let ctl = URL(fileURLWithPath: try E2E.sluiceBinary()).deletingLastPathComponent().appendingPathComponent("sluicectl").path
+        func sluicectl(_ args: [String]) async throws -> (Int32?, Child) {
+            let c = try Child(ctl, ["--socket", g.socket] + args)
+            return (await c.waitForExit(timeout: .seconds(20)), c)
+        }
+        var (status, c) = try await sluicectl(["version"])
+        #expect(status == 0 && c.stdout.text.contains("sluice 0.4"), "\(c.transcript())")
+        (status, c) = try await sluicectl(["--json", "sp", "list"])
+        #expect(status == 0 && c.stdout.text.hasPrefix("{\"ok\":true,\"policies\":["), "\(c.transcript())")
+        (status, c) = try await sluicectl(["sp", "get", "id", "999"])
+        #expect(status == 1 && c.stderr.text.contains("no policy id 999"), "\(c.transcript())")
+        let before = try g.client().call("show config")["config"] as? String
+        let bad = g.dir.appendingPathComponent("bad.conf")
+        try "route add 10.6.0.0/16 via 10.2.0.2\nsp add dir out src nonsense\n".write(to: bad, atomically: true, encoding: .utf8)
+        (status, c) = try await sluicectl(["-f", bad.path])
+        #expect(status == 1 && c.stderr.text.contains("nothing applied"), "\(c.transcript())")
+        #expect(try g.client().call("show config")["config"] as? String == before)
+        let good = g.dir.appendingPathComponent("good.conf")
+        try "# two changes, one batch\nroute add 10.6.0.0/16 via 10.2.0.2\nsp add id 50 dir out src 172.16.0.0/12 dst 10.6.0.0/16 priority 2 action bypass\n"
+            .write(to: good, atomically: true, encoding: .utf8)
+        (status, c) = try await sluicectl(["-f", good.path])
+        #expect(status == 0 && c.stdout.text.contains("applied: 2"), "\(c.transcript())")
+        #expect(try g.client().call("sp get id 50").ok)
+        let missing = try Child(ctl, ["--socket", g.dir.appendingPathComponent("nope.sock").path, "version"])
+        #expect(await missing.waitForExit(timeout: .seconds(10)) == 2 && missing.stderr.text.contains("cannot connect"))
+        #expect(await g.stop() == 0)
+    }
+}
