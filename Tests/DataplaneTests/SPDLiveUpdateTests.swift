@@ -255,3 +255,77 @@ extension EALSuites.GatewayTests {
         }
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// SA churn under traffic: among 2,000 installed SAs, the SA serving a
+    /// reqid is replaced 200 times (delete + add in one change) while bursts
+    /// flow. Every ESP packet leaves under an SA that was installed while the
+    /// packet was in flight — never under one whose delete had committed.
+    @Test func saChurnNeverUsesADeletedSA() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "5e", count: 20)
+        func sa(_ spi: UInt32, reqid: UInt32) -> String {
+            "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid \(reqid)\n"
+        }
+        var text = h.baseConfigText + "\n"
+        for i in 0..<2000 { text += sa(0x10_0000 + UInt32(i), reqid: 1000 + UInt32(i)) }
+        text += "sp add id 9 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 5\n"
+        let spis = (0...200).map { 0x20_0000 + UInt32($0) }
+        // Each change from the previous state: delete the reqid's SA, add the next.
+        var configs = [try GatewayConfig.load(text: text + sa(spis[0], reqid: 5), name: "churn")]
+        for k in 1..<spis.count {
+            var c = configs[k - 1]
+            for line in ["sa del spi 0x\(String(spis[k - 1], radix: 16))", sa(spis[k], reqid: 5)] {
+                try c.apply(CommandParser.parseLine(Substring(line.trimmingCharacters(in: .newlines)),
+                                                    location: .init(file: "churn", line: k, column: 1))!)
+            }
+            configs.append(c)
+        }
+        let compiler = IPsecCompiler()
+        try h.gateway.publish(ipsec: compiler.compile(configs[0], workerLcores: h.gateway.workerLcores))
+        compiler.commit()
+        final class Progress: @unchecked Sendable {
+            let announced = Atomic<Int>(0), completed = Atomic<Int>(0)
+            var failure: String? = nil
+        }
+        let progress = Progress()
+        let work = Unchecked((gateway: h.gateway, compiler: compiler, configs: configs))
+        let changer = Thread {
+            let (gateway, compiler, configs) = work.value
+            for k in 1..<configs.count {
+                do {
+                    let tables = try compiler.compile(configs[k], workerLcores: gateway.workerLcores)
+                    progress.announced.store(k, ordering: .sequentiallyConsistent)
+                    try gateway.publish(ipsec: tables)
+                    compiler.commit()
+                    progress.completed.store(k, ordering: .sequentiallyConsistent)
+                } catch {
+                    progress.failure = "change \(k): \(error)"
+                    progress.completed.store(configs.count, ordering: .sequentiallyConsistent)
+                    return
+                }
+            }
+        }
+        let burst = (0..<64).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+        changer.start()
+        var bursts = 0, wrong: [String] = [], sent = 0
+        while progress.completed.load(ordering: .sequentiallyConsistent) < configs.count - 1 || bursts < 3 {
+            let low = progress.completed.load(ordering: .sequentiallyConsistent)
+            let out = try h.inject(burst, on: h.protected)
+            let high = progress.announced.load(ordering: .sequentiallyConsistent)
+            bursts += 1
+            let allowed = Set(spis[low...max(low, high)])
+            for f in out.sent[h.u] ?? [] {
+                sent += 1
+                let spi = f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+                if !allowed.contains(spi) && wrong.count < 10 {
+                    wrong.append("burst \(bursts): SPI 0x\(String(spi, radix: 16)) outside the SAs of changes \(low)...\(high)")
+                }
+            }
+        }
+        while !changer.isFinished { usleep(1000) }
+        #expect(progress.failure == nil, "\(progress.failure ?? "")")
+        #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
+        #expect(sent > 0 && bursts > 3)
+    }
+}
