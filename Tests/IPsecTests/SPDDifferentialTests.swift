@@ -227,7 +227,7 @@ private func compare(seed: UInt64, rules: [SPDRule], packets: [SelectorFields]) 
             let packets = gen.packets(count: 2_000, for: all, adversarial: 0.3)
             var current = Array(all.dropLast(3))
             let oracle = LinearClassifier(rules: all)
-            var c = CutTreeClassifier(sorted: all.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            var c = CutTreeClassifier(sorted: all.sorted { $0.rank < $1.rank }, firstSplit: round % 2 + 1)
             #expect(c.v4.treeCount + c.v6.treeCount > Set(all.map(\.ifID)).count, "some id has two trees")
             var burst = [UInt32](repeating: 0, count: packets.count)
             packets.withUnsafeBufferPointer { pb in
@@ -238,16 +238,16 @@ private func compare(seed: UInt64, rules: [SPDRule], packets: [SelectorFields]) 
                 continue
             }
             // Updates on the split tables: remove three, then insert them back.
-            c = CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+            c = CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, firstSplit: round % 2 + 1)
             let held = all.suffix(3)
             let removed = [current[0], current[current.count / 2], current[current.count - 1]]
             for r in removed {
                 current.removeAll { $0.rank == r.rank }
-                c = c.removing(rank: r.rank) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+                c = c.removing(rank: r.rank) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, firstSplit: round % 2 + 1)
             }
             for r in held + removed {
                 current.append(r)
-                c = c.inserting(r) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, maxSlotsPerRule: 0)
+                c = c.inserting(r) ?? CutTreeClassifier(sorted: current.sorted { $0.rank < $1.rank }, firstSplit: round % 2 + 1)
             }
             let expected = LinearClassifier(rules: current)
             if let i = packets.indices.first(where: { c.lookup(packets[$0]) != expected.lookup(packets[$0]) }) {

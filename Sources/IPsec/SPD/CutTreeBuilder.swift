@@ -8,14 +8,24 @@
 // (total child rule count + child slots ≤ spaceFactor × rules + slack).
 // Nodes with ≤ `leafSize` rules, or that no cut can split, become leaves.
 //
+// Each tree has a work budget: the rule slots of every node's list plus the
+// entries it allocates (what building costs in time and memory, and bounds
+// the tables). A node spends its cut's cost and passes what is left to its
+// children in proportion to their rule counts, one after the other, each
+// handing back what its subtree did not use. A node whose cheapest cut no
+// longer fits becomes a leaf however many rules it has ("starved"): rule
+// sets that replicate badly get bigger leaves instead of an unbounded
+// build. A tree can instead be abandoned at its first starved node of more
+// than a given number of rules, so the caller can try a split into more trees.
+//
 // Leaves hold 4-byte rule indices (records live once, in the rule table), so
 // replication is cheap and each interface id gets one tree: one walk per
-// packet. When that tree passes a size bound (`CutTreeClassifier.maxSlotsPerRule`), its rules
-// are split the EffiCuts/CutSplit way by whether their destination prefix is
-// wide (shorter than /16, /48 for IPv6), each group its own tree, so the tree
-// of specific destinations never cuts through destination wildcards; lookups
-// then walk both trees at once. (On generated sets with 64-byte records in
-// every leaf, the split was needed: one tree was five times larger.)
+// packet. When that tree runs out of budget, its rules are split the
+// EffiCuts/CutSplit way by whether their destination prefix is wide (shorter
+// than /16, /48 for IPv6), each group its own tree, so the tree of specific
+// destinations never cuts through destination wildcards; when one of those
+// runs out too, by source width as well, four trees
+// (`CutTreeClassifier.splits`). Lookups walk two trees at once.
 // Rules of different interface ids never share a tree: a packet only walks
 // the trees of its own id.
 //
@@ -45,6 +55,10 @@ struct CutTreeBuilder {
     private var leafIndex: [[Int32]: UInt64] = [:]
     /// Rules that hid worse-ranked ones somewhere (their removal needs a rebuild).
     var hiders: Set<Int32> = []
+    /// The most rules a node of the tree being built has that became a leaf for want of budget (0: none).
+    private(set) var largestStarved = 0
+    /// Stop cutting the current tree at its first starved node of more rules.
+    private var abandonPast = Int.max
 
     // Measured on generated 10k-rule IPv4 sets: leaves of 4-16 rules and a
     // space factor of 4-8 differ by a few per cent in speed; 8 and 4 keep
@@ -72,14 +86,22 @@ struct CutTreeBuilder {
         bits >= 32 ? ~0 : (UInt32(1) << UInt32(bits)) &- 1
     }
 
-    /// The root entry of a tree over `rules` (indices in rank order).
+    /// The root entry of a tree over `rules` (indices in rank order), whose
+    /// build may cost `budget` list slots and entries (see the top of the
+    /// file); nil when a node of more than `abandonPast` rules ran out of
+    /// budget (what it added to `self` is then garbage: build from a copy
+    /// taken before).
     /// All of `rules` have interface `interface`, and so do the packets that
     /// walk the tree: its region is that one id in the interface dimension.
-    mutating func tree(_ rules: [Int32], interface: UInt32) -> UInt64 {
+    mutating func tree(_ rules: [Int32], interface: UInt32, budget: Int, abandonPast: Int = .max) -> UInt64? {
         var base = [UInt32](repeating: 0, count: dims)
         base[dims - 1] = interface
         var free = cutWidth
-        return node(rules, base: &base, free: &free, depth: 0)
+        largestStarved = 0
+        self.abandonPast = abandonPast
+        var left = budget - rules.count
+        let root = node(rules, base: &base, free: &free, depth: 0, budget: &left)
+        return largestStarved > abandonPast ? nil : root
     }
 
     private mutating func leaf(_ list: [Int32]) -> UInt64 {
@@ -92,7 +114,10 @@ struct CutTreeBuilder {
         return e
     }
 
-    private mutating func node(_ input: [Int32], base: inout [UInt32], free: inout [Int], depth: Int) -> UInt64 {
+    /// The entry of a node over `input`; `budget` is what its subtree may
+    /// spend (its own list is paid for), less what it spent on return.
+    private mutating func node(_ input: [Int32], base: inout [UInt32], free: inout [Int], depth: Int,
+                               budget: inout Int) -> UInt64 {
         // Drop what a covering rule hides.
         var list = input
         for (i, r) in list.enumerated() {
@@ -111,13 +136,15 @@ struct CutTreeBuilder {
             }
         }
         let n = list.count
-        if n <= Self.leafSize || depth >= Self.maxDepth { return leaf(list) }
+        if n <= Self.leafSize || depth >= Self.maxDepth || largestStarved > abandonPast { return leaf(list) }
 
         // Choose the cut.
         var bestDim = -1, bestBits = 0, bestMax = n, bestSum = Int.max
         var rel = [(UInt32, UInt32)](repeating: (0, 0), count: n)
         var hist = [Int32]()
-        let budget = Self.spaceFactor * n + Self.slack
+        // Per node, cuts may replicate up to the space factor (a 1-bit cut always may), within the tree's budget.
+        let perNode = Self.spaceFactor * n + Self.slack
+        var blocked = false
         for d in 0..<dims where free[d] > 0 && cutWidth[d] > 0 {
             let regionHigh = base[d] | Self.ones(free[d])
             for (i, r) in list.enumerated() {
@@ -137,7 +164,11 @@ struct CutTreeBuilder {
                     hist[cb + 1] -= 1
                     sum += cb - ca + 1
                 }
-                if sum + count > budget && accepted != nil { break }
+                if sum + count > budget {
+                    if accepted == nil { blocked = true }
+                    break
+                }
+                if sum + count > perNode && accepted != nil { break }
                 var running: Int32 = 0, largest: Int32 = 0
                 for c in 0..<count {
                     running += hist[c]
@@ -150,7 +181,10 @@ struct CutTreeBuilder {
                 bestDim = d; bestBits = a.bits; bestMax = a.max; bestSum = a.sum
             }
         }
-        if bestDim < 0 || bestMax >= n { return leaf(list) }
+        if bestDim < 0 || bestMax >= n {
+            if bestDim < 0 && blocked { largestStarved = max(largestStarved, n) }
+            return leaf(list)
+        }
 
         // Cut.
         let d = bestDim, bits = bestBits
@@ -168,6 +202,10 @@ struct CutTreeBuilder {
         let block = children.count
         children.append(contentsOf: repeatElement(0, count: count))
         free[d] = shift
+        // Children get the rest in proportion to their rule counts, in turn,
+        // each giving back what it did not use.
+        var pool = budget - bestSum - count
+        var unpaid = bestSum
         var previous = -1
         for c in 0..<count where !lists[c].isEmpty {
             let childLow = oldBase | UInt32(c) << UInt32(shift)
@@ -183,16 +221,23 @@ struct CutTreeBuilder {
                 if spans {
                     children[block + c] = children[block + previous]
                     previous = c
+                    unpaid -= lists[c].count
                     continue
                 }
             }
             base[d] = childLow
-            let e = node(lists[c], base: &base, free: &free, depth: depth + 1)
+            // unpaid ≥ lists[c].count > 0; the product fits (both below 2^40 for any sane budget).
+            let share = pool * lists[c].count / unpaid
+            var left = share
+            unpaid -= lists[c].count
+            let e = node(lists[c], base: &base, free: &free, depth: depth + 1, budget: &left)
+            pool -= share - left
             children[block + c] = e
             previous = c
         }
         base[d] = oldBase
         free[d] = oldFree
+        budget = pool
         return UInt64(block) << 32 | UInt64(d) << 16 | UInt64(shift) << 8 | UInt64(bits)
     }
 }
@@ -311,8 +356,9 @@ struct CutTreeArrays {
         record.withUnsafeMutableBufferPointer { CutTreeLayout.writeRecord(rule, at: $0.baseAddress!, lanes: lanes) }
         records.insert(contentsOf: record, at: Int(index) * 2 * lanes)
         values.insert(rule.value, at: Int(index))
-        // Its group's tree, or the other one when its group has none.
-        let wanted = UInt8(CutTreeClassifier.group(rule, ipv6: ipv6))
+        // Its group's tree (the split is known from the groups' numbers), or the first when its group has none.
+        let split = groups[first] >= 2 ? 2 : count > 1 ? 1 : 0
+        let wanted = CutTreeClassifier.group(rule, ipv6: ipv6, split: split)
         let tree = (first..<first + count).first { groups[$0] == wanted } ?? first
         let box = CutTreeLayout.box(rule)
         var walk = InsertWalk(box: box, base: [UInt32](repeating: 0, count: box.count), index: index)

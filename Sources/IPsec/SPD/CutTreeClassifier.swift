@@ -2,8 +2,9 @@
 // (1k-100k rules). See CutTreeBuilder.swift for how the trees are cut and
 // CutTreeLayout.swift for the rule boxes and packet keys.
 //
-// Per family and interface id, up to two trees (rules with specific and with
-// wide destinations), sorted by their best rank. A lookup walks each tree from
+// Per family and interface id, one tree, or when that would cost too much to
+// build, two (rules with specific and with wide destinations) or four (the
+// same by source too), sorted by their best rank. A lookup walks each tree from
 // its root entry down to a leaf (one 8-byte load per level: the entry says
 // which bits of which dimension pick the next entry), then checks the leaf's
 // rules in rank order against their records, stopping at the first match or
@@ -95,11 +96,11 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         self.init(sorted: rules.sorted { $0.rank < $1.rank })
     }
 
-    /// `maxSlotsPerRule`: tests pass 0 to force the split into two trees per interface.
-    init(sorted: [SPDRule], maxSlotsPerRule: Int = CutTreeClassifier.maxSlotsPerRule) {
+    /// `firstSplit`: the first of `splits` to try (tests force the two- and four-way splits).
+    init(sorted: [SPDRule], firstSplit: Int = 0) {
         rules = sorted
-        let (t4, h4) = Self.build(sorted.filter { $0.selector.isIPv4 }, ipv6: false, maxSlotsPerRule: maxSlotsPerRule)
-        let (t6, h6) = Self.build(sorted.filter { !$0.selector.isIPv4 }, ipv6: true, maxSlotsPerRule: maxSlotsPerRule)
+        let (t4, h4) = Self.build(sorted.filter { $0.selector.isIPv4 }, ipv6: false, firstSplit: firstSplit)
+        let (t6, h6) = Self.build(sorted.filter { !$0.selector.isIPv4 }, ipv6: true, firstSplit: firstSplit)
         v4 = t4
         v6 = t6
         hiders = h4.union(h6)
@@ -174,19 +175,40 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         return total
     }
 
-    /// Entries and leaf slots (4-8 bytes each) an interface's single tree
-    /// may use per rule before the build splits it by destination width.
-    /// Generated sets stay far below except 10k IPv4 (42 per rule: 3.5 MB,
-    /// yet 25% faster bursts than the split's 1.2 MB, one walk instead of two).
-    static let maxSlotsPerRule = 64
+    /// The ways an interface's rules are split into trees, tried in turn:
+    /// (trees, build work per rule, the most rules a node may have that
+    /// runs out of work before the next split is tried instead). Work is
+    /// list slots and entries (see CutTreeBuilder.swift); a split's trees
+    /// get the work of their own rules, plus `workSlack` each. The last
+    /// split never moves on: its starved nodes become big leaves, so any
+    /// rule set builds in time and memory linear in its size.
+    ///
+    /// On the dpdk-test-acl sets of `sluicebench --mode acl-gen` (most
+    /// specific rules first), one unbounded tree for 10k IPv4 rules took 18M
+    /// work (2.3 s; 10k IPv6 23 s; 100k did not finish). Bounded, 1k and 10k
+    /// IPv4 and IPv6 take the two-way split (largest starved leaf 60) and
+    /// look up faster than that tree did; 100k IPv4 takes the four-way split
+    /// (a leaf of 312 rules among wide-source, wide-destination rules) and
+    /// builds in 0.6 s, every attempt included.
+    static let splits: [(trees: Int, work: Int, abandonPast: Int)] = [(1, 256, 16), (2, 256, 128), (4, 256, .max)]
+    static let workSlack = 4096
 
-    /// The tree of a split interface a rule belongs to: 1 for a wide destination, else 0.
-    static func group(_ rule: SPDRule, ipv6: Bool) -> Int {
-        Int(rule.selector.destinationPrefixLength) < (ipv6 ? 48 : 16) ? 1 : 0
+    /// The group of `rule` in split `split` (an index into `splits`), kept
+    /// per tree as `CutTreeTables.groups`: 0 for the single tree; 0 or 1 for
+    /// a specific or wide destination (shorter than /16, /48 for IPv6); 2 +
+    /// that + 2 for a wide source.
+    static func group(_ rule: SPDRule, ipv6: Bool, split: Int) -> UInt8 {
+        let wide = ipv6 ? 48 : 16
+        let destination: UInt8 = Int(rule.selector.destinationPrefixLength) < wide ? 1 : 0
+        switch split {
+        case 0: return 0
+        case 1: return destination
+        default: return 2 + destination + (Int(rule.selector.sourcePrefixLength) < wide ? 2 : 0)
+        }
     }
 
     /// Builds the trees of one family from its rules in rank order.
-    static func build(_ rules: [SPDRule], ipv6: Bool, maxSlotsPerRule: Int) -> (CutTreeTables, Set<UInt64>) {
+    static func build(_ rules: [SPDRule], ipv6: Bool, firstSplit: Int) -> (CutTreeTables, Set<UInt64>) {
         let cutWidth = ipv6 ? CutTreeLayout.cutWidth6 : CutTreeLayout.cutWidth4
         var builder = CutTreeBuilder(boxes: rules.map(CutTreeLayout.box), cutWidth: cutWidth)
         let lanes = ipv6 ? CutTreeLayout.lanes6 : CutTreeLayout.lanes4
@@ -198,20 +220,22 @@ public final class CutTreeClassifier: SPDClassifier, @unchecked Sendable {
         out.interfaces = byInterface.keys.sorted()
         for id in out.interfaces {
             let all = byInterface[id]!
-            // One tree, unless it replicates past the bound: then one per group.
             let before = builder
-            var set = [(CutTreeRoot(entry: builder.tree(all, interface: id), firstRule: UInt32(all[0])), UInt8(0))]
-            let added = builder.children.count + builder.leafRules.count
-                - before.children.count - before.leafRules.count
-            if added > maxSlotsPerRule * all.count + (maxSlotsPerRule > 0 ? CutTreeBuilder.slack * 64 : 0) {
+            var set: [(CutTreeRoot, UInt8)] = []
+            for split in min(firstSplit, splits.count - 1)..<splits.count {
+                let (trees, work, abandonPast) = splits[split]
+                // Group numbers of split 2 start at 2 (see `group`).
+                let offset = split == 2 ? 2 : 0
+                var groups = [[Int32]](repeating: [], count: trees)
+                for i in all { groups[Int(group(rules[Int(i)], ipv6: ipv6, split: split)) - offset].append(i) }
                 builder = before
-                var groups = [[Int32]](repeating: [], count: 2)
-                for i in all { groups[group(rules[Int(i)], ipv6: ipv6)].append(i) }
                 set = []
                 for (g, list) in groups.enumerated() where !list.isEmpty {
-                    set.append((CutTreeRoot(entry: builder.tree(list, interface: id), firstRule: UInt32(list[0])),
-                                UInt8(g)))
+                    guard let root = builder.tree(list, interface: id, budget: work * list.count + workSlack,
+                                                  abandonPast: abandonPast) else { break }
+                    set.append((CutTreeRoot(entry: root, firstRule: UInt32(list[0])), UInt8(g + offset)))
                 }
+                if builder.largestStarved <= abandonPast { break }
             }
             set.sort { $0.0.firstRule < $1.0.firstRule }
             out.interfaceTrees.append(UInt64(out.roots.count) << 32 | UInt64(set.count))
