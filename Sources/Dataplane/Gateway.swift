@@ -176,9 +176,10 @@ public final class Gateway {
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }
             // Every worker can hand inbound packets to any other's ring.
-            handoffRings = .allocate(capacity: max(cryptos.count, 1))
-            for (i, c) in cryptos.enumerated() { handoffRings[i] = c.handoff }
-            for c in cryptos { c.peers = handoffRings }
+            let rings = UnsafeMutablePointer<OpaquePointer?>.allocate(capacity: max(cryptos.count, 1))
+            for (i, c) in cryptos.enumerated() { rings[i] = c.handoff }
+            for c in cryptos { c.peers = rings }
+            handoffRings = rings
         } catch {
             cryptoUnavailable = error.description
             for w in ctxs { w.pointee.crypto = nil }
@@ -189,7 +190,7 @@ public final class Gateway {
     }
 
     /// Each worker's handoff ring, by worker index (shared by the workers' contexts).
-    private var handoffRings: UnsafeMutablePointer<OpaquePointer?> = .allocate(capacity: 1)
+    private var handoffRings: UnsafeMutablePointer<OpaquePointer?>? = nil
 
     /// Whether this gateway's workers feed DPDK telemetry (`publishTelemetry`).
     private var telemetry = false
@@ -225,7 +226,7 @@ public final class Gateway {
     deinit {
         stop()
         if telemetry { sl_telemetry_set_workers(nil, 0) }
-        defer { handoffRings.deallocate() }
+        defer { handoffRings?.deallocate() }
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
