@@ -68,6 +68,19 @@ func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> Pac
                       tailroom: Int(sl_mbuf_buf_len(m)) &- before &- length)
 }
 
+/// A received frame's IP packet and its view, or nil once it is dropped
+/// (malformed, or in several segments: ESP rewrites packets in place).
+/// Counts its bytes.
+@inline(__always)
+func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
+    let data = sl_mbuf_data(m)!
+    let pktLen = Int(sl_mbuf_pkt_len(m))
+    bytes &+= UInt64(pktLen)
+    guard let l = parseL3(m, data: data, length: Int(sl_mbuf_data_len(m)), packetLength: pktLen, drops: drops) else { return nil }
+    guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
+    return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
+}
+
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
@@ -96,14 +109,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         while i < n {
             let m = rx[i]!
             i &+= 1
-            let data = sl_mbuf_data(m)!
-            let len = Int(sl_mbuf_data_len(m))
-            let pktLen = Int(sl_mbuf_pkt_len(m))
-            bytes &+= UInt64(pktLen)
-            guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
-            // ESP rewrites the packet in place: it must be in one segment.
-            guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); continue }
-            let view = ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total)
+            guard let (l, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
             guard let f = SelectorFields(view) else { drop(m, .malformed, drops); continue }
             // candidates < i <= n <= SL_BURST: every scratch array has room.
             sealM[candidates] = m
@@ -171,14 +177,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     while i < n {
         let m = rx[i]!
         i &+= 1
-        let data = sl_mbuf_data(m)!
-        let len = Int(sl_mbuf_data_len(m))
-        let pktLen = Int(sl_mbuf_pkt_len(m))
-        bytes &+= UInt64(pktLen)
-        guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
-        // ESP rewrites the packet in place: it must be in one segment.
-        guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); continue }
-        var view = ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total)
+        guard var (_, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
             drop(m, .esp(d), drops)

@@ -35,12 +35,7 @@ extension EndToEnd {
             ]
             // Workers on lcores 1 and 2: queue 0 of every port is lcore 1's, queue 1 lcore 2's.
             let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@0,2@1", vdevs: vdevs), config: traffic.config)
-            let n = UInt64(traffic.inputs)
-            let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-                s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n
-            }
-            let status = await run.stop()
-            #expect(settled && status == 0, "\(run.child.transcript())")
+            await run.finish(inputs: traffic.inputs)
             let total = try #require(run.report.total, "no 'final: total' line\n\(run.child.transcript())")
             #expect(total.int("no_outbound_sa") == traffic.dropped, "\(total)")
             #expect(run.report.cores[1]?.int("no_outbound_sa") == nil, "worker 1 has an SA for every reqid")

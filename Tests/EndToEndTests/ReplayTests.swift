@@ -21,12 +21,7 @@ extension EndToEnd {
             let vdevs = ["net_pcap0,rx_pcap=\(dir.path)/in0.pcap,tx_pcap=\(dir.path)/out0.pcap",
                          "net_pcap1,rx_pcap=\(dir.path)/in1.pcap,tx_pcap=\(dir.path)/out1.pcap"]
             let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config)
-            let n = UInt64(traffic.inputs)
-            let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-                s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n
-            }
-            let status = await run.stop()
-            #expect(settled && status == 0, "\(run.child.transcript())")
+            await run.finish(inputs: traffic.inputs)
             let total = try #require(run.report.total, "\(run.child.transcript())")
             #expect(total.int("tx") == traffic.unique, "\(total)")
             #expect(total.int("esp_replayed") == traffic.unique, "\(total)")
@@ -54,12 +49,7 @@ extension EndToEnd {
             let vdevs = ["net_pcap0,rx_pcap=\(dir.path)/in0.pcap,rx_pcap=\(dir.path)/in0.pcap,tx_pcap=\(dir.path)/out0_0.pcap,tx_pcap=\(dir.path)/out0_1.pcap",
                          "net_pcap1,rx_pcap=\(dir.path)/in1_q0.pcap,rx_pcap=\(dir.path)/in1_q1.pcap,tx_pcap=\(dir.path)/out1_0.pcap,tx_pcap=\(dir.path)/out1_1.pcap"]
             let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@0,2@1", vdevs: vdevs), config: traffic.config)
-            let n = UInt64(traffic.inputs)
-            let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-                s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n
-            }
-            let status = await run.stop()
-            #expect(settled && status == 0, "\(run.child.transcript())")
+            await run.finish(inputs: traffic.inputs)
             let total = try #require(run.report.total, "\(run.child.transcript())")
             #expect(total.int("tx") == traffic.unique && total.int("esp_replayed") == traffic.unique, "\(total)")
             #expect(total.int("handoff_full") == nil && total.int("handoff_stale") == nil, "\(total)")

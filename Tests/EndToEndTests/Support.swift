@@ -391,6 +391,18 @@ final class SluiceRun: Sendable {
         return false
     }
 
+    /// Waits until all `inputs` packets were received and each was sent or
+    /// dropped, then stops the gateway; records an issue unless both the wait
+    /// and a clean exit happened. The final counters are in `report`.
+    func finish(inputs: Int, timeout: Duration = .seconds(20),
+                sourceLocation: Testing.SourceLocation = #_sourceLocation) async {
+        let n = UInt64(inputs)
+        let settled = await waitForStats(timeout: timeout) { s in s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n }
+        let status = await stop()
+        #expect(settled, "stats never showed rx=\(n) with tx+drop=\(n)\n\(child.transcript())", sourceLocation: sourceLocation)
+        #expect(status == 0, "sluice did not exit 0 after SIGTERM\n\(child.transcript())", sourceLocation: sourceLocation)
+    }
+
     /// SIGTERM, then the exit status (nil when it had to be killed).
     func stop(timeout: Duration = .seconds(15)) async -> Int32? {
         if child.isRunning { child.process.terminate() }
