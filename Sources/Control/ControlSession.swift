@@ -160,28 +160,27 @@ public final class ControlSession {
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
         guard client.batch == nil else { throw ControlError("batch", "flush is not allowed inside a batch") }
         var next = config
-        var lines: [String] = []
+        let commands: [Command]
         switch what {
         case "sp":
-            lines = next.policies.map { "sp del id \($0.id)" }
+            commands = next.policies.map { .spDel(.id($0.id)) }
         case "sa":
             // Policies that protect with an SA go first (an SA in use cannot be deleted).
-            lines = next.policies.filter { if case .protect = $0.action { return true } else { return false } }.map { "sp del id \($0.id)" }
-                + next.sas.keys.sorted().map { "sa del \($0)" }
+            commands = next.policies.filter { if case .protect = $0.action { return true } else { return false } }
+                .map { .spDel(.id($0.id)) }
+                + next.sas.keys.sorted().map { .saDel(spi: $0.spi, destination: $0.destination) }
         default:
             throw ControlError("syntax", "expected 'flush sa' or 'flush sp'")
         }
-        for line in lines {
+        for command in commands {
             do {
-                if let c = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "flush", line: 1, column: 1)) {
-                    try next.apply(c)
-                }
+                try next.apply(LocatedCommand(command, at: SourceLocation(file: "flush", line: 1, column: 1)))
             } catch {
                 throw ControlError("invalid", error.message)
             }
         }
         try install(next)
-        return ControlReply.ok([("removed", String(lines.count))])
+        return ControlReply.ok([("removed", String(commands.count))])
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {

@@ -88,7 +88,7 @@ public enum GatewayMain {
         guard let path = options.configPath else { return fail("--config FILE is required\n\(usage)", code: 2) }
 
         // The configuration is checked before the EAL starts: a typo costs no start-up.
-        var config: GatewayConfig
+        let config: GatewayConfig
         switch readFile(path) {
         case .failure(let e): return fail(e.message)
         case .success(let text):
@@ -161,7 +161,6 @@ public enum GatewayMain {
             } else {
                 usleep(10_000)
             }
-            config = session.config
             // Events from the workers; a hard EXPIRE takes its SA out of
             // the data path, as do time limits (checked four times a second).
             var expiredSAs = false
@@ -184,8 +183,8 @@ public enum GatewayMain {
             }
             if expiredSAs {
                 do {
-                    try gateway.publish(ipsec: ipsec.compile(config, workerLcores: gateway.workerLcores))
-                    ipsec.commit()
+                    // The same state again: the compiler now leaves the expired SAs out.
+                    try session.install(session.config)
                     print("sluice: SAs past a hard lifetime removed: \(ipsec.expiredSAs.map(\.description).joined(separator: ", "))")
                 } catch {
                     writeStandardError("sluice: error: cannot remove expired SAs: \(error)\n")

@@ -217,7 +217,7 @@ public final class IPsecCompiler {
     /// installed and in use, and which soft time limits were reported.
     private var installedAt: [ObjectIdentifier: Double] = [:]
     private var firstUsedAt: [ObjectIdentifier: Double] = [:]
-    private var softReported: Set<String> = []
+    private var softReported: [ObjectIdentifier: Set<SALifetime.Kind>] = [:]
 
     /// An EXPIRE the control thread decided (time limits).
     public struct Expiry: Sendable, CustomStringConvertible {
@@ -277,6 +277,9 @@ public final class IPsecCompiler {
         let live = Set(sas.map(\.2))
         installedAt = installedAt.filter { live.contains($0.key) }
         firstUsedAt = firstUsedAt.filter { live.contains($0.key) }
+        // Pruned with the states, so a state allocated at a freed one's
+        // address starts with nothing reported.
+        softReported = softReported.filter { live.contains($0.key) }
         for (id, sa, state, used) in sas where expired[id] == nil {
             let installed = installedAt[state] ?? now
             installedAt[state] = installed
@@ -284,9 +287,7 @@ public final class IPsecCompiler {
             for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[state])] {
                 guard let limits = sa.lifetime[kind], let start else { continue }
                 let age = now - start
-                let key = "\(state.hashValue) \(kind.rawValue)"
-                if let soft = limits.soft, age >= Double(soft), !softReported.contains(key) {
-                    softReported.insert(key)
+                if let soft = limits.soft, age >= Double(soft), softReported[state, default: []].insert(kind).inserted {
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
                 }
                 if let hard = limits.hard, age >= Double(hard) {

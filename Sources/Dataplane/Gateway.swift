@@ -351,10 +351,7 @@ public final class Gateway {
         for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
         running = false
         // Packets handed between workers and not processed yet go back to their pools.
-        var m: UnsafeMutableRawPointer? = nil
-        for c in cryptos {
-            while sl_ring_dequeue_burst(c.handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
-        }
+        for c in cryptos { c.freeHandedOver() }
     }
 
     /// Stops and closes every port (net_pcap writes out its capture here).

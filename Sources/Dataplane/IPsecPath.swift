@@ -81,6 +81,13 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutableP
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }
 
+/// Whether a counter going from `before` to `after` reached `limit` (0: no
+/// limit). Counters only grow, so each limit is crossed exactly once.
+@inline(__always)
+func crosses(_ limit: UInt64, from before: UInt64, to after: UInt64) -> Bool {
+    limit != 0 && before < limit && after >= limit
+}
+
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
@@ -217,10 +224,10 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             if limits.hardPackets == packets {
                 context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
             }
-            if limits.softBytes != 0 && bytesBefore < limits.softBytes && bytes >= limits.softBytes {
+            if crosses(limits.softBytes, from: bytesBefore, to: bytes) {
                 context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
-            if limits.hardBytes != 0 && bytesBefore < limits.hardBytes && bytes >= limits.hardBytes {
+            if crosses(limits.hardBytes, from: bytesBefore, to: bytes) {
                 context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
@@ -267,11 +274,11 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         var allowed = n
         if life.softBytes != 0 || life.hardBytes != 0 {
             let before = sl_counter_fetch_add(life.bytes, total)
-            if life.softBytes != 0 && before < life.softBytes && before &+ total >= life.softBytes {
+            if crosses(life.softBytes, from: before, to: before &+ total) {
                 context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
             if life.hardBytes != 0 {
-                if before < life.hardBytes && before &+ total >= life.hardBytes {
+                if crosses(life.hardBytes, from: before, to: before &+ total) {
                     context.expire(hard: true, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
                 }
                 var sum = before

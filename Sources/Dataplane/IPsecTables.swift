@@ -289,14 +289,19 @@ public final class WorkerIPsec {
 
     deinit {
         rte_ring_free(events)
-        // Packets still waiting were received, never processed: free them.
-        var m: UnsafeMutableRawPointer? = nil
-        while sl_ring_dequeue_burst(handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
+        freeHandedOver()
         rte_ring_free(handoff)
         fields.deallocate()
         values.deallocate()
         acquirePolicy.deallocate()
         acquireTSC.deallocate()
+    }
+
+    /// Frees the packets other workers handed over that this one has not
+    /// processed (received, never sent). Only while the worker is stopped.
+    func freeHandedOver() {
+        var m: UnsafeMutableRawPointer? = nil
+        while sl_ring_dequeue_burst(handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
     }
 
     /// Reports that policy `policyID` had no SA for this core and `fields`'
