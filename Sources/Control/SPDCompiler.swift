@@ -69,18 +69,20 @@ final class SPDCompiler {
         // Keep the rule of every policy whose selector and priority stayed;
         // number the new ones after everything so far.
         var next: [PolicyID: SPDRule] = [:]
+        next.reserveCapacity(policies.count)
         var added: [SPDRule] = []
         var previousRank: UInt64? = nil
         for p in policies {
             let rule: SPDRule
+            let selector = Self.selector(p.selector)
             if let old = state.rules[p.id], old.rank >> 32 == UInt64(p.priority),
-               old.selector == Self.selector(p.selector), old.ifID == p.selector.ifID {
+               old.selector == selector, old.ifID == p.selector.ifID {
                 rule = old
             } else {
                 guard state.nextSequence < UInt32.max, state.nextSlot < SPDNoMatch - 1 else {
                     return rebuild(policies, choice: choice)
                 }
-                rule = SPDRule(selector: Self.selector(p.selector), ifID: p.selector.ifID,
+                rule = SPDRule(selector: selector, ifID: p.selector.ifID,
                                rank: UInt64(p.priority) << 32 | UInt64(state.nextSequence), value: state.nextSlot)
                 state.nextSequence += 1
                 state.nextSlot += 1
@@ -95,6 +97,11 @@ final class SPDCompiler {
         let changes = removed.count + added.count
         if changes == 0 { return (state, .unchanged(driver)) }
         guard changes <= Self.patchLimit else { return rebuild(policies, choice: choice) }
+        // `auto` follows the rule set as it grows or shrinks one change at a
+        // time: when it would now pick another driver, rebuild with that one.
+        if choice == .auto && SPDDriver.choose(for: Array(next.values)).driver != driver {
+            return rebuild(policies, choice: choice)
+        }
         var classifier = state.classifier
         for rank in removed {
             guard let next = classifier.removing(rank: rank) else { return rebuild(policies, choice: choice) }
@@ -111,6 +118,7 @@ final class SPDCompiler {
 
     private func rebuild(_ policies: [PolicyConfig], choice: SPDDriverChoice) -> (State, Method) {
         var rules: [PolicyID: SPDRule] = [:]
+        rules.reserveCapacity(policies.count)
         var list: [SPDRule] = []
         list.reserveCapacity(policies.count)
         for (i, p) in policies.enumerated() {

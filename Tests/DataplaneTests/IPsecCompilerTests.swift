@@ -63,4 +63,24 @@ import Testing
         let plain = try #require(try compiler.compile(Self.config()))
         #expect(!plain.natPorts.contains(4500))
     }
+
+    /// `spd driver auto` follows a rule set that grows one policy at a time
+    /// (each change small enough to patch): past the linear driver's size
+    /// it rebuilds with the driver `auto` now picks, instead of patching the
+    /// linear classifier forever.
+    @Test func autoDriverFollowsARuleSetGrowingByPatches() throws {
+        let compiler = IPsecCompiler()
+        var config = try Self.config()
+        var drivers: [String] = []
+        for i in 0..<40 {
+            let line = "sp add dir out src 10.\(i).0.0/16 dst 10.1.\(i).0/24 proto udp dport \(1000 + i) priority \(i + 20) action bypass"
+            try config.apply(CommandParser.parseLine(Substring(line), location: SourceLocation(file: "t", line: i + 1, column: 1))!)
+            _ = try compiler.compile(config)
+            compiler.commit()
+            drivers.append(compiler.notes.first ?? "")
+        }
+        #expect(drivers.first?.contains("driver linear") == true, "\(drivers.first ?? "")")
+        #expect(drivers.last?.contains("driver cut-tree") == true, "\(drivers.last ?? "")")
+        #expect(drivers.dropLast(10).contains { $0.contains("driver linear, 1 change patched in") }, "patched while linear fits")
+    }
 }
