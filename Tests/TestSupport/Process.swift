@@ -32,6 +32,15 @@ public func runUnderAllocationCounter(filter: String, marker: String) throws -> 
     let cc = try runProcess("/usr/bin/env", ["cc", "-O2", "-shared", "-fPIC", "-o", preload, source, "-ldl"],
                             environment: [:])
     guard cc.status == 0 else { return (cc.status, "building the alloc-counter preload failed: \(cc.output)") }
-    return try runProcess(CommandLine.arguments[0], ["--testing-library", "swift-testing", "--filter", filter],
-                          environment: ["LD_PRELOAD": preload, marker: "1"])
+    return try rerunTestBinary(filter: filter, marker: marker, environment: ["LD_PRELOAD": preload])
+}
+
+/// Re-runs this test binary with only the Swift Testing tests matching
+/// `filter`, `marker=1` and `environment` in the environment: a measurement
+/// of the whole process (allocations, memory mappings) made where no other
+/// suite runs beside it. The child test checks the marker.
+public func rerunTestBinary(filter: String, marker: String, environment: [String: String] = [:]) throws
+    -> (status: Int32, output: String) {
+    try runProcess(CommandLine.arguments[0], ["--testing-library", "swift-testing", "--filter", filter],
+                   environment: environment.merging([marker: "1"]) { $1 })
 }
