@@ -255,8 +255,9 @@ public final class Gateway {
         let fib = try ForwardingTable.build(routes: routes, socket: socket, generation: generation)
         let old = sl_shared_fib(shared)
         sl_shared_publish_fib(shared, fib)
-        if let old { retired.append((rte_rcu_qsbr_start(qsbr), { ForwardingTable.free(old) })) }
-        reclaim(wait: gracePeriodTimeout)
+        let token = rte_rcu_qsbr_start(qsbr)
+        if let old { retired.append((token, { ForwardingTable.free(old) })) }
+        reclaim(after: token, wait: gracePeriodTimeout)
     }
 
     /// Publishes IPsec tables (nil: no SPD, plain routing) the same way as a
@@ -272,8 +273,9 @@ public final class Gateway {
         }
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
-        if let old { retired.append((rte_rcu_qsbr_start(qsbr), { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
-        reclaim(wait: gracePeriodTimeout)
+        let token = rte_rcu_qsbr_start(qsbr)
+        if let old { retired.append((token, { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
+        reclaim(after: token, wait: gracePeriodTimeout)
     }
 
     /// Events the workers reported since the last call (ACQUIRE), in worker
@@ -305,15 +307,19 @@ public final class Gateway {
         return try body()
     }
 
-    /// Frees retired snapshots whose grace period has passed, waiting up to `wait` seconds.
-    private func reclaim(wait: Double) {
+    /// Waits (up to `wait` seconds) until every reader passed a quiescent state
+    /// after `token` — so no burst that started before the publish is still
+    /// running, and the next one sees the new snapshot, even when there was no
+    /// old snapshot to free — and frees retired snapshots whose grace period
+    /// has passed.
+    private func reclaim(after token: UInt64, wait: Double) {
         let deadline = monotonicSeconds() + wait
-        while !retired.isEmpty {
+        while true {
             retired.removeAll { r in
                 if rte_rcu_qsbr_check(qsbr, r.token, false) == 1 { r.free(); return true }
                 return false
             }
-            if retired.isEmpty { return }
+            if retired.isEmpty && rte_rcu_qsbr_check(qsbr, token, false) == 1 { return }
             if monotonicSeconds() > deadline {
                 log("warning: a worker (or other RCU reader) has not reported quiescence for \(wait) s; \(retired.count) old snapshot(s) (forwarding or IPsec) kept until it does")
                 return
