@@ -43,6 +43,11 @@ SL_INLINE uint64_t sl_shared_generation(sl_shared *s) { return __atomic_load_n(&
 SL_INLINE bool sl_shared_stopping(sl_shared *s) { return __atomic_load_n(&s->stop, __ATOMIC_RELAXED) != 0; }
 SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE); }
 
+/* A generation one worker acknowledges (release: its replica writes come
+ * first) and the control thread reads (acquire). */
+SL_INLINE void sl_ack_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+SL_INLINE uint64_t sl_ack_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
 SL_INLINE uint32_t sl_load_relaxed_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 SL_INLINE void sl_store_release_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
@@ -107,6 +112,7 @@ SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsign
 }
 /* One object onto a multi-producer ring (handoff between workers); false when full. */
 SL_INLINE bool sl_ring_enqueue_one(struct rte_ring *r, void *obj) { return rte_ring_mp_enqueue(r, obj) == 0; }
+SL_INLINE bool sl_ring_enqueue_one_sp(struct rte_ring *r, void *obj) { return rte_ring_sp_enqueue(r, obj) == 0; }
 
 /* Event rings: SP/SC rings of sl_event elements. */
 SL_INLINE struct rte_ring *sl_event_ring_create(const char *name, unsigned count, int socket) {

@@ -15,11 +15,40 @@ public struct IPsecConfigError: Error, CustomStringConvertible {
 /// replay window) across recompilations while the SA's configuration is
 /// unchanged, so a route or policy change never resets an SA.
 public final class IPsecCompiler {
-    private var outbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
-    private var inbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    /// An installed outbound SA: its configuration, state, and the record the replicas hold.
+    struct Outbound {
+        var config: SAConfig
+        var state: OutboundSAState
+        var box: SARecordBox
+    }
+    /// An installed inbound SA; `selectors` and `owner` are part of its record.
+    struct Inbound {
+        var config: SAConfig
+        var state: InboundSAState
+        var box: SARecordBox
+        var selectors: [TrafficSelector]
+        var owner: Int
+    }
+    /// A protect target: what an outbound policy names.
+    enum Target: Hashable { case spi(UInt32), reqid(UInt32) }
+
+    private var outbound: [SAIdentifier: Outbound] = [:]
+    private var inbound: [SAIdentifier: Inbound] = [:]
+    /// Protect targets by id (an SPD verdict's `sa`), and what each resolves to on each worker.
+    private var targetIDs: [Target: Int32] = [:]
+    private var targetSAs: [Int32: [SARecordBox?]] = [:]
+    /// Ids of targets no policy names any more, free for reuse.
+    private var freeTargetIDs: [Int32] = []
+    /// Whether a change of this compiler was committed (the replicas hold its records only after that).
+    private var committedOnce = false
     /// What the last `compile` built, adopted by `commit()` once published.
-    private var pendingOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
-    private var pendingInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    private var pendingOutbound: [SAIdentifier: Outbound] = [:]
+    private var pendingInbound: [SAIdentifier: Inbound] = [:]
+    private var pendingTargetIDs: [Target: Int32] = [:]
+    private var pendingTargetSAs: [Int32: [SARecordBox?]] = [:]
+    private var pendingFreeTargetIDs: [Int32] = []
+    /// Target capacity of the replicas (ids are below it).
+    public var targetCapacity = 1 << 16
     /// Things the last `compile` left out, for the operator.
     public private(set) var warnings: [String] = []
     /// How the last `compile` built each SPD, for the operator.
@@ -34,6 +63,10 @@ public final class IPsecCompiler {
     public func commit() {
         outbound = pendingOutbound
         inbound = pendingInbound
+        targetIDs = pendingTargetIDs
+        targetSAs = pendingTargetSAs
+        freeTargetIDs = pendingFreeTargetIDs
+        committedOnce = true
         outSPD.commit()
         inSPD.commit()
     }
@@ -51,11 +84,14 @@ public final class IPsecCompiler {
     /// `workerLcores`: the gateway's workers in order (per-CPU SAs are
     /// assigned by lcore); empty: one worker whose lcore no SA names.
     public func compile(_ config: GatewayConfig, workerLcores: [UInt32] = []) throws(IPsecConfigError) -> IPsecTables? {
-        if config.policies.isEmpty && config.sas.isEmpty { return nil }
-        var outEntries: [IPsecTables.Outbound] = []
-        var inEntries: [IPsecTables.Inbound] = []
-        var nextOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
-        var nextInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+        if config.policies.isEmpty && config.sas.isEmpty {
+            // Publishing nil clears the replicas: nothing of this compiler stays installed.
+            pendingOutbound = [:]; pendingInbound = [:]; pendingTargetIDs = [:]; pendingTargetSAs = [:]
+            pendingFreeTargetIDs = []
+            return nil
+        }
+        var nextOutbound: [SAIdentifier: Outbound] = [:]
+        var nextInbound: [SAIdentifier: Inbound] = [:]
         // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
         // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
         var natPorts: [UInt16] = []
@@ -78,7 +114,10 @@ public final class IPsecCompiler {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
                 }
-                nextOutbound[id] = (sa, state)
+                if let kept = outbound[id], kept.config == sa, kept.state === state {
+                    nextOutbound[id] = kept  // the same record
+                    continue
+                }
                 let mode: ESPMode
                 switch (sa.mode, sa.source, sa.destination) {
                 case (.tunnel, .v4(let s)?, .v4(let d)?): mode = .tunnel(.ipv4(source: s, destination: d, ttl: sa.ttl))
@@ -89,7 +128,8 @@ public final class IPsecCompiler {
                 let parameters = OutboundSA(spi: SPI(sa.spi.rawValue), mode: mode, key: state.key.unsafeHandle, esn: sa.esn,
                                             udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                             df: Self.df(sa.df))
-                outEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime)))
+                nextOutbound[id] = Outbound(config: sa, state: state,
+                                            box: SARecordBox(outbound: parameters, state: state, limits: Self.limits(sa.lifetime)))
             case .inbound:
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
@@ -121,7 +161,6 @@ public final class IPsecCompiler {
                         throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                     }
                 }
-                nextInbound[id] = (sa, state)
                 if let port = sa.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
                 do {
                     let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
@@ -138,7 +177,15 @@ public final class IPsecCompiler {
                             warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
                         }
                     }
-                    inEntries.append(.init(sa: parameters, state: state, limits: Self.limits(sa.lifetime), owner: owner))
+                    if let kept = inbound[id], kept.config == sa, kept.state === state, kept.selectors == selectors,
+                       kept.owner == owner {
+                        nextInbound[id] = kept  // the same record
+                    } else {
+                        nextInbound[id] = Inbound(config: sa, state: state,
+                                                  box: SARecordBox(inbound: parameters, state: state,
+                                                                   limits: Self.limits(sa.lifetime), owner: owner),
+                                                  selectors: selectors, owner: owner)
+                    }
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }
@@ -147,13 +194,10 @@ public final class IPsecCompiler {
         guard let nat = natPorts.isEmpty ? NATTraversalPorts.none : NATTraversalPorts(natPorts) else {
             throw IPsecConfigError(message: "at most \(NATTraversalPorts.capacity) distinct UDP encapsulation ports, found \(natPorts.count)")
         }
-        pendingOutbound = nextOutbound
-        pendingInbound = nextInbound
-        // Protect targets: one group per distinct `spi S` or `reqid N`, each
-        // with one SA per worker.
+        // Protect targets: one per distinct `spi S` or `reqid N`, resolved
+        // per worker (a `reqid` to the worker's per-CPU SA or the fallback).
         let lcores = workerLcores.isEmpty ? [UInt32.max] : workerLcores
-        let outIndex = Dictionary(outEntries.enumerated().map { ($1.sa.spi.rawValue, Int32($0)) }) { a, _ in a }
-        enum Target: Hashable { case spi(UInt32), reqid(UInt32) }
+        let bySPI = Dictionary(nextOutbound.values.map { ($0.config.spi.rawValue, $0) }) { a, _ in a }
         func target(_ p: PolicyConfig) -> Target? {
             switch p.action {
             case .protect(let spi): .spi(spi.rawValue)
@@ -161,26 +205,68 @@ public final class IPsecCompiler {
             case .bypass, .discard: nil
             }
         }
-        var groupOf: [Target: Int32] = [:]
-        var groupSA: [Int32] = []
+        var nextTargetIDs: [Target: Int32] = [:]
+        var nextTargetSAs: [Int32: [SARecordBox?]] = [:]
+        var free = freeTargetIDs
+        var nextID = Int32((targetIDs.values.max() ?? -1) + 1)
         for p in outboundPolicies {
-            guard let t = target(p), groupOf[t] == nil else { continue }
-            let perWorker: [Int32]
-            switch p.action {
-            case .protect(let spi):
-                perWorker = Array(repeating: outIndex[spi.rawValue] ?? -1, count: lcores.count)
-            case .protectReqID(let reqid):
-                let candidates = nextOutbound.values.map(\.config).filter { $0.reqid == reqid }
-                let fallback = candidates.first { $0.cpu == nil }.flatMap { outIndex[$0.spi.rawValue] } ?? -1
-                perWorker = lcores.map { lcore in
-                    candidates.first { $0.cpu == lcore }.flatMap { outIndex[$0.spi.rawValue] } ?? fallback
-                }
-            case .bypass, .discard:
-                continue
+            guard let t = target(p), nextTargetIDs[t] == nil else { continue }
+            let id: Int32
+            if let kept = targetIDs[t] {
+                id = kept
+            } else if let reused = free.popLast() {
+                id = reused
+            } else {
+                id = nextID
+                nextID += 1
             }
-            groupOf[t] = Int32(groupSA.count / lcores.count)
-            groupSA += perWorker
+            guard Int(id) < targetCapacity else {
+                throw IPsecConfigError(message: "more than \(targetCapacity) distinct protect targets (spi or reqid) in outbound policies")
+            }
+            nextTargetIDs[t] = id
+            switch t {
+            case .spi(let spi):
+                nextTargetSAs[id] = Array(repeating: bySPI[spi]?.box, count: lcores.count)
+            case .reqid(let reqid):
+                let candidates = nextOutbound.values.filter { $0.config.reqid == reqid }.sorted { $0.config.spi < $1.config.spi }
+                let fallback = candidates.first { $0.config.cpu == nil }?.box
+                nextTargetSAs[id] = lcores.map { lcore in candidates.first { $0.config.cpu == lcore }?.box ?? fallback }
+            }
         }
+        // Ids no policy names any more are freed after this change commits.
+        var freedIDs: [Int32] = []
+        for (t, id) in targetIDs where nextTargetIDs[t] == nil { freedIDs.append(id) }
+        var change = SADChange()
+        change.clearFirst = !committedOnce
+        let previousOut = committedOnce ? outbound : [:]
+        let previousIn = committedOnce ? inbound : [:]
+        let previousTargets = committedOnce ? targetSAs : [:]
+        // Inbound: remove what changed or went, then add what is new.
+        for (id, kept) in previousIn where nextInbound[id]?.box !== kept.box {
+            change.common.append(.remove(kept.box))
+            change.removed.append(kept.box)
+        }
+        for (id, entry) in nextInbound where previousIn[id]?.box !== entry.box {
+            change.common.append(.add(entry.box))
+            change.added.append(entry.box)
+        }
+        for (id, kept) in previousOut where nextOutbound[id]?.box !== kept.box { change.removed.append(kept.box) }
+        for (id, entry) in nextOutbound where previousOut[id]?.box !== entry.box { change.added.append(entry.box) }
+        change.targets = Array(repeating: [], count: lcores.count)
+        for (id, perWorker) in nextTargetSAs {
+            let before = previousTargets[id]
+            for w in 0..<lcores.count where before?[w] !== perWorker[w] {
+                change.targets[w].append(.setTarget(id, perWorker[w]))
+            }
+        }
+        for id in freedIDs {
+            for w in 0..<lcores.count where previousTargets[id]?[w] != nil { change.targets[w].append(.setTarget(id, nil)) }
+        }
+        pendingOutbound = nextOutbound
+        pendingInbound = nextInbound
+        pendingTargetIDs = nextTargetIDs
+        pendingTargetSAs = nextTargetSAs
+        pendingFreeTargetIDs = free + freedIDs
         for sa in config.sas.values where sa.direction == .outbound {
             if let cpu = sa.cpu, !workerLcores.isEmpty, !workerLcores.contains(cpu) {
                 warnings.append("outbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker (workers: "
@@ -190,7 +276,7 @@ public final class IPsecCompiler {
         let (outTable, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
             switch p.action {
             case .protect, .protectReqID:
-                PolicyVerdict(action: .protect, sa: target(p).flatMap { groupOf[$0] } ?? -1, policyID: p.id.rawValue)
+                PolicyVerdict(action: .protect, sa: target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
             case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
             case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
             }
@@ -204,8 +290,8 @@ public final class IPsecCompiler {
         }
         notes = ["spd out: \(outboundPolicies.count) policies, \(outMethod)",
                  "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
-        return IPsecTables(outSPD: outTable, inSPD: inTable, outGroupSA: groupSA, workerCount: lcores.count,
-                           outbound: outEntries, inbound: inEntries, natPorts: nat)
+        return IPsecTables(outSPD: outTable, inSPD: inTable, workerCount: lcores.count, natPorts: nat, sad: change,
+                           inboundSACount: nextInbound.count)
     }
 
     // MARK: Lifetimes

@@ -231,6 +231,7 @@ public final class Gateway {
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
         for r in retired { r.free() }
+        for p in sadPending { for b in p.batches { b.pointee.commands.deallocate(); b.deallocate() } }
         for w in workers { rte_free(w) }
         rte_free(UnsafeMutableRawPointer(qsbr))
         rte_free(shared)
@@ -271,12 +272,112 @@ public final class Gateway {
             // Workers index the per-CPU SA table by their position.
             throw DataplaneError("IPsec tables compiled for \(tables.workerCount) workers, the gateway has \(workers.count)")
         }
+        // The replicas first: the snapshot's verdicts may name targets only they resolve.
+        var change = tables?.sad ?? SADChange()
+        if tables == nil && !installedRecords.isEmpty {
+            change.clearFirst = true  // IPsec off: the replicas forget every SA
+        }
+        try commitSAD(change)
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
         let token = rte_rcu_qsbr_start(qsbr)
         if let old { retired.append((token, { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
         reclaim(after: token, wait: gracePeriodTimeout)
     }
+
+    // MARK: SAD replicas
+
+    /// Every record some replica may hold (the gateway keeps them alive).
+    private var installedRecords: [ObjectIdentifier: SARecordBox] = [:]
+    private var sadGeneration: UInt64 = 0
+    /// Posted batches and removed records, freed once every worker acknowledged `generation`.
+    private var sadPending: [(generation: UInt64, batches: [UnsafeMutablePointer<SADBatch>], records: [SARecordBox])] = []
+    /// How long a commit waits for every worker's acknowledgement.
+    public var sadCommitTimeout: Double = 2.0
+    /// The outcome of the last SAD commit that some worker did not acknowledge in time (nil: all did).
+    public private(set) var sadCommitWarning: String? = nil
+
+    /// The last generation every worker acknowledged.
+    private var sadAcknowledged: UInt64 {
+        cryptos.map { sl_ack_load($0.acked) }.min() ?? sadGeneration
+    }
+
+    /// Commits a change to every worker's SAD replica: posts one batch per
+    /// worker on its command ring and waits (up to `sadCommitTimeout`) until
+    /// every worker applied it between two bursts. Records the change removes
+    /// are freed only after that. With the workers stopped the control thread
+    /// applies the batches itself. A worker that does not answer in time gets
+    /// the batch when it runs again (the change is never half-applied: each
+    /// worker applies it whole); the wait ends with a warning in
+    /// `sadCommitWarning`, logged, and the removed records are kept until it does.
+    public func commitSAD(_ change: SADChange) throws(DataplaneError) {
+        releaseAcknowledgedSAD()
+        if change.isEmpty && change.added.isEmpty && change.removed.isEmpty { return }
+        if !change.isEmpty && cryptos.isEmpty {
+            throw DataplaneError("IPsec needs a crypto context on every worker: \(cryptoUnavailable ?? "none")")
+        }
+        for box in change.added { installedRecords[ObjectIdentifier(box)] = box }
+        var removed = change.removed
+        if change.clearFirst {
+            removed = Array(installedRecords.values.filter { box in !change.added.contains { $0 === box } })
+            installedRecords = Dictionary(uniqueKeysWithValues: change.added.map { (ObjectIdentifier($0), $0) })
+        } else {
+            for box in removed { installedRecords[ObjectIdentifier(box)] = nil }
+        }
+        sadGeneration &+= 1
+        let generation = sadGeneration
+        var batches: [UnsafeMutablePointer<SADBatch>] = []
+        for (i, c) in cryptos.enumerated() {
+            let own = change.targets.isEmpty ? [] : change.targets[i]
+            let all = (change.clearFirst ? [SADCommand.clear] : []) + change.common + own
+            let commands = UnsafeMutablePointer<SADCommand>.allocate(capacity: max(all.count, 1))
+            commands.initialize(from: all, count: all.count)
+            let batch = UnsafeMutablePointer<SADBatch>.allocate(capacity: 1)
+            batch.initialize(to: SADBatch(generation: generation, count: all.count, commands: commands))
+            batches.append(batch)
+            if running {
+                // The ring holds 255 batches; a worker that lets them pile up is stalled.
+                let deadline = monotonicSeconds() + sadCommitTimeout
+                while !sl_ring_enqueue_one_sp(c.commands, UnsafeMutableRawPointer(batch)) {
+                    if monotonicSeconds() > deadline {
+                        throw DataplaneError("worker lcore \(c.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
+                    }
+                    usleep(20)
+                }
+            } else {
+                c.applyCommands()  // anything a stalled worker left, in order
+                c.replica.apply(UnsafePointer(batch))
+                sl_ack_store(c.acked, generation)
+            }
+        }
+        sadPending.append((generation, batches, removed))
+        let deadline = monotonicSeconds() + sadCommitTimeout
+        sadCommitWarning = nil
+        while sadAcknowledged < generation {
+            if monotonicSeconds() > deadline {
+                let late = cryptos.filter { sl_ack_load($0.acked) < generation }.map { String($0.lcore) }
+                let warning = "SA change \(generation) not acknowledged by worker lcore \(late.joined(separator: ",")) within \(sadCommitTimeout) s: the other workers use it; the late ones apply it when they run again (the records it removed are kept until then)"
+                sadCommitWarning = warning
+                log("warning: " + warning)
+                return
+            }
+            usleep(20)
+        }
+        releaseAcknowledgedSAD()
+    }
+
+    /// Frees the batches and removed records of every change all workers acknowledged.
+    private func releaseAcknowledgedSAD() {
+        let acked = sadAcknowledged
+        sadPending.removeAll { p in
+            guard p.generation <= acked else { return false }
+            for b in p.batches { b.pointee.commands.deallocate(); b.deallocate() }
+            return true
+        }
+    }
+
+    /// SA records the replicas may hold (for tests and reports).
+    public var installedSARecords: Int { installedRecords.count }
 
     /// Events the workers reported since the last call (ACQUIRE), in worker
     /// order. The control thread only: each ring has one consumer.

@@ -146,12 +146,10 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 routeRebuilt(w, m, ipView(m, ip: UnsafeMutableRawPointer(ip), length: length), fib: fib, hops: hops,
                              decrementTTL: true, tx: &tx, drops: drops)
             case .protect:
-                // This worker's SA for the verdict's group (a per-CPU SA, the
-                // fallback, or none). group * workerCount + index < the table's
-                // size: the compiler builds both from the same groups.
-                let sa = verdict.sa < 0 ? -1
-                    : tables.outGroupSA[Int(verdict.sa) &* tables.workerCount &+ context.index]
-                guard sa >= 0 else {
+                // What the verdict's protect target resolves to on this core
+                // (its per-CPU SA, the fallback, or none), from this worker's replica.
+                let sa = verdict.sa
+                guard sa >= 0 && Int(sa) < context.replica.targetCapacity && context.replica.targets[Int(sa)] != nil else {
                     drop(m, .noOutboundSA, drops)
                     context.acquire(policyID: verdict.policyID, fields[k &- 1])
                     continue
@@ -189,10 +187,9 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         case .drop(let d):
             drop(m, .esp(d), drops)
         case .esp(let header):
-            let s = tables.inboundSA(for: header)
-            guard s >= 0 else { drop(m, .esp(.noSA), drops); continue }
+            guard let record = context.replica.inbound(header) else { drop(m, .esp(.noSA), drops); continue }
             // Only the owner touches the SA's replay window and counters.
-            let owner = Int(tables.inOwner[s])
+            let owner = Int(record.pointee.owner)
             if owner != context.index {
                 guard !handedOver else { drop(m, .handoffStale, drops); continue }
                 // owner < workerCount: the compiler checked it, and `peers` has one ring per worker.
@@ -201,15 +198,15 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 }
                 continue
             }
-            let life = tables.inLife[s]
+            let life = record.pointee.life
             let limits = life.limits
             let counters = life.counters
             if (limits.hardPackets != 0 && counters.pointee.packets >= limits.hardPackets)
                 || (limits.hardBytes != 0 && counters.pointee.bytes >= limits.hardBytes) {
                 drop(m, .lifetimeExpired, drops); continue
             }
-            if let d = ESPInbound.decapsulate(&view, header: header, sa: tables.inSAs[s],
-                                              window: &tables.inWindows[s].pointee, core: context.core) {
+            if let d = ESPInbound.decapsulate(&view, header: header, sa: record.pointee.sa,
+                                              window: &record.pointee.window.pointee, core: context.core) {
                 drop(m, .esp(d), drops); continue
             }
             // Counted once authenticated; this worker is the only writer.
@@ -267,7 +264,9 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
             if sealSA[j] == s { n &+= 1; total &+= UInt64(sealLen[j]) }
             j &+= 1
         }
-        let life = tables.outLife[Int(s)]
+        // Set by the protect pass from this replica, unchanged within the burst.
+        let record = context.replica.targets[Int(s)]!
+        let life = record.pointee.life
         // Byte lifetime: one atomic add per SA per burst; a packet is sent
         // while the bytes before it are below the hard limit (the packet
         // that reaches it is the last), so `allowed` is a prefix.
@@ -292,9 +291,9 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         }
         // Packet lifetime and sequence space: the reservation stops at the
         // SA's last number; the burst that takes it raises EXPIRE(hard).
-        let limit = tables.outLimit[Int(s)]
+        let limit = record.pointee.limit
         var granted: UInt64 = 0
-        var seq = sl_seq_reserve(tables.outNext[Int(s)], allowed, limit, &granted)
+        var seq = sl_seq_reserve(record.pointee.next, allowed, limit, &granted)
         if granted > 0 {
             let last = seq &+ (granted &- 1)
             if life.softSequence != 0 && seq <= life.softSequence && life.softSequence <= last {
@@ -323,7 +322,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 }
                 granted &-= 1
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
-                if let d = ESPOutbound.encapsulate(&view, sa: tables.outSAs[Int(s)], sequence: SequenceNumber(seq), core: context.core) {
+                if let d = ESPOutbound.encapsulate(&view, sa: record.pointee.sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
                 } else {
                     routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)

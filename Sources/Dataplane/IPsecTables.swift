@@ -97,144 +97,69 @@ public final class InboundSAState {
 
 /// The IPsec snapshot the workers read: the outbound SPD and the inbound one
 /// (`in` and `fwd` policies), each a classifier of the driver the compiler
-/// chose, and the SAs with their precomputed parameters. Immutable once
-/// built; published with one atomic store plus a generation beside the FIB and
-/// freed after an RCU grace period. Everything the fast path touches is in
-/// raw buffers (no Swift arrays, no ARC per packet).
+/// chose. Immutable once built; published with one atomic store plus a
+/// generation beside the FIB and freed after an RCU grace period. The SAs
+/// are not in it: they live in each worker's SAD replica, and `sad` is the
+/// change to the replicas that goes with this snapshot (committed to every
+/// replica before the snapshot is published, so a policy never names a
+/// protect target the replicas do not know yet).
 public final class IPsecTables {
     public let outSPD: SPDTable
     public let inSPD: SPDTable
-    /// Outbound protect targets: `outGroupSA[group * workerCount + worker]` is
-    /// the SA (index in `outSAs`) worker `worker` uses for the verdicts of
-    /// `group`, or −1: none (drop, ACQUIRE). An `spi` target gives every
-    /// worker the same SA; a `reqid` target each worker its per-CPU SA or the
-    /// fallback (RFC 9611).
-    let outGroupSA: UnsafeMutableBufferPointer<Int32>
     public let workerCount: Int
-    let outSAs: UnsafeMutableBufferPointer<OutboundSA>
-    let outNext: UnsafeMutableBufferPointer<UnsafeMutablePointer<UInt64>>
-    /// The last sequence number each SA may send: the sequence space or its packet lifetime.
-    let outLimit: UnsafeMutableBufferPointer<UInt64>
-    let outLife: UnsafeMutableBufferPointer<OutboundLife>
-    /// Inbound SAs, most specific first for equal SPIs (SPI+dst+src, SPI+dst, SPI).
-    let inSAs: UnsafeMutableBufferPointer<InboundSA>
-    let inWindows: UnsafeMutableBufferPointer<UnsafeMutablePointer<ReplayWindow>>
-    let inLife: UnsafeMutableBufferPointer<InboundLife>
-    let inOwner: UnsafeMutableBufferPointer<Int32>
-    /// SPI → the first of `inSAs` with that SPI: open addressing over a
-    /// power of two of slots, at most half full; a slot holds
-    /// `spi << 32 | (index + 1)`, 0 when empty.
-    let inIndex: UnsafeMutableBufferPointer<UInt64>
-    let inIndexShift: UInt64
     let natPorts: NATTraversalPorts
-    /// Keeps keys and mutable state alive as long as these tables.
-    private let owners: [AnyObject]
+    /// The replica change that goes with this snapshot.
+    public let sad: SADChange
+    /// Inbound SAs the replicas hold once `sad` is committed.
+    public let inboundSACount: Int
 
-    public struct Outbound {
-        public var sa: OutboundSA
-        public var state: OutboundSAState
-        public var limits: SALimits
-        public init(sa: OutboundSA, state: OutboundSAState, limits: SALimits = SALimits()) {
-            self.sa = sa; self.state = state; self.limits = limits
-        }
-    }
-    public struct Inbound {
-        public var sa: InboundSA
-        public var state: InboundSAState
-        public var limits: SALimits
-        /// The worker (index among the gateway's workers) that keeps the
-        /// SA's replay window; packets other workers receive are handed to it.
-        public var owner: Int
-        public init(sa: InboundSA, state: InboundSAState, limits: SALimits = SALimits(), owner: Int = 0) {
-            self.sa = sa; self.state = state; self.limits = limits; self.owner = owner
-        }
-    }
-
-    /// Outbound protect verdicts name a group of `outGroupSA` (`workerCount`
-    /// entries per group, each an index in `outbound` or −1).
-    public init(outSPD: SPDTable, inSPD: SPDTable, outGroupSA: [Int32], workerCount: Int, outbound: [Outbound],
-                inbound: [Inbound], natPorts: NATTraversalPorts) {
-        func buffer<T>(_ xs: [T]) -> UnsafeMutableBufferPointer<T> {
-            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: max(xs.count, 1))
-            _ = b.initialize(from: xs)
-            return UnsafeMutableBufferPointer(rebasing: b[0..<xs.count])
-        }
+    public init(outSPD: SPDTable, inSPD: SPDTable, workerCount: Int, natPorts: NATTraversalPorts, sad: SADChange,
+                inboundSACount: Int) {
+        precondition(workerCount > 0 && (sad.targets.isEmpty || sad.targets.count == workerCount),
+                     "target commands come per worker")
         self.outSPD = outSPD
         self.inSPD = inSPD
-        precondition(workerCount > 0 && outGroupSA.count % workerCount == 0, "a group has one entry per worker")
-        self.outGroupSA = buffer(outGroupSA)
         self.workerCount = workerCount
-        outSAs = buffer(outbound.map(\.sa))
-        outNext = buffer(outbound.map(\.state.next))
-        outLimit = buffer(outbound.map { o in
-            // hardPackets packets: numbers first … first + hardPackets − 1.
-            o.limits.hardPackets == 0 ? o.state.limit
-                : min(o.state.limit, o.state.first &+ (o.limits.hardPackets &- 1))
-        })
-        outLife = buffer(outbound.map { o in
-            OutboundLife(softSequence: o.limits.softPackets == 0 ? 0 : o.state.first &+ (o.limits.softPackets &- 1),
-                         packetLimited: o.limits.hardPackets != 0
-                            && o.state.first &+ (o.limits.hardPackets &- 1) <= o.state.limit,
-                         softBytes: o.limits.softBytes, hardBytes: o.limits.hardBytes, bytes: o.state.bytes,
-                         spi: o.sa.spi.rawValue)
-        })
-        func specificity(_ s: InboundSA) -> Int { (s.destination != nil ? 2 : 0) + (s.source != nil ? 1 : 0) }
-        let inOrdered = inbound.sorted { ($0.sa.spi.rawValue, -specificity($0.sa)) < ($1.sa.spi.rawValue, -specificity($1.sa)) }
-        inSAs = buffer(inOrdered.map(\.sa))
-        inWindows = buffer(inOrdered.map(\.state.window))
-        inLife = buffer(inOrdered.map { InboundLife(limits: $0.limits, counters: $0.state.counters, spi: $0.sa.spi.rawValue) })
-        precondition(inOrdered.allSatisfy { $0.owner >= 0 && $0.owner < workerCount }, "an inbound SA's owner is a worker")
-        inOwner = buffer(inOrdered.map { Int32($0.owner) })
-        var bits = 4
-        while (1 << bits) < 2 * inOrdered.count { bits += 1 }
-        var slots = [UInt64](repeating: 0, count: 1 << bits)
-        let shift = UInt64(64 - bits)
-        for (i, entry) in inOrdered.enumerated() where i == 0 || inOrdered[i - 1].sa.spi != entry.sa.spi {
-            let spi = entry.sa.spi.rawValue
-            var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> shift)
-            while slots[slot] != 0 { slot = (slot + 1) & (slots.count - 1) }
-            slots[slot] = UInt64(spi) << 32 | UInt64(i + 1)
-        }
-        inIndex = buffer(slots)
-        inIndexShift = shift
         self.natPorts = natPorts
-        owners = outbound.map(\.state) + inbound.map(\.state)
+        self.sad = sad
+        self.inboundSACount = inboundSACount
+    }
+}
+
+/// A change to every worker's SAD replica: commands common to all (inbound
+/// SAs), then each worker's own (what each protect target resolves to on
+/// that core), and the records the change adds and removes (the gateway
+/// keeps the added ones alive and frees the removed ones once committed).
+public struct SADChange {
+    /// Start from empty replicas (the first change of a compiler).
+    public var clearFirst = false
+    public var common: [SADCommand] = []
+    /// `targets[worker]`; empty: none.
+    public var targets: [[SADCommand]] = []
+    public var added: [SARecordBox] = []
+    public var removed: [SARecordBox] = []
+    public init() {}
+    public var isEmpty: Bool { !clearFirst && common.isEmpty && targets.allSatisfy(\.isEmpty) }
+}
+
+/// Inbound SA parameters for a record, with the SA's mutable state.
+extension SARecordBox {
+    public convenience init(inbound sa: InboundSA, state: InboundSAState, limits: SALimits, owner: Int) {
+        let specificity: Int32 = (sa.destination != nil ? 2 : 0) + (sa.source != nil ? 1 : 0)
+        self.init(InboundRecord(sa: sa, window: state.window,
+                                life: InboundLife(limits: limits, counters: state.counters, spi: sa.spi.rawValue),
+                                owner: Int32(owner), specificity: specificity), state: state)
     }
 
-    deinit {
-        for b in [UnsafeMutableRawBufferPointer(outGroupSA), UnsafeMutableRawBufferPointer(outSAs),
-                  UnsafeMutableRawBufferPointer(outNext), UnsafeMutableRawBufferPointer(outLimit),
-                  UnsafeMutableRawBufferPointer(outLife), UnsafeMutableRawBufferPointer(inLife),
-                  UnsafeMutableRawBufferPointer(inIndex), UnsafeMutableRawBufferPointer(inOwner),
-                  UnsafeMutableRawBufferPointer(inSAs), UnsafeMutableRawBufferPointer(inWindows)] {
-            b.baseAddress?.deallocate()
-        }
-    }
-
-    /// Fibonacci hashing of an SPI (the top bits index the table).
-    @inline(__always)
-    static func spiHash(_ spi: UInt32) -> UInt64 { UInt64(spi) &* 0x9E37_79B9_7F4A_7C15 }
-
-    /// The inbound SA for an ESP header: the most specific SA with its SPI whose addresses match, or −1.
-    @inline(__always)
-    func inboundSA(for header: ESPInboundHeader) -> Int {
-        // The first SA with the SPI from the hash index, then the first whose addresses match.
-        let spi = header.spi.rawValue
-        let mask = inIndex.count &- 1
-        var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> inIndexShift)
-        var lo = -1
-        while true {
-            // slot <= mask < inIndex.count; the table is at most half full, so an empty slot ends the probe.
-            let entry = inIndex[slot]
-            if entry == 0 { return -1 }
-            if UInt32(truncatingIfNeeded: entry >> 32) == spi { lo = Int(truncatingIfNeeded: entry & 0xFFFF_FFFF) &- 1; break }
-            slot = (slot &+ 1) & mask
-        }
-        while lo < inSAs.count && inSAs[lo].spi.rawValue == spi {
-            if inSAs[lo].matches(header) { return lo }
-            lo &+= 1
-        }
-        return -1
+    /// `owner`: the worker that seals the SA's packets in handoff mode, −1: any.
+    public convenience init(outbound sa: OutboundSA, state: OutboundSAState, limits: SALimits, owner: Int = -1) {
+        // hardPackets packets: numbers first … first + hardPackets − 1.
+        let limit = limits.hardPackets == 0 ? state.limit : min(state.limit, state.first &+ (limits.hardPackets &- 1))
+        let life = OutboundLife(softSequence: limits.softPackets == 0 ? 0 : state.first &+ (limits.softPackets &- 1),
+                                packetLimited: limits.hardPackets != 0 && state.first &+ (limits.hardPackets &- 1) <= state.limit,
+                                softBytes: limits.softBytes, hardBytes: limits.hardBytes, bytes: state.bytes,
+                                spi: sa.spi.rawValue)
+        self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner)), state: state)
     }
 }
 
@@ -264,8 +189,15 @@ public final class WorkerIPsec {
     let handoff: OpaquePointer
     /// Every worker's `handoff` ring, by worker index (set by the gateway).
     var peers: UnsafeMutablePointer<OpaquePointer?>? = nil
+    /// This worker's SAD replica, changed only through `commands`.
+    public let replica: SADReplica
+    /// SP/SC ring of `SADBatch` pointers (the control thread produces).
+    let commands: OpaquePointer
+    /// The generation of the last batch applied (written by the worker, release).
+    let acked: UnsafeMutablePointer<UInt64>
 
-    public init(index: Int, lcore: UInt32, socket: Int32, name: String) throws(CryptoError) {
+    public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = 1 << 17,
+                targetCapacity: Int = 1 << 16) throws(CryptoError) {
         core = try CryptoCore()
         self.index = index
         self.lcore = lcore
@@ -278,6 +210,15 @@ public final class WorkerIPsec {
             throw .outOfMemory
         }
         handoff = handoffRing
+        guard let commandRing = rte_ring_create(name + "c", 256, socket, UInt32(RING_F_SP_ENQ | RING_F_SC_DEQ)) else {
+            rte_ring_free(ring)
+            rte_ring_free(handoffRing)
+            throw .outOfMemory
+        }
+        commands = commandRing
+        acked = .allocate(capacity: 1)
+        acked.initialize(to: 0)
+        replica = SADReplica(inboundCapacity: inboundSACapacity, targetCapacity: targetCapacity)
         fields = .allocate(capacity: Int(SL_BURST))
         values = .allocate(capacity: Int(SL_BURST))
         values.initialize(repeating: SPDNoMatch, count: Int(SL_BURST))
@@ -291,10 +232,27 @@ public final class WorkerIPsec {
         rte_ring_free(events)
         freeHandedOver()
         rte_ring_free(handoff)
+        rte_ring_free(commands)  // batches still queued belong to the gateway
+        acked.deallocate()
         fields.deallocate()
         values.deallocate()
         acquirePolicy.deallocate()
         acquireTSC.deallocate()
+    }
+
+    /// Applies the SAD batches the control thread posted, in order, and
+    /// acknowledges the last one's generation. Between bursts only (the
+    /// worker, or the control thread while the worker is stopped).
+    @inline(__always)
+    func applyCommands() {
+        var batch: UnsafeMutableRawPointer? = nil
+        var last: UInt64 = 0
+        while sl_ring_dequeue_burst(commands, &batch, 1) == 1, let b = batch {
+            let p = UnsafePointer<SADBatch>(b.assumingMemoryBound(to: SADBatch.self))
+            replica.apply(p)
+            last = p.pointee.generation
+        }
+        if last != 0 { sl_ack_store(acked, last) }
     }
 
     /// Frees the packets other workers handed over that this one has not

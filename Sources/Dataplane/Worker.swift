@@ -95,6 +95,10 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
 
     var lastEnd = sl_tsc()
     while !sl_shared_stopping(shared) {
+        // SAD changes first, between bursts: every burst below sees one replica state.
+        if let c = crypto {
+            Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { $0.applyCommands() }
+        }
         // One snapshot per iteration: every burst below sees exactly this one.
         let fib = sl_shared_fib(shared)!
         let tables = sl_shared_ipsec(shared)

@@ -9,15 +9,51 @@ import Testing
     static let key = "0x" + String(repeating: "42", count: 36)
     static let otherKey = "0x" + String(repeating: "43", count: 36)
 
-    static func config(ttl: Int = 64, key: String = key, inboundPolicy: Bool = true) throws -> GatewayConfig {
+    static func config(ttl: Int = 64, key: String = key, inboundPolicy: Bool = true,
+                       outboundPolicy: Bool = true) throws -> GatewayConfig {
         let text = """
         port 0 role protected address 10.0.0.1/24
         port 1 role unprotected address 192.0.2.1/24
         sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(key) ttl \(ttl) seq 100
         sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(key)
-        sp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001
-        """ + (inboundPolicy ? "\nsp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001\n" : "\n")
+        """ + (outboundPolicy ? "\nsp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001" : "")
+          + (inboundPolicy ? "\nsp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001\n" : "\n")
         return try GatewayConfig.load(text: text, name: "t.conf")
+    }
+
+    /// The next-sequence word of the (only) outbound SA a compilation added.
+    static func outboundNext(_ t: IPsecTables) -> UnsafeMutablePointer<UInt64> {
+        t.sad.added.compactMap(\.outbound).first!.pointee.next
+    }
+
+    /// What goes to the replicas: everything (after a clear) the first time,
+    /// nothing for an unchanged configuration, and for a changed SA its old
+    /// record out, the new one in, and the protect target moved on every worker.
+    @Test func replicaChangesAreTheDifference() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config(), workerLcores: [1, 2]))
+        compiler.commit()
+        #expect(first.sad.clearFirst)
+        #expect(first.sad.added.count == 2 && first.sad.removed.isEmpty)
+        #expect(first.sad.common.map(\.kind) == [.addInbound])
+        #expect(first.sad.targets.map { $0.map(\.kind) } == [[.setTarget], [.setTarget]])
+
+        let same = try #require(try compiler.compile(Self.config(), workerLcores: [1, 2]))
+        compiler.commit()
+        #expect(same.sad.isEmpty && same.sad.added.isEmpty && same.sad.removed.isEmpty)
+
+        let ttl = try #require(try compiler.compile(Self.config(ttl: 9), workerLcores: [1, 2]))
+        compiler.commit()
+        #expect(!ttl.sad.clearFirst && ttl.sad.common.isEmpty, "the inbound SA did not change")
+        #expect(ttl.sad.added.count == 1 && ttl.sad.removed.count == 1)
+        #expect(ttl.sad.added[0].outbound != nil && ttl.sad.removed[0] === first.sad.added.first { $0.outbound != nil })
+        for w in 0..<2 {
+            #expect(ttl.sad.targets[w].count == 1 && ttl.sad.targets[w][0].outbound == ttl.sad.added[0].outbound)
+        }
+
+        // Without the outbound policy its target is cleared on every worker.
+        let noOut = try #require(try compiler.compile(Self.config(ttl: 9, outboundPolicy: false), workerLcores: [1, 2]))
+        #expect(noOut.sad.targets.map { $0.map(\.outbound) } == [[nil], [nil]])
     }
 
     @Test func outboundSequenceSurvivesANonCryptoChangeButNotANewKey() throws {
@@ -25,7 +61,7 @@ import Testing
         let first = try #require(try compiler.compile(Self.config()))
         compiler.commit()
         #expect(compiler.nextSequence(spi: 0x1001) == 100)
-        first.outNext[0].pointee = 500  // as if 400 packets had been sent
+        Self.outboundNext(first).pointee = 500  // as if 400 packets had been sent
 
         // A new outer TTL: same key, so the sequence numbers (the GCM IVs) go on.
         _ = try compiler.compile(Self.config(ttl: 32))
@@ -42,7 +78,7 @@ import Testing
         let compiler = IPsecCompiler()
         let first = try #require(try compiler.compile(Self.config()))
         compiler.commit()
-        first.outNext[0].pointee = 700
+        Self.outboundNext(first).pointee = 700
         _ = try compiler.compile(Self.config(key: Self.otherKey))  // never published
         #expect(compiler.nextSequence(spi: 0x1001) == 700)
     }
@@ -50,11 +86,11 @@ import Testing
     @Test func inboundSAWithoutAPolicyIsNotInstalled() throws {
         let compiler = IPsecCompiler()
         let tables = try #require(try compiler.compile(Self.config(inboundPolicy: false)))
-        #expect(tables.inSAs.count == 0)
+        #expect(tables.inboundSACount == 0)
         #expect(compiler.warnings.count == 1)
         #expect(compiler.warnings.first?.contains("0x00002001") == true, "\(compiler.warnings)")
         let withPolicy = try #require(try compiler.compile(Self.config()))
-        #expect(withPolicy.inSAs.count == 1)
+        #expect(withPolicy.inboundSACount == 1)
         #expect(compiler.warnings.isEmpty)
     }
 

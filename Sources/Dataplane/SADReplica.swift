@@ -1,0 +1,211 @@
+import CShims
+import Crypto
+import IPsec
+
+// Per-core SAD replicas. Every worker owns one: the inbound SAs by SPI (and
+// destination, source where an SA names them) and the outbound SA each
+// protect target resolves to on this core. Only the worker writes its
+// replica; the control thread changes it by posting command batches on the
+// worker's single-producer/single-consumer ring. The worker applies whole
+// batches between bursts (so a burst sees one replica state) and then
+// acknowledges the batch's generation; a change is committed once every
+// worker acknowledged it, and only then are the records it removed freed.
+// The per-packet path reads its own replica: no lock, no atomic, no shared
+// writes (the SA's mutable state — sequence number, replay window, counters —
+// is written by the core that owns it, see `OutboundRecord.owner`).
+
+/// One inbound SA as the replicas hold it: built by the control thread,
+/// immutable, read by every worker's replica; freed after the commit that
+/// removed it from all of them.
+public struct InboundRecord {
+    var sa: InboundSA
+    var window: UnsafeMutablePointer<ReplayWindow>
+    var life: InboundLife
+    /// The worker (index) that keeps the replay window and counters.
+    var owner: Int32
+    /// 3: SPI + destination + source, 2: SPI + destination, 0: SPI alone (most specific wins).
+    var specificity: Int32
+}
+
+/// One outbound SA as the replicas hold it (immutable, like `InboundRecord`).
+public struct OutboundRecord {
+    var sa: OutboundSA
+    var next: UnsafeMutablePointer<UInt64>
+    /// The last sequence number the SA may send: the sequence space or its packet lifetime.
+    var limit: UInt64
+    var life: OutboundLife
+    /// The worker that seals the SA's packets when several workers use it
+    /// and the gateway hands packets to the owner (`SharedSAMode.handoff`);
+    /// −1: every worker seals, taking sequence numbers with an atomic reservation.
+    var owner: Int32
+}
+
+/// The memory of one SA record and what keeps its mutable state alive. The
+/// gateway keeps every box whose record a replica may hold.
+public final class SARecordBox {
+    let inbound: UnsafeMutablePointer<InboundRecord>?
+    let outbound: UnsafeMutablePointer<OutboundRecord>?
+    /// The SA state object (key, counters) the record points into.
+    private let state: AnyObject
+
+    init(_ record: InboundRecord, state: InboundSAState) {
+        inbound = .allocate(capacity: 1)
+        inbound!.initialize(to: record)
+        outbound = nil
+        self.state = state
+    }
+    init(_ record: OutboundRecord, state: OutboundSAState) {
+        outbound = .allocate(capacity: 1)
+        outbound!.initialize(to: record)
+        inbound = nil
+        self.state = state
+    }
+    deinit {
+        inbound?.deinitialize(count: 1).deallocate()
+        outbound?.deinitialize(count: 1).deallocate()
+    }
+}
+
+/// One change to a replica.
+public struct SADCommand {
+    enum Kind: UInt8 {
+        /// Forget every SA and target (a new compiler takes over, or IPsec is switched off).
+        case clear
+        case addInbound
+        case removeInbound
+        /// `targets[target] = outbound` (nil: no SA on this core).
+        case setTarget
+    }
+    var kind: Kind
+    var target: Int32 = -1
+    var inbound: UnsafeMutablePointer<InboundRecord>? = nil
+    var outbound: UnsafeMutablePointer<OutboundRecord>? = nil
+
+    public static var clear: SADCommand { SADCommand(kind: .clear) }
+    public static func add(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .addInbound, inbound: box.inbound) }
+    public static func remove(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .removeInbound, inbound: box.inbound) }
+    public static func setTarget(_ target: Int32, _ box: SARecordBox?) -> SADCommand {
+        SADCommand(kind: .setTarget, target: target, outbound: box?.outbound)
+    }
+}
+
+/// One worker's part of a change: what the ring carries (one pointer per batch).
+struct SADBatch {
+    var generation: UInt64
+    var count: Int
+    var commands: UnsafeMutablePointer<SADCommand>
+}
+
+/// A worker's SAD replica. Fixed capacity, allocated at set-up (applying a
+/// command never allocates).
+public final class SADReplica {
+    /// Inbound SAs: open addressing with linear probing over a power of two
+    /// of slots, at most half full; one slot per SA (several SAs may share
+    /// an SPI), `nil` record = empty.
+    let slotSPI: UnsafeMutablePointer<UInt32>
+    let slotRecord: UnsafeMutablePointer<UnsafeMutablePointer<InboundRecord>?>
+    let slotMask: Int
+    let slotShift: UInt64
+    /// Outbound: the SA each protect target (an SPD verdict's `sa`) resolves to on this core.
+    let targets: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
+    public let inboundCapacity: Int
+    public let targetCapacity: Int
+    public private(set) var inboundCount = 0
+
+    public init(inboundCapacity: Int, targetCapacity: Int) {
+        self.inboundCapacity = inboundCapacity
+        self.targetCapacity = targetCapacity
+        var bits = 4
+        while (1 << bits) < 2 * inboundCapacity { bits += 1 }
+        slotSPI = .allocate(capacity: 1 << bits)
+        slotSPI.initialize(repeating: 0, count: 1 << bits)
+        slotRecord = .allocate(capacity: 1 << bits)
+        slotRecord.initialize(repeating: nil, count: 1 << bits)
+        slotMask = (1 << bits) - 1
+        slotShift = UInt64(64 - bits)
+        targets = .allocate(capacity: max(targetCapacity, 1))
+        targets.initialize(repeating: nil, count: max(targetCapacity, 1))
+    }
+
+    deinit {
+        slotSPI.deallocate()
+        slotRecord.deallocate()
+        targets.deallocate()
+    }
+
+    /// Fibonacci hashing of an SPI (the top bits index the table).
+    @inline(__always)
+    static func spiHash(_ spi: UInt32) -> UInt64 { UInt64(spi) &* 0x9E37_79B9_7F4A_7C15 }
+
+    /// The inbound SA for an ESP header: the most specific SA with its SPI
+    /// whose addresses match the packet's, or nil.
+    @inline(__always)
+    func inbound(_ header: ESPInboundHeader) -> UnsafeMutablePointer<InboundRecord>? {
+        let spi = header.spi.rawValue
+        var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> slotShift)
+        var best: UnsafeMutablePointer<InboundRecord>? = nil
+        var bestSpecificity: Int32 = -1
+        // At most half full: an empty slot ends every probe.
+        while let r = slotRecord[slot] {
+            if slotSPI[slot] == spi && r.pointee.specificity > bestSpecificity && r.pointee.sa.matches(header) {
+                best = r
+                bestSpecificity = r.pointee.specificity
+            }
+            slot = (slot &+ 1) & slotMask
+        }
+        return best
+    }
+
+    /// Applies one command (the owning worker between bursts, or the control
+    /// thread while the workers are stopped). Never allocates.
+    func apply(_ c: SADCommand) {
+        switch c.kind {
+        case .clear:
+            slotRecord.update(repeating: nil, count: slotMask + 1)
+            targets.update(repeating: nil, count: max(targetCapacity, 1))
+            inboundCount = 0
+        case .addInbound:
+            guard let r = c.inbound, inboundCount < inboundCapacity else { return }
+            let spi = r.pointee.sa.spi.rawValue
+            var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> slotShift)
+            while slotRecord[slot] != nil {
+                if slotRecord[slot] == r { return }  // already there
+                slot = (slot &+ 1) & slotMask
+            }
+            slotSPI[slot] = spi
+            slotRecord[slot] = r
+            inboundCount &+= 1
+        case .removeInbound:
+            guard let r = c.inbound else { return }
+            var slot = Int(truncatingIfNeeded: Self.spiHash(r.pointee.sa.spi.rawValue) >> slotShift)
+            while let found = slotRecord[slot], found != r { slot = (slot &+ 1) & slotMask }
+            guard slotRecord[slot] != nil else { return }
+            slotRecord[slot] = nil
+            inboundCount &-= 1
+            // Backward-shift deletion: move later entries of the run into the
+            // hole when their home slot does not lie between the hole and them.
+            var hole = slot
+            var next = (slot &+ 1) & slotMask
+            while let moving = slotRecord[next] {
+                let home = Int(truncatingIfNeeded: Self.spiHash(slotSPI[next]) >> slotShift)
+                let stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next)
+                if !stays {
+                    slotSPI[hole] = slotSPI[next]
+                    slotRecord[hole] = moving
+                    slotRecord[next] = nil
+                    hole = next
+                }
+                next = (next &+ 1) & slotMask
+            }
+        case .setTarget:
+            guard c.target >= 0 && Int(c.target) < targetCapacity else { return }
+            targets[Int(c.target)] = c.outbound
+        }
+    }
+
+    /// Applies a batch (see `apply`).
+    func apply(_ batch: UnsafePointer<SADBatch>) {
+        var i = 0
+        while i < batch.pointee.count { apply(batch.pointee.commands[i]); i &+= 1 }
+    }
+}
