@@ -18,11 +18,11 @@ import IPsec
 /// immutable, read by every worker's replica; freed after the commit that
 /// removed it from all of them.
 public struct InboundRecord {
-    var sa: InboundSA
+    public internal(set) var sa: InboundSA
     var window: UnsafeMutablePointer<ReplayWindow>
     var life: InboundLife
     /// The worker (index) that keeps the replay window and counters.
-    var owner: Int32
+    public internal(set) var owner: Int32
     /// 3: SPI + destination + source, 2: SPI + destination, 0: SPI alone (most specific wins).
     var specificity: Int32
 }
@@ -156,9 +156,19 @@ public final class SADReplica {
         return best
     }
 
+    /// Looks up a burst of headers (as a worker would, one after the other):
+    /// `into[i]` is the record for `headers[i]`, or nil. For benchmarks and
+    /// tests (the worker calls `inbound` inline).
+    public func lookup(_ headers: UnsafePointer<ESPInboundHeader>, count: Int,
+                       into out: UnsafeMutablePointer<UnsafeMutablePointer<InboundRecord>?>) {
+        var i = 0
+        while i < count { out[i] = inbound(headers[i]); i &+= 1 }
+    }
+
     /// Applies one command (the owning worker between bursts, or the control
-    /// thread while the workers are stopped). Never allocates.
-    func apply(_ c: SADCommand) {
+    /// thread while the workers are stopped, or a benchmark's own replica).
+    /// Never allocates.
+    public func apply(_ c: SADCommand) {
         switch c.kind {
         case .clear:
             slotRecord.update(repeating: nil, count: slotMask + 1)
