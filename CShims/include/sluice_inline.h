@@ -33,6 +33,16 @@ SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit
         }
     }
 }
+/* The same for an SA only this worker seals (shared-sa handoff owner): no
+ * atomic read-modify-write, only a store the control thread may read. */
+SL_INLINE uint64_t sl_seq_reserve_local(uint64_t *next, uint64_t count, uint64_t limit, uint64_t *granted) {
+    uint64_t cur = __atomic_load_n(next, __ATOMIC_RELAXED);
+    if (cur == 0 || cur > limit || count == 0) { *granted = 0; return 0; }
+    uint64_t n = limit - cur < count - 1 ? limit - cur + 1 : count;
+    __atomic_store_n(next, cur + n, __ATOMIC_RELAXED);
+    *granted = n;
+    return cur;
+}
 SL_INLINE uint64_t sl_seq_load(uint64_t *next) { return __atomic_load_n(next, __ATOMIC_RELAXED); }
 /* A counter several workers add to (an outbound SA's bytes): the value before. */
 SL_INLINE uint64_t sl_counter_fetch_add(uint64_t *c, uint64_t n) { return __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
@@ -112,6 +122,11 @@ SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsign
 }
 /* One object onto a multi-producer ring (handoff between workers); false when full. */
 SL_INLINE bool sl_ring_enqueue_one(struct rte_ring *r, void *obj) { return rte_ring_mp_enqueue(r, obj) == 0; }
+/* Rings of 24-byte elements (a packet, the SA to seal it with, where its IP packet is). */
+SL_INLINE bool sl_ring_enqueue_elem24(struct rte_ring *r, const void *obj) { return rte_ring_enqueue_elem(r, obj, 24) == 0; }
+SL_INLINE unsigned sl_ring_dequeue_burst_elem24(struct rte_ring *r, void *objs, unsigned n) {
+    return rte_ring_dequeue_burst_elem(r, objs, 24, n, NULL);
+}
 SL_INLINE bool sl_ring_enqueue_one_sp(struct rte_ring *r, void *obj) { return rte_ring_sp_enqueue(r, obj) == 0; }
 
 /* Event rings: SP/SC rings of sl_event elements. */

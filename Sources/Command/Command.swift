@@ -34,6 +34,8 @@ public enum Command: Sendable, Hashable {
     case cryptoEngine(CryptoEngineChoice)
     /// `spd driver auto|linear|hash-list|cut-tree`: the SPD classifier.
     case spdDriver(SPDDriverChoice)
+    /// `shared-sa atomic|handoff`: how several workers use one outbound SA.
+    case sharedSA(SharedSAChoice)
     /// `sa add spi S dir D …`: a new SA, defaults filled in.
     case saAdd(SAConfig)
     /// `sa update spi S dir D …`: replaces the SA with the same SPI and dst
@@ -107,6 +109,8 @@ public enum CommandField: Sendable, Hashable {
     case ifID
     /// The value after `spd driver`.
     case spdDriver
+    /// The value after `shared-sa`.
+    case sharedSA
     /// The value after `reqid` (an SA's, or a policy's `protect reqid`).
     case reqid
     /// The value after `cpu`.

@@ -21,6 +21,7 @@ public enum CommandParser {
         Verb(name: "sp", parse: parseSP),
         Verb(name: "crypto-engine", parse: parseCryptoEngine),
         Verb(name: "spd", parse: parseSPD),
+        Verb(name: "shared-sa", parse: parseSharedSA),
     ]
 
     /// The verbs the language knows, in the order help text lists them.

@@ -35,6 +35,8 @@ extension Command: CustomStringConvertible {
             return "crypto-engine \(engine.rawValue)"
         case let .spdDriver(driver):
             return "spd driver \(driver.rawValue)"
+        case let .sharedSA(mode):
+            return "shared-sa \(mode.rawValue)"
         case let .saAdd(sa):
             return sa.commandText(redactingKey: redactingKey)
         case let .saUpdate(sa):
@@ -132,6 +134,7 @@ extension GatewayConfig {
         }
         let engineLines = (cryptoEngine == .auto ? [] : [Command.cryptoEngine(cryptoEngine)])
             + (spdDriver == .auto ? [] : [Command.spdDriver(spdDriver)])
+            + (sharedSA == .atomic ? [] : [Command.sharedSA(sharedSA)])
         let saLines = sas.sorted { $0.key < $1.key }.map { Command.saAdd($0.value) }
         let policyLines = policies.map {
             Command.spAdd(id: $0.id, selector: $0.selector, priority: $0.priority, action: $0.action)

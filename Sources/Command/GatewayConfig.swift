@@ -46,6 +46,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public private(set) var cryptoEngine: CryptoEngineChoice = .auto
     /// The SPD classifier.
     public private(set) var spdDriver: SPDDriverChoice = .auto
+    public private(set) var sharedSA: SharedSAChoice = .atomic
     /// Both directions in one table; `SAIdentifier` says which SAs may coexist.
     public private(set) var sas: [SAIdentifier: SAConfig] = [:]
     /// In effective order: by priority, lower first; equal priorities in the
@@ -94,6 +95,8 @@ public struct GatewayConfig: Sendable, Equatable {
             cryptoEngine = engine
         case let .spdDriver(driver):
             spdDriver = driver
+        case let .sharedSA(mode):
+            sharedSA = mode
         case let .saAdd(sa):
             try checkSAAdd(sa, c)
             sas[sa.identifier] = sa
@@ -128,7 +131,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// `configText` writes.
     public static func == (a: GatewayConfig, b: GatewayConfig) -> Bool {
         a.ports == b.ports && a.neighbors == b.neighbors && a.routes == b.routes && a.cryptoEngine == b.cryptoEngine
-            && a.spdDriver == b.spdDriver
+            && a.spdDriver == b.spdDriver && a.sharedSA == b.sharedSA
             && a.sas == b.sas && a.policies == b.policies
     }
 

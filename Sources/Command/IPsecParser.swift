@@ -14,6 +14,11 @@ extension CommandParser {
         return .spdDriver(try c.readChoice(SPDDriverChoice.self, field: .spdDriver))
     }
 
+    /// `shared-sa atomic|handoff`
+    static func parseSharedSA(_ c: inout WordCursor) throws(CommandError) -> Command {
+        .sharedSA(try c.readChoice(SharedSAChoice.self, field: .sharedSA))
+    }
+
     /// `crypto-engine auto|ipsec-mb|sodium`
     static func parseCryptoEngine(_ c: inout WordCursor) throws(CommandError) -> Command {
         .cryptoEngine(try c.readChoice(CryptoEngineChoice.self, field: .cryptoEngine))

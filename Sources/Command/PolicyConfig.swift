@@ -81,6 +81,17 @@ public enum SPDDriverChoice: String, Sendable, Hashable, CaseIterable {
     case cutTree = "cut-tree"
 }
 
+/// `shared-sa atomic|handoff`: how the workers that resolve a protect policy
+/// to the same outbound SA (a fallback, or `protect spi`) share its sequence
+/// counter. `atomic`: every worker seals, taking numbers with one atomic
+/// reservation per SA per burst. `handoff`: the SA's owner worker (its `cpu`,
+/// else SPI mod workers) seals every packet; the others hand packets to it
+/// over a ring (VPP's way: one writer, but one core's crypto for the SA).
+public enum SharedSAChoice: String, Sendable, Hashable, CaseIterable {
+    case atomic
+    case handoff
+}
+
 extension IPProtocol {
     /// The protocol names the language reads and writes; other protocols are numbers.
     static let commandNames: [(name: String, proto: IPProtocol)] = [

@@ -45,7 +45,7 @@ public final class ControlSession {
     }
 
     public static let help = [
-        "any line of the configuration language (port, neighbor, route, sa, sp, crypto-engine, spd driver)",
+        "any line of the configuration language (port, neighbor, route, sa, sp, crypto-engine, spd driver, shared-sa)",
         "begin | commit | abort", "show config", "reload FILE",
         "sa list | sa get spi 0xN [dst B] | sa allocspi [cpu K] [src A dst B]", "sp list | sp get id N", "flush sa | flush sp",
         "stats [port N | core N | sa 0xSPI]", "monitor", "version", "help",

@@ -20,6 +20,8 @@ public final class IPsecCompiler {
         var config: SAConfig
         var state: OutboundSAState
         var box: SARecordBox
+        /// The worker that seals its packets (shared-sa handoff), −1: any.
+        var owner: Int
     }
     /// An installed inbound SA; `selectors` and `owner` are part of its record.
     struct Inbound {
@@ -114,7 +116,14 @@ public final class IPsecCompiler {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
                 }
-                if let kept = outbound[id], kept.config == sa, kept.state === state {
+                // shared-sa handoff: the SA's packets are sealed by one worker, its
+                // cpu's or else by SPI; the others hand them over.
+                var owner = -1
+                if config.sharedSA == .handoff {
+                    owner = Int(sa.spi.rawValue % UInt32(max(workerLcores.count, 1)))
+                    if let cpu = sa.cpu, let index = workerLcores.firstIndex(of: cpu) { owner = index }
+                }
+                if let kept = outbound[id], kept.config == sa, kept.state === state, kept.owner == owner {
                     nextOutbound[id] = kept  // the same record
                     continue
                 }
@@ -129,7 +138,9 @@ public final class IPsecCompiler {
                                             udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                             df: Self.df(sa.df))
                 nextOutbound[id] = Outbound(config: sa, state: state,
-                                            box: SARecordBox(outbound: parameters, state: state, limits: Self.limits(sa.lifetime)))
+                                            box: SARecordBox(outbound: parameters, state: state, limits: Self.limits(sa.lifetime),
+                                                             owner: owner),
+                                            owner: owner)
             case .inbound:
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
@@ -250,8 +261,14 @@ public final class IPsecCompiler {
             change.common.append(.add(entry.box))
             change.added.append(entry.box)
         }
-        for (id, kept) in previousOut where nextOutbound[id]?.box !== kept.box { change.removed.append(kept.box) }
-        for (id, entry) in nextOutbound where previousOut[id]?.box !== entry.box { change.added.append(entry.box) }
+        for (id, kept) in previousOut where nextOutbound[id]?.box !== kept.box {
+            change.common.append(.removeOutbound(kept.box))
+            change.removed.append(kept.box)
+        }
+        for (id, entry) in nextOutbound where previousOut[id]?.box !== entry.box {
+            change.common.append(.addOutbound(entry.box))
+            change.added.append(entry.box)
+        }
         change.targets = Array(repeating: [], count: lcores.count)
         for (id, perWorker) in nextTargetSAs {
             let before = previousTargets[id]

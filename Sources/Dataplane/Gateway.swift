@@ -180,6 +180,10 @@ public final class Gateway {
             for (i, c) in cryptos.enumerated() { rings[i] = c.handoff }
             for c in cryptos { c.peers = rings }
             handoffRings = rings
+            let sealRings = UnsafeMutablePointer<OpaquePointer?>.allocate(capacity: max(cryptos.count, 1))
+            for (i, c) in cryptos.enumerated() { sealRings[i] = c.sealHandoff }
+            for c in cryptos { c.sealPeers = sealRings }
+            sealHandoffRings = sealRings
         } catch {
             cryptoUnavailable = error.description
             for w in ctxs { w.pointee.crypto = nil }
@@ -191,6 +195,7 @@ public final class Gateway {
 
     /// Each worker's handoff ring, by worker index (shared by the workers' contexts).
     private var handoffRings: UnsafeMutablePointer<OpaquePointer?>? = nil
+    private var sealHandoffRings: UnsafeMutablePointer<OpaquePointer?>? = nil
 
     /// Whether this gateway's workers feed DPDK telemetry (`publishTelemetry`).
     private var telemetry = false
@@ -226,7 +231,7 @@ public final class Gateway {
     deinit {
         stop()
         if telemetry { sl_telemetry_set_workers(nil, 0) }
-        defer { handoffRings?.deallocate() }
+        defer { handoffRings?.deallocate(); sealHandoffRings?.deallocate() }
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }

@@ -103,7 +103,6 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
-    let sealSA = sl_worker_seal_sa(w)!
     var pending = 0
 
     if role == PortRoleCode.protected.rawValue {
@@ -148,8 +147,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             case .protect:
                 // What the verdict's protect target resolves to on this core
                 // (its per-CPU SA, the fallback, or none), from this worker's replica.
-                let sa = verdict.sa
-                guard sa >= 0 && Int(sa) < context.replica.targetCapacity && context.replica.targets[Int(sa)] != nil else {
+                let t = Int(verdict.sa)
+                guard t >= 0 && t < context.replica.targetCapacity, let record = context.replica.targets[t] else {
                     drop(m, .noOutboundSA, drops)
                     context.acquire(policyID: verdict.policyID, fields[k &- 1])
                     continue
@@ -162,18 +161,30 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
                     ip[IPv6Field.hopLimit] &-= 1
                 }
+                // shared-sa handoff: another worker seals this SA's packets.
+                let owner = Int(record.pointee.owner)
+                if owner >= 0 && owner != context.index {
+                    let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+                    var h = HandedPacket(m: m, record: record, ipOffset: UInt32(truncatingIfNeeded: UnsafeMutableRawPointer(ip) - base),
+                                         length: UInt32(truncatingIfNeeded: length))
+                    // owner < workerCount (the compiler's), and sealPeers has one ring per worker.
+                    guard let ring = context.sealPeers?[owner], sl_ring_enqueue_elem24(ring, &h) else {
+                        drop(m, .handoffFull, drops); continue
+                    }
+                    continue
+                }
                 // Sealed after the burst, once its sequence numbers are
                 // reserved. pending < k: compacting in place overwrites only
                 // entries already read.
                 sealM[pending] = m
                 sealIP[pending] = ip
                 sealLen[pending] = UInt32(truncatingIfNeeded: length)
-                sealSA[pending] = sa
+                context.sealRecord[pending] = record
                 pending &+= 1
             }
         }
         if pending > 0 {
-            sealPending(w, count: pending, fib: fib, tables: tables, context: context, hops: hops, tx: &tx, drops: drops)
+            sealPending(w, count: pending, fib: fib, context: context, hops: hops, tx: &tx, drops: drops)
         }
         return
     }
@@ -245,34 +256,36 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
 /// with one atomic reservation per SA per burst (not one per packet), in
 /// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
 @inline(__always)
-func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
+func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>,
                  context: WorkerIPsec, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
                  drops: UnsafeMutablePointer<UInt64>) {
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
-    let sealSA = sl_worker_seal_sa(w)!
+    let sealRecord = context.sealRecord
     var first = 0
     while first < count {
-        // The next SA not handled yet, and how many of its packets the burst holds.
-        let s = sealSA[first]
-        if s < 0 { first &+= 1; continue }
+        // The next SA not handled yet, and how many of its packets the burst
+        // holds. Records come from this worker's replica, unchanged within the burst.
+        guard let record = sealRecord[first] else { first &+= 1; continue }
         var n: UInt64 = 0
         var total: UInt64 = 0
         var j = first
         while j < count {
-            if sealSA[j] == s { n &+= 1; total &+= UInt64(sealLen[j]) }
+            if sealRecord[j] == record { n &+= 1; total &+= UInt64(sealLen[j]) }
             j &+= 1
         }
-        // Set by the protect pass from this replica, unchanged within the burst.
-        let record = context.replica.targets[Int(s)]!
+        // An SA only this worker seals (shared-sa handoff owner) takes its
+        // numbers and counts its bytes without atomic read-modify-writes.
+        let exclusive = Int(record.pointee.owner) == context.index
         let life = record.pointee.life
         // Byte lifetime: one atomic add per SA per burst; a packet is sent
         // while the bytes before it are below the hard limit (the packet
         // that reaches it is the last), so `allowed` is a prefix.
         var allowed = n
         if life.softBytes != 0 || life.hardBytes != 0 {
-            let before = sl_counter_fetch_add(life.bytes, total)
+            let before = exclusive ? sl_counter_load(life.bytes) : sl_counter_fetch_add(life.bytes, total)
+            if exclusive { sl_counter_store(life.bytes, before &+ total) }
             if crosses(life.softBytes, from: before, to: before &+ total) {
                 context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
@@ -284,7 +297,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 allowed = 0
                 j = first
                 while j < count && sum < life.hardBytes {
-                    if sealSA[j] == s { sum &+= UInt64(sealLen[j]); allowed &+= 1 }
+                    if sealRecord[j] == record { sum &+= UInt64(sealLen[j]); allowed &+= 1 }
                     j &+= 1
                 }
             }
@@ -293,7 +306,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         // SA's last number; the burst that takes it raises EXPIRE(hard).
         let limit = record.pointee.limit
         var granted: UInt64 = 0
-        var seq = sl_seq_reserve(record.pointee.next, allowed, limit, &granted)
+        var seq = exclusive ? sl_seq_reserve_local(record.pointee.next, allowed, limit, &granted)
+            : sl_seq_reserve(record.pointee.next, allowed, limit, &granted)
         if granted > 0 {
             let last = seq &+ (granted &- 1)
             if life.softSequence != 0 && seq <= life.softSequence && life.softSequence <= last {
@@ -307,8 +321,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         var refused = allowed &- granted  // past the last number: out of packets or of sequence space
         j = first
         while j < count {
-            if sealSA[j] == s {
-                sealSA[j] = -1
+            if sealRecord[j] == record {
+                sealRecord[j] = nil
                 let m = sealM[j]!
                 guard granted > 0 else {
                     if refused > 0 {
@@ -332,5 +346,34 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
             j &+= 1
         }
         first &+= 1
+    }
+}
+
+/// Seals the outbound packets other workers handed over (this worker owns
+/// their SA under shared-sa handoff). A packet whose SA this replica no
+/// longer holds (deleted since it was handed over) is dropped, never sealed.
+@inline(__always)
+func sealHandedOver(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, context: WorkerIPsec,
+                    count n: Int, drops: UnsafeMutablePointer<UInt64>) {
+    let sealM = sl_worker_seal_m(w)!
+    let sealIP = sl_worker_seal_ip(w)!
+    let sealLen = sl_worker_seal_len(w)!
+    var tx = TxCursor()
+    defer { tx.close() }
+    var pending = 0
+    var i = 0
+    while i < n {
+        let h = context.handed[i]
+        i &+= 1
+        guard context.replica.holdsOutbound(h.record) else { drop(h.m, .handoffStale, drops); continue }
+        let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(h.m)!)
+        sealM[pending] = h.m
+        sealIP[pending] = (base + Int(h.ipOffset)).assumingMemoryBound(to: UInt8.self)
+        sealLen[pending] = h.length
+        context.sealRecord[pending] = h.record
+        pending &+= 1
+    }
+    if pending > 0 {
+        sealPending(w, count: pending, fib: fib, context: context, hops: fib.pointee.nexthops!, tx: &tx, drops: drops)
     }
 }

@@ -126,6 +126,15 @@ public final class IPsecTables {
     }
 }
 
+/// An outbound packet handed to the worker that seals its SA (24 bytes, one ring element).
+struct HandedPacket {
+    var m: OpaquePointer
+    var record: UnsafeMutablePointer<OutboundRecord>
+    /// Where its IP packet starts in the mbuf's buffer, and its length.
+    var ipOffset: UInt32
+    var length: UInt32
+}
+
 /// A change to every worker's SAD replica: commands common to all (inbound
 /// SAs), then each worker's own (what each protect target resolves to on
 /// that core), and the records the change adds and removes (the gateway
@@ -189,6 +198,15 @@ public final class WorkerIPsec {
     let handoff: OpaquePointer
     /// Every worker's `handoff` ring, by worker index (set by the gateway).
     var peers: UnsafeMutablePointer<OpaquePointer?>? = nil
+    /// Outbound packets other workers hand over to be sealed here (shared-sa
+    /// handoff): MP/SC ring of `HandedPacket`.
+    let sealHandoff: OpaquePointer
+    /// Every worker's `sealHandoff` ring, by worker index (set by the gateway).
+    var sealPeers: UnsafeMutablePointer<OpaquePointer?>? = nil
+    /// Per burst: the SA each pending packet is sealed with.
+    let sealRecord: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
+    /// One burst of handed-over packets.
+    let handed: UnsafeMutablePointer<HandedPacket>
     /// This worker's SAD replica, changed only through `commands`.
     public let replica: SADReplica
     /// SP/SC ring of `SADBatch` pointers (the control thread produces).
@@ -216,6 +234,16 @@ public final class WorkerIPsec {
             throw .outOfMemory
         }
         commands = commandRing
+        guard let sealRing = rte_ring_create_elem(name + "o", 24, 2048, socket, UInt32(RING_F_SC_DEQ)) else {
+            rte_ring_free(ring)
+            rte_ring_free(handoffRing)
+            rte_ring_free(commandRing)
+            throw .outOfMemory
+        }
+        sealHandoff = sealRing
+        sealRecord = .allocate(capacity: Int(SL_BURST))
+        sealRecord.initialize(repeating: nil, count: Int(SL_BURST))
+        handed = .allocate(capacity: Int(SL_BURST))
         acked = .allocate(capacity: 1)
         acked.initialize(to: 0)
         replica = SADReplica(inboundCapacity: inboundSACapacity, targetCapacity: targetCapacity)
@@ -233,7 +261,10 @@ public final class WorkerIPsec {
         freeHandedOver()
         rte_ring_free(handoff)
         rte_ring_free(commands)  // batches still queued belong to the gateway
+        rte_ring_free(sealHandoff)
         acked.deallocate()
+        sealRecord.deallocate()
+        handed.deallocate()
         fields.deallocate()
         values.deallocate()
         acquirePolicy.deallocate()
@@ -260,6 +291,7 @@ public final class WorkerIPsec {
     func freeHandedOver() {
         var m: UnsafeMutableRawPointer? = nil
         while sl_ring_dequeue_burst(handoff, &m, 1) == 1 { if let m { sl_mbuf_free(OpaquePointer(m)) } }
+        while sl_ring_dequeue_burst_elem24(sealHandoff, handed, 1) == 1 { sl_mbuf_free(handed.pointee.m) }
     }
 
     /// Reports that policy `policyID` had no SA for this core and `fields`'

@@ -73,6 +73,9 @@ public struct SADCommand {
         case clear
         case addInbound
         case removeInbound
+        /// The outbound SA may be sealed on this core (packets handed over with it are checked against this set).
+        case addOutbound
+        case removeOutbound
         /// `targets[target] = outbound` (nil: no SA on this core).
         case setTarget
     }
@@ -84,6 +87,8 @@ public struct SADCommand {
     public static var clear: SADCommand { SADCommand(kind: .clear) }
     public static func add(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .addInbound, inbound: box.inbound) }
     public static func remove(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .removeInbound, inbound: box.inbound) }
+    public static func addOutbound(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .addOutbound, outbound: box.outbound) }
+    public static func removeOutbound(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .removeOutbound, outbound: box.outbound) }
     public static func setTarget(_ target: Int32, _ box: SARecordBox?) -> SADCommand {
         SADCommand(kind: .setTarget, target: target, outbound: box?.outbound)
     }
@@ -108,6 +113,10 @@ public final class SADReplica {
     let slotShift: UInt64
     /// Outbound: the SA each protect target (an SPD verdict's `sa`) resolves to on this core.
     let targets: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
+    /// The outbound records installed (a set of pointers, open addressing
+    /// like the inbound table): a packet another worker handed over is sealed
+    /// only with a record this replica still holds.
+    let outSlots: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
     public let inboundCapacity: Int
     public let targetCapacity: Int
     public private(set) var inboundCount = 0
@@ -125,13 +134,33 @@ public final class SADReplica {
         slotShift = UInt64(64 - bits)
         targets = .allocate(capacity: max(targetCapacity, 1))
         targets.initialize(repeating: nil, count: max(targetCapacity, 1))
+        outSlots = .allocate(capacity: 1 << bits)
+        outSlots.initialize(repeating: nil, count: 1 << bits)
     }
 
     deinit {
         slotSPI.deallocate()
         slotRecord.deallocate()
         targets.deallocate()
+        outSlots.deallocate()
     }
+
+    @inline(__always)
+    func outHome(_ r: UnsafeMutablePointer<OutboundRecord>) -> Int {
+        Int(truncatingIfNeeded: Self.spiHash(UInt32(truncatingIfNeeded: UInt(bitPattern: r) >> 4)) >> slotShift)
+    }
+
+    /// Whether this replica holds outbound record `r` (a handed-over packet's SA).
+    @inline(__always)
+    func holdsOutbound(_ r: UnsafeMutablePointer<OutboundRecord>) -> Bool {
+        var slot = outHome(r)
+        while let found = outSlots[slot] {
+            if found == r { return true }
+            slot = (slot &+ 1) & slotMask
+        }
+        return false
+    }
+    public private(set) var outboundCount = 0
 
     /// Fibonacci hashing of an SPI (the top bits index the table).
     @inline(__always)
@@ -172,8 +201,30 @@ public final class SADReplica {
         switch c.kind {
         case .clear:
             slotRecord.update(repeating: nil, count: slotMask + 1)
+            outSlots.update(repeating: nil, count: slotMask + 1)
             targets.update(repeating: nil, count: max(targetCapacity, 1))
             inboundCount = 0
+            outboundCount = 0
+        case .addOutbound:
+            guard let r = c.outbound, outboundCount < inboundCapacity else { return }
+            var slot = outHome(r)
+            while let found = outSlots[slot] {
+                if found == r { return }
+                slot = (slot &+ 1) & slotMask
+            }
+            outSlots[slot] = r
+            outboundCount &+= 1
+        case .removeOutbound:
+            guard let r = c.outbound else { return }
+            var slot = outHome(r)
+            while let found = outSlots[slot], found != r { slot = (slot &+ 1) & slotMask }
+            guard outSlots[slot] != nil else { return }
+            outSlots[slot] = nil
+            outboundCount &-= 1
+            closeHole(at: slot, home: { i in outSlots[i].map(outHome) }, move: { from, to in
+                outSlots[to] = outSlots[from]
+                outSlots[from] = nil
+            })
         case .addInbound:
             guard let r = c.inbound, inboundCount < inboundCapacity else { return }
             let spi = r.pointee.sa.spi.rawValue
@@ -192,24 +243,34 @@ public final class SADReplica {
             guard slotRecord[slot] != nil else { return }
             slotRecord[slot] = nil
             inboundCount &-= 1
-            // Backward-shift deletion: move later entries of the run into the
-            // hole when their home slot does not lie between the hole and them.
-            var hole = slot
-            var next = (slot &+ 1) & slotMask
-            while let moving = slotRecord[next] {
-                let home = Int(truncatingIfNeeded: Self.spiHash(slotSPI[next]) >> slotShift)
-                let stays = hole <= next ? (hole < home && home <= next) : (hole < home || home <= next)
-                if !stays {
-                    slotSPI[hole] = slotSPI[next]
-                    slotRecord[hole] = moving
-                    slotRecord[next] = nil
-                    hole = next
-                }
-                next = (next &+ 1) & slotMask
-            }
+            closeHole(at: slot, home: { i in
+                slotRecord[i] == nil ? nil : Int(truncatingIfNeeded: Self.spiHash(slotSPI[i]) >> slotShift)
+            }, move: { from, to in
+                slotSPI[to] = slotSPI[from]
+                slotRecord[to] = slotRecord[from]
+                slotRecord[from] = nil
+            })
         case .setTarget:
             guard c.target >= 0 && Int(c.target) < targetCapacity else { return }
             targets[Int(c.target)] = c.outbound
+        }
+    }
+
+    /// Backward-shift deletion after emptying `slot` (linear probing): moves
+    /// each later entry of the run into the hole unless its home slot lies
+    /// cyclically in (hole, entry], so every probe still finds every entry.
+    /// `home(i)`: slot i's home, nil when empty.
+    @inline(__always)
+    private func closeHole(at slot: Int, home: (Int) -> Int?, move: (_ from: Int, _ to: Int) -> Void) {
+        var hole = slot
+        var next = (slot &+ 1) & slotMask
+        while let h = home(next) {
+            let stays = hole <= next ? (hole < h && h <= next) : (hole < h || h <= next)
+            if !stays {
+                move(next, hole)
+                hole = next
+            }
+            next = (next &+ 1) & slotMask
         }
     }
 

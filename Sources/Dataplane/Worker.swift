@@ -132,6 +132,12 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                                    drops: drops, handedOver: true)
                         received &+= n
                     }
+                    // Outbound packets to seal with an SA this worker owns (shared-sa handoff).
+                    let sealed = Int(sl_ring_dequeue_burst_elem24(wc.sealHandoff, wc.handed, UInt32(SL_BURST)))
+                    if sealed > 0 {
+                        sealHandedOver(w, fib: fib, context: wc, count: sealed, drops: drops)
+                        received &+= sealed
+                    }
                 }
             }
         }

@@ -157,6 +157,12 @@ import Testing
         #expect(config.spdDriver == .cutTree && config.configText == "spd driver cut-tree\n")
         #expect(try GatewayConfig.load(text: config.configText, name: "t2") == config)
         #expect(GatewayConfig().configText.isEmpty)
+        // shared-sa: atomic is the default, handoff is written.
+        #expect(try parse("shared-sa handoff") == .sharedSA(.handoff))
+        #expect(throws: CommandError.self) { try parse("shared-sa locked") }
+        let handoff = try GatewayConfig.load(text: "shared-sa handoff\n", name: "t")
+        #expect(handoff.sharedSA == .handoff && handoff.configText == "shared-sa handoff\n")
+        #expect(try GatewayConfig.load(text: "shared-sa atomic\n", name: "t").configText.isEmpty)
     }
 
     /// Issue 5's templates: `reqid` and `cpu` on SAs, `protect reqid` on policies.

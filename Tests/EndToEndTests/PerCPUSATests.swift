@@ -18,14 +18,20 @@ private struct PerCPUCheck: Decodable {
     var ok: Bool
     var problems: [String]
     var spis: [String]
+    /// The TX queues (of port 1) each SA's packets left by.
+    var queues: [String: [Int]]
 }
 
 extension EndToEnd {
     @Suite struct PerCPUSAs {
-        @Test func eachWorkerUsesItsOwnSAOrTheFallbackOrRaisesAcquire() async throws {
-            let dir = try E2E.scratchDirectory("percpu")
+        /// With `shared-sa atomic` both workers seal the fallback both use
+        /// (0xa000), with `handoff` only its owner (lcore 1, queue 0) does.
+        @Test(arguments: ["atomic", "handoff"])
+        func eachWorkerUsesItsOwnSAOrTheFallbackOrRaisesAcquire(sharedSA: String) async throws {
+            let dir = try E2E.scratchDirectory("percpu-" + sharedSA)
             defer { E2E.removeScratch(dir) }
-            let traffic = try await Scripts.run("percpu_e2e.py", ["make", "--dir", dir.path], as: PerCPUTraffic.self)
+            let traffic = try await Scripts.run("percpu_e2e.py", ["make", "--dir", dir.path, "--shared-sa", sharedSA],
+                                                as: PerCPUTraffic.self)
             let empty = dir.appendingPathComponent("empty.pcap")
             try E2E.writeEmptyPcap(empty)
             func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
@@ -50,7 +56,9 @@ extension EndToEnd {
 
             let check = try await Scripts.run("percpu_e2e.py", ["check", "--dir", dir.path], as: PerCPUCheck.self)
             #expect(check.ok, "\(check.problems.joined(separator: "\n"))")
-            #expect(check.spis == ["0x7001", "0x7002", "0x8001", "0x9000", "0x9001"])
+            #expect(check.spis == ["0x7001", "0x7002", "0x8001", "0x9000", "0x9001", "0xa000"])
+            #expect(check.queues["0x7001"] == [0] && check.queues["0x7002"] == [1], "per-CPU SAs leave by their worker's queue")
+            #expect(check.queues["0xa000"] == (sharedSA == "handoff" ? [0] : [0, 1]), "\(check.queues)")
         }
     }
 }

@@ -1,6 +1,6 @@
 """Per-CPU SAs (RFC 9611) on the real gateway with two workers.
 
-    percpu_e2e.py make  --dir D
+    percpu_e2e.py make  --dir D [--shared-sa atomic|handoff]
     percpu_e2e.py check --dir D
 
 `make` writes sluice.conf and two pcaps for port 0's two RX queues (queue q
@@ -10,9 +10,13 @@ reqid each:
            its own, the fallback is never used;
   reqid 8: an SA for cpu 1 only, no fallback — worker 2 drops (no_outbound_sa)
            and raises ACQUIRE;
-  reqid 9: an SA for cpu 1 and a fallback — worker 2 uses the fallback.
+  reqid 9: an SA for cpu 1 and a fallback — worker 2 uses the fallback;
+  reqid 10: only a fallback — both workers use it (shared-sa: with atomic
+           both seal it, with handoff its owner, lcore 1, seals everything).
 `check` decrypts port 1's output with scapy and checks that every packet
-left under the SA of its worker, each SA numbered 1, 2, 3… on its own.
+left under the SA of its worker, each SA's numbers 1, 2, 3… without gap or
+repeat (two workers sealing one SA interleave them across their queues),
+and reports which TX queues each SA left by.
 """
 
 import argparse
@@ -33,6 +37,7 @@ REQIDS = {
     7: ("192.168.70.0/24", {1: 0x7001, 2: 0x7002, None: 0x7000}),
     8: ("192.168.80.0/24", {1: 0x8001}),
     9: ("192.168.90.0/24", {1: 0x9001, None: 0x9000}),
+    10: ("192.168.100.0/24", {None: 0xA000}),
 }
 PER_QUEUE = 40
 
@@ -43,7 +48,7 @@ def expected_spi(reqid, worker_lcore):
 
 
 def make(args):
-    lines = [e2e.CONFIG]
+    lines = [e2e.CONFIG, "shared-sa %s" % args.shared_sa]
     for reqid, (net, sas) in sorted(REQIDS.items()):
         for cpu, spi in sorted(sas.items(), key=lambda x: -1 if x[0] is None else x[0]):
             lines.append("sa add spi 0x%x dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key 0x%s "
@@ -58,7 +63,7 @@ def make(args):
     for queue in (0, 1):
         frames = []
         for i in range(PER_QUEUE):
-            reqid = sorted(REQIDS)[i % 3]
+            reqid = sorted(REQIDS)[i % len(REQIDS)]
             dst = REQIDS[reqid][0].replace("0/24", str(1 + i % 200))
             payload = spd.TAG + b"%06d" % pid
             ip = IP(src="172.16.0.%d" % (1 + queue), dst=dst, proto=17, ttl=64) / (
@@ -81,11 +86,11 @@ def check(args):
         for spi in per_cpu.values():
             sas[spi] = SecurityAssociation(ESP, spi=spi, crypt_algo="AES-GCM", crypt_key=bytes.fromhex(KEY),
                                            tunnel_header=IP(src="10.2.0.1", dst="10.2.0.2"))
-    problems, seqs, seen = [], {}, set()
+    problems, seqs, seen, queues = [], {}, set(), {}
     frames = []
     for queue in (0, 1):
-        frames += e2e.read_pcap(os.path.join(args.dir, "out1_%d.pcap" % queue))
-    for frame in frames:
+        frames += [(queue, f) for f in e2e.read_pcap(os.path.join(args.dir, "out1_%d.pcap" % queue))]
+    for out_queue, frame in frames:
         l3 = frame[14:]
         if l3[9] != 50:
             problems.append("a frame in clear")
@@ -104,21 +109,26 @@ def check(args):
             problems.append("packet %d (queue %d, reqid %d) left with spi 0x%x, expected %s"
                             % (pid, e["queue"], e["reqid"], spi, e["spi"] and "0x%x" % e["spi"]))
         seqs.setdefault(spi, []).append(seq)
+        queues.setdefault("0x%x" % spi, set()).add(out_queue)
+        if pid in seen:
+            problems.append("packet %d left twice" % pid)
         seen.add(pid)
     for spi, numbers in seqs.items():
-        if numbers != list(range(1, len(numbers) + 1)):
-            problems.append("spi 0x%x numbered %s, not 1, 2, 3…" % (spi, numbers[:10]))
+        if sorted(numbers) != list(range(1, len(numbers) + 1)):
+            problems.append("spi 0x%x numbered %s, not 1, 2, 3… without gap or repeat" % (spi, sorted(numbers)[:10]))
     for pid, e in expect.items():
         if (e["spi"] is not None) != (pid in seen):
             problems.append("packet %d (queue %d, reqid %d) %s" % (pid, e["queue"], e["reqid"],
                             "missing" if e["spi"] is not None else "should have been dropped"))
-    e2e.emit({"ok": not problems, "problems": problems[:20], "spis": sorted("0x%x" % s for s in seqs)})
+    e2e.emit({"ok": not problems, "problems": problems[:20], "spis": sorted("0x%x" % s for s in seqs),
+              "queues": {s: sorted(q) for s, q in queues.items()}})
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["make", "check"])
     parser.add_argument("--dir", required=True)
+    parser.add_argument("--shared-sa", default="atomic", choices=["atomic", "handoff"])
     args = parser.parse_args()
     make(args) if args.mode == "make" else check(args)
 
