@@ -58,6 +58,9 @@ SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop,
 SL_INLINE void sl_ack_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 SL_INLINE uint64_t sl_ack_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
+/* Bytes of malloc'd memory in use (glibc's mallinfo2): memory checks in tests and benchmarks. */
+SL_INLINE size_t sl_heap_in_use(void) { return mallinfo2().uordblks; }
+
 SL_INLINE uint32_t sl_load_relaxed_u32(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 SL_INLINE void sl_store_release_u32(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 

@@ -45,6 +45,7 @@
  * (CShims/crypto), which has no DPDK in it: one Clang module per library
  * header, or Swift sees their types twice. */
 #include <numa.h>
+#include <malloc.h>
 
 #include "sluice_layout.h"
 #include "sluice_inline.h"

@@ -100,7 +100,7 @@ extension GatewayConfig {
         if sas[identifier] != nil {
             throw CommandError("SA \(identifier) already exists; delete it first", at: at)
         }
-        let sameSPI = sas.values.filter { $0.spi == sa.spi }.sorted { $0.identifier < $1.identifier }
+        let sameSPI = sas(spi: sa.spi).sorted { $0.identifier < $1.identifier }
         if sa.destination == nil, let other = sameSPI.first {
             throw CommandError("SA spi \(sa.spi) without dst would also match SA \(other.identifier); "
                                + "an SA without dst must be the only one with its SPI", at: at)
@@ -114,7 +114,7 @@ extension GatewayConfig {
                                at: at)
         }
         if sa.direction == .outbound, let reqid = sa.reqid,
-           let other = sas.values.first(where: { $0.direction == .outbound && $0.reqid == reqid && $0.cpu == sa.cpu }) {
+           let other = outboundSA(reqid: reqid, cpu: sa.cpu) {
             let role = sa.cpu.map { "cpu \($0)" } ?? "the fallback (no cpu)"
             throw CommandError("outbound SA \(other.identifier) is already \(role) of reqid \(reqid); delete it first",
                                at: c.location(of: .reqid))
@@ -131,7 +131,7 @@ extension GatewayConfig {
         if let destination {
             identifier = SAIdentifier(spi: spi, destination: destination)
         } else {
-            let matches = sas.keys.filter { $0.spi == spi }.sorted()
+            let matches = sas(spi: spi).map(\.identifier).sorted()
             if matches.count > 1 {
                 let dsts = matches.map { $0.destination.map { "dst \($0)" } ?? "no dst" }
                 throw CommandError("several SAs have spi \(spi) (\(dsts.joined(separator: ", "))); "
@@ -140,9 +140,7 @@ extension GatewayConfig {
             identifier = matches.first ?? SAIdentifier(spi: spi)
         }
         guard let sa = sas[identifier] else { throw CommandError("no SA \(identifier)", at: at) }
-        let stillCovered = sas.values.contains {
-            $0.identifier != identifier && $0.spi == spi && $0.direction == sa.direction
-        }
+        let stillCovered = sas(spi: spi).contains { $0.identifier != identifier && $0.direction == sa.direction }
         let users = policies.filter { $0.selector.direction.saDirection == sa.direction && $0.action == .protect(spi) }
         if !stillCovered && !users.isEmpty {
             let ids = users.map(\.id.description).joined(separator: ", ")
@@ -179,7 +177,7 @@ extension GatewayConfig {
             if spi.isReserved {
                 throw CommandError(ValueText.reservedSPI(spi.description), at: c.location(of: .spi))
             }
-            if !sas.values.contains(where: { $0.spi == spi && $0.direction == selector.direction.saDirection }) {
+            if !sas(spi: spi).contains(where: { $0.direction == selector.direction.saDirection }) {
                 throw CommandError("no SA spi \(spi) for dir \(selector.direction.rawValue) (an SA of dir "
                                    + "\(selector.direction.saDirection.rawValue))", at: c.location(of: .spi))
             }

@@ -5,6 +5,7 @@
 // GatewayConfig+IPsec.swift; every change to the state is made here.
 
 import Packet
+import Synchronization
 
 /// A declared port.
 public struct PortConfig: Sendable, Hashable {
@@ -49,6 +50,15 @@ public struct GatewayConfig: Sendable, Equatable {
     public private(set) var sharedSA: SharedSAChoice = .atomic
     /// Both directions in one table; `SAIdentifier` says which SAs may coexist.
     public private(set) var sas: [SAIdentifier: SAConfig] = [:]
+    /// Derived from `sas` (kept by `setSA`): the SAs of each SPI, and the
+    /// outbound SA of each (reqid, cpu), so that checking one `sa add` or
+    /// `sa del` does not scan every SA.
+    private var sasBySPI: [SecurityParameterIndex: [SAIdentifier]] = [:]
+    private var outboundByReqid: [ReqidSlot: SAIdentifier] = [:]
+    struct ReqidSlot: Hashable, Sendable {
+        var reqid: UInt32
+        var cpu: UInt32?
+    }
     /// In effective order: by priority, lower first; equal priorities in the
     /// order they were added. Every `protect` policy names an SA of its
     /// direction that exists.
@@ -59,6 +69,21 @@ public struct GatewayConfig: Sendable, Equatable {
     /// so that within one run an id is never given to a second policy. A
     /// config loaded from `configText` goes on from its largest id.
     private var nextPolicyID: UInt64 = 1
+    /// Every SA change since the journal (re)started, with a serial unique in
+    /// the process: a compiler that compiled an earlier state of this same
+    /// configuration looks at only the SAs changed since (see `IPsecCompiler`).
+    public private(set) var saJournal: [(id: SAIdentifier, serial: UInt64)] = []
+    /// Changed (to a new process-unique serial) by every change that can
+    /// affect IPsec other than an SA's: policies, engine, SPD driver, shared-sa.
+    public private(set) var ipsecRevision: UInt64 = GatewayConfig.nextSerial()
+    static let serials = Atomic<UInt64>(0)
+    static func nextSerial() -> UInt64 { serials.add(1, ordering: .relaxed).newValue }
+
+    /// Starts the SA journal afresh (it grows by one entry per SA change).
+    public mutating func restartJournal() {
+        saJournal = []
+        ipsecRevision = Self.nextSerial()
+    }
 
     public init() {}
 
@@ -93,13 +118,16 @@ public struct GatewayConfig: Sendable, Equatable {
             routes[prefix] = nil
         case let .cryptoEngine(engine):
             cryptoEngine = engine
+            ipsecRevision = Self.nextSerial()
         case let .spdDriver(driver):
             spdDriver = driver
+            ipsecRevision = Self.nextSerial()
         case let .sharedSA(mode):
             sharedSA = mode
+            ipsecRevision = Self.nextSerial()
         case let .saAdd(sa):
             try checkSAAdd(sa, c)
-            sas[sa.identifier] = sa
+            setSA(sa.identifier, sa)
         case let .saUpdate(sa):
             guard let old = sas[sa.identifier] else {
                 throw CommandError("no SA \(sa.identifier) to update (sa add creates one)", at: c.location(of: .spi))
@@ -110,19 +138,44 @@ public struct GatewayConfig: Sendable, Equatable {
             }
             // Checked as an add among the other SAs, so every rule still holds.
             var others = self
-            others.sas[sa.identifier] = nil
+            others.setSA(sa.identifier, nil)
             try others.checkSAAdd(sa, c)
-            sas[sa.identifier] = sa
+            setSA(sa.identifier, sa)
         case let .saDel(spi, destination):
-            sas[try saToDelete(spi: spi, destination: destination, c)] = nil
+            setSA(try saToDelete(spi: spi, destination: destination, c), nil)
         case let .spAdd(id, selector, priority, action):
             let (policy, index) = try checkPolicyAdd(id: id, selector: selector, priority: priority, action: action,
                                                      nextID: nextPolicyID, c)
             policies.insert(policy, at: index)
+            ipsecRevision = Self.nextSerial()
             nextPolicyID = max(nextPolicyID, UInt64(policy.id.rawValue) + 1)
         case let .spDel(reference):
             policies.remove(at: try policyToDelete(reference, c))
+            ipsecRevision = Self.nextSerial()
         }
+    }
+
+    /// Sets or removes an SA, keeping the indexes.
+    private mutating func setSA(_ id: SAIdentifier, _ sa: SAConfig?) {
+        if let old = sas[id] {
+            sasBySPI[id.spi]?.removeAll { $0 == id }
+            if sasBySPI[id.spi]?.isEmpty == true { sasBySPI[id.spi] = nil }
+            if old.direction == .outbound, let reqid = old.reqid { outboundByReqid[ReqidSlot(reqid: reqid, cpu: old.cpu)] = nil }
+        }
+        sas[id] = sa
+        saJournal.append((id, Self.nextSerial()))
+        if let sa {
+            sasBySPI[id.spi, default: []].append(id)
+            if sa.direction == .outbound, let reqid = sa.reqid { outboundByReqid[ReqidSlot(reqid: reqid, cpu: sa.cpu)] = id }
+        }
+    }
+
+    /// The SAs with `spi`.
+    public func sas(spi: SecurityParameterIndex) -> [SAConfig] { (sasBySPI[spi] ?? []).compactMap { sas[$0] } }
+
+    /// The outbound SA of `reqid` for `cpu` (nil: the fallback).
+    public func outboundSA(reqid: UInt32, cpu: UInt32?) -> SAConfig? {
+        outboundByReqid[ReqidSlot(reqid: reqid, cpu: cpu)].flatMap { sas[$0] }
     }
 
     /// Equal configurations hold the same ports, neighbors, routes, engine, SAs

@@ -34,9 +34,23 @@ public final class ControlSession {
         publishLists()
     }
 
+    /// When the lists were last handed to telemetry, and whether they changed since.
+    private var listsPublishedAt = -Double.infinity
+    private var listsStale = false
+
+    /// Hands the lists to telemetry when they changed, at most twice a second
+    /// (rebuilding 10,000 SA lines for every commit of an SA churn would cost
+    /// more than the commit). The control loop calls it every iteration.
+    public func refreshLists(now: Double) {
+        guard listsStale, now - listsPublishedAt >= 0.5 else { return }
+        publishLists()
+    }
+
     /// Hands the SA and policy lists to DPDK telemetry (`/sluice/sa/list`,
     /// `/sluice/sp/list`), keys redacted.
-    func publishLists() {
+    public func publishLists() {
+        listsPublishedAt = monotonicSeconds()
+        listsStale = false
         let sas = config.sas.keys.sorted().map { Command.saAdd(config.sas[$0]!).redactedDescription }.joined(separator: "\n")
         let policies = config.policies.map {
             Command.spAdd(id: $0.id, selector: $0.selector, priority: $0.priority, action: $0.action).description
@@ -70,7 +84,13 @@ public final class ControlSession {
             throw ControlError("install", "\(error)")
         }
         config = next
-        publishLists()
+        // The SA journal lets the compiler look at only what changed; keep it short.
+        if config.saJournal.count > 4096 {
+            config.restartJournal()
+            ipsec.adoptJournal(of: config)
+        }
+        listsStale = true
+        refreshLists(now: monotonicSeconds())
     }
 
     /// One line from `client`; the reply lines.

@@ -158,6 +158,7 @@ public enum GatewayMain {
         while sl_stop_signal() == 0 {
             if let server {
                 server.serve(timeoutMs: 10, now: monotonicSeconds()) { client, line in session.handle(client, line) }
+                session.refreshLists(now: monotonicSeconds())
             } else {
                 usleep(10_000)
             }

@@ -68,6 +68,9 @@ public final class IPsecCompiler {
         targetIDs = pendingTargetIDs
         targetSAs = pendingTargetSAs
         freeTargetIDs = pendingFreeTargetIDs
+        mark = pendingMark
+        spdTables = pendingSPDTables
+        forceFull = false
         committedOnce = true
         outSPD.commit()
         inSPD.commit()
@@ -85,26 +88,45 @@ public final class IPsecCompiler {
     /// nil when the configuration has no policy: the gateway is a plain router.
     /// `workerLcores`: the gateway's workers in order (per-CPU SAs are
     /// assigned by lcore); empty: one worker whose lcore no SA names.
+    ///
+    /// When `config` is a later state of the configuration last committed
+    /// (same SA journal, no policy or global change since), only the SAs its
+    /// journal lists as changed are looked at, and the SPD tables are reused:
+    /// the cost is the change's, not the number of SAs installed.
     public func compile(_ config: GatewayConfig, workerLcores: [UInt32] = []) throws(IPsecConfigError) -> IPsecTables? {
         if config.policies.isEmpty && config.sas.isEmpty {
             // Publishing nil clears the replicas: nothing of this compiler stays installed.
             pendingOutbound = [:]; pendingInbound = [:]; pendingTargetIDs = [:]; pendingTargetSAs = [:]
             pendingFreeTargetIDs = []
+            pendingMark = nil
             return nil
         }
-        var nextOutbound: [SAIdentifier: Outbound] = [:]
-        var nextInbound: [SAIdentifier: Inbound] = [:]
-        // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
-        // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
-        var natPorts: [UInt16] = []
+        let changed = changedSAs(config, workerLcores: workerLcores)
+        lastCompileWasIncremental = changed != nil
+        var nextOutbound: [SAIdentifier: Outbound] = changed == nil ? [:] : outbound
+        var nextInbound: [SAIdentifier: Inbound] = changed == nil ? [:] : inbound
+        if changed == nil {
+            nextOutbound.reserveCapacity(config.sas.count)
+            nextInbound.reserveCapacity(config.sas.count)
+        }
         warnings = []
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
+        // The selectors of the inbound policies that protect with each SPI or reqid.
+        var inboundSelectors: [Target: [TrafficSelector]] = [:]
+        for p in inboundPolicies {
+            switch p.action {
+            case .protect(let spi): inboundSelectors[.spi(spi.rawValue), default: []].append(SPDCompiler.selector(p.selector))
+            case .protectReqID(let reqid): inboundSelectors[.reqid(reqid), default: []].append(SPDCompiler.selector(p.selector))
+            case .bypass, .discard: break
+            }
+        }
         // A hard-expired SA stays out of the data path until the configuration
         // replaces it (deleted, or added again with other keys or limits).
         expired = expired.filter { config.sas[$0.key] == $0.value }
-        for (id, sa) in config.sas.sorted(by: { $0.key < $1.key }) where expired[id] == nil {
+        /// Builds (or keeps) the installed form of one SA into nextOutbound / nextInbound.
+        func process(_ id: SAIdentifier, _ sa: SAConfig) throws(IPsecConfigError) {
             let algorithm = Self.algorithm(sa.aead)
             let engine = Self.engine(config.effectiveCryptoEngine(of: sa))
             switch sa.direction {
@@ -125,7 +147,7 @@ public final class IPsecCompiler {
                 }
                 if let kept = outbound[id], kept.config == sa, kept.state === state, kept.owner == owner {
                     nextOutbound[id] = kept  // the same record
-                    continue
+                    return
                 }
                 let mode: ESPMode
                 switch (sa.mode, sa.source, sa.destination) {
@@ -145,12 +167,11 @@ public final class IPsecCompiler {
                 // RFC 4301 §5.2: what arrives on this SA must match a policy that
                 // protects with it. An SA no inbound policy names would accept
                 // any inner packet: it is not installed (fail closed).
-                let selectors = inboundPolicies.filter {
-                    $0.action == .protect(sa.spi) || (sa.reqid != nil && $0.action == .protectReqID(sa.reqid!))
-                }.map { SPDCompiler.selector($0.selector) }
+                let selectors = (inboundSelectors[.spi(sa.spi.rawValue)] ?? [])
+                    + (sa.reqid.flatMap { inboundSelectors[.reqid($0)] } ?? [])
                 if selectors.isEmpty {
                     warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
-                    continue
+                    return
                 }
                 let state: InboundSAState
                 if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa), kept.config.replayWindow == sa.replayWindow {
@@ -172,35 +193,49 @@ public final class IPsecCompiler {
                         throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                     }
                 }
-                if let port = sa.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
+                // The worker keeping the replay window: the SA's cpu, else by SPI.
+                var owner = Int(sa.spi.rawValue % UInt32(max(workerLcores.count, 1)))
+                if let cpu = sa.cpu {
+                    if let index = workerLcores.firstIndex(of: cpu) {
+                        owner = index
+                    } else if !workerLcores.isEmpty {
+                        warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
+                    }
+                }
+                if let kept = inbound[id], kept.config == sa, kept.state === state, kept.selectors == selectors,
+                   kept.owner == owner {
+                    nextInbound[id] = kept  // the same record
+                    return
+                }
                 do {
                     let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
                                                    key: state.key.unsafeHandle, esn: sa.esn, source: sa.source,
                                                    destination: sa.destination,
                                                    udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
                                                    selectors: selectors)
-                    // The worker keeping the replay window: the SA's cpu, else by SPI.
-                    var owner = Int(sa.spi.rawValue % UInt32(max(workerLcores.count, 1)))
-                    if let cpu = sa.cpu {
-                        if let index = workerLcores.firstIndex(of: cpu) {
-                            owner = index
-                        } else if !workerLcores.isEmpty {
-                            warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
-                        }
-                    }
-                    if let kept = inbound[id], kept.config == sa, kept.state === state, kept.selectors == selectors,
-                       kept.owner == owner {
-                        nextInbound[id] = kept  // the same record
-                    } else {
-                        nextInbound[id] = Inbound(config: sa, state: state,
-                                                  box: SARecordBox(inbound: parameters, state: state,
-                                                                   limits: Self.limits(sa.lifetime), owner: owner),
-                                                  selectors: selectors, owner: owner)
-                    }
+                    nextInbound[id] = Inbound(config: sa, state: state,
+                                              box: SARecordBox(inbound: parameters, state: state,
+                                                               limits: Self.limits(sa.lifetime), owner: owner),
+                                              selectors: selectors, owner: owner)
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }
             }
+        }
+        if let changed {
+            for id in changed {
+                nextOutbound[id] = nil
+                nextInbound[id] = nil
+                if let sa = config.sas[id], expired[id] == nil { try process(id, sa) }
+            }
+        } else {
+            for (id, sa) in config.sas where expired[id] == nil { try process(id, sa) }
+        }
+        // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
+        // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
+        var natPorts: [UInt16] = []
+        for entry in nextInbound.values {
+            if let port = entry.config.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
         }
         guard let nat = natPorts.isEmpty ? NATTraversalPorts.none : NATTraversalPorts(natPorts) else {
             throw IPsecConfigError(message: "at most \(NATTraversalPorts.capacity) distinct UDP encapsulation ports, found \(natPorts.count)")
@@ -208,7 +243,6 @@ public final class IPsecCompiler {
         // Protect targets: one per distinct `spi S` or `reqid N`, resolved
         // per worker (a `reqid` to the worker's per-CPU SA or the fallback).
         let lcores = workerLcores.isEmpty ? [UInt32.max] : workerLcores
-        let bySPI = Dictionary(nextOutbound.values.map { ($0.config.spi.rawValue, $0) }) { a, _ in a }
         func target(_ p: PolicyConfig) -> Target? {
             switch p.action {
             case .protect(let spi): .spi(spi.rawValue)
@@ -216,62 +250,99 @@ public final class IPsecCompiler {
             case .bypass, .discard: nil
             }
         }
+        func resolve(_ t: Target) -> [SARecordBox?] {
+            func installed(_ sa: SAConfig?) -> SARecordBox? { sa.flatMap { nextOutbound[$0.identifier]?.box } }
+            switch t {
+            case .spi(let spi):
+                let sa = config.sas(spi: SecurityParameterIndex(spi)).first { $0.direction == .outbound }
+                return Array(repeating: installed(sa), count: lcores.count)
+            case .reqid(let reqid):
+                let fallback = installed(config.outboundSA(reqid: reqid, cpu: nil))
+                return lcores.map { installed(config.outboundSA(reqid: reqid, cpu: $0)) ?? fallback }
+            }
+        }
         var nextTargetIDs: [Target: Int32] = [:]
         var nextTargetSAs: [Int32: [SARecordBox?]] = [:]
         var free = freeTargetIDs
-        var nextID = Int32((targetIDs.values.max() ?? -1) + 1)
-        for p in outboundPolicies {
-            guard let t = target(p), nextTargetIDs[t] == nil else { continue }
-            let id: Int32
-            if let kept = targetIDs[t] {
-                id = kept
-            } else if let reused = free.popLast() {
-                id = reused
-            } else {
-                id = nextID
-                nextID += 1
-            }
-            guard Int(id) < targetCapacity else {
-                throw IPsecConfigError(message: "more than \(targetCapacity) distinct protect targets (spi or reqid) in outbound policies")
-            }
-            nextTargetIDs[t] = id
-            switch t {
-            case .spi(let spi):
-                nextTargetSAs[id] = Array(repeating: bySPI[spi]?.box, count: lcores.count)
-            case .reqid(let reqid):
-                let candidates = nextOutbound.values.filter { $0.config.reqid == reqid }.sorted { $0.config.spi < $1.config.spi }
-                let fallback = candidates.first { $0.config.cpu == nil }?.box
-                nextTargetSAs[id] = lcores.map { lcore in candidates.first { $0.config.cpu == lcore }?.box ?? fallback }
-            }
-        }
-        // Ids no policy names any more are freed after this change commits.
         var freedIDs: [Int32] = []
-        for (t, id) in targetIDs where nextTargetIDs[t] == nil { freedIDs.append(id) }
+        /// Targets whose resolution may have changed (all of them after a policy change).
+        var affected: [Int32] = []
+        if let changed {
+            // Policies unchanged: the same targets; only those of the changed SAs move.
+            nextTargetIDs = targetIDs
+            nextTargetSAs = targetSAs
+            var seen = Set<Int32>()
+            for id in changed {
+                for sa in [outbound[id]?.config, config.sas[id]].compactMap({ $0 }) where sa.direction == .outbound {
+                    for t in [Target.spi(sa.spi.rawValue)] + (sa.reqid.map { [Target.reqid($0)] } ?? []) {
+                        if let tid = nextTargetIDs[t], seen.insert(tid).inserted {
+                            nextTargetSAs[tid] = resolve(t)
+                            affected.append(tid)
+                        }
+                    }
+                }
+            }
+        } else {
+            var nextID = Int32((targetIDs.values.max() ?? -1) + 1)
+            for p in outboundPolicies {
+                guard let t = target(p), nextTargetIDs[t] == nil else { continue }
+                let id: Int32
+                if let kept = targetIDs[t] {
+                    id = kept
+                } else if let reused = free.popLast() {
+                    id = reused
+                } else {
+                    id = nextID
+                    nextID += 1
+                }
+                guard Int(id) < targetCapacity else {
+                    throw IPsecConfigError(message: "more than \(targetCapacity) distinct protect targets (spi or reqid) in outbound policies")
+                }
+                nextTargetIDs[t] = id
+                nextTargetSAs[id] = resolve(t)
+                affected.append(id)
+            }
+            // Ids no policy names any more are freed after this change commits.
+            for (t, id) in targetIDs where nextTargetIDs[t] == nil { freedIDs.append(id) }
+        }
         var change = SADChange()
         change.clearFirst = !committedOnce
         let previousOut = committedOnce ? outbound : [:]
         let previousIn = committedOnce ? inbound : [:]
         let previousTargets = committedOnce ? targetSAs : [:]
-        // Inbound: remove what changed or went, then add what is new.
-        for (id, kept) in previousIn where nextInbound[id]?.box !== kept.box {
-            change.common.append(.remove(kept.box))
-            change.removed.append(kept.box)
+        // Inbound: remove what changed or went, then add what is new; the
+        // same for the set of outbound records. Only the changed SAs when
+        // the journal says which.
+        let candidates: [SAIdentifier] = changed.map(Array.init)
+            ?? Array(Set(previousIn.keys).union(nextInbound.keys).union(previousOut.keys).union(nextOutbound.keys))
+        for id in candidates {
+            if let kept = previousIn[id], nextInbound[id]?.box !== kept.box {
+                change.common.append(.remove(kept.box))
+                change.removed.append(kept.box)
+            }
         }
-        for (id, entry) in nextInbound where previousIn[id]?.box !== entry.box {
-            change.common.append(.add(entry.box))
-            change.added.append(entry.box)
+        for id in candidates {
+            if let entry = nextInbound[id], previousIn[id]?.box !== entry.box {
+                change.common.append(.add(entry.box))
+                change.added.append(entry.box)
+            }
         }
-        for (id, kept) in previousOut where nextOutbound[id]?.box !== kept.box {
-            change.common.append(.removeOutbound(kept.box))
-            change.removed.append(kept.box)
+        for id in candidates {
+            if let kept = previousOut[id], nextOutbound[id]?.box !== kept.box {
+                change.common.append(.removeOutbound(kept.box))
+                change.removed.append(kept.box)
+            }
         }
-        for (id, entry) in nextOutbound where previousOut[id]?.box !== entry.box {
-            change.common.append(.addOutbound(entry.box))
-            change.added.append(entry.box)
+        for id in candidates {
+            if let entry = nextOutbound[id], previousOut[id]?.box !== entry.box {
+                change.common.append(.addOutbound(entry.box))
+                change.added.append(entry.box)
+            }
         }
         change.targets = Array(repeating: [], count: lcores.count)
-        for (id, perWorker) in nextTargetSAs {
+        for id in affected {
             let before = previousTargets[id]
+            let perWorker = nextTargetSAs[id]!
             for w in 0..<lcores.count where before?[w] !== perWorker[w] {
                 change.targets[w].append(.setTarget(id, perWorker[w]))
             }
@@ -284,31 +355,81 @@ public final class IPsecCompiler {
         pendingTargetIDs = nextTargetIDs
         pendingTargetSAs = nextTargetSAs
         pendingFreeTargetIDs = free + freedIDs
-        for sa in config.sas.values where sa.direction == .outbound {
-            if let cpu = sa.cpu, !workerLcores.isEmpty, !workerLcores.contains(cpu) {
+        for id in changed.map(Array.init) ?? Array(config.sas.keys) {
+            if let sa = config.sas[id], sa.direction == .outbound, let cpu = sa.cpu, !workerLcores.isEmpty,
+               !workerLcores.contains(cpu) {
                 warnings.append("outbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker (workers: "
                                 + workerLcores.map(String.init).joined(separator: ",") + ")")
             }
         }
-        let (outTable, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
-            switch p.action {
-            case .protect, .protectReqID:
-                PolicyVerdict(action: .protect, sa: target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
-            case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
-            case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+        let outTable: SPDTable, inTable: SPDTable
+        if changed != nil, let kept = spdTables {
+            // Policies unchanged: the same SPD snapshots (verdicts name target ids, which did not move).
+            (outTable, inTable) = kept
+        } else {
+            let (o, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
+                switch p.action {
+                case .protect, .protectReqID:
+                    PolicyVerdict(action: .protect, sa: target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
+                case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
+                case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+                }
             }
-        }
-        let (inTable, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
-            switch p.action {
-            case .protect, .protectReqID: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
-            case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
-            case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+            let (i, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
+                switch p.action {
+                case .protect, .protectReqID: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
+                case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
+                case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
+                }
             }
+            (outTable, inTable) = (o, i)
+            notes = ["spd out: \(outboundPolicies.count) policies, \(outMethod)",
+                     "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
         }
-        notes = ["spd out: \(outboundPolicies.count) policies, \(outMethod)",
-                 "spd in: \(inboundPolicies.count) policies (in and fwd), \(inMethod)"]
+        pendingSPDTables = (outTable, inTable)
+        pendingMark = JournalMark(config, workerLcores: workerLcores)
         return IPsecTables(outSPD: outTable, inSPD: inTable, workerCount: lcores.count, natPorts: nat, sad: change,
                            inboundSACount: nextInbound.count)
+    }
+
+    // MARK: Incremental compilation
+
+    /// Where the committed compilation stood in its configuration's history.
+    struct JournalMark {
+        var count: Int
+        var lastSerial: UInt64
+        var ipsecRevision: UInt64
+        var workerLcores: [UInt32]
+        init(_ config: GatewayConfig, workerLcores: [UInt32]) {
+            count = config.saJournal.count
+            lastSerial = config.saJournal.last?.serial ?? 0
+            ipsecRevision = config.ipsecRevision
+            self.workerLcores = workerLcores
+        }
+    }
+    private var mark: JournalMark? = nil
+    /// Whether the last `compile` looked at only the changed SAs.
+    public private(set) var lastCompileWasIncremental = false
+    private var pendingMark: JournalMark? = nil
+    private var spdTables: (SPDTable, SPDTable)? = nil
+    private var pendingSPDTables: (SPDTable, SPDTable)? = nil
+    /// Set when something outside the configuration (a hard expiry) changed what is installed.
+    private var forceFull = false
+
+    /// The SAs `config` changed since the committed compilation, or nil when
+    /// it is not a later state of the same configuration (compile everything).
+    func changedSAs(_ config: GatewayConfig, workerLcores: [UInt32]) -> Set<SAIdentifier>? {
+        guard committedOnce, !forceFull, let mark, mark.ipsecRevision == config.ipsecRevision,
+              mark.workerLcores == workerLcores, config.saJournal.count >= mark.count,
+              mark.count == 0 || config.saJournal[mark.count - 1].serial == mark.lastSerial else { return nil }
+        return Set(config.saJournal[mark.count...].map(\.id))
+    }
+
+    /// After `config.restartJournal()` on the configuration just committed:
+    /// keeps compiling incrementally from its new (empty) journal.
+    public func adoptJournal(of config: GatewayConfig) {
+        guard mark != nil else { return }
+        mark = JournalMark(config, workerLcores: mark!.workerLcores)
     }
 
     // MARK: Lifetimes
@@ -366,6 +487,7 @@ public final class IPsecCompiler {
             ? outbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
             : inbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
         for (id, config) in matches { expired[id] = config }
+        if !matches.isEmpty { forceFull = true }
         return matches.map(\.0)
     }
 
@@ -395,6 +517,7 @@ public final class IPsecCompiler {
                 }
                 if let hard = limits.hard, age >= Double(hard) {
                     expired[id] = sa
+                    forceFull = true
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: true, reason: kind.rawValue))
                     break
                 }

@@ -324,7 +324,8 @@ public final class Gateway {
         for box in change.added { installedRecords[ObjectIdentifier(box)] = box }
         var removed = change.removed
         if change.clearFirst {
-            removed = Array(installedRecords.values.filter { box in !change.added.contains { $0 === box } })
+            let kept = Set(change.added.map(ObjectIdentifier.init))
+            removed = Array(installedRecords.values.filter { !kept.contains(ObjectIdentifier($0)) })
             installedRecords = Dictionary(uniqueKeysWithValues: change.added.map { (ObjectIdentifier($0), $0) })
         } else {
             for box in removed { installedRecords[ObjectIdentifier(box)] = nil }

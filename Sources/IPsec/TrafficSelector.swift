@@ -151,10 +151,9 @@ public struct TrafficSelector: Hashable, Sendable, BitwiseCopyable, CustomString
     }
 
     /// Every packet of one family.
-    public static func any(ipv6: Bool) -> TrafficSelector {
-        let prefix = ipv6 ? IPPrefix("::/0")! : IPPrefix("0.0.0.0/0")!
-        return TrafficSelector(source: prefix, destination: prefix)!
-    }
+    public static func any(ipv6: Bool) -> TrafficSelector { ipv6 ? anyIPv6 : anyIPv4 }
+    private static let anyIPv4 = TrafficSelector(source: IPPrefix("0.0.0.0/0")!, destination: IPPrefix("0.0.0.0/0")!)!
+    private static let anyIPv6 = TrafficSelector(source: IPPrefix("::/0")!, destination: IPPrefix("::/0")!)!
 
     private static func masked(_ prefix: IPPrefix) -> (UInt64, UInt64, UInt64, UInt64) {
         let length = prefix.length

@@ -30,7 +30,7 @@ private final class ChangeLog: @unchecked Sendable {
 /// Hands the gateway and compiler to the control thread; the test thread only
 /// injects and reads counters meanwhile (what a control thread and the traffic
 /// share in production too).
-private struct Unchecked<T>: @unchecked Sendable {
+struct Unchecked<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
 }
