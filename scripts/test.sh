@@ -15,5 +15,5 @@ swift test "$@"
 if [ "$#" -eq 0 ]; then
     swift build --build-tests --sanitize=address --scratch-path .build-asan
     LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
-        swift test --skip-build --sanitize=address --scratch-path .build-asan --filter "policyChangesUnderTraffic|saChurnNeverUsesADeletedSA"
+        swift test --skip-build --sanitize=address --scratch-path .build-asan --filter "policyChangesUnderTraffic|saChurnNeverUsesADeletedSA|saChurnAtScale|SADReplica"
 fi
