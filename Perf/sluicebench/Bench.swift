@@ -50,6 +50,12 @@ struct SluiceBench: ParsableCommand {
     var workers: Int = 1
     @Option(help: "Generator lcores.")
     var generators: Int = 1
+    @Option(help: """
+        outbound: how the workers share SAs. atomic: one SA, every worker seals with an atomic sequence \
+        reservation (shared-sa atomic); handoff: one SA sealed only by its owner worker, the others hand \
+        packets over (shared-sa handoff); per-cpu: one SA per worker under one reqid (RFC 9611).
+        """)
+    var saMode: String = "atomic"
     @Option(help: "Measured seconds.")
     var seconds: Double = 5
     @Option(help: "Seconds of warm-up before measuring.")
@@ -126,6 +132,7 @@ struct SluiceBench: ParsableCommand {
         guard mode == "bypass" || (ports == "pcap" && family == "ipv4" && size != "imix") else {
             throw ValidationError("--mode \(mode) runs on --ports pcap with --family ipv4")
         }
+        guard ["atomic", "handoff", "per-cpu"].contains(saMode) else { throw ValidationError("--sa-mode must be atomic, handoff or per-cpu") }
         guard ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"].contains(aead),
               ["auto", "ipsec-mb", "sodium"].contains(engine) else { throw ValidationError("bad --aead or --engine") }
         guard (0...1400).contains(payload) else { throw ValidationError("--payload must be 0…1400") }
@@ -291,12 +298,7 @@ struct Bench {
         crypto-engine \(o.engine)
         sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead)) replay-window 0
         sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect spi 0x2001
-        """ : "") + (o.mode == "outbound" ? """
-
-        crypto-engine \(o.engine)
-        sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead))
-        sp add dir out src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
-        """ : "")
+        """ : "") + (o.mode == "outbound" ? outboundSAs(o, workerLcores: workerLcores) : "")
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
         try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
         let ipsec = IPsecCompiler()
@@ -402,7 +404,7 @@ struct Bench {
         let bytes = Double(c1.bytes &- c0.bytes)
         let mpps = packets / dt / 1e6
         var report: [String: Any] = [
-            "mode": o.mode, "ports": o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
+            "mode": o.mode, "sa_mode": o.saMode, "ports": o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
             "generators": generatorCount, "seconds": dt, "packets": Int(packets),
             "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
@@ -526,4 +528,22 @@ enum InboundTraffic {
         }
         return out
     }
+}
+
+/// The outbound SAs and policy of `--mode outbound` for `--sa-mode`.
+func outboundSAs(_ o: SluiceBench, workerLcores: [UInt32]) -> String {
+    let key = InboundTraffic.keyHex(o.aead)
+    func sa(_ spi: Int, _ extra: String = "") -> String {
+        "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(key)\(extra)\n"
+    }
+    var text = "\ncrypto-engine \(o.engine)\n"
+    switch o.saMode {
+    case "per-cpu":
+        for (i, lcore) in workerLcores.enumerated() { text += sa(0x1001 + i, " reqid 1 cpu \(lcore)") }
+        text += "sp add dir out src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect reqid 1\n"
+    default:
+        text += "shared-sa \(o.saMode)\n" + sa(0x1001)
+        text += "sp add dir out src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001\n"
+    }
+    return text
 }
