@@ -50,7 +50,9 @@ public final class IPsecCompiler {
     private var pendingTargetSAs: [Int32: [SARecordBox?]] = [:]
     private var pendingFreeTargetIDs: [Int32] = []
     /// Target capacity of the replicas (ids are below it).
-    public var targetCapacity = 1 << 16
+    public var targetCapacity = WorkerIPsec.targetCapacity
+    /// SA capacity of the replicas: inbound SAs, and outbound SAs (each table its own).
+    public var saCapacity = WorkerIPsec.saCapacity
     /// Things the last `compile` left out, for the operator.
     public private(set) var warnings: [String] = []
     /// How the last `compile` built each SPD, for the operator.
@@ -231,6 +233,9 @@ public final class IPsecCompiler {
         } else {
             for (id, sa) in config.sas where expired[id] == nil { try process(id, sa) }
         }
+        if nextInbound.count > saCapacity || nextOutbound.count > saCapacity {
+            throw IPsecConfigError(message: "\(nextInbound.count) inbound and \(nextOutbound.count) outbound SAs: the SAD replicas hold at most \(saCapacity) of each")
+        }
         // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
         // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
         var natPorts: [UInt16] = []
@@ -315,30 +320,16 @@ public final class IPsecCompiler {
         // the journal says which.
         let candidates: [SAIdentifier] = changed.map(Array.init)
             ?? Array(Set(previousIn.keys).union(nextInbound.keys).union(previousOut.keys).union(nextOutbound.keys))
+        var removes: [SADCommand] = [], adds: [SADCommand] = []
         for id in candidates {
-            if let kept = previousIn[id], nextInbound[id]?.box !== kept.box {
-                change.common.append(.remove(kept.box))
-                change.removed.append(kept.box)
-            }
+            let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
+            if let o = oldIn, o !== newIn { removes.append(.remove(o)); change.removed.append(o) }
+            if let n = newIn, n !== oldIn { adds.append(.add(n)); change.added.append(n) }
+            let (oldOut, newOut) = (previousOut[id]?.box, nextOutbound[id]?.box)
+            if let o = oldOut, o !== newOut { removes.append(.removeOutbound(o)); change.removed.append(o) }
+            if let n = newOut, n !== oldOut { adds.append(.addOutbound(n)); change.added.append(n) }
         }
-        for id in candidates {
-            if let entry = nextInbound[id], previousIn[id]?.box !== entry.box {
-                change.common.append(.add(entry.box))
-                change.added.append(entry.box)
-            }
-        }
-        for id in candidates {
-            if let kept = previousOut[id], nextOutbound[id]?.box !== kept.box {
-                change.common.append(.removeOutbound(kept.box))
-                change.removed.append(kept.box)
-            }
-        }
-        for id in candidates {
-            if let entry = nextOutbound[id], previousOut[id]?.box !== entry.box {
-                change.common.append(.addOutbound(entry.box))
-                change.added.append(entry.box)
-            }
-        }
+        change.common = removes + adds
         change.targets = Array(repeating: [], count: lcores.count)
         for id in affected {
             let before = previousTargets[id]

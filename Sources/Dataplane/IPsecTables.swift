@@ -214,8 +214,12 @@ public final class WorkerIPsec {
     /// The generation of the last batch applied (written by the worker, release).
     let acked: UnsafeMutablePointer<UInt64>
 
-    public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = 1 << 17,
-                targetCapacity: Int = 1 << 16) throws(CryptoError) {
+    /// Capacities of the replicas (the compiler refuses more: `IPsecCompiler.saCapacity`, `targetCapacity`).
+    public static let saCapacity = 1 << 17
+    public static let targetCapacity = 1 << 16
+
+    public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = WorkerIPsec.saCapacity,
+                targetCapacity: Int = WorkerIPsec.targetCapacity) throws(CryptoError) {
         core = try CryptoCore()
         self.index = index
         self.lcore = lcore

@@ -36,7 +36,7 @@ import Testing
         compiler.commit()
         #expect(first.sad.clearFirst)
         #expect(first.sad.added.count == 2 && first.sad.removed.isEmpty)
-        #expect(first.sad.common.map(\.kind) == [.addInbound, .addOutbound])
+        #expect(Set(first.sad.common.map(\.kind)) == [.addInbound, .addOutbound] && first.sad.common.count == 2)
         #expect(first.sad.targets.map { $0.map(\.kind) } == [[.setTarget], [.setTarget]])
 
         let same = try #require(try compiler.compile(Self.config(), workerLcores: [1, 2]))
@@ -55,6 +55,15 @@ import Testing
         // Without the outbound policy its target is cleared on every worker.
         let noOut = try #require(try compiler.compile(Self.config(ttl: 9, outboundPolicy: false), workerLcores: [1, 2]))
         #expect(noOut.sad.targets.map { $0.map(\.outbound) } == [[nil], [nil]])
+    }
+
+    /// More SAs than the replicas hold is a configuration error, not a silent omission.
+    @Test func moreSAsThanTheReplicasHoldAreRefused() throws {
+        let compiler = IPsecCompiler()
+        compiler.saCapacity = 0
+        #expect(throws: IPsecConfigError.self) { try compiler.compile(Self.config()) }
+        compiler.saCapacity = 1
+        #expect(try compiler.compile(Self.config()) != nil)
     }
 
     @Test func outboundSequenceSurvivesANonCryptoChangeButNotANewKey() throws {
