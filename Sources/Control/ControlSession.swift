@@ -156,23 +156,32 @@ public final class ControlSession {
             if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
             throw ControlError("syntax", error.message)
         }
-        let target = (client.batch as? Batch)?.config ?? config
-        var next = target
+        // The id an `sp add` got: the policy that was not there before.
+        let isPolicyAdd = if case .spAdd = located.command { true } else { false }
+        func addedPolicy(_ before: Set<PolicyID>, _ after: GatewayConfig) -> [(String, String)] {
+            guard isPolicyAdd, let added = after.policies.first(where: { !before.contains($0.id) }) else { return [] }
+            return [("id", String(added.id.rawValue))]
+        }
+        if let batch = client.batch as? Batch {
+            // In place (apply is all or nothing): a line costs the same in a
+            // batch of 10 or 100,000, with no copy of the batch's configuration.
+            let before = isPolicyAdd ? Set(batch.config.policies.map(\.id)) : []
+            do {
+                try batch.config.apply(located)
+            } catch {
+                batch.failed = batch.failed ?? error.message
+                throw ControlError("invalid", error.message)
+            }
+            batch.lines += 1
+            return ControlReply.ok(addedPolicy(before, batch.config) + [("batched", "true")])
+        }
+        var next = config
         do {
             try next.apply(located)
         } catch {
-            if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
             throw ControlError("invalid", error.message)
         }
-        var fields: [(String, String)] = []
-        if case .spAdd = located.command, let added = next.policies.first(where: { p in !target.policies.contains { $0.id == p.id } }) {
-            fields.append(("id", String(added.id.rawValue)))
-        }
-        if let batch = client.batch as? Batch {
-            batch.config = next
-            batch.lines += 1
-            return ControlReply.ok(fields + [("batched", "true")])
-        }
+        let fields = addedPolicy(isPolicyAdd ? Set(config.policies.map(\.id)) : [], next)
         try install(next)
         return ControlReply.ok(fields)
     }

@@ -101,14 +101,29 @@ struct SADBatch {
     var commands: UnsafeMutablePointer<SADCommand>
 }
 
+/// One slot of a replica's inbound table (16 bytes, four to a cache line):
+/// the SPI, how specific the SA is and whether it is the only SA with its
+/// SPI, so that the common case — the sole SA of an SPI, found by SPI alone —
+/// is decided without reading the record.
+struct InboundSlot {
+    /// spi << 32 | specificity << 8 | sole (bit 0).
+    var key: UInt64 = 0
+    /// nil: empty.
+    var record: UnsafeMutablePointer<InboundRecord>? = nil
+
+    var spi: UInt32 { UInt32(truncatingIfNeeded: key >> 32) }
+    var specificity: Int32 { Int32(truncatingIfNeeded: (key >> 8) & 0xFF) }
+    var sole: Bool { key & 1 != 0 }
+    static let soleBit: UInt64 = 1
+}
+
 /// A worker's SAD replica. Fixed capacity, allocated at set-up (applying a
 /// command never allocates).
 public final class SADReplica {
     /// Inbound SAs: open addressing with linear probing over a power of two
     /// of slots, at most half full; one slot per SA (several SAs may share
-    /// an SPI), `nil` record = empty.
-    let slotSPI: UnsafeMutablePointer<UInt32>
-    let slotRecord: UnsafeMutablePointer<UnsafeMutablePointer<InboundRecord>?>
+    /// an SPI, and then lie in one run from their common home slot).
+    let slots: UnsafeMutablePointer<InboundSlot>
     let slotMask: Int
     let slotShift: UInt64
     /// Outbound: the SA each protect target (an SPD verdict's `sa`) resolves to on this core.
@@ -126,10 +141,8 @@ public final class SADReplica {
         self.targetCapacity = targetCapacity
         var bits = 4
         while (1 << bits) < 2 * inboundCapacity { bits += 1 }
-        slotSPI = .allocate(capacity: 1 << bits)
-        slotSPI.initialize(repeating: 0, count: 1 << bits)
-        slotRecord = .allocate(capacity: 1 << bits)
-        slotRecord.initialize(repeating: nil, count: 1 << bits)
+        slots = .allocate(capacity: 1 << bits)
+        slots.initialize(repeating: InboundSlot(), count: 1 << bits)
         slotMask = (1 << bits) - 1
         slotShift = UInt64(64 - bits)
         targets = .allocate(capacity: max(targetCapacity, 1))
@@ -139,8 +152,7 @@ public final class SADReplica {
     }
 
     deinit {
-        slotSPI.deallocate()
-        slotRecord.deallocate()
+        slots.deallocate()
         targets.deallocate()
         outSlots.deallocate()
     }
@@ -175,10 +187,16 @@ public final class SADReplica {
         var best: UnsafeMutablePointer<InboundRecord>? = nil
         var bestSpecificity: Int32 = -1
         // At most half full: an empty slot ends every probe.
-        while let r = slotRecord[slot] {
-            if slotSPI[slot] == spi && r.pointee.specificity > bestSpecificity && r.pointee.sa.matches(header) {
-                best = r
-                bestSpecificity = r.pointee.specificity
+        while let r = slots[slot].record {
+            let s = slots[slot]
+            if s.spi == spi {
+                // The sole SA of its SPI, by SPI alone: no address to compare.
+                if s.key & 0xFFFF_FFFF == InboundSlot.soleBit { return r }
+                if s.specificity > bestSpecificity && r.pointee.sa.matches(header) {
+                    best = r
+                    bestSpecificity = s.specificity
+                }
+                if s.sole { return best }
             }
             slot = (slot &+ 1) & slotMask
         }
@@ -200,7 +218,7 @@ public final class SADReplica {
     public func apply(_ c: SADCommand) {
         switch c.kind {
         case .clear:
-            slotRecord.update(repeating: nil, count: slotMask + 1)
+            slots.update(repeating: InboundSlot(), count: slotMask + 1)
             outSlots.update(repeating: nil, count: slotMask + 1)
             targets.update(repeating: nil, count: max(targetCapacity, 1))
             inboundCount = 0
@@ -229,30 +247,52 @@ public final class SADReplica {
             guard let r = c.inbound, inboundCount < inboundCapacity else { return }
             let spi = r.pointee.sa.spi.rawValue
             var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> slotShift)
-            while slotRecord[slot] != nil {
-                if slotRecord[slot] == r { return }  // already there
+            var sameSPI = 0
+            while let found = slots[slot].record {
+                if found == r { return }  // already there
+                if slots[slot].spi == spi { sameSPI &+= 1 }
                 slot = (slot &+ 1) & slotMask
             }
-            slotSPI[slot] = spi
-            slotRecord[slot] = r
+            slots[slot] = InboundSlot(key: UInt64(spi) << 32 | UInt64(UInt8(truncatingIfNeeded: r.pointee.specificity)) << 8,
+                                      record: r)
             inboundCount &+= 1
+            markSole(spi)
         case .removeInbound:
             guard let r = c.inbound else { return }
-            var slot = Int(truncatingIfNeeded: Self.spiHash(r.pointee.sa.spi.rawValue) >> slotShift)
-            while let found = slotRecord[slot], found != r { slot = (slot &+ 1) & slotMask }
-            guard slotRecord[slot] != nil else { return }
-            slotRecord[slot] = nil
+            let spi = r.pointee.sa.spi.rawValue
+            var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> slotShift)
+            while let found = slots[slot].record, found != r { slot = (slot &+ 1) & slotMask }
+            guard slots[slot].record != nil else { return }
+            slots[slot] = InboundSlot()
             inboundCount &-= 1
             closeHole(at: slot, home: { i in
-                slotRecord[i] == nil ? nil : Int(truncatingIfNeeded: Self.spiHash(slotSPI[i]) >> slotShift)
+                slots[i].record == nil ? nil : Int(truncatingIfNeeded: Self.spiHash(slots[i].spi) >> slotShift)
             }, move: { from, to in
-                slotSPI[to] = slotSPI[from]
-                slotRecord[to] = slotRecord[from]
-                slotRecord[from] = nil
+                slots[to] = slots[from]
+                slots[from] = InboundSlot()
             })
+            markSole(spi)
         case .setTarget:
             guard c.target >= 0 && Int(c.target) < targetCapacity else { return }
             targets[Int(c.target)] = c.outbound
+        }
+    }
+
+    /// Sets the sole bit of `spi`'s slots: on when one SA has the SPI, off
+    /// when several do (they all lie in the run from the SPI's home slot).
+    private func markSole(_ spi: UInt32) {
+        var slot = Int(truncatingIfNeeded: Self.spiHash(spi) >> slotShift)
+        var count = 0
+        var start = slot
+        while slots[slot].record != nil {
+            if slots[slot].spi == spi { count &+= 1 }
+            slot = (slot &+ 1) & slotMask
+        }
+        while slots[start].record != nil {
+            if slots[start].spi == spi {
+                slots[start].key = count == 1 ? slots[start].key | InboundSlot.soleBit : slots[start].key & ~InboundSlot.soleBit
+            }
+            start = (start &+ 1) & slotMask
         }
     }
 

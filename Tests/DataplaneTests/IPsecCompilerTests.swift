@@ -152,7 +152,7 @@ import Testing
             "\(r.pointee.sa.spi.rawValue)/limit \(r.pointee.limit)/owner \(r.pointee.owner)"
         }
         for i in 0...replicas[0].slotMask {
-            if let r = replicas[0].slotRecord[i] {
+            if let r = replicas[0].slots[i].record {
                 let sa = r.pointee.sa
                 out.inbound.insert("\(sa.spi.rawValue) \(sa.destination.map { "\($0)" } ?? "*") \(sa.source.map { "\($0)" } ?? "*") owner \(r.pointee.owner) selectors \(sa.selectors.count)")
             }

@@ -127,22 +127,31 @@ import Testing
         let slots = replica.slotMask + 1
         var seen = Set<Int>()
         for slot in 0..<slots {
-            guard let r = replica.slotRecord[slot] else { continue }
+            guard let r = replica.slots[slot].record else { continue }
             guard let i = index[r] else { return "slot \(slot) holds a record not from the pool" }
             guard live.contains(i) else { return "slot \(slot) holds removed record #\(i) (spi \(pool[i].spi))" }
             guard seen.insert(i).inserted else { return "record #\(i) is in two slots" }
-            guard replica.slotSPI[slot] == pool[i].spi else {
-                return "slot \(slot) has SPI \(replica.slotSPI[slot]) for a record of SPI \(pool[i].spi)"
+            guard replica.slots[slot].spi == pool[i].spi else {
+                return "slot \(slot) has SPI \(replica.slots[slot].spi) for a record of SPI \(pool[i].spi)"
             }
             var s = home(pool[i].spi, replica)
             while s != slot {
-                if replica.slotRecord[s] == nil {
+                if replica.slots[s].record == nil {
                     return "record #\(i) (spi \(pool[i].spi), home \(home(pool[i].spi, replica))) in slot \(slot) is cut off by empty slot \(s)"
                 }
                 s = (s + 1) & replica.slotMask
             }
         }
         if seen.count != live.count { return "\(live.count - seen.count) live records are missing from the table" }
+        // The sole bit: set exactly on the slots of SPIs that one live record has.
+        var perSPI: [UInt32: Int] = [:]
+        for i in live { perSPI[pool[i].spi, default: 0] += 1 }
+        for slot in 0..<slots where replica.slots[slot].record != nil {
+            let s = replica.slots[slot]
+            if s.sole != (perSPI[s.spi] == 1) {
+                return "slot \(slot) (spi \(s.spi)): sole bit \(s.sole) but \(perSPI[s.spi] ?? 0) live records have the SPI"
+            }
+        }
         if replica.inboundCount != live.count { return "inboundCount \(replica.inboundCount), model \(live.count)" }
         return nil
     }
@@ -363,7 +372,7 @@ import Testing
         #expect(replica.inboundCount == 0)
         #expect(targets() == [nil, nil, nil, nil])
         #expect(Self.headers(spi: 0x3001).allSatisfy { replica.inbound($0) == nil })
-        #expect((0...replica.slotMask).allSatisfy { replica.slotRecord[$0] == nil })
+        #expect((0...replica.slotMask).allSatisfy { replica.slots[$0].record == nil })
 
         // Usable again after a clear.
         replica.apply(.add(entries[0].box))
