@@ -99,7 +99,81 @@ void slc_mb_mgr_destroy(IMB_MGR *mgr)
 
 int32_t slc_mb_mgr_arch(const IMB_MGR *mgr) { return (int32_t)mgr->used_arch; }
 
-/* ---- SA keys ---- */
+/* ---- SA keys ----
+ *
+ * Keys live in slabs: one sodium_malloc allocation (guard pages around it,
+ * mlock'd, read-only except while a key is written or wiped) holds
+ * SLC_KEYS_PER_SLAB keys. One allocation per key would cost each key its own
+ * guard-page mappings, and a process may hold only vm.max_map_count (65,530)
+ * mappings: about 15,000 SAs. A slab is freed when its last key goes.
+ */
+
+#define SLC_KEYS_PER_SLAB 256
+
+typedef struct slc_key_slab {
+    struct slc_key_slab *next;
+    slc_aead_key *keys;                 /* SLC_KEYS_PER_SLAB of them, sodium_malloc'd */
+    uint32_t used;
+    uint8_t in_use[SLC_KEYS_PER_SLAB];
+} slc_key_slab;
+
+static slc_key_slab *key_slabs;
+static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* A free key slot, its slab left read-write (key_lock held by the caller). */
+static slc_aead_key *key_slot_take(void)
+{
+    slc_key_slab *slab = key_slabs;
+    while (slab != NULL && slab->used == SLC_KEYS_PER_SLAB)
+        slab = slab->next;
+    if (slab == NULL) {
+        slab = calloc(1, sizeof *slab);
+        if (slab == NULL)
+            return NULL;
+        slab->keys = sodium_malloc(SLC_KEYS_PER_SLAB * sizeof(slc_aead_key));
+        if (slab->keys == NULL || ((uintptr_t)slab->keys & 63) != 0) {
+            if (slab->keys != NULL)
+                sodium_free(slab->keys);
+            free(slab);
+            return NULL;
+        }
+        memset(slab->keys, 0, SLC_KEYS_PER_SLAB * sizeof(slc_aead_key));
+        slab->next = key_slabs;
+        key_slabs = slab;
+    } else {
+        sodium_mprotect_readwrite(slab->keys);
+    }
+    for (uint32_t i = 0; i < SLC_KEYS_PER_SLAB; i++) {
+        if (!slab->in_use[i]) {
+            slab->in_use[i] = 1;
+            slab->used++;
+            return &slab->keys[i];
+        }
+    }
+    return NULL; /* not reached: used < SLC_KEYS_PER_SLAB */
+}
+
+/* The slab holding `key` (key_lock held). */
+static slc_key_slab *key_slab_of(const slc_aead_key *key, slc_key_slab ***link)
+{
+    slc_key_slab **l = &key_slabs;
+    for (slc_key_slab *slab = key_slabs; slab != NULL; l = &slab->next, slab = slab->next) {
+        if (key >= slab->keys && key < slab->keys + SLC_KEYS_PER_SLAB) {
+            *link = l;
+            return slab;
+        }
+    }
+    return NULL;
+}
+
+/* Makes the slab holding `key` read-only again (key_lock held). */
+static void key_slab_seal(const slc_aead_key *key)
+{
+    slc_key_slab **link;
+    slc_key_slab *slab = key_slab_of(key, &link);
+    if (slab != NULL)
+        sodium_mprotect_readonly(slab->keys);
+}
 
 slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t material_len,
                                   slc_status *status)
@@ -135,16 +209,13 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
         return NULL;
     }
 
-    /* sodium_malloc puts the block right before a guard page, so the start is
-     * 64-byte aligned because the size is a multiple of 64 (asserted in the
-     * header); checked anyway. */
-    slc_aead_key *key = sodium_malloc(sizeof *key);
+    /* sodium_malloc puts the slab right before a guard page, so its start
+     * is 64-byte aligned because the size is a multiple of 64 (asserted in
+     * the header); checked anyway. */
+    pthread_mutex_lock(&key_lock);
+    slc_aead_key *key = key_slot_take();
     if (key == NULL) {
-        *status = SLC_ERR_NO_MEMORY;
-        return NULL;
-    }
-    if (((uintptr_t)key & 63) != 0) {
-        sodium_free(key);
+        pthread_mutex_unlock(&key_lock);
         *status = SLC_ERR_NO_MEMORY;
         return NULL;
     }
@@ -172,7 +243,8 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
         break;
     }
     /* Read-only from here on: the data path only reads it. */
-    sodium_mprotect_readonly(key);
+    key_slab_seal(key);
+    pthread_mutex_unlock(&key_lock);
     *status = SLC_OK;
     return key;
 }
@@ -181,11 +253,26 @@ bool slc_aead_key_destroy(slc_aead_key *key)
 {
     if (key == NULL)
         return true;
-    sodium_mprotect_readwrite(key);
-    size_t bytes = key->bytes;
+    pthread_mutex_lock(&key_lock);
+    slc_key_slab **link;
+    slc_key_slab *slab = key_slab_of(key, &link);
+    if (slab == NULL) {
+        pthread_mutex_unlock(&key_lock);
+        return false;
+    }
+    sodium_mprotect_readwrite(slab->keys);
+    size_t bytes = sizeof *key;
     sodium_memzero(key, bytes);
     bool zero = sodium_is_zero((const unsigned char *)key, bytes) == 1;
-    sodium_free(key);
+    slab->in_use[key - slab->keys] = 0;
+    if (--slab->used == 0) {
+        *link = slab->next;
+        sodium_free(slab->keys); /* zeroes the whole slab again */
+        free(slab);
+    } else {
+        sodium_mprotect_readonly(slab->keys);
+    }
+    pthread_mutex_unlock(&key_lock);
     return zero;
 }
 
