@@ -34,22 +34,27 @@ public final class ControlSession {
         publishLists()
     }
 
-    /// When the lists were last handed to telemetry, and whether they changed since.
+    /// When the lists were last handed to telemetry, what that cost, and
+    /// whether they changed since.
     private var listsPublishedAt = -Double.infinity
+    private var listsCost = 0.0
     private var listsStale = false
 
-    /// Hands the lists to telemetry when they changed, at most twice a second
-    /// (rebuilding 10,000 SA lines for every commit of an SA churn would cost
-    /// more than the commit). The control loop calls it every iteration.
+    /// Hands the lists to telemetry when they changed: at most twice a second,
+    /// and never more than 5% of the control thread's time (writing 100,000
+    /// SA lines takes half a second; an SA change must not wait for it). The
+    /// control loop calls it every iteration; `install` only marks them stale.
     public func refreshLists(now: Double) {
-        guard listsStale, now - listsPublishedAt >= 0.5 else { return }
+        guard listsStale, now - listsPublishedAt >= max(0.5, 20 * listsCost) else { return }
         publishLists()
     }
 
     /// Hands the SA and policy lists to DPDK telemetry (`/sluice/sa/list`,
     /// `/sluice/sp/list`), keys redacted.
     public func publishLists() {
-        listsPublishedAt = monotonicSeconds()
+        let start = monotonicSeconds()
+        defer { listsCost = monotonicSeconds() - start }
+        listsPublishedAt = start
         listsStale = false
         let sas = config.sas.keys.sorted().map { Command.saAdd(config.sas[$0]!).redactedDescription }.joined(separator: "\n")
         let policies = config.policies.map {
@@ -90,7 +95,6 @@ public final class ControlSession {
             ipsec.adoptJournal(of: config)
         }
         listsStale = true
-        refreshLists(now: monotonicSeconds())
     }
 
     /// One line from `client`; the reply lines.

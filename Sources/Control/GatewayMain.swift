@@ -158,10 +158,10 @@ public enum GatewayMain {
         while sl_stop_signal() == 0 {
             if let server {
                 server.serve(timeoutMs: 10, now: monotonicSeconds()) { client, line in session.handle(client, line) }
-                session.refreshLists(now: monotonicSeconds())
             } else {
                 usleep(10_000)
             }
+            session.refreshLists(now: monotonicSeconds())
             // Events from the workers; a hard EXPIRE takes its SA out of
             // the data path, as do time limits (checked four times a second).
             var expiredSAs = false
