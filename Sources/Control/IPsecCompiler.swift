@@ -44,8 +44,8 @@ public final class IPsecCompiler {
     /// Whether a change of this compiler was committed (the replicas hold its records only after that).
     private var committedOnce = false
     /// What the last `compile` built, adopted by `commit()` once published.
-    private var pendingOutbound: [SAIdentifier: Outbound] = [:]
-    private var pendingInbound: [SAIdentifier: Inbound] = [:]
+    private var pendingOutbound = SAMap<Outbound>(base: [:], full: true)
+    private var pendingInbound = SAMap<Inbound>(base: [:], full: true)
     private var pendingTargetIDs: [Target: Int32] = [:]
     private var pendingTargetSAs: [Int32: [SARecordBox?]] = [:]
     private var pendingFreeTargetIDs: [Int32] = []
@@ -65,8 +65,13 @@ public final class IPsecCompiler {
     /// Adopts the SA state of the last successful `compile`: call it once the
     /// tables are published, so a failed publish keeps the state in use.
     public func commit() {
-        outbound = pendingOutbound
-        inbound = pendingInbound
+        // In place: a change of one SA among 100,000 costs one entry, not a copy.
+        pendingOutbound.apply(to: &outbound)
+        pendingInbound.apply(to: &inbound)
+        // Nothing pending: committing again changes nothing.
+        pendingOutbound = SAMap(base: [:], full: false)
+        pendingInbound = SAMap(base: [:], full: false)
+        natPortList = pendingNatPorts
         targetIDs = pendingTargetIDs
         targetSAs = pendingTargetSAs
         freeTargetIDs = pendingFreeTargetIDs
@@ -98,19 +103,17 @@ public final class IPsecCompiler {
     public func compile(_ config: GatewayConfig, workerLcores: [UInt32] = []) throws(IPsecConfigError) -> IPsecTables? {
         if config.policies.isEmpty && config.sas.isEmpty {
             // Publishing nil clears the replicas: nothing of this compiler stays installed.
-            pendingOutbound = [:]; pendingInbound = [:]; pendingTargetIDs = [:]; pendingTargetSAs = [:]
+            pendingOutbound = SAMap(base: [:], full: true); pendingInbound = SAMap(base: [:], full: true)
+            pendingTargetIDs = [:]; pendingTargetSAs = [:]; pendingNatPorts = []
             pendingFreeTargetIDs = []
             pendingMark = nil
             return nil
         }
         let changed = changedSAs(config, workerLcores: workerLcores)
         lastCompileWasIncremental = changed != nil
-        var nextOutbound: [SAIdentifier: Outbound] = changed == nil ? [:] : outbound
-        var nextInbound: [SAIdentifier: Inbound] = changed == nil ? [:] : inbound
-        if changed == nil {
-            nextOutbound.reserveCapacity(config.sas.count)
-            nextInbound.reserveCapacity(config.sas.count)
-        }
+        // The committed SAs plus this compile's changes (nothing carried over for a full compile).
+        var nextOutbound = SAMap<Outbound>(base: outbound, full: changed == nil)
+        var nextInbound = SAMap<Inbound>(base: inbound, full: changed == nil)
         warnings = []
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
@@ -238,9 +241,15 @@ public final class IPsecCompiler {
         }
         // UDP ports taken as ESP: only those an inbound SA uses (other UDP,
         // IKE's NAT-T of hosts behind or beyond us included, stays plaintext).
-        var natPorts: [UInt16] = []
-        for entry in nextInbound.values {
-            if let port = entry.config.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
+        var natPorts = natPortList
+        let encapsulationChanged = changed?.contains { id in
+            inbound[id]?.config.encapsulation != nil || nextInbound[id]?.config.encapsulation != nil
+        } ?? true
+        if encapsulationChanged {
+            natPorts = []
+            nextInbound.forEach { _, entry in
+                if let port = entry.config.encapsulation?.destinationPort, !natPorts.contains(port) { natPorts.append(port) }
+            }
         }
         guard let nat = natPorts.isEmpty ? NATTraversalPorts.none : NATTraversalPorts(natPorts) else {
             throw IPsecConfigError(message: "at most \(NATTraversalPorts.capacity) distinct UDP encapsulation ports, found \(natPorts.count)")
@@ -319,7 +328,7 @@ public final class IPsecCompiler {
         // same for the set of outbound records. Only the changed SAs when
         // the journal says which.
         let candidates: [SAIdentifier] = changed.map(Array.init)
-            ?? Array(Set(previousIn.keys).union(nextInbound.keys).union(previousOut.keys).union(nextOutbound.keys))
+            ?? Array(Set(previousIn.keys).union(nextInbound.changedKeys).union(previousOut.keys).union(nextOutbound.changedKeys))
         var removes: [SADCommand] = [], adds: [SADCommand] = []
         for id in candidates {
             let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
@@ -343,6 +352,7 @@ public final class IPsecCompiler {
         }
         pendingOutbound = nextOutbound
         pendingInbound = nextInbound
+        pendingNatPorts = natPorts
         pendingTargetIDs = nextTargetIDs
         pendingTargetSAs = nextTargetSAs
         pendingFreeTargetIDs = free + freedIDs
@@ -384,6 +394,56 @@ public final class IPsecCompiler {
     }
 
     // MARK: Incremental compilation
+
+    /// The UDP ports inbound SAs use for encapsulation (committed, and of the last compile).
+    private var natPortList: [UInt16] = []
+    private var pendingNatPorts: [UInt16] = []
+
+    /// A compile's view of the installed SAs: the committed map (never
+    /// mutated here, so never copied) overlaid with this compile's changes;
+    /// for a full compile, only the changes.
+    struct SAMap<V> {
+        private(set) var base: [SAIdentifier: V]
+        let full: Bool
+        private var changes: [SAIdentifier: V?] = [:]
+        private(set) var count: Int
+
+        init(base: [SAIdentifier: V], full: Bool) {
+            self.base = full ? [:] : base
+            self.full = full
+            count = full ? 0 : base.count
+        }
+
+        subscript(id: SAIdentifier) -> V? {
+            get {
+                if let change = changes[id] { return change }
+                return base[id]
+            }
+            set {
+                let had = self[id] != nil
+                changes[id] = .some(newValue)
+                count += (newValue != nil ? 1 : 0) - (had ? 1 : 0)
+            }
+        }
+
+        /// The identifiers this compile set (all of them for a full compile).
+        var changedKeys: Dictionary<SAIdentifier, V?>.Keys { changes.keys }
+
+        /// Every SA in the map.
+        func forEach(_ body: (SAIdentifier, V) -> Void) {
+            for (id, v) in changes { if let v { body(id, v) } }
+            for (id, v) in base where changes[id] == nil { body(id, v) }
+        }
+
+        /// Makes `map` (the committed map this one was built on) equal to this
+        /// one, in place: drops the reference to it first, so it is not copied.
+        mutating func apply(to map: inout [SAIdentifier: V]) {
+            base = [:]
+            if full { map = [:] }
+            for (id, v) in changes { map[id] = v }
+            changes = [:]
+        }
+    }
 
     /// Where the committed compilation stood in its configuration's history.
     struct JournalMark {
