@@ -53,6 +53,9 @@ SL_INLINE uint64_t sl_shared_generation(sl_shared *s) { return __atomic_load_n(&
 SL_INLINE bool sl_shared_stopping(sl_shared *s) { return __atomic_load_n(&s->stop, __ATOMIC_RELAXED) != 0; }
 SL_INLINE void sl_shared_request_stop(sl_shared *s) { __atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE); }
 
+/* A spin-wait hint (the control thread waiting a few microseconds for a worker). */
+SL_INLINE void sl_pause(void) { rte_pause(); }
+
 /* A generation one worker acknowledges (release: its replica writes come
  * first) and the control thread reads (acquire). */
 SL_INLINE void sl_ack_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }

@@ -357,9 +357,16 @@ public final class Gateway {
             }
         }
         sadPending.append((generation, batches, removed))
-        let deadline = monotonicSeconds() + sadCommitTimeout
+        let start = monotonicSeconds()
+        let deadline = start + sadCommitTimeout
         sadCommitWarning = nil
         while sadAcknowledged < generation {
+            // A polling worker answers within a loop iteration (microseconds):
+            // spin for the first 200 µs, then sleep between looks.
+            if monotonicSeconds() - start < 200e-6 {
+                sl_pause()
+                continue
+            }
             if monotonicSeconds() > deadline {
                 let late = cryptos.filter { sl_ack_load($0.acked) < generation }.map { String($0.lcore) }
                 let warning = "SA change \(generation) not acknowledged by worker lcore \(late.joined(separator: ",")) within \(sadCommitTimeout) s: the other workers use it; the late ones apply it when they run again (the records it removed are kept until then)"

@@ -164,7 +164,10 @@ extension EALSuites.GatewayTests {
         #expect(log.failure == nil, "\(log.failure ?? "")")
         #expect(wrong.isEmpty, "fates no snapshot explains:\n\(wrong.joined(separator: "\n"))")
         #expect(spanning > 0, "no burst was in flight during a change (\(bursts) bursts)")
-        #expect(forwarded > 0 && forwarded < packets, "both fates occur: \(forwarded) of \(packets) forwarded")
+        // The workload has both fates (a property of the seeded policies, not of
+        // which snapshots the bursts happened to meet), and traffic flowed.
+        #expect(verdicts.joined().contains(true) && verdicts.joined().contains(false), "the snapshots forward some flows and drop others")
+        #expect(forwarded > 0, "\(forwarded) of \(packets) forwarded")
         let sorted = log.latencies.sorted()
         if !sorted.isEmpty {
             print(String(format: "spd live update (%@): %d changes (%@) under %d bursts, %d in flight during a change; "
