@@ -321,6 +321,9 @@ public final class Gateway {
         if !change.isEmpty && cryptos.isEmpty {
             throw DataplaneError("IPsec needs a crypto context on every worker: \(cryptoUnavailable ?? "none")")
         }
+        if !change.targets.isEmpty && change.targets.count != cryptos.count {
+            throw DataplaneError("SA change compiled for \(change.targets.count) workers, the gateway has \(cryptos.count)")
+        }
         for box in change.added { installedRecords[ObjectIdentifier(box)] = box }
         var removed = change.removed
         if change.clearFirst {
