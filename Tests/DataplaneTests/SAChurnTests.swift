@@ -6,7 +6,10 @@
 import CShims
 import Command
 import Control
+import Crypto
 import Dataplane
+import IPsec
+import Packet
 import Foundation
 import Glibc
 import Synchronization
@@ -45,19 +48,23 @@ extension EALSuites.GatewayTests {
         text += "sp add id 8 dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n"
         var trafficSPI: UInt32 = 0x50_0000
         text += outSA(trafficSPI, reqid: 5) + "\n"
+        // The inbound SA the test's own ESP traffic uses after commit k: 0x600000 + k.
+        let inboundTraffic: UInt32 = 0x60_0000
+        text += inSA(inboundTraffic) + "\n"
 
         let session = ControlSession(config: try GatewayConfig.load(text: text, name: "churn"), gateway: h.gateway,
                                      ipsec: IPsecCompiler())
         try session.install(session.config)
         let installed = h.gateway.installedSARecords
-        #expect(installed == 10_001)
+        #expect(installed == 10_002)
 
         // One commit: 100 SAs out (the traffic's, 49 outbound, 50 inbound), 100 new ones in.
         var nextOut: UInt32 = 0x20_0000, nextIn: UInt32 = 0x40_0000
         var commitNumber = 0
         func lines() -> (lines: [String], newTrafficSPI: UInt32) {
             commitNumber += 1
-            var l = ["sa del spi \(hex(trafficSPI))", outSA(trafficSPI + 1, reqid: 5)]
+            var l = ["sa del spi \(hex(trafficSPI))", outSA(trafficSPI + 1, reqid: 5),
+                     "sa del spi \(hex(inboundTraffic + UInt32(commitNumber - 1)))", inSA(inboundTraffic + UInt32(commitNumber))]
             for _ in 0..<49 {
                 let old = outbound.removeFirst()
                 l += ["sa del spi \(hex(old.spi))", outSA(nextOut, reqid: old.reqid)]
@@ -121,11 +128,55 @@ extension EALSuites.GatewayTests {
             progress.done.store(true, ordering: .sequentiallyConsistent)
         }
         let burst = (0..<32).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+        // Inbound ESP, sealed here as the peer would: per burst 4 packets
+        // under the SA the last completed commit deleted (never accepted) and
+        // 4 under the one it installed (accepted unless deleted meanwhile).
+        final class Peer {
+            let core: CryptoCore
+            let key: AEADKey
+            var next: [UInt32: UInt64] = [:]
+            init(key: [UInt8]) throws {
+                core = try CryptoCore()
+                self.key = try AEADKey(.aes128GCM, keyMaterial: key, engine: .auto)
+            }
+            func frame(spi: UInt32, inner: [UInt8]) -> [UInt8] {
+                let seq = next[spi, default: 1]
+                next[spi] = seq + 1
+                let sa = OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address("192.0.2.254")!,
+                                                                       destination: IPv4Address("192.0.2.1")!)),
+                                    key: key.unsafeHandle, esn: false, udpEncapsulation: nil, df: .copy)
+                var buffer = [UInt8](repeating: 0, count: 512)
+                let ip = Array(inner.dropFirst(14))
+                return buffer.withUnsafeMutableBytes { b -> [UInt8] in
+                    let start = b.baseAddress! + 128
+                    start.copyMemory(from: ip, byteCount: ip.count)
+                    var view = PacketView(start: start, length: ip.count, headroom: 128, tailroom: 512 - 128 - ip.count)
+                    guard ESPOutbound.encapsulate(&view, sa: sa, sequence: SequenceNumber(seq), core: core) == nil else { return [] }
+                    return Array(inner.prefix(14)) + Array(UnsafeRawBufferPointer(start: view.start, count: view.length))
+                }
+            }
+        }
+        let peer = try Peer(key: [UInt8](repeating: 0x6d, count: 20))
+        var acceptedDeleted = 0, acceptedCurrent = 0
         let countersBefore = h.totals()
         changer.start()
         var bursts = 0, sent = 0, wrong: [String] = []
         while !progress.done.load(ordering: .sequentiallyConsistent) {
             let low = progress.completed.load(ordering: .sequentiallyConsistent)
+            let commit = low - 0x50_0000
+            var esp: [[UInt8]] = []
+            for (group, k) in [(UInt16(1), commit - 1), (UInt16(2), commit)] {
+                for i in 0..<4 {
+                    let inner = h.frame4("198.51.100.9", "10.1.2.3", id: group << 8 | UInt16(i), ethDst: h.portMAC(h.u))
+                    esp.append(peer.frame(spi: inboundTraffic + k, inner: inner))
+                }
+            }
+            let inbound = try h.inject(esp, on: h.unprotected)
+            for f in inbound.sent[h.p] ?? [] where f.count > 19 {
+                let group = f[18]
+                if group == 1 { acceptedDeleted += 1 }
+                if group == 2 { acceptedCurrent += 1 }
+            }
             let out = try h.inject(burst, on: h.protected)
             let high = progress.announced.load(ordering: .sequentiallyConsistent)
             bursts += 1
@@ -141,9 +192,16 @@ extension EALSuites.GatewayTests {
         #expect(progress.failure == nil, "\(progress.failure ?? "")")
         #expect(wrong.isEmpty, "\(wrong.joined(separator: "\n"))")
         #expect(sent > 0 && bursts > 10, "\(sent) packets in \(bursts) bursts")
-        // Rekey without loss: every packet left, none waited for an SA.
+        // Inbound: nothing accepted under an SA whose delete had committed;
+        // the current SA's packets arrive.
+        #expect(acceptedDeleted == 0, "\(acceptedDeleted) packets accepted under a deleted SA")
+        #expect(acceptedCurrent > bursts * 2, "\(acceptedCurrent) of \(bursts * 4) packets under the current inbound SA accepted")
+        // Rekey without loss: every outbound packet left, none waited for an SA;
+        // inbound drops only for the deleted SA (no SA) or the one deleted meanwhile.
         let delta = h.totals().minus(countersBefore)
-        #expect(sent == bursts * burst.count && delta.dropsByReason.isEmpty, "\(sent) of \(bursts * burst.count) sent, drops \(delta.dropsByReason)")
+        #expect(sent == bursts * burst.count && delta.dropsByReason[.noOutboundSA] == nil,
+                "\(sent) of \(bursts * burst.count) sent, drops \(delta.dropsByReason)")
+        #expect(Set(delta.dropsByReason.keys).isSubset(of: [.esp(.noSA)]), "drops \(delta.dropsByReason)")
         let rate = Double(progress.commits * 100) / progress.elapsed
         print(String(format: "SA churn: %d commits in %.1f s: %.0f adds + %.0f deletes per second with %d SAs, %d bursts, %d ESP packets",
                      progress.commits, progress.elapsed, rate, rate, installed, bursts, sent))
