@@ -158,7 +158,6 @@ SL_INLINE uint8_t **sl_worker_l3_6(sl_worker *w) { return w->l3_6; }
 SL_INLINE struct rte_mbuf **sl_worker_seal_m(sl_worker *w) { return w->seal_m; }
 SL_INLINE uint8_t **sl_worker_seal_ip(sl_worker *w) { return w->seal_ip; }
 SL_INLINE uint32_t *sl_worker_seal_len(sl_worker *w) { return w->seal_len; }
-SL_INLINE int32_t *sl_worker_seal_sa(sl_worker *w) { return w->seal_sa; }
 SL_INLINE uint16_t *sl_worker_port_ids(sl_worker *w) { return w->port_ids; }
 SL_INLINE uint8_t *sl_worker_port_prefetch(sl_worker *w) { return w->port_prefetch; }
 SL_INLINE uint8_t *sl_worker_port_roles(sl_worker *w) { return w->port_roles; }

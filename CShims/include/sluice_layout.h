@@ -128,8 +128,7 @@ typedef struct sl_worker {
     /* Outbound ESP waiting for its sequence numbers (reserved once per SA per burst). */
     struct rte_mbuf *seal_m[SL_BURST];
     uint8_t *seal_ip[SL_BURST];
-    uint32_t seal_len[SL_BURST];
-    int32_t seal_sa[SL_BURST];
+    uint32_t seal_len[SL_BURST];  /* the SA of each: WorkerIPsec.sealRecord */
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

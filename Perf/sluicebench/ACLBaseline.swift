@@ -164,29 +164,13 @@ struct ACLBaseline {
 
     /// Runs to completion; (status, stdout + stderr, command line).
     private func execute(_ executable: String, _ arguments: [String]) throws -> (Int32, String, String) {
-        let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let stdout = Pipe(), stderr = Pipe()
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = stdout
-        process.standardError = stderr
-        let out = TestpmdBaseline.OutputSink(stdout.fileHandleForReading)
-        let err = TestpmdBaseline.OutputSink(stderr.fileHandleForReading)
-        try TestpmdBaseline.launchWithSignalsUnblocked(process)
-        out.start()
-        err.start()
-        defer { TestpmdBaseline.stopIfRunning(process) }
         // Building rte_acl over 100k rules takes a while; the search itself is short.
         let limit = 600.0
-        let deadline = ContinuousClock.now + .seconds(limit)
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
-        if process.isRunning { throw Failure.timedOut(command: command, seconds: limit) }
-        out.waitForEOF(timeout: 5)
-        err.waitForEOF(timeout: 5)
-        let status = process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
-        return (status, out.text() + "\n" + err.text(), command)
+        guard let done = try TestpmdBaseline.runToCompletion(executable, arguments, limit: limit) else {
+            let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
+            throw Failure.timedOut(command: command, seconds: limit)
+        }
+        return (done.status, done.stdout + "\n" + done.stderr, done.command)
     }
 
     static func tail(_ text: String, lines: Int = 20) -> String {

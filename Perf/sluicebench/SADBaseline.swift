@@ -197,32 +197,14 @@ private func removeEALRuntimeDirectory(prefix: String) {
     for base in bases { try? FileManager.default.removeItem(atPath: base + "/" + prefix) }
 }
 
-/// Spawns `executable` (signals unblocked, stdin from /dev/null), collects
-/// both streams and waits at most `limit` seconds; (status, stdout, stderr,
-/// shell-quoted command line). A signal death reads as 128 + signal.
+/// Runs dpdk-test-sad to its end within `limit` seconds (the shared runner).
 private func runToCompletion(_ executable: String, _ arguments: [String],
                              limit: Double) throws -> (Int32, String, String, String) {
-    let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
-    let child = Process()
-    child.executableURL = URL(fileURLWithPath: executable)
-    child.arguments = arguments
-    child.standardInput = FileHandle.nullDevice
-    let outPipe = Pipe(), errPipe = Pipe()
-    child.standardOutput = outPipe
-    child.standardError = errPipe
-    let sinks = [TestpmdBaseline.OutputSink(outPipe.fileHandleForReading),
-                 TestpmdBaseline.OutputSink(errPipe.fileHandleForReading)]
-    try TestpmdBaseline.launchWithSignalsUnblocked(child)
-    sinks.forEach { $0.start() }
-    defer { TestpmdBaseline.stopIfRunning(child) }
-    let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(limit * 1000)))
-    while child.isRunning {
-        guard ContinuousClock.now < deadline else { throw SADBaselineError.timedOut(command: command, seconds: limit) }
-        Thread.sleep(forTimeInterval: 0.005)
+    guard let done = try TestpmdBaseline.runToCompletion(executable, arguments, limit: limit) else {
+        let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
+        throw SADBaselineError.timedOut(command: command, seconds: limit)
     }
-    sinks.forEach { $0.waitForEOF(timeout: 5) }
-    let status: Int32 = child.terminationReason == .uncaughtSignal ? 128 + child.terminationStatus : child.terminationStatus
-    return (status, sinks[0].text(), sinks[1].text(), command)
+    return (done.status, done.stdout, done.stderr, done.command)
 }
 
 /// What one dpdk-test-sad run printed on stdout.

@@ -300,6 +300,40 @@ struct TestpmdBaseline {
         process.waitUntilExit()
     }
 
+    /// A child run to completion: its exit status (128 + signal after a
+    /// signal), both streams, and its shell-quoted command line.
+    struct Completed {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var command: String
+    }
+
+    /// Spawns `executable` (signals unblocked, stdin from /dev/null), collects
+    /// both streams and waits at most `limit` seconds; nil when it ran past
+    /// that (it is stopped). The baselines that run a tool to its end
+    /// (dpdk-test-acl, dpdk-test-sad) share it.
+    static func runToCompletion(_ executable: String, _ arguments: [String], limit: Double) throws -> Completed? {
+        let command = ([executable] + arguments).map(shellQuoted).joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        let stdout = Pipe(), stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let sinks = [OutputSink(stdout.fileHandleForReading), OutputSink(stderr.fileHandleForReading)]
+        try launchWithSignalsUnblocked(process)
+        sinks.forEach { $0.start() }
+        defer { stopIfRunning(process) }
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(limit * 1000)))
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        if process.isRunning { return nil }
+        sinks.forEach { $0.waitForEOF(timeout: 5) }
+        let status = process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
+        return Completed(status: status, stdout: sinks[0].text(), stderr: sinks[1].text(), command: command)
+    }
+
     static func shellQuoted(_ word: String) -> String {
         let plain = word.allSatisfy { $0.isLetter || $0.isNumber || "-_=./,:@".contains($0) }
         return plain && !word.isEmpty ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"

@@ -9,8 +9,8 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
         case protect = 2
     }
     public var action: Action
-    /// Outbound protect: the group of `IPsecTables.outGroupSA` that says
-    /// which SA each worker uses. Otherwise −1.
+    /// Outbound protect: the protect target (an `spi` or `reqid`) that each
+    /// worker's SAD replica resolves to its SA (`SADReplica.targets`). Otherwise −1.
     public var sa: Int32
     /// The policy's id (reports).
     public var policyID: UInt32
