@@ -72,7 +72,11 @@ struct SluiceBench: ParsableCommand {
         (cross-core traffic, like a NIC's DMA).
         """)
     var ports: String = "pcap"
-    @Option(help: "Baseline to compare with: testpmd (bypass/outbound/inbound), test-acl (spd: dpdk-test-acl), or none.")
+    @Option(help: """
+        Baseline to compare with: testpmd (bypass/outbound/inbound), secgw (outbound/inbound: DPDK's ipsec-secgw \
+        on the same ports, CPU and SA, built by scripts/build-secgw.sh; reported as secgw_mpps and secgw_ratio \
+        beside the raw-engine baseline), test-acl (spd: dpdk-test-acl), or none.
+        """)
     var baseline: String = "none"
     @Option(help: "spd: the dpdk-test-acl rule file to classify with; acl-gen: the rule file to write.")
     var aclRules: String?
@@ -129,8 +133,8 @@ struct SluiceBench: ParsableCommand {
             }
             return
         }
-        guard mode == "bypass" || (ports == "pcap" && family == "ipv4" && size != "imix") else {
-            throw ValidationError("--mode \(mode) runs on --ports pcap with --family ipv4")
+        guard mode == "bypass" || family == "ipv4" else {
+            throw ValidationError("--mode \(mode) runs with --family ipv4")
         }
         guard ["atomic", "handoff", "per-cpu"].contains(saMode) else { throw ValidationError("--sa-mode must be atomic, handoff or per-cpu") }
         guard ["aes-gcm-128", "aes-gcm-256", "chacha20-poly1305"].contains(aead),
@@ -138,7 +142,10 @@ struct SluiceBench: ParsableCommand {
         guard (0...1400).contains(payload) else { throw ValidationError("--payload must be 0…1400") }
         guard workers >= 1, generators >= 1 else { throw ValidationError("--workers and --generators must be ≥ 1") }
         guard ["ipv4", "ipv6"].contains(family) else { throw ValidationError("--family must be ipv4 or ipv6") }
-        guard ["testpmd", "none"].contains(baseline) else { throw ValidationError("--baseline must be testpmd or none") }
+        guard ["testpmd", "secgw", "none"].contains(baseline) else { throw ValidationError("--baseline must be testpmd, secgw or none") }
+        guard baseline != "secgw" || (mode != "bypass" && ports == "pcap" && workers == 1) else {
+            throw ValidationError("--baseline secgw measures --mode outbound or inbound on --ports pcap with one worker")
+        }
         guard ["pcap", "ring"].contains(ports) else { throw ValidationError("--ports must be pcap or ring") }
         guard seconds > 0, inflight >= burst, burst >= 1, burst <= Int(SL_BURST) else {
             throw ValidationError("need --seconds > 0 and 1 ≤ --burst ≤ \(SL_BURST) ≤ … ≤ --inflight")
@@ -229,6 +236,12 @@ struct Bench {
                 restore.append(b.headerLength)
             }
         }
+        if ring && o.mode != "bypass" {
+            // ESP rewrites the whole packet in place: the generator restores
+            // all of it. Inbound circulates ESP sealed once per template.
+            if inbound { frames = try InboundTraffic.seal(frames, aead: o.aead, firstSequence: 1) }
+            restore = frames.map(\.count)
+        }
         // Queue q's packet population: its flows round-robin, sizes in sequence.
         func population(queue q: Int) throws -> [Int] {
             let qFlows = flowSet.flows.indices.filter { flowSet.flows[$0].queue == UInt16(q) }
@@ -310,7 +323,8 @@ struct Bench {
         if let (protected, unprotected) = ringPorts {
             for g in 0..<generatorCount {
                 let qs = stride(from: g, to: o.workers, by: generatorCount).map {
-                    Generator.Queue(inject: protected.rx[$0], collect: [unprotected.tx[$0], protected.tx[$0]])
+                    Generator.Queue(inject: inbound ? unprotected.rx[$0] : protected.rx[$0],
+                                    collect: [unprotected.tx[$0], protected.tx[$0]])
                 }
                 generators.append(Generator(queues: qs, templates: frames, restoreLengths: restore,
                                             lcore: UInt32(1 + o.workers + g), burst: o.burst))
@@ -444,6 +458,14 @@ struct Bench {
             report["engine"] = "\(resolved)"
             report["aead"] = o.aead
             report["payload"] = o.payload
+        }
+        if o.baseline == "secgw" {
+            say("sluicebench: measuring DPDK ipsec-secgw on the same pcap replay and null ports")
+            let secgw = try SecgwBaseline.run(vdevs: vdevs, inbound: inbound, aead: o.aead, keyHex: InboundTraffic.keyHex(o.aead),
+                                              cpu: workerCPUs[0], seconds: o.seconds, warmup: o.warmup, scratch: scratch!)
+            report["secgw_mpps"] = round3(secgw.mpps)
+            report["secgw_ratio"] = round3(mpps / secgw.mpps)
+            report["secgw_command"] = secgw.command
         }
         if o.baseline == "testpmd" {
             say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))

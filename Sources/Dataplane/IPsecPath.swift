@@ -91,7 +91,7 @@ func crosses(_ limit: UInt64, from before: UInt64, to after: UInt64) -> Bool {
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
-                context: WorkerIPsec, count n: Int, role: UInt8, drops: UnsafeMutablePointer<UInt64>,
+                context: WorkerIPsec, count n: Int, role: UInt8, prefetch: Int32, drops: UnsafeMutablePointer<UInt64>,
                 handedOver: Bool = false) {
     let rx = sl_worker_rx(w)!
     let hops = fib.pointee.nexthops!
@@ -104,6 +104,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
     var pending = 0
+    let prefetchData = startPrefetch(rx, count: n, prefetch: prefetch)
 
     if role == PortRoleCode.protected.rawValue {
         // Outbound, in three passes: parse the burst, classify it with one
@@ -114,6 +115,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         var i = 0
         while i < n {
             let m = rx[i]!
+            if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
             i &+= 1
             guard let (l, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
             guard let f = SelectorFields(view) else { drop(m, .malformed, drops); continue }
@@ -184,7 +186,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             }
         }
         if pending > 0 {
-            sealPending(w, count: pending, fib: fib, context: context, hops: hops, tx: &tx, drops: drops)
+            sealPending(w, count: pending, fib: fib, context: context, hops: hops, prefetch: prefetchData, tx: &tx, drops: drops)
         }
         return
     }
@@ -192,6 +194,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     var i = 0
     while i < n {
         let m = rx[i]!
+        if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
         i &+= 1
         guard var (_, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
@@ -216,6 +219,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 || (limits.hardBytes != 0 && counters.pointee.bytes >= limits.hardBytes) {
                 drop(m, .lifetimeExpired, drops); continue
             }
+            // The next packet's lines arrive while this one is decrypted.
+            if prefetchData && i < n { prefetchLines(UnsafeRawPointer(sl_mbuf_data(rx[i]!)!), length: Int(sl_mbuf_data_len(rx[i]!))) }
             if let d = ESPInbound.decapsulate(&view, header: header, sa: record.pointee.sa,
                                               window: &record.pointee.window.pointee, core: context.core) {
                 drop(m, .esp(d), drops); continue
@@ -257,12 +262,13 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
 /// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
 @inline(__always)
 func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>,
-                 context: WorkerIPsec, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
+                 context: WorkerIPsec, hops: UnsafeMutablePointer<sl_nexthop>, prefetch: Bool, tx: inout TxCursor,
                  drops: UnsafeMutablePointer<UInt64>) {
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
     let sealRecord = context.sealRecord
+    if prefetch { prefetchLines(sealIP[0]!, length: Int(sealLen[0])) }
     var first = 0
     while first < count {
         // The next SA not handled yet, and how many of its packets the burst
@@ -335,6 +341,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     continue
                 }
                 granted &-= 1
+                // The next packet's lines arrive while this one is encrypted.
+                if prefetch && j &+ 1 < count { prefetchLines(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
                 if let d = ESPOutbound.encapsulate(&view, sa: record.pointee.sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
@@ -374,6 +382,6 @@ func sealHandedOver(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePoin
         pending &+= 1
     }
     if pending > 0 {
-        sealPending(w, count: pending, fib: fib, context: context, hops: fib.pointee.nexthops!, tx: &tx, drops: drops)
+        sealPending(w, count: pending, fib: fib, context: context, hops: fib.pointee.nexthops!, prefetch: true, tx: &tx, drops: drops)
     }
 }

@@ -112,7 +112,8 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                     // Borrowed, not retained: the control thread keeps both alive (RCU).
                     Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
                         Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
-                            ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: roles[p], drops: drops)
+                            ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: roles[p],
+                                       prefetch: Int32(prefetch[p]), drops: drops)
                         }
                     }
                 } else {
@@ -129,7 +130,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                     let n = Int(sl_ring_dequeue_burst(wc.handoff, UnsafeMutablePointer<UnsafeMutableRawPointer?>(OpaquePointer(rx)), UInt32(SL_BURST)))
                     if n > 0 {
                         ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: PortRoleCode.unprotected.rawValue,
-                                   drops: drops, handedOver: true)
+                                   prefetch: Int32(SL_PREFETCH_MBUF | SL_PREFETCH_DATA), drops: drops, handedOver: true)
                         received &+= n
                     }
                     // Outbound packets to seal with an SA this worker owns (shared-sa handoff).
@@ -223,18 +224,11 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     var bytes: UInt64 = 0
     countBurst(w, n)
 
-    // Overlap the misses the port leaves us (see SL_PREFETCH_*): every mbuf
-    // header of the burst first, then the packet data some packets ahead.
-    let prefetchData = prefetch & Int32(SL_PREFETCH_DATA) != 0
-    var k = 0
-    if prefetch & Int32(SL_PREFETCH_MBUF) != 0 { while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 } }
-    k = 0
-    if prefetchData { while k < n && k < 8 { sl_prefetch_mbuf_data(rx[k]); k &+= 1 } }
-
+    let prefetchData = startPrefetch(rx, count: n, prefetch: prefetch)
     var i = 0
     while i < n {
         let m = rx[i]!
-        if prefetchData && i &+ 8 < n { sl_prefetch_mbuf_data(rx[i &+ 8]) }
+        if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
         let data = sl_mbuf_data(m)!
         let len = Int(sl_mbuf_data_len(m))
         let pktLen = Int(sl_mbuf_pkt_len(m))
@@ -274,6 +268,32 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             j &+= 1
         }
     }
+}
+
+/// How many packets ahead of the one being parsed its data is prefetched.
+let prefetchDistance = 8
+
+/// Overlaps the misses the port leaves us (see SL_PREFETCH_*): every mbuf
+/// header of the burst first, then the data of the first packets. Returns
+/// whether the caller should go on prefetching data `prefetchDistance`
+/// packets ahead.
+@inline(__always)
+func startPrefetch(_ rx: UnsafeMutablePointer<OpaquePointer?>, count n: Int, prefetch: Int32) -> Bool {
+    var k = 0
+    if prefetch & Int32(SL_PREFETCH_MBUF) != 0 { while k < n { sl_prefetch0(UnsafeRawPointer(rx[k]!)); k &+= 1 } }
+    let data = prefetch & Int32(SL_PREFETCH_DATA) != 0
+    k = 0
+    if data { while k < n && k < prefetchDistance { sl_prefetch_mbuf_data(rx[k]); k &+= 1 } }
+    return data
+}
+
+/// Prefetches every cache line of `length` bytes at `p` (a packet about to
+/// be encrypted or decrypted whole, whose lines another agent wrote).
+@inline(__always)
+func prefetchLines(_ p: UnsafeRawPointer, length: Int) {
+    var a = UInt(bitPattern: p) & ~63
+    let end = UInt(bitPattern: p) &+ UInt(length)
+    while a < end { sl_prefetch0(UnsafeRawPointer(bitPattern: a)); a &+= 64 }
 }
 
 /// Counts a received burst on this core.
