@@ -30,23 +30,25 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
 /// whose rule values index `verdicts`. Immutable; shared by every worker.
 /// The fast path switches on the driver once per lookup call and calls the
 /// concrete class (no existential, no reference counting: `classifier` keeps
-/// it alive and the typed references are unowned(unsafe) views of it).
+/// it alive and the typed references are unmanaged views of it, used through
+/// `_withUnsafeGuaranteedRef`; an `unowned(unsafe)` view was retained and
+/// released around every call).
 public final class SPDTable: @unchecked Sendable {
     public let classifier: any SPDClassifier
     let verdicts: UnsafeMutableBufferPointer<PolicyVerdict>
     let kind: SPDDriver
-    unowned(unsafe) let linear: LinearClassifier
-    unowned(unsafe) let hashList: HashListClassifier
-    unowned(unsafe) let cutTree: CutTreeClassifier
+    let linear: Unmanaged<LinearClassifier>
+    let hashList: Unmanaged<HashListClassifier>
+    let cutTree: Unmanaged<CutTreeClassifier>
     /// Stands in for the drivers this table does not use.
     private static let empty = (LinearClassifier(rules: []), HashListClassifier(rules: []), CutTreeClassifier(rules: []))
 
     public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict]) {
         self.classifier = classifier
         kind = type(of: classifier).driver
-        linear = classifier as? LinearClassifier ?? Self.empty.0
-        hashList = classifier as? HashListClassifier ?? Self.empty.1
-        cutTree = classifier as? CutTreeClassifier ?? Self.empty.2
+        linear = .passUnretained(classifier as? LinearClassifier ?? Self.empty.0)
+        hashList = .passUnretained(classifier as? HashListClassifier ?? Self.empty.1)
+        cutTree = .passUnretained(classifier as? CutTreeClassifier ?? Self.empty.2)
         let b = UnsafeMutableBufferPointer<PolicyVerdict>.allocate(capacity: max(verdicts.count, 1))
         _ = b.initialize(from: verdicts)
         self.verdicts = UnsafeMutableBufferPointer(rebasing: b[0..<verdicts.count])
@@ -62,9 +64,9 @@ public final class SPDTable: @unchecked Sendable {
     func verdict(_ fields: SelectorFields) -> PolicyVerdict? {
         let value: UInt32
         switch kind {
-        case .linear: value = linear.lookup(fields)
-        case .hashList: value = hashList.lookup(fields)
-        case .cutTree: value = cutTree.lookup(fields)
+        case .linear: value = linear._withUnsafeGuaranteedRef { $0.lookup(fields) }
+        case .hashList: value = hashList._withUnsafeGuaranteedRef { $0.lookup(fields) }
+        case .cutTree: value = cutTree._withUnsafeGuaranteedRef { $0.lookup(fields) }
         }
         // A value is always a slot of `verdicts` (the compiler builds both together).
         return value == SPDNoMatch ? nil : verdicts[Int(value)]
@@ -74,9 +76,9 @@ public final class SPDTable: @unchecked Sendable {
     @inline(__always)
     func classify(_ fields: UnsafePointer<SelectorFields>, count: Int, into values: UnsafeMutablePointer<UInt32>) {
         switch kind {
-        case .linear: linear.lookup(burst: fields, count: count, into: values)
-        case .hashList: hashList.lookup(burst: fields, count: count, into: values)
-        case .cutTree: cutTree.lookup(burst: fields, count: count, into: values)
+        case .linear: linear._withUnsafeGuaranteedRef { $0.lookup(burst: fields, count: count, into: values) }
+        case .hashList: hashList._withUnsafeGuaranteedRef { $0.lookup(burst: fields, count: count, into: values) }
+        case .cutTree: cutTree._withUnsafeGuaranteedRef { $0.lookup(burst: fields, count: count, into: values) }
         }
     }
 }

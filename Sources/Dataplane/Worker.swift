@@ -240,7 +240,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
             let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
-            emit(w, m, ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
+            emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
         } else {
             guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
@@ -264,7 +264,9 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         }
         var j = 0
         while j < n6 {
-            emit(w, pkt6[j]!, ip: l3v6[j]!, hop: hops + Int(nh[j]), ipv4: false, tx: &tx, drops: drops)
+            let m = pkt6[j]!
+            emit(w, m, frame: UnsafeMutableRawPointer(sl_mbuf_data(m)!), ip: l3v6[j]!, hop: hops + Int(nh[j]), ipv4: false,
+                 tx: &tx, drops: drops)
             j &+= 1
         }
     }
@@ -310,14 +312,15 @@ func prefetchLines(_ p: UnsafeRawPointer, length: Int) {
     frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
 }
 
-/// Applies a next hop to a parsed packet: TTL/hop limit −1, Ethernet rewrite, TX.
+/// Applies a next hop to a parsed packet whose frame starts at `frame` (the
+/// mbuf's data): TTL/hop limit −1, Ethernet rewrite, TX.
 @inline(__always)
-func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, hop: UnsafeMutablePointer<sl_nexthop>,
-          ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start: UnsafeMutableRawPointer, ip: UnsafeMutablePointer<UInt8>,
+          hop: UnsafeMutablePointer<sl_nexthop>, ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
         if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
-        var frame = UnsafeMutableRawPointer(sl_mbuf_data(m)!)
+        var frame = start
         if _slowPath(UnsafeMutableRawPointer(ip) - frame != HeaderSize.ethernet) {
             // A VLAN tag is not carried across (no VLAN interfaces: letting the
             // sender pick the egress VLAN would be VLAN hopping). The frame

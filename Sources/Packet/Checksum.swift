@@ -166,8 +166,10 @@ public enum InternetChecksum {
             acc &+= UInt64(header.loadUnaligned(fromByteOffset: i, as: UInt32.self))
             i &+= 4
         }
+        // Three folds: < 2^33, then ≤ 0x2FFFF, then ≤ 0x10001. A value above
+        // 0xFFFF after the third would fold to 1 or 2, so it is valid exactly
+        // when the third fold gives 0xFFFF (a fourth fold is not needed).
         acc = (acc & 0xFFFF_FFFF) &+ (acc >> 32)
-        acc = (acc & 0xFFFF) &+ (acc >> 16)
         acc = (acc & 0xFFFF) &+ (acc >> 16)
         acc = (acc & 0xFFFF) &+ (acc >> 16)
         return acc == 0xFFFF

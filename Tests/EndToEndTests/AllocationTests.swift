@@ -5,9 +5,13 @@ import Testing
 /// release sluicebench runs the gateway engine under an LD_PRELOAD library
 /// that counts malloc-family calls and Swift allocations/retains
 /// (Perf/alloc-counter), and the counts over a measured window of millions of
-/// forwarded packets, taken after warm-up, must be exactly zero.
+/// forwarded packets, taken after warm-up, must be exactly zero: plaintext
+/// forwarding, ESP outbound (SPD burst classification, SA replica, seal) and
+/// ESP inbound (SA lookup, open). The outbound run caught a retain and a
+/// release per burst around the SPD classifier call.
 @Suite(.serialized) struct Allocation {
-    @Test func zeroMallocsAndRetainsPerPacketAfterWarmUp() async throws {
+    @Test(arguments: ["bypass", "outbound", "inbound"])
+    func zeroMallocsAndRetainsPerPacketAfterWarmUp(mode: String) async throws {
         let root = E2E.packageRoot.path
         let bench = root + "/.build/release/sluicebench"
         let preload = root + "/.build/alloc_counter.so"
@@ -17,7 +21,7 @@ import Testing
                 return
             }
         }
-        let child = try Child(bench, ["--mode", "bypass", "--size", "64", "--seconds", "2", "--warmup", "1",
+        let child = try Child(bench, ["--mode", mode, "--size", "64", "--payload", "64", "--seconds", "2", "--warmup", "1",
                                       "--count-allocs", "--json"],
                               environment: ["LD_PRELOAD": preload])
         let status = await child.waitForExit(timeout: .seconds(60))
