@@ -28,21 +28,33 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
                   drops: UnsafeMutablePointer<UInt64>) {
     let ip = view.start.assumingMemoryBound(to: UInt8.self)
     let ipv4 = ip[0] >> 4 == 4
-    let hopIndex: UInt32
-    if ipv4 {
-        if decrementTTL {
+    if decrementTTL {
+        if ipv4 {
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); return }
             _ = InternetChecksum.decrementTTL(ipv4Header: view.start)
-        }
-        hopIndex = sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
-    } else {
-        if decrementTTL {
+        } else {
             guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); return }
             ip[IPv6Field.hopLimit] &-= 1
         }
-        hopIndex = sl_fib6_next_hop(fib, ip + IPv6Field.destination)
     }
-    let hop = hops + Int(hopIndex)
+    sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), tx: &tx, drops: drops)
+}
+
+/// The next hop of the IP packet at `view.start` (its destination looked up).
+@inline(__always)
+func nextHop(_ view: PacketView, ipv4: Bool, fib: UnsafeMutablePointer<sl_fib>,
+             hops: UnsafeMutablePointer<sl_nexthop>) -> UnsafeMutablePointer<sl_nexthop> {
+    let ip = view.start.assumingMemoryBound(to: UInt8.self)
+    let index = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
+        : sl_fib6_next_hop(fib, ip + IPv6Field.destination)
+    return hops + Int(index)
+}
+
+/// Sends the IP packet at `view.start` to `hop` (see `routeRebuilt`), or
+/// drops it under the reason the hop gives.
+@inline(__always)
+func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
+                 hop: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
         drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
@@ -325,6 +337,10 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
             }
         }
         var refused = allowed &- granted  // past the last number: out of packets or of sequence space
+        // Tunnel mode: every packet of the SA leaves for its outer destination,
+        // looked up once per burst (this burst's FIB snapshot).
+        let tunnel = record.pointee.sa.isTunnel
+        var tunnelHop: UnsafeMutablePointer<sl_nexthop>? = nil
         j = first
         while j < count {
             if sealRecord[j] == record {
@@ -347,7 +363,15 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 if let d = ESPOutbound.encapsulate(&view, sa: record.pointee.sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
                 } else {
-                    routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: false, tx: &tx, drops: drops)
+                    let ipv4 = view.start.load(as: UInt8.self) >> 4 == 4
+                    let hop: UnsafeMutablePointer<sl_nexthop>
+                    if tunnel, let h = tunnelHop {
+                        hop = h
+                    } else {
+                        hop = nextHop(view, ipv4: ipv4, fib: fib, hops: hops)
+                        if tunnel { tunnelHop = hop }
+                    }
+                    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, tx: &tx, drops: drops)
                 }
                 seq &+= 1
             }
