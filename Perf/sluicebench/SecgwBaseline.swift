@@ -97,18 +97,7 @@ struct SecgwBaseline {
                       "--config", "(0,0,0),(1,0,0)", "-f", config, "-l", "-t", "1"]
         // Samples 0…skip-1 cover start-up and warm-up; then `periods` more.
         let limit = Double(skip + periods) + 30
-        let stdbuf = "/usr/bin/stdbuf"
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: stdbuf)
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        let sinks = [TestpmdBaseline.OutputSink(out.fileHandleForReading), TestpmdBaseline.OutputSink(err.fileHandleForReading)]
-        let command = ([stdbuf] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
-        try TestpmdBaseline.launchWithSignalsUnblocked(process)
-        sinks.forEach { $0.start() }
+        let (process, sinks, command) = try TestpmdBaseline.spawn("/usr/bin/stdbuf", arguments)
         defer { TestpmdBaseline.stopIfRunning(process) }
 
         let deadline = ContinuousClock.now + .seconds(limit)

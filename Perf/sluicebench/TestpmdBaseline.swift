@@ -314,6 +314,20 @@ struct TestpmdBaseline {
     /// that (it is stopped). The baselines that run a tool to its end
     /// (dpdk-test-acl, dpdk-test-sad) share it.
     static func runToCompletion(_ executable: String, _ arguments: [String], limit: Double) throws -> Completed? {
+        let (process, sinks, command) = try spawn(executable, arguments)
+        defer { stopIfRunning(process) }
+        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(limit * 1000)))
+        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        if process.isRunning { return nil }
+        sinks.forEach { $0.waitForEOF(timeout: 5) }
+        let status = process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
+        return Completed(status: status, stdout: sinks[0].text(), stderr: sinks[1].text(), command: command)
+    }
+
+    /// Starts `executable` (signals unblocked, stdin from /dev/null) with
+    /// its stdout and stderr collected, in that order; and its shell-quoted
+    /// command line.
+    static func spawn(_ executable: String, _ arguments: [String]) throws -> (Process, [OutputSink], String) {
         let command = ([executable] + arguments).map(shellQuoted).joined(separator: " ")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -325,13 +339,7 @@ struct TestpmdBaseline {
         let sinks = [OutputSink(stdout.fileHandleForReading), OutputSink(stderr.fileHandleForReading)]
         try launchWithSignalsUnblocked(process)
         sinks.forEach { $0.start() }
-        defer { stopIfRunning(process) }
-        let deadline = ContinuousClock.now.advanced(by: .milliseconds(Int(limit * 1000)))
-        while process.isRunning && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
-        if process.isRunning { return nil }
-        sinks.forEach { $0.waitForEOF(timeout: 5) }
-        let status = process.terminationReason == .exit ? process.terminationStatus : 128 + process.terminationStatus
-        return Completed(status: status, stdout: sinks[0].text(), stderr: sinks[1].text(), command: command)
+        return (process, sinks, command)
     }
 
     static func shellQuoted(_ word: String) -> String {
