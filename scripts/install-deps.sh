@@ -2,7 +2,7 @@
 # Installs the Debian packages (and the Python test peer) Sluice needs.
 # Idempotent: skips apt when everything is already present.
 set -euo pipefail
-PKGS=(libdpdk-dev dpdk-dev dpdk libipsec-mb-dev libsodium-dev libnuma-dev libpcap-dev pkg-config python3-scapy python3-cryptography tshark)
+PKGS=(libdpdk-dev dpdk-dev dpdk dpdk-doc make gcc libipsec-mb-dev libsodium-dev libnuma-dev libpcap-dev pkg-config python3-scapy python3-cryptography tshark)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

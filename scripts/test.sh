@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 swift build
 swift build -c release --product sluicebench
 ./scripts/build-alloc-counter.sh
+# DPDK's ipsec-secgw: the second independent ESP peer of the interop tests.
+./scripts/build-secgw.sh >/dev/null
 swift test "$@"
 # The live SPD update and SA churn tests again, built with AddressSanitizer: the
 # control thread publishing and freeing snapshots while the worker reads them.
