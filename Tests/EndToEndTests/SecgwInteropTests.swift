@@ -2,10 +2,12 @@
 // gateway, ipsec-secgw (22.11 example: librte_ipsec, intel-ipsec-mb through
 // the crypto_aesni_gcm PMD), built from Debian's dpdk-doc sources by
 // scripts/build-secgw.sh (scripts/test.sh builds it). The real `sluice` and
-// the real ipsec-secgw, each on net_pcap ports, one AES-256-GCM tunnel each
-// way (scripts/secgw_interop.py):
+// the real ipsec-secgw, each on net_pcap ports, one AES-256-GCM SA each way
+// (scripts/secgw_interop.py):
 //   A: sluice seals plaintext, ipsec-secgw must open it to the same packets;
-//   B: ipsec-secgw seals plaintext, sluice must open it to the same packets.
+//   B: ipsec-secgw seals plaintext, sluice must open it to the same packets;
+// for IPv4 tunnel mode, the same with ESN (12-byte AAD on both sides; one
+// side without ESN fails every packet both ways), and transport mode.
 
 import Foundation
 import Testing
@@ -30,16 +32,17 @@ extension EndToEnd {
             var b: Direction
         }
 
-        @Test func espBothWaysWithDPDKsIPsecSecgw() async throws {
+        @Test(arguments: ["tunnel", "esn", "transport"])
+        func espBothWaysWithDPDKsIPsecSecgw(case name: String) async throws {
             let secgw = E2E.packageRoot.appendingPathComponent(".build/secgw/ipsec-secgw").path
             guard FileManager.default.isExecutableFile(atPath: secgw) else {
                 Issue.record("\(secgw) is missing: run scripts/build-secgw.sh (scripts/test.sh does)")
                 return
             }
-            let dir = try E2E.scratchDirectory("secgw-interop")
+            let dir = try E2E.scratchDirectory("secgw-interop-\(name)")
             defer { E2E.removeScratch(dir) }
             let path = { (name: String) in dir.appendingPathComponent(name).path }
-            let made = try await Scripts.run("secgw_interop.py", ["make", "--dir", dir.path], as: Made.self)
+            let made = try await Scripts.run("secgw_interop.py", ["make", "--dir", dir.path, "--case", name], as: Made.self)
             func runSecgw(rx0: String, rx1: String, tx0: String, tx1: String) async throws -> SecgwRun {
                 try await Scripts.run("secgw_interop.py",
                                       ["secgw", "--dir", dir.path, "--secgw", secgw, "--rx0", rx0, "--rx1", rx1,

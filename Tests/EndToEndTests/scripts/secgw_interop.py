@@ -2,7 +2,7 @@
 ipsec-secgw (22.11 example, librte_ipsec + intel-ipsec-mb through the
 crypto_aesni_gcm PMD), built by scripts/build-secgw.sh.
 
-    secgw_interop.py make  --dir D [--count N]
+    secgw_interop.py make  --dir D [--count N] [--case tunnel|esn|transport]
     secgw_interop.py secgw --dir D --secgw BIN --rx0 F --rx1 F --tx0 F --tx1 F --expect N
     secgw_interop.py check --dir D
 
@@ -14,8 +14,11 @@ One AES-256-GCM tunnel each way, the same keys on both gateways:
   B: plaintext 198.51.100.0/24 -> 10.0.0.0/24 enters ipsec-secgw's port 0,
      leaves its port 1 as ESP (SPI 0x2001, 203.0.113.2 -> 192.0.2.1); sluice
      takes it on port 1 and must deliver the plaintext on port 0.
-`make` writes the plaintext pcaps (varied sizes, UDP and TCP), sluice.conf
-and secgw.cfg; `secgw` runs ipsec-secgw on net_pcap ports until it has sent
+Cases: `tunnel` as above; `esn` the same with extended sequence numbers on
+both sides (12-byte AAD; ipsec-secgw's `-e`); `transport` transport-mode SAs
+(no outer header: the ESP goes to the plaintext's own destination).
+`make` writes the plaintext pcaps (varied sizes, UDP and TCP), sluice.conf,
+secgw.cfg and case.json (ipsec-secgw's extra arguments); `secgw` runs ipsec-secgw on net_pcap ports until it has sent
 N packets (or 20 s passed), then stops it with SIGINT (it closes its ports,
 which flushes the tx pcaps); `check` compares what each receiving gateway
 delivered with what went in: same IP packets, byte for byte, apart from the
@@ -62,28 +65,41 @@ def make(args):
     wrpcap(os.path.join(d, "plain_a.pcap"), packets(args.count, "10.0.0", "198.51.100", 1))
     wrpcap(os.path.join(d, "plain_b.pcap"), packets(args.count, "198.51.100", "10.0.0", 4))
     wrpcap(os.path.join(d, "empty.pcap"), [])
+    transport = args.case == "transport"
+    esn = " esn" if args.case == "esn" else ""
+    if transport:
+        sluice_sas = ("sa add spi 0x1001 dir out mode transport aead aes-gcm-256 key %s%s\n"
+                      "sa add spi 0x2001 dir in mode transport aead aes-gcm-256 key %s%s\n")
+        routes = "route add 198.51.100.0/24 via 192.0.2.2\n"
+        secgw_modes = ("mode transport", "mode transport")
+        secgw_routes = "rt ipv4 dst 10.0.0.0/24 port 1\n"
+    else:
+        sluice_sas = ("sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead aes-gcm-256 key %s%s\n"
+                      "sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key %s%s\n")
+        routes = "route add 203.0.113.0/24 via 192.0.2.2\n"
+        secgw_modes = ("mode ipv4-tunnel src 203.0.113.2 dst 192.0.2.1", "mode ipv4-tunnel src 192.0.2.1 dst 203.0.113.2")
+        secgw_routes = "rt ipv4 dst 192.0.2.1/32 port 1\n"
     with open(os.path.join(d, "sluice.conf"), "w") as f:
-        f.write("""port 0 role protected address 10.0.0.1/24
-port 1 role unprotected address 192.0.2.1/24
-neighbor 10.0.0.250 lladdr 02:00:00:00:00:0b port 0
-neighbor 192.0.2.2 lladdr 02:00:00:00:00:02 port 1
-route add 10.0.0.0/24 via 10.0.0.250
-route add 203.0.113.0/24 via 192.0.2.2
-sa add spi 0x1001 dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead aes-gcm-256 key %s
-sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key %s
-sp add dir out src 10.0.0.0/24 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
-sp add dir in src 198.51.100.0/24 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
-""" % (hexkey(KEY_A), hexkey(KEY_B)))
+        f.write("port 0 role protected address 10.0.0.1/24\n"
+                "port 1 role unprotected address 192.0.2.1/24\n"
+                "neighbor 10.0.0.250 lladdr 02:00:00:00:00:0b port 0\n"
+                "neighbor 192.0.2.2 lladdr 02:00:00:00:00:02 port 1\n"
+                "route add 10.0.0.0/24 via 10.0.0.250\n" + routes
+                + sluice_sas % (hexkey(KEY_A), esn, hexkey(KEY_B), esn)
+                + "sp add dir out src 10.0.0.0/24 dst 198.51.100.0/24 priority 10 action protect spi 0x1001\n"
+                "sp add dir in src 198.51.100.0/24 dst 10.0.0.0/24 priority 10 action protect spi 0x2001\n")
     with open(os.path.join(d, "secgw.cfg"), "w") as f:
-        f.write("""sp ipv4 out esp protect 8193 pri 1 src 198.51.100.0/24 dst 10.0.0.0/24 sport 0:65535 dport 0:65535
-sa out 8193 aead_algo aes-256-gcm aead_key %s mode ipv4-tunnel src 203.0.113.2 dst 192.0.2.1 type cpu-crypto
-sp ipv4 in esp protect 4097 pri 1 src 10.0.0.0/24 dst 198.51.100.0/24 sport 0:65535 dport 0:65535
-sa in 4097 aead_algo aes-256-gcm aead_key %s mode ipv4-tunnel src 192.0.2.1 dst 203.0.113.2 type cpu-crypto
-rt ipv4 dst 192.0.2.1/32 port 1
-rt ipv4 dst 198.51.100.0/24 port 0
-neigh port 0 02:00:00:00:00:0c
-neigh port 1 02:00:00:00:00:01
-""" % (colonkey(KEY_B), colonkey(KEY_A)))
+        f.write("sp ipv4 out esp protect 8193 pri 1 src 198.51.100.0/24 dst 10.0.0.0/24 sport 0:65535 dport 0:65535\n"
+                "sa out 8193 aead_algo aes-256-gcm aead_key %s %s type cpu-crypto\n"
+                "sp ipv4 in esp protect 4097 pri 1 src 10.0.0.0/24 dst 198.51.100.0/24 sport 0:65535 dport 0:65535\n"
+                "sa in 4097 aead_algo aes-256-gcm aead_key %s %s type cpu-crypto\n"
+                % (colonkey(KEY_B), secgw_modes[0], colonkey(KEY_A), secgw_modes[1])
+                + secgw_routes
+                + "rt ipv4 dst 198.51.100.0/24 port 0\n"
+                "neigh port 0 02:00:00:00:00:0c\n"
+                "neigh port 1 02:00:00:00:00:01\n")
+    with open(os.path.join(d, "case.json"), "w") as f:
+        json.dump({"secgw_arguments": ["-e"] if esn else []}, f)
     print(json.dumps({"inputs": args.count}))
 
 
@@ -96,6 +112,8 @@ def run_secgw(args):
            "--vdev", "net_pcap1,rx_pcap=%s,tx_pcap=%s" % (p(args.rx1), p(args.tx1)),
            "--vdev", "crypto_aesni_gcm0", "--",
            "-p", "0x3", "-P", "-u", "0x2", "--config", "(0,0,0),(1,0,0)", "-f", p("secgw.cfg"), "-l", "-t", "1"]
+    with open(p("case.json")) as f:
+        cmd += json.load(f)["secgw_arguments"]
     log = open(p("secgw-%s.log" % args.tx1), "w")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     sent, deadline, text = 0, time.time() + 20, ""
@@ -186,6 +204,7 @@ def main():
     m = sub.add_parser("make")
     m.add_argument("--dir", required=True)
     m.add_argument("--count", type=int, default=48)
+    m.add_argument("--case", choices=["tunnel", "esn", "transport"], default="tunnel")
     s = sub.add_parser("secgw")
     s.add_argument("--dir", required=True)
     s.add_argument("--secgw", required=True)
