@@ -199,6 +199,7 @@ struct Bench {
     }
 
     func run() throws -> [String: Any] {
+        if o.baseline == "secgw" { _ = try SecgwBaseline.locate() }  // before the gateway run, not after
         let cpus = cpuList()
         let n = cpus.count
         let ring = o.ports == "ring"

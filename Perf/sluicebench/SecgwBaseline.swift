@@ -36,11 +36,17 @@ struct SecgwBaseline {
 
     static func locate() throws -> String {
         let env = ProcessInfo.processInfo.environment
-        let candidates = [env["SLUICE_SECGW"], ".build/secgw/ipsec-secgw",
+        if let path = env["SLUICE_SECGW"], !path.isEmpty {
+            guard FileManager.default.isExecutableFile(atPath: path) else {
+                throw Failure(description: "SLUICE_SECGW=\(path) is not an executable file")
+            }
+            return path
+        }
+        let candidates = [".build/secgw/ipsec-secgw",
                           URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-                              .appendingPathComponent("../secgw/ipsec-secgw").standardized.path].compactMap { $0 }
+                              .appendingPathComponent("../secgw/ipsec-secgw").standardized.path]
         for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
-        throw Failure(description: "ipsec-secgw not found (looked at $SLUICE_SECGW, \(candidates.dropFirst().joined(separator: ", "))); "
+        throw Failure(description: "ipsec-secgw not found (looked at \(candidates.joined(separator: ", ")); set SLUICE_SECGW or "
                       + "build it with scripts/build-secgw.sh")
     }
 
