@@ -83,12 +83,18 @@ func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> Pac
 /// A received frame's IP packet and its view, or nil once it is dropped
 /// (malformed, or in several segments: ESP rewrites packets in place).
 /// Counts its bytes.
-@inline(__always)
+@_transparent
 func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
     let data = sl_mbuf_data(m)!
     let pktLen = Int(sl_mbuf_pkt_len(m))
+    let len = Int(sl_mbuf_data_len(m))
     bytes &+= UInt64(pktLen)
-    guard let l = parseL3(m, data: data, length: Int(sl_mbuf_data_len(m)), packetLength: pktLen, drops: drops) else { return nil }
+    let total = plainIPv4Length(m, data: data, length: len, packetLength: pktLen)
+    if total >= 0 && sl_mbuf_nb_segs(m) == 1 {
+        let ip = data + HeaderSize.ethernet
+        return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
+    }
+    guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { return nil }
     guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }

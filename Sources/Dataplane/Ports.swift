@@ -62,8 +62,7 @@ public struct PortInfo: Sendable {
     static func prefetchPolicy(driver: String) -> UInt8 {
         switch driver {
         case "net_ring": UInt8(SL_PREFETCH_MBUF | SL_PREFETCH_DATA)
-        case "net_pcap": UInt8(SL_PREFETCH_DATA)
-        case "net_null", "net_tap", "net_af_packet", "net_memif": 0
+        case "net_pcap", "net_null", "net_tap", "net_af_packet", "net_memif": 0
         default: UInt8(SL_PREFETCH_DATA)
         }
     }

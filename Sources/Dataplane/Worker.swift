@@ -166,6 +166,24 @@ struct L3 {
     var ipv4: Bool
 }
 
+/// The fast path's parse: the total length of an untagged IPv4 packet
+/// without options whose header is sound (lengths, and the checksum unless
+/// the port checked it), or −1 for anything else, which `parseL3` then
+/// parses or drops with its reason. One 4-byte load checks EtherType,
+/// version and IHL (little-endian: 08 00 45 xx).
+@inline(__always)
+func plainIPv4Length(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: Int, packetLength pktLen: Int) -> Int {
+    guard _fastPath(len >= HeaderSize.ethernet &+ HeaderSize.ipv4) else { return -1 }
+    guard UnsafeRawPointer(data).loadUnaligned(fromByteOffset: etherTypeOffset, as: UInt32.self) & 0x00FF_FFFF == 0x0045_0008
+    else { return -1 }
+    let ip = data + HeaderSize.ethernet
+    let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
+    let verdict = sl_mbuf_ip_cksum_state(m)
+    guard total >= HeaderSize.ipv4 && total <= pktLen &- HeaderSize.ethernet
+        && (verdict > 0 || (verdict == 0 && InternetChecksum.ipv4HeaderIsValid(ip, length: HeaderSize.ipv4))) else { return -1 }
+    return total
+}
+
 /// Parses Ethernet (+ one 802.1Q/802.1ad tag) and validates the IPv4 header
 /// (version, IHL, lengths, checksum unless the port checked it) or the IPv6
 /// one (version, payload length). TTL is the caller's business (a packet for
@@ -234,23 +252,14 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         let pktLen = Int(sl_mbuf_pkt_len(m))
         bytes &+= UInt64(pktLen)
         i &+= 1
-        // Fast path, nearly every packet: untagged IPv4 without options, a
-        // header the port did not find bad, TTL above 1. One 4-byte load
-        // checks EtherType, version and IHL (little-endian: 08 00 45 xx).
-        // Anything else, and any packet this path would drop, takes the
-        // general path below, which counts the reason.
-        if _fastPath(len >= HeaderSize.ethernet &+ HeaderSize.ipv4) {
-            let raw = UnsafeRawPointer(data)
-            if raw.loadUnaligned(fromByteOffset: etherTypeOffset, as: UInt32.self) & 0x00FF_FFFF == 0x0045_0008 {
-                let ip = data + HeaderSize.ethernet
-                let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
-                let verdict = sl_mbuf_ip_cksum_state(m)
-                if total >= HeaderSize.ipv4 && total <= pktLen &- HeaderSize.ethernet && ip[IPv4Field.ttl] > 1
-                    && (verdict > 0 || (verdict == 0 && InternetChecksum.ipv4HeaderIsValid(ip, length: HeaderSize.ipv4))) {
-                    let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
-                    emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
-                    continue
-                }
+        // Fast path, nearly every packet (see `plainIPv4Length`), TTL above 1.
+        // Any packet it would drop takes the general path, which counts the reason.
+        if plainIPv4Length(m, data: data, length: len, packetLength: pktLen) >= 0 {
+            let ip = data + HeaderSize.ethernet
+            if ip[IPv4Field.ttl] > 1 {
+                let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
+                emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
+                continue
             }
         }
         guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
