@@ -102,12 +102,7 @@ struct SluiceBench: ParsableCommand {
     var updateSamples: Int = 50
     @Option(help: "spd: EAL memory in MB for dpdk-test-acl.")
     var aclMemory: Int = 2048
-    @Option(help: "EAL memory in MB.")
-    var memory: Int = 1024
-    @Option(help: "Comma-separated CPU ids to use (default: this process's affinity).")
-    var cpus: String?
-    @Flag(help: "Print one JSON object on stdout (periodic stats go to stderr).")
-    var json = false
+    @OptionGroup var shared: SharedOptions
     @Flag(help: "Report mallocs and retains per packet (run with the alloc-counter preload; disables periodic stats in the window).")
     var countAllocs = false
 
@@ -164,20 +159,13 @@ struct SluiceBench: ParsableCommand {
         if mode == "acl-gen" {
             try ACLFiles.generate(rules: rules, traces: traces, ipv6: ipv6, seed: seed, adversarial: adversarial,
                                   rulesPath: aclRules!, tracesPath: aclTraces!)
-            if !json { print("wrote \(rules) rules to \(aclRules!) and \(traces) traces to \(aclTraces!)") }
+            if !shared.json { print("wrote \(rules) rules to \(aclRules!) and \(traces) traces to \(aclTraces!)") }
             return
         }
         let report = mode == "spd" ? try SPDBench(o: self).run()
-            : mode == "spd-update" ? try SPDUpdateBench.run(rules: rules, changes: changes, driver: spdDriver) { line in
-                if json { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { print(line) }
-            }
+            : mode == "spd-update" ? try SPDUpdateBench.run(rules: rules, changes: changes, driver: spdDriver, say: shared.say)
             : try Bench(options: self).run()
-        if json {
-            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            for k in report.keys.sorted() { print("\(k): \(report[k]!)") }
-        }
+        try shared.printReport(report)
     }
 }
 
@@ -186,21 +174,11 @@ struct Bench {
     let o: SluiceBench
     init(options: SluiceBench) { o = options }
 
-    func say(_ s: String) {
-        if o.json { writeStandardError(s + "\n") } else { print(s) }
-    }
-
-    /// CPUs this process may run on.
-    func cpuList() -> [Int] {
-        if let c = o.cpus { return c.split(separator: ",").compactMap { Int($0) } }
-        var buf = [Int32](repeating: 0, count: 1024)
-        let n = Int(sl_affinity_cpus(&buf, Int32(buf.count)))
-        return n > 0 ? buf[0..<n].map(Int.init) : [0]
-    }
+    func say(_ s: String) { o.shared.say(s) }
 
     func run() throws -> [String: Any] {
         if o.baseline == "secgw" { _ = try SecgwBaseline.locate() }  // before the gateway run, not after
-        let cpus = cpuList()
+        let cpus = o.shared.cpuList()
         let n = cpus.count
         let ring = o.ports == "ring"
         let generatorCount = ring ? o.generators : 0
@@ -272,7 +250,7 @@ struct Bench {
         }
         defer { if let dir = scratch { removeTree(dir) } }
 
-        var eal = ["sluicebench", "--no-huge", "-m", "\(o.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
+        var eal = ["sluicebench", "--no-huge", "-m", "\(o.shared.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
                    "--log-level", "lib.eal:warning", "--lcores", lcoreMap.joined(separator: ",")]
         for v in vdevs { eal += ["--vdev", v] }
         _ = try EAL.initialize(arguments: eal)
@@ -474,7 +452,7 @@ struct Bench {
             let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
                                                forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
                                                filePrefix: "sluicebench-testpmd-\(getpid())",
-                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.memory)
+                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory)
             report["baseline"] = "testpmd-io"
             report["baseline_mpps"] = round3(base.mpps)
             report["baseline_command"] = base.command

@@ -138,7 +138,7 @@ struct SADBenchCommand: ParsableCommand {
         return false
     }
 
-    @Option(help: "sad: inbound SA lookups beside rte_ipsec_sad; sad-install: SA install rates on a running gateway.")
+    @Option(help: "sad: inbound SA lookups beside rte_ipsec_sad (on the last of --cpus); sad-install: SA install rates on a running gateway.")
     var mode: String
     @Option(help: "Number of SAs.")
     var sas: Int = 65_536
@@ -154,12 +154,7 @@ struct SADBenchCommand: ParsableCommand {
     var batch: Int = 1000
     @Option(help: "Workload generator seed.")
     var seed: UInt64 = 1
-    @Option(help: "sad-install: EAL memory in MB.")
-    var memory: Int = 1024
-    @Option(help: "Comma-separated CPU ids to use (default: this process's affinity); sad runs on the last.")
-    var cpus: String?
-    @Flag(help: "Print one JSON object on stdout (progress goes to stderr).")
-    var json = false
+    @OptionGroup var shared: SharedOptions
 
     func validate() throws {
         guard Self.modes.contains(mode) else { throw ValidationError("--mode must be sad or sad-install here") }
@@ -180,20 +175,7 @@ struct SADBenchCommand: ParsableCommand {
     func run() throws {
         let bench = SADBench(o: self)
         let report = mode == "sad" ? try bench.runLookup() : try bench.runInstall()
-        if json {
-            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            for k in report.keys.sorted() { print("\(k): \(report[k]!)") }
-        }
-    }
-
-    /// CPUs this process may run on.
-    func cpuList() -> [Int] {
-        if let c = cpus { return c.split(separator: ",").compactMap { Int($0) } }
-        var buf = [Int32](repeating: 0, count: 1024)
-        let n = Int(sl_affinity_cpus(&buf, Int32(buf.count)))
-        return n > 0 ? buf[0..<n].map(Int.init) : [0]
+        try shared.printReport(report)
     }
 }
 
@@ -205,9 +187,7 @@ struct SADBench {
 
     static let repeats = 3
 
-    func say(_ s: String) {
-        if o.json { writeStandardError(s + "\n") } else { print(s) }
-    }
+    func say(_ s: String) { o.shared.say(s) }
 
     /// One run on a fresh replica: fill, look up, empty.
     struct Run {
@@ -225,7 +205,7 @@ struct SADBench {
         let n = o.sas
         let family = o.ipv6 ? "ipv6" : "ipv4"
         // The CPU both we and dpdk-test-sad run on: the last one we may use.
-        guard let cpu = o.cpuList().last else { throw ValidationError("no CPU to run on") }
+        guard let cpu = o.shared.cpuList().last else { throw ValidationError("no CPU to run on") }
         _ = try EAL.initialize(arguments: ["sluicebench", "--no-huge", "-m", "64", "--no-pci", "--no-shconf", "--no-telemetry",
                                            "--log-level", "lib.eal:warning", "--lcores", "0@\(cpu)"])
         // The EAL pins the main lcore (this thread) to that CPU: check.
@@ -359,11 +339,11 @@ struct SADBench {
 
     func runInstall() throws -> [String: Any] {
         let n = o.sas, w = o.workers
-        let cpus = o.cpuList()
+        let cpus = o.shared.cpuList()
         let workerCPUs = (0..<w).map { cpus[(cpus.count - 1 - $0 % cpus.count + cpus.count) % cpus.count] }
         if w + 1 > cpus.count { say("warning: \(w) workers and the control thread on \(cpus.count) CPUs share CPUs") }
         let lcores = ["0@\(cpus[0])"] + workerCPUs.enumerated().map { "\($0.offset + 1)@\($0.element)" }
-        _ = try EAL.initialize(arguments: ["sluicebench", "--no-huge", "-m", "\(o.memory)", "--no-pci", "--no-shconf",
+        _ = try EAL.initialize(arguments: ["sluicebench", "--no-huge", "-m", "\(o.shared.memory)", "--no-pci", "--no-shconf",
                                            "--no-telemetry", "--log-level", "lib.eal:warning", "--lcores", lcores.joined(separator: ",")])
         let p = try RingPort.create(name: "sadi_p", queues: w, size: 1024, socket: 0)
         let u = try RingPort.create(name: "sadi_u", queues: w, size: 1024, socket: 0)

@@ -29,9 +29,7 @@ import Packet
 struct SPDBench {
     let o: SluiceBench
 
-    func say(_ s: String) {
-        if o.json { writeStandardError(s + "\n") } else { print(s) }
-    }
+    func say(_ s: String) { o.shared.say(s) }
 
     struct DriverResult {
         var driver: SPDDriver
@@ -109,7 +107,7 @@ struct SPDBench {
         say("sluicebench spd: \(rules.count) \(family) rules, \(traceArray.count) traces (read in \(String(format: "%.2f", monotonicSeconds() - t0)) s)")
 
         // The CPU both we and dpdk-test-acl run on: the last one we may use.
-        let cpus = Bench(options: o).cpuList()
+        let cpus = o.shared.cpuList()
         let cpu = cpus.last!
         try pin(to: cpu)
 

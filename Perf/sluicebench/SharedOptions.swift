@@ -1,0 +1,38 @@
+import ArgumentParser
+import CShims
+import Dataplane
+import Foundation
+
+/// The options and the output both sluicebench command lines share
+/// (`SluiceBench` and `SADBenchCommand`, which `main.swift` picks by --mode).
+struct SharedOptions: ParsableArguments {
+    @Option(help: "EAL memory in MB.")
+    var memory: Int = 1024
+    @Option(help: "Comma-separated CPU ids to use (default: this process's affinity).")
+    var cpus: String?
+    @Flag(help: "Print one JSON object on stdout (progress and periodic stats go to stderr).")
+    var json = false
+
+    /// A progress line: stdout, or stderr when stdout carries the JSON report.
+    func say(_ s: String) {
+        if json { writeStandardError(s + "\n") } else { print(s) }
+    }
+
+    /// CPUs this process may run on.
+    func cpuList() -> [Int] {
+        if let c = cpus { return c.split(separator: ",").compactMap { Int($0) } }
+        var buf = [Int32](repeating: 0, count: 1024)
+        let n = Int(sl_affinity_cpus(&buf, Int32(buf.count)))
+        return n > 0 ? buf[0..<n].map(Int.init) : [0]
+    }
+
+    /// The final report: one sorted JSON object, or `key: value` lines.
+    func printReport(_ report: [String: Any]) throws {
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            for k in report.keys.sorted() { print("\(k): \(report[k]!)") }
+        }
+    }
+}
