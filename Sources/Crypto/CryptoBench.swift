@@ -17,6 +17,8 @@ public enum CryptoBench {
         case rawIPsecMBJobs
         /// intel-ipsec-mb's direct API from C with no wrapper.
         case rawIPsecMBDirect
+        /// libsodium's AEAD functions from C with no wrapper.
+        case rawSodium
 
         public var description: String {
             switch self {
@@ -24,6 +26,7 @@ public enum CryptoBench {
             case .burst: return "burst"
             case .rawIPsecMBJobs: return "raw-ipsec-mb-jobs"
             case .rawIPsecMBDirect: return "raw-ipsec-mb-direct"
+            case .rawSodium: return "raw-sodium"
             }
         }
     }
@@ -33,8 +36,16 @@ public enum CryptoBench {
         case seal
         /// Seal then open each packet (one inbound + one outbound; Mpps counts pairs).
         case sealOpen
+        /// Decrypt + ICV check of valid sealed payloads (inbound). Raw paths only.
+        case open
 
-        public var description: String { self == .seal ? "seal" : "seal+open" }
+        public var description: String {
+            switch self {
+            case .seal: return "seal"
+            case .sealOpen: return "seal+open"
+            case .open: return "open"
+            }
+        }
     }
 
     public struct Measurement: Sendable, CustomStringConvertible {
@@ -65,25 +76,34 @@ public enum CryptoBench {
 
     /// Measures `packets` packets of `payloadSize` bytes in bursts of `burst`
     /// (1...AEADBurst.capacity) over `burst` distinct buffers, after a warm-up
-    /// of at least a tenth as many and 50 ms. Raw paths ignore `engine` and `operation` (ipsec-mb
-    /// seal) and return nil when intel-ipsec-mb is unusable here.
+    /// of at least a tenth as many and 50 ms (raw paths: a tenth as many).
+    /// Each payload starts `offset` bytes (0-63) past a 64-byte boundary.
+    /// Raw paths ignore `engine` (the path names the
+    /// library), measure `.seal` or `.open`, and return nil when their library
+    /// or the algorithm is unusable here.
     public static func measure(engine kind: CryptoEngineKind, aead: AEADAlgorithm, payloadSize: Int,
                                burst: Int, packets: Int, path: Path = .burst,
-                               operation: Operation = .seal) throws(CryptoError) -> Measurement? {
-        precondition(burst >= 1 && burst <= AEADBurst.capacity && payloadSize >= 0 && packets > 0)
+                               operation: Operation = .seal, offset: Int = 0) throws(CryptoError) -> Measurement? {
+        precondition(burst >= 1 && burst <= AEADBurst.capacity && payloadSize >= 0 && packets > 0 && (0..<64).contains(offset))
         switch path {
-        case .rawIPsecMBJobs, .rawIPsecMBDirect:
+        case .rawIPsecMBJobs, .rawIPsecMBDirect, .rawSodium:
+            precondition(operation != .sealOpen, "raw paths measure seal or open")
+            let engine: Int32 = path == .rawSodium ? 1 : 0
             let api: Int32 = path == .rawIPsecMBJobs ? 0 : 1
+            let open: Int32 = operation == .open ? 1 : 0
             let c = slc_aead(rawValue: UInt32(aead.rawValue))
-            _ = slc_bench_raw_mb(c, api, UInt32(payloadSize), UInt32(burst), UInt64(max(packets / 10, burst)))
-            let ns = slc_bench_raw_mb(c, api, UInt32(payloadSize), UInt32(burst), UInt64(packets))
+            func run(_ n: Int) -> UInt64 {
+                slc_bench_raw(engine, c, api, open, UInt32(payloadSize), UInt32(offset), UInt32(burst), UInt64(n), 0)
+            }
+            _ = run(max(packets / 10, burst))
+            let ns = run(packets)
             guard ns != 0 else { return nil }
             let rounded = (packets + burst - 1) / burst * burst
-            return Measurement(engine: .ipsecMB, aead: aead, path: path, operation: .seal,
+            return Measurement(engine: path == .rawSodium ? .sodium : .ipsecMB, aead: aead, path: path, operation: operation,
                                payloadSize: payloadSize, burst: burst, packets: rounded, nanoseconds: ns,
                                allocations: nil)
         case .perPacket, .burst:
-            break
+            precondition(operation != .open, "open alone is measured on raw paths")
         }
 
         let core = try CryptoCore()
@@ -92,7 +112,7 @@ public enum CryptoBench {
         let key = try AEADKey(aead, keyMaterial: material, engine: kind)
         let batch = try AEADBurst()
 
-        let stride = (payloadSize + AEADAlgorithm.icvLength + 63) & ~63
+        let stride = (offset + payloadSize + AEADAlgorithm.icvLength + 63) & ~63
         let buffers = UnsafeMutableRawPointer.allocate(byteCount: stride * burst, alignment: 64)
         let meta = UnsafeMutableRawPointer.allocate(byteCount: 16 * burst, alignment: 64) // IV 8 + AAD 8
         defer { buffers.deallocate(); meta.deallocate() }
@@ -110,7 +130,7 @@ public enum CryptoBench {
                 switch path {
                 case .perPacket:
                     for i in 0..<burst {
-                        let p = buffers + stride * i
+                        let p = buffers + stride * i + offset
                         key.seal(core, payload: p, length: payloadSize, iv: meta + 16 * i, aad: meta + 16 * i + 8,
                                  aadLength: 8, icv: p + payloadSize)
                         if operation == .sealOpen,
@@ -122,7 +142,7 @@ public enum CryptoBench {
                 default:
                     batch.removeAll()
                     for i in 0..<burst {
-                        let p = buffers + stride * i
+                        let p = buffers + stride * i + offset
                         batch.append(payload: p, length: payloadSize, iv: meta + 16 * i, aad: meta + 16 * i + 8,
                                      icv: p + payloadSize)
                     }
@@ -169,7 +189,7 @@ public enum CryptoBench {
                         }
                     }
                 }
-                for path in [Path.rawIPsecMBJobs, .rawIPsecMBDirect] {
+                for path in [Path.rawIPsecMBJobs, .rawIPsecMBDirect, .rawSodium] {
                     if let m = try? measure(engine: .ipsecMB, aead: aead, payloadSize: size, burst: burst,
                                             packets: packets, path: path) {
                         out.append(m)

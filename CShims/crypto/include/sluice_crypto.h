@@ -145,12 +145,20 @@ void slc_burst_destroy(slc_burst *burst);
 uint32_t slc_aead_seal_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
 uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
 
-/* Baseline: the raw intel-ipsec-mb API driven from C with no wrapper, over
- * `nbufs` in-place buffers of `len` bytes (+16 ICV) each, `packets` packets
- * in bursts of `burst`. api 0 = job API (get_next_job/submit/flush),
- * 1 = direct API (IMB_AESxxx_GCM_ENC, CHACHA20_POLY1305 init/update/final).
- * Returns elapsed nanoseconds, or 0 when ipsec-mb is not usable. */
-uint64_t slc_bench_raw_mb(slc_aead aead, int api, uint32_t len, uint32_t burst, uint64_t packets);
+/* Baseline: one crypto library driven from C with no wrapper, over `burst`
+ * in-place buffers of `len` bytes (+16 ICV) each, the payload `offset` bytes
+ * (0-63) past a 64-byte boundary, `packets` packets in bursts of `burst`.
+ * engine: 0 = intel-ipsec-mb, 1 = libsodium. api (ipsec-mb only): 0 = job
+ * API (get_next_job/submit/flush), 1 = direct API (IMB_AESxxx_GCM_ENC/DEC,
+ * CHACHA20_POLY1305 init/update/finalize). open: 0 = seal; 1 = open, i.e.
+ * decrypt and check the ICV of valid sealed payloads (each buffer alternates
+ * between two ciphertexts, see crypto.c, so every open authenticates).
+ * Returns elapsed nanoseconds, or 0 when the library or algorithm is not
+ * usable here or an open failed to authenticate. flags: 0, or
+ * SLC_RAW_TAMPER (test hook) to corrupt one expected ICV after set-up. */
+#define SLC_RAW_TAMPER 1u
+uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t len, uint32_t offset,
+                       uint32_t burst, uint64_t packets, uint32_t flags);
 
 /* ---- Per packet (static inline) ---- */
 
