@@ -472,6 +472,17 @@ struct Bench {
             report["baseline_mpps"] = round3(base.mpps)
             report["baseline_command"] = base.command
             report["ratio"] = round3(mpps / base.mpps)
+            // io forwarding never touches a packet; a router must write each
+            // one (MACs, TTL, checksum). testpmd's own `mac` forwarding, which
+            // writes only the two MAC addresses, shows what that write costs here.
+            say("sluicebench: measuring dpdk-testpmd mac forwarding (writes each packet's MACs) on the same ports")
+            let mac = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
+                                              forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
+                                              filePrefix: "sluicebench-testpmd-mac-\(getpid())",
+                                              vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory, forwardMode: "mac")
+            report["testpmd_mac_mpps"] = round3(mac.mpps)
+            report["testpmd_mac_command"] = mac.command
+            report["ratio_to_testpmd_mac"] = round3(mpps / mac.mpps)
         }
         return report
     }

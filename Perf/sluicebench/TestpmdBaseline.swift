@@ -72,8 +72,13 @@ struct TestpmdBaseline {
     /// (e.g. a pcap replay port and a null sink): then traffic comes from the
     /// devices, forwarding starts with plain `start`, and each port gets one
     /// queue pair per forwarding core.
+    ///
+    /// `forwardMode` `mac` instead of `io` makes testpmd also write each
+    /// packet (its Ethernet source and destination addresses), the least any
+    /// forwarder that routes must do to a packet.
     static func run(seconds: Double, frameSize: Int, burst: Int, forwardingCores: Int, cpus: [Int],
-                    filePrefix: String, vdevs: [String]? = nil, memoryMB: Int = 256) throws -> Result {
+                    filePrefix: String, vdevs: [String]? = nil, memoryMB: Int = 256,
+                    forwardMode: String = "io") throws -> Result {
         guard seconds > 0, seconds.isFinite else { throw Failure.badArgument("seconds must be positive, got \(seconds)") }
         // testpmd ignores --txpkts below 42 (Ethernet + IPv4 + UDP) and uses
         // a single segment, so the frame must fit the 2048-byte data room.
@@ -95,7 +100,7 @@ struct TestpmdBaseline {
         var arguments = ["--no-huge", "-m", "\(memoryMB)", "--no-pci", "--no-telemetry", "--file-prefix", filePrefix,
                          "--lcores", lcores]
         for v in vdevs ?? (0..<ports).map({ "net_ring\($0)" }) { arguments += ["--vdev", v] }
-        arguments += ["--", "-i", "--forward-mode=io", "--nb-cores=\(forwardingCores)", "--burst=\(burst)",
+        arguments += ["--", "-i", "--forward-mode=\(forwardMode)", "--nb-cores=\(forwardingCores)", "--burst=\(burst)",
                       "--txpkts=\(frameSize)", "--total-num-mbufs=\(vdevs == nil ? 8192 : 16384)"]
         if vdevs != nil && forwardingCores > 1 { arguments += ["--rxq=\(forwardingCores)", "--txq=\(forwardingCores)"] }
         let startCommand = vdevs == nil ? "start tx_first" : "start"
