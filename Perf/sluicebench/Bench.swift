@@ -110,6 +110,9 @@ struct SluiceBench: ParsableCommand {
         guard ["bypass", "outbound", "inbound", "spd", "acl-gen", "spd-update"].contains(mode) else {
             throw ValidationError("--mode must be bypass, outbound, inbound, spd, acl-gen or spd-update")
         }
+        guard !shared.hugepages || ["bypass", "outbound", "inbound"].contains(mode) else {
+            throw ValidationError("--hugepages applies to --mode bypass, outbound and inbound")
+        }
         if mode == "spd-update" {
             guard rules >= 1, changes >= 1 else { throw ValidationError("need --rules ≥ 1 and --changes ≥ 1") }
             guard ["auto", "linear", "hash-list", "cut-tree"].contains(spdDriver) else {
@@ -250,7 +253,7 @@ struct Bench {
         }
         defer { if let dir = scratch { removeTree(dir) } }
 
-        var eal = ["sluicebench", "--no-huge", "-m", "\(o.shared.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
+        var eal = ["sluicebench"] + o.shared.ealMemoryArguments + ["-m", "\(o.shared.memory)", "--no-pci", "--no-shconf", "--no-telemetry",
                    "--log-level", "lib.eal:warning", "--lcores", lcoreMap.joined(separator: ",")]
         for v in vdevs { eal += ["--vdev", v] }
         _ = try EAL.initialize(arguments: eal)
@@ -405,7 +408,7 @@ struct Bench {
             "worker_cycles_per_packet": round3(windowCyclesPerPacket(coresAtStart, coresAtEnd)),
             // What the workers would forward if fed without limit: workers × TSC rate / busy cycles per packet.
             "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 * Double(o.workers)),
-            "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs,
+            "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs, "hugepages": o.shared.hugepages,
         ]
         if let a = allocStart, let b = allocEnd, packets > 0 {
             report["mallocs"] = Int(b.mallocs &- a.mallocs)
@@ -456,7 +459,8 @@ struct Bench {
         if o.baseline == "secgw" {
             say("sluicebench: measuring DPDK ipsec-secgw on the same pcap replay and null ports")
             let secgw = try SecgwBaseline.run(vdevs: vdevs, inbound: inbound, aead: o.aead, keyHex: InboundTraffic.keyHex(o.aead),
-                                              cpu: workerCPUs[0], seconds: o.seconds, warmup: o.warmup, scratch: scratch!)
+                                              cpu: workerCPUs[0], seconds: o.seconds, warmup: o.warmup, scratch: scratch!,
+                                              memoryArguments: o.shared.ealMemoryArguments)
             report["secgw_mpps"] = round3(secgw.mpps)
             report["secgw_ratio"] = round3(mpps / secgw.mpps)
             report["secgw_command"] = secgw.command
@@ -467,7 +471,8 @@ struct Bench {
             let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
                                                forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
                                                filePrefix: "sluicebench-testpmd-\(getpid())",
-                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory)
+                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory,
+                                               memoryArguments: o.shared.ealMemoryArguments)
             report["baseline"] = "testpmd-io"
             report["baseline_mpps"] = round3(base.mpps)
             report["baseline_command"] = base.command
@@ -479,7 +484,8 @@ struct Bench {
             let mac = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
                                               forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
                                               filePrefix: "sluicebench-testpmd-mac-\(getpid())",
-                                              vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory, forwardMode: "mac")
+                                              vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory, forwardMode: "mac",
+                                              memoryArguments: o.shared.ealMemoryArguments)
             report["testpmd_mac_mpps"] = round3(mac.mpps)
             report["testpmd_mac_command"] = mac.command
             report["ratio_to_testpmd_mac"] = round3(mpps / mac.mpps)

@@ -158,6 +158,7 @@ struct SADBenchCommand: ParsableCommand {
 
     func validate() throws {
         guard Self.modes.contains(mode) else { throw ValidationError("--mode must be sad or sad-install here") }
+        guard !shared.hugepages else { throw ValidationError("--hugepages applies to --mode bypass, outbound and inbound") }
         guard sas >= 1 else { throw ValidationError("need --sas ≥ 1") }
         if mode == "sad" {
             guard ["test-sad", "none"].contains(baseline) else { throw ValidationError("--mode sad takes --baseline test-sad or none") }

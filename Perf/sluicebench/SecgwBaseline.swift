@@ -90,13 +90,13 @@ struct SecgwBaseline {
     /// Runs ipsec-secgw on `vdevs` (port 0 protected, port 1 unprotected)
     /// pinned to `cpu` for `warmup` + `seconds` and returns its rate.
     static func run(vdevs: [String], inbound: Bool, aead: String, keyHex: String, cpu: Int, seconds: Double,
-                    warmup: Double, scratch: String) throws -> Result {
+                    warmup: Double, scratch: String, memoryArguments: [String] = ["--no-huge"]) throws -> Result {
         let executable = try locate()
         let config = scratch + "/secgw.cfg"
         try configuration(inbound: inbound, aead: aead, keyHex: keyHex).write(toFile: config, atomically: true, encoding: .utf8)
         let periods = max(1, Int(seconds.rounded()))
         let skip = max(1, Int(warmup.rounded(.up)))
-        var arguments = ["-oL", executable, "--no-huge", "-m", "1024", "--no-pci", "--no-telemetry",
+        var arguments = ["-oL", executable] + memoryArguments + ["-m", "1024", "--no-pci", "--no-telemetry",
                          "--file-prefix", "sluicebench-secgw-\(getpid())", "--lcores", "0@\(cpu)"]
         for v in vdevs { arguments += ["--vdev", v] }
         arguments += ["--vdev", "crypto_aesni_gcm0", "--", "-p", "0x3", "-P", "-u", "0x2",

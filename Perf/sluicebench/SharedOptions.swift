@@ -12,6 +12,16 @@ struct SharedOptions: ParsableArguments {
     var cpus: String?
     @Flag(help: "Print one JSON object on stdout (progress and periodic stats go to stderr).")
     var json = false
+    @Flag(help: """
+        Run the EAL, and the testpmd or ipsec-secgw baseline, on hugepages instead of --no-huge's 4 KiB \
+        pages (modes bypass, outbound, inbound). Each process takes --memory MB; reserve and mount them first, \
+        e.g. `echo 1536 > /proc/sys/vm/nr_hugepages; mount -t hugetlbfs nodev /dev/hugepages`.
+        """)
+    var hugepages = false
+
+    /// The EAL's memory arguments for the gateway and its baselines: 4 KiB
+    /// pages, or hugepages with no files left behind (`--in-memory`).
+    var ealMemoryArguments: [String] { hugepages ? ["--in-memory"] : ["--no-huge"] }
 
     /// A progress line: stdout, or stderr when stdout carries the JSON report.
     func say(_ s: String) {

@@ -73,12 +73,13 @@ struct TestpmdBaseline {
     /// devices, forwarding starts with plain `start`, and each port gets one
     /// queue pair per forwarding core.
     ///
+    /// `memoryArguments` are the EAL's (default 4 KiB pages, `--no-huge`).
     /// `forwardMode` `mac` instead of `io` makes testpmd also write each
     /// packet (its Ethernet source and destination addresses), the least any
     /// forwarder that routes must do to a packet.
     static func run(seconds: Double, frameSize: Int, burst: Int, forwardingCores: Int, cpus: [Int],
                     filePrefix: String, vdevs: [String]? = nil, memoryMB: Int = 256,
-                    forwardMode: String = "io") throws -> Result {
+                    forwardMode: String = "io", memoryArguments: [String] = ["--no-huge"]) throws -> Result {
         guard seconds > 0, seconds.isFinite else { throw Failure.badArgument("seconds must be positive, got \(seconds)") }
         // testpmd ignores --txpkts below 42 (Ethernet + IPv4 + UDP) and uses
         // a single segment, so the frame must fit the 2048-byte data room.
@@ -97,7 +98,7 @@ struct TestpmdBaseline {
         let executable = try locateTestpmd()
         let ports = vdevs?.count ?? max(2, (forwardingCores + 1) / 2 * 2)
         let lcores = (0...forwardingCores).map { "\($0)@\(cpus[$0 % cpus.count])" }.joined(separator: ",")
-        var arguments = ["--no-huge", "-m", "\(memoryMB)", "--no-pci", "--no-telemetry", "--file-prefix", filePrefix,
+        var arguments = memoryArguments + ["-m", "\(memoryMB)", "--no-pci", "--no-telemetry", "--file-prefix", filePrefix,
                          "--lcores", lcores]
         for v in vdevs ?? (0..<ports).map({ "net_ring\($0)" }) { arguments += ["--vdev", v] }
         arguments += ["--", "-i", "--forward-mode=\(forwardMode)", "--nb-cores=\(forwardingCores)", "--burst=\(burst)",
