@@ -428,7 +428,7 @@ struct Bench {
             // time with each payload where a packet puts it (the frame starts
             // RTE_PKTMBUF_HEADROOM bytes into the mbuf's buffer; the sealed
             // payload follows the Ethernet header, inbound also the outer IPv4
-            // header, the ESP header and the IV): AES-GCM runs slower there.
+            // header, the ESP header and the IV), to show what that costs.
             let inner = HeaderSize.ipv4 + HeaderSize.udp + o.payload
             let sealed = inner + ESPTrailer.trailerLength(payloadLength: inner)
             let algorithm: AEADAlgorithm = o.aead == "aes-gcm-128" ? .aes128GCM : (o.aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
@@ -468,11 +468,14 @@ struct Bench {
         if o.baseline == "testpmd" {
             say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))
             let frame = o.frameSizes!.count == 1 ? o.frameSizes![0] : 64
-            let base = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
-                                               forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
-                                               filePrefix: "sluicebench-testpmd-\(getpid())",
-                                               vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory,
-                                               memoryArguments: o.shared.ealMemoryArguments)
+            func testpmd(_ mode: String) throws -> TestpmdBaseline.Result {
+                try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
+                                        forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
+                                        filePrefix: "sluicebench-testpmd-\(mode)-\(getpid())",
+                                        vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory,
+                                        forwardMode: mode, memoryArguments: o.shared.ealMemoryArguments)
+            }
+            let base = try testpmd("io")
             report["baseline"] = "testpmd-io"
             report["baseline_mpps"] = round3(base.mpps)
             report["baseline_command"] = base.command
@@ -481,11 +484,7 @@ struct Bench {
             // one (MACs, TTL, checksum). testpmd's own `mac` forwarding, which
             // writes only the two MAC addresses, shows what that write costs here.
             say("sluicebench: measuring dpdk-testpmd mac forwarding (writes each packet's MACs) on the same ports")
-            let mac = try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
-                                              forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
-                                              filePrefix: "sluicebench-testpmd-mac-\(getpid())",
-                                              vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory, forwardMode: "mac",
-                                              memoryArguments: o.shared.ealMemoryArguments)
+            let mac = try testpmd("mac")
             report["testpmd_mac_mpps"] = round3(mac.mpps)
             report["testpmd_mac_command"] = mac.command
             report["ratio_to_testpmd_mac"] = round3(mpps / mac.mpps)
