@@ -221,18 +221,19 @@ public enum InternetChecksum {
     /// The caller guarantees 12 writable bytes.
     @inlinable @inline(__always)
     public static func decrementTTL(ipv4Header header: UnsafeMutableRawPointer) -> UInt8 {
-        // TTL, protocol and checksum are the 32-bit word at offset 8: one load
-        // and one store. In network order the word is TTL<<24 | proto<<16 | checksum.
-        let word = UInt32(bigEndian: header.loadUnaligned(fromByteOffset: IPv4Field.ttl, as: UInt32.self))
-        let ttl = UInt8(truncatingIfNeeded: word >> 24)
+        let ttl = header.load(fromByteOffset: IPv4Field.ttl, as: UInt8.self)
         guard ttl != 0 else { return 0 }
+        header.storeBytes(of: ttl &- 1, toByteOffset: IPv4Field.ttl, as: UInt8.self)
         // RFC 1624 eqn. 3 for the TTL/protocol word dropping by 0x0100 is a
         // one's-complement add of 0x0100 to the checksum, with 0xFFFF → 0x0000.
-        let s = (word & 0xFFFF) &+ 0x0100                  // <= 0x100FF
-        var folded = (s & 0xFFFF) &+ (s >> 16)             // <= 0xFFFF
+        // One's-complement sums do not depend on byte order (RFC 1071 §2(B)),
+        // so the field is patched as it lies in memory, with 0x0100 in the
+        // same order: no byte swaps.
+        let raw = UInt32(header.loadUnaligned(fromByteOffset: IPv4Field.checksum, as: UInt16.self))
+        let s = raw &+ UInt32(UInt16(0x0100).bigEndian)    // <= 0x100FF
+        var folded = (s & 0xFFFF) &+ (s >> 16)              // <= 0xFFFF
         if folded == 0xFFFF { folded = 0 }
-        let updated = (word &- 0x0100_0000) & 0xFFFF_0000 | folded  // ttl >= 1: no borrow
-        header.storeBytes(of: updated.bigEndian, toByteOffset: IPv4Field.ttl, as: UInt32.self)
+        header.storeBytes(of: UInt16(truncatingIfNeeded: folded), toByteOffset: IPv4Field.checksum, as: UInt16.self)
         return ttl &- 1
     }
 
