@@ -37,10 +37,19 @@ import Testing
         #expect(hasSalt, "salt present while live")
 
         // A slab of sodium_malloc memory: the key lies in a read-only mapping
-        // (set-up left it so) that ends at a PROT_NONE guard page.
+        // (set-up left it so) that ends at a PROT_NONE guard page. Tests
+        // running beside this one may be writing another key of the same slab
+        // right now (writable for that moment), so the mapping must be
+        // read-only again within 2 s, not at this very instant.
         let region = key.stateRegion
         #expect(region.address % 64 == 0)
-        let maps = try #require(Self.mappings(around: region.address))
+        var maps = try #require(Self.mappings(around: region.address))
+        var waited = 0
+        while !Self.permissions(maps.0).hasPrefix("r--") && waited < 2000 {
+            usleep(1000)
+            waited += 1
+            maps = try #require(Self.mappings(around: region.address))
+        }
         #expect(Self.permissions(maps.0).hasPrefix("r--"), "read-only: \(maps.0)")
         let end = try #require(UInt(maps.0.prefix { $0 != " " }.split(separator: "-")[1], radix: 16))
         #expect(region.address + UInt(region.bytes) <= end, "the key lies inside the mapping")
