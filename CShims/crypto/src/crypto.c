@@ -381,7 +381,7 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
     return good;
 }
 
-/* ---- Raw intel-ipsec-mb baseline ---- */
+/* ---- Raw baselines: intel-ipsec-mb and libsodium with no wrapper ---- */
 
 static uint64_t now_ns(void)
 {
@@ -390,8 +390,7 @@ static uint64_t now_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-/* One buffer's raw operation. ipsec-mb computes the tag of an open into
- * `tag` and leaves the comparison to its caller; libsodium compares itself. */
+/* What one slc_bench_raw run drives: the library, operation, algorithm and key. */
 typedef struct raw_bench {
     int engine, open;
     slc_aead aead;
@@ -401,15 +400,10 @@ typedef struct raw_bench {
     uint8_t key[32];
 } raw_bench;
 
-static bool tags_equal(const uint8_t *a, const uint8_t *b)
-{
-    uint8_t d = 0;
-    for (int i = 0; i < SLC_ICV_LEN; i++) d |= a[i] ^ b[i];
-    return d == 0;
-}
-
 /* Seals (open == 0: writes the ICV to `icv`) or opens (checks `icv`) one
- * in-place payload with the direct API or libsodium. */
+ * in-place payload with the direct API or libsodium. ipsec-mb computes the
+ * tag of an open and leaves the comparison to its caller; libsodium
+ * compares itself. */
 static bool raw_one(const raw_bench *r, int open, uint8_t *p, uint32_t len, const uint8_t *nonce,
                     const uint8_t *aad, uint8_t *icv)
 {
@@ -442,7 +436,7 @@ static bool raw_one(const raw_bench *r, int open, uint8_t *p, uint32_t len, cons
             else IMB_AES256_GCM_ENC(r->mgr, r->gk, &c, p, p, len, nonce, aad, 8, out, SLC_ICV_LEN);
         }
     }
-    return !open || tags_equal(tag, icv);
+    return !open || slc_icv_equal(tag, icv);
 }
 
 /* One burst through intel-ipsec-mb's job API; opens compare each computed
@@ -490,7 +484,7 @@ static bool raw_jobs(const raw_bench *r, uint8_t *bufs, size_t stride, uint32_t 
     while (IMB_FLUSH_JOB(r->mgr) != NULL) {}
     bool ok = true;
     if (r->open)
-        for (uint32_t i = 0; i < burst; i++) ok &= tags_equal(tag[i], icv[i][which]);
+        for (uint32_t i = 0; i < burst; i++) ok &= slc_icv_equal(tag[i], icv[i][which]);
     return ok;
 }
 
