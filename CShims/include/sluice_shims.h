@@ -54,6 +54,15 @@
 int sl_rss_key_get(uint16_t port, uint8_t *key, uint8_t *len, uint64_t *rss_hf);
 int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size);
 
+/* A pktmbuf pool like rte_pktmbuf_pool_create's (no private area, default
+ * data room), except that where no device can need an mbuf's buffer to be
+ * physically contiguous (IOVA as VA, or no hugepages so no physical
+ * addresses at all) its objects are packed back to back instead of each
+ * starting a page of its own (shims.c). NULL with rte_errno set on failure. */
+struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, int socket);
+/* Whether sl_pktmbuf_pool_create packs objects in this EAL. */
+int sl_pktmbuf_pool_packs(void);
+
 /* DPDK telemetry (shims/telemetry.c): /sluice/stats, /sluice/cores,
  * /sluice/sa/list, /sluice/sp/list, answered on DPDK's telemetry thread
  * from the workers' counters and lists the control thread hands over. */

@@ -33,6 +33,40 @@ void sl_install_stop_signals(void) {
 
 int sl_stop_signal(void) { return sl_stop_signo; }
 
+#include <rte_mbuf_pool_ops.h>
+
+/* rte_pktmbuf_pool_create places a pool's objects so that none crosses a
+ * page, for devices that DMA by physical address. Without hugepages the page
+ * is 4 KiB and an mbuf is ~2.4 KiB, so every object starts a page of its
+ * own: every mbuf header, and every packet's first bytes, sit at the same
+ * offset in a page and compete for the same few L1 cache sets. Where no
+ * physical contiguity can be needed the pool is packed instead. */
+int sl_pktmbuf_pool_packs(void) {
+    return rte_eal_iova_mode() == RTE_IOVA_VA || !rte_eal_has_hugepages();
+}
+
+struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, int socket) {
+    struct rte_pktmbuf_pool_private priv;
+    memset(&priv, 0, sizeof(priv));
+    priv.mbuf_data_room_size = RTE_MBUF_DEFAULT_BUF_SIZE;
+    unsigned flags = sl_pktmbuf_pool_packs() ? RTE_MEMPOOL_F_NO_IOVA_CONTIG : 0;
+    struct rte_mempool *mp = rte_mempool_create_empty(name, n, sizeof(struct rte_mbuf) + RTE_MBUF_DEFAULT_BUF_SIZE,
+                                                      cache, sizeof(priv), socket, flags);
+    if (mp == NULL) return NULL;
+    int rc = rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), NULL);
+    if (rc == 0) {
+        rte_pktmbuf_pool_init(mp, &priv);
+        rc = rte_mempool_populate_default(mp);
+    }
+    if (rc < 0) {
+        rte_mempool_free(mp);
+        rte_errno = -rc;
+        return NULL;
+    }
+    rte_mempool_obj_iter(mp, rte_pktmbuf_init, NULL);
+    return mp;
+}
+
 #include <stdio.h>
 
 void sl_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

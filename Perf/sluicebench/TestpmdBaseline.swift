@@ -76,10 +76,12 @@ struct TestpmdBaseline {
     /// `memoryArguments` are the EAL's (default 4 KiB pages, `--no-huge`).
     /// `forwardMode` `mac` instead of `io` makes testpmd also write each
     /// packet (its Ethernet source and destination addresses), the least any
-    /// forwarder that routes must do to a packet.
+    /// forwarder that routes must do to a packet. `testpmdArguments` go after
+    /// testpmd's own (e.g. `--mp-alloc=xbuf`).
     static func run(seconds: Double, frameSize: Int, burst: Int, forwardingCores: Int, cpus: [Int],
                     filePrefix: String, vdevs: [String]? = nil, memoryMB: Int = 256,
-                    forwardMode: String = "io", memoryArguments: [String] = ["--no-huge"]) throws -> Result {
+                    forwardMode: String = "io", memoryArguments: [String] = ["--no-huge"],
+                    testpmdArguments: [String] = []) throws -> Result {
         guard seconds > 0, seconds.isFinite else { throw Failure.badArgument("seconds must be positive, got \(seconds)") }
         // testpmd ignores --txpkts below 42 (Ethernet + IPv4 + UDP) and uses
         // a single segment, so the frame must fit the 2048-byte data room.
@@ -104,6 +106,7 @@ struct TestpmdBaseline {
         arguments += ["--", "-i", "--forward-mode=\(forwardMode)", "--nb-cores=\(forwardingCores)", "--burst=\(burst)",
                       "--txpkts=\(frameSize)", "--total-num-mbufs=\(vdevs == nil ? 8192 : 16384)"]
         if vdevs != nil && forwardingCores > 1 { arguments += ["--rxq=\(forwardingCores)", "--txq=\(forwardingCores)"] }
+        arguments += testpmdArguments
         let startCommand = vdevs == nil ? "start tx_first" : "start"
 
         let warmUp = min(1.0, max(0.2, seconds / 5))

@@ -101,7 +101,7 @@ public final class Gateway {
             let perQueue = rxDescriptors + txDescriptors + Int(SL_TX_BUFFER)
             var n = infos.count * max(queuesHere, 1) * perQueue + max(queuesHere, 1) * (Int(SL_BURST) + cache) + extraMbufs + 1024
             n = (1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)) - 1  // 2^k − 1 suits the mempool ring
-            guard let mp = rte_pktmbuf_pool_create("sl_mbuf\(Gateway.instanceSerial.add(1, ordering: .relaxed).newValue)_s\(s)", UInt32(n), UInt32(cache), 0, sl_mbuf_default_buf_size(), s) else {
+            guard let mp = sl_pktmbuf_pool_create("sl_mbuf\(Gateway.instanceSerial.add(1, ordering: .relaxed).newValue)_s\(s)", UInt32(n), UInt32(cache), s) else {
                 throw .dpdkErrno("cannot create a mempool of \(n) mbufs on socket \(s) (give the EAL more memory, e.g. -m 512)")
             }
             pools[s] = mp
