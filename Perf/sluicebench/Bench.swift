@@ -409,6 +409,9 @@ struct Bench {
             // What the workers would forward if fed without limit: workers × TSC rate / busy cycles per packet.
             "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 * Double(o.workers)),
             "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs, "hugepages": o.shared.hugepages,
+            // 32 (the RX burst) when the workers were the bottleneck; less when
+            // they waited for traffic (busy cycles per packet then overstate).
+            "rx_packets_per_burst": round3(windowPacketsPerBurst(coresAtStart, coresAtEnd)),
         ]
         if let a = allocStart, let b = allocEnd, packets > 0 {
             report["mallocs"] = Int(b.mallocs &- a.mallocs)
@@ -514,6 +517,13 @@ func windowCyclesPerPacket(_ a: [CoreCounters], _ b: [CoreCounters]) -> Double {
     let cycles = zip(a, b).reduce(0.0) { $0 + Double($1.1.busyCycles &- $1.0.busyCycles) }
     let packets = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxPackets &- $1.0.rxPackets) }
     return packets == 0 ? 0 : cycles / packets
+}
+
+/// Packets per non-empty RX burst of all workers between two counter snapshots.
+func windowPacketsPerBurst(_ a: [CoreCounters], _ b: [CoreCounters]) -> Double {
+    let bursts = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxBursts &- $1.0.rxBursts) }
+    let packets = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxPackets &- $1.0.rxPackets) }
+    return bursts == 0 ? 0 : packets / bursts
 }
 
 /// A heap object allocated on purpose to check the allocation counter.
