@@ -80,6 +80,12 @@ SL_INLINE struct rte_mbuf *sl_mbuf_alloc(struct rte_mempool *mp) { return rte_pk
 SL_INLINE int sl_mbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **m, unsigned n) { return rte_pktmbuf_alloc_bulk(mp, m, n); }
 SL_INLINE void sl_prefetch0(const void *p) { rte_prefetch0(p); }
 SL_INLINE void sl_prefetch_mbuf_data(struct rte_mbuf *m) { rte_prefetch0(rte_pktmbuf_mtod(m, void *)); }
+/* The port's RX IPv4 checksum flags: SL_IP_CKSUM_UNCHECKED (0: the port did
+ * not check), SL_IP_CKSUM_GOOD, or anything else (bad, or no checksum). */
+enum { SL_IP_CKSUM_UNCHECKED = 0, SL_IP_CKSUM_GOOD = (int)RTE_MBUF_F_RX_IP_CKSUM_GOOD };
+SL_INLINE uint32_t sl_mbuf_ip_cksum_flags(const struct rte_mbuf *m) {
+    return (uint32_t)(m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK);
+}
 /* RX IPv4 checksum verdict: 1 good, -1 bad, 0 not checked by the port. */
 SL_INLINE int sl_mbuf_ip_cksum_state(const struct rte_mbuf *m) {
     uint64_t f = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;

@@ -143,14 +143,23 @@ public enum InternetChecksum {
 
     /// Whether an IPv4 header of `length` bytes (20…60, a multiple of 4, the
     /// caller guarantees them readable) carries a correct checksum: its
-    /// one's-complement sum is 0xFFFF. The common 20-byte case is five 32-bit
-    /// adds; byte order does not matter for this test (RFC 1071 §2(B)).
+    /// one's-complement sum is 0xFFFF.
+    ///
+    /// That holds exactly when the plain integer sum of its 16-bit words is a
+    /// nonzero multiple of 0xFFFF: 2^16 ≡ 1 (mod 0xFFFF), so the end-around
+    /// carries of the one's-complement sum change nothing modulo 0xFFFF, and
+    /// that sum is 0 only for an all-zero header. A 32-bit word is likewise
+    /// its two 16-bit halves modulo 0xFFFF, and reading the words in the
+    /// other byte order multiplies the sum by 2^8, which is prime to 0xFFFF.
+    /// So the header is summed as 32-bit words as they load and tested with
+    /// one divisibility check (a multiply and a compare), no folds.
+    /// (0xFFFE_FFFE_FFFE_FFFF × 0xFFFF ≡ 1 mod 2^64.)
     @inlinable @inline(__always)
     public static func ipv4HeaderIsValid(_ header: UnsafeRawPointer, length: Int) -> Bool {
         var acc: UInt64
         var i: Int
         if length >= 20 {
-            // Straight-line for the fixed part (the compiler keeps this branch-free).
+            // Straight-line for the fixed part.
             acc = UInt64(header.loadUnaligned(fromByteOffset: 0, as: UInt32.self))
                 &+ UInt64(header.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
                 &+ UInt64(header.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
@@ -166,13 +175,9 @@ public enum InternetChecksum {
             acc &+= UInt64(header.loadUnaligned(fromByteOffset: i, as: UInt32.self))
             i &+= 4
         }
-        // Three folds: < 2^33, then ≤ 0x2FFFF, then ≤ 0x10001. A value above
-        // 0xFFFF after the third would fold to 1 or 2, so it is valid exactly
-        // when the third fold gives 0xFFFF (a fourth fold is not needed).
-        acc = (acc & 0xFFFF_FFFF) &+ (acc >> 32)
-        acc = (acc & 0xFFFF) &+ (acc >> 16)
-        acc = (acc & 0xFFFF) &+ (acc >> 16)
-        return acc == 0xFFFF
+        // acc is a multiple of the odd 0xFFFF exactly when acc × 0xFFFF⁻¹
+        // (mod 2^64) is at most (2^64 − 1) / 0xFFFF (Granlund and Montgomery).
+        return acc != 0 && acc &* 0xFFFE_FFFE_FFFE_FFFF <= 0x0001_0001_0001_0001
     }
 
     /// RFC 1624 eqn. 3: the checksum after one 16-bit word of the covered

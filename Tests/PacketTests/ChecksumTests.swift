@@ -133,6 +133,35 @@ import Testing
         #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
     }
 
+    /// `ipv4HeaderIsValid` (one divisibility test) against RFC 1071 folding,
+    /// for every header length 20…60: random headers with every one of the
+    /// 65536 checksum values, so the valid ones (both representations of
+    /// zero included) and all invalid ones are met; plus the all-zero and
+    /// all-ones headers.
+    @Test func ipv4HeaderValidityMatchesFolding() {
+        var rng = SplitMix64(seed: 0x1071)
+        var mismatches: [String] = []
+        var valid = 0
+        for length in stride(from: 20, through: 60, by: 4) {
+            for _ in 0..<(length == 20 ? 3 : 1) {
+                var header = (0..<length).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+                for stored in 0...0xFFFF {
+                    header[10] = UInt8(stored >> 8); header[11] = UInt8(stored & 0xFF)
+                    let expected = referenceChecksum(header) == 0
+                    let got = header.withUnsafeBytes { InternetChecksum.ipv4HeaderIsValid($0.baseAddress!, length: length) }
+                    if got != expected { mismatches.append("length \(length) checksum \(stored): \(got)") }
+                    if expected { valid += 1 }
+                }
+            }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.count) mismatches: \(mismatches.prefix(5))")
+        #expect(valid >= 13, "each header has one valid checksum at least")
+        let zeros = [UInt8](repeating: 0, count: 20), ones = [UInt8](repeating: 0xFF, count: 20)
+        #expect(!zeros.withUnsafeBytes { InternetChecksum.ipv4HeaderIsValid($0.baseAddress!, length: 20) })
+        #expect(ones.withUnsafeBytes { InternetChecksum.ipv4HeaderIsValid($0.baseAddress!, length: 20) })
+        #expect(referenceChecksum(zeros) != 0 && referenceChecksum(ones) == 0)
+    }
+
     @Test func decrementTTLAtZeroLeavesHeaderAlone() {
         var h: [UInt8] = [0x45, 0, 0, 20, 0, 0, 0, 0, 0, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]
         let c = referenceChecksum(h)
