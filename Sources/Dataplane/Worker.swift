@@ -195,7 +195,9 @@ func plainIPv4Length(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, leng
     else { return -1 }
     let ip = data + HeaderSize.ethernet
     let total = Int(UnsafeRawPointer(ip).loadBE16(at: IPv4Field.totalLength))
-    guard total >= HeaderSize.ipv4 && total <= pktLen &- HeaderSize.ethernet else { return -1 }
+    // 20 ≤ total ≤ pktLen − 14 in one unsigned compare (pktLen ≥ len ≥ 34).
+    guard UInt(bitPattern: total &- HeaderSize.ipv4)
+            <= UInt(bitPattern: pktLen &- (HeaderSize.ethernet &+ HeaderSize.ipv4)) else { return -1 }
     // Unchecked by the port (virtual ports, most NICs without the offload
     // enabled) first: one test, then the sum.
     let checked = sl_mbuf_ip_cksum_flags(m)
@@ -362,13 +364,14 @@ func prefetchLines(_ p: UnsafeRawPointer, length: Int) {
 }
 
 /// Applies a next hop to a parsed packet whose frame starts at `frame` (the
-/// mbuf's data): TTL/hop limit −1, Ethernet rewrite, TX.
+/// mbuf's data) and whose TTL/hop limit the caller checked to be above 1:
+/// TTL/hop limit −1, Ethernet rewrite, TX.
 @inline(__always)
 func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start: UnsafeMutableRawPointer, ip: UnsafeMutablePointer<UInt8>,
           hop: UnsafeMutablePointer<sl_nexthop>, ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
-        if ipv4 { _ = InternetChecksum.decrementTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
+        if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
         var frame = start
         if _slowPath(UnsafeMutableRawPointer(ip) - frame != HeaderSize.ethernet) {
             // A VLAN tag is not carried across (no VLAN interfaces: letting the

@@ -235,12 +235,20 @@ public enum InternetChecksum {
         // carry), both raw − 0xFFFE, i.e. + 2 with the carry out of the
         // word dropped. The TTL byte drops by one without a borrow (it is
         // not 0), so the whole update is one add to the word.
-        let word = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: IPv4Field.ttl, as: UInt32.self))
-        let ttl = UInt8(truncatingIfNeeded: word)
+        let ttl = header.load(fromByteOffset: IPv4Field.ttl, as: UInt8.self)
         guard ttl != 0 else { return 0 }
+        decrementNonzeroTTL(ipv4Header: header)
+        return ttl &- 1
+    }
+
+    /// `decrementTTL` for a header whose TTL the caller has checked to be
+    /// at least 1 (a router forwarding only TTL > 1): no test. A TTL of 0
+    /// would wrap to 255 with a wrong checksum.
+    @inlinable @inline(__always)
+    public static func decrementNonzeroTTL(ipv4Header header: UnsafeMutableRawPointer) {
+        let word = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: IPv4Field.ttl, as: UInt32.self))
         let checksumStep: UInt32 = word >= 0xFFFE_0000 ? 0x2_0000 : 0x1_0000
         header.storeBytes(of: (word &+ checksumStep &- 1).littleEndian, toByteOffset: IPv4Field.ttl, as: UInt32.self)
-        return ttl &- 1
     }
 
     // MARK: pseudo-headers
