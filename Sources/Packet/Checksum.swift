@@ -226,15 +226,6 @@ public enum InternetChecksum {
     /// The caller guarantees 12 writable bytes.
     @inlinable @inline(__always)
     public static func decrementTTL(ipv4Header header: UnsafeMutableRawPointer) -> UInt8 {
-        // Bytes 8…11 as one little-endian word: TTL, protocol, then the
-        // checksum as it lies in memory in the high half. One's-complement
-        // sums do not depend on byte order (RFC 1071 §2(B)), so adding 0x0100
-        // to the big-endian checksum is adding 1 to that half. The result
-        // must follow afterTTLDecrement: raw + 1, except that 0xFFFE gives
-        // 0x0000 (not negative zero) and 0xFFFF gives 0x0001 (end-around
-        // carry), both raw − 0xFFFE, i.e. + 2 with the carry out of the
-        // word dropped. The TTL byte drops by one without a borrow (it is
-        // not 0), so the whole update is one add to the word.
         let ttl = header.load(fromByteOffset: IPv4Field.ttl, as: UInt8.self)
         guard ttl != 0 else { return 0 }
         decrementNonzeroTTL(ipv4Header: header)
@@ -246,6 +237,15 @@ public enum InternetChecksum {
     /// would wrap to 255 with a wrong checksum.
     @inlinable @inline(__always)
     public static func decrementNonzeroTTL(ipv4Header header: UnsafeMutableRawPointer) {
+        // Bytes 8…11 as one little-endian word: TTL, protocol, then the
+        // checksum as it lies in memory in the high half. One's-complement
+        // sums do not depend on byte order (RFC 1071 §2(B)), so adding 0x0100
+        // to the big-endian checksum is adding 1 to that half. The result
+        // must follow afterTTLDecrement: raw + 1, except that 0xFFFE gives
+        // 0x0000 (not negative zero) and 0xFFFF gives 0x0001 (end-around
+        // carry), both raw − 0xFFFE, i.e. + 2 with the carry out of the
+        // word dropped. The TTL byte drops by one without a borrow (it is
+        // not 0), so the whole update is one add to the word.
         let word = UInt32(littleEndian: header.loadUnaligned(fromByteOffset: IPv4Field.ttl, as: UInt32.self))
         let checksumStep: UInt32 = word >= 0xFFFE_0000 ? 0x2_0000 : 0x1_0000
         header.storeBytes(of: (word &+ checksumStep &- 1).littleEndian, toByteOffset: IPv4Field.ttl, as: UInt32.self)
