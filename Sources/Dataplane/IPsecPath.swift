@@ -238,7 +238,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 drop(m, .lifetimeExpired, drops); continue
             }
             // The next packet's lines arrive while this one is decrypted.
-            if prefetchData && i < n { prefetchLines(UnsafeRawPointer(sl_mbuf_data(rx[i]!)!), length: Int(sl_mbuf_data_len(rx[i]!))) }
+            if prefetchData && i < n { prefetchHead(UnsafeRawPointer(sl_mbuf_data(rx[i]!)!), length: Int(sl_mbuf_data_len(rx[i]!))) }
             if let d = ESPInbound.decapsulate(&view, header: header, sa: record.pointee.sa,
                                               window: &record.pointee.window.pointee, core: context.core) {
                 drop(m, .esp(d), drops); continue
@@ -286,7 +286,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
     let sealRecord = context.sealRecord
-    if prefetch { prefetchLines(sealIP[0]!, length: Int(sealLen[0])) }
+    if prefetch { prefetchHead(sealIP[0]!, length: Int(sealLen[0])) }
     var first = 0
     while first < count {
         // The next SA not handled yet, and how many of its packets the burst
@@ -364,7 +364,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 }
                 granted &-= 1
                 // The next packet's lines arrive while this one is encrypted.
-                if prefetch && j &+ 1 < count { prefetchLines(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
+                if prefetch && j &+ 1 < count { prefetchHead(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
                 if let d = ESPOutbound.encapsulate(&view, sa: record.pointee.sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)

@@ -340,10 +340,18 @@ func startPrefetch(_ rx: UnsafeMutablePointer<OpaquePointer?>, count n: Int, pre
     return data
 }
 
-/// Prefetches every cache line of `length` bytes at `p` (a packet about to
-/// be encrypted or decrypted whole, whose lines another agent wrote).
+/// How much of a packet `prefetchHead` asks for.
+let prefetchHeadBytes = 256
+
+/// Prefetches the first cache lines, up to `prefetchHeadBytes`, of the
+/// `length` bytes at `p`: a packet about to be encrypted or decrypted whole,
+/// whose lines another agent wrote. The hardware prefetcher streams the rest
+/// once the cipher walks in. Asking for every line of a 1400-byte packet
+/// made ring ports with packed mbufs 20–30 % slower than asking for its
+/// first 128, 256 or 512 bytes (no difference with 64- or 512-byte payloads).
 @inline(__always)
-func prefetchLines(_ p: UnsafeRawPointer, length: Int) {
+func prefetchHead(_ p: UnsafeRawPointer, length: Int) {
+    let length = min(length, prefetchHeadBytes)
     var a = UInt(bitPattern: p) & ~63
     let end = UInt(bitPattern: p) &+ UInt(length)
     while a < end { sl_prefetch0(UnsafeRawPointer(bitPattern: a)); a &+= 64 }
