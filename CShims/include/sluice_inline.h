@@ -88,7 +88,7 @@ SL_INLINE uint32_t sl_mbuf_ip_cksum_flags(const struct rte_mbuf *m) {
 }
 /* RX IPv4 checksum verdict: 1 good, -1 bad, 0 not checked by the port. */
 SL_INLINE int sl_mbuf_ip_cksum_state(const struct rte_mbuf *m) {
-    uint64_t f = m->ol_flags & RTE_MBUF_F_RX_IP_CKSUM_MASK;
+    uint32_t f = sl_mbuf_ip_cksum_flags(m);
     return f == RTE_MBUF_F_RX_IP_CKSUM_GOOD ? 1 : (f == RTE_MBUF_F_RX_IP_CKSUM_BAD ? -1 : 0);
 }
 

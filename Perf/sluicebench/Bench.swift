@@ -399,19 +399,20 @@ struct Bench {
         let packets = Double(c1.packets &- c0.packets)
         let bytes = Double(c1.bytes &- c0.bytes)
         let mpps = packets / dt / 1e6
+        let cyclesPerPacket = windowRatio(coresAtStart, coresAtEnd, \.busyCycles, per: \.rxPackets)
         var report: [String: Any] = [
             "mode": o.mode, "sa_mode": o.saMode, "ports": o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
             "generators": generatorCount, "seconds": dt, "packets": Int(packets),
             "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
             "drops": Int(cores.reduce(0) { $0 + $1.totalDrops }),
-            "worker_cycles_per_packet": round3(windowCyclesPerPacket(coresAtStart, coresAtEnd)),
+            "worker_cycles_per_packet": round3(cyclesPerPacket),
             // What the workers would forward if fed without limit: workers × TSC rate / busy cycles per packet.
-            "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(windowCyclesPerPacket(coresAtStart, coresAtEnd), 1e-9) / 1e6 * Double(o.workers)),
+            "worker_capacity_mpps": round3(Double(sl_tsc_hz()) / max(cyclesPerPacket, 1e-9) / 1e6 * Double(o.workers)),
             "worker_cpus": workerCPUs, "generator_cpus": generatorCPUs, "hugepages": o.shared.hugepages,
             // 32 (the RX burst) when the workers were the bottleneck; less when
             // they waited for traffic (busy cycles per packet then overstate).
-            "rx_packets_per_burst": round3(windowPacketsPerBurst(coresAtStart, coresAtEnd)),
+            "rx_packets_per_burst": round3(windowRatio(coresAtStart, coresAtEnd, \.rxPackets, per: \.rxBursts)),
         ]
         if let a = allocStart, let b = allocEnd, packets > 0 {
             report["mallocs"] = Int(b.mallocs &- a.mallocs)
@@ -471,13 +472,14 @@ struct Bench {
         if o.baseline == "testpmd" {
             say("sluicebench: measuring the baseline: dpdk-testpmd io forwarding on " + (ring ? "two net_ring loopback ports (tx_first)" : "the same pcap replay and null ports"))
             let frame = o.frameSizes!.count == 1 ? o.frameSizes![0] : 64
-            func testpmd(_ mode: String, _ extra: [String] = []) throws -> TestpmdBaseline.Result {
+            // `mbufAllocation`: testpmd's --mp-alloc (its default pool when nil).
+            func testpmd(_ mode: String, mbufAllocation: String? = nil) throws -> TestpmdBaseline.Result {
                 try TestpmdBaseline.run(seconds: o.seconds, frameSize: frame, burst: o.burst,
                                         forwardingCores: o.workers, cpus: [cpus[0]] + workerCPUs,
-                                        filePrefix: "sluicebench-testpmd-\(mode)\(extra.isEmpty ? "" : "-xbuf")-\(getpid())",
+                                        filePrefix: "sluicebench-testpmd-\(mode)\(mbufAllocation.map { "-\($0)" } ?? "")-\(getpid())",
                                         vdevs: ring ? nil : vdevs, memoryMB: ring ? 256 : o.shared.memory,
                                         forwardMode: mode, memoryArguments: o.shared.ealMemoryArguments,
-                                        testpmdArguments: extra)
+                                        testpmdArguments: mbufAllocation.map { ["--mp-alloc=\($0)"] } ?? [])
             }
             let base = try testpmd("io")
             report["baseline"] = "testpmd-io"
@@ -500,7 +502,7 @@ struct Bench {
             // with it is the like-for-like figure on 4 KiB pages.
             if !o.shared.hugepages {
                 say("sluicebench: measuring dpdk-testpmd io forwarding with packed buffers (--mp-alloc=xbuf) on the same ports")
-                let packed = try testpmd("io", ["--mp-alloc=xbuf"])
+                let packed = try testpmd("io", mbufAllocation: "xbuf")
                 report["testpmd_io_xbuf_mpps"] = round3(packed.mpps)
                 report["testpmd_io_xbuf_command"] = packed.command
                 report["ratio_to_testpmd_io_xbuf"] = round3(mpps / packed.mpps)
@@ -512,18 +514,16 @@ struct Bench {
 
 func round3(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
 
-/// Busy cycles per packet of all workers between two counter snapshots.
-func windowCyclesPerPacket(_ a: [CoreCounters], _ b: [CoreCounters]) -> Double {
-    let cycles = zip(a, b).reduce(0.0) { $0 + Double($1.1.busyCycles &- $1.0.busyCycles) }
-    let packets = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxPackets &- $1.0.rxPackets) }
-    return packets == 0 ? 0 : cycles / packets
-}
-
-/// Packets per non-empty RX burst of all workers between two counter snapshots.
-func windowPacketsPerBurst(_ a: [CoreCounters], _ b: [CoreCounters]) -> Double {
-    let bursts = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxBursts &- $1.0.rxBursts) }
-    let packets = zip(a, b).reduce(0.0) { $0 + Double($1.1.rxPackets &- $1.0.rxPackets) }
-    return bursts == 0 ? 0 : packets / bursts
+/// How much `numerator` grew per unit `denominator` grew, summed over all
+/// workers between two counter snapshots (0 when the denominator did not
+/// grow): busy cycles per packet, packets per RX burst.
+func windowRatio(_ a: [CoreCounters], _ b: [CoreCounters], _ numerator: KeyPath<CoreCounters, UInt64>,
+                 per denominator: KeyPath<CoreCounters, UInt64>) -> Double {
+    func growth(_ k: KeyPath<CoreCounters, UInt64>) -> Double {
+        zip(a, b).reduce(0.0) { $0 + Double($1.1[keyPath: k] &- $1.0[keyPath: k]) }
+    }
+    let d = growth(denominator)
+    return d == 0 ? 0 : growth(numerator) / d
 }
 
 /// A heap object allocated on purpose to check the allocation counter.
