@@ -102,6 +102,14 @@ struct SluiceBench: ParsableCommand {
     var updateSamples: Int = 50
     @Option(help: "spd: EAL memory in MB for dpdk-test-acl.")
     var aclMemory: Int = 2048
+    @Flag(help: """
+        outbound/inbound on pcap ports: also run --mode bypass in a child sluicebench on the same ports with \
+        frames of the size this mode receives, and report what receiving, routing and sending such a frame \
+        costs there (port_floor_cycles_per_packet), the raw engine's cycles per packet \
+        (baseline_cycles_per_packet), the rest of the worker's time (esp_cycles_per_packet: the ESP work \
+        besides the AEAD) and the best ratio these ports allow (ceiling_ratio: engine / (engine + floor)).
+        """)
+    var portFloor = false
     @OptionGroup var shared: SharedOptions
     @Flag(help: "Report mallocs and retains per packet (run with the alloc-counter preload; disables periodic stats in the window).")
     var countAllocs = false
@@ -145,6 +153,10 @@ struct SluiceBench: ParsableCommand {
             throw ValidationError("--baseline secgw measures --mode outbound or inbound on --ports pcap with one worker")
         }
         guard ["pcap", "ring"].contains(ports) else { throw ValidationError("--ports must be pcap or ring") }
+        guard !portFloor || (mode != "bypass" && ports == "pcap") else {
+            // Ring generators restore whole frames for ESP but only headers for bypass: no common floor.
+            throw ValidationError("--port-floor measures --mode outbound or inbound on --ports pcap")
+        }
         guard seconds > 0, inflight >= burst, burst >= 1, burst <= Int(SL_BURST) else {
             throw ValidationError("need --seconds > 0 and 1 ≤ --burst ≤ \(SL_BURST) ≤ … ≤ --inflight")
         }
@@ -508,7 +520,52 @@ struct Bench {
                 report["ratio_to_testpmd_io_xbuf"] = round3(mpps / packed.mpps)
             }
         }
+        if o.portFloor, let rawMpps = report["baseline_mpps"] as? Double, rawMpps > 0 {
+            // Inbound receives the ESP frame: outer IPv4, ESP header and IV, the sealed payload, the ICV.
+            let frame = inbound ? HeaderSize.ethernet + HeaderSize.ipv4 + ESPLayout.headerAndIV
+                + (report["aead_payload_bytes"] as? Int ?? 0) + ESPLayout.icv : o.frameSizes![0]
+            say("sluicebench: measuring the port floor: --mode bypass with \(frame)-byte frames on the same ports")
+            let floor = try PortFloor.measure(frameSize: frame, o: o)
+            let rawCycles = Double(sl_tsc_hz()) / (rawMpps * 1e6)
+            report["port_floor_frame_size"] = frame
+            report["port_floor_mpps"] = round3(floor.mpps)
+            report["port_floor_cycles_per_packet"] = round3(floor.cyclesPerPacket)
+            report["port_floor_command"] = floor.command
+            report["baseline_cycles_per_packet"] = round3(rawCycles)
+            report["esp_cycles_per_packet"] = round3(cyclesPerPacket - floor.cyclesPerPacket - rawCycles)
+            report["ceiling_ratio"] = round3(rawCycles / (rawCycles + floor.cyclesPerPacket))
+        }
         return report
+    }
+}
+
+/// What plain forwarding of one frame size costs a worker on the benchmark's
+/// ports: `sluicebench --mode bypass` run as a child process (one EAL per
+/// process), with this run's ports, CPUs, memory and timing.
+enum PortFloor {
+    struct Result {
+        var mpps: Double
+        var cyclesPerPacket: Double
+        var command: String
+    }
+
+    static func measure(frameSize: Int, o: SluiceBench) throws -> Result {
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var arguments = ["--mode", "bypass", "--size", "\(frameSize)", "--ports", o.ports, "--workers", "\(o.workers)",
+                         "--flows", "\(o.flows)", "--inflight", "\(o.inflight)", "--seconds", "\(o.seconds)",
+                         "--warmup", "\(o.warmup)", "--memory", "\(o.shared.memory)", "--stats-period", "0", "--json"]
+        if let cpus = o.shared.cpus { arguments += ["--cpus", cpus] }
+        if o.shared.hugepages { arguments.append("--hugepages") }
+        guard let run = try TestpmdBaseline.runToCompletion(executable, arguments, limit: o.warmup + o.seconds + 120) else {
+            throw DataplaneError("the port-floor run did not finish: \(arguments.joined(separator: " "))")
+        }
+        let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
+        guard run.status == 0,
+              let object = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+              let mpps = object["mpps"] as? Double, let cycles = object["worker_cycles_per_packet"] as? Double else {
+            throw DataplaneError("the port-floor run failed (status \(run.status)): \(command)\n\(run.stderr.suffix(2000))")
+        }
+        return Result(mpps: mpps, cyclesPerPacket: cycles, command: command)
     }
 }
 
