@@ -24,13 +24,7 @@ import Testing
         let child = try Child(bench, ["--mode", mode, "--size", "64", "--payload", "64", "--seconds", "2", "--warmup", "1",
                                       "--count-allocs", "--json"],
                               environment: ["LD_PRELOAD": preload])
-        let status = await child.waitForExit(timeout: .seconds(60))
-        #expect(status == 0, "\(child.transcript())")
-        guard let line = child.stdout.lines.last(where: { $0.hasPrefix("{") }),
-              let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            Issue.record("no JSON report\n\(child.transcript())")
-            return
-        }
+        guard let (object, line) = await child.jsonReport(timeout: .seconds(60)) else { return }
         let packets = object["packets"] as? Int ?? 0
         #expect(packets > 100_000, "too few packets to mean anything: \(line)")
         // The counter works: it saw the allocation the benchmark makes on purpose.

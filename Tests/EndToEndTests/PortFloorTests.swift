@@ -16,13 +16,7 @@ import Testing
         }
         let child = try Child(bench, ["--mode", mode, "--payload", "512", "--seconds", "1", "--warmup", "0.5",
                                       "--port-floor", "--json"], environment: [:])
-        let status = await child.waitForExit(timeout: .seconds(90))
-        #expect(status == 0, "\(child.transcript())")
-        guard let line = child.stdout.lines.last(where: { $0.hasPrefix("{") }),
-              let r = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            Issue.record("no JSON report\n\(child.transcript())")
-            return
-        }
+        guard let (r, line) = await child.jsonReport(timeout: .seconds(90)) else { return }
         #expect(r["port_floor_frame_size"] as? Int == frameSize, "\(line)")
         #expect((r["port_floor_command"] as? String ?? "").contains("--mode bypass --size \(frameSize) --ports pcap"), "\(line)")
         let worker = r["worker_cycles_per_packet"] as? Double ?? 0

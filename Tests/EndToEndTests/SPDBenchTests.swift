@@ -51,13 +51,7 @@ import Testing
         let child = try Child(bench, ["--mode", "spd", "--acl-rules", rules, "--acl-traces", traces, "--seconds", "0.05",
                                       "--update-samples", "5", "--json"]
                                      + family + (baseline ? ["--baseline", "test-acl"] : []))
-        let status = await child.waitForExit(timeout: .seconds(60))
-        #expect(status == 0, "\(child.transcript())")
-        guard let line = child.stdout.lines.last(where: { $0.hasPrefix("{") }),
-              let report = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
-            Issue.record("no JSON report\n\(child.transcript())")
-            return
-        }
+        guard let (report, line) = await child.jsonReport(timeout: .seconds(60)) else { return }
         #expect(report["rules"] as? Int == 400, "\(line)")
         #expect(report["traces"] as? Int == 3000, "\(line)")
         #expect(report["mismatches"] as? Int == 0, "\(line)")

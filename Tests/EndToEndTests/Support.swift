@@ -194,6 +194,20 @@ final class Child: Sendable {
         return process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     }
 
+    /// Waits for a command that prints one JSON report (sluicebench
+    /// `--json`) and returns that report and its line; records an issue and
+    /// returns nil when it failed or printed none.
+    func jsonReport(timeout: Duration, sourceLocation: SourceLocation = #_sourceLocation) async -> (object: [String: Any], line: String)? {
+        let status = await waitForExit(timeout: timeout)
+        #expect(status == 0, "\(transcript())", sourceLocation: sourceLocation)
+        guard let line = stdout.lines.last(where: { $0.hasPrefix("{") }),
+              let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+            Issue.record("no JSON report\n\(transcript())", sourceLocation: sourceLocation)
+            return nil
+        }
+        return (object, line)
+    }
+
     /// The last lines of both streams, for failure messages.
     func transcript(lines: Int = 25) -> String {
         "$ \(commandLine)\n--- stdout ---\n" + stdout.lines.suffix(lines).joined(separator: "\n")
