@@ -103,6 +103,17 @@ public enum ECNTunnel {
     @inlinable @inline(__always)
     public static func encapsulateCompatibility(inner: ECN) -> ECN { .notECT }
 
+    /// The outgoing field of `decapsulate` alone (nil: drop), for the data
+    /// path: Figure 4 packed four bits per cell, cell `outer << 2 | inner`,
+    /// 4 meaning drop. A shift and a mask where `decapsulate` is a call with
+    /// branches; `packedFieldMatchesFigure4` checks all sixteen cells.
+    @inlinable @inline(__always)
+    public static func decapsulatedField(outer: ECN, inner: ECN) -> ECN? {
+        let figure4: UInt64 = 0x3334_3210_3110_3210
+        let cell = UInt8(truncatingIfNeeded: figure4 >> (UInt64(outer.rawValue &<< 2 | inner.rawValue) &<< 2)) & 0xF
+        return cell > 3 ? nil : ECN(unchecked: cell)
+    }
+
     /// RFC 6040 §4.2, Figure 4.
     @inlinable
     public static func decapsulate(outer: ECN, inner: ECN) -> ECNDecapsulation {

@@ -308,8 +308,9 @@ public enum ESPInbound {
                   let (_, total) = IPParse.ipv4DatagramLength(inner, available: payloadLength) else { return .malformed }
             innerLength = total
             let tos = inner.loadByte(at: IPv4Field.tos)
-            let ecn = ECNTunnel.decapsulate(outer: outerECN, inner: ECN(trafficClass: tos))
-            guard let outgoing = ecn.outgoing else { return .ecnDrop }
+            guard let outgoing = ECNTunnel.decapsulatedField(outer: outerECN, inner: ECN(trafficClass: tos)) else {
+                return .ecnDrop
+            }
             if outgoing != ECN(trafficClass: tos) {
                 // RFC 1624 eqn. 3 over the 16-bit word version/IHL | TOS.
                 let oldWord = inner.loadBE16(at: IPv4Field.versionIHL)
@@ -328,8 +329,9 @@ public enum ESPInbound {
             innerLength = total
             let word = inner.loadBE32(at: IPv6Field.versionClassFlow)
             let trafficClass = UInt8(truncatingIfNeeded: word >> 20)
-            let ecn = ECNTunnel.decapsulate(outer: outerECN, inner: ECN(trafficClass: trafficClass))
-            guard let outgoing = ecn.outgoing else { return .ecnDrop }
+            guard let outgoing = ECNTunnel.decapsulatedField(outer: outerECN, inner: ECN(trafficClass: trafficClass)) else {
+                return .ecnDrop
+            }
             if outgoing != ECN(trafficClass: trafficClass) {
                 let newWord = word & ~(UInt32(3) << 20) | UInt32(outgoing.rawValue) << 20
                 inner.storeBE32(newWord, at: IPv6Field.versionClassFlow)

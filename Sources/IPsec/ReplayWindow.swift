@@ -210,7 +210,10 @@ public struct ReplayWindow: BitwiseCopyable {
 
     /// The pre-decryption check (RFC 4303 §3.4.3; Appendix A2.1 and A2.2 for
     /// ESN). Reads the state only. `seqLow32` is the ESP header's field.
-    @inlinable
+    /// Always inlined, like `update`: out of line, `ESPInbound.decapsulate`
+    /// (itself inlined into the worker loop) spills its registers around
+    /// each call.
+    @inlinable @inline(__always)
     public func check(_ seqLow32: UInt32) -> ReplayVerdict {
         if _size == 0 { return seqLow32 == 0 ? .tooOld : .accept(SequenceNumber(UInt64(seqLow32))) }
         let sequence: UInt64
@@ -254,7 +257,7 @@ public struct ReplayWindow: BitwiseCopyable {
     /// that `check` accepted and whose ICV then verified, sliding the window
     /// when it is the new highest. Answers `.replayed` or `.tooOld` (and
     /// changes nothing) when another packet got there first since the check.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func update(acceptedSequence: SequenceNumber) -> ReplayUpdate {
         let sequence = acceptedSequence.rawValue
         if _size == 0 {

@@ -64,6 +64,17 @@ private let drop = ECNDecapsulation(outgoing: nil, marker: .unexpected)
         #expect(all.filter { $0.marker == .unusual }.count == 1)
     }
 
+    /// The data path's packed table says what Figure 4 says, cell by cell.
+    @Test func packedFieldMatchesFigure4() {
+        for outer in ECN.allCases {
+            for inner in ECN.allCases {
+                #expect(ECNTunnel.decapsulatedField(outer: outer, inner: inner)
+                        == ECNTunnel.decapsulate(outer: outer, inner: inner).outgoing, "inner \(inner) outer \(outer)")
+            }
+        }
+        #expect(ECNTunnel.decapsulatedField(outer: .ce, inner: .notECT) == nil)
+    }
+
     /// A CE mark set between the tunnel ends survives decapsulation whenever
     /// the inner transport is ECN-capable (the point of RFC 6040).
     @Test func congestionSurvivesTheTunnel() {
