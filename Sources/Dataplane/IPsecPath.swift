@@ -29,15 +29,24 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     let ip = view.start.assumingMemoryBound(to: UInt8.self)
     let ipv4 = ip[0] >> 4 == 4
     if decrementTTL {
-        if ipv4 {
-            guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); return }
-            _ = InternetChecksum.decrementTTL(ipv4Header: view.start)
-        } else {
-            guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); return }
-            ip[IPv6Field.hopLimit] &-= 1
-        }
+        guard decrementForwardedTTL(ip, ipv4: ipv4) else { drop(m, .ttlExceeded, drops); return }
     }
     sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), tx: &tx, drops: drops)
+}
+
+/// TTL (IPv4, checksum updated) or hop limit (IPv6) −1 for a packet being
+/// forwarded; false, and nothing changed, when it is 1 or 0 (the packet
+/// must be dropped as `.ttlExceeded`).
+@inline(__always)
+func decrementForwardedTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) -> Bool {
+    if ipv4 {
+        guard ip[IPv4Field.ttl] > 1 else { return false }
+        InternetChecksum.decrementNonzeroTTL(ipv4Header: UnsafeMutableRawPointer(ip))
+    } else {
+        guard ip[IPv6Field.hopLimit] > 1 else { return false }
+        ip[IPv6Field.hopLimit] &-= 1
+    }
+    return true
 }
 
 /// The next hop of the IP packet at `view.start` (its destination looked up).
@@ -174,13 +183,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     continue
                 }
                 // The inner packet is forwarded: TTL −1 before it is sealed.
-                if ip[0] >> 4 == 4 {
-                    guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
-                    _ = InternetChecksum.decrementTTL(ipv4Header: UnsafeMutableRawPointer(ip))
-                } else {
-                    guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
-                    ip[IPv6Field.hopLimit] &-= 1
-                }
+                guard decrementForwardedTTL(ip, ipv4: ip[0] >> 4 == 4) else { drop(m, .ttlExceeded, drops); continue }
                 // shared-sa handoff: another worker seals this SA's packets.
                 let owner = Int(record.pointee.owner)
                 if owner >= 0 && owner != context.index {
