@@ -247,6 +247,7 @@ struct Bench {
 
         var vdevs: [String] = []
         var scratch: String? = nil
+        var replayedFrameSize = 0  // pcap ports: the largest frame the source replays
         if !ring {
             let dir = "/tmp/sluicebench-\(getpid())"
             mkdir(dir, 0o755)
@@ -257,6 +258,7 @@ struct Bench {
                 var queueFrames = try population(queue: q).map { frames[$0] }
                 if inbound { queueFrames = try InboundTraffic.seal(queueFrames, aead: o.aead, firstSequence: UInt64(q * o.inflight + 1)) }
                 try PcapFile.write(queueFrames, to: path)
+                replayedFrameSize = max(replayedFrameSize, queueFrames.map(\.count).max() ?? 0)
                 rxArgs.append("rx_pcap=\(path)")
             }
             let source = "net_pcap0," + rxArgs.joined(separator: ",") + ",infinite_rx=1"
@@ -436,6 +438,7 @@ struct Bench {
             report["mallocs_per_packet"] = Double(b.mallocs &- a.mallocs) / packets
             report["retains_per_packet"] = Double(b.retains &- a.retains) / packets
         }
+        var rawMpps: Double? = nil  // ESP modes: the raw engine's rate
         if o.mode != "bypass" {
             // The named baseline for ESP: the raw engine doing this mode's AEAD
             // operation (outbound seals, inbound opens) on the same ESP payloads
@@ -459,6 +462,7 @@ struct Bench {
                                         path: path, operation: operation, offset: offset)
             }
             if let aligned = try raw(offset: 0), let atPacket = try raw(offset: packetOffset) {
+                rawMpps = aligned.mpps
                 report["baseline"] = (resolved == .ipsecMB ? "intel-ipsec-mb direct API" : "libsodium") + ", raw, \(operation)"
                 report["baseline_mpps"] = round3(aligned.mpps)
                 report["baseline_gbps"] = round3(aligned.gbps)
@@ -520,10 +524,9 @@ struct Bench {
                 report["ratio_to_testpmd_io_xbuf"] = round3(mpps / packed.mpps)
             }
         }
-        if o.portFloor, let rawMpps = report["baseline_mpps"] as? Double, rawMpps > 0 {
-            // Inbound receives the ESP frame: outer IPv4, ESP header and IV, the sealed payload, the ICV.
-            let frame = inbound ? HeaderSize.ethernet + HeaderSize.ipv4 + ESPLayout.headerAndIV
-                + (report["aead_payload_bytes"] as? Int ?? 0) + ESPLayout.icv : o.frameSizes![0]
+        if o.portFloor, let rawMpps, rawMpps > 0 {
+            // The frames the ESP worker received: plaintext outbound, ESP inbound (one size: --payload).
+            let frame = replayedFrameSize
             say("sluicebench: measuring the port floor: --mode bypass with \(frame)-byte frames on the same ports")
             let floor = try PortFloor.measure(frameSize: frame, o: o)
             let rawCycles = Double(sl_tsc_hz()) / (rawMpps * 1e6)
@@ -559,7 +562,7 @@ enum PortFloor {
         guard let run = try TestpmdBaseline.runToCompletion(executable, arguments, limit: o.warmup + o.seconds + 120) else {
             throw DataplaneError("the port-floor run did not finish: \(arguments.joined(separator: " "))")
         }
-        let command = ([executable] + arguments).map(TestpmdBaseline.shellQuoted).joined(separator: " ")
+        let command = run.command
         guard run.status == 0,
               let object = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
               let mpps = object["mpps"] as? Double, let cycles = object["worker_cycles_per_packet"] as? Double else {
