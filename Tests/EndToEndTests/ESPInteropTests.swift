@@ -10,6 +10,9 @@
 // every packet scapy encrypted back into exactly its plaintext (TTL − 1, L2
 // rewritten). The tamper test sends broken, replayed and unprotected traffic
 // and compares sluice's drop counters with what each packet must cause.
+// A second peer, Wireshark's ESP dissector (scripts/esp_wireshark.py, tshark
+// with libgcrypt), decrypts and ICV-checks what sluice encrypted in every
+// cell it can read (AES-GCM without ESN on Wireshark 4.0).
 //
 // Environment (all optional):
 //   SLUICE_ESP_INTEROP=0               skip this suite (it runs by default)
@@ -67,6 +70,7 @@ extension EndToEnd {
             }
             let ok = result.ok
             #expect(ok, "\(cell.name):\n\(details)")
+            run.expectWiresharkAgrees(on: cell)
         }
 
         /// Broken, replayed, mis-addressed and unprotected packets: each must
@@ -216,6 +220,23 @@ struct ESPCellCheck: Decodable, Sendable {
     var problems: [String]
 }
 
+/// What esp_wireshark.py check found (tshark null: not installed).
+struct ESPWiresharkCheck: Decodable, Sendable {
+    var tshark: String?
+    var ok: Bool
+    var problems: [String]
+    var cells: [String: Cell]
+    var unsupported: [String]
+
+    struct Cell: Decodable, Sendable {
+        var frames: Int
+        var authentic: Int
+        var matched: Int
+        var controlRejected: Bool
+        var problems: [String]
+    }
+}
+
 struct ESPSelfTest: Decodable, Sendable {
     var ok: Bool
     var failures: [String]
@@ -284,6 +305,8 @@ struct ESPGroupRun: Sendable {
     var outcome: ESPSluiceOutcome
     var check: ESPCheck?
     var checkError: String?
+    var wireshark: ESPWiresharkCheck?
+    var wiresharkError: String?
 
     var finalBlock: String { outcome.finalBlock }
 
@@ -310,12 +333,46 @@ struct ESPGroupRun: Sendable {
                                                 + ESPCell.engineArguments + ESPCell.countArguments,
                                             as: ESPTraffic.self)
         let outcome = try await ESPSluice.run(traffic, in: dir)
+        var run = ESPGroupRun(group: group, traffic: traffic, outcome: outcome)
         do {
-            let check = try await ESPSluice.check(dir, outcome.report)
-            return ESPGroupRun(group: group, traffic: traffic, outcome: outcome, check: check)
+            run.check = try await ESPSluice.check(dir, outcome.report)
         } catch {
-            return ESPGroupRun(group: group, traffic: traffic, outcome: outcome, checkError: "\(error)")
+            run.checkError = "\(error)"
         }
+        do {
+            run.wireshark = try await Scripts.run("esp_wireshark.py", ["check", "--dir", dir.path],
+                                                  as: ESPWiresharkCheck.self)
+        } catch {
+            run.wiresharkError = "\(error)"
+        }
+        return run
+    }
+
+    /// Wireshark's verdict on the ESP sluice sent for `cell`: every frame
+    /// authentic and decrypted to exactly the packet that went in, and the
+    /// one-bit-flipped control rejected. Cells Wireshark cannot read (its
+    /// version lacks the AEAD or ESN) are left to scapy.
+    func expectWiresharkAgrees(on cell: ESPCell) {
+        if let wiresharkError {
+            Issue.record("group \(group): esp_wireshark.py check failed: \(wiresharkError)")
+            return
+        }
+        guard let wireshark else { return }
+        // tshark is one of the packages scripts/install-deps.sh installs.
+        #expect(wireshark.tshark != nil, "\(cell.name): \(wireshark.problems.joined(separator: "; "))")
+        if wireshark.unsupported.contains(cell.name) { return }
+        guard let result = wireshark.cells[cell.name] else {
+            Issue.record("\(cell.name): esp_wireshark.py reported neither a result nor 'unsupported'")
+            return
+        }
+        let details = "\(wireshark.tshark ?? "tshark"):\n" + result.problems.joined(separator: "\n")
+        #expect(result.frames > 0, "\(cell.name): Wireshark found no ESP frame of this cell\n\(details)")
+        if let expected = check?.cells[cell.name]?.espExpected {
+            #expect(result.frames == expected, "\(cell.name): Wireshark saw \(result.frames) ESP frames, expected \(expected)\n\(details)")
+        }
+        #expect(result.authentic == result.frames, "\(cell.name): Wireshark's ICV check passed \(result.authentic) of \(result.frames)\n\(details)")
+        #expect(result.matched == result.frames, "\(cell.name): Wireshark decrypted \(result.matched) of \(result.frames) to the input\n\(details)")
+        #expect(result.controlRejected, "\(cell.name): a flipped ciphertext bit passed Wireshark's ICV check\n\(details)")
     }
 }
 
