@@ -292,6 +292,21 @@ def ip_header_len(packet):
     return (packet[0] & 0x0F) * 4 if packet[0] >> 4 == 4 else 40
 
 
+def esp_offset(packet):
+    """(offset of the SPI, UDP-encapsulated?) in an IP packet without extension
+    headers that carries ESP, or ESP in UDP from or to port 4500; None when it
+    carries neither or is too short to hold the SPI."""
+    if len(packet) < 20:
+        return None
+    hl = ip_header_len(packet)
+    proto = packet[9] if packet[0] >> 4 == 4 else packet[6]
+    if proto == 50 and len(packet) >= hl + 4:
+        return hl, False
+    if proto == 17 and len(packet) >= hl + 12 and NAT_T_PORT in struct.unpack("!HH", packet[hl:hl + 4]):
+        return hl + 8, True
+    return None
+
+
 def ip_addresses(packet):
     if packet[0] >> 4 == 4:
         return str(ipaddress.ip_address(packet[12:16])), str(ipaddress.ip_address(packet[16:20]))

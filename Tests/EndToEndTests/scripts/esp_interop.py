@@ -682,13 +682,13 @@ class Checker:
         packet = f[14:]
         if ethertype not in (0x0800, 0x86DD) or len(packet) < 20:
             return self.problem("unexpected", "%s: ethertype %#06x, %d bytes" % (where, ethertype, len(f)))
-        proto = packet[9] if ethertype == 0x0800 else packet[6]
-        hl = esp.ip_header_len(packet)
-        if proto == 50 or (proto == 17 and esp.NAT_T_PORT in struct.unpack("!HH", packet[hl:hl + 4])):
-            spi = struct.unpack("!I", packet[hl + (8 if proto == 17 else 0):][:4])[0]
+        found = esp.esp_offset(packet)
+        if found is not None:
+            offset, udp = found
+            spi = struct.unpack("!I", packet[offset:offset + 4])[0]
             owner = next((c.name for c in self.cells.values() if spi in (c.in_spi, c.out_spi)), None)
             return self.problem("unexpected", "%s: %sESP (SPI %#010x) on the protected port"
-                                % (where, "UDP-encapsulated " if proto == 17 else "", spi), owner)
+                                % (where, "UDP-encapsulated " if udp else "", spi), owner)
         ident = esp.packet_id(packet)
         record = self.records.get(str(ident)) if ident is not None else None
         if record is None:

@@ -46,6 +46,11 @@ WIRESHARK_AEAD = {"aes-gcm-128": "AES-GCM with 16 octet ICV [RFC4106]",
 FIELDS = ["frame.number", "esp.spi", "esp.sequence", "esp.icv_good", "esp.icv_bad", "esp.contained_data"]
 
 
+def flagged(value):
+    """A boolean field as tshark prints it (1 or True; empty when absent)."""
+    return value in ("1", "True")
+
+
 def supported(cell):
     return cell.aead in WIRESHARK_AEAD and not cell.esn
 
@@ -101,20 +106,6 @@ def tshark(path, cells, config):
     return rows
 
 
-def esp_offset(frame):
-    """Offset of the SPI in an Ethernet frame sluice sent, or None (not ESP)."""
-    packet = frame[14:]
-    if len(packet) < 40:
-        return None
-    hl = esp.ip_header_len(packet)
-    proto = packet[9] if packet[0] >> 4 == 4 else packet[6]
-    if proto == 50:
-        return 14 + hl
-    if proto == 17 and esp.NAT_T_PORT in struct.unpack("!HH", packet[hl:hl + 4]):
-        return 14 + hl + 8
-    return None
-
-
 def expected_contents(cell, inner):
     """What sluice encrypted for `inner`: tunnel the forwarded packet, transport its payload."""
     forwarded = esp.decrement_ttl(inner)
@@ -150,9 +141,10 @@ def check(directory):
     rows = tshark(path, readable, config)
     controls = []
     for number, frame in enumerate(frames, start=1):
-        offset = esp_offset(frame)
-        if offset is None:
+        found = esp.esp_offset(frame[14:])  # after the Ethernet header
+        if found is None:
             continue
+        offset = 14 + found[0]
         spi = struct.unpack("!I", frame[offset:offset + 4])[0]
         cell = by_spi.get(spi)
         if cell is None:
@@ -168,7 +160,7 @@ def check(directory):
         if row is None or row["esp.spi"] == "":
             problem(cell, "frame %d: tshark did not dissect it as ESP" % number)
             continue
-        if row["esp.icv_good"] not in ("1", "True"):
+        if not flagged(row["esp.icv_good"]):
             problem(cell, "frame %d (seq %s): Wireshark's ICV check failed (icv_good=%r, icv_bad=%r)"
                     % (number, row["esp.sequence"], row["esp.icv_good"], row["esp.icv_bad"]))
             continue
@@ -194,7 +186,7 @@ def check(directory):
         control_rows = tshark(control_path, readable, config)
         for number, (cell, _) in enumerate(controls, start=1):
             row = control_rows.get(number, {})
-            rejected = row.get("esp.icv_bad") in ("1", "True") and row.get("esp.icv_good") not in ("1", "True")
+            rejected = flagged(row.get("esp.icv_bad")) and not flagged(row.get("esp.icv_good"))
             report["cells"][cell.name]["controlRejected"] = rejected
             if not rejected:
                 problem(cell, "control: one flipped ciphertext bit and tshark still says icv_good=%r icv_bad=%r"
