@@ -79,6 +79,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Perf/sluicebench", swiftSettings: swiftShimFlags),
 
+        // The ESP transforms under libFuzzer (scripts/fuzz.sh), or a seeded replay of the same checks.
+        .executableTarget(name: "sluicefuzz", dependencies: ["IPsec", "Packet", "Crypto"], path: "Tests/Fuzz"),
+
         .testTarget(name: "PacketTests", dependencies: ["Packet"], path: "Tests/PacketTests"),
         .testTarget(name: "CommandTests", dependencies: ["Command", "Packet"], path: "Tests/CommandTests"),
         // Shared by the test targets only: the known-answer vectors.

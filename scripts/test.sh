@@ -18,4 +18,7 @@ if [ "$#" -eq 0 ]; then
     swift build --build-tests --sanitize=address --scratch-path .build-asan
     LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
         swift test --skip-build --sanitize=address --scratch-path .build-asan --filter "policyChangesUnderTraffic|saChurnNeverUsesADeletedSA|saChurnAtScale|SADReplica"
+    # The ESP transforms under libFuzzer + AddressSanitizer for a minute
+    # (Tests/Fuzz; the suite above ran the same checks over seeded mutations).
+    ./scripts/fuzz.sh 60
 fi
