@@ -138,6 +138,8 @@ enum Outcome: Hashable {
     case delivered
     case dropped(ESPDrop)
     case refused(ESPDrop)
+    /// Under two bytes: no check named, nothing run.
+    case tooShort
 }
 
 struct Violation: Error, CustomStringConvertible {

@@ -13,7 +13,7 @@ extension Fixture {
     /// Runs the check `input` names. `control`: the expected bytes of a
     /// successful round trip are deliberately wrong (the harness must notice).
     func run(_ input: [UInt8], control: Bool = false) throws(Violation) -> Outcome {
-        guard input.count >= 2 else { return .refused(.malformed) }
+        guard input.count >= 2 else { return .tooShort }
         let shape = Shape(Int(input[0]) / 3 % 24)
         let options = input[1]
         let bytes = Array(input[2...])

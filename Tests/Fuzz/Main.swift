@@ -105,12 +105,14 @@ enum Seeds {
 struct Tally {
     var counts: [String: Int] = [:]
     mutating func add(_ input: [UInt8], _ outcome: Outcome) {
+        guard outcome != .tooShort else { counts["too_short", default: 0] += 1; return }
         let check = ["roundTrip", "received", "authenticated"][Int(input.first ?? 0) % 3]
         let what: String
         switch outcome {
         case .delivered: what = "delivered"
         case .dropped(let d): what = "dropped." + d.name
         case .refused(let d): what = "refused." + d.name
+        case .tooShort: return
         }
         counts["\(check).\(what)", default: 0] += 1
     }
