@@ -13,18 +13,24 @@ shift || true
 # The seed writer: an ordinary build of the same target.
 swift build --product sluicefuzz
 fuzzer=.build-fuzz/debug/sluicefuzz
-fuzz_build() {
-    swift build --product sluicefuzz --scratch-path .build-fuzz --sanitize=fuzzer --sanitize=address \
-        -Xswiftc -DSLUICE_FUZZ -Xswiftc -use-ld=lld 2>&1 | grep -v "Cannot export local symbol" || true
-}
-# Linked twice: in a clean build, SwiftPM (6.3) links the executable against
-# objects without the coverage instrumentation (libFuzzer then sees only
-# the C shim's 234 edges); linking again once all objects exist gives the
-# full map. The coverage check at the end guards this.
-fuzz_build
-rm -f "$fuzzer"
-fuzz_build
-[ -x "$fuzzer" ] || { echo "fuzz.sh: the libFuzzer build failed" >&2; exit 1; }
+# The sanitizers are named in one -sanitize= argument, not as two
+# --sanitize options: SwiftPM 6.3 keeps those in a Set, whose order changes
+# from run to run, and the Swift driver then keeps only the last one.
+# "address, fuzzer" gave a fuzzer build; "fuzzer, address" gave an ASan build
+# with no coverage at all (libFuzzer saw only the C shim's 234 edges). The
+# --sanitize=fuzzer that stays tells SwiftPM that libFuzzer provides main.
+flags=(--sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address -Xcc -fsanitize=address
+       -Xswiftc -DSLUICE_FUZZ -Xswiftc -use-ld=lld)
+stamp=.build-fuzz/flags
+[ "$(cat "$stamp" 2>/dev/null)" = "${flags[*]}" ] || rm -rf .build-fuzz
+mkdir -p .build-fuzz && echo "${flags[*]}" > "$stamp"
+swift build --product sluicefuzz --scratch-path .build-fuzz "${flags[@]}" 2>&1 \
+    | { grep -v "Cannot export local symbol" || true; }
+[ "${PIPESTATUS[0]}" -eq 0 ] && [ -x "$fuzzer" ] || { echo "fuzz.sh: the libFuzzer build failed" >&2; exit 1; }
+# One counter per instrumented edge: the Swift modules bring tens of thousands.
+size=$(readelf -S -W "$fuzzer" | awk '$2 == "__sancov_cntrs" { print $6 }')
+counters=$(( 16#${size:-0} ))
+[ "$counters" -ge 5000 ] || { echo "fuzz.sh: only $counters coverage counters in $fuzzer: the Swift code is not instrumented" >&2; exit 1; }
 corpus=.build-fuzz/corpus
 mkdir -p "$corpus" .build-fuzz/artifacts
 .build/debug/sluicefuzz --write-seeds "$corpus"
@@ -40,5 +46,5 @@ grep -E "Loaded 1 modules|INITED|DONE|sluicefuzz:|^input|SUMMARY|stat::number_of
 # A run that never reached the ESP code would pass vacuously: the coverage
 # libFuzzer reports at the end must be that of the transforms, not of the harness alone.
 coverage=$(grep -oE "DONE +cov: [0-9]+" "$log" | grep -oE "[0-9]+$" || echo 0)
-[ "$coverage" -ge 500 ] || { echo "fuzz.sh: only $coverage edges covered: not instrumented?" >&2; exit 1; }
+[ "$coverage" -ge 1000 ] || { echo "fuzz.sh: only $coverage edges covered: not instrumented?" >&2; exit 1; }
 echo "fuzz.sh: ${seconds}s, $coverage edges covered, no rule broken"
