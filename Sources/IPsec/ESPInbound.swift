@@ -211,16 +211,29 @@ public enum ESPInbound {
     /// that SA's replay window (same ESN setting). On a drop the packet's
     /// bytes may have been changed (a forged payload is zeroed).
     ///
-    /// Always inlined: called out of line with an SA read from a table, the
-    /// caller copies the whole SA record (selectors included, ~420 bytes)
-    /// to the stack per packet; inlined, only the fields used are loaded.
+    /// For an SA in a table, `decapsulate(_:header:saAt:window:core:)` reads
+    /// it in place.
     @_transparent
     public static func decapsulate(_ packet: inout PacketView, header: ESPInboundHeader, sa: InboundSA,
                                    window: inout ReplayWindow, core: borrowing CryptoCore) -> ESPDrop? {
-        assert(window.esn == sa.esn, "the replay window and the SA disagree on ESN")
-        guard header.spi == sa.spi else { return .noSA }
-        guard header.udpEncapsulated == sa.udp,
-              !sa.udp || header.udpDestinationPort == sa.udpDestinationPort
+        withUnsafePointer(to: sa) { decapsulate(&packet, header: header, saAt: $0, window: &window, core: core) }
+    }
+
+    /// `decapsulate(_:header:sa:window:core:)` with the SA read in place, each
+    /// field when it is used. Always inlined: out of line, the caller would
+    /// copy the whole SA (selectors included, ~420 bytes) per packet. A
+    /// value parameter costs nearly as much inlined: every field used after
+    /// the AEAD call (an opaque call, which might write any memory) has to be
+    /// loaded before it and kept on the stack across it, which was ~130
+    /// instructions per packet for the four selectors alone.
+    @_transparent
+    public static func decapsulate(_ packet: inout PacketView, header: ESPInboundHeader,
+                                   saAt sa: UnsafePointer<InboundSA>,
+                                   window: inout ReplayWindow, core: borrowing CryptoCore) -> ESPDrop? {
+        assert(window.esn == sa.pointee.esn, "the replay window and the SA disagree on ESN")
+        guard header.spi == sa.pointee.spi else { return .noSA }
+        guard header.udpEncapsulated == sa.pointee.udp,
+              !sa.pointee.udp || header.udpDestinationPort == sa.pointee.udpDestinationPort
         else { return .encapsulationMismatch }
         let ipLength = header.ipLength
         let espOffset = header.espOffset
@@ -243,15 +256,15 @@ public enum ESPInbound {
         let esp = p + espOffset
         let payload = esp + ESPLayout.headerAndIV
         let authentic: Bool
-        if sa.esn {
+        if sa.pointee.esn {
             var aad = SIMD4<UInt32>()
-            let aadLength = ESPAssociatedData.store(spi: sa.spi.rawValue, sequence: sequence.rawValue,
+            let aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: sequence.rawValue,
                                                     extendedSequenceNumbers: true, to: &aad)
-            authentic = sa.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
-                                    aadLength: aadLength, icv: payload + cipherLength)
+            authentic = sa.pointee.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
+                                            aadLength: aadLength, icv: payload + cipherLength)
         } else {
-            authentic = sa.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
-                                    aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
+            authentic = sa.pointee.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
+                                            aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
         }
         guard authentic else { return .authenticationFailed }
         switch window.update(acceptedSequence: sequence) {
@@ -272,7 +285,7 @@ public enum ESPInbound {
         if nextHeader == IPProtocol.none.rawValue { return .dummyPacket }
 
         let payloadOffset = espOffset &+ ESPLayout.headerAndIV
-        switch sa.mode {
+        switch sa.pointee.mode {
         case .tunnel:
             if let drop = decapsulateTunnel(&packet, payloadOffset: payloadOffset, payloadLength: payloadLength,
                                             nextHeader: nextHeader) {
@@ -282,8 +295,8 @@ public enum ESPInbound {
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
         }
-        if sa.selectors.count != 0 {
-            guard let fields = SelectorFields(packet), sa.selectors.matches(fields) else { return .selectorMismatch }
+        if sa.pointee.selectors.count != 0 {
+            guard let fields = SelectorFields(packet), sa.pointee.selectors.matches(fields) else { return .selectorMismatch }
         }
         return nil
     }
