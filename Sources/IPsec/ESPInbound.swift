@@ -295,8 +295,10 @@ public enum ESPInbound {
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
         }
-        if sa.pointee.selectors.count != 0 {
-            guard let fields = SelectorFields(packet), sa.pointee.selectors.matches(fields) else { return .selectorMismatch }
+        let selectors = (UnsafeRawPointer(sa) + MemoryLayout<InboundSA>.offset(of: \.selectors)!)
+            .assumingMemoryBound(to: SelectorList.self)
+        if selectors.pointee.count != 0 {
+            guard let fields = SelectorFields(packet), SelectorList.matches(selectors, fields) else { return .selectorMismatch }
         }
         return nil
     }

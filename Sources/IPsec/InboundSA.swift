@@ -40,17 +40,23 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     public func hash(into hasher: inout Hasher) { hasher.combine(selectors) }
 
     /// True when `fields` matches any selector, or when the list is empty.
-    /// Always inlined (`@_transparent`, see `ESPInbound.decapsulate`): out of
-    /// line, the caller copies all four selectors (~350 bytes) to the stack
-    /// per packet to pass the list by address.
-    @_transparent
+    @inlinable
     public func matches(_ fields: SelectorFields) -> Bool {
-        let n = _count
+        withUnsafePointer(to: self) { Self.matches($0, fields) }
+    }
+
+    /// `matches(_:)` on a list read in place, as the inbound path does: a
+    /// selector's fields are loaded only when it is tried. Always inlined
+    /// (`@_transparent`): a list passed by value, even inlined, has all four
+    /// selectors loaded (~50 loads per packet) before the first is tried.
+    @_transparent
+    public static func matches(_ list: UnsafePointer<SelectorList>, _ fields: SelectorFields) -> Bool {
+        let n = list.pointee._count
         if n == 0 { return true }
-        if storage.0.matches(fields) { return true }
-        if n > 1 && storage.1.matches(fields) { return true }
-        if n > 2 && storage.2.matches(fields) { return true }
-        if n > 3 && storage.3.matches(fields) { return true }
+        if list.pointee.storage.0.matches(fields) { return true }
+        if n > 1 && list.pointee.storage.1.matches(fields) { return true }
+        if n > 2 && list.pointee.storage.2.matches(fields) { return true }
+        if n > 3 && list.pointee.storage.3.matches(fields) { return true }
         return false
     }
 }

@@ -364,6 +364,33 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
 
     // MARK: selectors, encapsulation, lookup
 
+    /// Each selector in use is tried, in order, and no slot beyond them
+    /// (unused slots hold an any-IPv4 filler, which would match everything).
+    @Test func selectorListTriesEverySlotInUse() throws {
+        let key = try TestKey(.aes128GCM, seed: 62)
+        let core = try makeCore()
+        let out = ESPCell.tunnel4in4.outboundSA(spi: SPI(Self.spi), key: key.handle, esn: false, udp: false)
+        func udp(_ port: UInt16) -> TrafficSelector {
+            TrafficSelector(source: IPPrefix("10.0.0.0/24")!, destination: IPPrefix("10.1.0.0/16")!,
+                            proto: .udp, destinationPorts: port...port)!
+        }
+        let list = [TrafficSelector(source: IPPrefix("::/0")!, destination: IPPrefix("::/0")!)!, udp(50), udp(51), udp(52)]
+        var sequence: UInt64 = 1
+        for count in 1...SelectorList.capacity {
+            let sa = try InboundSA(spi: SPI(Self.spi), mode: .tunnel, key: key.handle, esn: false,
+                                   selectors: Array(list.prefix(count)))
+            let window = try TestWindow(esn: false)
+            for port in UInt16(50)...53 {
+                let buffer = PacketBuffer(Inner.ipv4UDP(payload: 10, destinationPort: port))
+                #expect(ESPOutbound.encapsulate(&buffer.view, sa: out, sequence: SequenceNumber(sequence), core: core) == nil)
+                sequence += 1
+                // Port 50 + k is selector k + 1's, in use when count > k + 1.
+                let expected: ESPDrop? = Int(port) - 50 + 1 < count ? nil : .selectorMismatch
+                #expect(receive(buffer, sa: sa, window: window, core: core) == expected, "\(count) selectors, port \(port)")
+            }
+        }
+    }
+
     @Test func selectorMismatch() throws {
         let key = try TestKey(.aes128GCM, seed: 61)
         let core = try makeCore()
