@@ -242,7 +242,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             }
             // The next packet's lines arrive while this one is decrypted.
             if prefetchData && i < n { prefetchHead(UnsafeRawPointer(sl_mbuf_data(rx[i]!)!), length: Int(sl_mbuf_data_len(rx[i]!))) }
-            if let d = ESPInbound.decapsulate(&view, header: header, saAt: record.sa,
+            if let d = ESPInbound.decapsulate(&view, header: header, saAt: record.pointer(to: \.sa)!,
                                               window: &record.pointee.window.pointee, core: context.core) {
                 drop(m, .esp(d), drops); continue
             }

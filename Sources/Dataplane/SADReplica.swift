@@ -27,14 +27,6 @@ public struct InboundRecord {
     var specificity: Int32
 }
 
-extension UnsafeMutablePointer where Pointee == InboundRecord {
-    /// The record's SA, read in place (see `ESPInbound.decapsulate(_:header:saAt:window:core:)`).
-    @inline(__always)
-    var sa: UnsafePointer<InboundSA> {
-        (UnsafeRawPointer(self) + MemoryLayout<InboundRecord>.offset(of: \.sa)!).assumingMemoryBound(to: InboundSA.self)
-    }
-}
-
 /// One outbound SA as the replicas hold it (immutable, like `InboundRecord`).
 public struct OutboundRecord {
     var sa: OutboundSA

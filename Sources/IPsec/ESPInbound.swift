@@ -295,8 +295,7 @@ public enum ESPInbound {
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
         }
-        let selectors = (UnsafeRawPointer(sa) + MemoryLayout<InboundSA>.offset(of: \.selectors)!)
-            .assumingMemoryBound(to: SelectorList.self)
+        let selectors = sa.pointer(to: \.selectors)!  // a stored property: never nil
         if selectors.pointee.count != 0 {
             guard let fields = SelectorFields(packet), SelectorList.matches(selectors, fields) else { return .selectorMismatch }
         }

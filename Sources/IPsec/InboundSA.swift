@@ -39,16 +39,11 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     public static func == (a: Self, b: Self) -> Bool { a.selectors == b.selectors }
     public func hash(into hasher: inout Hasher) { hasher.combine(selectors) }
 
-    /// True when `fields` matches any selector, or when the list is empty.
-    @inlinable
-    public func matches(_ fields: SelectorFields) -> Bool {
-        withUnsafePointer(to: self) { Self.matches($0, fields) }
-    }
-
-    /// `matches(_:)` on a list read in place, as the inbound path does: a
-    /// selector's fields are loaded only when it is tried. Always inlined
-    /// (`@_transparent`): a list passed by value, even inlined, has all four
-    /// selectors loaded (~50 loads per packet) before the first is tried.
+    /// True when `fields` matches any selector of the list at `list`, or
+    /// when it is empty. The list is read in place: a selector's fields are
+    /// loaded only when it is tried. Always inlined (`@_transparent`): a list
+    /// passed by value, even inlined, has all four selectors loaded (~50
+    /// loads per packet) before the first is tried.
     @_transparent
     public static func matches(_ list: UnsafePointer<SelectorList>, _ fields: SelectorFields) -> Bool {
         let n = list.pointee._count

@@ -105,16 +105,15 @@ enum Seeds {
 struct Tally {
     var counts: [String: Int] = [:]
     mutating func add(_ input: [UInt8], _ outcome: Outcome) {
-        guard outcome != .tooShort else { counts["too_short", default: 0] += 1; return }
         let check = ["roundTrip", "received", "authenticated"][Int(input.first ?? 0) % 3]
-        let what: String
+        let key: String
         switch outcome {
-        case .delivered: what = "delivered"
-        case .dropped(let d): what = "dropped." + d.name
-        case .refused(let d): what = "refused." + d.name
-        case .tooShort: return
+        case .delivered: key = check + ".delivered"
+        case .dropped(let d): key = check + ".dropped." + d.name
+        case .refused(let d): key = check + ".refused." + d.name
+        case .tooShort: key = "too_short"  // no check was named
         }
-        counts["\(check).\(what)", default: 0] += 1
+        counts[key, default: 0] += 1
     }
     var json: String {
         "{" + counts.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
