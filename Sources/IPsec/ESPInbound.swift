@@ -26,8 +26,10 @@
 //      drop; the inner IPv4 checksum is updated); TFC padding after the inner
 //      packet (RFC 4303 §2.7) is dropped too, by the inner header's length;
 //    * transport: the IP header moves back over the ESP header and gets the
-//      Next Header, its lengths and its checksum back. (NAT-T transport mode's
-//      TCP/UDP checksum fix-up with NAT-OA, RFC 3948 §3.1.2, is not done.)
+//      Next Header, its lengths and its checksum back; when the SA is
+//      UDP-encapsulated, the TCP, UDP or ICMPv6 checksum is recomputed for
+//      the addresses a NAT may have rewritten (RFC 3948 §3.1.2,
+//      NATTransport.swift);
 //    * the result must match the SA's traffic selectors (RFC 4301 §5.2).
 //
 // No allocation, no ARC, no existentials, no throws: one drop reason or nil.
@@ -294,6 +296,9 @@ public enum ESPInbound {
         case .transport:
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
+            if header.udpEncapsulated {
+                NATTransport.fixChecksum(packet, headerLength: header.espOffset &- HeaderSize.udp, nextHeader: nextHeader)
+            }
         }
         let selectors = sa.pointer(to: \.selectors)!  // a stored property: never nil
         if selectors.pointee.count != 0 {

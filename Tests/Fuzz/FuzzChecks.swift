@@ -14,7 +14,8 @@
 //   refuses it for a reason the packet gives (not an IP datagram, a fragment
 //   in transport mode, a sequence number past the SA's space), or its
 //   ESP packet must go back through ESPInbound to exactly the datagram
-//   (transport IPv4: with a correct header checksum).
+//   (transport IPv4: with a correct header checksum; transport in UDP: with
+//   the TCP, UDP or ICMPv6 checksum recomputed, `natTransportChecksum`).
 // * received: the bytes are a packet from the unprotected side, as is.
 // * authenticated: the bytes are the plaintext of an ESP payload (inner
 //   packet or transport payload, padding, pad length, next header) sealed
@@ -239,19 +240,52 @@ struct Datagram {
 /// Where an IPv6 datagram's upper layer starts for ESP (RFC 4303 §3.1.1):
 /// after Hop-by-Hop (first only), Routing and Destination Options headers,
 /// at most 8 of them; nil when one runs past `length`. `proto` 44: a fragment.
-func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int)? {
+/// `routing`: a Routing header was among them.
+func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, routing: Bool)? {
     var proto = b[6]
     var offset = 40
     var count = 0
+    var routing = false
     while (proto == 0 && count == 0) || proto == 43 || proto == 60 {
         guard count < 8, offset + 8 <= length else { return nil }
+        if proto == 43 { routing = true }
         let size = (Int(b[offset + 1]) + 1) * 8
         guard offset + size <= length else { return nil }
         proto = b[offset]
         offset += size
         count += 1
     }
-    return (proto, offset)
+    return (proto, offset, routing)
+}
+
+/// RFC 3948 §3.1.2 as this gateway applies it to what a UDP-encapsulated
+/// transport-mode SA delivers (`d`: the datagram, its upper layer `proto`
+/// after `headerLength` bytes): the TCP, UDP or ICMPv6 checksum computed
+/// afresh over the pseudo-header of the addresses delivered (RFC 9293 §3.1,
+/// RFC 768, RFC 8200 §8.1, RFC 4443 §2.3), a computed 0 sent as 0xFFFF for
+/// UDP; unchanged: a UDP checksum 0 over IPv4 (none), a segment too short
+/// for its checksum field, ICMP over IPv4, an IPv6 chain with a Routing header.
+func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: Bool, routing: Bool) -> [UInt8] {
+    let length = d.count - headerLength
+    let field: Int
+    switch proto {
+    case 6 where length >= 20: field = 16
+    case 17 where length >= 8 && (ipv6 || be16(d, headerLength + 6) != 0): field = 6
+    case 58 where ipv6 && length >= 4: field = 2
+    default: return d
+    }
+    if routing { return d }
+    let lengthBytes = [UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+    let pseudo = ipv6 ? Array(d[8..<40]) + [0, 0] + lengthBytes + [0, 0, 0, proto]
+        : Array(d[12..<20]) + [0, proto] + lengthBytes
+    var out = d
+    out[headerLength + field] = 0
+    out[headerLength + field + 1] = 0
+    var c = ~onesComplementSum((pseudo + out[headerLength...])[...])
+    if proto == 17 && c == 0 { c = 0xFFFF }
+    out[headerLength + field] = UInt8(c >> 8)
+    out[headerLength + field + 1] = UInt8(truncatingIfNeeded: c)
+    return out
 }
 
 /// RFC 6040 §4.2, Figure 4: the inner ECN field after decapsulation, nil = drop.

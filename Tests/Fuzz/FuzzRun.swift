@@ -59,14 +59,19 @@ extension Fixture {
         // an IPv6 datagram needs a readable extension-header chain.
         var fragment = false
         var upper: UInt8? = nil
+        var upperOffset = 0
+        var routing = false
         if let d = datagram, !shape.tunnel {
             if d.ipv6 {
                 let walk = ipv6Upper(packet, length: d.length)
                 fragment = walk?.proto == 44
                 upper = walk?.proto
+                upperOffset = walk?.offset ?? 0
+                routing = walk?.routing ?? false
             } else {
                 fragment = be16(packet, 6) & 0x3FFF != 0
                 upper = packet[9]
+                upperOffset = d.headerLength
             }
         }
         let walkable = datagram != nil && (shape.tunnel || !datagram!.ipv6 || upper != nil)
@@ -98,6 +103,10 @@ extension Fixture {
         if !shape.tunnel && !datagram.ipv6 {
             expected.replaceSubrange(0..<datagram.headerLength,
                                      with: withIPv4Checksum(Array(expected[..<datagram.headerLength])))
+        }
+        if !shape.tunnel && shape.udp, let upper {
+            expected = natTransportChecksum(expected, headerLength: upperOffset, proto: upper, ipv6: datagram.ipv6,
+                                            routing: routing)
         }
         if control { expected[expected.count / 2] ^= 0x20 }
         let got = arena.bytes
@@ -239,7 +248,9 @@ extension Fixture {
                 header[2] = UInt8(total >> 8); header[3] = UInt8(truncatingIfNeeded: total)
                 header = withIPv4Checksum(header)
             }
-            return .success(header + payload)
+            guard shape.udp else { return .success(header + payload) }
+            return .success(natTransportChecksum(header + payload, headerLength: header.count, proto: nextHeader,
+                                                 ipv6: shape.outerIPv6, routing: false))
         }
         guard nextHeader == 4 || nextHeader == 41 else { return .drop(.unsupportedNextHeader) }
         guard let inner = Datagram(payload, version: nextHeader == 4 ? 4 : 6) else { return .drop(.malformed) }

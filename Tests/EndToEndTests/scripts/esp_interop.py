@@ -63,7 +63,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import esp_cells as esp  # noqa: E402
 import sluice_e2e as e2e  # noqa: E402
-from esp_cells import IP, IPv6, IPSecIntegrityError  # noqa: E402
+from esp_cells import IP, IPv6, IPSecIntegrityError, ICMPv6EchoRequest, TCP, UDP, raw  # noqa: E402
 
 CONFIG_HEAD = """\
 # Sluice ESP interop test network (written by esp_interop.py)
@@ -165,7 +165,11 @@ def matrix_traffic(cells, count, seed):
         for k in range(count):
             ident, inner = traffic.inner(cell.remote_net, cell.local_net)
             seq = cell.peer_seq_start + k
-            ins.append(esp.frame(esp.peer_encrypt(cell, inner, seq, traffic.iv())))
+            if not cell.tunnel and cell.udp and k % 2 == 1:
+                packet = behind_nat(cell, inner, seq, traffic.iv(), k)
+            else:
+                packet = esp.peer_encrypt(cell, inner, seq, traffic.iv())
+            ins.append(esp.frame(packet))
             records[str(ident)] = {"cell": cell.name, "dir": "in", "action": "forward", "kind": "valid",
                                    "inner": inner.hex(), "seq": seq}
         per_cell[0].append(outs)
@@ -174,6 +178,34 @@ def matrix_traffic(cells, count, seed):
     plan.rx = {0: interleave(per_cell[0]), 1: interleave(per_cell[1])}
     plan.records = records
     return plan
+
+
+def behind_nat(cell, inner, seq, iv, k):
+    """NAT-T transport mode through a NAT (RFC 3948 §3.1.2): the peer's
+    stack computed `inner`'s TCP/UDP/ICMPv6 checksum over its private
+    source address; a NAT then rewrote the source to the one `inner` has
+    (and the UDP source port), and could not reach the encrypted checksum.
+    The gateway must deliver `inner` exactly, its checksum fixed."""
+    v4 = cell.inner_family == 4
+    pkt = IP(inner) if v4 else IPv6(inner)
+    public = bytes(inner[12:16] if v4 else inner[8:24])
+    pkt.src = "192.168.77.%d" % (k % 250 + 1) if v4 else "fd00:77::%x" % (k + 1)
+    if v4:
+        del pkt.chksum
+    for layer, field in ((TCP, "chksum"), (UDP, "chksum"), (ICMPv6EchoRequest, "cksum")):
+        if layer in pkt:
+            delattr(pkt[layer], field)
+    packet = bytearray(esp.peer_encrypt(cell, raw(pkt), seq, iv))
+    if v4:
+        hl = (packet[0] & 15) * 4
+        packet[12:16] = public
+        packet[10:12] = b"\0\0"
+        packet[10:12] = struct.pack("!H", e2e.ipv4_checksum(bytes(packet[:hl])))
+    else:
+        hl = 40
+        packet[8:24] = public
+    packet[hl:hl + 2] = struct.pack("!H", 61000 + k)  # the NAT's port for the peer
+    return bytes(packet)
 
 
 def write_plan(directory, cells, plan, drops=None, extra=None):

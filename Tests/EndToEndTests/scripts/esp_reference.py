@@ -10,7 +10,8 @@ no match), inner TTL - 1, ESP with the cell's outbound SA (sequence numbers
 from the SA's `seq`, IV = the 64-bit sequence number, tunnel outer header
 with the SA's TTL, DF rule, DSCP/ECN copied from the inner header; transport
 keeps the packet's own header), UDP 4500 when the SA encapsulates, then out
-of the unprotected port to the next hop.
+of the unprotected port to the next hop. NAT-T transport mode inbound: the
+TCP/UDP/ICMPv6 checksum recomputed (RFC 3948 §3.1.2).
 
 Inbound (unprotected port): ESP (proto 50, or UDP to 4500 that is neither
 a NAT keepalive nor behind a non-ESP marker) -> SA by SPI (and the SA's
@@ -181,6 +182,8 @@ class Gateway:
                 header[6] = nh
                 header[4:6] = struct.pack("!H", len(body))
                 inner = bytes(header) + body
+            if udp:
+                inner = nat_transport_checksum(inner)
         isrc, idst = (ipaddress.ip_address(a) for a in esp.ip_addresses(inner))
         if isrc not in cell.remote_net or idst not in cell.local_net:
             return self.drop("selector_mismatch")
@@ -190,6 +193,18 @@ class Gateway:
         out = esp.decrement_ttl(inner)
         neighbor = esp.PROTECTED_NEIGHBOR[out[0] >> 4][1]
         self.tx[0].append(esp.frame(out, dst_mac=neighbor, src_mac=self.port_macs[0]))
+
+
+def nat_transport_checksum(packet):
+    """RFC 3948 §3.1.2 for NAT-T transport mode: the TCP, UDP or ICMPv6
+    checksum recomputed (by scapy) over the addresses the packet now has; a
+    zero UDP checksum over IPv4 stays zero."""
+    pkt = esp.IP(packet) if packet[0] >> 4 == 4 else esp.IPv6(packet)
+    for layer, field in ((esp.TCP, "chksum"), (esp.UDP, "chksum"), (esp.ICMPv6EchoRequest, "cksum")):
+        if layer in pkt and not (layer is esp.UDP and packet[0] >> 4 == 4 and pkt[layer].chksum == 0):
+            delattr(pkt[layer], field)
+            return bytes(esp.raw(pkt))
+    return packet
 
 
 def run(directory, expect, cells, port_macs, mutate=None):

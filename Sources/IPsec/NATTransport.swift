@@ -1,0 +1,86 @@
+// NAT traversal in transport mode (RFC 3948 §3.1.2): the checksum of the
+// TCP or UDP segment inside the ESP payload was computed by the peer over a
+// pseudo-header with the addresses it knew. A NAT between the peers rewrote
+// the IP header (that header is the ESP packet's own in transport mode) but
+// could not reach the encrypted checksum, so after decapsulation the segment's
+// checksum no longer matches its header and the host it is forwarded to would
+// drop it.
+//
+// The RFC's first way needs the original addresses from IKE (NAT-OA) for an
+// incremental update; its second zeroes a UDP checksum. This gateway does
+// neither: it recomputes the checksum over the segment as decapsulated. That
+// needs no NAT-OA in the configuration, is right whichever side (or both)
+// was translated and for IPv6 (where a zero UDP checksum is not allowed),
+// and costs nothing on an SA that is not UDP-encapsulated transport mode.
+// The ICV has already authenticated every byte of the segment, so nothing the
+// peer sent is lost by replacing the checksum; only the addresses change.
+//
+// What is fixed: TCP (RFC 9293), UDP (RFC 768; over IPv4 a zero checksum,
+// "none", stays zero) and ICMPv6 (RFC 4443, which has a pseudo-header too).
+// Not touched: ICMP over IPv4 and other protocols (no pseudo-header); a
+// segment too short for its header (left for the receiver to reject); an
+// IPv6 packet with a Routing header (the pseudo-header would need the final
+// destination, which this gateway does not derive).
+
+import Packet
+
+@usableFromInline
+enum NATTransport {
+    /// Recomputes the upper-layer checksum of the transport-mode packet in
+    /// `packet` (IP header of `headerLength` bytes, then the `nextHeader`
+    /// segment), after decapsulation of UDP-encapsulated ESP. Out of line: it
+    /// runs only for such SAs.
+    @usableFromInline @inline(never)
+    static func fixChecksum(_ packet: PacketView, headerLength: Int, nextHeader: UInt8) {
+        let ip = packet.start
+        let segment = ip + headerLength
+        let length = packet.length &- headerLength
+        let ipv6 = ip.loadByte(at: 0) >> 4 == 6
+        let field: Int
+        switch nextHeader {
+        case IPProtocol.tcp.rawValue:
+            guard length >= HeaderSize.tcp else { return }
+            field = 16
+        case IPProtocol.udp.rawValue:
+            guard length >= HeaderSize.udp else { return }
+            if !ipv6 && segment.loadBE16(at: 6) == 0 { return }  // sent without a checksum
+            field = 6
+        case IPProtocol.icmpv6.rawValue where ipv6:
+            guard length >= 4 else { return }
+            field = 2
+        default:
+            return
+        }
+        if ipv6 && headerLength > HeaderSize.ipv6 && hasRoutingHeader(ip, headerLength: headerLength) { return }
+        segment.storeBE16(0, at: field)
+        let bytes = UnsafeRawBufferPointer(start: segment, count: length)
+        let proto = IPProtocol(nextHeader)
+        var checksum: UInt16
+        if ipv6 {
+            let source = IPv6Address(high: ip.loadBE64(at: IPv6Field.source), low: ip.loadBE64(at: IPv6Field.source &+ 8))
+            let destination = IPv6Address(high: ip.loadBE64(at: IPv6Field.destination),
+                                          low: ip.loadBE64(at: IPv6Field.destination &+ 8))
+            checksum = InternetChecksum.transport(bytes, source: source, destination: destination, protocol: proto)
+        } else {
+            checksum = InternetChecksum.transport(bytes, source: IPv4Address(ip.loadBE32(at: IPv4Field.source)),
+                                                  destination: IPv4Address(ip.loadBE32(at: IPv4Field.destination)),
+                                                  protocol: proto)
+        }
+        if nextHeader == IPProtocol.udp.rawValue { checksum = InternetChecksum.udpFieldValue(checksum) }
+        segment.storeBE16(checksum, at: field)
+    }
+
+    /// Whether the IPv6 header chain in the first `headerLength` bytes at
+    /// `ip` holds a Routing header (43). The chain was walked by `classify`
+    /// on arrival, so every header in it lies within `headerLength`.
+    static func hasRoutingHeader(_ ip: UnsafeMutableRawPointer, headerLength: Int) -> Bool {
+        var proto = ip.loadByte(at: IPv6Field.nextHeader)
+        var offset = HeaderSize.ipv6
+        while offset &+ 8 <= headerLength {
+            if proto == 43 { return true }
+            proto = ip.loadByte(at: offset)
+            offset &+= (Int(ip.loadByte(at: offset &+ 1)) &+ 1) &* 8
+        }
+        return false
+    }
+}
