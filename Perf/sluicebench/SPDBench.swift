@@ -109,7 +109,7 @@ struct SPDBench {
         // The CPU both we and dpdk-test-acl run on: the last one we may use.
         let cpus = o.shared.cpuList()
         let cpu = cpus.last!
-        try pin(to: cpu)
+        try pinCallingThread(to: cpu)
 
         let traces = UnsafeMutableBufferPointer<SelectorFields>.allocate(capacity: traceArray.count)
         _ = traces.initialize(from: traceArray)
@@ -314,23 +314,6 @@ struct SPDBench {
     }
 
     // MARK: - Helpers
-
-    /// Pins the calling thread to `cpu`. sched_setaffinity is declared only
-    /// under _GNU_SOURCE, which Swift's Glibc module lacks: found with dlsym.
-    func pin(to cpu: Int) throws {
-        typealias SetAffinity = @convention(c) (Int32, Int, UnsafeRawPointer) -> Int32
-        var mask = [UInt64](repeating: 0, count: 16)  // a cpu_set_t: 1024 bits
-        guard cpu >= 0, cpu < mask.count * 64 else { throw ValidationError("cpu \(cpu) out of range") }
-        mask[cpu / 64] |= 1 << UInt64(cpu % 64)
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") else {
-            throw ValidationError("sched_setaffinity not found")
-        }
-        let setAffinity = unsafeBitCast(symbol, to: SetAffinity.self)
-        // pid 0: the calling thread.
-        guard mask.withUnsafeBytes({ setAffinity(0, $0.count, $0.baseAddress!) }) == 0 else {
-            throw ValidationError("cannot pin the benchmark thread to cpu \(cpu)")
-        }
-    }
 
     static func bytes(_ n: Int) -> String {
         n >= 1 << 20 ? String(format: "%.1f MiB", Double(n) / 1048576) : String(format: "%.1f KiB", Double(n) / 1024)

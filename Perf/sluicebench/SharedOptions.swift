@@ -46,3 +46,20 @@ struct SharedOptions: ParsableArguments {
         }
     }
 }
+
+/// Pins the calling thread to `cpu`. sched_setaffinity is declared only
+/// under _GNU_SOURCE, which Swift's Glibc module lacks: found with dlsym.
+func pinCallingThread(to cpu: Int) throws {
+    typealias SetAffinity = @convention(c) (Int32, Int, UnsafeRawPointer) -> Int32
+    var mask = [UInt64](repeating: 0, count: 16)  // a cpu_set_t: 1024 bits
+    guard cpu >= 0, cpu < mask.count * 64 else { throw ValidationError("cpu \(cpu) out of range") }
+    mask[cpu / 64] |= 1 << UInt64(cpu % 64)
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sched_setaffinity") else {
+        throw ValidationError("sched_setaffinity not found")
+    }
+    let setAffinity = unsafeBitCast(symbol, to: SetAffinity.self)
+    // pid 0: the calling thread.
+    guard mask.withUnsafeBytes({ setAffinity(0, $0.count, $0.baseAddress!) }) == 0 else {
+        throw ValidationError("cannot pin the benchmark thread to cpu \(cpu)")
+    }
+}
