@@ -15,11 +15,7 @@ import Packet
 import Testing
 
 enum ScapyNAT {
-    static let script = #"""
-import sys, json
-from scapy.all import IP, IPv6, UDP, TCP, ICMP, ICMPv6EchoRequest, Raw, raw
-from scapy.layers.ipsec import SecurityAssociation, ESP
-
+    static let script = ScapyPeer.prelude + #"""
 def build(j, src, dst, zero_udp):
     l3 = IP(src=src, dst=dst, id=7, ttl=33) if j["v"] == 4 else IPv6(src=src, dst=dst, hlim=33)
     if j["proto"] == "tcp":
@@ -33,9 +29,6 @@ def build(j, src, dst, zero_udp):
         at = (b[0] & 15) * 4 if j["v"] == 4 else 40
         b[at + 6:at + 8] = b"\0\0"
     return bytes(b)
-
-def parse(b):
-    return IP(b) if b[0] >> 4 == 4 else IPv6(b)
 
 def translate(b, j, udp):
     p = parse(b)
@@ -53,29 +46,22 @@ def encrypt(j, sent, udp):
                              nat_t_header=natt)
     b = bytearray(raw(sa.encrypt(parse(sent), seq_num=j["seq"])))
     if udp:
-        # scapy 2.5 leaves the UDP length at 8: put the real one in (RFC 768).
-        at = (b[0] & 15) * 4 if j["v"] == 4 else 40
-        n = len(b) - at
-        b[at + 4:at + 6] = bytes([n >> 8, n & 255])
+        fix_natt_length(b)
     return translate(bytes(b), j, udp)
 
-results = []
-for j in json.load(sys.stdin):
-    try:
-        sent = build(j, j["src"], j["dst"], j["zero_udp"])
-        # A zero UDP checksum means "none" over IPv4 only; over IPv6 the host must get a real one.
-        expected = build(j, j["nat_src"], j["nat_dst"], j["zero_udp"] and j["v"] == 4)
-        # Plain ESP: the same translation, the segment's checksum left as the peer computed it.
-        unfixed = bytearray(expected)
-        at = (sent[0] & 15) * 4 if j["v"] == 4 else 40
-        field = {"tcp": 16, "udp": 6}.get(j["proto"], 2)
-        unfixed[at + field:at + field + 2] = sent[at + field:at + field + 2]
-        results.append({"natt": encrypt(j, sent, True).hex(), "plain": encrypt(j, sent, False).hex(),
-                        "expected": expected.hex(), "unfixed": bytes(unfixed).hex(),
-                        "sent": sent.hex()})
-    except Exception as e:
-        results.append({"error": repr(e)})
-json.dump(results, sys.stdout)
+def handle(j):
+    sent = build(j, j["src"], j["dst"], j["zero_udp"])
+    # A zero UDP checksum means "none" over IPv4 only; over IPv6 the host must get a real one.
+    expected = build(j, j["nat_src"], j["nat_dst"], j["zero_udp"] and j["v"] == 4)
+    # Plain ESP: the same translation, the segment's checksum left as the peer computed it.
+    unfixed = bytearray(expected)
+    at = (sent[0] & 15) * 4 if j["v"] == 4 else 40
+    field = {"tcp": 16, "udp": 6}.get(j["proto"], 2)
+    unfixed[at + field:at + field + 2] = sent[at + field:at + field + 2]
+    return {"natt": encrypt(j, sent, True).hex(), "plain": encrypt(j, sent, False).hex(),
+            "expected": expected.hex(), "unfixed": bytes(unfixed).hex(), "sent": sent.hex()}
+
+serve(handle)
 """#
 
     struct Job: Encodable {

@@ -17,11 +17,36 @@ import Testing
 enum ScapyPeer {
     static let python = "/usr/bin/python3"
 
-    static let script = #"""
+    /// What every peer script starts with: the imports, `parse`, the
+    /// NAT-T length fix and `serve`, which answers each JSON job on stdin
+    /// with `handle(job)` (or the exception it raised) as one JSON list.
+    static let prelude = #"""
 import sys, json
-from scapy.all import IP, IPv6, UDP, raw
+from scapy.all import IP, IPv6, UDP, TCP, ICMP, ICMPv6EchoRequest, Raw, raw
 from scapy.layers.ipsec import SecurityAssociation, ESP
 
+def parse(b):
+    return IP(b) if b[0] >> 4 == 4 else IPv6(b)
+
+def fix_natt_length(b):
+    # scapy 2.5 freezes the UDP header before appending ESP, leaving its
+    # length at 8: put the real length in (RFC 768).
+    at = (b[0] & 15) * 4 if b[0] >> 4 == 4 else 40
+    n = len(b) - at
+    b[at + 4:at + 6] = bytes([n >> 8, n & 255])
+
+def serve(handle):
+    results = []
+    for j in json.load(sys.stdin):
+        try:
+            results.append(handle(j))
+        except Exception as e:
+            results.append({"error": repr(e)})
+    json.dump(results, sys.stdout)
+
+"""#
+
+    static let script = prelude + #"""
 def sa_for(j):
     tunnel = None
     if j["mode"] == "tunnel":
@@ -31,29 +56,19 @@ def sa_for(j):
     return SecurityAssociation(ESP, spi=j["spi"], crypt_algo=j["algo"], crypt_key=bytes.fromhex(j["key"]),
                                tunnel_header=tunnel, nat_t_header=natt, esn_en=j["esn"], esn=j["esn_hi"])
 
-def parse(b):
-    return IP(b) if b[0] >> 4 == 4 else IPv6(b)
+def handle(j):
+    sa = sa_for(j)
+    pkt = parse(bytes.fromhex(j["packet"]))
+    if j["op"] == "decrypt":
+        out = sa.decrypt(pkt, esn_en=j["esn"], esn=j["esn_hi"])
+    else:
+        out = sa.encrypt(pkt, seq_num=j["seq"], esn_en=j["esn"], esn=j["esn_hi"])
+    b = bytearray(raw(out))
+    if j["op"] == "encrypt" and j.get("natt"):
+        fix_natt_length(b)
+    return {"packet": bytes(b).hex()}
 
-results = []
-for j in json.load(sys.stdin):
-    try:
-        sa = sa_for(j)
-        pkt = parse(bytes.fromhex(j["packet"]))
-        if j["op"] == "decrypt":
-            out = sa.decrypt(pkt, esn_en=j["esn"], esn=j["esn_hi"])
-        else:
-            out = sa.encrypt(pkt, seq_num=j["seq"], esn_en=j["esn"], esn=j["esn_hi"])
-        b = bytearray(raw(out))
-        if j["op"] == "encrypt" and j.get("natt"):
-            # scapy 2.5 freezes the UDP header before appending ESP, leaving
-            # its length at 8: put the real length in (RFC 768).
-            at = (b[0] & 15) * 4 if b[0] >> 4 == 4 else 40
-            n = len(b) - at
-            b[at + 4:at + 6] = bytes([n >> 8, n & 255])
-        results.append({"packet": bytes(b).hex()})
-    except Exception as e:
-        results.append({"error": repr(e)})
-json.dump(results, sys.stdout)
+serve(handle)
 """#
 
     struct Job: Encodable {
