@@ -6,7 +6,8 @@
 // would, without touching the encrypted segment. What Sluice decapsulates
 // must be, byte for byte, the packet scapy builds with the translated
 // addresses, checksums computed by scapy. The same translated packet in
-// plain ESP (no UDP: no NAT-T SA) keeps the checksum the peer sent.
+// plain ESP (no UDP: no NAT-T SA) keeps the checksum the peer sent, and so
+// does an IPv6 packet with a Routing header (not fixed, by design).
 
 import Crypto
 import Foundation
@@ -18,6 +19,8 @@ enum ScapyNAT {
     static let script = ScapyPeer.prelude + #"""
 def build(j, src, dst, zero_udp):
     l3 = IP(src=src, dst=dst, id=7, ttl=33) if j["v"] == 4 else IPv6(src=src, dst=dst, hlim=33)
+    if j["routing"]:
+        l3 = l3 / IPv6ExtHdrRouting(addresses=[], segleft=0)
     if j["proto"] == "tcp":
         l4 = TCP(sport=40000, dport=443, seq=12345, ack=777, flags="PA")
     elif j["proto"] == "udp":
@@ -26,9 +29,12 @@ def build(j, src, dst, zero_udp):
         l4 = ICMP(id=9, seq=1) if j["v"] == 4 else ICMPv6EchoRequest(id=9, seq=1)
     b = bytearray(raw(l3 / l4 / Raw(bytes.fromhex(j["payload"]))))
     if zero_udp:
-        at = (b[0] & 15) * 4 if j["v"] == 4 else 40
+        at = upper_offset(j, b)
         b[at + 6:at + 8] = b"\0\0"
     return bytes(b)
+
+def upper_offset(j, b):
+    return (b[0] & 15) * 4 if j["v"] == 4 else 40 + (8 if j["routing"] else 0)
 
 def translate(b, j, udp):
     p = parse(b)
@@ -45,7 +51,13 @@ def encrypt(j, sent, udp):
     sa = SecurityAssociation(ESP, spi=j["spi"], crypt_algo=j["algo"], crypt_key=bytes.fromhex(j["key"]),
                              nat_t_header=natt)
     b = bytearray(raw(sa.encrypt(parse(sent), seq_num=j["seq"])))
-    if udp:
+    if udp and j["routing"]:
+        # scapy 2.5 leaves the Routing header's next header at ESP (50) in
+        # front of the UDP header it inserts: 17, and the UDP length.
+        b[40] = 17
+        n = len(b) - 48
+        b[52:54] = bytes([n >> 8, n & 255])
+    elif udp:
         fix_natt_length(b)
     return translate(bytes(b), j, udp)
 
@@ -55,9 +67,11 @@ def handle(j):
     expected = build(j, j["nat_src"], j["nat_dst"], j["zero_udp"] and j["v"] == 4)
     # Plain ESP: the same translation, the segment's checksum left as the peer computed it.
     unfixed = bytearray(expected)
-    at = (sent[0] & 15) * 4 if j["v"] == 4 else 40
+    at = upper_offset(j, sent)
     field = {"tcp": 16, "udp": 6}.get(j["proto"], 2)
     unfixed[at + field:at + field + 2] = sent[at + field:at + field + 2]
+    if j["routing"]:
+        expected = bytes(unfixed)  # a Routing header: the checksum is left alone
     return {"natt": encrypt(j, sent, True).hex(), "plain": encrypt(j, sent, False).hex(),
             "expected": expected.hex(), "unfixed": bytes(unfixed).hex(), "sent": sent.hex()}
 
@@ -72,6 +86,7 @@ serve(handle)
         var nat_src: String
         var nat_dst: String
         var zero_udp: Bool
+        var routing: Bool
         var spi: UInt32
         var algo: String
         var key: String
@@ -106,10 +121,13 @@ struct ESPNATTransportTests {
         var proto: String
         var translation: Translation
         var zeroUDP = false
+        /// IPv6 with a Routing header before ESP: left as sent.
+        var routing = false
         var payload: Int
         var aead: AEADAlgorithm
         var description: String {
-            "IPv\(ipv6 ? 6 : 4) \(proto)\(zeroUDP ? " (checksum 0)" : "") \(translation) \(payload) B \(aead)"
+            "IPv\(ipv6 ? 6 : 4)\(routing ? " + Routing" : "") \(proto)\(zeroUDP ? " (checksum 0)" : "") "
+                + "\(translation) \(payload) B \(aead)"
         }
 
         var addresses: (src: String, dst: String, natSrc: String, natDst: String) {
@@ -141,6 +159,9 @@ struct ESPNATTransportTests {
             all.append(Case(ipv6: ipv6, proto: "udp", translation: .source, zeroUDP: true, payload: 64,
                             aead: .aes256GCM))
         }
+        for proto in ["tcp", "udp"] {
+            all.append(Case(ipv6: true, proto: proto, translation: .both, routing: true, payload: 100, aead: .aes128GCM))
+        }
         return all
     }
 
@@ -156,7 +177,7 @@ struct ESPNATTransportTests {
             let payload = (0..<c.payload).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let a = c.addresses
             jobs.append(ScapyNAT.Job(v: c.ipv6 ? 6 : 4, proto: c.proto, src: a.src, dst: a.dst, nat_src: a.natSrc,
-                                     nat_dst: a.natDst, zero_udp: c.zeroUDP, spi: 0x7000_0000 | UInt32(i),
+                                     nat_dst: a.natDst, zero_udp: c.zeroUDP, routing: c.routing, spi: 0x7000_0000 | UInt32(i),
                                      algo: key.scapyName, key: hexString(key.material), seq: UInt32(i + 1),
                                      payload: hexString(payload)))
         }

@@ -22,7 +22,7 @@ enum ScapyPeer {
     /// with `handle(job)` (or the exception it raised) as one JSON list.
     static let prelude = #"""
 import sys, json
-from scapy.all import IP, IPv6, UDP, TCP, ICMP, ICMPv6EchoRequest, Raw, raw
+from scapy.all import IP, IPv6, IPv6ExtHdrRouting, UDP, TCP, ICMP, ICMPv6EchoRequest, Raw, raw
 from scapy.layers.ipsec import SecurityAssociation, ESP
 
 def parse(b):
