@@ -369,7 +369,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 // The next packet's lines arrive while this one is encrypted.
                 if prefetch && j &+ 1 < count { prefetchHead(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
-                if let d = ESPOutbound.encapsulate(&view, sa: record.pointee.sa, sequence: SequenceNumber(seq), core: context.core) {
+                if let d = ESPOutbound.encapsulate(&view, saAt: record.pointer(to: \.sa)!, sequence: SequenceNumber(seq),
+                                                   core: context.core) {
                     drop(m, .esp(d), drops)
                 } else {
                     let ipv4 = view.start.load(as: UInt8.self) >> 4 == 4

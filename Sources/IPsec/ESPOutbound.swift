@@ -44,11 +44,23 @@ public enum ESPOutbound {
     /// 0); a number beyond the SA's sequence space is refused with
     /// `.sequenceExhausted`.
     ///
-    /// `@_transparent`: see `encapsulate(_:sa:sequence:iv:identification:core:)`.
+    /// `@_transparent`: see `encapsulate(_:saAt:sequence:iv:identification:core:)`.
     @_transparent
     public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber,
                                    core: borrowing CryptoCore) -> ESPDrop? {
-        encapsulate(&packet, sa: sa, sequence: sequence, iv: sequence.rawValue, identification: nil, core: core)
+        withUnsafePointer(to: sa) {
+            encapsulate(&packet, saAt: $0, sequence: sequence, iv: sequence.rawValue, identification: nil, core: core)
+        }
+    }
+
+    /// `encapsulate(_:sa:sequence:core:)` with the SA read in place, each
+    /// field where it is used (the worker's form, for an SA in a table): by
+    /// value, even inlined, the SA's fields were loaded up front and the
+    /// ones used after the AEAD call (an opaque call) kept on the stack.
+    @_transparent
+    public static func encapsulate(_ packet: inout PacketView, saAt sa: UnsafePointer<OutboundSA>,
+                                   sequence: SequenceNumber, core: borrowing CryptoCore) -> ESPDrop? {
+        encapsulate(&packet, saAt: sa, sequence: sequence, iv: sequence.rawValue, identification: nil, core: core)
     }
 
     /// Assigns the SA's next sequence number and encapsulates with it. An SA
@@ -59,7 +71,9 @@ public enum ESPOutbound {
     public static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: inout OutboundSequence,
                                    core: borrowing CryptoCore) -> ESPDrop? {
         guard case .assigned(let number) = sequence.assign() else { return .sequenceExhausted }
-        return encapsulate(&packet, sa: sa, sequence: number, iv: number.rawValue, identification: nil, core: core)
+        return withUnsafePointer(to: sa) {
+            encapsulate(&packet, saAt: $0, sequence: number, iv: number.rawValue, identification: nil, core: core)
+        }
     }
 
     /// The transform, with the IV and the outer IPv4 identification as
@@ -73,9 +87,9 @@ public enum ESPOutbound {
     /// state; the performance inliner refuses `@inline(__always)` for a
     /// function this size into a caller as large as the worker loop.
     @_transparent @usableFromInline
-    static func encapsulate(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber, iv: UInt64,
-                            identification: UInt16?, core: borrowing CryptoCore) -> ESPDrop? {
-        guard sequence.rawValue <= SequenceNumber.limit(esn: sa.esn).rawValue else { return .sequenceExhausted }
+    static func encapsulate(_ packet: inout PacketView, saAt sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
+                            iv: UInt64, identification: UInt16?, core: borrowing CryptoCore) -> ESPDrop? {
+        guard sequence.rawValue <= SequenceNumber.limit(esn: sa.pointee.esn).rawValue else { return .sequenceExhausted }
         let p = packet.start
         let available = packet.length
         guard available >= HeaderSize.ipv4 else { return .malformed }
@@ -104,7 +118,7 @@ public enum ESPOutbound {
             return .malformed
         }
 
-        if sa.layout == .transport {
+        if sa.pointee.layout == .transport {
             return encapsulateTransport(&packet, sa: sa, sequence: sequence, iv: iv, version: version,
                                         datagramLength: innerLength, core: core)
         }
@@ -114,11 +128,11 @@ public enum ESPOutbound {
         let cipherLength = innerLength &+ padLength &+ ESPTrailer.fixedLength
         let end = cipherLength &+ ESPLayout.icv           // bytes from `p` to the end of the ICV
         guard end &- available <= packet.tailroom else { return .noTailroom }
-        let prefix = sa.templateLength &+ ESPLayout.headerAndIV
+        let prefix = sa.pointee.templateLength &+ ESPLayout.headerAndIV
         guard prefix <= packet.headroom else { return .noHeadroom }
         let total = prefix &+ end
-        let outerIPLength = sa.layout == .tunnelIPv4 ? HeaderSize.ipv4 : HeaderSize.ipv6
-        guard total &- (sa.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
+        let outerIPLength = sa.pointee.layout == .tunnelIPv4 ? HeaderSize.ipv4 : HeaderSize.ipv6
+        guard total &- (sa.pointee.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
 
         // Trailer after the inner packet (over any L2 padding); the ICV's 16
         // bytes follow it, so the 8-byte store stays inside `end`.
@@ -127,13 +141,13 @@ public enum ESPOutbound {
 
         // Outer header from the template, per-packet fields patched.
         let o = p - prefix
-        sa.writeTemplate(to: o)
+        sa.pointee.writeTemplate(to: o)
         let tos = ECNTunnel.encapsulate(inner: ECN(trafficClass: trafficClass)).applied(to: trafficClass)
-        if sa.layout == .tunnelIPv4 {
+        if sa.pointee.layout == .tunnelIPv4 {
             let totalLength = UInt16(truncatingIfNeeded: total)  // ≤ 65535, checked
-            let id = identification ?? UInt16(truncatingIfNeeded: sequence.rawValue) &+ sa.identificationOffset
+            let id = identification ?? UInt16(truncatingIfNeeded: sequence.rawValue) &+ sa.pointee.identificationOffset
             let setDF: Bool
-            switch sa.df {
+            switch sa.pointee.df {
             case .copy: setDF = innerDF
             case .set: setDF = true
             case .clear: setDF = false
@@ -144,7 +158,7 @@ public enum ESPOutbound {
             o.storeBE16(id, at: IPv4Field.identification)
             o.storeBE16(flags, at: IPv4Field.flagsFragment)
             // base < 6 · 2^16; adding four 16-bit words cannot overflow 32 bits.
-            var sum = sa.ipv4ChecksumBase &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(id) &+ UInt32(flags)
+            var sum = sa.pointee.ipv4ChecksumBase &+ UInt32(tos) &+ UInt32(totalLength) &+ UInt32(id) &+ UInt32(flags)
             sum = (sum >> 16) &+ (sum & 0xFFFF)
             sum = (sum >> 16) &+ (sum & 0xFFFF)
             o.storeBE16(~UInt16(truncatingIfNeeded: sum), at: IPv4Field.checksum)
@@ -152,14 +166,14 @@ public enum ESPOutbound {
             o.storeBE32(0x6000_0000 | UInt32(tos) << 20 | flowLabel, at: IPv6Field.versionClassFlow)
             o.storeBE16(UInt16(truncatingIfNeeded: total &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
         }
-        if sa.udp {
+        if sa.pointee.udp {
             o.storeBE16(UInt16(truncatingIfNeeded: total &- outerIPLength), at: outerIPLength &+ UDPField.length)
         }
 
         let esp = p - ESPLayout.headerAndIV
         seal(esp: esp, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
 
-        if sa.udp && sa.layout == .tunnelIPv6 {
+        if sa.pointee.udp && sa.pointee.layout == .tunnelIPv6 {
             storeUDPChecksumIPv6(ipHeader: o, udp: o + HeaderSize.ipv6, udpLength: total &- HeaderSize.ipv6)
         }
         packet.tailroom &-= end &- available  // ≤ tailroom, checked
@@ -171,7 +185,7 @@ public enum ESPOutbound {
     /// Transport mode: ESP between the packet's own IP header (and, IPv6, its
     /// Hop-by-Hop / Routing / Destination Options headers) and its payload.
     @inlinable
-    static func encapsulateTransport(_ packet: inout PacketView, sa: OutboundSA, sequence: SequenceNumber,
+    static func encapsulateTransport(_ packet: inout PacketView, sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
                                      iv: UInt64, version: UInt8, datagramLength: Int,
                                      core: borrowing CryptoCore) -> ESPDrop? {
         let p = packet.start
@@ -192,7 +206,7 @@ public enum ESPOutbound {
         let payloadLength = datagramLength &- headerLength  // ≥ 0: the header lies inside the datagram
         let padLength = ESPTrailer.padLength(payloadLength: payloadLength)
         let cipherLength = payloadLength &+ padLength &+ ESPTrailer.fixedLength
-        let udpLength = sa.udp ? HeaderSize.udp : 0
+        let udpLength = sa.pointee.udp ? HeaderSize.udp : 0
         let insert = udpLength &+ ESPLayout.headerAndIV
         let end = datagramLength &+ padLength &+ ESPTrailer.fixedLength &+ ESPLayout.icv
         guard end &- packet.length <= packet.tailroom else { return .noTailroom }
@@ -204,7 +218,7 @@ public enum ESPOutbound {
         ESPTrailer.writeAligned4(padLength: padLength, nextHeader: IPProtocol(nextHeader), at: p + datagramLength)
         let h = p - insert
         h.copyMemory(from: p, byteCount: headerLength)  // overlapping move (memmove)
-        h.storeByte(sa.udp ? IPProtocol.udp.rawValue : IPProtocol.esp.rawValue, at: protocolField)
+        h.storeByte(sa.pointee.udp ? IPProtocol.udp.rawValue : IPProtocol.esp.rawValue, at: protocolField)
         if version == 4 {
             h.storeBE16(UInt16(truncatingIfNeeded: total), at: IPv4Field.totalLength)
             h.storeBE16(IPParse.ipv4HeaderChecksum(h, headerLength: headerLength), at: IPv4Field.checksum)
@@ -212,16 +226,16 @@ public enum ESPOutbound {
             h.storeBE16(UInt16(truncatingIfNeeded: total &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
         }
         let udp = h + headerLength
-        if sa.udp {
-            udp.storeBE16(sa.udpSourcePort, at: UDPField.sourcePort)
-            udp.storeBE16(sa.udpDestinationPort, at: UDPField.destinationPort)
+        if sa.pointee.udp {
+            udp.storeBE16(sa.pointee.udpSourcePort, at: UDPField.sourcePort)
+            udp.storeBE16(sa.pointee.udpDestinationPort, at: UDPField.destinationPort)
             udp.storeBE16(UInt16(truncatingIfNeeded: total &- headerLength), at: UDPField.length)
             udp.storeBE16(0, at: UDPField.checksum)
         }
 
         seal(esp: udp + udpLength, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
 
-        if sa.udp && version == 6 {
+        if sa.pointee.udp && version == 6 {
             storeUDPChecksumIPv6(ipHeader: h, udp: udp, udpLength: total &- headerLength)
         }
         packet.tailroom &-= end &- packet.length  // ≤ tailroom, checked
@@ -233,21 +247,21 @@ public enum ESPOutbound {
     /// Writes SPI || seq || IV at `esp` with one 16-byte store and seals the
     /// `cipherLength` bytes after it; the ICV follows them.
     @inlinable @inline(__always)
-    static func seal(esp: UnsafeMutableRawPointer, cipherLength: Int, sa: OutboundSA, sequence: SequenceNumber,
+    static func seal(esp: UnsafeMutableRawPointer, cipherLength: Int, sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
                      iv: UInt64, core: borrowing CryptoCore) {
-        let header = SIMD4<UInt32>(sa.spi.rawValue.bigEndian, sequence.low32.bigEndian,
+        let header = SIMD4<UInt32>(sa.pointee.spi.rawValue.bigEndian, sequence.low32.bigEndian,
                                    UInt32(truncatingIfNeeded: iv >> 32).bigEndian,
                                    UInt32(truncatingIfNeeded: iv).bigEndian)
         esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
         let payload = esp + ESPLayout.headerAndIV
-        if sa.esn {
+        if sa.pointee.esn {
             var aad = SIMD4<UInt32>()
-            let aadLength = ESPAssociatedData.store(spi: sa.spi.rawValue, sequence: sequence.rawValue,
+            let aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: sequence.rawValue,
                                                     extendedSequenceNumbers: true, to: &aad)
-            sa.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
+            sa.pointee.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
                         aadLength: aadLength, icv: payload + cipherLength)
         } else {
-            sa.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
+            sa.pointee.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
                         aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
         }
     }

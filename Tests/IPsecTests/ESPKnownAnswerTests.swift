@@ -27,8 +27,10 @@ import Testing
                             udpEncapsulation: nil, df: .copy)
         let buffer = PacketBuffer(hexBytes(v.inner_packet!))
         let iv = UInt64(v.iv, radix: 16)!
-        let drop = ESPOutbound.encapsulate(&buffer.view, sa: sa, sequence: SequenceNumber(UInt64(v.seq, radix: 16)!),
-                                           iv: iv, identification: UInt16(v.outer_ipv4_id!, radix: 16)!, core: core)
+        let drop = withUnsafePointer(to: sa) {
+            ESPOutbound.encapsulate(&buffer.view, saAt: $0, sequence: SequenceNumber(UInt64(v.seq, radix: 16)!),
+                                    iv: iv, identification: UInt16(v.outer_ipv4_id!, radix: 16)!, core: core)
+        }
         #expect(drop == nil)
         #expect(hexString(buffer.bytes) == v.esp_packet_with_outer_ipv4!)
         #expect(buffer.guardsIntact)
