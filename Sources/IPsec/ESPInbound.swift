@@ -296,9 +296,6 @@ public enum ESPInbound {
         case .transport:
             restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
-            if header.udpEncapsulated {
-                NATTransport.fixChecksum(packet, headerLength: header.espOffset &- HeaderSize.udp, nextHeader: nextHeader)
-            }
         }
         let selectors = sa.pointer(to: \.selectors)!  // a stored property: never nil
         if selectors.pointee.count != 0 {
@@ -363,7 +360,8 @@ public enum ESPInbound {
     }
 
     /// Transport mode: moves the IP header (with its extension headers) back
-    /// to just before the payload, restores the Next Header and the lengths.
+    /// to just before the payload, restores the Next Header and the lengths;
+    /// with UDP encapsulation, fixes the upper layer's checksum (NATTransport).
     @inlinable
     static func restoreTransport(_ packet: inout PacketView, header: ESPInboundHeader, payloadOffset: Int,
                                  payloadLength: Int, nextHeader: UInt8) {
@@ -381,5 +379,7 @@ public enum ESPInbound {
             h.storeBE16(IPParse.ipv4HeaderChecksum(h, headerLength: headerLength), at: IPv4Field.checksum)
         }
         packet.narrow(offset: shift, count: length)
+        // NAT traversal: the upper layer's checksum, for the addresses a NAT may have rewritten.
+        if header.udpEncapsulated { NATTransport.fixChecksum(packet, headerLength: headerLength, nextHeader: nextHeader) }
     }
 }

@@ -174,7 +174,10 @@ public enum ESPOutbound {
         seal(esp: esp, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
 
         if sa.pointee.udp && sa.pointee.layout == .tunnelIPv6 {
-            storeUDPChecksumIPv6(ipHeader: o, udp: o + HeaderSize.ipv6, udpLength: total &- HeaderSize.ipv6)
+            // RFC 8200 §8.1: mandatory over IPv6.
+            IPParse.storeTransportChecksum(ipHeader: o, ipv6: true, segment: o + HeaderSize.ipv6,
+                                           length: total &- HeaderSize.ipv6, protocol: IPProtocol.udp.rawValue,
+                                           field: UDPField.checksum)
         }
         packet.tailroom &-= end &- available  // ≤ tailroom, checked
         packet.prepend(prefix)
@@ -236,7 +239,8 @@ public enum ESPOutbound {
         seal(esp: udp + udpLength, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
 
         if sa.pointee.udp && version == 6 {
-            storeUDPChecksumIPv6(ipHeader: h, udp: udp, udpLength: total &- headerLength)
+            IPParse.storeTransportChecksum(ipHeader: h, ipv6: true, segment: udp, length: total &- headerLength,
+                                           protocol: IPProtocol.udp.rawValue, field: UDPField.checksum)
         }
         packet.tailroom &-= end &- packet.length  // ≤ tailroom, checked
         packet.prepend(insert)
@@ -264,21 +268,5 @@ public enum ESPOutbound {
             sa.pointee.key.seal(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
                         aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
         }
-    }
-
-    /// Computes the UDP checksum of an ESP-in-UDP datagram over IPv6 (RFC 8200
-    /// §8.1: mandatory; pseudo-header from the IPv6 header's addresses).
-    @inlinable
-    static func storeUDPChecksumIPv6(ipHeader: UnsafeMutableRawPointer, udp: UnsafeMutableRawPointer, udpLength: Int) {
-        var sum = OnesComplementSum()
-        sum.add(ipHeader.loadBE64(at: IPv6Field.source))
-        sum.add(ipHeader.loadBE64(at: IPv6Field.source &+ 8))
-        sum.add(ipHeader.loadBE64(at: IPv6Field.destination))
-        sum.add(ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
-        sum.add(UInt32(truncatingIfNeeded: udpLength))
-        sum.add(UInt16(IPProtocol.udp.rawValue))
-        udp.storeBE16(0, at: UDPField.checksum)
-        sum.add(UnsafeRawBufferPointer(start: udp, count: udpLength))
-        udp.storeBE16(InternetChecksum.udpFieldValue(sum.checksum), at: UDPField.checksum)
     }
 }

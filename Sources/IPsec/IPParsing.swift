@@ -55,11 +55,14 @@ struct IPv6UpperLayer: BitwiseCopyable {
     @usableFromInline var proto: UInt8
     /// Offset of that header.
     @usableFromInline var offset: Int
+    /// A Routing header (43) was among those walked.
+    @usableFromInline var routing: Bool
 
-    @inlinable init(protocolFieldOffset: Int, proto: UInt8, offset: Int) {
+    @inlinable init(protocolFieldOffset: Int, proto: UInt8, offset: Int, routing: Bool) {
         self.protocolFieldOffset = protocolFieldOffset
         self.proto = proto
         self.offset = offset
+        self.routing = routing
     }
 }
 
@@ -80,8 +83,10 @@ enum IPParse {
         var proto = p.loadByte(at: fieldOffset)
         var offset = HeaderSize.ipv6
         var walked = 0
+        var routing = false
         while proto == 0 && walked == 0 || proto == 43 || proto == 60 {
             guard walked < maximumExtensionHeaders, length &- offset >= 8 else { return nil }
+            routing = routing || proto == 43
             // (Hdr Ext Len + 1) · 8 bytes, ≤ 2048: offset stays far from overflow.
             let headerLength = (Int(p.loadByte(at: offset &+ 1)) &+ 1) &* 8
             guard length &- offset >= headerLength else { return nil }
@@ -90,7 +95,35 @@ enum IPParse {
             offset &+= headerLength
             walked &+= 1
         }
-        return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset)
+        return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset, routing: routing)
+    }
+
+    /// Stores the checksum of the `length`-byte TCP, UDP or ICMPv6 segment at
+    /// `segment` (its checksum field at `field`) over the pseudo-header of the
+    /// IPv4 or IPv6 header at `ipHeader`: its source and destination, the
+    /// segment length and `proto` (RFC 768, RFC 9293 §3.1, RFC 8200 §8.1). A
+    /// UDP checksum that computes to 0 is sent as 0xFFFF.
+    @inlinable
+    static func storeTransportChecksum(ipHeader: UnsafeRawPointer, ipv6: Bool, segment: UnsafeMutableRawPointer,
+                                       length: Int, protocol proto: UInt8, field: Int) {
+        var sum = OnesComplementSum()
+        if ipv6 {
+            sum.add(ipHeader.loadBE64(at: IPv6Field.source))
+            sum.add(ipHeader.loadBE64(at: IPv6Field.source &+ 8))
+            sum.add(ipHeader.loadBE64(at: IPv6Field.destination))
+            sum.add(ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
+            sum.add(UInt32(truncatingIfNeeded: length))
+        } else {
+            sum.add(ipHeader.loadBE32(at: IPv4Field.source))
+            sum.add(ipHeader.loadBE32(at: IPv4Field.destination))
+            sum.add(UInt16(truncatingIfNeeded: length))
+        }
+        sum.add(UInt16(proto))
+        segment.storeBE16(0, at: field)
+        sum.add(UnsafeRawBufferPointer(start: segment, count: length))
+        let checksum = sum.checksum
+        segment.storeBE16(proto == IPProtocol.udp.rawValue ? InternetChecksum.udpFieldValue(checksum) : checksum,
+                          at: field)
     }
 
     /// The length an IPv4 header at `p` claims for its datagram, when it is

@@ -42,47 +42,22 @@ enum NATTransport {
         switch nextHeader {
         case IPProtocol.tcp.rawValue:
             guard length >= HeaderSize.tcp else { return }
-            field = 16
+            field = TCPField.checksum
         case IPProtocol.udp.rawValue:
             guard length >= HeaderSize.udp else { return }
-            if !ipv6 && segment.loadBE16(at: 6) == 0 { return }  // sent without a checksum
-            field = 6
+            if !ipv6 && segment.loadBE16(at: UDPField.checksum) == 0 { return }  // sent without a checksum
+            field = UDPField.checksum
         case IPProtocol.icmpv6.rawValue where ipv6:
             guard length >= 4 else { return }
             field = 2
         default:
             return
         }
-        if ipv6 && headerLength > HeaderSize.ipv6 && hasRoutingHeader(ip, headerLength: headerLength) { return }
-        segment.storeBE16(0, at: field)
-        let bytes = UnsafeRawBufferPointer(start: segment, count: length)
-        let proto = IPProtocol(nextHeader)
-        var checksum: UInt16
-        if ipv6 {
-            let source = IPv6Address(high: ip.loadBE64(at: IPv6Field.source), low: ip.loadBE64(at: IPv6Field.source &+ 8))
-            let destination = IPv6Address(high: ip.loadBE64(at: IPv6Field.destination),
-                                          low: ip.loadBE64(at: IPv6Field.destination &+ 8))
-            checksum = InternetChecksum.transport(bytes, source: source, destination: destination, protocol: proto)
-        } else {
-            checksum = InternetChecksum.transport(bytes, source: IPv4Address(ip.loadBE32(at: IPv4Field.source)),
-                                                  destination: IPv4Address(ip.loadBE32(at: IPv4Field.destination)),
-                                                  protocol: proto)
+        // The chain was walked by `classify` on arrival: it lies within the packet.
+        if ipv6 && headerLength > HeaderSize.ipv6 && IPParse.ipv6UpperLayer(ip, length: packet.length)?.routing != false {
+            return
         }
-        if nextHeader == IPProtocol.udp.rawValue { checksum = InternetChecksum.udpFieldValue(checksum) }
-        segment.storeBE16(checksum, at: field)
-    }
-
-    /// Whether the IPv6 header chain in the first `headerLength` bytes at
-    /// `ip` holds a Routing header (43). The chain was walked by `classify`
-    /// on arrival, so every header in it lies within `headerLength`.
-    static func hasRoutingHeader(_ ip: UnsafeMutableRawPointer, headerLength: Int) -> Bool {
-        var proto = ip.loadByte(at: IPv6Field.nextHeader)
-        var offset = HeaderSize.ipv6
-        while offset &+ 8 <= headerLength {
-            if proto == 43 { return true }
-            proto = ip.loadByte(at: offset)
-            offset &+= (Int(ip.loadByte(at: offset &+ 1)) &+ 1) &* 8
-        }
-        return false
+        IPParse.storeTransportChecksum(ipHeader: ip, ipv6: ipv6, segment: segment, length: length, protocol: nextHeader,
+                                       field: field)
     }
 }
