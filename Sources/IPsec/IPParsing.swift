@@ -106,22 +106,20 @@ enum IPParse {
     @inlinable
     static func storeTransportChecksum(ipHeader: UnsafeRawPointer, ipv6: Bool, segment: UnsafeMutableRawPointer,
                                        length: Int, protocol proto: UInt8, field: Int) {
-        var sum = OnesComplementSum()
-        if ipv6 {
-            sum.add(ipHeader.loadBE64(at: IPv6Field.source))
-            sum.add(ipHeader.loadBE64(at: IPv6Field.source &+ 8))
-            sum.add(ipHeader.loadBE64(at: IPv6Field.destination))
-            sum.add(ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
-            sum.add(UInt32(truncatingIfNeeded: length))
-        } else {
-            sum.add(ipHeader.loadBE32(at: IPv4Field.source))
-            sum.add(ipHeader.loadBE32(at: IPv4Field.destination))
-            sum.add(UInt16(truncatingIfNeeded: length))
-        }
-        sum.add(UInt16(proto))
         segment.storeBE16(0, at: field)
-        sum.add(UnsafeRawBufferPointer(start: segment, count: length))
-        let checksum = sum.checksum
+        let bytes = UnsafeRawBufferPointer(start: segment, count: length)
+        let checksum: UInt16
+        if ipv6 {
+            let source = IPv6Address(high: ipHeader.loadBE64(at: IPv6Field.source),
+                                     low: ipHeader.loadBE64(at: IPv6Field.source &+ 8))
+            let destination = IPv6Address(high: ipHeader.loadBE64(at: IPv6Field.destination),
+                                          low: ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
+            checksum = InternetChecksum.transport(bytes, source: source, destination: destination, protocol: IPProtocol(proto))
+        } else {
+            checksum = InternetChecksum.transport(bytes, source: IPv4Address(ipHeader.loadBE32(at: IPv4Field.source)),
+                                                  destination: IPv4Address(ipHeader.loadBE32(at: IPv4Field.destination)),
+                                                  protocol: IPProtocol(proto))
+        }
         segment.storeBE16(proto == IPProtocol.udp.rawValue ? InternetChecksum.udpFieldValue(checksum) : checksum,
                           at: field)
     }

@@ -32,7 +32,7 @@ public struct IPv4Address: Hashable, Sendable, Comparable, CustomStringConvertib
 public struct IPv6Address: Hashable, Sendable, Comparable, CustomStringConvertible {
     public var high: UInt64
     public var low: UInt64
-    public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
+    @inlinable public init(high: UInt64, low: UInt64) { self.high = high; self.low = low }
     public init(bytes: [UInt8]) {
         precondition(bytes.count == 16, "an IPv6 address has 16 bytes")
         var h: UInt64 = 0, l: UInt64 = 0
