@@ -27,7 +27,11 @@ struct SluiceBench: ParsableCommand {
         What the gateway does: bypass (plaintext routing protected → unprotected), outbound \
         (ESP tunnel encapsulation of the protected side's traffic, IPv4 in IPv4), inbound (ESP \
         from the unprotected side decrypted and routed to the protected one; anti-replay off, \
-        since the replayed capture repeats its sequence numbers). spd: the SPD classifiers on \
+        since the replayed capture repeats its sequence numbers), round-trip (outbound and inbound \
+        together, one worker, on loopback ring ports: each packet is sealed, received back on the \
+        unprotected port, opened and routed to the protected port, received back there and sealed \
+        again; no generator core and no copy, so the ports cost the worker only ring operations; \
+        the baseline is the raw engine sealing and then opening the same payload). spd: the SPD classifiers on \
         dpdk-test-acl rule and trace files (--acl-rules, --acl-traces), beside rte_acl with --baseline \
         test-acl. acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator. spd-update: on a running gateway with --rules policies, how long one sp add / sp del takes to reach every worker (compile, publish, RCU grace period).
         """)
@@ -115,11 +119,14 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard ["bypass", "outbound", "inbound", "spd", "acl-gen", "spd-update"].contains(mode) else {
-            throw ValidationError("--mode must be bypass, outbound, inbound, spd, acl-gen or spd-update")
+        guard ["bypass", "outbound", "inbound", "round-trip", "spd", "acl-gen", "spd-update"].contains(mode) else {
+            throw ValidationError("--mode must be bypass, outbound, inbound, round-trip, spd, acl-gen or spd-update")
         }
-        guard !shared.hugepages || ["bypass", "outbound", "inbound"].contains(mode) else {
-            throw ValidationError("--hugepages applies to --mode bypass, outbound and inbound")
+        guard !shared.hugepages || ["bypass", "outbound", "inbound", "round-trip"].contains(mode) else {
+            throw ValidationError("--hugepages applies to --mode bypass, outbound, inbound and round-trip")
+        }
+        guard mode != "round-trip" || (workers == 1 && baseline == "none" && !portFloor && saMode == "atomic") else {
+            throw ValidationError("--mode round-trip runs one worker on its own loopback ports, against the raw engine only")
         }
         if mode == "spd-update" {
             guard rules >= 1, changes >= 1 else { throw ValidationError("need --rules ≥ 1 and --changes ≥ 1") }
@@ -203,8 +210,10 @@ struct Bench {
         if o.baseline == "secgw" { _ = try SecgwBaseline.locate() }  // before the gateway run, not after
         let cpus = o.shared.cpuList()
         let n = cpus.count
-        let ring = o.ports == "ring"
-        let generatorCount = ring ? o.generators : 0
+        // round-trip: the worker's own loopback ports are the traffic; no generator.
+        let loop = o.mode == "round-trip"
+        let ring = o.ports == "ring" || loop
+        let generatorCount = ring && !loop ? o.generators : 0
         // Workers get dedicated CPUs from the end of the list, generators the
         // ones before them, the (mostly sleeping) main lcore the first.
         let workerCPUs = (0..<o.workers).map { cpus[(n - 1 - $0 % n + n) % n] }
@@ -238,7 +247,7 @@ struct Bench {
                 restore.append(b.headerLength)
             }
         }
-        if ring && o.mode != "bypass" {
+        if ring && !loop && o.mode != "bypass" {
             // ESP rewrites the whole packet in place: the generator restores
             // all of it. Inbound circulates ESP sealed once per template.
             if inbound { frames = try InboundTraffic.seal(frames, aead: o.aead, firstSequence: 1) }
@@ -286,8 +295,8 @@ struct Bench {
         var ringPorts: (RingPort, RingPort)? = nil
         if ring {
             let ringSize = 1 << (Int.bitWidth - (o.inflight * 2).leadingZeroBitCount)
-            let p = try RingPort.create(name: "sl_prot", queues: o.workers, size: ringSize, socket: socket)
-            let u = try RingPort.create(name: "sl_unprot", queues: o.workers, size: ringSize, socket: socket)
+            let p = try RingPort.create(name: "sl_prot", queues: o.workers, size: ringSize, socket: socket, loopback: loop)
+            let u = try RingPort.create(name: "sl_unprot", queues: o.workers, size: ringSize, socket: socket, loopback: loop)
             ringPorts = (p, u)
             protectedPort = p.port; unprotectedPort = u.port
         } else {
@@ -305,7 +314,7 @@ struct Bench {
         port \(unprotectedPort) address 2001:db8:ff::1/64
         neighbor 192.0.2.254 lladdr 02:00:00:00:00:fe port \(unprotectedPort)
         neighbor 2001:db8:ff::fe lladdr 02:00:00:00:00:fe port \(unprotectedPort)
-        route add 198.51.100.0/24 via 192.0.2.254
+        route add 198.51.100.0/24 via \(loop ? "10.0.0.2" : "192.0.2.254")
         route add 2001:db8:100::/48 via 2001:db8:ff::fe
         route add 203.0.113.0/24 via 192.0.2.254
         route add 10.0.0.0/24 via 10.0.0.2
@@ -315,7 +324,10 @@ struct Bench {
         crypto-engine \(o.engine)
         sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead)) replay-window 0
         sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect spi 0x2001
-        """ : "") + (o.mode == "outbound" ? outboundSAs(o, workerLcores: workerLcores) : "")
+        """ : "") + (o.mode == "outbound" || loop ? outboundSAs(o, workerLcores: workerLcores) : "") + (loop ? """
+        sa add spi 0x1001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead))
+        sp add dir in src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
+        """ : "")
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
         try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
         let ipsec = IPsecCompiler()
@@ -324,7 +336,14 @@ struct Bench {
 
         // Ring ports: queues are dealt to generators round-robin.
         var generators: [Generator] = []
-        if let (protected, unprotected) = ringPorts {
+        if let (protected, _) = ringPorts, loop {
+            // Stamped once into the protected port's loop, then never touched
+            // by anyone but the worker (and the far ends, LoopPeer, on RX).
+            let stamp = Generator(queues: [.init(inject: protected.rx[0], collect: [])], templates: frames,
+                                  restoreLengths: restore, lcore: 0, burst: o.burst)
+            try stamp.seed(queue: 0, templateIndices: try population(queue: 0), pool: gateway.mempools.values.first!)
+            try LoopPeer.install(protectedPort: protectedPort, unprotectedPort: unprotectedPort)
+        } else if let (protected, unprotected) = ringPorts {
             for g in 0..<generatorCount {
                 let qs = stride(from: g, to: o.workers, by: generatorCount).map {
                     Generator.Queue(inject: inbound ? unprotected.rx[$0] : protected.rx[$0],
@@ -344,13 +363,16 @@ struct Bench {
             let rc = rte_eal_remote_launch(generatorEntry, Unmanaged.passUnretained(g).toOpaque(), g.lcore)
             if rc != 0 { throw DataplaneError("cannot launch the generator on lcore \(g.lcore)") }
         }
-        say("sluicebench: mode=\(o.mode) ports=\(o.ports) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(generatorCount)@cpu\(generatorCPUs) packets/queue=\(o.inflight)")
+        say("sluicebench: mode=\(o.mode) ports=\(loop ? "loopback-ring" : o.ports) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(generatorCount)@cpu\(generatorCPUs) packets/queue=\(o.inflight)")
 
         // Packets out of the gateway: what the generators got back (ring), or
         // what the workers sent (pcap → null sink).
         func totals() -> (packets: UInt64, bytes: UInt64) {
             var p: UInt64 = 0, b: UInt64 = 0
-            if ring {
+            if loop {
+                // Round trips: plaintext delivered back to the protected port.
+                for (setup, s) in gateway.portStats() where setup.info.id == protectedPort { p = s.txPackets; b = s.txBytes }
+            } else if ring {
                 for g in generators {
                     for q in 0..<g.queues.count { p &+= g.received[q]; b &+= g.receivedBytes[q] }
                 }
@@ -419,11 +441,13 @@ struct Bench {
 
         let dt = t1 - t0
         let packets = Double(c1.packets &- c0.packets)
-        let bytes = Double(c1.bytes &- c0.bytes)
+        // Ring ports count no bytes: a round trip delivers one plaintext frame.
+        let bytes = loop ? packets * Double(o.frameSizes![0]) : Double(c1.bytes &- c0.bytes)
         let mpps = packets / dt / 1e6
-        let cyclesPerPacket = windowRatio(coresAtStart, coresAtEnd, \.busyCycles, per: \.rxPackets)
+        // round-trip: per round trip (the worker receives each packet twice).
+        let cyclesPerPacket = windowRatio(coresAtStart, coresAtEnd, \.busyCycles, per: \.rxPackets) * (loop ? 2 : 1)
         var report: [String: Any] = [
-            "mode": o.mode, "sa_mode": o.saMode, "ports": o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
+            "mode": o.mode, "sa_mode": o.saMode, "ports": loop ? "loopback-ring" : o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
             "generators": generatorCount, "seconds": dt, "packets": Int(packets),
             "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),
@@ -436,6 +460,15 @@ struct Bench {
             // they waited for traffic (busy cycles per packet then overstate).
             "rx_packets_per_burst": round3(windowRatio(coresAtStart, coresAtEnd, \.rxPackets, per: \.rxBursts)),
         ]
+        if loop {
+            // What the two SAs carried over the whole run (warm-up included):
+            // every round trip is one seal and one authenticated open.
+            let spi = SecurityParameterIndex(0x1001)
+            let sent = ipsec.usage(of: SAIdentifier(spi: spi, destination: IPAddress("203.0.113.2")))
+            let accepted = ipsec.usage(of: SAIdentifier(spi: spi, destination: IPAddress("192.0.2.1")))
+            report["sa_out_packets"] = Int(sent?.packets ?? 0)
+            report["sa_in_packets"] = Int(accepted?.packets ?? 0)
+        }
         if let a = allocStart, let b = allocEnd, packets > 0 {
             report["mallocs"] = Int(b.mallocs &- a.mallocs)
             report["swift_allocs"] = Int(b.swiftAllocs &- a.swiftAllocs)
@@ -466,38 +499,58 @@ struct Bench {
             let algorithm: AEADAlgorithm = o.aead == "aes-gcm-128" ? .aes128GCM : (o.aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
             let kind: CryptoEngineKind = o.engine == "sodium" ? .sodium : (o.engine == "ipsec-mb" ? .ipsecMB : .auto)
             let resolved = try CryptoEngines.resolve(kind, for: algorithm)
-            let operation: CryptoBench.Operation = inbound ? .open : .seal
+            // round-trip: each packet is sealed and opened. The baseline is
+            // the raw engine sealing a burst of 32 and then opening it, as
+            // the worker does (sealOpen: the two functions' code and keys
+            // take turns in the caches); beside it, seal and open each
+            // measured alone and chained (the time of one plus the other).
+            let operations: [CryptoBench.Operation] = loop ? [.sealOpen, .seal, .open] : [inbound ? .open : .seal]
             let path: CryptoBench.Path = resolved == .ipsecMB ? .rawIPsecMBDirect : .rawSodium
+            // Outbound seals the inner packet where it arrived; inbound opens
+            // what follows the outer header, the ESP header and the IV, which
+            // in round-trip is again where the inner packet started.
             let packetOffset = (Int(RTE_PKTMBUF_HEADROOM) + HeaderSize.ethernet
                 + (inbound ? HeaderSize.ipv4 + ESPLayout.headerAndIV : 0)) % 64
             // The raw engine is faster than the gateway: at most ~0.25 s per round.
             let roundPackets = max(50_000, Int(mpps * 250_000))
-            func raw(offset: Int) throws -> CryptoBench.Measurement? {
+            func raw(_ operation: CryptoBench.Operation, offset: Int) throws -> CryptoBench.Measurement? {
                 try CryptoBench.measure(engine: kind, aead: algorithm, payloadSize: sealed, burst: 32, packets: roundPackets,
                                         path: path, operation: operation, offset: offset)
             }
             try pinCallingThread(to: workerCPUs[0])
             defer { try? pinCallingThread(to: cpus[0]) }
-            var alignedRuns: [CryptoBench.Measurement] = []
-            var atPacketRuns: [CryptoBench.Measurement] = []
-            for _ in 0..<Self.rawRounds {
-                guard let a = try raw(offset: 0), let b = try raw(offset: packetOffset) else { break }
-                alignedRuns.append(a)
-                atPacketRuns.append(b)
+            // Per operation: the rounds at the aligned offset, and at the packet's.
+            var alignedRuns = [[CryptoBench.Measurement]](repeating: [], count: operations.count)
+            var atPacketRuns = alignedRuns
+            rounds: for _ in 0..<Self.rawRounds {
+                for (j, operation) in operations.enumerated() {
+                    guard let a = try raw(operation, offset: 0), let b = try raw(operation, offset: packetOffset) else { break rounds }
+                    alignedRuns[j].append(a)
+                    atPacketRuns[j].append(b)
+                }
             }
-            if alignedRuns.count == Self.rawRounds {
-                let aligned = median(alignedRuns), atPacket = median(atPacketRuns)
-                rawMpps = aligned.mpps
+            if alignedRuns.allSatisfy({ $0.count == Self.rawRounds }) {
+                let aligned = median(alignedRuns[0]).mpps
+                let atPacket = median(atPacketRuns[0]).mpps
+                rawMpps = aligned
                 report["baseline_cpu"] = workerCPUs[0]
-                report["baseline_runs_mpps"] = alignedRuns.map { round3($0.mpps) }
-                report["baseline"] = (resolved == .ipsecMB ? "intel-ipsec-mb direct API" : "libsodium") + ", raw, \(operation)"
-                report["baseline_mpps"] = round3(aligned.mpps)
-                report["baseline_gbps"] = round3(aligned.gbps)
-                report["ratio"] = round3(mpps / aligned.mpps)
+                report["baseline_runs_mpps"] = alignedRuns[0].map { round3($0.mpps) }
+                report["baseline"] = (resolved == .ipsecMB ? "intel-ipsec-mb direct API" : "libsodium") + ", raw, \(operations[0])"
+                report["baseline_mpps"] = round3(aligned)
+                report["baseline_gbps"] = round3(aligned * Double(sealed) * 8 / 1e3)
+                if loop {
+                    let seal = median(alignedRuns[1]).mpps, open = median(alignedRuns[2]).mpps
+                    let separate = 1 / (1 / seal + 1 / open)
+                    report["baseline_seal_mpps"] = round3(seal)
+                    report["baseline_open_mpps"] = round3(open)
+                    report["baseline_separate_mpps"] = round3(separate)
+                    report["ratio_to_separate"] = round3(mpps / separate)
+                }
+                report["ratio"] = round3(mpps / aligned)
                 report["aead_payload_bytes"] = sealed
                 report["packet_offset"] = packetOffset
-                report["baseline_at_packet_offset_mpps"] = round3(atPacket.mpps)
-                report["ratio_at_packet_offset"] = round3(mpps / atPacket.mpps)
+                report["baseline_at_packet_offset_mpps"] = round3(atPacket)
+                report["ratio_at_packet_offset"] = round3(mpps / atPacket)
             }
             report["engine"] = "\(resolved)"
             report["aead"] = o.aead

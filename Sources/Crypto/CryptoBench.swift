@@ -35,6 +35,7 @@ public enum CryptoBench {
         /// Encrypt + ICV (outbound).
         case seal
         /// Seal then open each packet (one inbound + one outbound; Mpps counts pairs).
+        /// Raw direct and libsodium paths: each burst is sealed, then opened.
         case sealOpen
         /// Decrypt + ICV check of valid sealed payloads (inbound). Raw paths only.
         case open
@@ -87,10 +88,10 @@ public enum CryptoBench {
         precondition(burst >= 1 && burst <= AEADBurst.capacity && payloadSize >= 0 && packets > 0 && (0..<64).contains(offset))
         switch path {
         case .rawIPsecMBJobs, .rawIPsecMBDirect, .rawSodium:
-            precondition(operation != .sealOpen, "raw paths measure seal or open")
+            precondition(operation != .sealOpen || path != .rawIPsecMBJobs, "the raw job path measures seal or open")
             let engine: Int32 = path == .rawSodium ? 1 : 0
             let api: Int32 = path == .rawIPsecMBJobs ? 0 : 1
-            let open: Int32 = operation == .open ? 1 : 0
+            let open: Int32 = operation == .open ? 1 : (operation == .sealOpen ? 2 : 0)
             let c = slc_aead(rawValue: UInt32(aead.rawValue))
             func run(_ n: Int) -> UInt64 {
                 slc_bench_raw(engine, c, api, open, UInt32(payloadSize), UInt32(offset), UInt32(burst), UInt64(n), 0)

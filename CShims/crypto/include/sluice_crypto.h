@@ -152,10 +152,13 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
  * API (get_next_job/submit/flush), 1 = direct API (IMB_AESxxx_GCM_ENC/DEC,
  * CHACHA20_POLY1305 init/update/finalize). open: 0 = seal; 1 = open, i.e.
  * decrypt and check the ICV of valid sealed payloads (each buffer alternates
- * between two ciphertexts, see crypto.c, so every open authenticates).
+ * between two ciphertexts, see crypto.c, so every open authenticates);
+ * 2 = seal each buffer of a burst, then open each (direct API or libsodium;
+ * one seal and one open per packet counted).
  * Returns elapsed nanoseconds, or 0 when the library or algorithm is not
  * usable here or an open failed to authenticate. flags: 0, or
- * SLC_RAW_TAMPER (test hook) to corrupt one expected ICV after set-up. */
+ * SLC_RAW_TAMPER (test hook) to corrupt one expected ICV after set-up
+ * (open 2: the last buffer's ICV between its seal and its open). */
 #define SLC_RAW_TAMPER 1u
 uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t len, uint32_t offset,
                        uint32_t burst, uint64_t packets, uint32_t flags);

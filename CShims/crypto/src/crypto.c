@@ -493,7 +493,7 @@ uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t le
 {
     slc_engine_info info;
     slc_engine_probe(&info);
-    if (burst == 0 || burst > SLC_BURST_MAX || offset > 63)
+    if (burst == 0 || burst > SLC_BURST_MAX || offset > 63 || open < 0 || open > 2 || (open == 2 && engine == 0 && api == 0))
         return 0;
     if (engine == 0 ? !info.mb_usable
                     : (!info.sodium_usable || aead == SLC_AEAD_AES128_GCM ||
@@ -550,6 +550,14 @@ uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t le
             int which = (int)(round & 1);   /* open: buffers hold C on even rounds, P on odd */
             if (engine == 0 && api == 0) {
                 ready = raw_jobs(&r, bufs, stride, offset, len, burst, nonce, aad, icv, which, tags);
+            } else if (open == 2) {
+                /* Seal the burst, then open it: the buffers are back as they were. */
+                for (uint32_t i = 0; i < burst; i++)
+                    ready &= raw_one(&r, 0, bufs + stride * i + offset, len, nonce[i], aad[i], tags[i]);
+                if (flags & SLC_RAW_TAMPER)
+                    tags[burst - 1][0] ^= 1;
+                for (uint32_t i = 0; i < burst; i++)
+                    ready &= raw_one(&r, 1, bufs + stride * i + offset, len, nonce[i], aad[i], tags[i]);
             } else {
                 for (uint32_t i = 0; i < burst; i++)
                     ready &= raw_one(&r, open, bufs + stride * i + offset, len, nonce[i], aad[i],
