@@ -108,6 +108,34 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutableP
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }
 
+/// Whether the IP packet in `view` is addressed to this gateway: its
+/// destination is one of the ports' own addresses (a `local` route). RFC 4301
+/// §5.2: only IPsec traffic addressed to the gateway is looked up in the SAD.
+/// ESP or NAT-T traffic between other hosts (a VPN client behind the gateway
+/// and its server, say) is ordinary traffic for the inbound SPD. Asked only
+/// when no SA took the packet, or `classify` refused it: never on the fast path.
+@inline(never)
+func addressedToGateway(_ view: PacketView, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>) -> Bool {
+    let ipv4 = view.start.load(as: UInt8.self) >> 4 == 4
+    return Int(nextHop(view, ipv4: ipv4, fib: fib, hops: hops).pointee.kind) == SL_NH_LOCAL
+}
+
+/// A packet from the unprotected side that is not IPsec for this gateway:
+/// the inbound SPD decides (bypass routes it; a protect policy means it
+/// should have arrived protected, so it is dropped; discard drops it).
+@inline(__always)
+func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, tables: IPsecTables,
+                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
+                   drops: UnsafeMutablePointer<UInt64>) {
+    guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); return }
+    guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); return }
+    switch verdict.action {
+    case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+    case .protect: drop(m, .plaintextProtected, drops)
+    case .discard: drop(m, .policyDiscard, drops)
+    }
+}
+
 /// Whether a counter going from `before` to `after` reached `limit` (0: no
 /// limit). Counters only grow, so each limit is crossed exactly once.
 @inline(__always)
@@ -220,9 +248,22 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         guard var (_, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
-            drop(m, .esp(d), drops)
+            // Someone else's IPsec (a fragment, a keepalive, IKE, a short
+            // packet) is transit traffic: the inbound SPD decides.
+            if !addressedToGateway(view, fib: fib, hops: hops) {
+                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
+            } else {
+                drop(m, .esp(d), drops)
+            }
         case .esp(let header):
-            guard let record = context.replica.inbound(header) else { drop(m, .esp(.noSA), drops); continue }
+            guard let record = context.replica.inbound(header) else {
+                if addressedToGateway(view, fib: fib, hops: hops) {
+                    drop(m, .esp(.noSA), drops)
+                } else {
+                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
+                }
+                continue
+            }
             // Only the owner touches the SA's replay window and counters.
             let owner = Int(record.pointee.owner)
             if owner != context.index {
@@ -266,13 +307,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
-            guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); continue }
-            guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); continue }
-            switch verdict.action {
-            case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
-            case .protect: drop(m, .plaintextProtected, drops)
-            case .discard: drop(m, .policyDiscard, drops)
-            }
+            inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
         }
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }

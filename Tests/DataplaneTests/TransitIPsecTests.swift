@@ -1,0 +1,101 @@
+// IPsec traffic passing through the gateway between other hosts (RFC 4301
+// §5.2): only ESP and NAT-T traffic addressed to the gateway itself goes to
+// the SAD; ESP, IKE on port 4500, NAT keepalives and ESP fragments on their
+// way to someone else are ordinary traffic for the inbound SPD. Before this
+// was done they were all dropped as the gateway's own (`esp_no_sa`, …), so a
+// VPN client behind the gateway could not reach its server.
+
+import Command
+import Control
+import Dataplane
+import IPsec
+import Packet
+import Testing
+
+extension EALSuites.GatewayTests {
+    /// The suite's base configuration plus two inbound SAs to the gateway's
+    /// unprotected address (one ESP, one ESP in UDP 4500, which makes 4500 a
+    /// NAT-T port) and an inbound SPD: a protected peer network,
+    /// transit ESP and NAT-T from 203.0.113.0/24 to the protected hosts
+    /// allowed, and nothing else.
+    func transitSession() throws -> ControlSession {
+        let key = "0x" + String(repeating: "6d", count: 20)
+        let text = h.baseConfigText + """
+
+        sa add spi 0x7001 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect spi 0x7001
+        sa add spi 0x7003 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) encap udp 4500 4500
+        sp add dir in src 198.51.100.0/24 dst 10.2.0.0/16 priority 2 action protect spi 0x7003
+        sp add dir in src 203.0.113.0/24 dst 10.1.0.0/16 proto 50 priority 5 action bypass
+        sp add dir in src 203.0.113.0/24 dst 10.1.0.0/16 proto udp dport 4500-4500 priority 6 action bypass
+        sp add dir out src 10.1.0.0/16 dst 203.0.113.0/24 priority 5 action bypass
+        """
+        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "transit"), gateway: h.gateway,
+                                     ipsec: IPsecCompiler())
+        try session.install(session.config)
+        return session
+    }
+
+    func esp(_ src: String, _ dst: String, spi: UInt32 = 0x7001, fragment: Bool = false) -> [UInt8] {
+        var f = h.frame4(src, dst, transport: .raw(.esp), payload: 64, pattern: .incrementing(from: 0x10), ethDst: h.portMAC(h.u))
+        f[14 + 20] = UInt8(spi >> 24); f[14 + 21] = UInt8(spi >> 16 & 0xFF)
+        f[14 + 22] = UInt8(spi >> 8 & 0xFF); f[14 + 23] = UInt8(spi & 0xFF)
+        if fragment { setMoreFragments(&f) }
+        return f
+    }
+
+    func natT(_ src: String, _ dst: String, payload: Int, byte: UInt8) -> [UInt8] {
+        h.frame4(src, dst, transport: .udp(sourcePort: 4500, destinationPort: 4500), payload: payload,
+                 pattern: .constant(byte), ethDst: h.portMAC(h.u))
+    }
+
+    /// Sets MF on an untagged IPv4 frame and fixes the header checksum.
+    func setMoreFragments(_ f: inout [UInt8]) {
+        f[14 + 6] |= 0x20
+        f[14 + 10] = 0; f[14 + 11] = 0
+        let sum = InternetChecksum.checksum(Array(f[14..<34]))
+        f[14 + 10] = UInt8(sum >> 8); f[14 + 11] = UInt8(sum & 0xFF)
+    }
+
+    /// ESP, IKE over 4500 (non-ESP marker), a keepalive and an ESP fragment
+    /// from 203.0.113.9 to a protected host are forwarded like any bypassed
+    /// packet, even with the SPI of one of the gateway's own SAs.
+    @Test func transitIPsecIsForwardedByPolicy() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        _ = try transitSession()
+        try expectForwarded([
+            (esp("203.0.113.9", "10.1.0.5"), toProtected4, "transit ESP, the SPI of an inbound SA of ours"),
+            (esp("203.0.113.9", "10.1.0.5", spi: 0xDEAD_BEEF), toProtected4, "transit ESP, unknown SPI"),
+            (esp("203.0.113.9", "10.1.0.5", fragment: true), toProtected4, "transit ESP fragment"),
+            (natT("203.0.113.9", "10.1.0.5", payload: 40, byte: 0), toProtected4, "transit IKE on 4500"),
+            (natT("203.0.113.9", "10.1.0.5", payload: 1, byte: 0xFF), toProtected4, "transit NAT keepalive"),
+            (natT("203.0.113.9", "10.1.0.5", payload: 40, byte: 0x5A), toProtected4, "transit ESP in UDP"),
+        ], on: h.unprotected)
+    }
+
+    /// Transit IPsec the inbound SPD does not allow meets the SPD's verdict:
+    /// no policy → discarded; a protect policy → it should have arrived
+    /// protected by the gateway's SA, so it is dropped.
+    @Test func transitIPsecMeetsTheInboundSPD() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        _ = try transitSession()
+        try expectDropped([esp("192.0.2.77", "10.1.0.5"), natT("192.0.2.77", "10.1.0.5", payload: 1, byte: 0xFF)],
+                          reason: .policyDiscard, on: h.unprotected)
+        try expectDropped([esp("198.51.100.9", "10.1.0.5", spi: 0x1234_5678), natT("198.51.100.9", "10.1.0.5", payload: 40, byte: 0)],
+                          reason: .plaintextProtected, on: h.unprotected)
+    }
+
+    /// The same packets addressed to the gateway stay the gateway's own
+    /// business, with their own counters.
+    @Test func ipsecForTheGatewayKeepsItsCounters() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        _ = try transitSession()
+        try expectDropped([esp("203.0.113.9", "192.0.2.1", spi: 0xDEAD_BEEF), esp("192.0.2.254", "192.0.2.1", spi: 0x7002)],
+                          reason: .esp(.noSA), on: h.unprotected)
+        try expectDropped([esp("192.0.2.254", "192.0.2.1", fragment: true)], reason: .esp(.fragmented), on: h.unprotected)
+        try expectDropped([natT("192.0.2.254", "192.0.2.1", payload: 40, byte: 0)], reason: .esp(.notESP), on: h.unprotected)
+        try expectDropped([natT("192.0.2.254", "192.0.2.1", payload: 1, byte: 0xFF)], reason: .esp(.natKeepalive), on: h.unprotected)
+        // The SA's own traffic still goes to the SA: a forged packet fails authentication.
+        try expectDropped([esp("192.0.2.254", "192.0.2.1")], reason: .esp(.authenticationFailed), on: h.unprotected)
+    }
+}
