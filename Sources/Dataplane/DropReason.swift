@@ -41,12 +41,18 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// A handed-over packet whose SA has moved to another owner meanwhile
     /// (a new snapshot): dropped rather than handed on again.
     public static let handoffStale = DropReason(rawValue: 15)
+    /// From an address no router forwards from (RFC 1812 §5.3.7, RFC 4291
+    /// §2.5.6): the martian destinations as sources (IPv4 0/8, 127/8,
+    /// multicast, limited broadcast; IPv6 unspecified, loopback, link-local,
+    /// multicast). Checked on every packet received, and on every inner
+    /// packet an SA opened.
+    public static let martianSource = DropReason(rawValue: 16)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
-                            "handoff_full", "handoff_stale"]
-    @usableFromInline static let espBase = 16
+                            "handoff_full", "handoff_stale", "martian_source"]
+    @usableFromInline static let espBase = 17
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

@@ -99,12 +99,13 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutableP
     let len = Int(sl_mbuf_data_len(m))
     bytes &+= UInt64(pktLen)
     let total = plainIPv4Length(m, data: data, length: len, packetLength: pktLen)
-    if total >= 0 && sl_mbuf_nb_segs(m) == 1 {
+    if total >= 0 && sl_mbuf_nb_segs(m) == 1 && !martianSource(data + HeaderSize.ethernet, ipv4: true) {
         let ip = data + HeaderSize.ethernet
         return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
     }
     guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { return nil }
     guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
+    guard !martianSource(l.ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); return nil }
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }
 
@@ -305,6 +306,9 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             if crosses(limits.hardBytes, from: bytesBefore, to: bytes) {
                 context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
+            // The inner source is the peer's to choose (within the SA's selectors).
+            let inner = view.start.assumingMemoryBound(to: UInt8.self)
+            guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
             inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)

@@ -279,7 +279,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         // Any packet it would drop takes the general path, which counts the reason.
         if plainIPv4Length(m, data: data, length: len, packetLength: pktLen) >= 0 {
             let ip = data + HeaderSize.ethernet
-            if ip[IPv4Field.ttl] > 1 {
+            if ip[IPv4Field.ttl] > 1 && !martianSource(ip, ipv4: true) {
                 let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
                 emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
                 continue
@@ -287,6 +287,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         }
         guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
         let ip = l.ip
+        guard !martianSource(ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); continue }
         if l.ipv4 {
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
@@ -321,6 +322,22 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             j &+= 1
         }
     }
+}
+
+/// Whether the IP packet at `ip` comes from an address no router forwards
+/// from (`DropReason.martianSource`): IPv4 0/8, 127/8, 224/4, 255.255.255.255;
+/// IPv6 ::, ::1, fe80::/10, ff00::/8. The IPv4 test is a few compares of the
+/// first octet, cheap enough for the fast path.
+@inline(__always)
+func martianSource(_ ip: UnsafePointer<UInt8>, ipv4: Bool) -> Bool {
+    let p = UnsafeRawPointer(ip)
+    if ipv4 {
+        let s = p.loadBE32(at: IPv4Field.source)
+        let first = s >> 24
+        return first == 0 || first == 127 || first & 0xF0 == 0xE0 || s == 0xFFFF_FFFF
+    }
+    let high = p.loadBE64(at: IPv6Field.source)
+    return high >> 56 == 0xFF || high >> 54 == 0x3FA || (high == 0 && p.loadBE64(at: IPv6Field.source &+ 8) <= 1)
 }
 
 /// How many packets ahead of the one being parsed its data is prefetched.

@@ -131,32 +131,7 @@ extension EALSuites.GatewayTests {
         // Inbound ESP, sealed here as the peer would: per burst 4 packets
         // under the SA the last completed commit deleted (never accepted) and
         // 4 under the one it installed (accepted unless deleted meanwhile).
-        final class Peer {
-            let core: CryptoCore
-            let key: AEADKey
-            var next: [UInt32: UInt64] = [:]
-            init(key: [UInt8]) throws {
-                core = try CryptoCore()
-                self.key = try AEADKey(.aes128GCM, keyMaterial: key, engine: .auto)
-            }
-            func frame(spi: UInt32, inner: [UInt8]) -> [UInt8] {
-                let seq = next[spi, default: 1]
-                next[spi] = seq + 1
-                let sa = OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address("192.0.2.254")!,
-                                                                       destination: IPv4Address("192.0.2.1")!)),
-                                    key: key.unsafeHandle, esn: false, udpEncapsulation: nil, df: .copy)
-                var buffer = [UInt8](repeating: 0, count: 512)
-                let ip = Array(inner.dropFirst(14))
-                return buffer.withUnsafeMutableBytes { b -> [UInt8] in
-                    let start = b.baseAddress! + 128
-                    start.copyMemory(from: ip, byteCount: ip.count)
-                    var view = PacketView(start: start, length: ip.count, headroom: 128, tailroom: 512 - 128 - ip.count)
-                    guard ESPOutbound.encapsulate(&view, sa: sa, sequence: SequenceNumber(seq), core: core) == nil else { return [] }
-                    return Array(inner.prefix(14)) + Array(UnsafeRawBufferPointer(start: view.start, count: view.length))
-                }
-            }
-        }
-        let peer = try Peer(key: [UInt8](repeating: 0x6d, count: 20))
+        let peer = try TunnelPeer()
         var acceptedDeleted = 0, acceptedCurrent = 0
         let countersBefore = h.totals()
         changer.start()

@@ -3,8 +3,10 @@
 // address and MAC helpers.
 
 import CShims
+import Crypto
 import Dataplane
 import Glibc
+import IPsec
 import Packet
 import Synchronization
 import Testing
@@ -105,4 +107,38 @@ func firstDifference(_ a: [UInt8], _ b: [UInt8]) -> String {
     guard let i = a.indices.first(where: { a[$0] != b[$0] }) else { return "equal" }
     func h(_ x: UInt8) -> String { (x < 16 ? "0" : "") + String(x, radix: 16) }
     return "first difference at byte \(i): \(h(a[i])) vs \(h(b[i]))"
+}
+
+// MARK: - An ESP peer
+
+/// The far end of the harness's tunnel, as its inbound SAs expect it: seals
+/// a frame's IP packet in tunnel mode from 192.0.2.254 to 192.0.2.1 with
+/// AES-128-GCM under key material 0x6d × 20, each SPI numbered from 1, and
+/// puts the frame's Ethernet header back in front.
+final class TunnelPeer {
+    let core: CryptoCore
+    let key: AEADKey
+    var next: [UInt32: UInt64] = [:]
+
+    init() throws {
+        core = try CryptoCore()
+        key = try AEADKey(.aes128GCM, keyMaterial: [UInt8](repeating: 0x6d, count: 20), engine: .auto)
+    }
+
+    func frame(spi: UInt32, inner: [UInt8]) -> [UInt8] {
+        let seq = next[spi, default: 1]
+        next[spi] = seq + 1
+        let sa = OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address("192.0.2.254")!,
+                                                               destination: IPv4Address("192.0.2.1")!)),
+                            key: key.unsafeHandle, esn: false, udpEncapsulation: nil, df: .copy)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let ip = Array(inner.dropFirst(14))
+        return buffer.withUnsafeMutableBytes { b -> [UInt8] in
+            let start = b.baseAddress! + 128
+            start.copyMemory(from: ip, byteCount: ip.count)
+            var view = PacketView(start: start, length: ip.count, headroom: 128, tailroom: 512 - 128 - ip.count)
+            guard ESPOutbound.encapsulate(&view, sa: sa, sequence: SequenceNumber(seq), core: core) == nil else { return [] }
+            return Array(inner.prefix(14)) + Array(UnsafeRawBufferPointer(start: view.start, count: view.length))
+        }
+    }
 }
