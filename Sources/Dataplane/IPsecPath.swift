@@ -121,18 +121,22 @@ func addressedToGateway(_ view: PacketView, fib: UnsafeMutablePointer<sl_fib>, h
     return Int(nextHop(view, ipv4: ipv4, fib: fib, hops: hops).pointee.kind) == SL_NH_LOCAL
 }
 
-/// A packet from the unprotected side that is not IPsec for this gateway:
-/// the inbound SPD decides (bypass routes it; a protect policy means it
-/// should have arrived protected, so it is dropped; discard drops it).
+/// A packet from the unprotected side that no SA of this gateway took: the
+/// inbound SPD decides. bypass routes it; discard (or no policy) drops it as
+/// `policyDiscard`; a protect policy means it should have arrived protected
+/// by one of the gateway's SAs, so it is dropped as `unprotected`: plaintext
+/// as `plaintextProtected`; ESP that no SA matched (transport mode takes ESP
+/// addressed to protected hosts, so this is not only transit) as `esp_no_sa`;
+/// a packet `classify` refused under its ESP reason.
 @inline(__always)
 func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, tables: IPsecTables,
-                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor,
-                   drops: UnsafeMutablePointer<UInt64>) {
+                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, unprotected: DropReason,
+                   tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); return }
     guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); return }
     switch verdict.action {
     case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
-    case .protect: drop(m, .plaintextProtected, drops)
+    case .protect: drop(m, unprotected, drops)
     case .discard: drop(m, .policyDiscard, drops)
     }
 }
@@ -252,7 +256,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             // Someone else's IPsec (a fragment, a keepalive, IKE, a short
             // packet) is transit traffic: the inbound SPD decides.
             if !addressedToGateway(view, fib: fib, hops: hops) {
-                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
+                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
             } else {
                 drop(m, .esp(d), drops)
             }
@@ -261,7 +265,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 if addressedToGateway(view, fib: fib, hops: hops) {
                     drop(m, .esp(.noSA), drops)
                 } else {
-                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
+                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(.noSA), tx: &tx, drops: drops)
                 }
                 continue
             }
@@ -311,7 +315,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
-            inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, tx: &tx, drops: drops)
+            inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .plaintextProtected, tx: &tx, drops: drops)
         }
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }

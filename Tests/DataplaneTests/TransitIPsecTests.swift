@@ -73,16 +73,23 @@ extension EALSuites.GatewayTests {
         ], on: h.unprotected)
     }
 
-    /// Transit IPsec the inbound SPD does not allow meets the SPD's verdict:
-    /// no policy → discarded; a protect policy → it should have arrived
-    /// protected by the gateway's SA, so it is dropped.
+    /// IPsec not addressed to the gateway that the inbound SPD does not let
+    /// through meets the SPD's verdict: no policy → discarded. A protect
+    /// policy means it should have been ESP under one of the gateway's SAs
+    /// (transport mode takes ESP addressed to protected hosts), so it keeps
+    /// its ESP counter: no SA, or what `classify` found; plaintext there is
+    /// `plaintext_protected` as before.
     @Test func transitIPsecMeetsTheInboundSPD() throws {
         defer { try? h.gateway.publish(ipsec: nil) }
         _ = try transitSession()
         try expectDropped([esp("192.0.2.77", "10.1.0.5"), natT("192.0.2.77", "10.1.0.5", payload: 1, byte: 0xFF)],
                           reason: .policyDiscard, on: h.unprotected)
-        try expectDropped([esp("198.51.100.9", "10.1.0.5", spi: 0x1234_5678), natT("198.51.100.9", "10.1.0.5", payload: 40, byte: 0)],
-                          reason: .plaintextProtected, on: h.unprotected)
+        try expectDropped([esp("198.51.100.9", "10.1.0.5", spi: 0x1234_5678)], reason: .esp(.noSA), on: h.unprotected)
+        try expectDropped([natT("198.51.100.9", "10.1.0.5", payload: 40, byte: 0)], reason: .esp(.notESP), on: h.unprotected)
+        try expectDropped([natT("198.51.100.9", "10.1.0.5", payload: 1, byte: 0xFF)], reason: .esp(.natKeepalive), on: h.unprotected)
+        try expectDropped([esp("198.51.100.9", "10.1.0.5", fragment: true)], reason: .esp(.fragmented), on: h.unprotected)
+        try expectDropped([h.frame4("198.51.100.9", "10.1.0.5", ethDst: h.portMAC(h.u))], reason: .plaintextProtected,
+                          on: h.unprotected)
     }
 
     /// The same packets addressed to the gateway stay the gateway's own
