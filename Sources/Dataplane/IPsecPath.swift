@@ -99,7 +99,7 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutableP
     let len = Int(sl_mbuf_data_len(m))
     bytes &+= UInt64(pktLen)
     let total = plainIPv4Length(m, data: data, length: len, packetLength: pktLen)
-    if total >= 0 && sl_mbuf_nb_segs(m) == 1 && !martianSource(data + HeaderSize.ethernet, ipv4: true) {
+    if total >= 0 && sl_mbuf_nb_segs(m) == 1 && ordinarySource4(data + HeaderSize.ethernet) {
         let ip = data + HeaderSize.ethernet
         return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
     }

@@ -279,7 +279,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         // Any packet it would drop takes the general path, which counts the reason.
         if plainIPv4Length(m, data: data, length: len, packetLength: pktLen) >= 0 {
             let ip = data + HeaderSize.ethernet
-            if ip[IPv4Field.ttl] > 1 && !martianSource(ip, ipv4: true) {
+            if ip[IPv4Field.ttl] > 1 && ordinarySource4(ip) {
                 let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
                 emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
                 continue
@@ -338,6 +338,16 @@ func martianSource(_ ip: UnsafePointer<UInt8>, ipv4: Bool) -> Bool {
     }
     let high = p.loadBE64(at: IPv6Field.source)
     return high >> 56 == 0xFF || high >> 54 == 0x3FA || (high == 0 && p.loadBE64(at: IPv6Field.source &+ 8) <= 1)
+}
+
+/// The fast paths' test of an IPv4 source: its first octet is 1…126 or
+/// 128…223 (ordinary unicast, never martian). Anything else (0, 127,
+/// multicast, class E, broadcast) takes the general path, where
+/// `martianSource` decides. One subtraction and two compares.
+@inline(__always)
+func ordinarySource4(_ ip: UnsafePointer<UInt8>) -> Bool {
+    let x = ip[IPv4Field.source] &- 1
+    return x < 223 && x != 126
 }
 
 /// How many packets ahead of the one being parsed its data is prefetched.
