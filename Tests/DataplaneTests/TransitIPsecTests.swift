@@ -106,3 +106,82 @@ extension EALSuites.GatewayTests {
         try expectDropped([esp("192.0.2.254", "192.0.2.1")], reason: .esp(.authenticationFailed), on: h.unprotected)
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// 1,200 random frames on the unprotected side: ESP (the gateway's SPIs
+    /// and others, short ones, fragments), UDP on 4500 (keepalives, IKE,
+    /// ESP in UDP), other UDP and TCP; from peers, transit sources and
+    /// martians; to the gateway's addresses, protected hosts and elsewhere;
+    /// TTL 64 or 1. Exactly the frames the inbound SPD bypasses are forwarded
+    /// (from 203.0.113.0/24 to 10.1.0.0/16, ESP or UDP to 4500, TTL > 1),
+    /// each intact and out of the protected port; everything else is dropped;
+    /// every frame is counted once.
+    @Test func randomIPsecTrafficMeetsItsFate() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        _ = try transitSession()
+        var rng = SplitMix64(seed: 0x7A45_1701)
+        func pick<T>(_ a: [T]) -> T { a[Int(rng.next() % UInt64(a.count))] }
+        let sources = ["203.0.113.9", "203.0.113.200", "198.51.100.9", "192.0.2.254", "192.0.2.254", "192.0.2.77",
+                       "127.0.0.1", "224.0.0.1", "0.0.0.1"]
+        let destinations = ["10.1.0.5", "10.1.9.9", "192.0.2.1", "10.0.0.1", "198.51.100.50"]
+        var frames: [[UInt8]] = []
+        var forwarded: [[UInt8]] = []
+        for i in 0..<1200 {
+            let src = pick(sources), dst = pick(destinations)
+            let ttl: UInt8 = rng.next() % 8 == 0 ? 1 : 64
+            let kind = rng.next() % 6
+            var f: [UInt8]
+            switch kind {
+            case 0, 1:  // ESP, maybe short, maybe a first fragment
+                f = h.frame4(src, dst, ttl: ttl, id: UInt16(i), transport: .raw(.esp), payload: 4 * Int(rng.next() % 23),
+                             pattern: .pseudoRandom(seed: rng.next()), ethDst: h.portMAC(h.u))
+                if f.count >= 38 {
+                    let spi: UInt32 = pick([0x7001, 0x7001, 0x7003, 0xDEAD_BEEF, UInt32(truncatingIfNeeded: rng.next())])
+                    for k in 0..<4 { f[34 + k] = UInt8(truncatingIfNeeded: spi >> (24 - 8 * k)) }
+                }
+                if rng.next() % 5 == 0 { setMoreFragments(&f) }
+            case 2, 3:  // UDP 4500: keepalive, IKE (non-ESP marker), ESP in UDP
+                let sub = rng.next() % 3
+                f = h.frame4(src, dst, ttl: ttl, id: UInt16(i), transport: .udp(sourcePort: 4500, destinationPort: 4500),
+                             payload: sub == 0 ? 1 : 20 + Int(rng.next() % 60),
+                             pattern: sub == 0 ? .constant(0xFF) : (sub == 1 ? .constant(0) : .pseudoRandom(seed: rng.next())),
+                             ethDst: h.portMAC(h.u))
+            case 4:
+                f = h.frame4(src, dst, ttl: ttl, id: UInt16(i), transport: .udp(sourcePort: 5353, destinationPort: 53),
+                             payload: 30, ethDst: h.portMAC(h.u))
+            default:
+                f = h.frame4(src, dst, ttl: ttl, id: UInt16(i), transport: .tcp(TCPSpec(sourcePort: 40000, destinationPort: 443)),
+                             payload: 10, ethDst: h.portMAC(h.u))
+            }
+            frames.append(f)
+            let ipsecLike = kind <= 3
+            if src.hasPrefix("203.0.113.") && dst.hasPrefix("10.1.") && ipsecLike && ttl > 1 { forwarded.append(f) }
+        }
+        var sent: [[UInt8]] = []
+        var total = CounterDelta()
+        for start in stride(from: 0, to: frames.count, by: 48) {
+            let out = try h.inject(Array(frames[start..<min(start + 48, frames.count)]), on: h.unprotected)
+            #expect(out.sent[h.u]?.isEmpty ?? true, "nothing goes back out of the unprotected port")
+            sent += out.sent[h.p] ?? []
+            total.rxPackets += out.delta.rxPackets
+            total.txPackets += out.delta.txPackets
+            for r in out.delta.drops.indices { total.drops[r] += out.delta.drops[r] }
+        }
+        #expect(total.rxPackets == UInt64(frames.count) && total.txPackets + total.totalDrops == total.rxPackets, "\(total)")
+        #expect(forwarded.count > 50, "the mix must forward a fair share: \(forwarded.count)")
+        #expect(sent.count == forwarded.count, "forwarded \(sent.count), expected \(forwarded.count): \(total)")
+        var remaining = sent
+        for f in forwarded {
+            let want = expectedForward(f, toProtected4)
+            if let i = remaining.firstIndex(of: want) { remaining.remove(at: i) } else {
+                Issue.record("not forwarded intact: \(f.prefix(40).map { String(format: "%02x", $0) }.joined())")
+            }
+        }
+        // Every kind of refusal was met.
+        for reason: DropReason in [.martianSource, .policyDiscard, .plaintextProtected, .ttlExceeded,
+                                   .esp(.noSA), .esp(.authenticationFailed), .esp(.natKeepalive), .esp(.notESP),
+                                   .esp(.fragmented), .esp(.malformed)] {
+            #expect(total.drops[reason.rawValue] > 0, "never dropped as \(reason): \(total)")
+        }
+    }
+}
