@@ -214,6 +214,7 @@ struct Bench {
         let loop = o.mode == "round-trip"
         let ring = o.ports == "ring" || loop
         let generatorCount = ring && !loop ? o.generators : 0
+        let portsName = loop ? "loopback-ring" : o.ports
         // Workers get dedicated CPUs from the end of the list, generators the
         // ones before them, the (mostly sleeping) main lcore the first.
         let workerCPUs = (0..<o.workers).map { cpus[(n - 1 - $0 % n + n) % n] }
@@ -363,15 +364,16 @@ struct Bench {
             let rc = rte_eal_remote_launch(generatorEntry, Unmanaged.passUnretained(g).toOpaque(), g.lcore)
             if rc != 0 { throw DataplaneError("cannot launch the generator on lcore \(g.lcore)") }
         }
-        say("sluicebench: mode=\(o.mode) ports=\(loop ? "loopback-ring" : o.ports) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(generatorCount)@cpu\(generatorCPUs) packets/queue=\(o.inflight)")
+        say("sluicebench: mode=\(o.mode) ports=\(portsName) size=\(o.size) family=\(o.family) flows=\(o.flows) workers=\(o.workers)@cpu\(workerCPUs) generators=\(generatorCount)@cpu\(generatorCPUs) packets/queue=\(o.inflight)")
 
         // Packets out of the gateway: what the generators got back (ring), or
         // what the workers sent (pcap → null sink).
         func totals() -> (packets: UInt64, bytes: UInt64) {
             var p: UInt64 = 0, b: UInt64 = 0
             if loop {
-                // Round trips: plaintext delivered back to the protected port.
-                for (setup, s) in gateway.portStats() where setup.info.id == protectedPort { p = s.txPackets; b = s.txBytes }
+                // Round trips: plaintext delivered back to the protected port
+                // (ring ports count no bytes: see `bytes` below).
+                for (setup, s) in gateway.portStats() where setup.info.id == protectedPort { p = s.txPackets }
             } else if ring {
                 for g in generators {
                     for q in 0..<g.queues.count { p &+= g.received[q]; b &+= g.receivedBytes[q] }
@@ -447,7 +449,7 @@ struct Bench {
         // round-trip: per round trip (the worker receives each packet twice).
         let cyclesPerPacket = windowRatio(coresAtStart, coresAtEnd, \.busyCycles, per: \.rxPackets) * (loop ? 2 : 1)
         var report: [String: Any] = [
-            "mode": o.mode, "sa_mode": o.saMode, "ports": loop ? "loopback-ring" : o.ports, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
+            "mode": o.mode, "sa_mode": o.saMode, "ports": portsName, "size": o.size, "family": o.family, "flows": o.flows, "workers": o.workers,
             "generators": generatorCount, "seconds": dt, "packets": Int(packets),
             "mpps": round3(mpps), "gbps": round3(bytes * 8 / dt / 1e9),
             "wire_gbps": round3((bytes + packets * 24) * 8 / dt / 1e9),

@@ -13,6 +13,8 @@ import Packet
 ///   route names the same prefix.
 public enum RouteCompiler {
     /// RFC 1812 §5.3.7 / RFC 6890 and RFC 4291 §2.5–2.7: never forwarded.
+    /// The data plane's `martianSource` tests the same set as sources, in
+    /// code (it runs per packet): change both together.
     public static let martianDestinations = [
         "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32",
         "::/128", "::1/128", "fe80::/10", "ff00::/8",

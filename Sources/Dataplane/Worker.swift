@@ -326,8 +326,9 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
 
 /// Whether the IP packet at `ip` comes from an address no router forwards
 /// from (`DropReason.martianSource`): IPv4 0/8, 127/8, 224/4, 255.255.255.255;
-/// IPv6 ::, ::1, fe80::/10, ff00::/8. The exact test, on the general paths;
-/// the fast paths ask `ordinarySource4` first.
+/// IPv6 ::, ::1, fe80::/10, ff00::/8, the set `RouteCompiler.martianDestinations`
+/// lists as prefixes (change both together). The exact test, on the general
+/// paths; the fast paths ask `ordinarySource4` first.
 @inline(__always)
 func martianSource(_ ip: UnsafePointer<UInt8>, ipv4: Bool) -> Bool {
     let p = UnsafeRawPointer(ip)

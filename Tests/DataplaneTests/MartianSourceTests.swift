@@ -48,10 +48,8 @@ extension EALSuites.GatewayTests {
         // The inner source of an authenticated packet, within the SA's selectors.
         try expectDropped([sealed("127.0.0.1"), sealed("224.0.0.1")], reason: .martianSource, on: h.unprotected)
         var outerMartian = sealed("10.9.9.9")
-        outerMartian.replaceSubrange(26..<30, with: [0, 0, 0, 1])  // outer source 0.0.0.1 (checksum fixed below)
-        outerMartian[24] = 0; outerMartian[25] = 0
-        let sum = InternetChecksum.checksum(Array(outerMartian[14..<34]))
-        outerMartian[24] = UInt8(sum >> 8); outerMartian[25] = UInt8(sum & 0xFF)
+        outerMartian.replaceSubrange(26..<30, with: [0, 0, 0, 1])  // outer source 0.0.0.1
+        Self.fixChecksum(&outerMartian)
         try expectDropped([outerMartian, h.frame4("224.0.0.9", "10.1.200.1", ethDst: h.portMAC(h.u))],
                           reason: .martianSource, on: h.unprotected)
         try expectDropped([h.frame4("127.0.0.1", "198.51.100.4")], reason: .martianSource, on: h.protected)

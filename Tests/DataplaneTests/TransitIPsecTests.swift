@@ -52,9 +52,7 @@ extension EALSuites.GatewayTests {
     /// Sets MF on an untagged IPv4 frame and fixes the header checksum.
     func setMoreFragments(_ f: inout [UInt8]) {
         f[14 + 6] |= 0x20
-        f[14 + 10] = 0; f[14 + 11] = 0
-        let sum = InternetChecksum.checksum(Array(f[14..<34]))
-        f[14 + 10] = UInt8(sum >> 8); f[14 + 11] = UInt8(sum & 0xFF)
+        Self.fixChecksum(&f)
     }
 
     /// ESP, IKE over 4500 (non-ESP marker), a keepalive and an ESP fragment
