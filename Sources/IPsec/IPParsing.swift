@@ -32,6 +32,13 @@ public struct RawIPAddress: Hashable, Sendable, BitwiseCopyable, CustomStringCon
 
     public var description: String { ipAddress.description }
 
+    /// Written out (the derived one is an opaque call from other modules:
+    /// the inbound SA lookup compares two addresses per packet).
+    @inlinable @inline(__always)
+    public static func == (a: RawIPAddress, b: RawIPAddress) -> Bool {
+        a.low == b.low && a.high == b.high && a.isIPv6 == b.isIPv6
+    }
+
     /// The IPv4 source (`at` 12) or destination (16) of the header at `p`.
     @inlinable @inline(__always)
     static func loadIPv4(_ p: UnsafeRawPointer, at offset: Int) -> RawIPAddress {

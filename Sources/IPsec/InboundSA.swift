@@ -125,7 +125,7 @@ public struct InboundSA {
     /// destination and source equal to the SA's where it names them. An SAD
     /// prefers the SA that names the most (RFC 4301 §4.4.2: SPI + destination
     /// + source, then SPI + destination, then SPI alone).
-    @inlinable
+    @inlinable @inline(__always)
     public func matches(_ header: ESPInboundHeader) -> Bool {
         guard header.spi == spi else { return false }
         if let destination, destination != header.destination { return false }
