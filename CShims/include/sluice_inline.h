@@ -177,6 +177,12 @@ SL_INLINE uint32_t sl_fib4_next_hop(const sl_fib *f, uint32_t ip) {
     if (f->lpm4 == NULL || rte_lpm_lookup(f->lpm4, ip, &nh) != 0) return f->default4;
     return nh;
 }
+/* The IP MTU of `port` in this snapshot (port < SL_MAX_PORTS: next hops only
+ * name ports the gateway set up). */
+SL_INLINE uint32_t sl_fib_port_mtu(const sl_fib *f, uint16_t port) { return f->port_mtu[port & (SL_MAX_PORTS - 1)]; }
+/* The addresses ICMP errors leaving through `port` come from (see sl_fib). */
+SL_INLINE uint32_t sl_fib_port_addr4(const sl_fib *f, uint16_t port) { return f->port_addr4[port & (SL_MAX_PORTS - 1)]; }
+SL_INLINE const uint8_t *sl_fib_port_addr6(const sl_fib *f, uint16_t port) { return f->port_addr6[port & (SL_MAX_PORTS - 1)]; }
 /* IPv6, one address: the bulk lookup with n = 1 (0 = no route, no table). */
 SL_INLINE uint32_t sl_fib6_next_hop(const sl_fib *f, const uint8_t *ip) {
     if (f->fib6 == NULL) return 0;

@@ -70,6 +70,12 @@ typedef struct sl_fib {
     uint32_t nb_nexthops;
     uint32_t default4;       /* next hop of 0.0.0.0/0 (rte_lpm has no depth 0); 0 = no route */
     uint64_t generation;
+    /* Per port: the largest IP packet it sends (its IP MTU), and the
+     * addresses ICMP errors leaving through it come from (IPv4 in host
+     * order, 0 = none; IPv6 all zero = none). */
+    uint16_t port_mtu[SL_MAX_PORTS];
+    uint32_t port_addr4[SL_MAX_PORTS];
+    uint8_t port_addr6[SL_MAX_PORTS][16];
 } sl_fib;
 
 /* State every worker reads and only the control thread writes. Accessed through
@@ -116,7 +122,10 @@ typedef struct sl_worker {
     /* Per port, what the worker prefetches for a received burst
      * (SL_PREFETCH_* bits, chosen from the driver at set-up). */
     uint8_t port_prefetch[SL_MAX_PORTS];
-    uint8_t reserved[24];
+    /* ICMP errors this core originates, token bucket (see ICMPErrors.swift). */
+    uint64_t icmp_refill_tsc;  /* when the bucket last gained a token */
+    uint32_t icmp_tokens;
+    uint8_t reserved[12];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

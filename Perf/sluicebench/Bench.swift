@@ -330,7 +330,7 @@ struct Bench {
         sp add dir in src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
         """ : "")
         let config = try GatewayConfig.load(text: configText, name: "sluicebench-\(o.mode)")
-        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs), ports: RouteCompiler.ports(config))
         let ipsec = IPsecCompiler()
         try gateway.publish(ipsec: ipsec.compile(config, workerLcores: workerLcores))
         ipsec.commit()

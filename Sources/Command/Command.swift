@@ -22,8 +22,9 @@ public enum RouteTarget: Sendable, Hashable {
 
 /// One parsed command line.
 public enum Command: Sendable, Hashable {
-    /// `port N [role R] [address A/LEN]…`: declares port N or adds to it.
-    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix])
+    /// `port N [role R] [address A/LEN]… [mtu M]`: declares port N or adds to
+    /// it (`mtu`: the largest IP packet the port sends, `PortConfig.mtus`).
+    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil)
     /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
     case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)
     /// `route add PREFIX via NEXTHOP` or `route add PREFIX port N`.
@@ -56,6 +57,8 @@ public enum CommandField: Sendable, Hashable {
     case port
     /// The value after `role`.
     case role
+    /// The value after `mtu`.
+    case mtu
     /// The n-th address of a command: the address options of `port` in order,
     /// or the neighbor's IP address (index 0).
     case address(Int)

@@ -60,14 +60,15 @@ public enum CommandParser {
         let id = try c.readPort()
         var role: PortRole? = nil
         var addresses: [IPPrefix] = []
-        try c.options(["role", "address"], repeatable: ["address"]) { (option, c) throws(CommandError) in
-            if option.text == "role" {
-                role = try c.readRole()
-            } else {
-                addresses.append(try c.readInterfaceAddress(field: .address(addresses.count)))
+        var mtu: Int? = nil
+        try c.options(["role", "address", "mtu"], repeatable: ["address"]) { (option, c) throws(CommandError) in
+            switch option.text {
+            case "role": role = try c.readRole()
+            case "mtu": mtu = try c.readNumber("MTU", in: PortConfig.mtus, field: .mtu)
+            default: addresses.append(try c.readInterfaceAddress(field: .address(addresses.count)))
             }
         }
-        return .port(id: id, role: role, addresses: addresses)
+        return .port(id: id, role: role, addresses: addresses, mtu: mtu)
     }
 
     /// `neighbor IP lladdr MAC port N` (the two options in either order).

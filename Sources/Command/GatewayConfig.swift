@@ -14,15 +14,25 @@ public struct PortConfig: Sendable, Hashable {
     public var declaredRole: PortRole?
     /// Interface addresses (host bits kept), in the order they were added.
     public var addresses: [IPPrefix]
+    /// The MTU the last `port … mtu M` gave, or nil when none did.
+    public var declaredMTU: Int?
 
-    public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = []) {
+    public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = [], declaredMTU: Int? = nil) {
         self.id = id
         self.declaredRole = declaredRole
         self.addresses = addresses
+        self.declaredMTU = declaredMTU
     }
 
     /// The port's role; `.unprotected` until a `port` line says otherwise.
     public var role: PortRole { declaredRole ?? .unprotected }
+
+    /// The largest IP packet the port sends: Ethernet's 1500 (RFC 894)
+    /// unless `mtu` said otherwise.
+    public var mtu: Int { declaredMTU ?? Self.defaultMTU }
+    public static let defaultMTU = 1500
+    /// IPv4's minimum (RFC 791) to a common jumbo frame's payload.
+    public static let mtus = 68...9216
 }
 
 /// A static neighbor entry.
@@ -104,8 +114,8 @@ public struct GatewayConfig: Sendable, Equatable {
     /// change, so on error `self` is unchanged.
     public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
         switch c.command {
-        case let .port(id, role, addresses):
-            try applyPort(id: id, role: role, addresses: addresses, c)
+        case let .port(id, role, addresses, mtu):
+            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, c)
         case let .neighbor(address, mac, port):
             try applyNeighbor(Neighbor(address: address, mac: mac, port: port), c)
         case let .routeAdd(prefix, target):
@@ -198,7 +208,7 @@ public struct GatewayConfig: Sendable, Equatable {
         policies.first { $0.id == id }
     }
 
-    private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix],
+    private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int?,
                                     _ c: LocatedCommand) throws(CommandError) {
         guard CommandParser.portIDs.contains(id) else {
             throw CommandError(ValueText.badPort(String(id)), at: c.location(of: .port))
@@ -219,6 +229,18 @@ public struct GatewayConfig: Sendable, Equatable {
         var port = ports[id] ?? PortConfig(id: id)
         if let role { port.declaredRole = role }
         port.addresses += addresses
+        if let mtu {
+            guard PortConfig.mtus.contains(mtu) else {
+                throw CommandError("bad MTU \(mtu): expected \(PortConfig.mtus.lowerBound)…\(PortConfig.mtus.upperBound)",
+                                   at: c.location(of: .mtu))
+            }
+            port.declaredMTU = mtu
+        }
+        // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
+        if port.mtu < 1280, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
+            throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least 1280 (RFC 8200), not \(port.mtu)",
+                               at: c.location(of: mtu != nil ? .mtu : .port))
+        }
         ports[id] = port
         for prefix in addresses { addressOwners[prefix.address] = id }
     }

@@ -78,7 +78,7 @@ public final class ControlSession {
         do {
             let routes = routesChanged ? try RouteCompiler.compile(next, portMACs: portMACs) : nil
             let tables = try ipsec.compile(next, workerLcores: gateway.workerLcores)
-            if let routes { try gateway.publish(routes: routes) }
+            if let routes { try gateway.publish(routes: routes, ports: RouteCompiler.ports(next)) }
             try gateway.publish(ipsec: tables)
             ipsec.commit()
         } catch let e as IPsecConfigError {

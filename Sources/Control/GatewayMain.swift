@@ -109,7 +109,7 @@ public enum GatewayMain {
             let roles = config.ports.mapValues { $0.role == .protected ? PortRoleCode.protected : .unprotected }
             gateway = try Gateway(portIDs: config.ports.keys.sorted(), roles: roles)
             let macs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
-            try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs))
+            try gateway.publish(routes: RouteCompiler.compile(config, portMACs: macs), ports: RouteCompiler.ports(config))
         } catch {
             return fail("\(path): \(error.message)")
         }

@@ -20,6 +20,23 @@ public enum RouteCompiler {
         "::/128", "::1/128", "fe80::/10", "ff00::/8",
     ]
 
+    /// Each declared port's MTU, and the addresses ICMP errors leaving through
+    /// it come from: its first IPv4 address and its first IPv6 address that
+    /// is not link-local (an error quoting a forwarded packet goes beyond the link).
+    public static func ports(_ config: GatewayConfig) -> [PortForwarding] {
+        config.ports.values.sorted { $0.id < $1.id }.map { port in
+            var ipv4: IPv4Address? = nil
+            var ipv6: IPv6Address? = nil
+            for prefix in port.addresses {
+                switch prefix.address {
+                case .v4(let a): if ipv4 == nil { ipv4 = a }
+                case .v6(let a): if ipv6 == nil && a.high >> 54 != 0x3FA { ipv6 = a }  // not fe80::/10
+                }
+            }
+            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6)
+        }
+    }
+
     public static func compile(_ config: GatewayConfig, portMACs: [UInt16: MACAddress]) -> [RouteEntry] {
         var table: [IPPrefix: NextHop] = [:]
         func mac(_ port: UInt16) -> MACAddress { portMACs[port] ?? MACAddress((0, 0, 0, 0, 0, 0)) }

@@ -47,12 +47,19 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// multicast). Checked on every packet received, and on every inner
     /// packet an SA opened.
     public static let martianSource = DropReason(rawValue: 16)
+    /// Larger than the MTU of the port it would leave by, and IPv6 or IPv4
+    /// with DF set: an ICMP error went back to its source where one is due
+    /// (ICMPErrors.swift).
+    public static let packetTooBig = DropReason(rawValue: 17)
+    /// Larger than the MTU of the port it would leave by, IPv4 without DF:
+    /// it would have to be fragmented, which Sluice does not do.
+    public static let mtuExceeded = DropReason(rawValue: 18)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
-                            "handoff_full", "handoff_stale", "martian_source"]
-    @usableFromInline static let espBase = 17
+                            "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded"]
+    @usableFromInline static let espBase = 19
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

@@ -21,6 +21,28 @@ public struct RouteEntry: Hashable, Sendable {
     public init(prefix: IPPrefix, nextHop: NextHop) { self.prefix = prefix.network; self.nextHop = nextHop }
 }
 
+/// What the data plane needs of a port besides its routes: the largest IP
+/// packet it may send (its IP MTU) and the addresses ICMP errors leaving
+/// through it come from.
+public struct PortForwarding: Hashable, Sendable {
+    public var port: UInt16
+    public var mtu: Int
+    public var ipv4: IPv4Address?
+    public var ipv6: IPv6Address?
+
+    /// Ethernet's (RFC 894): a port no `mtu` was given for.
+    public static let defaultMTU = 1500
+    /// The smallest MTU IPv4 allows (RFC 791) and the largest the gateway takes.
+    public static let mtuRange = 68...9216
+
+    public init(port: UInt16, mtu: Int = defaultMTU, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
+        self.port = port
+        self.mtu = mtu
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+    }
+}
+
 /// Builds immutable forwarding snapshots (`sl_fib`): an `rte_fib` (DIR-24-8)
 /// for IPv4, an `rte_fib6` (trie) for IPv6, and a next-hop array whose entry 0
 /// is "no route" (the FIBs' default), so lookups have no miss branch.
@@ -31,7 +53,10 @@ public enum ForwardingTable {
     static let nameSerial = Atomic<UInt64>(0)
 
     /// Builds a snapshot on `socket`. Nothing is published here.
-    public static func build(routes: [RouteEntry], socket: Int32, generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
+    /// `ports`: the MTU and ICMP source addresses of each port; a port not
+    /// listed has `PortForwarding.defaultMTU` and no address.
+    public static func build(routes: [RouteEntry], ports: [PortForwarding] = [], socket: Int32,
+                             generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
         var index: [NextHop: UInt32] = [:]
         var hops: [sl_nexthop] = [sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_ROUTE), reserved: 0)]
         for r in routes where index[r.nextHop] == nil {
@@ -43,6 +68,7 @@ public enum ForwardingTable {
         }
         let fib = fibMem.assumingMemoryBound(to: sl_fib.self)
         fib.pointee.generation = generation
+        setPorts(fib, ports)
         do throws(DataplaneError) {
             guard let nhMem = rte_zmalloc_socket("sl_nexthops", MemoryLayout<sl_nexthop>.stride * hops.count, 64, socket) else {
                 throw DataplaneError("out of DPDK memory for \(hops.count) next hops (increase -m)")
@@ -66,6 +92,29 @@ public enum ForwardingTable {
             throw error
         }
         return fib
+    }
+
+    static func setPorts(_ fib: UnsafeMutablePointer<sl_fib>, _ ports: [PortForwarding]) {
+        let count = Int(SL_MAX_PORTS)
+        withUnsafeMutableBytes(of: &fib.pointee.port_mtu) { mtu in
+            for i in 0..<count { mtu.storeBytes(of: UInt16(PortForwarding.defaultMTU), toByteOffset: 2 * i, as: UInt16.self) }
+            for p in ports where Int(p.port) < count {
+                let clamped = min(max(p.mtu, PortForwarding.mtuRange.lowerBound), PortForwarding.mtuRange.upperBound)
+                mtu.storeBytes(of: UInt16(clamped), toByteOffset: 2 * Int(p.port), as: UInt16.self)
+            }
+        }
+        withUnsafeMutableBytes(of: &fib.pointee.port_addr4) { a4 in
+            for p in ports where Int(p.port) < count {
+                a4.storeBytes(of: p.ipv4?.value ?? 0, toByteOffset: 4 * Int(p.port), as: UInt32.self)
+            }
+        }
+        withUnsafeMutableBytes(of: &fib.pointee.port_addr6) { a6 in
+            for p in ports where Int(p.port) < count {
+                guard let a = p.ipv6 else { continue }
+                a6.storeBytes(of: a.high.bigEndian, toByteOffset: 16 * Int(p.port), as: UInt64.self)
+                a6.storeBytes(of: a.low.bigEndian, toByteOffset: 16 * Int(p.port) + 8, as: UInt64.self)
+            }
+        }
     }
 
     /// Frees a snapshot no worker can still see (after the RCU grace period).

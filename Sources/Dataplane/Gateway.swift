@@ -248,7 +248,7 @@ public final class Gateway {
     /// store, waits (bounded) for every worker to pass a quiescent state and
     /// frees the previous one. A worker that misses the deadline delays only the
     /// free, never the publish: the old snapshot is kept and retried later.
-    public func publish(routes: [RouteEntry]) throws(DataplaneError) {
+    public func publish(routes: [RouteEntry], ports portSettings: [PortForwarding] = []) throws(DataplaneError) {
         // Workers index their TX buffers by port: only ports they drive may appear.
         let driven = Set(ports.map(\.info.id))
         for r in routes {
@@ -258,7 +258,7 @@ public final class Gateway {
         }
         generation &+= 1
         let socket = workers.first.map { $0.pointee.socket_id } ?? 0
-        let fib = try ForwardingTable.build(routes: routes, socket: socket, generation: generation)
+        let fib = try ForwardingTable.build(routes: routes, ports: portSettings, socket: socket, generation: generation)
         let old = sl_shared_fib(shared)
         sl_shared_publish_fib(shared, fib)
         let token = rte_rcu_qsbr_start(qsbr)

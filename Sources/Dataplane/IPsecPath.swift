@@ -31,7 +31,8 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     if decrementTTL {
         guard decrementForwardedTTL(ip, ipv4: ipv4) else { drop(m, .ttlExceeded, drops); return }
     }
-    sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), tx: &tx, drops: drops)
+    sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), fib: fib, hops: hops,
+                tx: &tx, drops: drops)
 }
 
 /// TTL (IPv4, checksum updated) or hop limit (IPv6) −1 for a packet being
@@ -59,15 +60,33 @@ func nextHop(_ view: PacketView, ipv4: Bool, fib: UnsafeMutablePointer<sl_fib>,
     return hops + Int(index)
 }
 
+/// The next hop of a tunnel-mode SA's packets: its outer destination's.
+@inline(__always)
+func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>,
+              hops: UnsafeMutablePointer<sl_nexthop>) -> UnsafeMutablePointer<sl_nexthop> {
+    sa.pointee.withOuterHeader { h in
+        hops + Int(h.load(as: UInt8.self) >> 4 == 4 ? sl_fib4_next_hop(fib, h.loadBE32(at: IPv4Field.destination))
+                    : sl_fib6_next_hop(fib, h.assumingMemoryBound(to: UInt8.self) + IPv6Field.destination))
+    }
+}
+
 /// Sends the IP packet at `view.start` to `hop` (see `routeRebuilt`), or
-/// drops it under the reason the hop gives.
+/// drops it under the reason the hop gives, or as too big for the hop's port
+/// (`packetTooBig`: an ICMP error back out of a protected port).
 @inline(__always)
 func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
-                 hop: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                 hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>,
+                 hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
         drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
                 : (kind == SL_NH_LOCAL ? .local : .martian)), drops)
+        return
+    }
+    let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+    if _slowPath(view.length > mtu) {
+        packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
+                     fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
         return
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
@@ -412,19 +431,28 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 // The next packet's lines arrive while this one is encrypted.
                 if prefetch && j &+ 1 < count { prefetchHead(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
-                if let d = ESPOutbound.encapsulate(&view, saAt: record.pointer(to: \.sa)!, sequence: SequenceNumber(seq),
-                                                   core: context.core) {
+                let sa = record.pointer(to: \.sa)!
+                // Where the ESP packet goes: known before it is made, so that
+                // one too big for the port is refused unsealed (ICMP quotes it).
+                let hop: UnsafeMutablePointer<sl_nexthop>
+                if tunnel, let h = tunnelHop {
+                    hop = h
+                } else if tunnel {
+                    hop = outerHop(sa, fib: fib, hops: hops)
+                    tunnelHop = hop
+                } else {
+                    hop = nextHop(view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, fib: fib, hops: hops)
+                }
+                let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+                if _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu)
+                    && Int(hop.pointee.kind) == SL_NH_FORWARD {
+                    packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
+                                 fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+                } else if let d = ESPOutbound.encapsulate(&view, saAt: sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
                 } else {
-                    let ipv4 = view.start.load(as: UInt8.self) >> 4 == 4
-                    let hop: UnsafeMutablePointer<sl_nexthop>
-                    if tunnel, let h = tunnelHop {
-                        hop = h
-                    } else {
-                        hop = nextHop(view, ipv4: ipv4, fib: fib, hops: hops)
-                        if tunnel { tunnelHop = hop }
-                    }
-                    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, tx: &tx, drops: drops)
+                    sendRebuilt(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, fib: fib, hops: hops,
+                                tx: &tx, drops: drops)
                 }
                 seq &+= 1
             }

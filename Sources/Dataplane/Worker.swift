@@ -281,7 +281,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             let ip = data + HeaderSize.ethernet
             if ip[IPv4Field.ttl] > 1 && ordinarySource4(ip) {
                 let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
-                emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
+                emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, fib: fib, tx: &tx, drops: drops)
                 continue
             }
         }
@@ -292,7 +292,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
             let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
-            emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, tx: &tx, drops: drops)
+            emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, fib: fib, tx: &tx, drops: drops)
         } else {
             guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
@@ -317,7 +317,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         var j = 0
         while j < n6 {
             let m = pkt6[j]!
-            emit(w, m, frame: UnsafeMutableRawPointer(sl_mbuf_data(m)!), ip: l3v6[j]!, hop: hops + Int(nh[j]), ipv4: false,
+            emit(w, m, frame: UnsafeMutableRawPointer(sl_mbuf_data(m)!), ip: l3v6[j]!, hop: hops + Int(nh[j]), ipv4: false, fib: fib,
                  tx: &tx, drops: drops)
             j &+= 1
         }
@@ -403,14 +403,37 @@ func prefetchHead(_ p: UnsafeRawPointer, length: Int) {
     frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
 }
 
+/// `emit`'s packet whose frame is longer than the MTU of `port`: when its
+/// datagram is too, `packetTooBig` takes it (true); otherwise false.
+@inline(never)
+func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, ipv4: Bool,
+                     port: UInt16, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
+                     drops: UnsafeMutablePointer<UInt64>) -> Bool {
+    let header = UnsafeRawPointer(ip)
+    let length = ipv4 ? Int(header.loadBE16(at: IPv4Field.totalLength))
+        : HeaderSize.ipv6 &+ Int(header.loadBE16(at: IPv6Field.payloadLength))
+    let mtu = Int(sl_fib_port_mtu(fib, port))
+    guard length > mtu else { return false }
+    packetTooBig(w, m, ip: ip, length: length, report: mtu, fib: fib, hops: fib.pointee.nexthops!, protectedOnly: false,
+                 tx: &tx, drops: drops)
+    return true
+}
+
 /// Applies a next hop to a parsed packet whose frame starts at `frame` (the
 /// mbuf's data) and whose TTL/hop limit the caller checked to be above 1:
 /// TTL/hop limit −1, Ethernet rewrite, TX.
 @inline(__always)
 func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start: UnsafeMutableRawPointer, ip: UnsafeMutablePointer<UInt8>,
-          hop: UnsafeMutablePointer<sl_nexthop>, ipv4: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+          hop: UnsafeMutablePointer<sl_nexthop>, ipv4: Bool, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
+          drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     if _fastPath(kind == SL_NH_FORWARD) {
+        // The frame's IP bytes against the port's MTU (a frame with bytes
+        // after its datagram may pass this test and fit nonetheless).
+        if _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))),
+           tooBigToForward(w, m, ip: ip, ipv4: ipv4, port: hop.pointee.port, fib: fib, tx: &tx, drops: drops) {
+            return
+        }
         if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
         var frame = start
         if _slowPath(UnsafeMutableRawPointer(ip) - frame != HeaderSize.ethernet) {

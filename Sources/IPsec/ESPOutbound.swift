@@ -248,6 +248,22 @@ public enum ESPOutbound {
         return nil
     }
 
+    /// The length of the ESP packet `encapsulate` makes of an IP datagram of
+    /// `datagramLength` bytes under `sa`. (Transport mode pads the datagram
+    /// less its IP headers, whose length is a multiple of 4: the same padding.)
+    @inlinable @inline(__always)
+    public static func encapsulatedLength(datagramLength n: Int, sa: UnsafePointer<OutboundSA>) -> Int {
+        n &+ ESPTrailer.padLength(payloadLength: n) &+ ESPTrailer.fixedLength &+ ESPLayout.icv &+ sa.pointee.headerOverhead
+    }
+
+    /// The largest IP datagram whose ESP packet under `sa` is at most `mtu`
+    /// bytes (0 when none is): what a Packet Too Big for the tunnel reports.
+    public static func largestDatagram(mtu: Int, sa: UnsafePointer<OutboundSA>) -> Int {
+        // n + pad(n) + 2 is n + 2 rounded up to 4: n ≤ floor4(room + 2) − 2.
+        let room = mtu &- sa.pointee.headerOverhead &- ESPTrailer.fixedLength &- ESPLayout.icv
+        return max(0, ((room &+ 2) & ~3) &- 2)
+    }
+
     /// Writes SPI || seq || IV at `esp` with one 16-byte store and seals the
     /// `cipherLength` bytes after it; the ICV follows them.
     @inlinable @inline(__always)

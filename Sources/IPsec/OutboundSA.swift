@@ -187,6 +187,13 @@ public struct OutboundSA {
         (layout == .transport ? (udp ? HeaderSize.udp : 0) : templateLength) &+ ESPLayout.headerAndIV
     }
 
+    /// Tunnel mode: calls `body` with the outer IP header as the template
+    /// holds it (its version, addresses and the rest as sent).
+    @inlinable
+    public func withOuterHeader<R>(_ body: (UnsafeRawPointer) -> R) -> R {
+        withUnsafeBytes(of: template) { body($0.baseAddress!) }
+    }
+
     /// Writes the template's first `templateLength` bytes, rounded up to 8, at
     /// `p` (the caller has `templateLength + 16` writable bytes there: the ESP
     /// header and IV that follow are written afterwards).

@@ -97,6 +97,26 @@ import Testing
         #expect(config.ports[4] == nil)
     }
 
+    @Test func portMTU() throws {
+        var config = try GatewayConfig.load(text: "port 1 address 192.0.2.1/24\n", name: "t")
+        #expect(config.ports[1]?.mtu == 1500)
+        try config.apply(try #require(try CommandParser.parseLine("port 1 mtu 1280", location: SourceLocation(file: "t", line: 2, column: 1))))
+        #expect(config.ports[1]?.mtu == 1280)
+        // IPv6 needs 1280 (RFC 8200): refused either way round, nothing applied.
+        let before = config
+        for line in ["port 1 mtu 1279 address 2001:db8::1/64", "port 1 address 2001:db8::1/64 mtu 1000"] {
+            let command = try #require(try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "t", line: 3, column: 1)))
+            #expect(throws: CommandError.self, "\(line)") { try config.apply(command) }
+            #expect(config == before, "\(line)")
+        }
+        var small = try GatewayConfig.load(text: "port 2 mtu 576\n", name: "t")
+        let v6 = try #require(try CommandParser.parseLine("port 2 address 2001:db8::1/64", location: SourceLocation(file: "t", line: 2, column: 1)))
+        #expect(throws: CommandError.self) { try small.apply(v6) }
+        // The configuration text keeps the MTU.
+        #expect(try GatewayConfig.load(text: config.configText, name: "again") == config)
+        #expect(config.configText.contains("port 1 address 192.0.2.1/24 mtu 1280"))
+    }
+
     @Test func commandsBuiltInCodeAreCheckedToo() {
         var config = GatewayConfig()
         let at = SourceLocation(file: "api", line: 1, column: 1)

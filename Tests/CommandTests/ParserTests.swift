@@ -13,6 +13,16 @@ import Testing
         // Options in any order; several addresses, host bits kept.
         #expect(try parse("port 2 address 10.0.0.1/24 role protected address 2001:db8::1/64")
                 == .port(id: 2, role: .protected, addresses: [prefix("10.0.0.1/24"), prefix("2001:db8::1/64")]))
+        #expect(try parse("port 3 mtu 9000 role protected")
+                == .port(id: 3, role: .protected, addresses: [], mtu: 9000))
+        #expect(try parse("port 3 mtu 68") == .port(id: 3, role: nil, addresses: [], mtu: 68))
+        for bad in ["port 3 mtu 67", "port 3 mtu 9217", "port 3 mtu 1500x", "port 3 mtu", "port 3 mtu 1500 mtu 1400"] {
+            #expect(throws: CommandError.self, "\(bad)") { try parse(bad) }
+        }
+        // Printed back as it parses.
+        let line = Command.port(id: 3, role: .unprotected, addresses: [prefix("192.0.2.1/24")], mtu: 1400)
+        #expect(line.description == "port 3 role unprotected address 192.0.2.1/24 mtu 1400")
+        #expect(try parse(line.description) == line)
     }
 
     @Test func neighborForms() throws {

@@ -127,7 +127,8 @@ final class GatewayHarness: @unchecked Sendable {
     /// (with `routeMACs` unless `portMACs` says otherwise).
     func publish(_ text: String, portMACs: [UInt16: MACAddress]? = nil) throws {
         let config = try GatewayConfig.load(text: text, name: "test.conf")
-        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: portMACs ?? routeMACs))
+        try gateway.publish(routes: RouteCompiler.compile(config, portMACs: portMACs ?? routeMACs),
+                            ports: RouteCompiler.ports(config))
     }
 
     func totals() -> CounterDelta {
@@ -212,10 +213,11 @@ final class GatewayHarness: @unchecked Sendable {
 
     func frame4(_ src: String, _ dst: String, ttl: UInt8 = 64, id: UInt16 = 0x1234, options: [UInt8] = [],
                 vlan: VLANTag? = nil, transport: TransportSpec = .udp(sourcePort: 4000, destinationPort: 5000),
-                payload: Int = 18, pattern: PayloadPattern = .incrementing(from: 0x40), ethDst: MACAddress? = nil) -> [UInt8] {
+                payload: Int = 18, pattern: PayloadPattern = .incrementing(from: 0x40), ethDst: MACAddress? = nil,
+                dontFragment: Bool = true) -> [UInt8] {
         let b = PacketBuilder(ethernet: EthernetSpec(destination: ethDst ?? portMAC(p), source: Self.hostMAC, vlan: vlan),
                               network: .ipv4(IPv4Spec(source: ipv4(src), destination: ipv4(dst), ttl: ttl,
-                                                      identification: id, options: options)),
+                                                      identification: id, dontFragment: dontFragment, options: options)),
                               transport: transport, pattern: pattern)
         return try! b.build(payloadLength: payload)
     }

@@ -134,17 +134,19 @@ extension EALSuites {
             for i in 0..<48 {
                 let ttl = UInt8.random(in: 2...255, using: &rng)
                 let size = [0, 1, 26, 100, 999, 1472][i % 6]
+                // The largest sizes fill a 1500-byte port MTU: IPv4 1472 + 28, IPv6 1452 + 48.
+                let size6 = min(size, 1452)
                 let t = transports[i % transports.count]
                 let pattern = PayloadPattern.pseudoRandom(seed: rng.next())
                 let id = UInt16.random(in: 0...UInt16.max, using: &rng)
                 let host = UInt8.random(in: 1...254, using: &rng)
                 fromProtected.append((h.frame4("10.0.0.\(host)", "198.51.100.\(i + 1)", ttl: ttl, id: id, transport: t, payload: size, pattern: pattern),
                                       toUnprotected4, "IPv4 #\(i) out"))
-                fromProtected.append((h.frame6("2001:db8:a::\(i + 10)", "2001:db8:100::\(i + 1)", hopLimit: ttl, transport: t, payload: size, pattern: pattern),
+                fromProtected.append((h.frame6("2001:db8:a::\(i + 10)", "2001:db8:100::\(i + 1)", hopLimit: ttl, transport: t, payload: size6, pattern: pattern),
                                       toUnprotected6, "IPv6 #\(i) out"))
                 fromUnprotected.append((h.frame4("198.51.100.\(host)", "10.1.\(i).\(host)", ttl: ttl, id: id, transport: t, payload: size,
                                                  pattern: pattern, ethDst: h.portMAC(h.u)), toProtected4, "IPv4 #\(i) in"))
-                fromUnprotected.append((h.frame6("2001:db8:100::\(i + 10)", "2001:db8:1::\(i + 1)", hopLimit: ttl, transport: t, payload: size,
+                fromUnprotected.append((h.frame6("2001:db8:100::\(i + 10)", "2001:db8:1::\(i + 1)", hopLimit: ttl, transport: t, payload: size6,
                                                  pattern: pattern, ethDst: h.portMAC(h.u)), toProtected6, "IPv6 #\(i) in"))
             }
             // Host routes to the neighbours themselves, and TTL 2 (the lowest that is forwarded).

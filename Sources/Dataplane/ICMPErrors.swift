@@ -1,0 +1,160 @@
+import CShims
+import IPsec
+import Packet
+
+// Packets too big for the port they leave by (its IP MTU, `port N mtu M`).
+// A router does not send them anyway: the next link would lose them without a
+// word. Path MTU discovery (RFC 1191, RFC 8201) needs the sender told:
+//
+// * IPv4 with DF set: ICMP Destination Unreachable, "fragmentation needed and
+//   DF set" (type 3 code 4, RFC 792), with the next-hop MTU (RFC 1191 §4);
+// * IPv6: ICMPv6 Packet Too Big (type 2, RFC 4443 §3.2) with the MTU;
+// * IPv4 without DF would have to be fragmented, which Sluice does not do
+//   yet: dropped as `mtu_exceeded`.
+//
+// For a packet about to be sealed, the MTU reported is the largest inner
+// packet whose ESP packet fits (the tunnel's own overhead taken off), so the
+// sender's next try goes through.
+//
+// The error is built in place over the offending packet's buffer: its IP
+// header and as much of it as fits (RFC 1812 §4.3.2.3: up to 576 bytes in
+// all; RFC 4443 §2.4: up to 1280), behind a new IP and ICMP header, from the
+// address of the port the error leaves by, to the packet's source. It is
+// rate-limited per core (a token bucket, `icmpErrorsPerSecond`, bursts of
+// `icmpErrorBurst`), never sent about an ICMP error or a fragment other than
+// the first (RFC 1812 §4.3.2.7, RFC 4443 §2.4), and, on the IPsec paths,
+// only back out of a protected port: an error for a host on the unprotected
+// side would have to be sent through the tunnel it came from.
+//
+// Every such packet is counted once, as `packet_too_big` (an error was sent
+// or not) or `mtu_exceeded`. Off the fast path: one compare per packet there.
+
+let icmpErrorsPerSecond: UInt64 = 1000
+let icmpErrorBurst: UInt32 = 50
+
+/// Handles an IP packet (header at `ip`) that is `length` bytes (its
+/// datagram length, per its header) and too big for `mtu`: drops it, and
+/// turns it into the ICMP error described above where one is due. `report`
+/// is the MTU the error announces. `protectedOnly`: send the error only out
+/// of a protected port. Always takes the packet.
+@inline(never)
+func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
+                  report: Int, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
+                  protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+    let p = UnsafeMutableRawPointer(ip)
+    let ipv4 = ip[0] >> 4 == 4
+    if ipv4 && p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
+        drop(m, .mtuExceeded, drops)
+        return
+    }
+    drops[DropReason.packetTooBig.rawValue] &+= 1
+    guard mayAnswer(p, length: length, ipv4: ipv4) else { sl_mbuf_free(m); return }
+    // Back to the packet's source.
+    let hop = ipv4 ? hops + Int(sl_fib4_next_hop(fib, p.loadBE32(at: IPv4Field.source)))
+        : hops + Int(sl_fib6_next_hop(fib, ip + IPv6Field.source))
+    let port = hop.pointee.port
+    guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS),
+          !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue,
+          takeICMPToken(w) else { sl_mbuf_free(m); return }
+    let egressMTU = Int(sl_fib_port_mtu(fib, port))
+    let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
+    let view: PacketView
+    if ipv4 {
+        let source = sl_fib_port_addr4(fib, port)
+        let header = HeaderSize.ipv4 &+ 8
+        let quote = min(length, min(576, egressMTU) &- header)
+        guard source != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
+        let h = p - header
+        let icmp = h + HeaderSize.ipv4
+        icmp.storeBE32(0x0304_0000, at: 0)  // type 3, code 4, checksum 0
+        icmp.storeBE16(0, at: 4)
+        icmp.storeBE16(UInt16(truncatingIfNeeded: min(report, 0xFFFF)), at: 6)
+        icmp.storeBE16(InternetChecksum.checksum(UnsafeRawBufferPointer(start: icmp, count: 8 &+ quote)), at: 2)
+        let destination = p.loadBE32(at: IPv4Field.source)
+        h.storeBE32(0x45C0_0000 | UInt32(header &+ quote), at: 0)  // precedence "internetwork control"
+        h.storeBE32(0, at: 4)                                       // id 0, no DF, offset 0
+        h.storeBE32(0x4001_0000, at: 8)                             // TTL 64, ICMP, checksum 0
+        h.storeBE32(source, at: IPv4Field.source)
+        h.storeBE32(destination, at: IPv4Field.destination)
+        h.storeBE16(InternetChecksum.ipv4Header(h), at: IPv4Field.checksum)
+        view = ipView(m, ip: h, length: header &+ quote)
+    } else {
+        let a6 = sl_fib_port_addr6(fib, port)!
+        let source = IPv6Address(high: UnsafeRawPointer(a6).loadBE64(at: 0), low: UnsafeRawPointer(a6).loadBE64(at: 8))
+        let header = HeaderSize.ipv6 &+ 8
+        let quote = min(length, min(1280, egressMTU) &- header)
+        guard source.high | source.low != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
+        let h = p - header
+        let icmp = h + HeaderSize.ipv6
+        let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
+        icmp.storeBE32(0x0200_0000, at: 0)  // type 2, code 0, checksum 0
+        icmp.storeBE32(UInt32(truncatingIfNeeded: max(report, 1280)), at: 4)
+        let sum = InternetChecksum.transport(UnsafeRawBufferPointer(start: icmp, count: 8 &+ quote), source: source,
+                                             destination: destination, protocol: .icmpv6)
+        icmp.storeBE16(sum, at: 2)
+        h.storeBE32(0x6000_0000, at: 0)
+        h.storeBE16(UInt16(truncatingIfNeeded: 8 &+ quote), at: IPv6Field.payloadLength)
+        h.storeByte(IPProtocol.icmpv6.rawValue, at: 6)
+        h.storeByte(64, at: IPv6Field.hopLimit)
+        h.storeBE64(source.high, at: IPv6Field.source)
+        h.storeBE64(source.low, at: IPv6Field.source &+ 8)
+        h.storeBE64(destination.high, at: IPv6Field.destination)
+        h.storeBE64(destination.low, at: IPv6Field.destination &+ 8)
+        view = ipView(m, ip: h, length: header &+ quote)
+    }
+    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
+}
+
+/// Whether an ICMP error may be sent about the packet at `p` (RFC 1812
+/// §4.3.2.7, RFC 4443 §2.4): not about an ICMP error, nor about a fragment
+/// other than the first. Its source was checked on arrival (never martian).
+@inline(__always)
+func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
+    if ipv4 {
+        guard p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.fragmentOffsetMask == 0 else { return false }
+        let headerLength = Int(p.loadByte(at: IPv4Field.versionIHL) & 0x0F) &<< 2
+        if p.loadByte(at: IPv4Field.protocol) == IPProtocol.icmp.rawValue {
+            guard length > headerLength else { return false }
+            // Only echo request and reply, router advertisement and
+            // solicitation, timestamp, information and address mask messages
+            // are queries; anything else is (or may be) an error.
+            let type = p.loadByte(at: headerLength)
+            return [0, 8, 9, 10, 13, 14, 15, 16, 17, 18].contains(type)
+        }
+        return true
+    }
+    // IPv6: the fixed header's next header only (an error after extension
+    // headers is not recognised as one, and so may be answered once).
+    switch p.loadByte(at: 6) {
+    case IPProtocol.icmpv6.rawValue:
+        // Types below 128 are errors.
+        return length > HeaderSize.ipv6 && p.loadByte(at: HeaderSize.ipv6) >= 128
+    case 44:
+        // A fragment header: only the first fragment (offset 0).
+        return length >= HeaderSize.ipv6 &+ 8 && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF8 == 0
+    default:
+        return true
+    }
+}
+
+/// The role of `port` for this worker (`sl_worker.port_roles`).
+@inline(__always)
+func portRole(_ w: UnsafeMutablePointer<sl_worker>, _ port: UInt16) -> UInt8 {
+    withUnsafeBytes(of: &w.pointee.port_roles) { $0[Int(port) & (Int(SL_MAX_PORTS) &- 1)] }
+}
+
+/// Takes one token from this core's ICMP error bucket, refilled at
+/// `icmpErrorsPerSecond` up to `icmpErrorBurst`; false when it is empty.
+@inline(__always)
+func takeICMPToken(_ w: UnsafeMutablePointer<sl_worker>) -> Bool {
+    let now = sl_tsc()
+    let interval = max(sl_tsc_hz() / icmpErrorsPerSecond, 1)
+    let gained = (now &- w.pointee.icmp_refill_tsc) / interval
+    if gained > 0 {
+        w.pointee.icmp_tokens = UInt32(min(UInt64(w.pointee.icmp_tokens) &+ gained, UInt64(icmpErrorBurst)))
+        w.pointee.icmp_refill_tsc = now
+    }
+    guard w.pointee.icmp_tokens > 0 else { return false }
+    w.pointee.icmp_tokens &-= 1
+    return true
+}

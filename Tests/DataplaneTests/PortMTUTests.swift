@@ -1,0 +1,176 @@
+// Port MTUs (`port N mtu M`, 1500 by default): a packet too big for the port
+// it would leave by is not sent. IPv4 with DF and IPv6 get an ICMP error back
+// (fragmentation needed, RFC 1191; Packet Too Big, RFC 4443) from the address
+// of the port the error leaves by; IPv4 without DF is dropped as
+// `mtu_exceeded`. On the outbound ESP path the size checked is the ESP
+// packet's and the MTU reported the largest inner packet that fits. The
+// checksums of the errors are checked with a plain RFC 1071 sum written here.
+
+import CShims
+import Command
+import Control
+import Dataplane
+import Glibc
+import IPsec
+import Packet
+import Testing
+
+/// RFC 1071: the one's-complement sum of 16-bit big-endian words, folded.
+private func onesComplementSum(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt16 {
+    var sum = initial
+    var i = 0
+    while i + 1 < bytes.count { sum += UInt32(bytes[i]) << 8 | UInt32(bytes[i + 1]); i += 2 }
+    if i < bytes.count { sum += UInt32(bytes[i]) << 8 }
+    while sum > 0xFFFF { sum = (sum >> 16) + (sum & 0xFFFF) }
+    return UInt16(sum)
+}
+
+private func be16(_ b: [UInt8], _ at: Int) -> Int { Int(b[at]) << 8 | Int(b[at + 1]) }
+
+extension EALSuites.GatewayTests {
+    /// Checks an ICMPv4 "fragmentation needed" frame answering `original` (a frame).
+    func expectFragmentationNeeded(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
+                                   sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let ip = Array(frame.dropFirst(14))
+        let quoted = Array(original.dropFirst(14))
+        #expect(be16(frame, 12) == 0x0800, sourceLocation: sourceLocation)
+        #expect(ip[0] == 0x45 && ip[9] == 1 && ip[8] == 64, "header \(ip.prefix(20))", sourceLocation: sourceLocation)
+        #expect(onesComplementSum(Array(ip.prefix(20))) == 0xFFFF, "IPv4 header checksum", sourceLocation: sourceLocation)
+        #expect(be16(ip, 2) == ip.count, "total length", sourceLocation: sourceLocation)
+        #expect(Array(ip[12..<16]) == source, "source", sourceLocation: sourceLocation)
+        #expect(Array(ip[16..<20]) == Array(quoted[12..<16]), "back to the packet's source", sourceLocation: sourceLocation)
+        let icmp = Array(ip.dropFirst(20))
+        #expect(icmp[0] == 3 && icmp[1] == 4, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
+        #expect(be16(icmp, 6) == mtu, "next-hop MTU \(be16(icmp, 6))", sourceLocation: sourceLocation)
+        #expect(onesComplementSum(icmp) == 0xFFFF, "ICMP checksum", sourceLocation: sourceLocation)
+        // RFC 1812 §4.3.2.3: as much of the packet as fits in 576 bytes.
+        #expect(ip.count == min(576, 28 + quoted.count), sourceLocation: sourceLocation)
+        #expect(Array(icmp.dropFirst(8)) == Array(quoted.prefix(ip.count - 28)), "quote", sourceLocation: sourceLocation)
+    }
+
+    /// Checks an ICMPv6 Packet Too Big frame answering `original`.
+    func expectPacketTooBig6(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
+                             sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let ip = Array(frame.dropFirst(14))
+        let quoted = Array(original.dropFirst(14))
+        #expect(be16(frame, 12) == 0x86DD, sourceLocation: sourceLocation)
+        #expect(ip[0] >> 4 == 6 && ip[6] == 58, sourceLocation: sourceLocation)
+        #expect(be16(ip, 4) == ip.count - 40, "payload length", sourceLocation: sourceLocation)
+        #expect(Array(ip[8..<24]) == source, "source", sourceLocation: sourceLocation)
+        #expect(Array(ip[24..<40]) == Array(quoted[8..<24]), "back to the packet's source", sourceLocation: sourceLocation)
+        let icmp = Array(ip.dropFirst(40))
+        #expect(icmp[0] == 2 && icmp[1] == 0, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
+        #expect(Int(icmp[4]) << 24 | Int(icmp[5]) << 16 | Int(icmp[6]) << 8 | Int(icmp[7]) == mtu, "MTU",
+                sourceLocation: sourceLocation)
+        // Pseudo-header: addresses, upper-layer length, next header 58.
+        var pseudo = Array(ip[8..<40])
+        pseudo += [0, 0, UInt8(icmp.count >> 8), UInt8(icmp.count & 0xFF), 0, 0, 0, 58]
+        #expect(onesComplementSum(pseudo + icmp) == 0xFFFF, "ICMPv6 checksum", sourceLocation: sourceLocation)
+        #expect(ip.count == min(1280, 48 + quoted.count), sourceLocation: sourceLocation)
+        #expect(Array(icmp.dropFirst(8)) == Array(quoted.prefix(ip.count - 48)), "quote", sourceLocation: sourceLocation)
+    }
+
+    /// The ICMP error budget refills at 1000 a second: give it time to be full.
+    func refillICMPBudget() { usleep(80_000) }
+
+    @Test func plainForwardingHonoursThePortMTU() throws {
+        defer { try? h.publish(h.baseConfigText) }
+        try h.publish(h.baseConfigText + "\nport \(h.u) mtu 1280\n")
+        refillICMPBudget()
+        let dst4 = "198.51.100.4", dst6 = "2001:db8:100::4"
+        // Exactly the MTU goes through; one byte more does not.
+        try expectForwarded([
+            (h.frame4("10.1.2.3", dst4, payload: 1280 - 28), toUnprotected4, "IPv4 of 1280"),
+            (h.frame4("10.1.2.3", dst4, payload: 1280 - 28, dontFragment: false), toUnprotected4, "IPv4 of 1280, no DF"),
+            (h.frame6("2001:db8:1::3", dst6, payload: 1280 - 48), toUnprotected6, "IPv6 of 1280"),
+        ], on: h.protected)
+        let big4 = h.frame4("10.1.2.3", dst4, payload: 1281 - 28)
+        let big6 = h.frame6("2001:db8:1::3", dst6, payload: 1400)
+        let out = try h.inject([big4, big6], on: h.protected)
+        #expect(out.delta.dropsByReason == [.packetTooBig: 2], "\(out.delta)")
+        #expect(out.sent[h.u, default: []].isEmpty, "nothing too big leaves")
+        let back = out.sent[h.p] ?? []
+        #expect(back.count == 2, "\(out.sent.mapValues(\.count))")
+        if back.count == 2 {
+            // To the neighbour 10.1.0.0/16 and 2001:db8:1::/48 are routed through.
+            #expect(Array(back[0].prefix(6)) == GatewayHarness.protectedNeighbor4.1.description.split(separator: ":").map { UInt8($0, radix: 16)! })
+            expectFragmentationNeeded(back[0], answering: big4, from: [10, 0, 0, 1], mtu: 1280)
+            expectPacketTooBig6(back[1], answering: big6, from: ipv6("2001:db8:a::1").bytes, mtu: 1280)
+        }
+        // Without DF an IPv4 packet would have to be fragmented.
+        try expectDropped([h.frame4("10.1.2.3", dst4, payload: 1281 - 28, dontFragment: false)], reason: .mtuExceeded)
+        // No error about an ICMP error (here "port unreachable"), nor about a later fragment.
+        var icmpError = h.frame4("10.1.2.3", dst4, transport: .raw(.icmp), payload: 1300)
+        icmpError[34] = 3; icmpError[35] = 3
+        var laterFragment = big4
+        laterFragment[14 + 6] = 0x40; laterFragment[14 + 7] = 0x10  // DF, offset 16 × 8
+        Self.fixChecksum(&laterFragment)
+        try expectDropped([icmpError, laterFragment], reason: .packetTooBig)
+        // An echo request is a query: it is answered.
+        var echo = h.frame4("10.1.2.3", dst4, transport: .raw(.icmp), payload: 1300)
+        echo[34] = 8; echo[35] = 0
+        let answered = try h.inject([echo], on: h.protected)
+        #expect(answered.sent[h.p]?.count == 1, "\(answered.delta)")
+    }
+
+    @Test func outboundESPChecksTheSealedSize() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "5a", count: 20)
+        let text = h.baseConfigText + """
+
+        sa add spi 0x7101 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi 0x7101
+        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7101
+        """
+        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "mtu"), gateway: h.gateway,
+                                     ipsec: IPsecCompiler())
+        try session.install(session.config)
+        refillICMPBudget()
+        // IPv4 tunnel, AES-GCM: 20 + 16 + padding + 2 + 16. An inner packet of
+        // 1446 bytes makes an ESP packet of exactly 1500.
+        let fits = h.frame4("10.1.2.3", "198.51.100.4", payload: 1446 - 28)
+        let sealed = try h.inject([fits], on: h.protected)
+        #expect(sealed.delta.totalDrops == 0, "\(sealed.delta)")
+        #expect(sealed.sent[h.u]?.first.map { $0.count - 14 } == 1500, "\(sealed.sent.mapValues { $0.map(\.count) })")
+        if let esp = sealed.sent[h.u]?.first {
+            #expect(esp[14 + 9] == 50 && Array(esp[34..<38]) == [0, 0, 0x71, 0x01], "ESP with SPI 0x7101")
+        }
+        let big4 = h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28)
+        let big6 = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1447 - 48)
+        let out = try h.inject([big4, big6], on: h.protected)
+        #expect(out.delta.dropsByReason == [.packetTooBig: 2], "\(out.delta)")
+        #expect(out.sent[h.u, default: []].isEmpty, "nothing sealed")
+        let back = out.sent[h.p] ?? []
+        #expect(back.count == 2, "\(out.sent.mapValues(\.count))")
+        if back.count == 2 {
+            // The quote is the packet as it was about to be sealed (TTL already −1).
+            var forwarded4 = big4
+            forwarded4[14 + 8] -= 1
+            Self.fixChecksum(&forwarded4)
+            var forwarded6 = big6
+            forwarded6[14 + 7] -= 1
+            expectFragmentationNeeded(back[0], answering: forwarded4, from: [10, 0, 0, 1], mtu: 1446)
+            expectPacketTooBig6(back[1], answering: forwarded6, from: ipv6("2001:db8:a::1").bytes, mtu: 1446)
+        }
+        try expectDropped([h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28, dontFragment: false)],
+                          reason: .mtuExceeded)
+        // A larger MTU on the unprotected port lets the same packet through.
+        try session.install(try GatewayConfig.load(text: text + "\nport \(h.u) mtu 1504\n", name: "mtu"))
+        let after = try h.inject([big4], on: h.protected)
+        #expect(after.sent[h.u]?.first.map { $0.count - 14 } == 1504, "\(after.delta)")
+    }
+
+    @Test func icmpErrorsAreRateLimited() throws {
+        defer { try? h.publish(h.baseConfigText) }
+        try h.publish(h.baseConfigText + "\nport \(h.u) mtu 1280\n")
+        refillICMPBudget()
+        let frames = (0..<300).map { i in h.frame4("10.1.2.3", "198.51.100.4", id: UInt16(i), payload: 1300) }
+        let start = monotonicSeconds()
+        let out = try h.inject(frames, on: h.protected)
+        let elapsedMs = (monotonicSeconds() - start) * 1000
+        let errors = out.sent[h.p]?.count ?? 0
+        #expect(out.delta.dropsByReason == [.packetTooBig: 300], "\(out.delta)")
+        // A burst of 50, then 1000 a second.
+        #expect(errors >= 50 && Double(errors) <= 51 + elapsedMs, "\(errors) errors in \(elapsedMs) ms")
+    }
+}
