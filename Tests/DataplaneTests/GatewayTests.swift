@@ -97,7 +97,10 @@ extension EALSuites {
             #expect(try pageOffsets(h.pool).count >= 16)
             let stock = try #require(rte_pktmbuf_pool_create("sl_test_stock", 255, 0, 0, sl_mbuf_default_buf_size(), 0))
             defer { rte_mempool_free(stock) }
-            #expect(try pageOffsets(stock).count == 1, "rte_pktmbuf_pool_create gives each mbuf a page here")
+            // One offset per memory chunk the stock pool was populated from
+            // (usually one; two when the heap is fragmented by earlier tests).
+            let stockOffsets = try pageOffsets(stock)
+            #expect(stockOffsets.count <= 2, "rte_pktmbuf_pool_create gives each mbuf a page here: \(stockOffsets.sorted())")
         }
 
         // MARK: forwarding
@@ -133,10 +136,10 @@ extension EALSuites {
             ]
             for i in 0..<48 {
                 let ttl = UInt8.random(in: 2...255, using: &rng)
-                let size = [0, 1, 26, 100, 999, 1472][i % 6]
-                // The largest sizes fill a 1500-byte port MTU: IPv4 1472 + 28, IPv6 1452 + 48.
-                let size6 = min(size, 1452)
                 let t = transports[i % transports.count]
+                // The largest sizes fill a 1500-byte port MTU.
+                let size = min([0, 1, 26, 100, 999, 1472][i % 6], 1480 - t.headerLength)
+                let size6 = min(size, 1460 - t.headerLength)
                 let pattern = PayloadPattern.pseudoRandom(seed: rng.next())
                 let id = UInt16.random(in: 0...UInt16.max, using: &rng)
                 let host = UInt8.random(in: 1...254, using: &rng)
