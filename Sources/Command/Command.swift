@@ -23,7 +23,7 @@ public enum RouteTarget: Sendable, Hashable {
 /// One parsed command line.
 public enum Command: Sendable, Hashable {
     /// `port N [role R] [address A/LEN]… [mtu M]`: declares port N or adds to
-    /// it (`mtu`: the largest IP packet the port sends, `PortConfig.mtus`).
+    /// it (`mtu`: the largest IP packet the port sends, `PortMTU.accepted`).
     case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil)
     /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
     case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)

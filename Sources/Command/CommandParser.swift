@@ -64,7 +64,7 @@ public enum CommandParser {
         try c.options(["role", "address", "mtu"], repeatable: ["address"]) { (option, c) throws(CommandError) in
             switch option.text {
             case "role": role = try c.readRole()
-            case "mtu": mtu = try c.readNumber("MTU", in: PortConfig.mtus, field: .mtu)
+            case "mtu": mtu = try c.readNumber("MTU", in: PortMTU.accepted, field: .mtu)
             default: addresses.append(try c.readInterfaceAddress(field: .address(addresses.count)))
             }
         }

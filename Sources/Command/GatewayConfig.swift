@@ -29,10 +29,7 @@ public struct PortConfig: Sendable, Hashable {
 
     /// The largest IP packet the port sends: Ethernet's 1500 (RFC 894)
     /// unless `mtu` said otherwise.
-    public var mtu: Int { declaredMTU ?? Self.defaultMTU }
-    public static let defaultMTU = 1500
-    /// IPv4's minimum (RFC 791) to a common jumbo frame's payload.
-    public static let mtus = 68...9216
+    public var mtu: Int { declaredMTU ?? PortMTU.ethernet }
 }
 
 /// A static neighbor entry.
@@ -230,15 +227,15 @@ public struct GatewayConfig: Sendable, Equatable {
         if let role { port.declaredRole = role }
         port.addresses += addresses
         if let mtu {
-            guard PortConfig.mtus.contains(mtu) else {
-                throw CommandError("bad MTU \(mtu): expected \(PortConfig.mtus.lowerBound)…\(PortConfig.mtus.upperBound)",
+            guard PortMTU.accepted.contains(mtu) else {
+                throw CommandError("bad MTU \(mtu): expected \(PortMTU.accepted.lowerBound)…\(PortMTU.accepted.upperBound)",
                                    at: c.location(of: .mtu))
             }
             port.declaredMTU = mtu
         }
         // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
-        if port.mtu < 1280, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
-            throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least 1280 (RFC 8200), not \(port.mtu)",
+        if port.mtu < PortMTU.ipv6Minimum, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
+            throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
                                at: c.location(of: mtu != nil ? .mtu : .port))
         }
         ports[id] = port

@@ -30,12 +30,7 @@ public struct PortForwarding: Hashable, Sendable {
     public var ipv4: IPv4Address?
     public var ipv6: IPv6Address?
 
-    /// Ethernet's (RFC 894): a port no `mtu` was given for.
-    public static let defaultMTU = 1500
-    /// The smallest MTU IPv4 allows (RFC 791) and the largest the gateway takes.
-    public static let mtuRange = 68...9216
-
-    public init(port: UInt16, mtu: Int = defaultMTU, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
+    public init(port: UInt16, mtu: Int = PortMTU.ethernet, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
         self.port = port
         self.mtu = mtu
         self.ipv4 = ipv4
@@ -54,7 +49,7 @@ public enum ForwardingTable {
 
     /// Builds a snapshot on `socket`. Nothing is published here.
     /// `ports`: the MTU and ICMP source addresses of each port; a port not
-    /// listed has `PortForwarding.defaultMTU` and no address.
+    /// listed has `PortMTU.ethernet` and no address.
     public static func build(routes: [RouteEntry], ports: [PortForwarding] = [], socket: Int32,
                              generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
         var index: [NextHop: UInt32] = [:]
@@ -97,9 +92,10 @@ public enum ForwardingTable {
     static func setPorts(_ fib: UnsafeMutablePointer<sl_fib>, _ ports: [PortForwarding]) {
         let count = Int(SL_MAX_PORTS)
         withUnsafeMutableBytes(of: &fib.pointee.port_mtu) { mtu in
-            for i in 0..<count { mtu.storeBytes(of: UInt16(PortForwarding.defaultMTU), toByteOffset: 2 * i, as: UInt16.self) }
+            for i in 0..<count { mtu.storeBytes(of: UInt16(PortMTU.ethernet), toByteOffset: 2 * i, as: UInt16.self) }
             for p in ports where Int(p.port) < count {
-                let clamped = min(max(p.mtu, PortForwarding.mtuRange.lowerBound), PortForwarding.mtuRange.upperBound)
+                // The ICMP errors' quote sizes assume at least the minimum.
+                let clamped = min(max(p.mtu, PortMTU.accepted.lowerBound), PortMTU.accepted.upperBound)
                 mtu.storeBytes(of: UInt16(clamped), toByteOffset: 2 * Int(p.port), as: UInt16.self)
             }
         }

@@ -82,13 +82,13 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
         let a6 = sl_fib_port_addr6(fib, port)!
         let source = IPv6Address(high: UnsafeRawPointer(a6).loadBE64(at: 0), low: UnsafeRawPointer(a6).loadBE64(at: 8))
         let header = HeaderSize.ipv6 &+ 8
-        let quote = min(length, min(1280, egressMTU) &- header)
+        let quote = min(length, min(PortMTU.ipv6Minimum, egressMTU) &- header)
         guard source.high | source.low != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv6
         let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
         icmp.storeBE32(0x0200_0000, at: 0)  // type 2, code 0, checksum 0
-        icmp.storeBE32(UInt32(truncatingIfNeeded: max(report, 1280)), at: 4)
+        icmp.storeBE32(UInt32(truncatingIfNeeded: max(report, PortMTU.ipv6Minimum)), at: 4)
         let sum = InternetChecksum.transport(UnsafeRawBufferPointer(start: icmp, count: 8 &+ quote), source: source,
                                              destination: destination, protocol: .icmpv6)
         icmp.storeBE16(sum, at: 2)
@@ -118,8 +118,10 @@ func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
             // Only echo request and reply, router advertisement and
             // solicitation, timestamp, information and address mask messages
             // are queries; anything else is (or may be) an error.
-            let type = p.loadByte(at: headerLength)
-            return [0, 8, 9, 10, 13, 14, 15, 16, 17, 18].contains(type)
+            switch p.loadByte(at: headerLength) {
+            case 0, 8, 9, 10, 13, 14, 15, 16, 17, 18: return true
+            default: return false
+            }
         }
         return true
     }
@@ -140,7 +142,7 @@ func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
 /// The role of `port` for this worker (`sl_worker.port_roles`).
 @inline(__always)
 func portRole(_ w: UnsafeMutablePointer<sl_worker>, _ port: UInt16) -> UInt8 {
-    withUnsafeBytes(of: &w.pointee.port_roles) { $0[Int(port) & (Int(SL_MAX_PORTS) &- 1)] }
+    sl_worker_port_roles(w)![Int(port) & (Int(SL_MAX_PORTS) &- 1)]
 }
 
 /// Takes one token from this core's ICMP error bucket, refilled at

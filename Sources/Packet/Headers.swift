@@ -58,6 +58,16 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
     }
 }
 
+/// The IP MTU of a port: the largest IP packet it sends.
+public enum PortMTU {
+    /// Ethernet's (RFC 894): a port no `mtu` was given for.
+    public static let ethernet = 1500
+    /// IPv4's minimum (RFC 791) to a common jumbo frame's payload.
+    public static let accepted = 68...9216
+    /// The least a link that carries IPv6 may have (RFC 8200 §5).
+    public static let ipv6Minimum = 1280
+}
+
 /// Fixed header sizes in bytes.
 public enum HeaderSize {
     @inlinable public static var ethernet: Int { 14 }

@@ -131,6 +131,15 @@ final class GatewayHarness: @unchecked Sendable {
                             ports: RouteCompiler.ports(config))
     }
 
+    /// A control session over this gateway whose configuration (`text`, with
+    /// SAs and policies) is compiled and installed, as the control socket would.
+    func installSession(_ text: String, name: String) throws -> ControlSession {
+        let session = ControlSession(config: try GatewayConfig.load(text: text, name: name), gateway: gateway,
+                                     ipsec: IPsecCompiler())
+        try session.install(session.config)
+        return session
+    }
+
     func totals() -> CounterDelta {
         var d = CounterDelta()
         for c in gateway.coreCounters() {

@@ -70,6 +70,26 @@ extension EALSuites.GatewayTests {
         #expect(Array(icmp.dropFirst(8)) == Array(quoted.prefix(ip.count - 48)), "quote", sourceLocation: sourceLocation)
     }
 
+    /// Sends a too-big IPv4 (DF) and IPv6 packet from the protected side and
+    /// checks that neither leaves, both count as `packet_too_big`, and the
+    /// errors come back from the protected port's addresses announcing `mtu`,
+    /// quoting `quoted4` and `quoted6` (the packets as they were when refused).
+    func expectAnswered(_ big4: [UInt8], _ big6: [UInt8], quoting quoted4: [UInt8], _ quoted6: [UInt8], mtu: Int,
+                        sourceLocation: Testing.SourceLocation = #_sourceLocation) throws {
+        let out = try h.inject([big4, big6], on: h.protected)
+        #expect(out.delta.dropsByReason == [.packetTooBig: 2], "\(out.delta)", sourceLocation: sourceLocation)
+        #expect(out.sent[h.u, default: []].isEmpty, "nothing too big leaves", sourceLocation: sourceLocation)
+        let back = out.sent[h.p] ?? []
+        #expect(back.count == 2, "\(out.sent.mapValues(\.count))", sourceLocation: sourceLocation)
+        guard back.count == 2 else { return }
+        // To the neighbour 10.1.0.0/16 and 2001:db8:1::/48 are routed through.
+        #expect(Array(back[0].prefix(6)) == GatewayHarness.protectedNeighbor4.1.description.split(separator: ":").map { UInt8($0, radix: 16)! },
+                sourceLocation: sourceLocation)
+        expectFragmentationNeeded(back[0], answering: quoted4, from: [10, 0, 0, 1], mtu: mtu, sourceLocation: sourceLocation)
+        expectPacketTooBig6(back[1], answering: quoted6, from: ipv6("2001:db8:a::1").bytes, mtu: mtu,
+                            sourceLocation: sourceLocation)
+    }
+
     /// The ICMP error budget refills at 1000 a second: give it time to be full.
     func refillICMPBudget() { usleep(80_000) }
 
@@ -86,17 +106,7 @@ extension EALSuites.GatewayTests {
         ], on: h.protected)
         let big4 = h.frame4("10.1.2.3", dst4, payload: 1281 - 28)
         let big6 = h.frame6("2001:db8:1::3", dst6, payload: 1400)
-        let out = try h.inject([big4, big6], on: h.protected)
-        #expect(out.delta.dropsByReason == [.packetTooBig: 2], "\(out.delta)")
-        #expect(out.sent[h.u, default: []].isEmpty, "nothing too big leaves")
-        let back = out.sent[h.p] ?? []
-        #expect(back.count == 2, "\(out.sent.mapValues(\.count))")
-        if back.count == 2 {
-            // To the neighbour 10.1.0.0/16 and 2001:db8:1::/48 are routed through.
-            #expect(Array(back[0].prefix(6)) == GatewayHarness.protectedNeighbor4.1.description.split(separator: ":").map { UInt8($0, radix: 16)! })
-            expectFragmentationNeeded(back[0], answering: big4, from: [10, 0, 0, 1], mtu: 1280)
-            expectPacketTooBig6(back[1], answering: big6, from: ipv6("2001:db8:a::1").bytes, mtu: 1280)
-        }
+        try expectAnswered(big4, big6, quoting: big4, big6, mtu: 1280)
         // Without DF an IPv4 packet would have to be fragmented.
         try expectDropped([h.frame4("10.1.2.3", dst4, payload: 1281 - 28, dontFragment: false)], reason: .mtuExceeded)
         // No error about an ICMP error (here "port unreachable"), nor about a later fragment.
@@ -122,9 +132,7 @@ extension EALSuites.GatewayTests {
         sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi 0x7101
         sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7101
         """
-        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "mtu"), gateway: h.gateway,
-                                     ipsec: IPsecCompiler())
-        try session.install(session.config)
+        let session = try h.installSession(text, name: "mtu")
         refillICMPBudget()
         // IPv4 tunnel, AES-GCM: 20 + 16 + padding + 2 + 16. An inner packet of
         // 1446 bytes makes an ESP packet of exactly 1500.
@@ -137,21 +145,13 @@ extension EALSuites.GatewayTests {
         }
         let big4 = h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28)
         let big6 = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1447 - 48)
-        let out = try h.inject([big4, big6], on: h.protected)
-        #expect(out.delta.dropsByReason == [.packetTooBig: 2], "\(out.delta)")
-        #expect(out.sent[h.u, default: []].isEmpty, "nothing sealed")
-        let back = out.sent[h.p] ?? []
-        #expect(back.count == 2, "\(out.sent.mapValues(\.count))")
-        if back.count == 2 {
-            // The quote is the packet as it was about to be sealed (TTL already −1).
-            var forwarded4 = big4
-            forwarded4[14 + 8] -= 1
-            Self.fixChecksum(&forwarded4)
-            var forwarded6 = big6
-            forwarded6[14 + 7] -= 1
-            expectFragmentationNeeded(back[0], answering: forwarded4, from: [10, 0, 0, 1], mtu: 1446)
-            expectPacketTooBig6(back[1], answering: forwarded6, from: ipv6("2001:db8:a::1").bytes, mtu: 1446)
-        }
+        // The quote is the packet as it was about to be sealed (TTL already −1).
+        var forwarded4 = big4
+        forwarded4[14 + 8] -= 1
+        Self.fixChecksum(&forwarded4)
+        var forwarded6 = big6
+        forwarded6[14 + 7] -= 1
+        try expectAnswered(big4, big6, quoting: forwarded4, forwarded6, mtu: 1446)
         try expectDropped([h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28, dontFragment: false)],
                           reason: .mtuExceeded)
         // A larger MTU on the unprotected port lets the same packet through.

@@ -52,9 +52,7 @@ extension EALSuites.GatewayTests {
         let inboundTraffic: UInt32 = 0x60_0000
         text += inSA(inboundTraffic) + "\n"
 
-        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "churn"), gateway: h.gateway,
-                                     ipsec: IPsecCompiler())
-        try session.install(session.config)
+        let session = try h.installSession(text, name: "churn")
         let installed = h.gateway.installedSARecords
         #expect(installed == 10_002)
 

@@ -30,10 +30,7 @@ extension EALSuites.GatewayTests {
         sp add dir in src 203.0.113.0/24 dst 10.1.0.0/16 proto udp dport 4500-4500 priority 6 action bypass
         sp add dir out src 10.1.0.0/16 dst 203.0.113.0/24 priority 5 action bypass
         """
-        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "transit"), gateway: h.gateway,
-                                     ipsec: IPsecCompiler())
-        try session.install(session.config)
-        return session
+        return try h.installSession(text, name: "transit")
     }
 
     func esp(_ src: String, _ dst: String, spi: UInt32 = 0x7001, fragment: Bool = false) -> [UInt8] {
