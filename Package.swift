@@ -11,7 +11,7 @@ let isa = ["-march=corei7", "-mpclmul", "-maes"]
 let shimClangFlags = dpdkIncludes + isa
 let swiftShimFlags: [SwiftSetting] = [.unsafeFlags((dpdkIncludes + isa).flatMap { ["-Xcc", $0] })]
 let dpdkLibs = ["rte_eal", "rte_ethdev", "rte_mbuf", "rte_mempool", "rte_ring", "rte_fib", "rte_rib", "rte_lpm", "rte_rcu",
-                "rte_hash", "rte_net", "rte_kvargs", "rte_telemetry", "rte_net_ring"]
+                "rte_hash", "rte_net", "rte_ip_frag", "rte_kvargs", "rte_telemetry", "rte_net_ring"]
 
 let package = Package(
     name: "Sluice",

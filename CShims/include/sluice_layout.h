@@ -26,7 +26,9 @@ typedef struct sl_counters {
     uint64_t polls;          /* loop iterations */
     uint64_t busy_cycles;    /* TSC cycles spent in iterations that received packets */
     uint64_t drops[SL_DROP_REASON_MAX];
-    uint64_t reserved[1];
+    uint64_t fragments;      /* fragments addressed to the gateway taken for reassembly */
+    uint64_t reassembled;    /* datagrams they made whole */
+    uint64_t reserved[7];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 

@@ -63,6 +63,31 @@ struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigne
 /* Whether sl_pktmbuf_pool_create packs objects in this EAL. */
 int sl_pktmbuf_pool_packs(void);
 
+/* Reassembly of IP fragments addressed to the gateway (reassembly.c): one
+ * table per worker, on DPDK's ip_frag library, at most `max_datagrams`
+ * datagrams in progress, each given up `timeout_cycles` after its first
+ * fragment. */
+typedef struct sl_reasm sl_reasm;
+enum { SL_REASM_HELD = 0, SL_REASM_DONE = 1, SL_REASM_BAD = 2, SL_REASM_TOO_BIG = 3 };
+/* Fragments per datagram the library reassembles at most. */
+enum { SL_REASM_MAX_FRAGS = RTE_LIBRTE_IP_FRAG_MAX_FRAG };
+sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int socket);
+/* Frees the table and every fragment it holds. */
+void sl_reasm_destroy(sl_reasm *r);
+/* Takes the fragment `m` (one segment, its IP header at `ip_offset`, an IPv4
+ * header checked by the caller). SL_REASM_HELD: kept until its datagram is
+ * complete or given up. SL_REASM_DONE: `*out` is the whole datagram, in one
+ * segment, the first fragment's frame header in front, IPv4 checksum valid.
+ * SL_REASM_BAD: an unusable fragment (no data, misaligned, past 65,535
+ * bytes, an IPv6 extension header before the Fragment header), freed.
+ * SL_REASM_TOO_BIG: the datagram did not fit one buffer, freed.
+ * `*discarded`: fragments the table gave up meanwhile (timed out,
+ * overlapping or duplicated, more than RTE_LIBRTE_IP_FRAG_MAX_FRAG, no room). */
+int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t now,
+                 struct rte_mbuf **out, uint32_t *discarded);
+/* Gives up the datagrams whose time is up; returns the fragments freed. */
+uint32_t sl_reasm_expire(sl_reasm *r, uint64_t now);
+
 /* DPDK telemetry (shims/telemetry.c): /sluice/stats, /sluice/cores,
  * /sluice/sa/list, /sluice/sp/list, answered on DPDK's telemetry thread
  * from the workers' counters and lists the control thread hands over. */

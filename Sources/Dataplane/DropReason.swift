@@ -54,12 +54,24 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// Larger than the MTU of the port it would leave by, IPv4 without DF:
     /// it would have to be fragmented, which Sluice does not do.
     public static let mtuExceeded = DropReason(rawValue: 18)
+    /// Fragments addressed to the gateway that reassembly gave up: their
+    /// datagram timed out, overlapped or repeated itself, had more than
+    /// `SL_REASM_MAX_FRAGS` pieces, or found the worker's table full
+    /// (Reassembly.swift). Counted when freed, one per fragment.
+    public static let reassemblyFailed = DropReason(rawValue: 19)
+    /// A reassembled datagram larger than one packet buffer (one per datagram).
+    public static let reassemblyTooBig = DropReason(rawValue: 20)
+    /// A fragment addressed to the gateway that cannot be part of a datagram:
+    /// no data, a piece other than the last not a multiple of 8 bytes, an end
+    /// past 65,535 bytes, or (IPv6) a header in front of the Fragment header.
+    public static let badFragment = DropReason(rawValue: 21)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
-                            "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded"]
-    @usableFromInline static let espBase = 19
+                            "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
+                            "reassembly_failed", "reassembly_too_big", "bad_fragment"]
+    @usableFromInline static let espBase = 22
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

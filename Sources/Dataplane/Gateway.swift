@@ -16,6 +16,12 @@ public struct CoreCounters: Sendable {
     public var polls: UInt64
     /// TSC cycles spent in loop iterations that received packets.
     public var busyCycles: UInt64
+    /// Fragments addressed to the gateway taken for reassembly, and the
+    /// datagrams they made whole. A datagram of k fragments counts k
+    /// received packets, k fragments and one reassembled; it leaves (or is
+    /// dropped) as one packet.
+    public var fragments: UInt64
+    public var reassembled: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -25,6 +31,7 @@ public struct CoreCounters: Sendable {
     public init(lcore: UInt32, queue: UInt16, socket: Int32) {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
+        fragments = 0; reassembled = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -33,6 +40,7 @@ public struct CoreCounters: Sendable {
         var r = a
         r.rxPackets &+= b.rxPackets; r.rxBytes &+= b.rxBytes; r.txPackets &+= b.txPackets
         r.rxBursts &+= b.rxBursts; r.polls &+= b.polls; r.busyCycles &+= b.busyCycles
+        r.fragments &+= b.fragments; r.reassembled &+= b.reassembled
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
@@ -70,8 +78,11 @@ public final class Gateway {
 
     /// Sets up `portIDs` (every probed port when nil) for the EAL's worker lcores.
     /// `extraMbufs` reserves mempool room for an in-process traffic source.
-    /// `workerLcores` defaults to every EAL worker lcore.
+    /// `workerLcores` defaults to every EAL worker lcore. `reassemblyTimeout`:
+    /// seconds a datagram addressed to the gateway may take to arrive whole
+    /// from its first fragment (Reassembly.swift).
     public init(portIDs: [UInt16]? = nil, roles: [UInt16: PortRoleCode] = [:], workerLcores: [UInt32]? = nil, extraMbufs: Int = 0,
+                reassemblyTimeout: Double = Reassembly.defaultTimeout,
                 rxDescriptors: Int = PortControl.defaultRxDescriptors,
                 txDescriptors: Int = PortControl.defaultTxDescriptors) throws(DataplaneError) {
         let lcores = workerLcores ?? EAL.workerLcores
@@ -99,7 +110,9 @@ public final class Gateway {
         for s in sockets.sorted() {
             let queuesHere = workerSockets.filter { $0 == s }.count
             let perQueue = rxDescriptors + txDescriptors + Int(SL_TX_BUFFER)
-            var n = infos.count * max(queuesHere, 1) * perQueue + max(queuesHere, 1) * (Int(SL_BURST) + cache) + extraMbufs + 1024
+            // Each worker's reassembly table may hold up to Reassembly.mbufsHeld fragments.
+            var n = infos.count * max(queuesHere, 1) * perQueue
+                + max(queuesHere, 1) * (Int(SL_BURST) + cache + Reassembly.mbufsHeld) + extraMbufs + 1024
             n = (1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)) - 1  // 2^k − 1 suits the mempool ring
             guard let mp = sl_pktmbuf_pool_create("sl_mbuf\(Gateway.instanceSerial.add(1, ordering: .relaxed).newValue)_s\(s)", UInt32(n), UInt32(cache), s) else {
                 throw .dpdkErrno("cannot create a mempool of \(n) mbufs on socket \(s) (give the EAL more memory, e.g. -m 512)")
@@ -171,7 +184,8 @@ public final class Gateway {
             let serial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
             for (i, w) in ctxs.enumerated() {
                 let c = try WorkerIPsec(index: i, lcore: w.pointee.lcore_id, socket: w.pointee.socket_id,
-                                        name: "sl_ev\(serial)_\(i)")
+                                        name: "sl_ev\(serial)_\(i)",
+                                        reassemblyTimeoutCycles: UInt64(max(reassemblyTimeout, 0.001) * Double(sl_tsc_hz())))
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }
@@ -473,8 +487,10 @@ public final class Gateway {
         sl_shared_request_stop(shared)
         for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
         running = false
-        // Packets handed between workers and not processed yet go back to their pools.
+        // Packets handed between workers and not processed yet, and fragments
+        // waiting for the rest of their datagram, go back to their pools.
         for c in cryptos { c.freeHandedOver() }
+        for (c, w) in zip(cryptos, workers) { c.freeReassembly(drops: sl_worker_drops(w)!) }
     }
 
     /// Stops and closes every port (net_pcap writes out its capture here).
@@ -494,6 +510,8 @@ public final class Gateway {
             c.rxBursts = w.pointee.counters.rx_bursts
             c.polls = w.pointee.counters.polls
             c.busyCycles = w.pointee.counters.busy_cycles
+            c.fragments = w.pointee.counters.fragments
+            c.reassembled = w.pointee.counters.reassembled
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

@@ -276,6 +276,13 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             // packet) is transit traffic: the inbound SPD decides.
             if !addressedToGateway(view, fib: fib, hops: hops) {
                 inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
+            } else if d == .fragmented {
+                // A reassembled datagram takes the place of the fragment that
+                // completed it and goes through this loop next (its bytes
+                // were counted as fragments).
+                if let whole = reassemble(w, m, view, context: context, drops: drops) {
+                    bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
+                }
             } else {
                 drop(m, .esp(d), drops)
             }
@@ -334,6 +341,13 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
+            // A later piece of a fragmented ESP-in-UDP packet has no UDP header.
+            if laterUDPFragment(view) && addressedToGateway(view, fib: fib, hops: hops) {
+                if let whole = reassemble(w, m, view, context: context, drops: drops) {
+                    bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
+                }
+                continue
+            }
             inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .plaintextProtected, tx: &tx, drops: drops)
         }
     }

@@ -213,13 +213,20 @@ public final class WorkerIPsec {
     let commands: OpaquePointer
     /// The generation of the last batch applied (written by the worker, release).
     let acked: UnsafeMutablePointer<UInt64>
+    /// This worker's reassembly table (fragments addressed to the gateway).
+    let reassembly: OpaquePointer
+    let reassemblyTimeout: UInt64
+    /// Until when (TSC) the table may hold fragments: the worker sweeps out
+    /// expired datagrams until then (0: nothing held).
+    var reassemblySweepUntil: UInt64 = 0
 
     /// Capacities of the replicas (the compiler refuses more: `IPsecCompiler.saCapacity`, `targetCapacity`).
     public static let saCapacity = 1 << 17
     public static let targetCapacity = 1 << 16
 
     public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = WorkerIPsec.saCapacity,
-                targetCapacity: Int = WorkerIPsec.targetCapacity) throws(CryptoError) {
+                targetCapacity: Int = WorkerIPsec.targetCapacity,
+                reassemblyTimeoutCycles: UInt64 = UInt64(Reassembly.defaultTimeout * Double(sl_tsc_hz()))) throws(CryptoError) {
         core = try CryptoCore()
         self.index = index
         self.lcore = lcore
@@ -245,6 +252,15 @@ public final class WorkerIPsec {
             throw .outOfMemory
         }
         sealHandoff = sealRing
+        guard let table = sl_reasm_create(UInt32(Reassembly.maxDatagrams), reassemblyTimeoutCycles, socket) else {
+            rte_ring_free(ring)
+            rte_ring_free(handoffRing)
+            rte_ring_free(commandRing)
+            rte_ring_free(sealRing)
+            throw .outOfMemory
+        }
+        reassembly = table
+        reassemblyTimeout = reassemblyTimeoutCycles
         sealRecord = .allocate(capacity: Int(SL_BURST))
         sealRecord.initialize(repeating: nil, count: Int(SL_BURST))
         handed = .allocate(capacity: Int(SL_BURST))
@@ -266,6 +282,7 @@ public final class WorkerIPsec {
         rte_ring_free(handoff)
         rte_ring_free(commands)  // batches still queued belong to the gateway
         rte_ring_free(sealHandoff)
+        sl_reasm_destroy(reassembly)
         acked.deallocate()
         sealRecord.deallocate()
         handed.deallocate()

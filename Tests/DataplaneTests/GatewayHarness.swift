@@ -15,6 +15,9 @@ struct CounterDelta: CustomStringConvertible {
     var rxPackets: UInt64 = 0
     var rxBytes: UInt64 = 0
     var txPackets: UInt64 = 0
+    /// Fragments taken for reassembly and the datagrams they made.
+    var fragments: UInt64 = 0
+    var reassembled: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -26,7 +29,7 @@ struct CounterDelta: CustomStringConvertible {
     var totalDrops: UInt64 { drops.reduce(0, +) }
 
     var description: String {
-        "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
+        "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), fragments \(fragments), reassembled \(reassembled), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
     }
 }
 
@@ -53,6 +56,8 @@ final class GatewayHarness: @unchecked Sendable {
     let unprotected: RingPort
     let pool: OpaquePointer
     let ringSize = 1024
+    /// Short, so that the reassembly tests see datagrams given up.
+    static let reassemblyTimeout = 0.2
     /// The source MAC of each port as the routes are compiled. net_ring ports
     /// have the all-zero MAC and refuse a new one (no `mac_addr_set`), which
     /// would make a source-MAC rewrite indistinguishable from zeroing; then
@@ -106,7 +111,7 @@ final class GatewayHarness: @unchecked Sendable {
         portsTookMACs = took
         gateway = try Gateway(portIDs: [protected.port, unprotected.port],
                               roles: [protected.port: .protected, unprotected.port: .unprotected],
-                              workerLcores: [1], extraMbufs: 4096)
+                              workerLcores: [1], extraMbufs: 4096, reassemblyTimeout: Self.reassemblyTimeout)
         guard let mp = gateway.mempools.values.first else { throw DataplaneError("the gateway has no mempool") }
         pool = mp
         let real = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
@@ -144,6 +149,7 @@ final class GatewayHarness: @unchecked Sendable {
         var d = CounterDelta()
         for c in gateway.coreCounters() {
             d.rxPackets += c.rxPackets; d.rxBytes += c.rxBytes; d.txPackets += c.txPackets
+            d.fragments += c.fragments; d.reassembled += c.reassembled
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -183,7 +189,10 @@ final class GatewayHarness: @unchecked Sendable {
             }
         }
         var delta = totals().minus(before)
-        while delta.rxPackets < UInt64(frames.count) || delta.txPackets + delta.totalDrops < UInt64(frames.count) {
+        // A fragment taken for reassembly is done with once taken: the
+        // datagram it joins counts as one packet sent or dropped.
+        while delta.rxPackets < UInt64(frames.count)
+            || delta.txPackets + delta.totalDrops + delta.fragments - delta.reassembled < UInt64(frames.count) {
             if monotonicSeconds() > deadline {
                 Issue.record("timed out waiting for \(frames.count) packets to be processed: \(delta)")
                 break
@@ -246,6 +255,7 @@ extension CounterDelta {
     func minus(_ b: CounterDelta) -> CounterDelta {
         var d = CounterDelta()
         d.rxPackets = rxPackets &- b.rxPackets; d.rxBytes = rxBytes &- b.rxBytes; d.txPackets = txPackets &- b.txPackets
+        d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }

@@ -38,7 +38,7 @@ extension EALSuites.GatewayTests {
         sp add dir in src 0.0.0.0/0 dst 10.1.128.0/17 priority 2 action bypass
         sp add dir out src 0.0.0.0/0 dst 198.51.100.0/24 priority 4 action bypass
         """
-        let session = try h.installSession(text, name: "martian")
+        _ = try h.installSession(text, name: "martian")
         let peer = try TunnelPeer()
         func sealed(_ src: String) -> [UInt8] {
             peer.frame(spi: 0x7005, inner: h.frame4(src, "10.1.2.3", ethDst: h.portMAC(h.u)))

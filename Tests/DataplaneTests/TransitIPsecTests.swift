@@ -94,7 +94,7 @@ extension EALSuites.GatewayTests {
         _ = try transitSession()
         try expectDropped([esp("203.0.113.9", "192.0.2.1", spi: 0xDEAD_BEEF), esp("192.0.2.254", "192.0.2.1", spi: 0x7002)],
                           reason: .esp(.noSA), on: h.unprotected)
-        try expectDropped([esp("192.0.2.254", "192.0.2.1", fragment: true)], reason: .esp(.fragmented), on: h.unprotected)
+        // (An ESP fragment to the gateway is reassembled: ReassemblyTests.)
         try expectDropped([natT("192.0.2.254", "192.0.2.1", payload: 40, byte: 0)], reason: .esp(.notESP), on: h.unprotected)
         try expectDropped([natT("192.0.2.254", "192.0.2.1", payload: 1, byte: 0xFF)], reason: .esp(.natKeepalive), on: h.unprotected)
         // The SA's own traffic still goes to the SA: a forged packet fails authentication.
@@ -160,8 +160,18 @@ extension EALSuites.GatewayTests {
             sent += out.sent[h.p] ?? []
             total.rxPackets += out.delta.rxPackets
             total.txPackets += out.delta.txPackets
+            total.fragments += out.delta.fragments
+            total.reassembled += out.delta.reassembled
             for r in out.delta.drops.indices { total.drops[r] += out.delta.drops[r] }
         }
+        // ESP first fragments to the gateway wait for pieces that never come:
+        // once given up, each is one reassembly_failed drop.
+        let beforeTimeout = h.totals()
+        waitForReassemblyTimeout()
+        let late = h.totals().minus(beforeTimeout)
+        for r in late.drops.indices { total.drops[r] += late.drops[r] }
+        #expect(total.fragments > 0 && total.reassembled == 0, "\(total)")
+        #expect(total.drops[DropReason.reassemblyFailed.rawValue] == total.fragments, "\(total)")
         #expect(total.rxPackets == UInt64(frames.count) && total.txPackets + total.totalDrops == total.rxPackets, "\(total)")
         #expect(forwarded.count > 50, "the mix must forward a fair share: \(forwarded.count)")
         #expect(sent.count == forwarded.count, "forwarded \(sent.count), expected \(forwarded.count): \(total)")
