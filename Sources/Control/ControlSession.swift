@@ -327,7 +327,9 @@ public final class ControlSession {
             let detail = DropReason.allCases.filter { drops[$0.rawValue] != 0 }
                 .map { "\(ControlReply.quote($0.name)):\(drops[$0.rawValue])" }.joined(separator: ",")
             return [("rx", String(cs.reduce(0) { $0 + $1.rxPackets })), ("rx_bytes", String(cs.reduce(0) { $0 + $1.rxBytes })),
-                    ("tx", String(cs.reduce(0) { $0 + $1.txPackets })), ("drop", String(drops.reduce(0, +))),
+                    ("tx", String(cs.reduce(0) { $0 + $1.txPackets })),
+                    ("fragments", String(cs.reduce(0) { $0 + $1.fragments })),
+                    ("reassembled", String(cs.reduce(0) { $0 + $1.reassembled })), ("drop", String(drops.reduce(0, +))),
                     ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {

@@ -15,15 +15,21 @@ public enum CounterReport {
         "port \(setup.info.id) name=\(setup.info.name) mac=\(setup.info.mac) rx=\(s.rxPackets) tx=\(s.txPackets) missed=\(s.rxMissed) rx_errors=\(s.rxErrors) tx_errors=\(s.txErrors) rx_nombuf=\(s.rxNoMbuf)"
     }
 
+    /// ` fragments=N reassembled=M` where fragments were taken for reassembly.
+    static func fragmentDetail(_ c: CoreCounters) -> String {
+        c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)"
+    }
+
     public static func coreLine(_ c: CoreCounters) -> String {
         let d = dropDetail(c.drops)
-        return "core \(c.lcore) queue=\(c.queue) socket=\(c.socket) rx=\(c.rxPackets) tx=\(c.txPackets) drop=\(c.totalDrops)" + (d.isEmpty ? "" : " " + d)
+        return "core \(c.lcore) queue=\(c.queue) socket=\(c.socket) rx=\(c.rxPackets) tx=\(c.txPackets)" + fragmentDetail(c)
+            + " drop=\(c.totalDrops)" + (d.isEmpty ? "" : " " + d)
     }
 
     public static func totalLine(_ cores: [CoreCounters]) -> String {
         let t = cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
         let d = dropDetail(t.drops)
-        return "total rx=\(t.rxPackets) tx=\(t.txPackets) drop=\(t.totalDrops)" + (d.isEmpty ? "" : " " + d)
+        return "total rx=\(t.rxPackets) tx=\(t.txPackets)" + fragmentDetail(t) + " drop=\(t.totalDrops)" + (d.isEmpty ? "" : " " + d)
     }
 
     /// The final block printed at exit: every port, every core, the total.
@@ -51,7 +57,9 @@ public struct RateMeter {
         let rxPps = Double(rx &- lastRx) / dt
         let txPps = Double(tx &- lastTx) / dt
         lastTime = now; lastRx = rx; lastTx = tx
-        return "stats: rx=\(rx) tx=\(tx) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
+        let fragments = cores.reduce(0) { $0 &+ $1.fragments }
+        let reassembly = fragments == 0 ? "" : " fragments=\(fragments) reassembled=\(cores.reduce(0) { $0 &+ $1.reassembled })"
+        return "stats: rx=\(rx) tx=\(tx)\(reassembly) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
     }
 }
 

@@ -73,6 +73,36 @@ extension EndToEnd {
             run.expectWiresharkAgrees(on: cell)
         }
 
+        /// ESP that scapy encrypted and then cut with its own fragmenter
+        /// (`fragment`, `fragment6`; 2 to 4 pieces, in order or reversed,
+        /// four cells' fragments interleaved): sluice reassembles every
+        /// datagram and delivers exactly its inner packet.
+        @Test func fragmentedESPFromScapyIsReassembled() async throws {
+            let dir = try E2E.scratchDirectory("esp-fragments")
+            defer { E2E.removeScratch(dir) }
+            let cells = ["aes-gcm-128/tunnel-4in4/noesn/esp", "aes-gcm-256/tunnel-6in6/esn/esp",
+                         "chacha20-poly1305/tunnel-4in6/noesn/udp", "aes-gcm-256/tunnel-6in4/esn/udp"]
+            let traffic = try await Scripts.run("esp_interop.py",
+                                                ["make-fragments", "--dir", dir.path, "--count", "8"]
+                                                    + cells.flatMap { ["--cell", $0] },
+                                                as: ESPTraffic.self)
+            let outcome = try await ESPSluice.run(traffic, in: dir)
+            outcome.expectSettled(traffic)
+            let total = try #require(outcome.report.total, "no 'final: total' line\n\(outcome.transcript)")
+            #expect(traffic.inputs > traffic.forwarded * 2, "scapy cut \(traffic.inputs) fragments for \(traffic.forwarded) packets")
+            #expect(total.int("rx") == traffic.inputs, "final total rx\n\(outcome.finalBlock)")
+            #expect(total.int("fragments") == traffic.inputs, "final total fragments\n\(outcome.finalBlock)")
+            #expect(total.int("reassembled") == traffic.forwarded, "final total reassembled\n\(outcome.finalBlock)")
+            #expect(total.int("tx") == traffic.forwarded, "final total tx\n\(outcome.finalBlock)")
+            #expect(total.int("drop") == 0, "final total drop\n\(outcome.finalBlock)")
+            let check = try await ESPSluice.check(dir, outcome.report)
+            #expect(check.ok && check.matched == traffic.forwarded, """
+                scapy's fragmented ESP: \(check.matched) of \(traffic.forwarded) inner packets delivered intact
+                \(check.problems.joined(separator: "\n"))
+                \(outcome.finalBlock)
+                """)
+        }
+
         /// Broken, replayed, mis-addressed and unprotected packets: each must
         /// be dropped under its counter, and everything valid around them
         /// must still pass both ways.
@@ -279,8 +309,10 @@ enum ESPSluice {
         }
         let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config)
         let n = UInt64(traffic.inputs)
+        // A fragment taken for reassembly is done with once taken: its
+        // datagram counts as one packet sent or dropped.
         let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-            s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) == n
+            s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) + (s["fragments"] ?? 0) - (s["reassembled"] ?? 0) == n
         }
         let status = await run.stop()
         return ESPSluiceOutcome(settled: settled, status: status, stdout: run.child.stdout.text,

@@ -8,6 +8,7 @@ object on stdout.
   esp_interop.py make-traffic --dir DIR --cell CELL [--cell CELL]... [--count N] [--seed S] [--engine E]
   esp_interop.py make         (both of the above, same options)
   esp_interop.py make-tamper  --dir DIR [--engine E]
+  esp_interop.py make-fragments --dir DIR --cell CELL [--cell CELL]... [--count N] [--seed S]
   esp_interop.py check        --dir DIR --port-mac 0=MAC --port-mac 1=MAC
   esp_interop.py selftest     [--count N] [--cell CELL]...
   esp_interop.py list-cells
@@ -19,7 +20,11 @@ the cell's inner family), DIR/in1.pcap (COUNT packets per cell that the scapy
 peer encrypted with the cell's inbound SA, for the unprotected port 1) and
 DIR/expect.json. make-tamper does the same for the tamper cells, adding
 broken and replayed ESP and packets the SPD drops; its JSON lists the drop
-counters they must produce. check decrypts what sluice sent (DIR/out1.pcap)
+counters they must produce. make-fragments writes the config and, for the
+unprotected port only, COUNT packets per tunnel cell that the scapy peer
+encrypted and scapy's own fragmenter (fragment / fragment6) cut into 2 to 4
+pieces, in order or reversed, the cells' fragments interleaved: sluice must
+reassemble them and deliver each inner packet. check decrypts what sluice sent (DIR/out1.pcap)
 with scapy and compares it, and DIR/out0.pcap, with what went in. selftest
 runs all of it against a model gateway (esp_reference.py) and scapy against
 the known-answer vectors, without sluice.
@@ -176,6 +181,47 @@ def matrix_traffic(cells, count, seed):
         per_cell[1].append(ins)
     plan = Plan()
     plan.rx = {0: interleave(per_cell[0]), 1: interleave(per_cell[1])}
+    plan.records = records
+    return plan
+
+
+def fragment_traffic(cells, count, seed):
+    """Inbound ESP in fragments, as scapy cuts a datagram (RFC 791 / RFC
+    8200 §4.5): what a peer (or a router on a NAT-T path) does with ESP
+    larger than its path's MTU."""
+    from scapy.layers.inet import fragment
+    from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
+    traffic = esp.Traffic(seed)
+    per_cell = []
+    records = {}
+    for cell in cells:
+        frames = []
+        for k in range(count):
+            ident, inner = traffic.inner(cell.remote_net, cell.local_net, size=600 + 97 * (k % 7))
+            seq = cell.peer_seq_start + k
+            packet = esp.peer_encrypt(cell, inner, seq, traffic.iv())
+            if packet[0] >> 4 == 4:
+                hl = (packet[0] & 15) * 4
+                piece = ((len(packet) - hl) // (2 + k % 3) + 7) // 8 * 8
+                datagram = IP(packet)
+                datagram.flags = 0
+                datagram.id = 0x3000 + cell.index * 64 + k
+                pieces = fragment(datagram, fragsize=piece)
+            else:
+                outer = IPv6(packet)
+                piece = ((len(packet) - 40) // (2 + k % 3) + 7) // 8 * 8
+                datagram = IPv6(src=outer.src, dst=outer.dst, hlim=outer.hlim, tc=outer.tc, fl=outer.fl) / \
+                    IPv6ExtHdrFragment(nh=outer.nh, id=0x30000 + cell.index * 64 + k) / raw(outer.payload)
+                pieces = fragment6(datagram, piece + 48)
+            pieces = [raw(p) for p in pieces]
+            if k % 2 == 1:
+                pieces.reverse()
+            frames += [esp.frame(p) for p in pieces]
+            records[str(ident)] = {"cell": cell.name, "dir": "in", "action": "forward", "kind": "valid",
+                                   "inner": inner.hex(), "seq": seq, "fragments": len(pieces)}
+        per_cell.append(frames)
+    plan = Plan()
+    plan.rx = {0: [], 1: interleave(per_cell)}
     plan.records = records
     return plan
 
@@ -1105,8 +1151,8 @@ def selftest(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["make-config", "make-traffic", "make", "make-tamper", "check", "selftest",
-                                            "list-cells"])
+    parser.add_argument("command", choices=["make-config", "make-traffic", "make", "make-tamper", "make-fragments",
+                                            "check", "selftest", "list-cells"])
     parser.add_argument("--dir")
     parser.add_argument("--cell", action="append", default=[], help="AEAD/MODE/ESN/ENCAP (repeatable)")
     parser.add_argument("--count", type=int, default=None,
@@ -1149,6 +1195,11 @@ def main():
     if args.command == "make-config":
         return e2e.emit({"config": config, "cells": [c.name for c in cells],
                          "config_lines": sum(len(c.config_lines()) for c in cells)})
+    if args.command == "make-fragments":
+        if any(not c.tunnel for c in cells):
+            parser.error("make-fragments takes tunnel cells (transport-mode ESP is not addressed to the gateway)")
+        plan = fragment_traffic(cells, args.count or 8, args.seed)
+        return e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 8}))
     plan = matrix_traffic(cells, args.count or 24, args.seed)
     e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 24}))
 
