@@ -13,32 +13,35 @@ import IPsec
 import Packet
 import Testing
 
-/// The IPv4 datagram in `frame` (untagged, 20-byte header) cut into
-/// fragments of `pieces` payload bytes each (multiples of 8 but the last;
-/// the rest of the payload goes in a last fragment), with identification
-/// `id`. DF is cleared, as on any fragment.
-func fragments4(_ frame: [UInt8], pieces: [Int], id: UInt16) -> [[UInt8]] {
-    let header = Array(frame[14..<34])
-    let payload = Array(frame[34...])
-    var out: [[UInt8]] = []
+/// The pieces a payload of `length` bytes is cut into: `sizes` bytes each
+/// (multiples of 8 but the last), then the rest if any; each with its
+/// offset and whether more follow.
+func fragmentPieces(_ sizes: [Int], length: Int) -> [(offset: Int, size: Int, more: Bool)] {
+    var all = sizes
+    if sizes.reduce(0, +) < length { all.append(length - sizes.reduce(0, +)) }
     var offset = 0
-    var sizes = pieces
-    if pieces.reduce(0, +) < payload.count { sizes.append(payload.count - pieces.reduce(0, +)) }
-    for (k, size) in sizes.enumerated() {
-        var ip = header
-        let total = 20 + size
-        ip[2] = UInt8(total >> 8); ip[3] = UInt8(total & 0xFF)
-        ip[4] = UInt8(id >> 8); ip[5] = UInt8(id & 0xFF)
-        let more: UInt16 = k < sizes.count - 1 ? 0x2000 : 0
-        let field = more | UInt16(offset / 8)
-        ip[6] = UInt8(field >> 8); ip[7] = UInt8(field & 0xFF)
+    return all.enumerated().map { k, size in
+        defer { offset += size }
+        return (offset, size, k < all.count - 1)
+    }
+}
+
+/// The IPv4 datagram in `frame` (untagged, 20-byte header) cut into
+/// `fragmentPieces(pieces, …)`, with identification `id`. DF is cleared,
+/// as on any fragment.
+func fragments4(_ frame: [UInt8], pieces: [Int], id: UInt16) -> [[UInt8]] {
+    let payload = Array(frame[34...])
+    return fragmentPieces(pieces, length: payload.count).map { piece in
+        var ip = Array(frame[14..<34])
+        let total = 20 + piece.size
+        let field = (piece.more ? 0x2000 : 0) | UInt16(piece.offset / 8)
+        ip.replaceSubrange(2..<8, with: [UInt8(total >> 8), UInt8(total & 0xFF), UInt8(id >> 8), UInt8(id & 0xFF),
+                                         UInt8(field >> 8), UInt8(field & 0xFF)])
         ip[10] = 0; ip[11] = 0
         let sum = InternetChecksum.checksum(ip)
         ip[10] = UInt8(sum >> 8); ip[11] = UInt8(sum & 0xFF)
-        out.append(Array(frame[0..<14]) + ip + Array(payload[offset..<(offset + size)]))
-        offset += size
+        return Array(frame[0..<14]) + ip + Array(payload[piece.offset..<(piece.offset + piece.size)])
     }
-    return out
 }
 
 /// The IPv6 datagram in `frame` (no extension headers) cut the same way,
@@ -46,27 +49,19 @@ func fragments4(_ frame: [UInt8], pieces: [Int], id: UInt16) -> [[UInt8]] {
 /// `destinationOptions` puts an empty Destination Options header in front
 /// of the Fragment header (which Sluice's reassembly refuses).
 func fragments6(_ frame: [UInt8], pieces: [Int], id: UInt32, destinationOptions: Bool = false) -> [[UInt8]] {
-    let header = Array(frame[14..<54])
-    let nextHeader = header[6]
+    let nextHeader = frame[14 + 6]
     let payload = Array(frame[54...])
-    var out: [[UInt8]] = []
-    var offset = 0
-    var sizes = pieces
-    if pieces.reduce(0, +) < payload.count { sizes.append(payload.count - pieces.reduce(0, +)) }
-    for (k, size) in sizes.enumerated() {
-        var ip = header
-        let options: [UInt8] = destinationOptions ? [44, 0, 1, 4, 0, 0, 0, 0] : []
-        let length = options.count + 8 + size
+    let options: [UInt8] = destinationOptions ? [44, 0, 1, 4, 0, 0, 0, 0] : []
+    return fragmentPieces(pieces, length: payload.count).map { piece in
+        var ip = Array(frame[14..<54])
+        let length = options.count + 8 + piece.size
         ip[4] = UInt8(length >> 8); ip[5] = UInt8(length & 0xFF)
         ip[6] = destinationOptions ? 60 : 44
-        let more: UInt16 = k < sizes.count - 1 ? 1 : 0
-        let field = UInt16(offset) | more
+        let field = UInt16(piece.offset) | (piece.more ? 1 : 0)
         let fragment: [UInt8] = [nextHeader, 0, UInt8(field >> 8), UInt8(field & 0xFF),
                                  UInt8(id >> 24), UInt8(id >> 16 & 0xFF), UInt8(id >> 8 & 0xFF), UInt8(id & 0xFF)]
-        out.append(Array(frame[0..<14]) + ip + options + fragment + Array(payload[offset..<(offset + size)]))
-        offset += size
+        return Array(frame[0..<14]) + ip + options + fragment + Array(payload[piece.offset..<(piece.offset + piece.size)])
     }
-    return out
 }
 
 extension EALSuites.GatewayTests {
