@@ -135,7 +135,7 @@ SL_INLINE unsigned sl_ring_dequeue_burst(struct rte_ring *r, void **objs, unsign
 /* One object onto a multi-producer ring (handoff between workers); false when full. */
 SL_INLINE bool sl_ring_enqueue_one(struct rte_ring *r, void *obj) { return rte_ring_mp_enqueue(r, obj) == 0; }
 /* Rings of 24-byte elements (a packet, the SA to seal it with, where its IP packet is). */
-SL_INLINE bool sl_ring_enqueue_elem24(struct rte_ring *r, const void *obj) { return rte_ring_enqueue_elem(r, obj, 24) == 0; }
+SL_INLINE bool sl_ring_enqueue_elem24(struct rte_ring *r, const void *obj) { return rte_ring_enqueue_elem(r, (void *)obj, 24) == 0; }
 SL_INLINE unsigned sl_ring_dequeue_burst_elem24(struct rte_ring *r, void *objs, unsigned n) {
     return rte_ring_dequeue_burst_elem(r, objs, 24, n, NULL);
 }
