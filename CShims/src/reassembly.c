@@ -73,7 +73,7 @@ static int sl_reasm_finish(struct rte_mbuf *m, uint32_t ip_offset, int ipv4, str
 int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t now,
                  struct rte_mbuf **out, uint32_t *discarded) {
     *out = NULL;
-    *discarded = sl_reasm_bury(r);
+    *discarded = 0;  /* every call leaves the death row empty */
     if (m->nb_segs != 1 || ip_offset + sizeof(struct rte_ipv6_hdr) > m->data_len) {
         rte_pktmbuf_free(m);
         return SL_REASM_BAD;
@@ -121,7 +121,7 @@ int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t n
         m->l3_len = sizeof(*h) + 8;
         whole = rte_ipv6_frag_reassemble_packet(r->tbl, &r->dr, m, now, h, f);
     }
-    *discarded += sl_reasm_bury(r);
+    *discarded = sl_reasm_bury(r);
     if (whole == NULL) return SL_REASM_HELD;
     return sl_reasm_finish(whole, ip_offset, ipv4, out);
 }

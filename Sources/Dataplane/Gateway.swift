@@ -185,7 +185,7 @@ public final class Gateway {
             for (i, w) in ctxs.enumerated() {
                 let c = try WorkerIPsec(index: i, lcore: w.pointee.lcore_id, socket: w.pointee.socket_id,
                                         name: "sl_ev\(serial)_\(i)",
-                                        reassemblyTimeoutCycles: UInt64(max(reassemblyTimeout, 0.001) * Double(sl_tsc_hz())))
+                                        reassemblyTimeout: reassemblyTimeout)
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
             }
@@ -489,8 +489,10 @@ public final class Gateway {
         running = false
         // Packets handed between workers and not processed yet, and fragments
         // waiting for the rest of their datagram, go back to their pools.
-        for c in cryptos { c.freeHandedOver() }
-        for (c, w) in zip(cryptos, workers) { c.freeReassembly(drops: sl_worker_drops(w)!) }
+        for (c, w) in zip(cryptos, workers) {
+            c.freeHandedOver()
+            c.freeReassembly(drops: sl_worker_drops(w)!)
+        }
     }
 
     /// Stops and closes every port (net_pcap writes out its capture here).

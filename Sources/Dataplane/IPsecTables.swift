@@ -215,6 +215,7 @@ public final class WorkerIPsec {
     let acked: UnsafeMutablePointer<UInt64>
     /// This worker's reassembly table (fragments addressed to the gateway).
     let reassembly: OpaquePointer
+    /// Its timeout, in TSC cycles.
     let reassemblyTimeout: UInt64
     /// Until when (TSC) the table may hold fragments: the worker sweeps out
     /// expired datagrams until then (0: nothing held).
@@ -226,7 +227,7 @@ public final class WorkerIPsec {
 
     public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = WorkerIPsec.saCapacity,
                 targetCapacity: Int = WorkerIPsec.targetCapacity,
-                reassemblyTimeoutCycles: UInt64 = UInt64(Reassembly.defaultTimeout * Double(sl_tsc_hz()))) throws(CryptoError) {
+                reassemblyTimeout seconds: Double = Reassembly.defaultTimeout) throws(CryptoError) {
         core = try CryptoCore()
         self.index = index
         self.lcore = lcore
@@ -252,7 +253,8 @@ public final class WorkerIPsec {
             throw .outOfMemory
         }
         sealHandoff = sealRing
-        guard let table = sl_reasm_create(UInt32(Reassembly.maxDatagrams), reassemblyTimeoutCycles, socket) else {
+        let timeoutCycles = UInt64(max(seconds, 0.001) * Double(sl_tsc_hz()))
+        guard let table = sl_reasm_create(UInt32(Reassembly.maxDatagrams), timeoutCycles, socket) else {
             rte_ring_free(ring)
             rte_ring_free(handoffRing)
             rte_ring_free(commandRing)
@@ -260,7 +262,7 @@ public final class WorkerIPsec {
             throw .outOfMemory
         }
         reassembly = table
-        reassemblyTimeout = reassemblyTimeoutCycles
+        reassemblyTimeout = timeoutCycles
         sealRecord = .allocate(capacity: Int(SL_BURST))
         sealRecord.initialize(repeating: nil, count: Int(SL_BURST))
         handed = .allocate(capacity: Int(SL_BURST))

@@ -81,12 +81,16 @@ func reassemble(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view
 }
 
 /// Frees the datagrams whose time is up (counted as `reassembly_failed`),
-/// while fragments may be held. Between bursts, at a TSC read.
+/// while fragments may be held. Between bursts, at a TSC read; `crypto` is
+/// the worker's `WorkerIPsec` (nil without IPsec: nothing to sweep).
 @inline(__always)
-func sweepReassembly(_ context: WorkerIPsec, now: UInt64, drops: UnsafeMutablePointer<UInt64>) {
-    guard context.reassemblySweepUntil != 0 else { return }
-    if now > context.reassemblySweepUntil { context.reassemblySweepUntil = 0 }
-    drops[DropReason.reassemblyFailed.rawValue] &+= UInt64(sl_reasm_expire(context.reassembly, now))
+func sweepReassembly(_ crypto: UnsafeMutableRawPointer?, now: UInt64, drops: UnsafeMutablePointer<UInt64>) {
+    guard let crypto else { return }
+    Unmanaged<WorkerIPsec>.fromOpaque(crypto)._withUnsafeGuaranteedRef { context in
+        guard context.reassemblySweepUntil != 0 else { return }
+        if now > context.reassemblySweepUntil { context.reassemblySweepUntil = 0 }
+        drops[DropReason.reassemblyFailed.rawValue] &+= UInt64(sl_reasm_expire(context.reassembly, now))
+    }
 }
 
 extension WorkerIPsec {

@@ -161,13 +161,13 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                 w.pointee.counters.busy_cycles &+= now &- lastEnd
                 lastEnd = now
                 busyRun = 0
-                if let c = crypto { Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { sweepReassembly($0, now: now, drops: drops) } }
+                sweepReassembly(crypto, now: now, drops: drops)
             }
         } else {
             let now = sl_tsc()
             if busyRun > 0 { w.pointee.counters.busy_cycles &+= now &- lastEnd; busyRun = 0 }
             lastEnd = now
-            if let c = crypto { Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { sweepReassembly($0, now: now, drops: drops) } }
+            sweepReassembly(crypto, now: now, drops: drops)
         }
         sl_qsbr_quiescent(qsbr, tid)
     }
