@@ -77,6 +77,8 @@ SL_INLINE void sl_mbuf_adj(struct rte_mbuf *m, uint16_t n) { m->data_off += n; m
 SL_INLINE void sl_mbuf_set_len(struct rte_mbuf *m, uint16_t len) { m->data_len = len; m->pkt_len = len; }
 SL_INLINE void sl_mbuf_free(struct rte_mbuf *m) { rte_pktmbuf_free(m); }
 SL_INLINE struct rte_mbuf *sl_mbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
+SL_INLINE struct rte_mempool *sl_mbuf_pool(const struct rte_mbuf *m) { return m->pool; }
+SL_INLINE uint64_t sl_rand(void) { return rte_rand(); }
 SL_INLINE int sl_mbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **m, unsigned n) { return rte_pktmbuf_alloc_bulk(mp, m, n); }
 SL_INLINE void sl_prefetch0(const void *p) { rte_prefetch0(p); }
 SL_INLINE void sl_prefetch_mbuf_data(struct rte_mbuf *m) { rte_prefetch0(rte_pktmbuf_mtod(m, void *)); }

@@ -28,7 +28,9 @@ typedef struct sl_counters {
     uint64_t drops[SL_DROP_REASON_MAX];
     uint64_t fragments;      /* fragments addressed to the gateway taken for reassembly */
     uint64_t reassembled;    /* datagrams they made whole */
-    uint64_t reserved[7];
+    uint64_t fragmented;     /* datagrams this core sent in fragments */
+    uint64_t fragments_out;  /* the fragments it made of them */
+    uint64_t reserved[5];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 
@@ -127,7 +129,10 @@ typedef struct sl_worker {
     /* ICMP errors this core originates, token bucket (see ICMPErrors.swift). */
     uint64_t icmp_refill_tsc;  /* when the bucket last gained a token */
     uint32_t icmp_tokens;
-    uint8_t reserved[12];
+    /* Identification of the next IPv6 Fragment header this core writes
+     * (random start, see Fragmentation.swift). */
+    uint32_t frag6_id;
+    uint8_t reserved[8];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

@@ -40,6 +40,7 @@
 #include <rte_prefetch.h>
 #include <rte_byteorder.h>
 #include <rte_version.h>
+#include <rte_random.h>
 
 /* intel-ipsec-mb and libsodium are wrapped by the sibling module CCrypto
  * (CShims/crypto), which has no DPDK in it: one Clang module per library

@@ -329,7 +329,9 @@ public final class ControlSession {
             return [("rx", String(cs.reduce(0) { $0 + $1.rxPackets })), ("rx_bytes", String(cs.reduce(0) { $0 + $1.rxBytes })),
                     ("tx", String(cs.reduce(0) { $0 + $1.txPackets })),
                     ("fragments", String(cs.reduce(0) { $0 + $1.fragments })),
-                    ("reassembled", String(cs.reduce(0) { $0 + $1.reassembled })), ("drop", String(drops.reduce(0, +))),
+                    ("reassembled", String(cs.reduce(0) { $0 + $1.reassembled })),
+                    ("fragmented", String(cs.reduce(0) { $0 + $1.fragmented })),
+                    ("fragments_out", String(cs.reduce(0) { $0 + $1.fragmentsOut })), ("drop", String(drops.reduce(0, +))),
                     ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {

@@ -15,9 +15,12 @@ public enum CounterReport {
         "port \(setup.info.id) name=\(setup.info.name) mac=\(setup.info.mac) rx=\(s.rxPackets) tx=\(s.txPackets) missed=\(s.rxMissed) rx_errors=\(s.rxErrors) tx_errors=\(s.txErrors) rx_nombuf=\(s.rxNoMbuf)"
     }
 
-    /// ` fragments=N reassembled=M` where fragments were taken for reassembly.
+    /// ` fragments=N reassembled=M` where fragments were taken for
+    /// reassembly, ` fragmented=N fragments_out=M` where datagrams were sent
+    /// in fragments.
     static func fragmentDetail(_ c: CoreCounters) -> String {
-        c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)"
+        (c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)")
+            + (c.fragmented == 0 ? "" : " fragmented=\(c.fragmented) fragments_out=\(c.fragmentsOut)")
     }
 
     public static func coreLine(_ c: CoreCounters) -> String {
@@ -57,9 +60,8 @@ public struct RateMeter {
         let rxPps = Double(rx &- lastRx) / dt
         let txPps = Double(tx &- lastTx) / dt
         lastTime = now; lastRx = rx; lastTx = tx
-        let fragments = cores.reduce(0) { $0 &+ $1.fragments }
-        let reassembly = fragments == 0 ? "" : " fragments=\(fragments) reassembled=\(cores.reduce(0) { $0 &+ $1.reassembled })"
-        return "stats: rx=\(rx) tx=\(tx)\(reassembly) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
+        let total = cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
+        return "stats: rx=\(rx) tx=\(tx)\(CounterReport.fragmentDetail(total)) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
     }
 }
 

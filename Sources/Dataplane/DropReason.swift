@@ -51,8 +51,11 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// with DF set: an ICMP error went back to its source where one is due
     /// (ICMPErrors.swift).
     public static let packetTooBig = DropReason(rawValue: 17)
-    /// Larger than the MTU of the port it would leave by, IPv4 without DF:
-    /// it would have to be fragmented, which Sluice does not do.
+    /// Larger than the MTU of the port it would leave by, without DF, and
+    /// not to be fragmented: an IPv4 packet an SA with `df set` would seal
+    /// (its ESP packet may not be fragmented, and its sender, not asking
+    /// for DF, does not expect an error). Other IPv4 packets without DF
+    /// leave in fragments (Fragmentation.swift).
     public static let mtuExceeded = DropReason(rawValue: 18)
     /// Fragments addressed to the gateway that reassembly gave up: their
     /// datagram timed out, overlapped or repeated itself, had more than
@@ -65,13 +68,17 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// no data, a piece other than the last not a multiple of 8 bytes, an end
     /// past 65,535 bytes, or (IPv6) a header in front of the Fragment header.
     public static let badFragment = DropReason(rawValue: 21)
+    /// A datagram to be sent in fragments that could not be: no packet
+    /// buffer left for a piece, more than `maxFragmentsOut` pieces, or a
+    /// piece larger than a buffer (Fragmentation.swift). One per datagram.
+    public static let fragmentationFailed = DropReason(rawValue: 22)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
                             "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
-                            "reassembly_failed", "reassembly_too_big", "bad_fragment"]
-    @usableFromInline static let espBase = 22
+                            "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed"]
+    @usableFromInline static let espBase = 23
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

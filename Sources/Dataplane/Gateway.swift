@@ -22,6 +22,10 @@ public struct CoreCounters: Sendable {
     /// dropped) as one packet.
     public var fragments: UInt64
     public var reassembled: UInt64
+    /// Datagrams this core sent in fragments, and the fragments it made of
+    /// them (each also counts as a transmitted packet).
+    public var fragmented: UInt64
+    public var fragmentsOut: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -31,7 +35,7 @@ public struct CoreCounters: Sendable {
     public init(lcore: UInt32, queue: UInt16, socket: Int32) {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
-        fragments = 0; reassembled = 0
+        fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -41,6 +45,7 @@ public struct CoreCounters: Sendable {
         r.rxPackets &+= b.rxPackets; r.rxBytes &+= b.rxBytes; r.txPackets &+= b.txPackets
         r.rxBursts &+= b.rxBursts; r.polls &+= b.polls; r.busyCycles &+= b.busyCycles
         r.fragments &+= b.fragments; r.reassembled &+= b.reassembled
+        r.fragmented &+= b.fragmented; r.fragmentsOut &+= b.fragmentsOut
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
@@ -164,6 +169,7 @@ public final class Gateway {
             w.pointee.qsbr = qsbr
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
+            w.pointee.frag6_id = UInt32(truncatingIfNeeded: sl_rand())
             let ids = sl_worker_port_ids(w)!
             let prefetch = sl_worker_port_prefetch(w)!
             let roleCodes = sl_worker_port_roles(w)!
@@ -514,6 +520,8 @@ public final class Gateway {
             c.busyCycles = w.pointee.counters.busy_cycles
             c.fragments = w.pointee.counters.fragments
             c.reassembled = w.pointee.counters.reassembled
+            c.fragmented = w.pointee.counters.fragmented
+            c.fragmentsOut = w.pointee.counters.fragments_out
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

@@ -9,8 +9,9 @@ import Packet
 // * IPv4 with DF set: ICMP Destination Unreachable, "fragmentation needed and
 //   DF set" (type 3 code 4, RFC 792), with the next-hop MTU (RFC 1191 §4);
 // * IPv6: ICMPv6 Packet Too Big (type 2, RFC 4443 §3.2) with the MTU;
-// * IPv4 without DF would have to be fragmented, which Sluice does not do
-//   yet: dropped as `mtu_exceeded`.
+// * IPv4 without DF is fragmented instead (Fragmentation.swift), except a
+//   packet an SA with `df set` would seal: its ESP packet may not be cut,
+//   and its sender did not ask for an error. Dropped as `mtu_exceeded`.
 //
 // For a packet about to be sealed, the MTU reported is the largest inner
 // packet whose ESP packet fits (the tunnel's own overhead taken off), so the

@@ -71,8 +71,10 @@ func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>
 }
 
 /// Sends the IP packet at `view.start` to `hop` (see `routeRebuilt`), or
-/// drops it under the reason the hop gives, or as too big for the hop's port
-/// (`packetTooBig`: an ICMP error back out of a protected port).
+/// drops it under the reason the hop gives. One too big for the hop's port
+/// leaves in fragments when it is IPv4 without DF (`sendFragmented`), and is
+/// otherwise dropped (`packetTooBig`: an ICMP error back out of a protected
+/// port).
 @inline(__always)
 func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
                  hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>,
@@ -85,8 +87,12 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     }
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     if _slowPath(view.length > mtu) {
-        packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
-                     fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+        if ipv4 && view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
+            sendFragmented(w, m, view, ipv4: true, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
+        } else {
+            packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
+                         fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+        }
         return
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
@@ -457,13 +463,18 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 } else {
                     hop = nextHop(view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, fib: fib, hops: hops)
                 }
+                // One that may be fragmented is sealed, then cut (Fragmentation.swift).
                 let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
-                if _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu)
-                    && Int(hop.pointee.kind) == SL_NH_FORWARD {
+                let tooBig = ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu
+                    && Int(hop.pointee.kind) == SL_NH_FORWARD
+                if _slowPath(tooBig) && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
                 } else if let d = ESPOutbound.encapsulate(&view, saAt: sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
+                } else if _slowPath(tooBig) {
+                    sendFragmented(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, mtu: mtu,
+                                   fib: fib, hops: hops, tx: &tx, drops: drops)
                 } else {
                     sendRebuilt(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, fib: fib, hops: hops,
                                 tx: &tx, drops: drops)

@@ -405,19 +405,27 @@ func prefetchHead(_ p: UnsafeRawPointer, length: Int) {
     frame.storeBytes(of: src.load(fromByteOffset: 8, as: UInt32.self), toByteOffset: 8, as: UInt32.self)
 }
 
-/// `emit`'s packet whose frame is longer than the MTU of `port`: when its
-/// datagram is too, `packetTooBig` takes it (true); otherwise false.
+/// `emit`'s packet whose frame is longer than the MTU of `hop`'s port: when
+/// its datagram is too, it is taken (true): IPv4 without DF leaves in
+/// fragments (`sendFragmented`, its TTL taken down first), anything else goes
+/// to `packetTooBig`. Otherwise false.
 @inline(never)
 func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, ipv4: Bool,
-                     port: UInt16, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
+                     hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
                      drops: UnsafeMutablePointer<UInt64>) -> Bool {
-    let header = UnsafeRawPointer(ip)
+    let header = UnsafeMutableRawPointer(ip)
     let length = ipv4 ? Int(header.loadBE16(at: IPv4Field.totalLength))
         : HeaderSize.ipv6 &+ Int(header.loadBE16(at: IPv6Field.payloadLength))
-    let mtu = Int(sl_fib_port_mtu(fib, port))
+    let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     guard length > mtu else { return false }
-    packetTooBig(w, m, ip: ip, length: length, report: mtu, fib: fib, hops: fib.pointee.nexthops!, protectedOnly: false,
-                 tx: &tx, drops: drops)
+    if ipv4 && header.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
+        InternetChecksum.decrementNonzeroTTL(ipv4Header: header)
+        sendFragmented(w, m, ipView(m, ip: header, length: length), ipv4: true, hop: hop, mtu: mtu, fib: fib,
+                       hops: fib.pointee.nexthops!, tx: &tx, drops: drops)
+    } else {
+        packetTooBig(w, m, ip: ip, length: length, report: mtu, fib: fib, hops: fib.pointee.nexthops!,
+                     protectedOnly: false, tx: &tx, drops: drops)
+    }
     return true
 }
 
@@ -433,7 +441,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
         // The frame's IP bytes against the port's MTU (a frame with bytes
         // after its datagram may pass this test and fit nonetheless).
         if _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))),
-           tooBigToForward(w, m, ip: ip, ipv4: ipv4, port: hop.pointee.port, fib: fib, tx: &tx, drops: drops) {
+           tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) {
             return
         }
         if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }

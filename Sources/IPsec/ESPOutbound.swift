@@ -256,6 +256,31 @@ public enum ESPOutbound {
         n &+ ESPTrailer.padLength(payloadLength: n) &+ ESPTrailer.fixedLength &+ ESPLayout.icv &+ sa.pointee.headerOverhead
     }
 
+    /// Whether the ESP packet `sa` makes of `packet` (an IP packet) may leave
+    /// in fragments when it is too big for its port, rather than be refused
+    /// with an error to the sender: its outer header must allow it (IPv6,
+    /// which the gateway sends, or IPv4 with DF clear), and so must the
+    /// inner packet (IPv4 without DF, or an IPv6 packet of at most 1,280
+    /// bytes, which no error could make smaller: RFC 8200 §5). Transport
+    /// mode keeps the packet's own header: IPv4 without DF only.
+    public static func mayFragment(_ packet: PacketView, saAt sa: UnsafePointer<OutboundSA>) -> Bool {
+        let p = packet.start
+        guard packet.length >= HeaderSize.ipv4 else { return false }
+        let version = p.loadByte(at: 0) >> 4
+        let innerMay: Bool
+        if version == 4 {
+            innerMay = p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0
+        } else {
+            innerMay = version == 6 && packet.length >= HeaderSize.ipv6
+                && HeaderSize.ipv6 &+ Int(p.loadBE16(at: IPv6Field.payloadLength)) <= PortMTU.ipv6Minimum
+        }
+        switch sa.pointee.layout {
+        case .transport: return version == 4 && innerMay
+        case .tunnelIPv6: return innerMay
+        case .tunnelIPv4: return innerMay && sa.pointee.df != .set  // `copy` of such an inner packet: DF clear
+        }
+    }
+
     /// The largest IP datagram whose ESP packet under `sa` is at most `mtu`
     /// bytes (0 when none is): what a Packet Too Big for the tunnel reports.
     public static func largestDatagram(mtu: Int, sa: UnsafePointer<OutboundSA>) -> Int {

@@ -42,6 +42,8 @@ public struct IPProtocol: RawRepresentable, Hashable, Sendable, CustomStringConv
     @inlinable public static var esp: IPProtocol { IPProtocol(50) }
     @inlinable public static var ah: IPProtocol { IPProtocol(51) }
     @inlinable public static var icmpv6: IPProtocol { IPProtocol(58) }
+    /// The IPv6 Fragment header (RFC 8200 §4.5).
+    @inlinable public static var ipv6Fragment: IPProtocol { IPProtocol(44) }
     /// IPv6 "no next header".
     @inlinable public static var none: IPProtocol { IPProtocol(59) }
 

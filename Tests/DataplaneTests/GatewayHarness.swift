@@ -18,6 +18,9 @@ struct CounterDelta: CustomStringConvertible {
     /// Fragments taken for reassembly and the datagrams they made.
     var fragments: UInt64 = 0
     var reassembled: UInt64 = 0
+    /// Datagrams sent in fragments and the fragments made of them.
+    var fragmented: UInt64 = 0
+    var fragmentsOut: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -29,7 +32,7 @@ struct CounterDelta: CustomStringConvertible {
     var totalDrops: UInt64 { drops.reduce(0, +) }
 
     var description: String {
-        "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), fragments \(fragments), reassembled \(reassembled), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
+        "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), fragments \(fragments), reassembled \(reassembled), fragmented \(fragmented) into \(fragmentsOut), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
     }
 }
 
@@ -150,6 +153,7 @@ final class GatewayHarness: @unchecked Sendable {
         for c in gateway.coreCounters() {
             d.rxPackets += c.rxPackets; d.rxBytes += c.rxBytes; d.txPackets += c.txPackets
             d.fragments += c.fragments; d.reassembled += c.reassembled
+            d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -190,9 +194,13 @@ final class GatewayHarness: @unchecked Sendable {
         }
         var delta = totals().minus(before)
         // A fragment taken for reassembly is done with once taken: the
-        // datagram it joins counts as one packet sent or dropped.
-        while delta.rxPackets < UInt64(frames.count)
-            || delta.txPackets + delta.totalDrops + delta.fragments - delta.reassembled < UInt64(frames.count) {
+        // datagram it joins counts as one packet sent or dropped. A datagram
+        // sent in k fragments counts k packets sent (racy reads: signed).
+        func settled(_ d: CounterDelta) -> Int {
+            Int(d.txPackets) - Int(d.fragmentsOut) + Int(d.fragmented) + Int(d.totalDrops) + Int(d.fragments)
+                - Int(d.reassembled)
+        }
+        while delta.rxPackets < UInt64(frames.count) || settled(delta) < frames.count {
             if monotonicSeconds() > deadline {
                 Issue.record("timed out waiting for \(frames.count) packets to be processed: \(delta)")
                 break
@@ -256,6 +264,7 @@ extension CounterDelta {
         var d = CounterDelta()
         d.rxPackets = rxPackets &- b.rxPackets; d.rxBytes = rxBytes &- b.rxBytes; d.txPackets = txPackets &- b.txPackets
         d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
+        d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }

@@ -1,8 +1,8 @@
 // Port MTUs (`port N mtu M`, 1500 by default): a packet too big for the port
 // it would leave by is not sent. IPv4 with DF and IPv6 get an ICMP error back
 // (fragmentation needed, RFC 1191; Packet Too Big, RFC 4443) from the address
-// of the port the error leaves by; IPv4 without DF is dropped as
-// `mtu_exceeded`. On the outbound ESP path the size checked is the ESP
+// of the port the error leaves by; IPv4 without DF leaves in fragments
+// (FragmentationTests checks the pieces). On the outbound ESP path the size checked is the ESP
 // packet's and the MTU reported the largest inner packet that fits. The
 // checksums of the errors are checked with a plain RFC 1071 sum written here.
 
@@ -107,8 +107,9 @@ extension EALSuites.GatewayTests {
         let big4 = h.frame4("10.1.2.3", dst4, payload: 1281 - 28)
         let big6 = h.frame6("2001:db8:1::3", dst6, payload: 1400)
         try expectAnswered(big4, big6, quoting: big4, big6, mtu: 1280)
-        // Without DF an IPv4 packet would have to be fragmented.
-        try expectDropped([h.frame4("10.1.2.3", dst4, payload: 1281 - 28, dontFragment: false)], reason: .mtuExceeded)
+        // Without DF an IPv4 packet is fragmented: pieces of 1276 and 25 bytes.
+        let cut = try h.inject([h.frame4("10.1.2.3", dst4, payload: 1281 - 28, dontFragment: false)], on: h.protected)
+        #expect(cut.sent[h.u]?.map(\.count) == [14 + 1276, 14 + 25] && cut.delta.fragmented == 1, "\(cut.delta)")
         // No error about an ICMP error (here "port unreachable"), nor about a later fragment.
         var icmpError = h.frame4("10.1.2.3", dst4, transport: .raw(.icmp), payload: 1300)
         icmpError[34] = 3; icmpError[35] = 3
@@ -152,8 +153,9 @@ extension EALSuites.GatewayTests {
         var forwarded6 = big6
         forwarded6[14 + 7] -= 1
         try expectAnswered(big4, big6, quoting: forwarded4, forwarded6, mtu: 1446)
-        try expectDropped([h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28, dontFragment: false)],
-                          reason: .mtuExceeded)
+        // Without DF inside (`df copy`: none outside), the ESP packet is cut in two.
+        let cut = try h.inject([h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28, dontFragment: false)], on: h.protected)
+        #expect(cut.sent[h.u]?.count == 2 && cut.delta.fragmented == 1 && cut.delta.totalDrops == 0, "\(cut.delta)")
         // A larger MTU on the unprotected port lets the same packet through.
         try session.install(try GatewayConfig.load(text: text + "\nport \(h.u) mtu 1504\n", name: "mtu"))
         let after = try h.inject([big4], on: h.protected)
