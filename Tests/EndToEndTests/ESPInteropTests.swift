@@ -103,6 +103,40 @@ extension EndToEnd {
                 """)
         }
 
+        /// ESP that sluice seals too big for its port (`port 1 mtu 1280`) and
+        /// sends in fragments, since the inner packet may be cut (IPv4
+        /// without DF; IPv6 of at most 1,280 bytes): scapy's own reassembly
+        /// (`defragment`, `defragment6`) puts each together, scapy decrypts
+        /// it, and every inner packet must be the one sent, every fragment
+        /// no larger than the MTU.
+        @Test func sealedESPInFragmentsIsReassembledByScapy() async throws {
+            let dir = try E2E.scratchDirectory("esp-outbound-fragments")
+            defer { E2E.removeScratch(dir) }
+            let cells = ["aes-gcm-128/tunnel-4in4/noesn/esp", "aes-gcm-256/tunnel-6in6/esn/esp",
+                         "chacha20-poly1305/tunnel-4in6/noesn/udp", "aes-gcm-256/tunnel-6in4/esn/udp",
+                         "aes-gcm-128/transport-4/noesn/esp"]
+            let traffic = try await Scripts.run("esp_interop.py",
+                                                ["make-outbound-fragments", "--dir", dir.path, "--count", "8"]
+                                                    + cells.flatMap { ["--cell", $0] },
+                                                as: ESPTraffic.self)
+            let outcome = try await ESPSluice.run(traffic, in: dir)
+            outcome.expectSettled(traffic)
+            let total = try #require(outcome.report.total, "no 'final: total' line\n\(outcome.transcript)")
+            #expect(total.int("rx") == traffic.inputs, "final total rx\n\(outcome.finalBlock)")
+            #expect(total.int("fragmented") == traffic.forwarded, "final total fragmented\n\(outcome.finalBlock)")
+            #expect(total.int("tx") == total.int("fragments_out") && (total.int("tx") ?? 0) >= 2 * traffic.forwarded,
+                    "final total tx, fragments_out\n\(outcome.finalBlock)")
+            #expect(total.int("drop") == 0, "final total drop\n\(outcome.finalBlock)")
+            let check = try await ESPSluice.check(dir, outcome.report)
+            #expect(check.fragmented == traffic.forwarded && check.fragmentFrames == total.int("tx"),
+                    "scapy put together \(check.fragmented) datagrams from \(check.fragmentFrames) fragments")
+            #expect(check.ok && check.matched == traffic.forwarded, """
+                sluice's fragmented ESP: \(check.matched) of \(traffic.forwarded) inner packets decrypted intact by scapy
+                \(check.problems.joined(separator: "\n"))
+                \(outcome.finalBlock)
+                """)
+        }
+
         /// Broken, replayed, mis-addressed and unprotected packets: each must
         /// be dropped under its counter, and everything valid around them
         /// must still pass both ways.
@@ -236,6 +270,9 @@ struct ESPCheck: Decodable, Sendable {
     var counts: [String: Int]
     var problems: [String]
     var outputsPerPort: [String: Int]
+    /// Port 1's datagrams that scapy put together from fragments, and the fragment frames.
+    var fragmented: Int
+    var fragmentFrames: Int
     var cells: [String: ESPCellCheck]
 }
 
@@ -310,9 +347,11 @@ enum ESPSluice {
         let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config)
         let n = UInt64(traffic.inputs)
         // A fragment taken for reassembly is done with once taken: its
-        // datagram counts as one packet sent or dropped.
+        // datagram counts as one packet sent or dropped. A datagram sent in
+        // k fragments counts k packets sent.
         let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-            s["rx"] == n && (s["tx"] ?? 0) + (s["drop"] ?? 0) + (s["fragments"] ?? 0) - (s["reassembled"] ?? 0) == n
+            let sent = Int(s["tx"] ?? 0) - Int(s["fragments_out"] ?? 0) + Int(s["fragmented"] ?? 0)
+            return s["rx"] == n && sent + Int(s["drop"] ?? 0) + Int(s["fragments"] ?? 0) - Int(s["reassembled"] ?? 0) == Int(n)
         }
         let status = await run.stop()
         return ESPSluiceOutcome(settled: settled, status: status, stdout: run.child.stdout.text,

@@ -9,6 +9,7 @@ object on stdout.
   esp_interop.py make         (both of the above, same options)
   esp_interop.py make-tamper  --dir DIR [--engine E]
   esp_interop.py make-fragments --dir DIR --cell CELL [--cell CELL]... [--count N] [--seed S]
+  esp_interop.py make-outbound-fragments --dir DIR --cell CELL [--cell CELL]... [--count N] [--seed S]
   esp_interop.py check        --dir DIR --port-mac 0=MAC --port-mac 1=MAC
   esp_interop.py selftest     [--count N] [--cell CELL]...
   esp_interop.py list-cells
@@ -24,8 +25,15 @@ counters they must produce. make-fragments writes the config and, for the
 unprotected port only, COUNT packets per tunnel cell that the scapy peer
 encrypted and scapy's own fragmenter (fragment / fragment6) cut into 2 to 4
 pieces, in order or reversed, the cells' fragments interleaved: sluice must
-reassemble them and deliver each inner packet. check decrypts what sluice sent (DIR/out1.pcap)
-with scapy and compares it, and DIR/out0.pcap, with what went in. selftest
+reassemble them and deliver each inner packet. make-outbound-fragments
+writes the config with `port 1 mtu 1280` and, for the protected port only,
+COUNT plaintext packets per cell whose ESP packet is larger than that
+(IPv4 without DF, of 1,260 to 1,460 bytes; IPv6 of 1,240 to 1,280, which no
+ICMP error could make smaller): sluice must send each ESP packet in
+fragments. check decrypts what sluice sent (DIR/out1.pcap)
+with scapy and compares it, and DIR/out0.pcap, with what went in; fragments
+on port 1 are first put together by scapy's own reassembly (defragment,
+defragment6), each no larger than the port's MTU. selftest
 runs all of it against a model gateway (esp_reference.py) and scapy against
 the known-answer vectors, without sluice.
 
@@ -39,12 +47,13 @@ JSON printed:
   make-config: {"config": PATH, "cells": [...], "config_lines": N}
   check:
     {"ok": BOOL, "matched": N, "expected_forwarded": N, "outputs_per_port": {"0": N, "1": N},
+     "fragmented": N (port 1 datagrams scapy put together), "fragment_frames": N,
      "counts": {KIND: N}, "problems": [TEXT... (first 20)],
      "cells": {CELL: {"ok", "esp_expected", "esp_matched", "plain_expected", "plain_matched",
                       "seq_first", "seq_last", "problems": [TEXT... (first 10)]}}}
     KIND: missing-files unexpected wrong-port wrong-sa bad-encap undecryptable bad-seq bad-iv
           bad-padding bad-next-header bad-outer outer-tos bad-udp wrong-dst-mac wrong-src-mac
-          bad-ttl inner-changed duplicates missing should-have-dropped
+          bad-ttl inner-changed duplicates missing should-have-dropped bad-fragment
   selftest: {"ok": BOOL, "failures": [TEXT...], "vectors": [...], "roundtrips": N,
              "matrix": {CASE: {KIND: N}}, "tamper": {...}, "seconds": S}   (exit status 1 unless ok)
 Dictionary keys never contain "_" where Swift decodes them (its decoder converts snake_case keys).
@@ -226,6 +235,41 @@ def fragment_traffic(cells, count, seed):
     return plan
 
 
+def outbound_fragment_traffic(cells, count, seed):
+    """Plaintext whose ESP packet is too big for port 1's MTU of 1280 and
+    may be cut: IPv4 without DF, IPv6 of at most 1280 bytes."""
+    traffic = esp.Traffic(seed)
+    per_cell = []
+    records = {}
+    for cell in cells:
+        frames = []
+        for k in range(count):
+            v4 = cell.inner_family == 4
+            target = 1260 + 29 * k % 200 if v4 else 1280 - 8 * (k % 6)
+            size = target - (40 if v4 else 60) - 12
+            while True:
+                ident, inner = traffic.inner(cell.local_net, cell.remote_net, size=size)
+                if len(inner) <= target:
+                    break
+                size -= len(inner) - target
+            if v4:
+                packet = IP(inner)
+                packet.flags = 0
+                del packet.chksum
+                inner = raw(packet)
+            frames.append(esp.frame(inner))
+            records[str(ident)] = {"cell": cell.name, "dir": "out", "action": "forward", "kind": "valid",
+                                   "inner": inner.hex()}
+        per_cell.append(frames)
+    plan = Plan()
+    plan.rx = {0: interleave(per_cell), 1: []}
+    plan.records = records
+    return plan
+
+
+OUTBOUND_FRAGMENT_MTU = 1280
+
+
 def behind_nat(cell, inner, seq, iv, k):
     """NAT-T transport mode through a NAT (RFC 3948 §3.1.2): the peer's
     stack computed `inner`'s TCP/UDP/ICMPv6 checksum over its private
@@ -254,14 +298,14 @@ def behind_nat(cell, inner, seq, iv, k):
     return bytes(packet)
 
 
-def write_plan(directory, cells, plan, drops=None, extra=None):
+def write_plan(directory, cells, plan, drops=None, extra=None, mtu=None):
     for port, files in PORTS.items():
         e2e.write_pcap(os.path.join(directory, files["rx"][0]), plan.rx[int(port)])
     forwarded_per_port = {"0": 0, "1": 0}
     for r in plan.records.values():
         if r["action"] == "forward":
             forwarded_per_port["1" if r["dir"] == "out" else "0"] += 1
-    expect = {"ports": PORTS, "cells": [c.to_json() for c in cells], "packets": plan.records}
+    expect = {"ports": PORTS, "cells": [c.to_json() for c in cells], "packets": plan.records, "mtu": mtu or {}}
     with open(os.path.join(directory, "expect.json"), "w") as f:
         json.dump(expect, f)
     summary = {
@@ -503,7 +547,8 @@ def tamper_plan(cells, seed):
 class Checker:
     KINDS = ["missing-files", "unexpected", "wrong-port", "wrong-sa", "bad-encap", "undecryptable", "bad-seq",
              "bad-iv", "bad-padding", "bad-next-header", "bad-outer", "outer-tos", "bad-udp", "wrong-dst-mac",
-             "wrong-src-mac", "bad-ttl", "inner-changed", "duplicates", "missing", "should-have-dropped"]
+             "wrong-src-mac", "bad-ttl", "inner-changed", "duplicates", "missing", "should-have-dropped",
+             "bad-fragment"]
 
     def __init__(self, expect, port_macs):
         self.expect = expect
@@ -520,6 +565,9 @@ class Checker:
         self.seqs = {name: [] for name in self.cells}
         self.last_seq = {}
         self.sas = {name: c.scapy_sa("out") for name, c in self.cells.items()}
+        self.mtu = expect.get("mtu", {})
+        self.fragmented = 0
+        self.fragment_frames = 0
 
     def problem(self, kind, text, cell=None):
         self.counts[kind] += 1
@@ -547,6 +595,8 @@ class Checker:
                     continue
                 frames = e2e.read_pcap(path)
                 outputs[port] += len(frames)
+                if int(port) == 1:
+                    frames = self.defragment(name, frames, self.mtu.get(port))
                 for i, f in enumerate(frames):
                     where = "%s frame %d" % (name, i)
                     if int(port) == 1:
@@ -555,6 +605,55 @@ class Checker:
                         self.protected(where, f)
         self.finish()
         return outputs
+
+    def defragment(self, name, frames, mtu):
+        """The frames with every set of fragments replaced by the datagram
+        scapy's reassembly makes of it (at the place of its first piece)."""
+        from scapy.layers.inet import defragment
+        from scapy.layers.inet6 import IPv6ExtHdrFragment, defragment6
+        out, groups = [], {}
+        for i, f in enumerate(frames):
+            ethertype = struct.unpack("!H", f[12:14])[0]
+            packet = f[14:]
+            if ethertype == 0x0800 and len(packet) >= 20 and struct.unpack("!H", packet[6:8])[0] & 0x3FFF:
+                key = (4, packet[12:20], packet[9], packet[4:6])
+            elif ethertype == 0x86DD and len(packet) >= 48 and packet[6] == 44:
+                key = (6, packet[8:40], packet[44:48])
+            else:
+                out.append(f)
+                continue
+            self.fragment_frames += 1
+            if mtu is not None and len(packet) > mtu:
+                self.problem("bad-fragment", "%s frame %d: a fragment of %d bytes, port MTU %d" % (name, i, len(packet), mtu))
+            if key not in groups:
+                groups[key] = []
+                out.append(key)
+            groups[key].append(f)
+        result = []
+        for item in out:
+            if not isinstance(item, tuple):
+                result.append(item)
+                continue
+            pieces = groups[item]
+            if item[0] == 4:
+                made = defragment([IP(f[14:]) for f in pieces])
+                whole = raw(made[0]) if len(made) == 1 else None
+                if whole is not None and struct.unpack("!H", whole[6:8])[0] & 0x3FFF:
+                    whole = None
+            else:
+                made = defragment6([IPv6(f[14:]) for f in pieces])
+                whole = raw(made)
+                data = sum(len(f) - 14 - 48 for f in pieces)
+                if IPv6ExtHdrFragment in IPv6(whole) or len(whole) != 40 + data \
+                        or not any(struct.unpack("!H", f[56:58])[0] & 1 == 0 for f in pieces):
+                    whole = None
+            if whole is None:
+                self.problem("bad-fragment", "%s: %d fragments scapy could not put together (%s)"
+                             % (name, len(pieces), item[0]))
+                continue
+            self.fragmented += 1
+            result.append(pieces[0][:14] + whole)
+        return result
 
     # -- frames sluice sent to the ESP side -----------------------------------
 
@@ -835,6 +934,8 @@ class Checker:
             "counts": self.counts,
             "problems": self.problems,
             "outputs_per_port": outputs,
+            "fragmented": self.fragmented,
+            "fragment_frames": self.fragment_frames,
             "cells": cells,
         }
 
@@ -1152,7 +1253,7 @@ def selftest(args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["make-config", "make-traffic", "make", "make-tamper", "make-fragments",
-                                            "check", "selftest", "list-cells"])
+                                            "make-outbound-fragments", "check", "selftest", "list-cells"])
     parser.add_argument("--dir")
     parser.add_argument("--cell", action="append", default=[], help="AEAD/MODE/ESN/ENCAP (repeatable)")
     parser.add_argument("--count", type=int, default=None,
@@ -1200,6 +1301,14 @@ def main():
             parser.error("make-fragments takes tunnel cells (transport-mode ESP is not addressed to the gateway)")
         plan = fragment_traffic(cells, args.count or 8, args.seed)
         return e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 8}))
+    if args.command == "make-outbound-fragments":
+        if any(not c.tunnel and c.inner_family == 6 for c in cells):
+            parser.error("make-outbound-fragments: transport-mode IPv6 is not fragmented (the host is its source)")
+        with open(config, "a") as f:
+            f.write("\nport 1 mtu %d\n" % OUTBOUND_FRAGMENT_MTU)
+        plan = outbound_fragment_traffic(cells, args.count or 8, args.seed)
+        return e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 8},
+                                   mtu={"1": OUTBOUND_FRAGMENT_MTU}))
     plan = matrix_traffic(cells, args.count or 24, args.seed)
     e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 24}))
 
