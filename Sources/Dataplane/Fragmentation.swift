@@ -78,8 +78,6 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         let lastMF = field & IPv4Field.moreFragments != 0
         let id = w.pointee.frag6_id
         if !ipv4 { w.pointee.frag6_id &+= 1 }
-        var views: [PacketView] = []  // off the fast path
-        views.reserveCapacity(later)
         var offset = firstData
         for k in 0..<later {
             let n = base[k]!
@@ -96,7 +94,6 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
                                 offset: originalOffset &+ offset, more: more, nextHeader: p.loadByte(at: IPv6Field.nextHeader),
                                 id: id)
             (ip + laterHeader).copyMemory(from: p + (header &+ offset), byteCount: size)
-            views.append(ipView(n, ip: ip, length: laterHeader &+ size))
             offset &+= size
         }
         // The first piece, in place.
@@ -115,8 +112,14 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         w.pointee.counters.fragmented &+= 1
         w.pointee.counters.fragments_out &+= UInt64(later &+ 1)
         sendRebuilt(w, m, first, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
+        // The later pieces, their lengths read back from their headers.
         for k in 0..<later {
-            sendRebuilt(w, base[k]!, views[k], ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
+            let n = base[k]!
+            let ip = UnsafeMutableRawPointer(sl_mbuf_data(n)!) + HeaderSize.ethernet
+            let length = ipv4 ? Int(ip.loadBE16(at: IPv4Field.totalLength))
+                : HeaderSize.ipv6 &+ Int(ip.loadBE16(at: IPv6Field.payloadLength))
+            sendRebuilt(w, n, ipView(n, ip: ip, length: length), ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx,
+                        drops: drops)
         }
     }
 }
