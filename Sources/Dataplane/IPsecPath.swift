@@ -72,13 +72,15 @@ func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>
 
 /// Sends the IP packet at `view.start` to `hop` (see `routeRebuilt`), or
 /// drops it under the reason the hop gives. One too big for the hop's port
-/// leaves in fragments when it is IPv4 without DF (`sendFragmented`), and is
-/// otherwise dropped (`packetTooBig`: an ICMP error back out of a protected
-/// port).
+/// leaves in fragments when it is IPv4 without DF, or IPv6 and `sealed` (an
+/// ESP packet this gateway made, and chose to cut: `sealPending`)
+/// (`sendFragmented`), and is otherwise dropped (`packetTooBig`: an ICMP
+/// error back out of a protected port).
 @inline(__always)
 func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
                  hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>,
-                 hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                 hops: UnsafeMutablePointer<sl_nexthop>, sealed: Bool = false, tx: inout TxCursor,
+                 drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
         drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
@@ -87,8 +89,8 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     }
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     if _slowPath(view.length > mtu) {
-        if ipv4 && view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
-            sendFragmented(w, m, view, ipv4: true, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
+        if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
+            sendFragmented(w, m, view, ipv4: ipv4, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
         } else {
             packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
                          fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
@@ -463,21 +465,18 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 } else {
                     hop = nextHop(view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, fib: fib, hops: hops)
                 }
-                // One that may be fragmented is sealed, then cut (Fragmentation.swift).
+                // One that may be fragmented is sealed, then cut by sendRebuilt
+                // (Fragmentation.swift: only such a packet is still too big there).
                 let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
-                let tooBig = ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu
-                    && Int(hop.pointee.kind) == SL_NH_FORWARD
-                if _slowPath(tooBig) && !ESPOutbound.mayFragment(view, saAt: sa) {
+                if _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu)
+                    && Int(hop.pointee.kind) == SL_NH_FORWARD && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
                 } else if let d = ESPOutbound.encapsulate(&view, saAt: sa, sequence: SequenceNumber(seq), core: context.core) {
                     drop(m, .esp(d), drops)
-                } else if _slowPath(tooBig) {
-                    sendFragmented(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, mtu: mtu,
-                                   fib: fib, hops: hops, tx: &tx, drops: drops)
                 } else {
                     sendRebuilt(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, fib: fib, hops: hops,
-                                tx: &tx, drops: drops)
+                                sealed: true, tx: &tx, drops: drops)
                 }
                 seq &+= 1
             }
