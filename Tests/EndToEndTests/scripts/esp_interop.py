@@ -194,77 +194,74 @@ def matrix_traffic(cells, count, seed):
     return plan
 
 
+def per_cell_plan(cells, count, seed, port, make):
+    """A plan of COUNT packets per cell, all on `port`, the cells
+    interleaved: make(traffic, cell, k) gives (id, frames, record)."""
+    traffic = esp.Traffic(seed)
+    per_cell = []
+    plan = Plan()
+    for cell in cells:
+        frames = []
+        for k in range(count):
+            ident, made, record = make(traffic, cell, k)
+            frames += made
+            plan.records[str(ident)] = dict(record, cell=cell.name, action="forward", kind="valid")
+        per_cell.append(frames)
+    plan.rx = {port: interleave(per_cell), 1 - port: []}
+    return plan
+
+
 def fragment_traffic(cells, count, seed):
     """Inbound ESP in fragments, as scapy cuts a datagram (RFC 791 / RFC
     8200 §4.5): what a peer (or a router on a NAT-T path) does with ESP
     larger than its path's MTU."""
     from scapy.layers.inet import fragment
     from scapy.layers.inet6 import IPv6ExtHdrFragment, fragment6
-    traffic = esp.Traffic(seed)
-    per_cell = []
-    records = {}
-    for cell in cells:
-        frames = []
-        for k in range(count):
-            ident, inner = traffic.inner(cell.remote_net, cell.local_net, size=600 + 97 * (k % 7))
-            seq = cell.peer_seq_start + k
-            packet = esp.peer_encrypt(cell, inner, seq, traffic.iv())
-            if packet[0] >> 4 == 4:
-                hl = (packet[0] & 15) * 4
-                piece = ((len(packet) - hl) // (2 + k % 3) + 7) // 8 * 8
-                datagram = IP(packet)
-                datagram.flags = 0
-                datagram.id = 0x3000 + cell.index * 64 + k
-                pieces = fragment(datagram, fragsize=piece)
-            else:
-                outer = IPv6(packet)
-                piece = ((len(packet) - 40) // (2 + k % 3) + 7) // 8 * 8
-                datagram = IPv6(src=outer.src, dst=outer.dst, hlim=outer.hlim, tc=outer.tc, fl=outer.fl) / \
-                    IPv6ExtHdrFragment(nh=outer.nh, id=0x30000 + cell.index * 64 + k) / raw(outer.payload)
-                pieces = fragment6(datagram, piece + 48)
-            pieces = [raw(p) for p in pieces]
-            if k % 2 == 1:
-                pieces.reverse()
-            frames += [esp.frame(p) for p in pieces]
-            records[str(ident)] = {"cell": cell.name, "dir": "in", "action": "forward", "kind": "valid",
-                                   "inner": inner.hex(), "seq": seq, "fragments": len(pieces)}
-        per_cell.append(frames)
-    plan = Plan()
-    plan.rx = {0: [], 1: interleave(per_cell)}
-    plan.records = records
-    return plan
+
+    def make(traffic, cell, k):
+        ident, inner = traffic.inner(cell.remote_net, cell.local_net, size=600 + 97 * (k % 7))
+        seq = cell.peer_seq_start + k
+        packet = esp.peer_encrypt(cell, inner, seq, traffic.iv())
+        if packet[0] >> 4 == 4:
+            hl = (packet[0] & 15) * 4
+            piece = ((len(packet) - hl) // (2 + k % 3) + 7) // 8 * 8
+            datagram = IP(packet)
+            datagram.flags = 0
+            datagram.id = 0x3000 + cell.index * 64 + k
+            pieces = fragment(datagram, fragsize=piece)
+        else:
+            outer = IPv6(packet)
+            piece = ((len(packet) - 40) // (2 + k % 3) + 7) // 8 * 8
+            datagram = IPv6(src=outer.src, dst=outer.dst, hlim=outer.hlim, tc=outer.tc, fl=outer.fl) / \
+                IPv6ExtHdrFragment(nh=outer.nh, id=0x30000 + cell.index * 64 + k) / raw(outer.payload)
+            pieces = fragment6(datagram, piece + 48)
+        pieces = [raw(p) for p in pieces]
+        if k % 2 == 1:
+            pieces.reverse()
+        return ident, [esp.frame(p) for p in pieces], {"dir": "in", "inner": inner.hex(), "seq": seq,
+                                                      "fragments": len(pieces)}
+    return per_cell_plan(cells, count, seed, 1, make)
 
 
 def outbound_fragment_traffic(cells, count, seed):
     """Plaintext whose ESP packet is too big for port 1's MTU of 1280 and
     may be cut: IPv4 without DF, IPv6 of at most 1280 bytes."""
-    traffic = esp.Traffic(seed)
-    per_cell = []
-    records = {}
-    for cell in cells:
-        frames = []
-        for k in range(count):
-            v4 = cell.inner_family == 4
-            target = 1260 + 29 * k % 200 if v4 else 1280 - 8 * (k % 6)
-            size = target - (40 if v4 else 60) - 12
-            while True:
-                ident, inner = traffic.inner(cell.local_net, cell.remote_net, size=size)
-                if len(inner) <= target:
-                    break
-                size -= len(inner) - target
-            if v4:
-                packet = IP(inner)
-                packet.flags = 0
-                del packet.chksum
-                inner = raw(packet)
-            frames.append(esp.frame(inner))
-            records[str(ident)] = {"cell": cell.name, "dir": "out", "action": "forward", "kind": "valid",
-                                   "inner": inner.hex()}
-        per_cell.append(frames)
-    plan = Plan()
-    plan.rx = {0: interleave(per_cell), 1: []}
-    plan.records = records
-    return plan
+    def make(traffic, cell, k):
+        v4 = cell.inner_family == 4
+        target = 1260 + 29 * k % 200 if v4 else 1280 - 8 * (k % 6)
+        size = target - (40 if v4 else 60) - 12
+        while True:
+            ident, inner = traffic.inner(cell.local_net, cell.remote_net, size=size)
+            if len(inner) <= target:
+                break
+            size -= len(inner) - target
+        if v4:
+            packet = IP(inner)
+            packet.flags = 0
+            del packet.chksum
+            inner = raw(packet)
+        return ident, [esp.frame(inner)], {"dir": "out", "inner": inner.hex()}
+    return per_cell_plan(cells, count, seed, 0, make)
 
 
 OUTBOUND_FRAGMENT_MTU = 1280
