@@ -182,6 +182,7 @@ SL_INLINE uint32_t sl_fib4_next_hop(const sl_fib *f, uint32_t ip) {
 /* The IP MTU of `port` in this snapshot (port < SL_MAX_PORTS: next hops only
  * name ports the gateway set up). */
 SL_INLINE uint32_t sl_fib_port_mtu(const sl_fib *f, uint16_t port) { return f->port_mtu[port & (SL_MAX_PORTS - 1)]; }
+SL_INLINE uint8_t sl_fib_port_rpf(const sl_fib *f, uint16_t port) { return f->port_rpf[port & (SL_MAX_PORTS - 1)]; }
 /* The addresses ICMP errors leaving through `port` come from (see sl_fib). */
 SL_INLINE uint32_t sl_fib_port_addr4(const sl_fib *f, uint16_t port) { return f->port_addr4[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE const uint8_t *sl_fib_port_addr6(const sl_fib *f, uint16_t port) { return f->port_addr6[port & (SL_MAX_PORTS - 1)]; }

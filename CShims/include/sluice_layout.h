@@ -56,12 +56,13 @@ enum { SL_PREFETCH_MBUF = 1, SL_PREFETCH_DATA = 2 };
  * Index 0 of every next-hop table is the "no route" entry, returned by the FIB
  * as its default, so a lookup never needs a miss branch. */
 enum { SL_NH_FORWARD = 0, SL_NH_NO_ROUTE = 1, SL_NH_NO_NEIGHBOR = 2, SL_NH_LOCAL = 3, SL_NH_MARTIAN = 4 };
+enum { SL_NH_ON_LINK = 1 };
 typedef struct sl_nexthop {
     struct rte_ether_addr dst;
     struct rte_ether_addr src;
     uint16_t port;
     uint8_t kind;
-    uint8_t reserved;
+    uint8_t flags;           /* SL_NH_ON_LINK: a NO_NEIGHBOR entry whose port is set */
 } sl_nexthop;
 _Static_assert(sizeof(sl_nexthop) == 16, "next hop is 16 bytes");
 
@@ -80,6 +81,9 @@ typedef struct sl_fib {
     uint16_t port_mtu[SL_MAX_PORTS];
     uint32_t port_addr4[SL_MAX_PORTS];
     uint8_t port_addr6[SL_MAX_PORTS][16];
+    /* Per port: the reverse-path check of its arrivals (ReversePathFilter.code:
+     * 0 off, 1 loose, 2 strict). */
+    uint8_t port_rpf[SL_MAX_PORTS];
 } sl_fib;
 
 /* State every worker reads and only the control thread writes. Accessed through

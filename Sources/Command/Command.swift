@@ -22,9 +22,10 @@ public enum RouteTarget: Sendable, Hashable {
 
 /// One parsed command line.
 public enum Command: Sendable, Hashable {
-    /// `port N [role R] [address A/LEN]… [mtu M]`: declares port N or adds to
-    /// it (`mtu`: the largest IP packet the port sends, `PortMTU.accepted`).
-    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil)
+    /// `port N [role R] [address A/LEN]… [mtu M] [rpf off|loose|strict]`:
+    /// declares port N or adds to it (`mtu`: the largest IP packet the port
+    /// sends, `PortMTU.accepted`; `rpf`: the check of its arrivals' sources).
+    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil, rpf: ReversePathFilter? = nil)
     /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
     case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)
     /// `route add PREFIX via NEXTHOP` or `route add PREFIX port N`.
@@ -59,6 +60,8 @@ public enum CommandField: Sendable, Hashable {
     case role
     /// The value after `mtu`.
     case mtu
+    /// The value after `rpf`.
+    case rpf
     /// The n-th address of a command: the address options of `port` in order,
     /// or the neighbor's IP address (index 0).
     case address(Int)

@@ -55,20 +55,22 @@ public enum CommandParser {
 
     // MARK: Verbs
 
-    /// `port N [role protected|unprotected] [address A/LEN]…`
+    /// `port N [role protected|unprotected] [address A/LEN]… [mtu M] [rpf off|loose|strict]`
     static func parsePort(_ c: inout WordCursor) throws(CommandError) -> Command {
         let id = try c.readPort()
         var role: PortRole? = nil
         var addresses: [IPPrefix] = []
         var mtu: Int? = nil
-        try c.options(["role", "address", "mtu"], repeatable: ["address"]) { (option, c) throws(CommandError) in
+        var rpf: ReversePathFilter? = nil
+        try c.options(["role", "address", "mtu", "rpf"], repeatable: ["address"]) { (option, c) throws(CommandError) in
             switch option.text {
             case "role": role = try c.readRole()
             case "mtu": mtu = try c.readNumber("MTU", in: PortMTU.accepted, field: .mtu)
+            case "rpf": rpf = try c.readReversePathFilter()
             default: addresses.append(try c.readInterfaceAddress(field: .address(addresses.count)))
             }
         }
-        return .port(id: id, role: role, addresses: addresses, mtu: mtu)
+        return .port(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf)
     }
 
     /// `neighbor IP lladdr MAC port N` (the two options in either order).

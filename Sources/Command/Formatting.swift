@@ -18,11 +18,12 @@ extension Command: CustomStringConvertible {
 
     private func text(redactingKey: Bool) -> String {
         switch self {
-        case let .port(id, role, addresses, mtu):
+        case let .port(id, role, addresses, mtu, rpf):
             var words = ["port", String(id)]
             if let role { words += ["role", role.rawValue] }
             for address in addresses { words += ["address", address.description] }
             if let mtu { words += ["mtu", String(mtu)] }
+            if let rpf { words += ["rpf", rpf.rawValue] }
             return words.joined(separator: " ")
         case let .neighbor(address, mac, port):
             return "neighbor \(address) lladdr \(mac) port \(port)"
@@ -125,7 +126,7 @@ extension GatewayConfig {
     /// gives the same policies in the same order with the same ids.
     public var commands: [Command] {
         let portLines = ports.values.sorted { $0.id < $1.id }.map {
-            Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU)
+            Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU, rpf: $0.declaredRPF)
         }
         let neighborLines = neighbors.values.sorted { IPAddress.precedes($0.address, $1.address) }.map {
             Command.neighbor(address: $0.address, mac: $0.mac, port: $0.port)

@@ -16,12 +16,16 @@ public struct PortConfig: Sendable, Hashable {
     public var addresses: [IPPrefix]
     /// The MTU the last `port … mtu M` gave, or nil when none did.
     public var declaredMTU: Int?
+    /// The check the last `port … rpf M` gave, or nil when none did.
+    public var declaredRPF: ReversePathFilter?
 
-    public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = [], declaredMTU: Int? = nil) {
+    public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = [], declaredMTU: Int? = nil,
+                declaredRPF: ReversePathFilter? = nil) {
         self.id = id
         self.declaredRole = declaredRole
         self.addresses = addresses
         self.declaredMTU = declaredMTU
+        self.declaredRPF = declaredRPF
     }
 
     /// The port's role; `.unprotected` until a `port` line says otherwise.
@@ -30,6 +34,9 @@ public struct PortConfig: Sendable, Hashable {
     /// The largest IP packet the port sends: Ethernet's 1500 (RFC 894)
     /// unless `mtu` said otherwise.
     public var mtu: Int { declaredMTU ?? PortMTU.ethernet }
+
+    /// The reverse-path check of the port's arrivals: `off` unless `rpf` said otherwise.
+    public var rpf: ReversePathFilter { declaredRPF ?? .off }
 }
 
 /// A static neighbor entry.
@@ -111,8 +118,8 @@ public struct GatewayConfig: Sendable, Equatable {
     /// change, so on error `self` is unchanged.
     public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
         switch c.command {
-        case let .port(id, role, addresses, mtu):
-            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, c)
+        case let .port(id, role, addresses, mtu, rpf):
+            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, c)
         case let .neighbor(address, mac, port):
             try applyNeighbor(Neighbor(address: address, mac: mac, port: port), c)
         case let .routeAdd(prefix, target):
@@ -206,7 +213,7 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int?,
-                                    _ c: LocatedCommand) throws(CommandError) {
+                                    rpf: ReversePathFilter?, _ c: LocatedCommand) throws(CommandError) {
         guard CommandParser.portIDs.contains(id) else {
             throw CommandError(ValueText.badPort(String(id)), at: c.location(of: .port))
         }
@@ -233,6 +240,7 @@ public struct GatewayConfig: Sendable, Equatable {
             }
             port.declaredMTU = mtu
         }
+        if let rpf { port.declaredRPF = rpf }
         // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
         if port.mtu < PortMTU.ipv6Minimum, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
             throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",

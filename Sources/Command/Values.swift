@@ -86,6 +86,15 @@ extension WordCursor {
     }
 
     /// `protected` or `unprotected`.
+    mutating func readReversePathFilter() throws(CommandError) -> ReversePathFilter {
+        let word = try keyword(ReversePathFilter.allCases.map(\.rawValue))
+        guard let mode = ReversePathFilter(rawValue: String(word.text)) else {
+            throw error("bad rpf mode \(word.quoted)", at: word)  // keyword() only returns raw values
+        }
+        mark(.rpf, word)
+        return mode
+    }
+
     mutating func readRole(field: CommandField = .role) throws(CommandError) -> PortRole {
         let word = try keyword(PortRole.allCases.map(\.rawValue))
         guard let role = PortRole(rawValue: String(word.text)) else {

@@ -20,7 +20,7 @@ public enum RouteCompiler {
         "::/128", "::1/128", "fe80::/10", "ff00::/8",
     ]
 
-    /// Each declared port's MTU, and the addresses ICMP errors leaving through
+    /// Each declared port's MTU, its reverse-path check, and the addresses ICMP errors leaving through
     /// it come from: its first IPv4 address and its first IPv6 address that
     /// is not link-local (an error quoting a forwarded packet goes beyond the link).
     public static func ports(_ config: GatewayConfig) -> [PortForwarding] {
@@ -33,7 +33,7 @@ public enum RouteCompiler {
                 case .v6(let a): if ipv6 == nil && a.high >> 54 != 0x3FA { ipv6 = a }  // not fe80::/10
                 }
             }
-            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6)
+            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6, rpf: port.rpf)
         }
     }
 
@@ -42,7 +42,7 @@ public enum RouteCompiler {
         func mac(_ port: UInt16) -> MACAddress { portMACs[port] ?? MACAddress((0, 0, 0, 0, 0, 0)) }
 
         for port in config.ports.values {
-            for a in port.addresses where table[a.network] == nil { table[a.network] = .noNeighbor }
+            for a in port.addresses where table[a.network] == nil { table[a.network] = .onLink(port: port.id) }
         }
         for (prefix, target) in config.routes {
             switch target {
@@ -52,8 +52,8 @@ public enum RouteCompiler {
                 } else {
                     table[prefix.network] = .noNeighbor
                 }
-            case .port:
-                table[prefix.network] = .noNeighbor
+            case .port(let port):
+                table[prefix.network] = .onLink(port: port)
             }
         }
         for n in config.neighbors.values {

@@ -72,13 +72,18 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// buffer left for a piece, more than `maxFragmentsOut` pieces, or a
     /// piece larger than a buffer (Fragmentation.swift). One per datagram.
     public static let fragmentationFailed = DropReason(rawValue: 22)
+    /// Arrived on a port with a reverse-path check (`port N rpf loose|strict`,
+    /// RFC 3704) from a source that fails it: one of the gateway's own
+    /// addresses, one with no route, or (strict) one not routed out of the
+    /// port it came in by.
+    public static let reversePath = DropReason(rawValue: 23)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
                             "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
-                            "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed"]
-    @usableFromInline static let espBase = 23
+                            "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed", "reverse_path"]
+    @usableFromInline static let espBase = 24
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

@@ -8,6 +8,10 @@ public enum NextHop: Hashable, Sendable {
     case forward(port: UInt16, destination: MACAddress, source: MACAddress)
     /// A route exists but its next hop has no neighbour entry: counted drop.
     case noNeighbor
+    /// The same, for a prefix on the link of `port` (connected to it, or
+    /// `route add … port N`): the destination has no neighbour entry. The
+    /// port is kept for the reverse-path check (`port N rpf strict`).
+    case onLink(port: UInt16)
     /// One of the gateway's own addresses: counted drop (no local stack).
     case local
     /// A destination no router forwards (RFC 1812 §5.3.7, RFC 4291): counted drop.
@@ -29,12 +33,16 @@ public struct PortForwarding: Hashable, Sendable {
     public var mtu: Int
     public var ipv4: IPv4Address?
     public var ipv6: IPv6Address?
+    /// The check of the sources of packets arriving on the port.
+    public var rpf: ReversePathFilter
 
-    public init(port: UInt16, mtu: Int = PortMTU.ethernet, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil) {
+    public init(port: UInt16, mtu: Int = PortMTU.ethernet, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil,
+                rpf: ReversePathFilter = .off) {
         self.port = port
         self.mtu = mtu
         self.ipv4 = ipv4
         self.ipv6 = ipv6
+        self.rpf = rpf
     }
 }
 
@@ -53,7 +61,7 @@ public enum ForwardingTable {
     public static func build(routes: [RouteEntry], ports: [PortForwarding] = [], socket: Int32,
                              generation: UInt64) throws(DataplaneError) -> UnsafeMutablePointer<sl_fib> {
         var index: [NextHop: UInt32] = [:]
-        var hops: [sl_nexthop] = [sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_ROUTE), reserved: 0)]
+        var hops: [sl_nexthop] = [sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_ROUTE), flags: 0)]
         for r in routes where index[r.nextHop] == nil {
             index[r.nextHop] = UInt32(hops.count)
             hops.append(cNextHop(r.nextHop))
@@ -99,6 +107,10 @@ public enum ForwardingTable {
                 mtu.storeBytes(of: UInt16(clamped), toByteOffset: 2 * Int(p.port), as: UInt16.self)
             }
         }
+        withUnsafeMutableBytes(of: &fib.pointee.port_rpf) { rpf in
+            for i in 0..<count { rpf[i] = 0 }
+            for p in ports where Int(p.port) < count { rpf[Int(p.port)] = p.rpf.code }
+        }
         withUnsafeMutableBytes(of: &fib.pointee.port_addr4) { a4 in
             for p in ports where Int(p.port) < count {
                 a4.storeBytes(of: p.ipv4?.value ?? 0, toByteOffset: 4 * Int(p.port), as: UInt32.self)
@@ -125,13 +137,16 @@ public enum ForwardingTable {
         switch h {
         case let .forward(port, dst, src):
             return sl_nexthop(dst: rte_ether_addr(addr_bytes: dst.bytes), src: rte_ether_addr(addr_bytes: src.bytes),
-                              port: port, kind: UInt8(SL_NH_FORWARD), reserved: 0)
+                              port: port, kind: UInt8(SL_NH_FORWARD), flags: 0)
         case .noNeighbor:
-            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_NEIGHBOR), reserved: 0)
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_NO_NEIGHBOR), flags: 0)
+        case .onLink(let port):
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: port, kind: UInt8(SL_NH_NO_NEIGHBOR),
+                              flags: UInt8(SL_NH_ON_LINK))
         case .local:
-            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_LOCAL), reserved: 0)
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_LOCAL), flags: 0)
         case .martian:
-            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_MARTIAN), reserved: 0)
+            return sl_nexthop(dst: rte_ether_addr(), src: rte_ether_addr(), port: 0, kind: UInt8(SL_NH_MARTIAN), flags: 0)
         }
     }
 

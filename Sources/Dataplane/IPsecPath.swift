@@ -120,7 +120,8 @@ func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> Pac
 /// (malformed, or in several segments: ESP rewrites packets in place).
 /// Counts its bytes.
 @_transparent
-func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
+func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, rpf: UInt8, port: UInt16, fib: UnsafeMutablePointer<sl_fib>,
+                  drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
     let data = sl_mbuf_data(m)!
     let pktLen = Int(sl_mbuf_pkt_len(m))
     let len = Int(sl_mbuf_data_len(m))
@@ -128,11 +129,19 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, drops: UnsafeMutableP
     let total = plainIPv4Length(m, data: data, length: len, packetLength: pktLen)
     if total >= 0 && sl_mbuf_nb_segs(m) == 1 && ordinarySource4(data + HeaderSize.ethernet) {
         let ip = data + HeaderSize.ethernet
+        if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: true, port: port, mode: rpf, fib: fib) {
+            drop(m, .reversePath, drops)
+            return nil
+        }
         return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
     }
     guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { return nil }
     guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
     guard !martianSource(l.ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); return nil }
+    if _slowPath(rpf != 0) && failsReversePath(l.ip, ipv4: l.ipv4, port: port, mode: rpf, fib: fib) {
+        drop(m, .reversePath, drops)
+        return nil
+    }
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }
 
@@ -178,8 +187,8 @@ func crosses(_ limit: UInt64, from before: UInt64, to after: UInt64) -> Bool {
 /// Processes one RX burst with IPsec.
 @inline(__always)
 func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, tables: IPsecTables,
-                context: WorkerIPsec, count n: Int, role: UInt8, prefetch: Int32, drops: UnsafeMutablePointer<UInt64>,
-                handedOver: Bool = false) {
+                context: WorkerIPsec, count n: Int, role: UInt8, port: UInt16 = 0, prefetch: Int32,
+                drops: UnsafeMutablePointer<UInt64>, handedOver: Bool = false) {
     let rx = sl_worker_rx(w)!
     let hops = fib.pointee.nexthops!
     var tx = TxCursor()
@@ -187,6 +196,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     var bytes: UInt64 = 0
     // Packets another worker handed over were counted where they arrived.
     if !handedOver { countBurst(w, n) }
+    // Their sources were checked where they arrived.
+    let rpf = handedOver ? 0 : sl_fib_port_rpf(fib, port)
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
@@ -204,7 +215,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             let m = rx[i]!
             if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
             i &+= 1
-            guard let (l, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
+            guard let (l, view) = ipsecReceive(m, bytes: &bytes, rpf: rpf, port: port, fib: fib, drops: drops) else { continue }
             guard let f = SelectorFields(view) else { drop(m, .malformed, drops); continue }
             // candidates < i <= n <= SL_BURST: every scratch array has room.
             sealM[candidates] = m
@@ -277,7 +288,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         let m = rx[i]!
         if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
         i &+= 1
-        guard var (_, view) = ipsecReceive(m, bytes: &bytes, drops: drops) else { continue }
+        guard var (_, view) = ipsecReceive(m, bytes: &bytes, rpf: rpf, port: port, fib: fib, drops: drops) else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
             // Someone else's IPsec (a fragment, a keepalive, IKE, a short

@@ -116,12 +116,12 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                     // Borrowed, not retained: the control thread keeps both alive (RCU).
                     Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
                         Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
-                            ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: roles[p],
+                            ipsecBurst(w, fib: fib, tables: tables, context: wc, count: n, role: roles[p], port: port,
                                        prefetch: Int32(prefetch[p]), drops: drops)
                         }
                     }
                 } else {
-                    forwardBurst(w, fib: fib, count: n, prefetch: Int32(prefetch[p]), drops: drops)
+                    forwardBurst(w, fib: fib, count: n, port: port, prefetch: Int32(prefetch[p]), drops: drops)
                 }
                 received &+= n
             }
@@ -255,7 +255,7 @@ func parseL3(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: 
 /// up in one bulk call (rte_fib6 has no inline lookup), then rewritten.
 @inline(__always)
 func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<sl_fib>, count n: Int,
-                  prefetch: Int32, drops: UnsafeMutablePointer<UInt64>) {
+                  port: UInt16, prefetch: Int32, drops: UnsafeMutablePointer<UInt64>) {
     let rx = sl_worker_rx(w)!
     let dst6 = sl_worker_dst6(w)!
     let pkt6 = sl_worker_pkt6(w)!
@@ -266,6 +266,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     defer { tx.close() }
     var bytes: UInt64 = 0
     countBurst(w, n)
+    let rpf = sl_fib_port_rpf(fib, port)
 
     let prefetchData = startPrefetch(rx, count: n, prefetch: prefetch)
     var i = 0
@@ -282,6 +283,10 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         if plainIPv4Length(m, data: data, length: len, packetLength: pktLen) >= 0 {
             let ip = data + HeaderSize.ethernet
             if ip[IPv4Field.ttl] > 1 && ordinarySource4(ip) {
+                if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: true, port: port, mode: rpf, fib: fib) {
+                    drop(m, .reversePath, drops)
+                    continue
+                }
                 let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
                 emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, fib: fib, tx: &tx, drops: drops)
                 continue
@@ -290,6 +295,10 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
         let ip = l.ip
         guard !martianSource(ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); continue }
+        if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: l.ipv4, port: port, mode: rpf, fib: fib) {
+            drop(m, .reversePath, drops)
+            continue
+        }
         if l.ipv4 {
             guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
@@ -324,6 +333,29 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             j &+= 1
         }
     }
+}
+
+/// Whether the packet at `ip`, received on `port` whose reverse-path check
+/// is `mode` (`ReversePathFilter.code`, not off), fails it (RFC 3704): its
+/// source must be routed, not be one of the gateway's own addresses, and,
+/// strict, be routed out of `port` (through a neighbour, or on the port's
+/// link). A route whose next hop has no neighbour entry counts for loose.
+/// Only ports with a check come here: one lookup of the source.
+@inline(never)
+func failsReversePath(_ ip: UnsafePointer<UInt8>, ipv4: Bool, port: UInt16, mode: UInt8,
+                      fib: UnsafeMutablePointer<sl_fib>) -> Bool {
+    let index = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.source))
+        : sl_fib6_next_hop(fib, ip + IPv6Field.source)
+    let hop = fib.pointee.nexthops! + Int(index)
+    let kind = Int(hop.pointee.kind)
+    if kind == SL_NH_FORWARD { return mode == ReversePathFilter.strict.code && hop.pointee.port != port }
+    if kind == SL_NH_NO_NEIGHBOR {
+        // `.onLink` carries its port; a bare `.noNeighbor` (a gateway with no
+        // neighbour entry) says nothing about where the source lives.
+        return mode == ReversePathFilter.strict.code
+            && (Int(hop.pointee.flags) & Int(SL_NH_ON_LINK) == 0 || hop.pointee.port != port)
+    }
+    return true  // no route, our own address, a martian prefix
 }
 
 /// Whether the IP packet at `ip` comes from an address no router forwards

@@ -70,6 +70,26 @@ public enum PortMTU {
     public static let ipv6Minimum = 1280
 }
 
+/// The unicast reverse-path check of a port (`port N rpf M`; RFC 3704 §2.2
+/// and §2.4): what the source of a packet arriving on the port must be.
+public enum ReversePathFilter: String, Sendable, Hashable, CaseIterable {
+    /// No check (the default).
+    case off
+    /// Routed somewhere (any port), and not one of the gateway's own addresses.
+    case loose
+    /// Routed out of the port the packet arrived on.
+    case strict
+
+    /// The code the data plane reads (`sl_fib.port_rpf`).
+    public var code: UInt8 {
+        switch self {
+        case .off: 0
+        case .loose: 1
+        case .strict: 2
+        }
+    }
+}
+
 /// Fixed header sizes in bytes.
 public enum HeaderSize {
     @inlinable public static var ethernet: Int { 14 }

@@ -16,12 +16,15 @@ import Testing
         #expect(try parse("port 3 mtu 9000 role protected")
                 == .port(id: 3, role: .protected, addresses: [], mtu: 9000))
         #expect(try parse("port 3 mtu 68") == .port(id: 3, role: nil, addresses: [], mtu: 68))
-        for bad in ["port 3 mtu 67", "port 3 mtu 9217", "port 3 mtu 1500x", "port 3 mtu", "port 3 mtu 1500 mtu 1400"] {
+        #expect(try parse("port 3 rpf strict mtu 68") == .port(id: 3, role: nil, addresses: [], mtu: 68, rpf: .strict))
+        #expect(try parse("port 3 rpf off") == .port(id: 3, role: nil, addresses: [], rpf: .off))
+        for bad in ["port 3 mtu 67", "port 3 mtu 9217", "port 3 mtu 1500x", "port 3 mtu", "port 3 mtu 1500 mtu 1400",
+                    "port 3 rpf", "port 3 rpf on", "port 3 rpf loose rpf strict"] {
             #expect(throws: CommandError.self, "\(bad)") { try parse(bad) }
         }
         // Printed back as it parses.
-        let line = Command.port(id: 3, role: .unprotected, addresses: [prefix("192.0.2.1/24")], mtu: 1400)
-        #expect(line.description == "port 3 role unprotected address 192.0.2.1/24 mtu 1400")
+        let line = Command.port(id: 3, role: .unprotected, addresses: [prefix("192.0.2.1/24")], mtu: 1400, rpf: .loose)
+        #expect(line.description == "port 3 role unprotected address 192.0.2.1/24 mtu 1400 rpf loose")
         #expect(try parse(line.description) == line)
     }
 
