@@ -89,12 +89,7 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     }
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     if _slowPath(view.length > mtu) {
-        if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
-            sendFragmented(w, m, view, ipv4: ipv4, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
-        } else {
-            packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
-                         fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
-        }
+        tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
         return
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
@@ -104,6 +99,20 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     sl_mbuf_set_window(m, UInt16(truncatingIfNeeded: frame - base), UInt16(truncatingIfNeeded: view.length &+ HeaderSize.ethernet))
     tx.push(w, m, port: hop.pointee.port, drops: drops)
+}
+
+/// `sendRebuilt`'s packet too big for `mtu`: out of line, so the inlined
+/// sender keeps one call on its slow path.
+@inline(never)
+func tooBigToSend(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool, sealed: Bool,
+                  hop: UnsafeMutablePointer<sl_nexthop>, mtu: Int, fib: UnsafeMutablePointer<sl_fib>,
+                  hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+    if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
+        sendFragmented(w, m, view, ipv4: ipv4, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
+    } else {
+        packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
+                     fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+    }
 }
 
 /// The view of the IP packet at `ip` (of `length` bytes) inside `m`, keeping
