@@ -69,8 +69,9 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// past 65,535 bytes, or (IPv6) a header in front of the Fragment header.
     public static let badFragment = DropReason(rawValue: 21)
     /// A datagram to be sent in fragments that could not be: no packet
-    /// buffer left for a piece, more than `maxFragmentsOut` pieces, or a
-    /// piece larger than a buffer (Fragmentation.swift). One per datagram.
+    /// buffer left for a piece, more than `maxFragmentsOut` pieces, a piece
+    /// larger than a buffer, or a fragment whose data would end past 65,535
+    /// bytes (Fragmentation.swift). One per datagram.
     public static let fragmentationFailed = DropReason(rawValue: 22)
     /// Arrived on a port with a reverse-path check (`port N rpf loose|strict`,
     /// RFC 3704) from a source that fails it: one of the gateway's own

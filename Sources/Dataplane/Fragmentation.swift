@@ -58,7 +58,15 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         return
     }
     let later = (payload &- firstData &+ laterData &- 1) / laterData
-    guard later < maxFragmentsOut else { drop(m, .fragmentationFailed, drops); return }
+    // Where the original's fragment offset and MF bit put the pieces (IPv4);
+    // a fragment whose data would end past 65,535 bytes has no offsets for them.
+    let field = ipv4 ? p.loadBE16(at: IPv4Field.flagsFragment) : 0
+    let originalOffset = Int(field & IPv4Field.fragmentOffsetMask) &<< 3
+    let lastMF = field & IPv4Field.moreFragments != 0
+    guard later < maxFragmentsOut, originalOffset &+ payload <= 65535 else {
+        drop(m, .fragmentationFailed, drops)
+        return
+    }
     withUnsafeTemporaryAllocation(of: OpaquePointer?.self, capacity: maxFragmentsOut) { pieces in
         guard let base = pieces.baseAddress, sl_mbuf_alloc_bulk(sl_mbuf_pool(m), base, UInt32(later)) == 0 else {
             drop(m, .fragmentationFailed, drops)
@@ -72,10 +80,6 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
             drop(m, .fragmentationFailed, drops)
             return
         }
-        // Where the original's fragment offset and MF bit put the pieces (IPv4).
-        let field = ipv4 ? p.loadBE16(at: IPv4Field.flagsFragment) : 0
-        let originalOffset = Int(field & IPv4Field.fragmentOffsetMask) &<< 3
-        let lastMF = field & IPv4Field.moreFragments != 0
         let id = w.pointee.frag6_id
         if !ipv4 { w.pointee.frag6_id &+= 1 }
         var offset = firstData

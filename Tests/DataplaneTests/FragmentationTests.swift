@@ -182,6 +182,12 @@ extension EALSuites.GatewayTests {
         fragment[14 + 6] = 0x20 | 0x01; fragment[14 + 7] = 0x90   // MF, offset 400 × 8
         Self.fixChecksum(&fragment)
         try expectFragmented(fragment, on: h.protected, text: text, egress: h.u, mtu: 576, pieces: 3, "a fragment cut again")
+        // A fragment whose data would end past 65,535 bytes: no offsets for its pieces.
+        var pastTheEnd = h.frame4("10.1.2.3", dst, payload: 1200, dontFragment: false)
+        pastTheEnd[14 + 6] = 0x1F; pastTheEnd[14 + 7] = 0xA0   // offset 8096 × 8 = 64768
+        Self.fixChecksum(&pastTheEnd)
+        let past = try sentAfresh(pastTheEnd, on: h.protected, text: text, egress: h.u, mtu: 576)
+        #expect(past.delta.dropsByReason == [.fragmentationFailed: 1] && past.allSent == 0, "\(past.delta)")
         // With DF the sender is told instead (PortMTUTests); IPv6 likewise.
         let refused = try sentAfresh(h.frame4("10.1.2.3", dst, payload: 1400), on: h.protected, text: text, egress: h.u, mtu: 576)
         #expect(refused.delta.dropsByReason == [.packetTooBig: 1] && refused.delta.fragmented == 0, "\(refused.delta)")
