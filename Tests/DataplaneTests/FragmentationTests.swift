@@ -193,6 +193,30 @@ extension EALSuites.GatewayTests {
         #expect(refused.delta.dropsByReason == [.packetTooBig: 1] && refused.delta.fragmented == 0, "\(refused.delta)")
     }
 
+    /// Random sizes, MTUs and option sets (seeded): every packet's pieces
+    /// obey the rules and give it back whole, in as many pieces as the
+    /// arithmetic of RFC 791 says.
+    @Test func randomIPv4PacketsLeaveInFragments() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        var rng = SplitMix64(seed: 0x5EED_F4A6)
+        // (options, bytes of them every later piece repeats)
+        let optionSets: [([UInt8], Int)] = [([], 0), ([0x94, 0x04, 0x00, 0x00], 4),
+                                            ([0x07, 0x07, 0x04, 0, 0, 0, 0, 0x01], 0),
+                                            ([0x01, 0x94, 0x04, 0x00, 0x00, 0x07, 0x07, 0x04, 0, 0, 0, 0], 4),
+                                            ([0x83, 0x07, 0x04, 10, 0, 0, 9, 0x00], 8)]  // loose source route: copied
+        for round in 0..<24 {
+            let (options, copied) = optionSets[Int(rng.next() % UInt64(optionSets.count))]
+            let mtu = 68 + Int(rng.next() % 1433)            // 68…1500
+            let header = 20 + options.count
+            let total = max(mtu + 1, 100) + Int(rng.next() % UInt64(1900 - max(mtu + 1, 100)))
+            let frame = h.frame4("10.1.2.3", "198.51.100.4", options: options, payload: total - header - 8, dontFragment: false)
+            let firstData = (mtu - header) & ~7, laterData = (mtu - 20 - copied) & ~7
+            let pieces = 1 + (total - header - firstData + laterData - 1) / laterData
+            try expectFragmented(frame, on: h.protected, text: h.baseConfigText, egress: h.u, mtu: mtu, pieces: pieces,
+                                 "round \(round): \(total) bytes, options \(options.count), MTU \(mtu)")
+        }
+    }
+
     @Test func openedInnerIPv4WithoutDFLeavesInFragments() throws {
         defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
         let key = "0x" + String(repeating: "6d", count: 20)
