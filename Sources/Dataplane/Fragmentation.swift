@@ -80,6 +80,8 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
             drop(m, .fragmentationFailed, drops)
             return
         }
+        // IPv6: what follows the Fragment header, and its identification.
+        let nextHeader = ipv4 ? 0 : p.loadByte(at: IPv6Field.nextHeader)
         let id = w.pointee.frag6_id
         if !ipv4 { w.pointee.frag6_id &+= 1 }
         var offset = firstData
@@ -95,15 +97,13 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
             }
             let more = k &+ 1 < later || lastMF
             writeFragmentFields(ip, ipv4: ipv4, headerLength: laterHeader, dataLength: size,
-                                offset: originalOffset &+ offset, more: more, nextHeader: p.loadByte(at: IPv6Field.nextHeader),
-                                id: id)
+                                offset: originalOffset &+ offset, more: more, nextHeader: nextHeader, id: id)
             (ip + laterHeader).copyMemory(from: p + (header &+ offset), byteCount: size)
             offset &+= size
         }
         // The first piece, in place.
         var first = view
         if !ipv4 {
-            let nextHeader = p.loadByte(at: IPv6Field.nextHeader)
             (p - 8).copyMemory(from: p, byteCount: HeaderSize.ipv6)
             first = ipView(m, ip: p - 8, length: view.length &+ 8)
             writeFragmentFields(first.start, ipv4: false, headerLength: firstHeader, dataLength: firstData,
