@@ -17,7 +17,8 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     public static let noRoute = DropReason(rawValue: 3)
     /// A route exists but its next hop has no neighbour (MAC) entry.
     public static let noNeighbor = DropReason(rawValue: 4)
-    /// TTL or hop limit would reach zero.
+    /// TTL or hop limit would reach zero: an ICMP Time Exceeded went back to
+    /// its source where one is due (ICMPErrors.swift).
     public static let ttlExceeded = DropReason(rawValue: 5)
     /// Addressed to the gateway itself; Sluice has no local stack.
     public static let local = DropReason(rawValue: 6)

@@ -29,6 +29,9 @@ import Packet
 //
 // Every such packet is counted once, as `packet_too_big` (an error was sent
 // or not) or `mtu_exceeded`. Off the fast path: one compare per packet there.
+//
+// A packet that arrives with TTL or hop limit 1 or 0 is answered the same
+// way, with Time Exceeded (`timeExceeded`, counted as `ttl_exceeded`).
 
 let icmpErrorsPerSecond: UInt64 = 1000
 let icmpErrorBurst: UInt32 = 50
@@ -42,13 +45,62 @@ let icmpErrorBurst: UInt32 = 50
 func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                   report: Int, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
                   protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
-    let p = UnsafeMutableRawPointer(ip)
     let ipv4 = ip[0] >> 4 == 4
-    if ipv4 && p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
+    if ipv4 && UnsafeRawPointer(ip).loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
         drop(m, .mtuExceeded, drops)
         return
     }
     drops[DropReason.packetTooBig.rawValue] &+= 1
+    sendICMPError(w, m, ip: ip, length: length, ICMPError(tooBig: report, ipv4: ipv4), fib: fib, hops: hops,
+                  protectedOnly: protectedOnly, tx: &tx, drops: drops)
+}
+
+/// Handles an IP packet (header at `ip`, `length` bytes) that arrived with
+/// a TTL or hop limit of 1 or 0 and would be forwarded: drops it as
+/// `ttl_exceeded`, and answers with ICMP Time Exceeded (RFC 792, type 11
+/// code 0; RFC 4443 §3.3, type 3 code 0), what traceroute relies on (RFC
+/// 1812 §5.3.1), under the same rules as the errors above. Always takes the
+/// packet.
+@inline(never)
+func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
+                  fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, protectedOnly: Bool,
+                  tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+    drops[DropReason.ttlExceeded.rawValue] &+= 1
+    let ipv4 = ip[0] >> 4 == 4
+    sendICMPError(w, m, ip: ip, length: length, ICMPError(timeExceededIPv4: ipv4), fib: fib, hops: hops,
+                  protectedOnly: protectedOnly, tx: &tx, drops: drops)
+}
+
+/// The first 8 bytes of an ICMP or ICMPv6 error: type, code, and the rest
+/// of the header (the checksum is added when the error is built).
+struct ICMPError {
+    var typeCode: UInt16
+    var rest: UInt32
+
+    /// Fragmentation needed and DF set (IPv4, the MTU in the low 16 bits,
+    /// RFC 1191 §4), or Packet Too Big (IPv6, at least 1280).
+    init(tooBig mtu: Int, ipv4: Bool) {
+        typeCode = ipv4 ? 0x0304 : 0x0200
+        rest = ipv4 ? UInt32(truncatingIfNeeded: min(mtu, 0xFFFF)) : UInt32(truncatingIfNeeded: max(mtu, PortMTU.ipv6Minimum))
+    }
+
+    /// Time Exceeded in transit.
+    init(timeExceededIPv4 ipv4: Bool) {
+        typeCode = ipv4 ? 0x0B00 : 0x0300
+        rest = 0
+    }
+}
+
+/// Turns the packet at `ip` (`length` bytes, already counted by the caller)
+/// into `error` back to its source, where one may be sent (`mayAnswer`, a
+/// forwarding route back, `protectedOnly`, the rate limit); otherwise frees
+/// it.
+@inline(never)
+func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
+                   _ error: ICMPError, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
+                   protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+    let p = UnsafeMutableRawPointer(ip)
+    let ipv4 = ip[0] >> 4 == 4
     guard mayAnswer(p, length: length, ipv4: ipv4) else { sl_mbuf_free(m); return }
     // Back to the packet's source.
     let hop = ipv4 ? hops + Int(sl_fib4_next_hop(fib, p.loadBE32(at: IPv4Field.source)))
@@ -67,9 +119,8 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
         guard source != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv4
-        icmp.storeBE32(0x0304_0000, at: 0)  // type 3, code 4, checksum 0
-        icmp.storeBE16(0, at: 4)
-        icmp.storeBE16(UInt16(truncatingIfNeeded: min(report, 0xFFFF)), at: 6)
+        icmp.storeBE32(UInt32(error.typeCode) << 16, at: 0)  // checksum 0
+        icmp.storeBE32(error.rest, at: 4)
         icmp.storeBE16(InternetChecksum.checksum(UnsafeRawBufferPointer(start: icmp, count: 8 &+ quote)), at: 2)
         let destination = p.loadBE32(at: IPv4Field.source)
         h.storeBE32(0x45C0_0000 | UInt32(header &+ quote), at: 0)  // precedence "internetwork control"
@@ -88,8 +139,8 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
         let h = p - header
         let icmp = h + HeaderSize.ipv6
         let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
-        icmp.storeBE32(0x0200_0000, at: 0)  // type 2, code 0, checksum 0
-        icmp.storeBE32(UInt32(truncatingIfNeeded: max(report, PortMTU.ipv6Minimum)), at: 4)
+        icmp.storeBE32(UInt32(error.typeCode) << 16, at: 0)  // checksum 0
+        icmp.storeBE32(error.rest, at: 4)
         let sum = InternetChecksum.transport(UnsafeRawBufferPointer(start: icmp, count: 8 &+ quote), source: source,
                                              destination: destination, protocol: .icmpv6)
         icmp.storeBE16(sum, at: 2)

@@ -29,7 +29,10 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
     let ip = view.start.assumingMemoryBound(to: UInt8.self)
     let ipv4 = ip[0] >> 4 == 4
     if decrementTTL {
-        guard decrementForwardedTTL(ip, ipv4: ipv4) else { drop(m, .ttlExceeded, drops); return }
+        guard decrementForwardedTTL(ip, ipv4: ipv4) else {
+            timeExceeded(w, m, ip: ip, length: view.length, fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+            return
+        }
     }
     sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), fib: fib, hops: hops,
                 tx: &tx, drops: drops)
@@ -37,7 +40,7 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
 
 /// TTL (IPv4, checksum updated) or hop limit (IPv6) −1 for a packet being
 /// forwarded; false, and nothing changed, when it is 1 or 0 (the packet
-/// must be dropped as `.ttlExceeded`).
+/// must be dropped as `.ttlExceeded`: `timeExceeded`).
 @inline(__always)
 func decrementForwardedTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) -> Bool {
     if ipv4 {
@@ -263,7 +266,10 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     continue
                 }
                 // The inner packet is forwarded: TTL −1 before it is sealed.
-                guard decrementForwardedTTL(ip, ipv4: ip[0] >> 4 == 4) else { drop(m, .ttlExceeded, drops); continue }
+                guard decrementForwardedTTL(ip, ipv4: ip[0] >> 4 == 4) else {
+                    timeExceeded(w, m, ip: ip, length: length, fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+                    continue
+                }
                 // shared-sa handoff: another worker seals this SA's packets.
                 let owner = Int(record.pointee.owner)
                 if owner >= 0 && owner != context.index {

@@ -300,12 +300,18 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
             continue
         }
         if l.ipv4 {
-            guard ip[IPv4Field.ttl] > 1 else { drop(m, .ttlExceeded, drops); continue }
+            guard ip[IPv4Field.ttl] > 1 else {
+                timeExceeded(w, m, ip: ip, length: l.total, fib: fib, hops: hops, protectedOnly: false, tx: &tx, drops: drops)
+                continue
+            }
             // IPv4 is looked up and sent in this pass (inline DIR-24-8).
             let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
             emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, fib: fib, tx: &tx, drops: drops)
         } else {
-            guard ip[IPv6Field.hopLimit] > 1 else { drop(m, .ttlExceeded, drops); continue }
+            guard ip[IPv6Field.hopLimit] > 1 else {
+                timeExceeded(w, m, ip: ip, length: l.total, fib: fib, hops: hops, protectedOnly: false, tx: &tx, drops: drops)
+                continue
+            }
             // 16-byte destination into the bulk-lookup array (two unaligned 8-byte moves).
             let d = UnsafeMutableRawPointer(dst6 + n6 &* 16)
             d.storeBytes(of: UnsafeRawPointer(ip + IPv6Field.destination).loadUnaligned(as: UInt64.self), as: UInt64.self)

@@ -28,8 +28,10 @@ private func onesComplementSum(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt16 
 private func be16(_ b: [UInt8], _ at: Int) -> Int { Int(b[at]) << 8 | Int(b[at + 1]) }
 
 extension EALSuites.GatewayTests {
-    /// Checks an ICMPv4 "fragmentation needed" frame answering `original` (a frame).
+    /// Checks an ICMPv4 "fragmentation needed" frame answering `original` (a
+    /// frame); with `timeExceeded`, an ICMPv4 Time Exceeded (type 11 code 0).
     func expectFragmentationNeeded(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
+                                   timeExceeded: Bool = false,
                                    sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         let ip = Array(frame.dropFirst(14))
         let quoted = Array(original.dropFirst(14))
@@ -40,16 +42,20 @@ extension EALSuites.GatewayTests {
         #expect(Array(ip[12..<16]) == source, "source", sourceLocation: sourceLocation)
         #expect(Array(ip[16..<20]) == Array(quoted[12..<16]), "back to the packet's source", sourceLocation: sourceLocation)
         let icmp = Array(ip.dropFirst(20))
-        #expect(icmp[0] == 3 && icmp[1] == 4, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
-        #expect(be16(icmp, 6) == mtu, "next-hop MTU \(be16(icmp, 6))", sourceLocation: sourceLocation)
+        #expect(icmp[0] == (timeExceeded ? 11 : 3) && icmp[1] == (timeExceeded ? 0 : 4), "type \(icmp[0]) code \(icmp[1])",
+                sourceLocation: sourceLocation)
+        #expect(be16(icmp, 4) == 0 && be16(icmp, 6) == (timeExceeded ? 0 : mtu), "next-hop MTU \(be16(icmp, 6))",
+                sourceLocation: sourceLocation)
         #expect(onesComplementSum(icmp) == 0xFFFF, "ICMP checksum", sourceLocation: sourceLocation)
         // RFC 1812 §4.3.2.3: as much of the packet as fits in 576 bytes.
         #expect(ip.count == min(576, 28 + quoted.count), sourceLocation: sourceLocation)
         #expect(Array(icmp.dropFirst(8)) == Array(quoted.prefix(ip.count - 28)), "quote", sourceLocation: sourceLocation)
     }
 
-    /// Checks an ICMPv6 Packet Too Big frame answering `original`.
+    /// Checks an ICMPv6 Packet Too Big frame answering `original`; with
+    /// `timeExceeded`, an ICMPv6 Time Exceeded (type 3 code 0).
     func expectPacketTooBig6(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
+                             timeExceeded: Bool = false,
                              sourceLocation: Testing.SourceLocation = #_sourceLocation) {
         let ip = Array(frame.dropFirst(14))
         let quoted = Array(original.dropFirst(14))
@@ -59,8 +65,9 @@ extension EALSuites.GatewayTests {
         #expect(Array(ip[8..<24]) == source, "source", sourceLocation: sourceLocation)
         #expect(Array(ip[24..<40]) == Array(quoted[8..<24]), "back to the packet's source", sourceLocation: sourceLocation)
         let icmp = Array(ip.dropFirst(40))
-        #expect(icmp[0] == 2 && icmp[1] == 0, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
-        #expect(Int(icmp[4]) << 24 | Int(icmp[5]) << 16 | Int(icmp[6]) << 8 | Int(icmp[7]) == mtu, "MTU",
+        #expect(icmp[0] == (timeExceeded ? 3 : 2) && icmp[1] == 0, "type \(icmp[0]) code \(icmp[1])",
+                sourceLocation: sourceLocation)
+        #expect(Int(icmp[4]) << 24 | Int(icmp[5]) << 16 | Int(icmp[6]) << 8 | Int(icmp[7]) == (timeExceeded ? 0 : mtu), "MTU",
                 sourceLocation: sourceLocation)
         // Pseudo-header: addresses, upper-layer length, next header 58.
         var pseudo = Array(ip[8..<40])
@@ -174,5 +181,64 @@ extension EALSuites.GatewayTests {
         #expect(out.delta.dropsByReason == [.packetTooBig: 300], "\(out.delta)")
         // A burst of 50, then 1000 a second.
         #expect(errors >= 50 && Double(errors) <= 51 + elapsedMs, "\(errors) errors in \(elapsedMs) ms")
+    }
+}
+
+// Time Exceeded (RFC 1812 §5.3.1, RFC 4443 §3.3): a packet that arrives with
+// TTL or hop limit 1 or 0 is not forwarded, and its source is told, under
+// the same rules as the errors above (traceroute through the gateway).
+extension EALSuites.GatewayTests {
+    @Test func ttlExceededIsAnswered() throws {
+        refillICMPBudget()
+        let big4 = h.frame4("10.1.2.3", "198.51.100.4", ttl: 1, payload: 700)
+        let big6 = h.frame6("2001:db8:1::3", "2001:db8:100::4", hopLimit: 1, payload: 1400)
+        let out = try h.inject([big4, big6, h.frame4("10.1.2.3", "198.51.100.4", ttl: 0)], on: h.protected)
+        #expect(out.delta.dropsByReason == [.ttlExceeded: 3], "\(out.delta)")
+        #expect((out.sent[h.u] ?? []).isEmpty, "nothing leaves towards the destination")
+        let back = out.sent[h.p] ?? []
+        #expect(back.count == 3, "\(out.sent.mapValues(\.count))")
+        if back.count == 3 {
+            expectFragmentationNeeded(back[0], answering: big4, from: [10, 0, 0, 1], mtu: 0, timeExceeded: true)
+            expectPacketTooBig6(back[1], answering: big6, from: ipv6("2001:db8:a::1").bytes, mtu: 0, timeExceeded: true)
+        }
+        // From the other side, the error leaves by that side's port, from its address.
+        let inbound = h.frame4("198.51.100.7", "10.1.2.3", ttl: 1, ethDst: h.portMAC(h.u))
+        let answered = try h.inject([inbound], on: h.unprotected)
+        #expect(answered.sent[h.u]?.count == 1 && answered.delta.dropsByReason == [.ttlExceeded: 1], "\(answered.delta)")
+        if let e = answered.sent[h.u]?.first {
+            expectFragmentationNeeded(e, answering: inbound, from: [192, 0, 2, 1], mtu: 0, timeExceeded: true)
+        }
+        // Never about an ICMP error.
+        var icmpError = h.frame4("10.1.2.3", "198.51.100.4", ttl: 1, transport: .raw(.icmp), payload: 100)
+        icmpError[34] = 11; icmpError[35] = 0
+        let quiet = try h.inject([icmpError], on: h.protected)
+        #expect(quiet.allSent == 0 && quiet.delta.dropsByReason == [.ttlExceeded: 1], "\(quiet.delta)")
+    }
+
+    @Test func ttlExceededOnTheIPsecPaths() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "6d", count: 20)
+        _ = try h.installSession(h.baseConfigText + """
+
+        sa add spi 0x7005 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sa add spi 0x7006 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 3 action protect spi 0x7005
+        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 3 action protect spi 0x7006
+        """, name: "ttl")
+        refillICMPBudget()
+        // To be sealed: the protected sender is told, in the clear, on its side.
+        let outbound = h.frame4("10.1.2.3", "198.51.100.4", ttl: 1)
+        let sealed = try h.inject([outbound], on: h.protected)
+        #expect(sealed.delta.dropsByReason == [.ttlExceeded: 1] && (sealed.sent[h.u] ?? []).isEmpty, "\(sealed.delta)")
+        #expect(sealed.sent[h.p]?.count == 1, "\(sealed.sent.mapValues(\.count))")
+        if let e = sealed.sent[h.p]?.first {
+            expectFragmentationNeeded(e, answering: outbound, from: [10, 0, 0, 1], mtu: 0, timeExceeded: true)
+        }
+        // Opened from the tunnel: its sender is behind the peer, and an error
+        // in the clear on the unprotected side would leak; none is sent.
+        let peer = try TunnelPeer()
+        let opened = try h.inject([peer.frame(spi: 0x7005, inner: h.frame4("198.51.100.9", "10.1.2.3", ttl: 1,
+                                                                             ethDst: h.portMAC(h.u)))], on: h.unprotected)
+        #expect(opened.delta.dropsByReason == [.ttlExceeded: 1] && opened.allSent == 0, "\(opened.delta)")
     }
 }

@@ -139,7 +139,8 @@ extension EndToEnd {
 
         /// Broken, replayed, mis-addressed and unprotected packets: each must
         /// be dropped under its counter, and everything valid around them
-        /// must still pass both ways.
+        /// must still pass both ways. The protected senders of packets with
+        /// TTL 1 get an ICMP Time Exceeded back.
         @Test func tamperedAndReplayedPacketsAreDroppedUnderTheirCounters() async throws {
             let dir = try E2E.scratchDirectory("esp-tamper")
             defer { E2E.removeScratch(dir) }
@@ -151,7 +152,7 @@ extension EndToEnd {
             let total = try #require(outcome.report.total, "no 'final: total' line\n\(outcome.transcript)")
             let expectedDrops = traffic.drops.map(\.count).reduce(0, +)
             #expect(total.int("rx") == traffic.inputs, "final total rx\n\(outcome.finalBlock)")
-            #expect(total.int("tx") == traffic.forwarded, "final total tx\n\(outcome.finalBlock)")
+            #expect(total.int("tx") == traffic.forwarded + traffic.answered, "final total tx\n\(outcome.finalBlock)")
             #expect(total.int("drop") == expectedDrops, "final total drop\n\(outcome.finalBlock)")
 
             // Each nonzero counter belongs to the first group one of whose
@@ -186,6 +187,8 @@ extension EndToEnd {
                 \(outcome.finalBlock)
                 """)
             #expect(check.matched == traffic.forwarded, "valid packets that went through")
+            #expect(traffic.answered > 0 && check.answered == traffic.answered,
+                    "Time Exceeded answers: \(check.answered) of \(traffic.answered)")
         }
 
         /// The Python side on its own: scapy against the known-answer vectors,
@@ -251,6 +254,25 @@ struct ESPTraffic: Decodable, Sendable {
     var forwarded: Int
     var forwardedPerPort: [String: Int]
     var drops: [ESPDropGroup]
+    /// Dropped packets whose sender gets an ICMP error back (make-tamper).
+    var answered: Int
+
+    enum CodingKeys: String, CodingKey {
+        case config, ports, cells, inputs, inputsPerPort, forwarded, forwardedPerPort, drops, answered
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        config = try c.decode(String.self, forKey: .config)
+        ports = try c.decode([String: PortFiles].self, forKey: .ports)
+        cells = try c.decode([String].self, forKey: .cells)
+        inputs = try c.decode(Int.self, forKey: .inputs)
+        inputsPerPort = try c.decode([String: Int].self, forKey: .inputsPerPort)
+        forwarded = try c.decode(Int.self, forKey: .forwarded)
+        forwardedPerPort = try c.decode([String: Int].self, forKey: .forwardedPerPort)
+        drops = try c.decode([ESPDropGroup].self, forKey: .drops)
+        answered = try c.decodeIfPresent(Int.self, forKey: .answered) ?? 0
+    }
 }
 
 /// Packets that must be dropped for one reason; `match` are the strings
@@ -273,6 +295,8 @@ struct ESPCheck: Decodable, Sendable {
     /// Port 1's datagrams that scapy put together from fragments, and the fragment frames.
     var fragmented: Int
     var fragmentFrames: Int
+    /// ICMP Time Exceeded frames on port 0 answering packets sent with TTL 1.
+    var answered: Int
     var cells: [String: ESPCellCheck]
 }
 
@@ -348,9 +372,10 @@ enum ESPSluice {
         let n = UInt64(traffic.inputs)
         // A fragment taken for reassembly is done with once taken: its
         // datagram counts as one packet sent or dropped. A datagram sent in
-        // k fragments counts k packets sent.
+        // k fragments counts k packets sent; an ICMP error about a dropped
+        // packet is sent besides.
         let settled = await run.waitForStats(timeout: .seconds(20)) { s in
-            let sent = Int(s["tx"] ?? 0) - Int(s["fragments_out"] ?? 0) + Int(s["fragmented"] ?? 0)
+            let sent = Int(s["tx"] ?? 0) - Int(s["fragments_out"] ?? 0) + Int(s["fragmented"] ?? 0) - traffic.answered
             return s["rx"] == n && sent + Int(s["drop"] ?? 0) + Int(s["fragments"] ?? 0) - Int(s["reassembled"] ?? 0) == Int(n)
         }
         let status = await run.stop()

@@ -48,6 +48,7 @@ JSON printed:
   check:
     {"ok": BOOL, "matched": N, "expected_forwarded": N, "outputs_per_port": {"0": N, "1": N},
      "fragmented": N (port 1 datagrams scapy put together), "fragment_frames": N,
+     "answered": N (ICMP Time Exceeded frames on port 0 answering a packet sent with TTL 1),
      "counts": {KIND: N}, "problems": [TEXT... (first 20)],
      "cells": {CELL: {"ok", "esp_expected", "esp_matched", "plain_expected", "plain_matched",
                       "seq_first", "seq_last", "problems": [TEXT... (first 10)]}}}
@@ -390,7 +391,8 @@ def tamper_plan(cells, seed):
       valid packets at the numbers the broken ones used (a failed check must
       not move the window), duplicates, and a last valid one.
     On the protected port: 6 valid, one to a discard policy, one no policy
-    matches, one with TTL 1."""
+    matches, one with TTL 1 (its sender, on the protected side, gets an ICMP
+    Time Exceeded back: the plan's "answered")."""
     traffic = esp.Traffic(seed, first_id=500000)
     plan = Plan()
     expected = {}  # group -> list of "cell: kind"
@@ -565,6 +567,7 @@ class Checker:
         self.mtu = expect.get("mtu", {})
         self.fragmented = 0
         self.fragment_frames = 0
+        self.answered = 0
 
     def problem(self, kind, text, cell=None):
         self.counts[kind] += 1
@@ -869,6 +872,10 @@ class Checker:
             return self.problem("unexpected", "%s: no known id (%d bytes: %s…)" % (where, len(f), f[:40].hex()))
         name = record["cell"]
         where = "%s (%s) packet %s" % (where, name, ident)
+        if record.get("kind") == "ttl-1" and self.time_exceeded(ethertype, packet):
+            # The sender of a packet that arrived with TTL 1 is told (RFC 1812 §5.3.1).
+            self.answered += 1
+            return
         if record["dir"] != "in":
             return self.problem("wrong-port", "%s: an outbound packet came back in clear on the protected port"
                                 % where, name)
@@ -888,6 +895,16 @@ class Checker:
             return self.problem("inner-changed", "%s: ethertype %#06x for an IPv%d packet" % (where, ethertype, family),
                                 name)
         self.compare_inner(where, name, packet, esp.decrement_ttl(inner))
+
+    @staticmethod
+    def time_exceeded(ethertype, packet):
+        """Whether `packet` is an ICMP / ICMPv6 Time Exceeded from port 0's address."""
+        if ethertype == 0x0800:
+            hl = (packet[0] & 15) * 4
+            return packet[9] == 1 and packet[hl] == 11 and packet[hl + 1] == 0 \
+                and str(esp.ipaddress.ip_address(packet[12:16])) == esp.PROTECTED_GW[0]
+        return packet[6] == 58 and packet[40] == 3 and packet[41] == 0 \
+            and esp.ipaddress.ip_address(packet[8:24]) == esp.ipaddress.ip_address(esp.PROTECTED_GW[1])
 
     def finish(self):
         for name, cell in self.cells.items():
@@ -933,6 +950,7 @@ class Checker:
             "outputs_per_port": outputs,
             "fragmented": self.fragmented,
             "fragment_frames": self.fragment_frames,
+            "answered": self.answered,
             "cells": cells,
         }
 
@@ -1280,7 +1298,8 @@ def main():
         cells = tamper_cells(args.engine)
         write_config(args.dir, cells)
         plan, drops = tamper_plan(cells, args.seed)
-        return e2e.emit(write_plan(args.dir, cells, plan, drops=drops))
+        answered = sum(1 for r in plan.records.values() if r.get("kind") == "ttl-1")
+        return e2e.emit(write_plan(args.dir, cells, plan, drops=drops, extra={"answered": answered}))
     if not args.cell:
         parser.error("give at least one --cell (see list-cells)")
     try:
