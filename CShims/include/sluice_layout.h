@@ -133,10 +133,11 @@ typedef struct sl_worker {
     /* ICMP errors this core originates, token bucket (see ICMPErrors.swift). */
     uint64_t icmp_refill_tsc;  /* when the bucket last gained a token */
     uint32_t icmp_tokens;
-    /* Identification of the next IPv6 Fragment header this core writes
-     * (random start, see Fragmentation.swift). */
-    uint32_t frag6_id;
-    uint8_t reserved[8];
+    /* IPv6 Fragment header identifications this core writes: a counter
+     * and a key, both random at start (see Fragmentation.swift). */
+    uint32_t frag_counter;
+    uint32_t frag_key;
+    uint8_t reserved[4];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

@@ -15,8 +15,10 @@ import Packet
 //   fragmented (IPv4 without DF), and inner IPv6 packets of at most 1,280
 //   bytes, whose sender cannot be told to send less (RFC 8200 §5 asks a
 //   tunnel to fragment then). The Fragment header goes right after the
-//   outer header; its identification is a per-core counter from a random
-//   start (RFC 7739 asks only that it not be predictable across flows).
+//   outer header. Its identification is a keyed permutation of a per-core
+//   counter (`nextFragmentID`): no value repeats within 2^32 datagrams of a
+//   core, and consecutive ones are unrelated to whoever does not hold the
+//   core's random key (RFC 7739 §5 warns against a plain counter).
 //
 // ESP is fragmented after it is sealed, as Linux does: the peer reassembles
 // the ESP packet (as Sluice does, Reassembly.swift) and opens the inner
@@ -40,7 +42,7 @@ let maxFragmentsOut = 64
 /// fragments no larger than `mtu` to `hop`, which forwards. IPv4: DF is
 /// clear. IPv6: a packet this gateway sealed, its header the 40-byte base
 /// header alone. Takes the packet: sent, or dropped as
-/// `fragmentation_failed`.
+/// `fragmentation_failed` (also a packet in chained buffers).
 @inline(never)
 func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
                     hop: UnsafeMutablePointer<sl_nexthop>, mtu: Int, fib: UnsafeMutablePointer<sl_fib>,
@@ -53,7 +55,9 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
     let payload = view.length &- header
     let firstData = (mtu &- firstHeader) & ~7
     let laterData = (mtu &- laterHeader) & ~7
-    guard firstData >= 8, laterData >= 8, payload > firstData, ipv4 || view.headroom >= 8 else {
+    // One buffer holds the whole packet (the plain forwarding path takes
+    // chained mbufs, whose pieces would have to be gathered).
+    guard firstData >= 8, laterData >= 8, payload > firstData, ipv4 || view.headroom >= 8, sl_mbuf_nb_segs(m) == 1 else {
         drop(m, .fragmentationFailed, drops)
         return
     }
@@ -82,8 +86,7 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         }
         // IPv6: what follows the Fragment header, and its identification.
         let nextHeader = ipv4 ? 0 : p.loadByte(at: IPv6Field.nextHeader)
-        let id = w.pointee.frag6_id
-        if !ipv4 { w.pointee.frag6_id &+= 1 }
+        let id = ipv4 ? 0 : nextFragmentID(w)
         var offset = firstData
         for k in 0..<later {
             let n = base[k]!
@@ -126,6 +129,21 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
                         drops: drops)
         }
     }
+}
+
+/// The identification of this core's next IPv6 Fragment header: the
+/// counter plus the key, through a 32-bit mixing function that is a
+/// bijection (so no value repeats before the counter does).
+func nextFragmentID(_ w: UnsafeMutablePointer<sl_worker>) -> UInt32 {
+    let c = w.pointee.frag_counter
+    w.pointee.frag_counter = c &+ 1
+    var x = c &+ w.pointee.frag_key
+    x ^= x >> 16
+    x &*= 0x7FEB_352D
+    x ^= x >> 15
+    x &*= 0x846C_A68B
+    x ^= x >> 16
+    return x
 }
 
 /// Writes the fields that make the IP header at `ip` a fragment's: of

@@ -169,7 +169,8 @@ public final class Gateway {
             w.pointee.qsbr = qsbr
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
-            w.pointee.frag6_id = UInt32(truncatingIfNeeded: sl_rand())
+            w.pointee.frag_counter = UInt32(truncatingIfNeeded: sl_rand())
+            w.pointee.frag_key = UInt32(truncatingIfNeeded: sl_rand())
             let ids = sl_worker_port_ids(w)!
             let prefetch = sl_worker_port_prefetch(w)!
             let roleCodes = sl_worker_port_roles(w)!

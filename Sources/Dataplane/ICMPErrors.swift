@@ -56,10 +56,11 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
 }
 
 /// Handles an IP packet (header at `ip`, `length` bytes) that arrived with
-/// a TTL or hop limit of 1 or 0 and would be forwarded: drops it as
-/// `ttl_exceeded`, and answers with ICMP Time Exceeded (RFC 792, type 11
-/// code 0; RFC 4443 §3.3, type 3 code 0), what traceroute relies on (RFC
-/// 1812 §5.3.1), under the same rules as the errors above. Always takes the
+/// a TTL or hop limit of 1 or 0: drops it as `ttl_exceeded`, and, when its
+/// destination is routed through a neighbour (it would have been
+/// forwarded), answers with ICMP Time Exceeded (RFC 792, type 11 code 0;
+/// RFC 4443 §3.3, type 3 code 0), what traceroute relies on (RFC 1812
+/// §5.3.1), under the same rules as the errors above. Always takes the
 /// packet.
 @inline(never)
 func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
@@ -67,6 +68,12 @@ func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
                   tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     drops[DropReason.ttlExceeded.rawValue] &+= 1
     let ipv4 = ip[0] >> 4 == 4
+    // Only about a packet that would have been forwarded (RFC 1812 §5.3.1):
+    // not one to the gateway itself, to a multicast or broadcast address
+    // (martian routes, RFC 4443 §2.4), or to a subnet-directed broadcast.
+    let destination = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
+        : sl_fib6_next_hop(fib, ip + IPv6Field.destination)
+    guard Int(hops[Int(destination)].kind) == SL_NH_FORWARD else { sl_mbuf_free(m); return }
     sendICMPError(w, m, ip: ip, length: length, ICMPError(timeExceededIPv4: ipv4), fib: fib, hops: hops,
                   protectedOnly: protectedOnly, tx: &tx, drops: drops)
 }
@@ -94,14 +101,20 @@ struct ICMPError {
 /// Turns the packet at `ip` (`length` bytes, already counted by the caller)
 /// into `error` back to its source, where one may be sent (`mayAnswer`, a
 /// forwarding route back, `protectedOnly`, the rate limit); otherwise frees
-/// it.
+/// it. Never about a frame sent to a link-layer broadcast or multicast
+/// address (RFC 1812 §4.3.2.7; the mbuf's data still starts at the frame
+/// as received), nor about a packet in chained buffers (the error is built
+/// in the first one).
 @inline(never)
 func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                    _ error: ICMPError, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
                    protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let p = UnsafeMutableRawPointer(ip)
     let ipv4 = ip[0] >> 4 == 4
-    guard mayAnswer(p, length: length, ipv4: ipv4) else { sl_mbuf_free(m); return }
+    guard sl_mbuf_nb_segs(m) == 1, sl_mbuf_data(m)![0] & 1 == 0, mayAnswer(p, length: length, ipv4: ipv4) else {
+        sl_mbuf_free(m)
+        return
+    }
     // Back to the packet's source.
     let hop = ipv4 ? hops + Int(sl_fib4_next_hop(fib, p.loadBE32(at: IPv4Field.source)))
         : hops + Int(sl_fib6_next_hop(fib, ip + IPv6Field.source))

@@ -208,6 +208,14 @@ final class GatewayHarness: @unchecked Sendable {
             usleep(100)
             delta = totals().minus(before)
         }
+        // A drop is counted before what it caused (an ICMP error) is queued,
+        // and TX buffers are flushed at the end of the worker's iteration:
+        // wait for the iteration in progress to end (it counts a poll after
+        // its flush).
+        let polls = gateway.coreCounters().reduce(0) { $0 + $1.polls }
+        while gateway.coreCounters().reduce(0, { $0 + $1.polls }) <= polls && monotonicSeconds() < deadline {
+            usleep(50)
+        }
         var sent: [UInt16: [[UInt8]]] = [:]
         if drain {
             for rp in [protected, unprotected] { sent[rp.port] = dequeueAll(rp) }

@@ -208,11 +208,17 @@ extension EALSuites.GatewayTests {
         if let e = answered.sent[h.u]?.first {
             expectFragmentationNeeded(e, answering: inbound, from: [192, 0, 2, 1], mtu: 0, timeExceeded: true)
         }
-        // Never about an ICMP error.
+        // Never about an ICMP error, nor about a packet that would not have
+        // been forwarded: to a multicast group, to the gateway itself, or in
+        // a link-layer broadcast frame (RFC 1812 §4.3.2.7, §5.3.1).
         var icmpError = h.frame4("10.1.2.3", "198.51.100.4", ttl: 1, transport: .raw(.icmp), payload: 100)
         icmpError[34] = 11; icmpError[35] = 0
-        let quiet = try h.inject([icmpError], on: h.protected)
-        #expect(quiet.allSent == 0 && quiet.delta.dropsByReason == [.ttlExceeded: 1], "\(quiet.delta)")
+        var broadcastFrame = h.frame4("10.1.2.3", "198.51.100.4", ttl: 1)
+        broadcastFrame.replaceSubrange(0..<6, with: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+        let unanswered = [icmpError, h.frame4("10.1.2.3", "224.0.0.22", ttl: 1), h.frame4("10.1.2.3", "10.0.0.1", ttl: 1),
+                          h.frame6("2001:db8:1::3", "ff05::2", hopLimit: 1), broadcastFrame]
+        let quiet = try h.inject(unanswered, on: h.protected)
+        #expect(quiet.allSent == 0 && quiet.delta.dropsByReason == [.ttlExceeded: UInt64(unanswered.count)], "\(quiet.delta)")
     }
 
     @Test func ttlExceededOnTheIPsecPaths() throws {
