@@ -189,6 +189,14 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
     }
 }
 
+/// Whether the inbound SPD's verdict for the packet in `view` is protect
+/// (it may not pass in the clear). Off the fast path: fragments in transit.
+@inline(never)
+func protectCovers(_ view: PacketView, tables: IPsecTables) -> Bool {
+    guard let fields = SelectorFields(view), let verdict = tables.inSPD.verdict(fields) else { return false }
+    return verdict.action == .protect
+}
+
 /// Whether a counter going from `before` to `after` reached `limit` (0: no
 /// limit). Counters only grow, so each limit is crossed exactly once.
 @inline(__always)
@@ -307,9 +315,17 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
             // Someone else's IPsec (a fragment, a keepalive, IKE, a short
-            // packet) is transit traffic: the inbound SPD decides.
+            // packet) is transit traffic: the inbound SPD decides. A fragment
+            // of ESP a protect policy covers is reassembled: made whole, it
+            // may be a transport-mode SA's (bump in the wire).
             if !addressedToGateway(view, fib: fib, hops: hops) {
-                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
+                if d == .fragmented && protectCovers(view, tables: tables) {
+                    if let whole = reassemble(w, m, view, context: context, drops: drops) {
+                        bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
+                    }
+                } else {
+                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
+                }
             } else if d == .fragmented {
                 // A reassembled datagram takes the place of the fragment that
                 // completed it and goes through this loop next (its bytes
@@ -375,8 +391,10 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
             routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
-            // A later piece of a fragmented ESP-in-UDP packet has no UDP header.
-            if laterUDPFragment(view) && addressedToGateway(view, fib: fib, hops: hops) {
+            // A later piece of a fragmented ESP-in-UDP packet has no UDP header
+            // (in transit: the same rule as above).
+            if laterUDPFragment(view)
+                && (addressedToGateway(view, fib: fib, hops: hops) || protectCovers(view, tables: tables)) {
                 if let whole = reassemble(w, m, view, context: context, drops: drops) {
                     bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
                 }

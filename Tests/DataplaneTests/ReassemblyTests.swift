@@ -192,3 +192,52 @@ extension EALSuites.GatewayTests {
         waitForReassemblyTimeout()
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// Transport-mode ESP from a remote host to a protected host (the
+    /// gateway a bump in the wire, its SA found by SPI alone), arriving in
+    /// fragments: the fragments in transit that a protect policy covers are
+    /// reassembled, and the whole ESP packet is opened like one that came
+    /// whole: plain ESP over IPv4 and IPv6, and in UDP 4500.
+    @Test func transitTransportESPInFragmentsIsReassembled() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "6d", count: 20)
+        _ = try h.installSession(h.baseConfigText + """
+
+        sa add spi 0x7301 dir in mode transport aead aes-gcm-128 key \(key)
+        sa add spi 0x7302 dir in mode transport aead aes-gcm-128 key \(key)
+        sa add spi 0x7303 dir in mode transport aead aes-gcm-128 key \(key) encap udp 4500 4500
+        sp add dir in src 198.51.100.0/24 dst 10.1.1.0/24 priority 1 action protect spi 0x7301
+        sp add dir in src 2001:db8:100::/48 dst 2001:db8:1::/48 priority 2 action protect spi 0x7302
+        sp add dir in src 198.51.100.0/24 dst 10.1.3.0/24 priority 3 action protect spi 0x7303
+        """, name: "transport-fragments")
+        let peer = try TunnelPeer()
+        struct Case { var name: String; var spi: UInt32; var v6: Bool; var udp: Bool }
+        var id: UInt16 = 0x6100
+        for c in [Case(name: "transport ESP over IPv4", spi: 0x7301, v6: false, udp: false),
+                  Case(name: "transport ESP over IPv6", spi: 0x7302, v6: true, udp: false),
+                  Case(name: "transport ESP in UDP over IPv4", spi: 0x7303, v6: false, udp: true)] {
+            let inner = c.v6 ? h.frame6("2001:db8:100::7", "2001:db8:1::9", payload: 1200, ethDst: h.portMAC(h.u))
+                : h.frame4("198.51.100.7", "10.1.\(c.spi - 0x7300).9", payload: 1200, ethDst: h.portMAC(h.u), dontFragment: false)
+            func sealed() -> [UInt8] { peer.frame(spi: c.spi, inner: inner, udp: c.udp ? (4500, 4500) : nil, transport: true) }
+            let whole = try h.inject([sealed()], on: h.unprotected)
+            let reference = try #require(whole.sent[h.p]?.first, "\(c.name): not opened whole: \(whole.delta)")
+            id &+= 1
+            // Transport mode keeps the packet's own header: the IPv4 pieces
+            // carry its identification (0x1234), as its sender's would.
+            let frames = c.v6 ? fragments6(sealed(), pieces: [512, 400], id: 0x61000 + UInt32(id))
+                : Array(fragments4(sealed(), pieces: [512, 400], id: 0x1234).reversed())
+            let out = try h.inject(frames, on: h.unprotected)
+            #expect(out.delta.fragments == 3 && out.delta.reassembled == 1 && out.delta.txPackets == 1
+                    && out.delta.totalDrops == 0, "\(c.name): \(out.delta)")
+            let same = out.sent[h.p] == [reference]
+            #expect(same, "\(c.name): the inner packet differs from the one opened whole")
+        }
+        // Transit ESP fragments no protect policy covers still pass as they are
+        // (here: none covers 10.1.9.0/24, and nothing else does: discarded).
+        let stray = fragments4(peer.frame(spi: 0x7301, inner: h.frame4("198.51.100.7", "10.1.9.9", payload: 1200,
+                                                                          ethDst: h.portMAC(h.u), dontFragment: false),
+                                          transport: true), pieces: [512, 400], id: 0x6200)
+        try expectDropped(stray, reason: .policyDiscard, on: h.unprotected)
+    }
+}

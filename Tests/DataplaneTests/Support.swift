@@ -127,21 +127,24 @@ final class TunnelPeer {
 
     /// The ESP frame of `inner` (a frame) for SA `spi`, from the unprotected
     /// neighbour to the gateway: outer IPv4 (or IPv6 with `outer6`), plain
-    /// ESP or ESP in UDP `udp` (source, destination ports).
+    /// ESP or ESP in UDP `udp` (source, destination ports). `transport`:
+    /// transport mode instead, the packet keeping its own header.
     func frame(spi: UInt32, inner: [UInt8], outer6: Bool = false,
-               udp: (source: UInt16, destination: UInt16)? = nil) -> [UInt8] {
+               udp: (source: UInt16, destination: UInt16)? = nil, transport: Bool = false) -> [UInt8] {
         let seq = next[spi, default: 1]
         next[spi] = seq + 1
         let outer: OuterHeader = outer6
             ? .ipv6(source: IPv6Address("2001:db8:b::fe")!, destination: IPv6Address("2001:db8:b::1")!)
             : .ipv4(source: IPv4Address("192.0.2.254")!, destination: IPv4Address("192.0.2.1")!)
-        let sa = OutboundSA(spi: SPI(spi), mode: .tunnel(outer), key: key.unsafeHandle, esn: false,
+        let sa = OutboundSA(spi: SPI(spi), mode: transport ? .transport : .tunnel(outer), key: key.unsafeHandle, esn: false,
                             udpEncapsulation: udp, df: .copy)
         let size = inner.count + 512
         var buffer = [UInt8](repeating: 0, count: size)
         let ip = Array(inner.dropFirst(14))
         var ethernet = Array(inner.prefix(14))
-        if outer6 { ethernet[12] = 0x86; ethernet[13] = 0xDD } else { ethernet[12] = 0x08; ethernet[13] = 0x00 }
+        if transport {
+            // The packet's own EtherType.
+        } else if outer6 { ethernet[12] = 0x86; ethernet[13] = 0xDD } else { ethernet[12] = 0x08; ethernet[13] = 0x00 }
         return buffer.withUnsafeMutableBytes { b -> [UInt8] in
             let start = b.baseAddress! + 128
             start.copyMemory(from: ip, byteCount: ip.count)
