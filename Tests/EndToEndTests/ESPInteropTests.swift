@@ -75,13 +75,15 @@ extension EndToEnd {
 
         /// ESP that scapy encrypted and then cut with its own fragmenter
         /// (`fragment`, `fragment6`; 2 to 4 pieces, in order or reversed,
-        /// four cells' fragments interleaved): sluice reassembles every
-        /// datagram and delivers exactly its inner packet.
+        /// six cells' fragments interleaved, two of them transport mode to
+        /// protected hosts): sluice reassembles every datagram and delivers
+        /// exactly its inner packet.
         @Test func fragmentedESPFromScapyIsReassembled() async throws {
             let dir = try E2E.scratchDirectory("esp-fragments")
             defer { E2E.removeScratch(dir) }
             let cells = ["aes-gcm-128/tunnel-4in4/noesn/esp", "aes-gcm-256/tunnel-6in6/esn/esp",
-                         "chacha20-poly1305/tunnel-4in6/noesn/udp", "aes-gcm-256/tunnel-6in4/esn/udp"]
+                         "chacha20-poly1305/tunnel-4in6/noesn/udp", "aes-gcm-256/tunnel-6in4/esn/udp",
+                         "aes-gcm-256/transport-4/esn/esp", "chacha20-poly1305/transport-6/noesn/udp"]
             let traffic = try await Scripts.run("esp_interop.py",
                                                 ["make-fragments", "--dir", dir.path, "--count", "8"]
                                                     + cells.flatMap { ["--cell", $0] },

@@ -22,10 +22,11 @@ peer encrypted with the cell's inbound SA, for the unprotected port 1) and
 DIR/expect.json. make-tamper does the same for the tamper cells, adding
 broken and replayed ESP and packets the SPD drops; its JSON lists the drop
 counters they must produce. make-fragments writes the config and, for the
-unprotected port only, COUNT packets per tunnel cell that the scapy peer
+unprotected port only, COUNT packets per cell that the scapy peer
 encrypted and scapy's own fragmenter (fragment / fragment6) cut into 2 to 4
 pieces, in order or reversed, the cells' fragments interleaved: sluice must
-reassemble them and deliver each inner packet. make-outbound-fragments
+reassemble them and deliver each inner packet (transport-mode ESP is
+addressed to a protected host: sluice reassembles it as a bump in the wire). make-outbound-fragments
 writes the config with `port 1 mtu 1280` and, for the protected port only,
 COUNT plaintext packets per cell whose ESP packet is larger than that
 (IPv4 without DF, of 1,260 to 1,460 bytes; IPv6 of 1,240 to 1,280, which no
@@ -221,14 +222,22 @@ def fragment_traffic(cells, count, seed):
 
     def make(traffic, cell, k):
         ident, inner = traffic.inner(cell.remote_net, cell.local_net, size=600 + 97 * (k % 7))
+        if not cell.tunnel and cell.inner_family == 4:
+            # Transport mode: the packet's own header is the one cut, so it
+            # may not say DF (and keeps its identification).
+            packet = IP(inner)
+            packet.flags = 0
+            del packet.chksum
+            inner = raw(packet)
         seq = cell.peer_seq_start + k
         packet = esp.peer_encrypt(cell, inner, seq, traffic.iv())
         if packet[0] >> 4 == 4:
             hl = (packet[0] & 15) * 4
             piece = ((len(packet) - hl) // (2 + k % 3) + 7) // 8 * 8
             datagram = IP(packet)
-            datagram.flags = 0
-            datagram.id = 0x3000 + cell.index * 64 + k
+            if cell.tunnel:
+                datagram.flags = 0
+                datagram.id = 0x3000 + cell.index * 64 + k
             pieces = fragment(datagram, fragsize=piece)
         else:
             outer = IPv6(packet)
@@ -1313,8 +1322,6 @@ def main():
         return e2e.emit({"config": config, "cells": [c.name for c in cells],
                          "config_lines": sum(len(c.config_lines()) for c in cells)})
     if args.command == "make-fragments":
-        if any(not c.tunnel for c in cells):
-            parser.error("make-fragments takes tunnel cells (transport-mode ESP is not addressed to the gateway)")
         plan = fragment_traffic(cells, args.count or 8, args.seed)
         return e2e.emit(write_plan(args.dir, cells, plan, extra={"per_cell": args.count or 8}))
     if args.command == "make-outbound-fragments":
