@@ -189,11 +189,14 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
     }
 }
 
-/// Whether the inbound SPD's verdict for the packet in `view` is protect
-/// (it may not pass in the clear). Off the fast path: fragments in transit.
+/// Whether a fragment in transit (`view`) may be part of transport-mode ESP
+/// for one of this worker's SAs: there is such an SA (bump in the wire), and
+/// the inbound SPD's verdict for the fragment is protect (it may not pass in
+/// the clear). Off the fast path: fragments in transit.
 @inline(never)
-func protectCovers(_ view: PacketView, tables: IPsecTables) -> Bool {
-    guard let fields = SelectorFields(view), let verdict = tables.inSPD.verdict(fields) else { return false }
+func mayBeTransportESP(_ view: PacketView, tables: IPsecTables, context: WorkerIPsec) -> Bool {
+    guard context.replica.transportInboundCount > 0, let fields = SelectorFields(view),
+          let verdict = tables.inSPD.verdict(fields) else { return false }
     return verdict.action == .protect
 }
 
@@ -315,11 +318,12 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
             // Someone else's IPsec (a fragment, a keepalive, IKE, a short
-            // packet) is transit traffic: the inbound SPD decides. A fragment
-            // of ESP a protect policy covers is reassembled: made whole, it
-            // may be a transport-mode SA's (bump in the wire).
+            // packet) is transit traffic: the inbound SPD decides. With a
+            // transport-mode SA installed, a fragment of ESP a protect policy
+            // covers is reassembled: made whole, it may be that SA's (bump
+            // in the wire).
             if !addressedToGateway(view, fib: fib, hops: hops) {
-                if d == .fragmented && protectCovers(view, tables: tables) {
+                if d == .fragmented && mayBeTransportESP(view, tables: tables, context: context) {
                     if let whole = reassemble(w, m, view, context: context, drops: drops) {
                         bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
                     }
@@ -394,7 +398,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             // A later piece of a fragmented ESP-in-UDP packet has no UDP header
             // (in transit: the same rule as above).
             if laterUDPFragment(view)
-                && (addressedToGateway(view, fib: fib, hops: hops) || protectCovers(view, tables: tables)) {
+                && (addressedToGateway(view, fib: fib, hops: hops) || mayBeTransportESP(view, tables: tables, context: context)) {
                 if let whole = reassemble(w, m, view, context: context, drops: drops) {
                     bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
                 }

@@ -135,6 +135,9 @@ public final class SADReplica {
     public let inboundCapacity: Int
     public let targetCapacity: Int
     public private(set) var inboundCount = 0
+    /// Of those, transport mode: while there is one, ESP fragments in transit
+    /// under a protect policy may be its packets (they are reassembled).
+    public private(set) var transportInboundCount = 0
 
     public init(inboundCapacity: Int, targetCapacity: Int) {
         self.inboundCapacity = inboundCapacity
@@ -222,6 +225,7 @@ public final class SADReplica {
             outSlots.update(repeating: nil, count: slotMask + 1)
             targets.update(repeating: nil, count: max(targetCapacity, 1))
             inboundCount = 0
+            transportInboundCount = 0
             outboundCount = 0
         case .addOutbound:
             guard let r = c.outbound, outboundCount < inboundCapacity else { return }
@@ -256,6 +260,7 @@ public final class SADReplica {
             slots[slot] = InboundSlot(key: UInt64(spi) << 32 | UInt64(UInt8(truncatingIfNeeded: r.pointee.specificity)) << 8,
                                       record: r)
             inboundCount &+= 1
+            if r.pointee.sa.mode == .transport { transportInboundCount &+= 1 }
             markSole(spi)
         case .removeInbound:
             guard let r = c.inbound else { return }
@@ -265,6 +270,7 @@ public final class SADReplica {
             guard slots[slot].record != nil else { return }
             slots[slot] = InboundSlot()
             inboundCount &-= 1
+            if r.pointee.sa.mode == .transport { transportInboundCount &-= 1 }
             closeHole(at: slot, home: { i in
                 slots[i].record == nil ? nil : Int(truncatingIfNeeded: Self.spiHash(slots[i].spi) >> slotShift)
             }, move: { from, to in

@@ -239,5 +239,16 @@ extension EALSuites.GatewayTests {
                                                                           ethDst: h.portMAC(h.u), dontFragment: false),
                                           transport: true), pieces: [512, 400], id: 0x6200)
         try expectDropped(stray, reason: .policyDiscard, on: h.unprotected)
+        // Without a transport-mode SA, nothing in transit can be the
+        // gateway's: such fragments are dropped at once, as before.
+        _ = try h.installSession(h.baseConfigText + """
+
+        sa add spi 0x7304 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir in src 198.51.100.0/24 dst 10.1.1.0/24 priority 1 action protect spi 0x7304
+        """, name: "tunnel-only")
+        let tunnelOnly = fragments4(peer.frame(spi: 0x7301, inner: h.frame4("198.51.100.7", "10.1.1.9", payload: 1200,
+                                                                              ethDst: h.portMAC(h.u), dontFragment: false),
+                                              transport: true), pieces: [512, 400], id: 0x6201)
+        try expectDropped(tunnelOnly, reason: .esp(.fragmented), on: h.unprotected)
     }
 }
