@@ -322,17 +322,13 @@ public final class ControlSession {
     private func stats(_ args: [String]) throws(ControlError) -> String {
         let cores = gateway.coreCounters()
         func counters(_ cs: [CoreCounters]) -> [(String, String)] {
-            var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
-            for c in cs { for i in drops.indices { drops[i] += c.drops[i] } }
-            let detail = DropReason.allCases.filter { drops[$0.rawValue] != 0 }
-                .map { "\(ControlReply.quote($0.name)):\(drops[$0.rawValue])" }.joined(separator: ",")
-            return [("rx", String(cs.reduce(0) { $0 + $1.rxPackets })), ("rx_bytes", String(cs.reduce(0) { $0 + $1.rxBytes })),
-                    ("tx", String(cs.reduce(0) { $0 + $1.txPackets })),
-                    ("fragments", String(cs.reduce(0) { $0 + $1.fragments })),
-                    ("reassembled", String(cs.reduce(0) { $0 + $1.reassembled })),
-                    ("fragmented", String(cs.reduce(0) { $0 + $1.fragmented })),
-                    ("fragments_out", String(cs.reduce(0) { $0 + $1.fragmentsOut })), ("drop", String(drops.reduce(0, +))),
-                    ("drops", "{" + detail + "}")]
+            let t = CoreCounters.total(cs)
+            let detail = DropReason.allCases.filter { t.drops[$0.rawValue] != 0 }
+                .map { "\(ControlReply.quote($0.name)):\(t.drops[$0.rawValue])" }.joined(separator: ",")
+            return [("rx", String(t.rxPackets)), ("rx_bytes", String(t.rxBytes)), ("tx", String(t.txPackets)),
+                    ("fragments", String(t.fragments)), ("reassembled", String(t.reassembled)),
+                    ("fragmented", String(t.fragmented)), ("fragments_out", String(t.fragmentsOut)),
+                    ("drop", String(t.totalDrops)), ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {
         case (nil, _):

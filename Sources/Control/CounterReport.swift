@@ -30,7 +30,7 @@ public enum CounterReport {
     }
 
     public static func totalLine(_ cores: [CoreCounters]) -> String {
-        let t = cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
+        let t = CoreCounters.total(cores)
         let d = dropDetail(t.drops)
         return "total rx=\(t.rxPackets) tx=\(t.txPackets)" + fragmentDetail(t) + " drop=\(t.totalDrops)" + (d.isEmpty ? "" : " " + d)
     }
@@ -53,15 +53,13 @@ public struct RateMeter {
 
     public mutating func line(_ cores: [CoreCounters]) -> String {
         let now = monotonicSeconds()
-        let rx = cores.reduce(0) { $0 &+ $1.rxPackets }
-        let tx = cores.reduce(0) { $0 &+ $1.txPackets }
-        let drop = cores.reduce(0) { $0 &+ $1.totalDrops }
+        let total = CoreCounters.total(cores)
+        let rx = total.rxPackets, tx = total.txPackets
         let dt = max(now - lastTime, 1e-9)
         let rxPps = Double(rx &- lastRx) / dt
         let txPps = Double(tx &- lastTx) / dt
         lastTime = now; lastRx = rx; lastTx = tx
-        let total = cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
-        return "stats: rx=\(rx) tx=\(tx)\(CounterReport.fragmentDetail(total)) drop=\(drop) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
+        return "stats: rx=\(rx) tx=\(tx)\(CounterReport.fragmentDetail(total)) drop=\(total.totalDrops) rx_pps=\(Int(rxPps)) tx_pps=\(Int(txPps))"
     }
 }
 

@@ -123,9 +123,7 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         for k in 0..<later {
             let n = base[k]!
             let ip = UnsafeMutableRawPointer(sl_mbuf_data(n)!) + HeaderSize.ethernet
-            let length = ipv4 ? Int(ip.loadBE16(at: IPv4Field.totalLength))
-                : HeaderSize.ipv6 &+ Int(ip.loadBE16(at: IPv6Field.payloadLength))
-            sendRebuilt(w, n, ipView(n, ip: ip, length: length), ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx,
+            sendRebuilt(w, n, ipView(n, ip: ip, length: datagramLength(ip, ipv4: ipv4)), ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx,
                         drops: drops)
         }
     }

@@ -39,6 +39,11 @@ public struct CoreCounters: Sendable {
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
+    /// The field-wise sum of `cores` (all zero for none).
+    public static func total(_ cores: [CoreCounters]) -> CoreCounters {
+        cores.dropFirst().reduce(cores.first ?? CoreCounters(lcore: 0, queue: 0, socket: 0), +)
+    }
+
     /// Field-wise sum, for totals.
     public static func + (a: CoreCounters, b: CoreCounters) -> CoreCounters {
         var r = a

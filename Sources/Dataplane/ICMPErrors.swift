@@ -71,9 +71,7 @@ func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
     // Only about a packet that would have been forwarded (RFC 1812 §5.3.1):
     // not one to the gateway itself, to a multicast or broadcast address
     // (martian routes, RFC 4443 §2.4), or to a subnet-directed broadcast.
-    let destination = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
-        : sl_fib6_next_hop(fib, ip + IPv6Field.destination)
-    guard Int(hops[Int(destination)].kind) == SL_NH_FORWARD else { sl_mbuf_free(m); return }
+    guard Int(hops[routeIndex(ip, ipv4: ipv4, fib: fib)].kind) == SL_NH_FORWARD else { sl_mbuf_free(m); return }
     sendICMPError(w, m, ip: ip, length: length, ICMPError(timeExceededIPv4: ipv4), fib: fib, hops: hops,
                   protectedOnly: protectedOnly, tx: &tx, drops: drops)
 }
@@ -116,8 +114,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         return
     }
     // Back to the packet's source.
-    let hop = ipv4 ? hops + Int(sl_fib4_next_hop(fib, p.loadBE32(at: IPv4Field.source)))
-        : hops + Int(sl_fib6_next_hop(fib, ip + IPv6Field.source))
+    let hop = hops + routeIndex(p, ipv4: ipv4, source: true, fib: fib)
     let port = hop.pointee.port
     guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS),
           !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue,

@@ -53,24 +53,33 @@ func decrementForwardedTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) -> Boo
     return true
 }
 
+/// The datagram length the IP header at `ip` gives (IPv4 total length,
+/// IPv6 40 + payload length), read as it stands: the caller parsed it.
+@inline(__always)
+func datagramLength(_ ip: UnsafeRawPointer, ipv4: Bool) -> Int {
+    ipv4 ? Int(ip.loadBE16(at: IPv4Field.totalLength)) : HeaderSize.ipv6 &+ Int(ip.loadBE16(at: IPv6Field.payloadLength))
+}
+
+/// The index in `fib`'s next-hop array of the destination address (or, with
+/// `source`, the source address) of the IP header at `ip`.
+@inline(__always)
+func routeIndex(_ ip: UnsafeRawPointer, ipv4: Bool, source: Bool = false, fib: UnsafeMutablePointer<sl_fib>) -> Int {
+    ipv4 ? Int(sl_fib4_next_hop(fib, ip.loadBE32(at: source ? IPv4Field.source : IPv4Field.destination)))
+        : Int(sl_fib6_next_hop(fib, ip.assumingMemoryBound(to: UInt8.self) + (source ? IPv6Field.source : IPv6Field.destination)))
+}
+
 /// The next hop of the IP packet at `view.start` (its destination looked up).
 @inline(__always)
 func nextHop(_ view: PacketView, ipv4: Bool, fib: UnsafeMutablePointer<sl_fib>,
              hops: UnsafeMutablePointer<sl_nexthop>) -> UnsafeMutablePointer<sl_nexthop> {
-    let ip = view.start.assumingMemoryBound(to: UInt8.self)
-    let index = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination))
-        : sl_fib6_next_hop(fib, ip + IPv6Field.destination)
-    return hops + Int(index)
+    hops + routeIndex(view.start, ipv4: ipv4, fib: fib)
 }
 
 /// The next hop of a tunnel-mode SA's packets: its outer destination's.
 @inline(__always)
 func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>,
               hops: UnsafeMutablePointer<sl_nexthop>) -> UnsafeMutablePointer<sl_nexthop> {
-    sa.pointee.withOuterHeader { h in
-        hops + Int(h.load(as: UInt8.self) >> 4 == 4 ? sl_fib4_next_hop(fib, h.loadBE32(at: IPv4Field.destination))
-                    : sl_fib6_next_hop(fib, h.assumingMemoryBound(to: UInt8.self) + IPv6Field.destination))
-    }
+    sa.pointee.withOuterHeader { h in hops + routeIndex(h, ipv4: h.load(as: UInt8.self) >> 4 == 4, fib: fib) }
 }
 
 /// Sends the IP packet at `view.start` to `hop` (see `routeRebuilt`), or
@@ -141,19 +150,13 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, rpf: UInt8, port: UIn
     let total = plainIPv4Length(m, data: data, length: len, packetLength: pktLen)
     if total >= 0 && sl_mbuf_nb_segs(m) == 1 && ordinarySource4(data + HeaderSize.ethernet) {
         let ip = data + HeaderSize.ethernet
-        if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: true, port: port, mode: rpf, fib: fib) {
-            drop(m, .reversePath, drops)
-            return nil
-        }
+        if reversePathDrops(m, ip: ip, ipv4: true, port: port, rpf: rpf, fib: fib, drops: drops) { return nil }
         return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
     }
     guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { return nil }
     guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
     guard !martianSource(l.ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); return nil }
-    if _slowPath(rpf != 0) && failsReversePath(l.ip, ipv4: l.ipv4, port: port, mode: rpf, fib: fib) {
-        drop(m, .reversePath, drops)
-        return nil
-    }
+    if reversePathDrops(m, ip: l.ip, ipv4: l.ipv4, port: port, rpf: rpf, fib: fib, drops: drops) { return nil }
     return (l, ipView(m, ip: UnsafeMutableRawPointer(l.ip), length: l.total))
 }
 
@@ -317,28 +320,25 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         guard var (_, view) = ipsecReceive(m, bytes: &bytes, rpf: rpf, port: port, fib: fib, drops: drops) else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
-            // Someone else's IPsec (a fragment, a keepalive, IKE, a short
-            // packet) is transit traffic: the inbound SPD decides. With a
-            // transport-mode SA installed, a fragment of ESP a protect policy
-            // covers is reassembled: made whole, it may be that SA's (bump
-            // in the wire).
-            if !addressedToGateway(view, fib: fib, hops: hops) {
-                if d == .fragmented && mayBeTransportESP(view, tables: tables, context: context) {
-                    if let whole = reassemble(w, m, view, context: context, drops: drops) {
-                        bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
-                    }
-                } else {
-                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
-                }
-            } else if d == .fragmented {
+            // A fragment is reassembled when it is addressed to the gateway,
+            // or is ESP in transit that a protect policy covers while a
+            // transport-mode SA is installed (made whole, it may be that
+            // SA's: bump in the wire). Anything else addressed to the gateway
+            // keeps its ESP counter; someone else's IPsec (a fragment, a
+            // keepalive, IKE, a short packet) is transit traffic: the inbound
+            // SPD decides.
+            let toGateway = addressedToGateway(view, fib: fib, hops: hops)
+            if d == .fragmented && (toGateway || mayBeTransportESP(view, tables: tables, context: context)) {
                 // A reassembled datagram takes the place of the fragment that
                 // completed it and goes through this loop next (its bytes
                 // were counted as fragments).
                 if let whole = reassemble(w, m, view, context: context, drops: drops) {
                     bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
                 }
-            } else {
+            } else if toGateway {
                 drop(m, .esp(d), drops)
+            } else {
+                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
             }
         case .esp(let header):
             guard let record = context.replica.inbound(header) else {

@@ -283,10 +283,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         if plainIPv4Length(m, data: data, length: len, packetLength: pktLen) >= 0 {
             let ip = data + HeaderSize.ethernet
             if ip[IPv4Field.ttl] > 1 && ordinarySource4(ip) {
-                if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: true, port: port, mode: rpf, fib: fib) {
-                    drop(m, .reversePath, drops)
-                    continue
-                }
+                if reversePathDrops(m, ip: ip, ipv4: true, port: port, rpf: rpf, fib: fib, drops: drops) { continue }
                 let hop = hops + Int(sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.destination)))
                 emit(w, m, frame: UnsafeMutableRawPointer(data), ip: ip, hop: hop, ipv4: true, fib: fib, tx: &tx, drops: drops)
                 continue
@@ -295,10 +292,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
         guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
         let ip = l.ip
         guard !martianSource(ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); continue }
-        if _slowPath(rpf != 0) && failsReversePath(ip, ipv4: l.ipv4, port: port, mode: rpf, fib: fib) {
-            drop(m, .reversePath, drops)
-            continue
-        }
+        if reversePathDrops(m, ip: ip, ipv4: l.ipv4, port: port, rpf: rpf, fib: fib, drops: drops) { continue }
         if l.ipv4 {
             guard ip[IPv4Field.ttl] > 1 else {
                 timeExceeded(w, m, ip: ip, length: l.total, fib: fib, hops: hops, protectedOnly: false, tx: &tx, drops: drops)
@@ -341,6 +335,17 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
     }
 }
 
+/// Drops the packet `m` (IP header at `ip`, received on `port`) when its
+/// port has a reverse-path check (`rpf`, `ReversePathFilter.code`) and its
+/// source fails it (true); false otherwise, the packet untouched.
+@inline(__always)
+func reversePathDrops(_ m: OpaquePointer, ip: UnsafePointer<UInt8>, ipv4: Bool, port: UInt16, rpf: UInt8,
+                      fib: UnsafeMutablePointer<sl_fib>, drops: UnsafeMutablePointer<UInt64>) -> Bool {
+    guard _slowPath(rpf != 0), failsReversePath(ip, ipv4: ipv4, port: port, mode: rpf, fib: fib) else { return false }
+    drop(m, .reversePath, drops)
+    return true
+}
+
 /// Whether the packet at `ip`, received on `port` whose reverse-path check
 /// is `mode` (`ReversePathFilter.code`, not off), fails it (RFC 3704): its
 /// source must be routed, not be one of the gateway's own addresses, and,
@@ -350,9 +355,7 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
 @inline(never)
 func failsReversePath(_ ip: UnsafePointer<UInt8>, ipv4: Bool, port: UInt16, mode: UInt8,
                       fib: UnsafeMutablePointer<sl_fib>) -> Bool {
-    let index = ipv4 ? sl_fib4_next_hop(fib, UnsafeRawPointer(ip).loadBE32(at: IPv4Field.source))
-        : sl_fib6_next_hop(fib, ip + IPv6Field.source)
-    let hop = fib.pointee.nexthops! + Int(index)
+    let hop = fib.pointee.nexthops! + routeIndex(ip, ipv4: ipv4, source: true, fib: fib)
     let kind = Int(hop.pointee.kind)
     if kind == SL_NH_FORWARD { return mode == ReversePathFilter.strict.code && hop.pointee.port != port }
     if kind == SL_NH_NO_NEIGHBOR {
@@ -452,8 +455,7 @@ func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
                      hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
                      drops: UnsafeMutablePointer<UInt64>) -> Bool {
     let header = UnsafeMutableRawPointer(ip)
-    let length = ipv4 ? Int(header.loadBE16(at: IPv4Field.totalLength))
-        : HeaderSize.ipv6 &+ Int(header.loadBE16(at: IPv6Field.payloadLength))
+    let length = datagramLength(header, ipv4: ipv4)
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     guard length > mtu else { return false }
     if ipv4 && header.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
