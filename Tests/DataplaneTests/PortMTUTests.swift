@@ -27,12 +27,28 @@ private func onesComplementSum(_ bytes: [UInt8], initial: UInt32 = 0) -> UInt16 
 
 private func be16(_ b: [UInt8], _ at: Int) -> Int { Int(b[at]) << 8 | Int(b[at + 1]) }
 
+/// The ICMP error a test expects.
+enum ExpectedICMPError {
+    /// "Fragmentation needed and DF set" (ICMPv4 3/4, the MTU in the low 16
+    /// bits of the rest of the header) or Packet Too Big (ICMPv6 2/0, the MTU).
+    case tooBig(mtu: Int)
+    /// Time Exceeded in transit (ICMPv4 11/0, ICMPv6 3/0), rest of the header 0.
+    case timeExceeded
+
+    /// Type, code and the 32-bit rest of the header.
+    func fields(ipv6: Bool) -> (type: UInt8, code: UInt8, rest: Int) {
+        switch self {
+        case .tooBig(let mtu): ipv6 ? (2, 0, mtu) : (3, 4, mtu)
+        case .timeExceeded: ipv6 ? (3, 0, 0) : (11, 0, 0)
+        }
+    }
+}
+
 extension EALSuites.GatewayTests {
-    /// Checks an ICMPv4 "fragmentation needed" frame answering `original` (a
-    /// frame); with `timeExceeded`, an ICMPv4 Time Exceeded (type 11 code 0).
-    func expectFragmentationNeeded(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
-                                   timeExceeded: Bool = false,
-                                   sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+    /// Checks an ICMPv4 error frame (`error`) answering `original` (a frame).
+    func expectICMPv4Error(_ frame: [UInt8], _ error: ExpectedICMPError, answering original: [UInt8], from source: [UInt8],
+                           sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let want = error.fields(ipv6: false)
         let ip = Array(frame.dropFirst(14))
         let quoted = Array(original.dropFirst(14))
         #expect(be16(frame, 12) == 0x0800, sourceLocation: sourceLocation)
@@ -42,9 +58,8 @@ extension EALSuites.GatewayTests {
         #expect(Array(ip[12..<16]) == source, "source", sourceLocation: sourceLocation)
         #expect(Array(ip[16..<20]) == Array(quoted[12..<16]), "back to the packet's source", sourceLocation: sourceLocation)
         let icmp = Array(ip.dropFirst(20))
-        #expect(icmp[0] == (timeExceeded ? 11 : 3) && icmp[1] == (timeExceeded ? 0 : 4), "type \(icmp[0]) code \(icmp[1])",
-                sourceLocation: sourceLocation)
-        #expect(be16(icmp, 4) == 0 && be16(icmp, 6) == (timeExceeded ? 0 : mtu), "next-hop MTU \(be16(icmp, 6))",
+        #expect(icmp[0] == want.type && icmp[1] == want.code, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
+        #expect(be16(icmp, 4) << 16 | be16(icmp, 6) == want.rest, "rest of the header (next-hop MTU \(be16(icmp, 6)))",
                 sourceLocation: sourceLocation)
         #expect(onesComplementSum(icmp) == 0xFFFF, "ICMP checksum", sourceLocation: sourceLocation)
         // RFC 1812 §4.3.2.3: as much of the packet as fits in 576 bytes.
@@ -52,11 +67,10 @@ extension EALSuites.GatewayTests {
         #expect(Array(icmp.dropFirst(8)) == Array(quoted.prefix(ip.count - 28)), "quote", sourceLocation: sourceLocation)
     }
 
-    /// Checks an ICMPv6 Packet Too Big frame answering `original`; with
-    /// `timeExceeded`, an ICMPv6 Time Exceeded (type 3 code 0).
-    func expectPacketTooBig6(_ frame: [UInt8], answering original: [UInt8], from source: [UInt8], mtu: Int,
-                             timeExceeded: Bool = false,
-                             sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+    /// Checks an ICMPv6 error frame (`error`) answering `original` (a frame).
+    func expectICMPv6Error(_ frame: [UInt8], _ error: ExpectedICMPError, answering original: [UInt8], from source: [UInt8],
+                           sourceLocation: Testing.SourceLocation = #_sourceLocation) {
+        let want = error.fields(ipv6: true)
         let ip = Array(frame.dropFirst(14))
         let quoted = Array(original.dropFirst(14))
         #expect(be16(frame, 12) == 0x86DD, sourceLocation: sourceLocation)
@@ -65,10 +79,8 @@ extension EALSuites.GatewayTests {
         #expect(Array(ip[8..<24]) == source, "source", sourceLocation: sourceLocation)
         #expect(Array(ip[24..<40]) == Array(quoted[8..<24]), "back to the packet's source", sourceLocation: sourceLocation)
         let icmp = Array(ip.dropFirst(40))
-        #expect(icmp[0] == (timeExceeded ? 3 : 2) && icmp[1] == 0, "type \(icmp[0]) code \(icmp[1])",
-                sourceLocation: sourceLocation)
-        #expect(Int(icmp[4]) << 24 | Int(icmp[5]) << 16 | Int(icmp[6]) << 8 | Int(icmp[7]) == (timeExceeded ? 0 : mtu), "MTU",
-                sourceLocation: sourceLocation)
+        #expect(icmp[0] == want.type && icmp[1] == want.code, "type \(icmp[0]) code \(icmp[1])", sourceLocation: sourceLocation)
+        #expect(be16(icmp, 4) << 16 | be16(icmp, 6) == want.rest, "rest of the header (MTU)", sourceLocation: sourceLocation)
         // Pseudo-header: addresses, upper-layer length, next header 58.
         var pseudo = Array(ip[8..<40])
         pseudo += [0, 0, UInt8(icmp.count >> 8), UInt8(icmp.count & 0xFF), 0, 0, 0, 58]
@@ -92,9 +104,9 @@ extension EALSuites.GatewayTests {
         // To the neighbour 10.1.0.0/16 and 2001:db8:1::/48 are routed through.
         #expect(Array(back[0].prefix(6)) == GatewayHarness.protectedNeighbor4.1.description.split(separator: ":").map { UInt8($0, radix: 16)! },
                 sourceLocation: sourceLocation)
-        expectFragmentationNeeded(back[0], answering: quoted4, from: [10, 0, 0, 1], mtu: mtu, sourceLocation: sourceLocation)
-        expectPacketTooBig6(back[1], answering: quoted6, from: ipv6("2001:db8:a::1").bytes, mtu: mtu,
-                            sourceLocation: sourceLocation)
+        expectICMPv4Error(back[0], .tooBig(mtu: mtu), answering: quoted4, from: [10, 0, 0, 1], sourceLocation: sourceLocation)
+        expectICMPv6Error(back[1], .tooBig(mtu: mtu), answering: quoted6, from: ipv6("2001:db8:a::1").bytes,
+                          sourceLocation: sourceLocation)
     }
 
     /// The ICMP error budget refills at 1000 a second: give it time to be full.
@@ -198,15 +210,15 @@ extension EALSuites.GatewayTests {
         let back = out.sent[h.p] ?? []
         #expect(back.count == 3, "\(out.sent.mapValues(\.count))")
         if back.count == 3 {
-            expectFragmentationNeeded(back[0], answering: big4, from: [10, 0, 0, 1], mtu: 0, timeExceeded: true)
-            expectPacketTooBig6(back[1], answering: big6, from: ipv6("2001:db8:a::1").bytes, mtu: 0, timeExceeded: true)
+            expectICMPv4Error(back[0], .timeExceeded, answering: big4, from: [10, 0, 0, 1])
+            expectICMPv6Error(back[1], .timeExceeded, answering: big6, from: ipv6("2001:db8:a::1").bytes)
         }
         // From the other side, the error leaves by that side's port, from its address.
         let inbound = h.frame4("198.51.100.7", "10.1.2.3", ttl: 1, ethDst: h.portMAC(h.u))
         let answered = try h.inject([inbound], on: h.unprotected)
         #expect(answered.sent[h.u]?.count == 1 && answered.delta.dropsByReason == [.ttlExceeded: 1], "\(answered.delta)")
         if let e = answered.sent[h.u]?.first {
-            expectFragmentationNeeded(e, answering: inbound, from: [192, 0, 2, 1], mtu: 0, timeExceeded: true)
+            expectICMPv4Error(e, .timeExceeded, answering: inbound, from: [192, 0, 2, 1])
         }
         // Never about an ICMP error, nor about a packet that would not have
         // been forwarded: to a multicast group, to the gateway itself, or in
@@ -238,7 +250,7 @@ extension EALSuites.GatewayTests {
         #expect(sealed.delta.dropsByReason == [.ttlExceeded: 1] && (sealed.sent[h.u] ?? []).isEmpty, "\(sealed.delta)")
         #expect(sealed.sent[h.p]?.count == 1, "\(sealed.sent.mapValues(\.count))")
         if let e = sealed.sent[h.p]?.first {
-            expectFragmentationNeeded(e, answering: outbound, from: [10, 0, 0, 1], mtu: 0, timeExceeded: true)
+            expectICMPv4Error(e, .timeExceeded, answering: outbound, from: [10, 0, 0, 1])
         }
         // Opened from the tunnel: its sender is behind the peer, and an error
         // in the clear on the unprotected side would leak; none is sent.
