@@ -72,6 +72,8 @@ SL_INLINE uint8_t *sl_mbuf_data(struct rte_mbuf *m) { return rte_pktmbuf_mtod(m,
 SL_INLINE uint16_t sl_mbuf_data_len(const struct rte_mbuf *m) { return m->data_len; }
 SL_INLINE uint32_t sl_mbuf_pkt_len(const struct rte_mbuf *m) { return m->pkt_len; }
 SL_INLINE uint16_t sl_mbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
+SL_INLINE uint16_t sl_mbuf_port(const struct rte_mbuf *m) { return m->port; }
+SL_INLINE void sl_mbuf_set_port(struct rte_mbuf *m, uint16_t port) { m->port = port; }
 /* Drops `n` bytes at the start of a single-segment packet (the caller checked them there). */
 SL_INLINE void sl_mbuf_adj(struct rte_mbuf *m, uint16_t n) { m->data_off += n; m->data_len -= n; m->pkt_len -= n; }
 SL_INLINE void sl_mbuf_set_len(struct rte_mbuf *m, uint16_t len) { m->data_len = len; m->pkt_len = len; }
@@ -183,6 +185,8 @@ SL_INLINE uint32_t sl_fib4_next_hop(const sl_fib *f, uint32_t ip) {
  * name ports the gateway set up). */
 SL_INLINE uint32_t sl_fib_port_mtu(const sl_fib *f, uint16_t port) { return f->port_mtu[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE uint8_t sl_fib_port_rpf(const sl_fib *f, uint16_t port) { return f->port_rpf[port & (SL_MAX_PORTS - 1)]; }
+SL_INLINE uint8_t sl_fib_port_punt(const sl_fib *f, uint16_t port) { return f->port_punt[port & (SL_MAX_PORTS - 1)]; }
+SL_INLINE uint8_t sl_fib_port_uplink(const sl_fib *f, uint16_t port) { return f->port_uplink[port & (SL_MAX_PORTS - 1)]; }
 /* The addresses ICMP errors leaving through `port` come from (see sl_fib). */
 SL_INLINE uint32_t sl_fib_port_addr4(const sl_fib *f, uint16_t port) { return f->port_addr4[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE const uint8_t *sl_fib_port_addr6(const sl_fib *f, uint16_t port) { return f->port_addr6[port & (SL_MAX_PORTS - 1)]; }

@@ -30,7 +30,9 @@ typedef struct sl_counters {
     uint64_t reassembled;    /* datagrams they made whole */
     uint64_t fragmented;     /* datagrams this core sent in fragments */
     uint64_t fragments_out;  /* the fragments it made of them */
-    uint64_t reserved[5];
+    uint64_t punted;         /* frames handed to the local stack (`port N punt M`) */
+    uint64_t from_stack;     /* frames the local stack sent, relayed out of their port */
+    uint64_t reserved[3];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 
@@ -84,6 +86,11 @@ typedef struct sl_fib {
     /* Per port: the reverse-path check of its arrivals (ReversePathFilter.code:
      * 0 off, 1 loose, 2 strict). */
     uint8_t port_rpf[SL_MAX_PORTS];
+    /* Per port, the local network stack (`port N punt M`): port_punt[N] is
+     * M + 1, where N's frames for the stack go; port_uplink[M] is N + 1,
+     * where what the stack sends on M leaves. 0 = none. */
+    uint8_t port_punt[SL_MAX_PORTS];
+    uint8_t port_uplink[SL_MAX_PORTS];
 } sl_fib;
 
 /* State every worker reads and only the control thread writes. Accessed through

@@ -20,12 +20,21 @@ public enum RouteTarget: Sendable, Hashable {
     case port(UInt16)
 }
 
+/// What `port N punt …` says: the port whose far end is the local network
+/// stack (a TAP device to the kernel, say) for port N's frames, or none.
+public enum PuntSetting: Sendable, Hashable {
+    case off
+    case port(UInt16)
+}
+
 /// One parsed command line.
 public enum Command: Sendable, Hashable {
-    /// `port N [role R] [address A/LEN]… [mtu M] [rpf off|loose|strict]`:
+    /// `port N [role R] [address A/LEN]… [mtu M] [rpf off|loose|strict] [punt M|off]`:
     /// declares port N or adds to it (`mtu`: the largest IP packet the port
-    /// sends, `PortMTU.accepted`; `rpf`: the check of its arrivals' sources).
-    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil, rpf: ReversePathFilter? = nil)
+    /// sends, `PortMTU.accepted`; `rpf`: the check of its arrivals' sources;
+    /// `punt`: the port that leads to the local network stack for N's frames).
+    case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil, rpf: ReversePathFilter? = nil,
+              punt: PuntSetting? = nil)
     /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
     case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)
     /// `route add PREFIX via NEXTHOP` or `route add PREFIX port N`.
@@ -62,6 +71,8 @@ public enum CommandField: Sendable, Hashable {
     case mtu
     /// The value after `rpf`.
     case rpf
+    /// The value after `punt`.
+    case punt
     /// The n-th address of a command: the address options of `port` in order,
     /// or the neighbor's IP address (index 0).
     case address(Int)

@@ -18,12 +18,17 @@ extension Command: CustomStringConvertible {
 
     private func text(redactingKey: Bool) -> String {
         switch self {
-        case let .port(id, role, addresses, mtu, rpf):
+        case let .port(id, role, addresses, mtu, rpf, punt):
             var words = ["port", String(id)]
             if let role { words += ["role", role.rawValue] }
             for address in addresses { words += ["address", address.description] }
             if let mtu { words += ["mtu", String(mtu)] }
             if let rpf { words += ["rpf", rpf.rawValue] }
+            switch punt {
+            case .off?: words += ["punt", "off"]
+            case .port(let target)?: words += ["punt", String(target)]
+            case nil: break
+            }
             return words.joined(separator: " ")
         case let .neighbor(address, mac, port):
             return "neighbor \(address) lladdr \(mac) port \(port)"
@@ -127,6 +132,9 @@ extension GatewayConfig {
     public var commands: [Command] {
         let portLines = ports.values.sorted { $0.id < $1.id }.map {
             Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU, rpf: $0.declaredRPF)
+        } + ports.values.sorted { $0.id < $1.id }.compactMap { port in
+            // After every port line: a punt names a port declared before it.
+            port.punt.map { Command.port(id: port.id, role: nil, addresses: [], punt: .port($0)) }
         }
         let neighborLines = neighbors.values.sorted { IPAddress.precedes($0.address, $1.address) }.map {
             Command.neighbor(address: $0.address, mac: $0.mac, port: $0.port)

@@ -18,14 +18,18 @@ public struct PortConfig: Sendable, Hashable {
     public var declaredMTU: Int?
     /// The check the last `port … rpf M` gave, or nil when none did.
     public var declaredRPF: ReversePathFilter?
+    /// The port whose far end is the local network stack for this port's
+    /// frames (`port … punt M`), or nil.
+    public var punt: UInt16?
 
     public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = [], declaredMTU: Int? = nil,
-                declaredRPF: ReversePathFilter? = nil) {
+                declaredRPF: ReversePathFilter? = nil, punt: UInt16? = nil) {
         self.id = id
         self.declaredRole = declaredRole
         self.addresses = addresses
         self.declaredMTU = declaredMTU
         self.declaredRPF = declaredRPF
+        self.punt = punt
     }
 
     /// The port's role; `.unprotected` until a `port` line says otherwise.
@@ -118,8 +122,8 @@ public struct GatewayConfig: Sendable, Equatable {
     /// change, so on error `self` is unchanged.
     public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
         switch c.command {
-        case let .port(id, role, addresses, mtu, rpf):
-            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, c)
+        case let .port(id, role, addresses, mtu, rpf, punt):
+            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt, c)
         case let .neighbor(address, mac, port):
             try applyNeighbor(Neighbor(address: address, mac: mac, port: port), c)
         case let .routeAdd(prefix, target):
@@ -213,10 +217,15 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int?,
-                                    rpf: ReversePathFilter?, _ c: LocatedCommand) throws(CommandError) {
+                                    rpf: ReversePathFilter?, punt: PuntSetting?, _ c: LocatedCommand) throws(CommandError) {
         guard CommandParser.portIDs.contains(id) else {
             throw CommandError(ValueText.badPort(String(id)), at: c.location(of: .port))
         }
+        if let owner = puntOwner(of: id), role != nil || !addresses.isEmpty {
+            throw CommandError("port \(id) leads to the local stack for port \(owner) (port \(owner) punt \(id)): "
+                               + "it takes no role or address", at: c.location(of: role != nil ? .role : .address(0)))
+        }
+        if case .port(let target) = punt { try checkPuntTarget(target, of: id, c) }
         if let role, let declared = ports[id]?.declaredRole, declared != role {
             throw CommandError("port \(id) already has role \(declared)", at: c.location(of: .role))
         }
@@ -241,6 +250,11 @@ public struct GatewayConfig: Sendable, Equatable {
             port.declaredMTU = mtu
         }
         if let rpf { port.declaredRPF = rpf }
+        switch punt {
+        case .off?: port.punt = nil
+        case .port(let target)?: port.punt = target
+        case nil: break
+        }
         // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
         if port.mtu < PortMTU.ipv6Minimum, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
             throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
@@ -289,6 +303,34 @@ public struct GatewayConfig: Sendable, Equatable {
         guard ports[port] != nil else {
             throw CommandError("unknown port \(port): declare it with 'port \(port) ...' first",
                                at: c.location(of: .port))
+        }
+        if let owner = puntOwner(of: port) {
+            throw CommandError("port \(port) leads to the local stack for port \(owner) (port \(owner) punt \(port)): "
+                               + "nothing is routed to it", at: c.location(of: .port))
+        }
+    }
+
+    /// The port whose frames for the local stack go to `port` (`port N punt
+    /// port`), if any.
+    public func puntOwner(of port: UInt16) -> UInt16? {
+        ports.values.first { $0.punt == port }?.id
+    }
+
+    /// `port id punt target`: the target is another declared port with no
+    /// role, address, routes or neighbors of its own, serving no other port,
+    /// and not punting itself; `id` is not such a port.
+    private func checkPuntTarget(_ target: UInt16, of id: UInt16, _ c: LocatedCommand) throws(CommandError) {
+        func refuse(_ why: String) -> CommandError {
+            CommandError("cannot punt port \(id) to port \(target): \(why)", at: c.location(of: .punt))
+        }
+        if target == id { throw refuse("a port cannot be its own local stack") }
+        guard let port = ports[target] else { throw refuse("unknown port \(target): declare it with 'port \(target)' first") }
+        if let owner = puntOwner(of: target), owner != id { throw refuse("port \(target) serves port \(owner) already") }
+        if let owner = puntOwner(of: id) { throw refuse("port \(id) is the local stack's port for port \(owner)") }
+        if port.punt != nil { throw refuse("port \(target) punts to port \(port.punt!) itself") }
+        if port.declaredRole != nil || !port.addresses.isEmpty { throw refuse("port \(target) has a role or an address") }
+        if neighbors.values.contains(where: { $0.port == target }) || routes.values.contains(.port(target)) {
+            throw refuse("port \(target) has neighbors or routes")
         }
     }
 

@@ -85,7 +85,17 @@ extension WordCursor {
         return mac
     }
 
-    /// `protected` or `unprotected`.
+    /// A port number, or `off`.
+    mutating func readPunt() throws(CommandError) -> PuntSetting {
+        if peek()?.text == "off" {
+            let word = try next(expecting: "a port number or 'off'")
+            mark(.punt, word)
+            return .off
+        }
+        return .port(try readPort(field: .punt))
+    }
+
+    /// `off`, `loose` or `strict`.
     mutating func readReversePathFilter() throws(CommandError) -> ReversePathFilter {
         let word = try keyword(ReversePathFilter.allCases.map(\.rawValue))
         guard let mode = ReversePathFilter(rawValue: String(word.text)) else {

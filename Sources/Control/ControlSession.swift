@@ -328,6 +328,7 @@ public final class ControlSession {
             return [("rx", String(t.rxPackets)), ("rx_bytes", String(t.rxBytes)), ("tx", String(t.txPackets)),
                     ("fragments", String(t.fragments)), ("reassembled", String(t.reassembled)),
                     ("fragmented", String(t.fragmented)), ("fragments_out", String(t.fragmentsOut)),
+                    ("punted", String(t.punted)), ("from_stack", String(t.fromStack)),
                     ("drop", String(t.totalDrops)), ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {

@@ -17,10 +17,12 @@ public enum CounterReport {
 
     /// ` fragments=N reassembled=M` where fragments were taken for
     /// reassembly, ` fragmented=N fragments_out=M` where datagrams were sent
-    /// in fragments.
+    /// in fragments, ` punted=N from_stack=M` where a local stack took or
+    /// sent frames.
     static func fragmentDetail(_ c: CoreCounters) -> String {
         (c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)")
             + (c.fragmented == 0 ? "" : " fragmented=\(c.fragmented) fragments_out=\(c.fragmentsOut)")
+            + (c.punted == 0 && c.fromStack == 0 ? "" : " punted=\(c.punted) from_stack=\(c.fromStack)")
     }
 
     public static func coreLine(_ c: CoreCounters) -> String {

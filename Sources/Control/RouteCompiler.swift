@@ -33,7 +33,7 @@ public enum RouteCompiler {
                 case .v6(let a): if ipv6 == nil && a.high >> 54 != 0x3FA { ipv6 = a }  // not fe80::/10
                 }
             }
-            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6, rpf: port.rpf)
+            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6, rpf: port.rpf, punt: port.punt)
         }
     }
 

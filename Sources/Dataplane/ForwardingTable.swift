@@ -35,14 +35,18 @@ public struct PortForwarding: Hashable, Sendable {
     public var ipv6: IPv6Address?
     /// The check of the sources of packets arriving on the port.
     public var rpf: ReversePathFilter
+    /// The port leading to the local network stack for this port's frames
+    /// (`port … punt M`), or nil.
+    public var punt: UInt16?
 
     public init(port: UInt16, mtu: Int = PortMTU.ethernet, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil,
-                rpf: ReversePathFilter = .off) {
+                rpf: ReversePathFilter = .off, punt: UInt16? = nil) {
         self.port = port
         self.mtu = mtu
         self.ipv4 = ipv4
         self.ipv6 = ipv6
         self.rpf = rpf
+        self.punt = punt
     }
 }
 
@@ -110,6 +114,16 @@ public enum ForwardingTable {
         withUnsafeMutableBytes(of: &fib.pointee.port_rpf) { rpf in
             for i in 0..<count { rpf[i] = 0 }
             for p in ports where Int(p.port) < count { rpf[Int(p.port)] = p.rpf.code }
+        }
+        withUnsafeMutableBytes(of: &fib.pointee.port_punt) { punt in
+            withUnsafeMutableBytes(of: &fib.pointee.port_uplink) { uplink in
+                for i in 0..<count { punt[i] = 0; uplink[i] = 0 }
+                for p in ports where Int(p.port) < count {
+                    guard let target = p.punt, Int(target) < count else { continue }
+                    punt[Int(p.port)] = UInt8(target + 1)
+                    uplink[Int(target)] = UInt8(p.port + 1)
+                }
+            }
         }
         withUnsafeMutableBytes(of: &fib.pointee.port_addr4) { a4 in
             for p in ports where Int(p.port) < count {

@@ -26,6 +26,11 @@ public struct CoreCounters: Sendable {
     /// them (each also counts as a transmitted packet).
     public var fragmented: UInt64
     public var fragmentsOut: UInt64
+    /// Frames handed to a port's local stack (`port … punt M`), and frames a
+    /// local stack sent, relayed out of the port it serves (each counted in
+    /// rx and tx as well).
+    public var punted: UInt64
+    public var fromStack: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -35,7 +40,7 @@ public struct CoreCounters: Sendable {
     public init(lcore: UInt32, queue: UInt16, socket: Int32) {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
-        fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0
+        fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0; punted = 0; fromStack = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -51,6 +56,7 @@ public struct CoreCounters: Sendable {
         r.rxBursts &+= b.rxBursts; r.polls &+= b.polls; r.busyCycles &+= b.busyCycles
         r.fragments &+= b.fragments; r.reassembled &+= b.reassembled
         r.fragmented &+= b.fragmented; r.fragmentsOut &+= b.fragmentsOut
+        r.punted &+= b.punted; r.fromStack &+= b.fromStack
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
@@ -528,6 +534,8 @@ public final class Gateway {
             c.reassembled = w.pointee.counters.reassembled
             c.fragmented = w.pointee.counters.fragmented
             c.fragmentsOut = w.pointee.counters.fragments_out
+            c.punted = w.pointee.counters.punted
+            c.fromStack = w.pointee.counters.from_stack
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

@@ -66,12 +66,18 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
 func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, protectedOnly: Bool,
                   tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
-    drops[DropReason.ttlExceeded.rawValue] &+= 1
     let ipv4 = ip[0] >> 4 == 4
+    let kind = Int(hops[routeIndex(ip, ipv4: ipv4, fib: fib)].kind)
+    // For the gateway itself (traceroute's last probe), or link-scoped (OSPF
+    // sends TTL 1): delivered to the port's local stack where it has one.
+    if kind != SL_NH_FORWARD && puntLocal(w, m, ip: ip, ipv4: ipv4, hopKind: kind, decremented: false, fib: fib, drops: drops) {
+        return
+    }
+    drops[DropReason.ttlExceeded.rawValue] &+= 1
     // Only about a packet that would have been forwarded (RFC 1812 §5.3.1):
     // not one to the gateway itself, to a multicast or broadcast address
     // (martian routes, RFC 4443 §2.4), or to a subnet-directed broadcast.
-    guard Int(hops[routeIndex(ip, ipv4: ipv4, fib: fib)].kind) == SL_NH_FORWARD else { sl_mbuf_free(m); return }
+    guard kind == SL_NH_FORWARD else { sl_mbuf_free(m); return }
     sendICMPError(w, m, ip: ip, length: length, ICMPError(timeExceededIPv4: ipv4), fib: fib, hops: hops,
                   protectedOnly: protectedOnly, tx: &tx, drops: drops)
 }

@@ -34,8 +34,15 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
             return
         }
     }
-    sendRebuilt(w, m, view, ipv4: ipv4, hop: nextHop(view, ipv4: ipv4, fib: fib, hops: hops), fib: fib, hops: hops,
-                tx: &tx, drops: drops)
+    let hop = nextHop(view, ipv4: ipv4, fib: fib, hops: hops)
+    let kind = Int(hop.pointee.kind)
+    // For the gateway itself, or link-scoped: its local stack's, where the
+    // frame is still the one that arrived (a bypassed packet).
+    if _slowPath(kind != SL_NH_FORWARD)
+        && puntLocal(w, m, ip: ip, ipv4: ipv4, hopKind: kind, decremented: decrementTTL, fib: fib, drops: drops) {
+        return
+    }
+    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
 }
 
 /// TTL (IPv4, checksum updated) or hop limit (IPv6) −1 for a packet being
@@ -141,8 +148,8 @@ func ipView(_ m: OpaquePointer, ip: UnsafeMutableRawPointer, length: Int) -> Pac
 /// (malformed, or in several segments: ESP rewrites packets in place).
 /// Counts its bytes.
 @_transparent
-func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, rpf: UInt8, port: UInt16, fib: UnsafeMutablePointer<sl_fib>,
-                  drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
+func ipsecReceive(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, bytes: inout UInt64, rpf: UInt8, punt: Bool,
+                  port: UInt16, fib: UnsafeMutablePointer<sl_fib>, drops: UnsafeMutablePointer<UInt64>) -> (L3, PacketView)? {
     let data = sl_mbuf_data(m)!
     let pktLen = Int(sl_mbuf_pkt_len(m))
     let len = Int(sl_mbuf_data_len(m))
@@ -151,9 +158,13 @@ func ipsecReceive(_ m: OpaquePointer, bytes: inout UInt64, rpf: UInt8, port: UIn
     if total >= 0 && sl_mbuf_nb_segs(m) == 1 && ordinarySource4(data + HeaderSize.ethernet) {
         let ip = data + HeaderSize.ethernet
         if reversePathDrops(m, ip: ip, ipv4: true, port: port, rpf: rpf, fib: fib, drops: drops) { return nil }
+        if _slowPath(punt) && linkScoped(ip, ipv4: true) && puntToStack(w, m, fib: fib, drops: drops) { return nil }
         return (L3(ip: ip, total: total, ipv4: true), ipView(m, ip: UnsafeMutableRawPointer(ip), length: total))
     }
-    guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { return nil }
+    guard let l = parseL3(w, m, data: data, length: len, packetLength: pktLen, fib: fib, drops: drops) else { return nil }
+    // Link-scoped packets (Neighbor Discovery, DHCP, VRRP…) are the local
+    // stack's, before the SPD: they never cross the gateway.
+    if punt && linkScoped(l.ip, ipv4: l.ipv4) && puntToStack(w, m, fib: fib, drops: drops) { return nil }
     guard sl_mbuf_nb_segs(m) == 1 else { drop(m, .segmented, drops); return nil }
     guard !martianSource(l.ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); return nil }
     if reversePathDrops(m, ip: l.ip, ipv4: l.ipv4, port: port, rpf: rpf, fib: fib, drops: drops) { return nil }
@@ -224,6 +235,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     if !handedOver { countBurst(w, n) }
     // Their sources were checked where they arrived.
     let rpf = handedOver ? 0 : sl_fib_port_rpf(fib, port)
+    // Whether the port has a local stack (`port … punt M`).
+    let punt = !handedOver && sl_fib_port_punt(fib, port) != 0
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
@@ -241,7 +254,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             let m = rx[i]!
             if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
             i &+= 1
-            guard let (l, view) = ipsecReceive(m, bytes: &bytes, rpf: rpf, port: port, fib: fib, drops: drops) else { continue }
+            guard let (l, view) = ipsecReceive(w, m, bytes: &bytes, rpf: rpf, punt: punt, port: port, fib: fib, drops: drops)
+            else { continue }
             guard let f = SelectorFields(view) else { drop(m, .malformed, drops); continue }
             // candidates < i <= n <= SL_BURST: every scratch array has room.
             sealM[candidates] = m
@@ -317,7 +331,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         let m = rx[i]!
         if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
         i &+= 1
-        guard var (_, view) = ipsecReceive(m, bytes: &bytes, rpf: rpf, port: port, fib: fib, drops: drops) else { continue }
+        guard var (_, view) = ipsecReceive(w, m, bytes: &bytes, rpf: rpf, punt: punt, port: port, fib: fib, drops: drops)
+        else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
             // A fragment is reassembled when it is addressed to the gateway,
@@ -336,7 +351,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole
                 }
             } else if toGateway {
-                drop(m, .esp(d), drops)
+                // IKE (the non-ESP marker, RFC 3948) goes to the local stack, where the port has one.
+                if !(d == .notESP && puntToStack(w, m, fib: fib, drops: drops)) { drop(m, .esp(d), drops) }
             } else {
                 inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
             }

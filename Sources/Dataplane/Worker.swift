@@ -112,7 +112,14 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
             let port = ports[p]
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
             if n > 0 {
-                if let t = tables, let c = crypto {
+                let uplink = sl_fib_port_uplink(fib, port)
+                if _slowPath(sl_fib_port_punt(fib, port) != 0) {
+                    stampArrivalPort(rx, count: n, port: port)
+                }
+                if _slowPath(uplink != 0) {
+                    // A local stack's port: what it sends leaves by the port it serves.
+                    relayFromStack(w, count: n, uplink: UInt16(uplink &- 1), drops: drops)
+                } else if let t = tables, let c = crypto {
                     // Borrowed, not retained: the control thread keeps both alive (RCU).
                     Unmanaged<IPsecTables>.fromOpaque(t)._withUnsafeGuaranteedRef { tables in
                         Unmanaged<WorkerIPsec>.fromOpaque(c)._withUnsafeGuaranteedRef { wc in
@@ -213,10 +220,11 @@ func plainIPv4Length(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, leng
 /// (version, IHL, lengths, checksum unless the port checked it) or the IPv6
 /// one (version, payload length). TTL is the caller's business (a packet for
 /// the gateway itself, such as ESP, may arrive with TTL 1). On failure the
-/// packet is dropped and counted, and nil returned.
+/// packet is dropped and counted, and nil returned; a frame that is neither
+/// IPv4 nor IPv6 goes to the port's local stack instead, where it has one.
 @inline(__always)
-func parseL3(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: Int, packetLength pktLen: Int,
-             drops: UnsafeMutablePointer<UInt64>) -> L3? {
+func parseL3(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: Int,
+             packetLength pktLen: Int, fib: UnsafeMutablePointer<sl_fib>, drops: UnsafeMutablePointer<UInt64>) -> L3? {
     guard len >= HeaderSize.ethernet else { drop(m, .malformed, drops); return nil }
     var l3 = HeaderSize.ethernet
     var etherType = EtherType(UnsafeRawPointer(data).loadBE16(at: etherTypeOffset))
@@ -246,7 +254,8 @@ func parseL3(_ m: OpaquePointer, data: UnsafeMutablePointer<UInt8>, length len: 
         guard ip[IPv6Field.versionClassFlow] >> 4 == 6, total <= pktLen &- l3 else { drop(m, .malformed, drops); return nil }
         return L3(ip: ip, total: total, ipv4: false)
     }
-    drop(m, .unsupportedEthertype, drops)
+    // ARP, LLDP, …: the local stack's, where the port has one.
+    if !puntToStack(w, m, fib: fib, drops: drops) { drop(m, .unsupportedEthertype, drops) }
     return nil
 }
 
@@ -289,9 +298,13 @@ func forwardBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointe
                 continue
             }
         }
-        guard let l = parseL3(m, data: data, length: len, packetLength: pktLen, drops: drops) else { continue }
+        guard let l = parseL3(w, m, data: data, length: len, packetLength: pktLen, fib: fib, drops: drops) else { continue }
         let ip = l.ip
-        guard !martianSource(ip, ipv4: l.ipv4) else { drop(m, .martianSource, drops); continue }
+        if martianSource(ip, ipv4: l.ipv4) {
+            // Neighbor Discovery from a link-local source, DHCP from 0.0.0.0: the local stack's.
+            if !(linkScoped(ip, ipv4: l.ipv4) && puntToStack(w, m, fib: fib, drops: drops)) { drop(m, .martianSource, drops) }
+            continue
+        }
         if reversePathDrops(m, ip: ip, ipv4: l.ipv4, port: port, rpf: rpf, fib: fib, drops: drops) { continue }
         if l.ipv4 {
             guard ip[IPv4Field.ttl] > 1 else {
@@ -499,7 +512,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
         drop(m, .noNeighbor, drops)
-    } else {
+    } else if !puntLocal(w, m, ip: ip, ipv4: ipv4, hopKind: kind, decremented: false, fib: fib, drops: drops) {
         drop(m, kind == SL_NH_LOCAL ? .local : .martian, drops)
     }
 }

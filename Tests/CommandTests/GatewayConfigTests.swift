@@ -117,6 +117,35 @@ import Testing
         #expect(config.configText.contains("port 1 address 192.0.2.1/24 mtu 1280"))
     }
 
+    @Test func puntPorts() throws {
+        let base = "port 1 role unprotected address 192.0.2.1/24\nport 2 role protected address 10.0.0.1/24\nport 5\n"
+        var config = try GatewayConfig.load(text: base + "port 1 punt 5\n", name: "t")
+        #expect(config.ports[1]?.punt == 5 && config.puntOwner(of: 5) == 1)
+        // Printed after every port line, so that it reloads.
+        #expect(config.configText.contains("port 5\nport 1 punt 5\n"))
+        #expect(try GatewayConfig.load(text: config.configText, name: "again") == config)
+        // Refused, nothing applied: itself, an undeclared port, a port with a
+        // role or address, one already serving, the stack's port punting or
+        // taking an address, a role, a neighbor or a route.
+        let before = config
+        for line in ["port 1 punt 1", "port 1 punt 6", "port 1 punt 2", "port 2 punt 5", "port 5 punt 2",
+                     "port 5 address 198.51.100.1/24", "port 5 role protected",
+                     "neighbor 198.51.100.2 lladdr 02:00:00:00:00:09 port 5", "route add 198.51.100.0/24 port 5"] {
+            let command = try #require(try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "t", line: 9, column: 1)))
+            #expect(throws: CommandError.self, "\(line)") { try config.apply(command) }
+            #expect(config == before, "\(line)")
+        }
+        // A port with routes cannot become a stack's port.
+        let routed = try GatewayConfig.load(text: base + "route add 198.51.100.0/24 port 5\n", name: "t")
+        var r = routed
+        let onRouted = try #require(try CommandParser.parseLine("port 1 punt 5", location: SourceLocation(file: "t", line: 9, column: 1)))
+        #expect(throws: CommandError.self) { try r.apply(onRouted) }
+        // `punt off` removes it; the port is free again.
+        try config.apply(try #require(try CommandParser.parseLine("port 1 punt off", location: SourceLocation(file: "t", line: 10, column: 1))))
+        #expect(config.ports[1]?.punt == nil && config.puntOwner(of: 5) == nil)
+        try config.apply(try #require(try CommandParser.parseLine("route add 198.51.100.0/24 port 5", location: SourceLocation(file: "t", line: 11, column: 1))))
+    }
+
     @Test func commandsBuiltInCodeAreCheckedToo() {
         var config = GatewayConfig()
         let at = SourceLocation(file: "api", line: 1, column: 1)

@@ -18,14 +18,20 @@ import Testing
         #expect(try parse("port 3 mtu 68") == .port(id: 3, role: nil, addresses: [], mtu: 68))
         #expect(try parse("port 3 rpf strict mtu 68") == .port(id: 3, role: nil, addresses: [], mtu: 68, rpf: .strict))
         #expect(try parse("port 3 rpf off") == .port(id: 3, role: nil, addresses: [], rpf: .off))
+        #expect(try parse("port 1 punt 4") == .port(id: 1, role: nil, addresses: [], punt: .port(4)))
+        #expect(try parse("port 1 punt off rpf loose") == .port(id: 1, role: nil, addresses: [], rpf: .loose, punt: .off))
         for bad in ["port 3 mtu 67", "port 3 mtu 9217", "port 3 mtu 1500x", "port 3 mtu", "port 3 mtu 1500 mtu 1400",
-                    "port 3 rpf", "port 3 rpf on", "port 3 rpf loose rpf strict"] {
+                    "port 3 rpf", "port 3 rpf on", "port 3 rpf loose rpf strict",
+                    "port 3 punt", "port 3 punt 32", "port 3 punt on", "port 3 punt 1 punt 2"] {
             #expect(throws: CommandError.self, "\(bad)") { try parse(bad) }
         }
         // Printed back as it parses.
         let line = Command.port(id: 3, role: .unprotected, addresses: [prefix("192.0.2.1/24")], mtu: 1400, rpf: .loose)
         #expect(line.description == "port 3 role unprotected address 192.0.2.1/24 mtu 1400 rpf loose")
         #expect(try parse(line.description) == line)
+        for punt in [Command.port(id: 3, role: nil, addresses: [], punt: .port(7)), .port(id: 3, role: nil, addresses: [], punt: .off)] {
+            #expect(try parse(punt.description) == punt, "\(punt)")
+        }
     }
 
     @Test func neighborForms() throws {

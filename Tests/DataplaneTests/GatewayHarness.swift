@@ -21,6 +21,8 @@ struct CounterDelta: CustomStringConvertible {
     /// Datagrams sent in fragments and the fragments made of them.
     var fragmented: UInt64 = 0
     var fragmentsOut: UInt64 = 0
+    var punted: UInt64 = 0
+    var fromStack: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -57,6 +59,8 @@ final class GatewayHarness: @unchecked Sendable {
     let gateway: Gateway
     let protected: RingPort
     let unprotected: RingPort
+    /// A third port, idle unless a test makes it a local stack's (`port u punt s`).
+    let stack: RingPort
     let pool: OpaquePointer
     let ringSize = 1024
     /// Short, so that the reassembly tests see datagrams given up.
@@ -105,6 +109,7 @@ final class GatewayHarness: @unchecked Sendable {
         // Ring names are global in DPDK: these are used nowhere else.
         protected = try RingPort.create(name: "dpt_prot", queues: 1, size: ringSize, socket: 0)
         unprotected = try RingPort.create(name: "dpt_unprot", queues: 1, size: ringSize, socket: 0)
+        stack = try RingPort.create(name: "dpt_stack", queues: 1, size: ringSize, socket: 0)
         var took = true
         let standIns = [protected.port: mac("02:11:00:00:00:01"), unprotected.port: mac("02:22:00:00:00:02")]
         for (port, m) in standIns {
@@ -112,7 +117,7 @@ final class GatewayHarness: @unchecked Sendable {
             if rte_eth_dev_default_mac_addr_set(port, &addr) != 0 { took = false }
         }
         portsTookMACs = took
-        gateway = try Gateway(portIDs: [protected.port, unprotected.port],
+        gateway = try Gateway(portIDs: [protected.port, unprotected.port, stack.port],
                               roles: [protected.port: .protected, unprotected.port: .unprotected],
                               workerLcores: [1], extraMbufs: 4096, reassemblyTimeout: Self.reassemblyTimeout)
         guard let mp = gateway.mempools.values.first else { throw DataplaneError("the gateway has no mempool") }
@@ -154,6 +159,7 @@ final class GatewayHarness: @unchecked Sendable {
             d.rxPackets += c.rxPackets; d.rxBytes += c.rxBytes; d.txPackets += c.txPackets
             d.fragments += c.fragments; d.reassembled += c.reassembled
             d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
+            d.punted += c.punted; d.fromStack += c.fromStack
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -218,7 +224,7 @@ final class GatewayHarness: @unchecked Sendable {
         }
         var sent: [UInt16: [[UInt8]]] = [:]
         if drain {
-            for rp in [protected, unprotected] { sent[rp.port] = dequeueAll(rp) }
+            for rp in [protected, unprotected, stack] { sent[rp.port] = dequeueAll(rp) }
         }
         return Outcome(delta: delta, sent: sent)
     }
@@ -273,6 +279,7 @@ extension CounterDelta {
         d.rxPackets = rxPackets &- b.rxPackets; d.rxBytes = rxBytes &- b.rxBytes; d.txPackets = txPackets &- b.txPackets
         d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
         d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
+        d.punted = punted &- b.punted; d.fromStack = fromStack &- b.fromStack
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }
