@@ -124,15 +124,17 @@ extension PolicySelector {
 }
 
 extension GatewayConfig {
-    /// The state as commands that rebuild it: ports by id, then neighbors by
+    /// The state as commands that rebuild it: ports by id (each `punt` on a
+    /// line of its own after them), then neighbors by
     /// address, then routes by prefix (IPv4 before IPv6 throughout), then the
     /// crypto engine and SPD driver unless `auto`, then SAs by SPI and dst, then
     /// policies in effective order with their ids, so that loading the text
     /// gives the same policies in the same order with the same ids.
     public var commands: [Command] {
-        let portLines = ports.values.sorted { $0.id < $1.id }.map {
+        let sortedPorts = ports.values.sorted { $0.id < $1.id }
+        let portLines = sortedPorts.map {
             Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU, rpf: $0.declaredRPF)
-        } + ports.values.sorted { $0.id < $1.id }.compactMap { port in
+        } + sortedPorts.compactMap { port in
             // After every port line: a punt names a port declared before it.
             port.punt.map { Command.port(id: port.id, role: nil, addresses: [], punt: .port($0)) }
         }
