@@ -144,6 +144,7 @@ SL_INLINE unsigned sl_ring_dequeue_burst_elem24(struct rte_ring *r, void *objs, 
     return rte_ring_dequeue_burst_elem(r, objs, 24, n, NULL);
 }
 SL_INLINE bool sl_ring_enqueue_one_sp(struct rte_ring *r, void *obj) { return rte_ring_sp_enqueue(r, obj) == 0; }
+SL_INLINE unsigned sl_ring_free_count(const struct rte_ring *r) { return rte_ring_free_count(r); }
 
 /* Event rings: SP/SC rings of sl_event elements. */
 SL_INLINE struct rte_ring *sl_event_ring_create(const char *name, unsigned count, int socket) {
@@ -187,6 +188,13 @@ SL_INLINE uint32_t sl_fib_port_mtu(const sl_fib *f, uint16_t port) { return f->p
 SL_INLINE uint8_t sl_fib_port_rpf(const sl_fib *f, uint16_t port) { return f->port_rpf[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE uint8_t sl_fib_port_punt(const sl_fib *f, uint16_t port) { return f->port_punt[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE uint8_t sl_fib_port_uplink(const sl_fib *f, uint16_t port) { return f->port_uplink[port & (SL_MAX_PORTS - 1)]; }
+SL_INLINE uint8_t sl_fib_port_resolve(const sl_fib *f, uint16_t port) { return f->port_resolve[port & (SL_MAX_PORTS - 1)]; }
+/* Whether anything on `port` may go to a local stack or the neighbour agent. */
+SL_INLINE bool sl_fib_port_local(const sl_fib *f, uint16_t port) {
+    return (f->port_punt[port & (SL_MAX_PORTS - 1)] | f->port_resolve[port & (SL_MAX_PORTS - 1)]) != 0;
+}
+/* A copy of `m` (one segment) from `m`'s pool, or NULL. */
+SL_INLINE struct rte_mbuf *sl_mbuf_copy(struct rte_mbuf *m) { return rte_pktmbuf_copy(m, m->pool, 0, UINT32_MAX); }
 /* The addresses ICMP errors leaving through `port` come from (see sl_fib). */
 SL_INLINE uint32_t sl_fib_port_addr4(const sl_fib *f, uint16_t port) { return f->port_addr4[port & (SL_MAX_PORTS - 1)]; }
 SL_INLINE const uint8_t *sl_fib_port_addr6(const sl_fib *f, uint16_t port) { return f->port_addr6[port & (SL_MAX_PORTS - 1)]; }

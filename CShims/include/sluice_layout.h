@@ -32,7 +32,9 @@ typedef struct sl_counters {
     uint64_t fragments_out;  /* the fragments it made of them */
     uint64_t punted;         /* frames handed to the local stack (`port N punt M`) */
     uint64_t from_stack;     /* frames the local stack sent, relayed out of their port */
-    uint64_t reserved[3];
+    uint64_t to_agent;       /* frames and packets handed to the neighbour agent (`port N resolve on`) */
+    uint64_t from_agent;     /* frames the neighbour agent sent */
+    uint64_t reserved[1];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 
@@ -59,6 +61,7 @@ enum { SL_PREFETCH_MBUF = 1, SL_PREFETCH_DATA = 2 };
  * as its default, so a lookup never needs a miss branch. */
 enum { SL_NH_FORWARD = 0, SL_NH_NO_ROUTE = 1, SL_NH_NO_NEIGHBOR = 2, SL_NH_LOCAL = 3, SL_NH_MARTIAN = 4 };
 enum { SL_NH_ON_LINK = 1 };
+enum { SL_AGENT_HELD = 0x8000 };  /* m.port of a packet the agent holds for a neighbour */
 typedef struct sl_nexthop {
     struct rte_ether_addr dst;
     struct rte_ether_addr src;
@@ -91,6 +94,11 @@ typedef struct sl_fib {
      * where what the stack sends on M leaves. 0 = none. */
     uint8_t port_punt[SL_MAX_PORTS];
     uint8_t port_uplink[SL_MAX_PORTS];
+    /* Per port: 1 when Sluice resolves its neighbours itself (`port N
+     * resolve on`): its ARP and Neighbor Discovery frames, and packets whose
+     * on-link next hop has no neighbour entry yet, go to the neighbour agent
+     * (the control thread). */
+    uint8_t port_resolve[SL_MAX_PORTS];
 } sl_fib;
 
 /* State every worker reads and only the control thread writes. Accessed through
@@ -157,6 +165,13 @@ typedef struct sl_worker {
     struct rte_mbuf *seal_m[SL_BURST];
     uint8_t *seal_ip[SL_BURST];
     uint32_t seal_len[SL_BURST];  /* the SA of each: WorkerIPsec.sealRecord */
+    /* The neighbour agent (control thread, `port N resolve on`): what this
+     * worker hands it (SP/SC ring of mbufs: ARP/ND frames with m.port the
+     * arrival port; IP packets waiting for a neighbour, data at the IP
+     * header, m.port the port they leave by | SL_AGENT_HELD), and, on the
+     * worker with queue 0 only, the frames it sends (m.port their port). */
+    struct rte_ring *agent_rx;
+    struct rte_ring *agent_tx;
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

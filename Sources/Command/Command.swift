@@ -27,14 +27,22 @@ public enum PuntSetting: Sendable, Hashable {
     case port(UInt16)
 }
 
+/// What `port N resolve …` says: whether Sluice itself resolves the port's
+/// neighbours (ARP, IPv6 Neighbor Discovery) and answers for its addresses.
+public enum ResolveSetting: String, Sendable, Hashable, CaseIterable {
+    case off
+    case on
+}
+
 /// One parsed command line.
 public enum Command: Sendable, Hashable {
-    /// `port N [role R] [address A/LEN]… [mtu M] [rpf off|loose|strict] [punt M|off]`:
+    /// `port N [role R] [address A/LEN]… [mtu M] [rpf off|loose|strict] [punt M|off] [resolve on|off]`:
     /// declares port N or adds to it (`mtu`: the largest IP packet the port
     /// sends, `PortMTU.accepted`; `rpf`: the check of its arrivals' sources;
-    /// `punt`: the port that leads to the local network stack for N's frames).
+    /// `punt`: the port that leads to the local network stack for N's frames;
+    /// `resolve`: Sluice resolves the port's neighbours itself).
     case port(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int? = nil, rpf: ReversePathFilter? = nil,
-              punt: PuntSetting? = nil)
+              punt: PuntSetting? = nil, resolve: ResolveSetting? = nil)
     /// `neighbor IP lladdr MAC port N`: a static neighbor entry.
     case neighbor(address: IPAddress, mac: MACAddress, port: UInt16)
     /// `route add PREFIX via NEXTHOP` or `route add PREFIX port N`.
@@ -73,6 +81,8 @@ public enum CommandField: Sendable, Hashable {
     case rpf
     /// The value after `punt`.
     case punt
+    /// The value after `resolve`.
+    case resolve
     /// The n-th address of a command: the address options of `port` in order,
     /// or the neighbor's IP address (index 0).
     case address(Int)

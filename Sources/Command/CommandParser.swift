@@ -55,7 +55,7 @@ public enum CommandParser {
 
     // MARK: Verbs
 
-    /// `port N [role protected|unprotected] [address A/LEN]… [mtu M] [rpf off|loose|strict] [punt M|off]`
+    /// `port N [role protected|unprotected] [address A/LEN]… [mtu M] [rpf off|loose|strict] [punt M|off] [resolve on|off]`
     static func parsePort(_ c: inout WordCursor) throws(CommandError) -> Command {
         let id = try c.readPort()
         var role: PortRole? = nil
@@ -63,16 +63,18 @@ public enum CommandParser {
         var mtu: Int? = nil
         var rpf: ReversePathFilter? = nil
         var punt: PuntSetting? = nil
-        try c.options(["role", "address", "mtu", "rpf", "punt"], repeatable: ["address"]) { (option, c) throws(CommandError) in
+        var resolve: ResolveSetting? = nil
+        try c.options(["role", "address", "mtu", "rpf", "punt", "resolve"], repeatable: ["address"]) { (option, c) throws(CommandError) in
             switch option.text {
             case "role": role = try c.readRole()
             case "mtu": mtu = try c.readNumber("MTU", in: PortMTU.accepted, field: .mtu)
             case "rpf": rpf = try c.readReversePathFilter()
             case "punt": punt = try c.readPunt()
+            case "resolve": resolve = try c.readChoice(ResolveSetting.self, field: .resolve)
             default: addresses.append(try c.readInterfaceAddress(field: .address(addresses.count)))
             }
         }
-        return .port(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt)
+        return .port(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt, resolve: resolve)
     }
 
     /// `neighbor IP lladdr MAC port N` (the two options in either order).

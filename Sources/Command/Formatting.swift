@@ -18,7 +18,7 @@ extension Command: CustomStringConvertible {
 
     private func text(redactingKey: Bool) -> String {
         switch self {
-        case let .port(id, role, addresses, mtu, rpf, punt):
+        case let .port(id, role, addresses, mtu, rpf, punt, resolve):
             var words = ["port", String(id)]
             if let role { words += ["role", role.rawValue] }
             for address in addresses { words += ["address", address.description] }
@@ -29,6 +29,7 @@ extension Command: CustomStringConvertible {
             case .port(let target)?: words += ["punt", String(target)]
             case nil: break
             }
+            if let resolve { words += ["resolve", resolve.rawValue] }
             return words.joined(separator: " ")
         case let .neighbor(address, mac, port):
             return "neighbor \(address) lladdr \(mac) port \(port)"
@@ -133,7 +134,8 @@ extension GatewayConfig {
     public var commands: [Command] {
         let sortedPorts = ports.values.sorted { $0.id < $1.id }
         let portLines = sortedPorts.map {
-            Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU, rpf: $0.declaredRPF)
+            Command.port(id: $0.id, role: $0.declaredRole, addresses: $0.addresses, mtu: $0.declaredMTU, rpf: $0.declaredRPF,
+                         resolve: $0.resolve ? .on : nil)
         } + sortedPorts.compactMap { port in
             // After every port line: a punt names a port declared before it.
             port.punt.map { Command.port(id: port.id, role: nil, addresses: [], punt: .port($0)) }

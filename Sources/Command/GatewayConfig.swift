@@ -21,15 +21,19 @@ public struct PortConfig: Sendable, Hashable {
     /// The port whose far end is the local network stack for this port's
     /// frames (`port … punt M`), or nil.
     public var punt: UInt16?
+    /// Whether Sluice resolves the port's neighbours itself (ARP, Neighbor
+    /// Discovery) and answers for its addresses (`port … resolve on`).
+    public var resolve: Bool
 
     public init(id: UInt16, declaredRole: PortRole? = nil, addresses: [IPPrefix] = [], declaredMTU: Int? = nil,
-                declaredRPF: ReversePathFilter? = nil, punt: UInt16? = nil) {
+                declaredRPF: ReversePathFilter? = nil, punt: UInt16? = nil, resolve: Bool = false) {
         self.id = id
         self.declaredRole = declaredRole
         self.addresses = addresses
         self.declaredMTU = declaredMTU
         self.declaredRPF = declaredRPF
         self.punt = punt
+        self.resolve = resolve
     }
 
     /// The port's role; `.unprotected` until a `port` line says otherwise.
@@ -122,8 +126,8 @@ public struct GatewayConfig: Sendable, Equatable {
     /// change, so on error `self` is unchanged.
     public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
         switch c.command {
-        case let .port(id, role, addresses, mtu, rpf, punt):
-            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt, c)
+        case let .port(id, role, addresses, mtu, rpf, punt, resolve):
+            try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt, resolve: resolve, c)
         case let .neighbor(address, mac, port):
             try applyNeighbor(Neighbor(address: address, mac: mac, port: port), c)
         case let .routeAdd(prefix, target):
@@ -217,13 +221,15 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int?,
-                                    rpf: ReversePathFilter?, punt: PuntSetting?, _ c: LocatedCommand) throws(CommandError) {
+                                    rpf: ReversePathFilter?, punt: PuntSetting?, resolve: ResolveSetting?,
+                                    _ c: LocatedCommand) throws(CommandError) {
         guard CommandParser.portIDs.contains(id) else {
             throw CommandError(ValueText.badPort(String(id)), at: c.location(of: .port))
         }
-        if let owner = puntOwner(of: id), role != nil || !addresses.isEmpty {
+        if let owner = puntOwner(of: id), role != nil || !addresses.isEmpty || resolve == .on {
             throw CommandError("port \(id) leads to the local stack for port \(owner) (port \(owner) punt \(id)): "
-                               + "it takes no role or address", at: c.location(of: role != nil ? .role : .address(0)))
+                               + "it takes no role, address or resolve",
+                               at: c.location(of: role != nil ? .role : (addresses.isEmpty ? .resolve : .address(0))))
         }
         if case .port(let target) = punt { try checkPuntTarget(target, of: id, c) }
         if let role, let declared = ports[id]?.declaredRole, declared != role {
@@ -255,6 +261,7 @@ public struct GatewayConfig: Sendable, Equatable {
         case .port(let target)?: port.punt = target
         case nil: break
         }
+        if let resolve { port.resolve = resolve == .on }
         // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
         if port.mtu < PortMTU.ipv6Minimum, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
             throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
@@ -328,7 +335,9 @@ public struct GatewayConfig: Sendable, Equatable {
         if let owner = puntOwner(of: target), owner != id { throw refuse("port \(target) serves port \(owner) already") }
         if let owner = puntOwner(of: id) { throw refuse("port \(id) is the local stack's port for port \(owner)") }
         if port.punt != nil { throw refuse("port \(target) punts to port \(port.punt!) itself") }
-        if port.declaredRole != nil || !port.addresses.isEmpty { throw refuse("port \(target) has a role or an address") }
+        if port.declaredRole != nil || !port.addresses.isEmpty || port.resolve {
+            throw refuse("port \(target) has a role, an address or resolve on")
+        }
         if neighbors.values.contains(where: { $0.port == target }) || routes.values.contains(.port(target)) {
             throw refuse("port \(target) has neighbors or routes")
         }

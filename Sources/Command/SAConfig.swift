@@ -277,7 +277,7 @@ public struct SAConfig: Sendable, Hashable {
 
 extension IPAddress {
     /// IPv4 before IPv6, then by value: the order config text lists things in.
-    static func precedes(_ a: IPAddress, _ b: IPAddress) -> Bool {
+    public static func precedes(_ a: IPAddress, _ b: IPAddress) -> Bool {
         switch (a, b) {
         case let (.v4(x), .v4(y)): x < y
         case let (.v6(x), .v6(y)): x < y

@@ -15,6 +15,8 @@ public final class ControlSession {
     let gateway: Gateway
     let ipsec: IPsecCompiler
     let portMACs: [UInt16: MACAddress]
+    /// ARP and Neighbor Discovery for `resolve on` ports.
+    public let neighbors: NeighborAgent
     public static let version = "sluice 0.4 (control protocol 1)"
 
     /// A client's `begin` … `commit`: the configuration the batch builds and
@@ -31,7 +33,37 @@ public final class ControlSession {
         self.gateway = gateway
         self.ipsec = ipsec
         portMACs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+        neighbors = NeighborAgent(portMACs: portMACs) { [gateway] frame, port in gateway.agentSend(frame, port: port) }
         publishLists()
+    }
+
+    /// The neighbour agent's turn (the control loop calls it every
+    /// iteration): what the workers handed it, then its timers; the routes
+    /// are rebuilt when the neighbours it learned changed.
+    public func serviceNeighbors(now: Double) {
+        let frames = gateway.agentReceive()
+        guard !frames.isEmpty || config.ports.values.contains(where: \.resolve) || !neighbors.entries.isEmpty else { return }
+        let handled = neighbors.handle(frames, config: config, now: now)
+        let ticked = neighbors.tick(config: config, now: now)
+        guard handled || ticked else { return }
+        do {
+            try gateway.publish(routes: RouteCompiler.compile(config, portMACs: portMACs, learned: neighbors.learned),
+                                ports: RouteCompiler.ports(config))
+        } catch {
+            gateway.log("cannot publish the routes of learned neighbours: \(error.message)")
+        }
+    }
+
+    /// `neighbor list`: static entries and what the agent learned or is asking for.
+    private func neighborList() -> String {
+        let configured = config.neighbors.values.sorted { IPAddress.precedes($0.address, $1.address) }.map {
+            "{\"address\":\"\($0.address)\",\"lladdr\":\"\($0.mac)\",\"port\":\($0.port),\"state\":\"static\"}"
+        }
+        let dynamic = neighbors.entries.sorted { IPAddress.precedes($0.key, $1.key) }.map { address, e in
+            "{\"address\":\"\(address)\",\"lladdr\":\(e.mac.map { "\"\($0)\"" } ?? "null"),\"port\":\(e.port),"
+                + "\"state\":\"\(e.state.rawValue)\",\"held\":\(e.held.count)}"
+        }
+        return ControlReply.ok([("neighbors", "[" + (configured + dynamic).joined(separator: ",") + "]")])
     }
 
     /// When the lists were last handed to telemetry, what that cost, and
@@ -67,6 +99,7 @@ public final class ControlSession {
         "any line of the configuration language (port, neighbor, route, sa, sp, crypto-engine, spd driver, shared-sa)",
         "begin | commit | abort", "show config", "reload FILE",
         "sa list | sa get spi 0xN [dst B] | sa allocspi [cpu K] [src A dst B]", "sp list | sp get id N", "flush sa | flush sp",
+        "neighbor list",
         "stats [port N | core N | sa 0xSPI]", "monitor", "version", "help",
     ]
 
@@ -76,7 +109,7 @@ public final class ControlSession {
     public func install(_ next: GatewayConfig) throws(ControlError) {
         let routesChanged = next.ports != config.ports || next.neighbors != config.neighbors || next.routes != config.routes
         do {
-            let routes = routesChanged ? try RouteCompiler.compile(next, portMACs: portMACs) : nil
+            let routes = routesChanged ? try RouteCompiler.compile(next, portMACs: portMACs, learned: neighbors.learned) : nil
             let tables = try ipsec.compile(next, workerLcores: gateway.workerLcores)
             if let routes { try gateway.publish(routes: routes, ports: RouteCompiler.ports(next)) }
             try gateway.publish(ipsec: tables)
@@ -130,6 +163,8 @@ public final class ControlSession {
                 return [ControlReply.ok([("monitor", "true")])]
             case ("stats", _):
                 return [try stats(Array(words.dropFirst()))]
+            case ("neighbor", "list") where words.count == 2:
+                return [neighborList()]
             case ("sa", "list"), ("sp", "list"), ("sa", "get"), ("sp", "get"):
                 return [try query(words)]
             case ("flush", let what?) where words.count == 2:
@@ -329,11 +364,16 @@ public final class ControlSession {
                     ("fragments", String(t.fragments)), ("reassembled", String(t.reassembled)),
                     ("fragmented", String(t.fragmented)), ("fragments_out", String(t.fragmentsOut)),
                     ("punted", String(t.punted)), ("from_stack", String(t.fromStack)),
+                    ("to_agent", String(t.toAgent)), ("from_agent", String(t.fromAgent)),
                     ("drop", String(t.totalDrops)), ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {
         case (nil, _):
-            return ControlReply.ok(counters(cores) + [("cores", String(cores.count))])
+            let n = neighbors.counters
+            let agent = "{\"requests_sent\":\(n.requestsSent),\"answers_sent\":\(n.answersSent),\"learned\":\(n.learned),"
+                + "\"expired\":\(n.expired),\"held\":\(n.held),\"held_sent\":\(n.heldSent),\"held_dropped\":\(n.heldDropped),"
+                + "\"ignored\":\(n.ignored)}"
+            return ControlReply.ok(counters(cores) + [("cores", String(cores.count)), ("neighbor_agent", agent)])
         case ("core", 2):
             guard let n = UInt32(args[1]), let c = cores.first(where: { $0.lcore == n }) else {
                 throw ControlError("not_found", "no worker on lcore \(args[1]) (workers: \(cores.map { String($0.lcore) }.joined(separator: ",")))")

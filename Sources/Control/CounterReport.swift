@@ -23,6 +23,7 @@ public enum CounterReport {
         (c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)")
             + (c.fragmented == 0 ? "" : " fragmented=\(c.fragmented) fragments_out=\(c.fragmentsOut)")
             + (c.punted == 0 && c.fromStack == 0 ? "" : " punted=\(c.punted) from_stack=\(c.fromStack)")
+            + (c.toAgent == 0 && c.fromAgent == 0 ? "" : " to_agent=\(c.toAgent) from_agent=\(c.fromAgent)")
     }
 
     public static func coreLine(_ c: CoreCounters) -> String {

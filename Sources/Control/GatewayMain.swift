@@ -162,6 +162,7 @@ public enum GatewayMain {
                 usleep(10_000)
             }
             session.refreshLists(now: monotonicSeconds())
+            session.serviceNeighbors(now: monotonicSeconds())
             // Events from the workers; a hard EXPIRE takes its SA out of
             // the data path, as do time limits (checked four times a second).
             var expiredSAs = false

@@ -8,7 +8,11 @@ import Packet
 /// * each neighbour is a host route out of its port with its MAC, unless an
 ///   explicit route names exactly that host prefix;
 /// * explicit routes (`via` resolves through the neighbour table, `port N`
-///   leaves the destination to the neighbour host routes: unresolved → no_neighbor);
+///   leaves the destination to the neighbour host routes: unresolved → no_neighbor,
+///   with the port whose connected prefix holds the next hop, where one does,
+///   so that the neighbour agent can resolve it on `resolve on` ports);
+/// * neighbours the agent learned count as neighbour entries; a static
+///   `neighbor` line for the same address wins;
 /// * each port address also installs its connected prefix, unless an explicit
 ///   route names the same prefix.
 public enum RouteCompiler {
@@ -33,12 +37,15 @@ public enum RouteCompiler {
                 case .v6(let a): if ipv6 == nil && a.high >> 54 != 0x3FA { ipv6 = a }  // not fe80::/10
                 }
             }
-            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6, rpf: port.rpf, punt: port.punt)
+            return PortForwarding(port: port.id, mtu: port.mtu, ipv4: ipv4, ipv6: ipv6, rpf: port.rpf, punt: port.punt,
+                                  resolve: port.resolve)
         }
     }
 
-    public static func compile(_ config: GatewayConfig, portMACs: [UInt16: MACAddress]) -> [RouteEntry] {
+    public static func compile(_ config: GatewayConfig, portMACs: [UInt16: MACAddress],
+                               learned: [IPAddress: Neighbor] = [:]) -> [RouteEntry] {
         var table: [IPPrefix: NextHop] = [:]
+        let neighbors = learned.isEmpty ? config.neighbors : learned.merging(config.neighbors) { _, configured in configured }
         func mac(_ port: UInt16) -> MACAddress { portMACs[port] ?? MACAddress((0, 0, 0, 0, 0, 0)) }
 
         for port in config.ports.values {
@@ -47,8 +54,10 @@ public enum RouteCompiler {
         for (prefix, target) in config.routes {
             switch target {
             case .via(let gw):
-                if let n = config.neighbors[gw] {
+                if let n = neighbors[gw] {
                     table[prefix.network] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
+                } else if let port = connectedPort(of: gw, config) {
+                    table[prefix.network] = .onLink(port: port)
                 } else {
                     table[prefix.network] = .noNeighbor
                 }
@@ -56,7 +65,7 @@ public enum RouteCompiler {
                 table[prefix.network] = .onLink(port: port)
             }
         }
-        for n in config.neighbors.values {
+        for n in neighbors.values {
             let host = IPPrefix(address: n.address, length: n.address.bitWidth)!
             if config.routes[host] == nil {
                 table[host] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
@@ -72,5 +81,11 @@ public enum RouteCompiler {
         }
         return table.map { RouteEntry(prefix: $0.key, nextHop: $0.value) }
             .sorted { ($0.prefix.address.bitWidth, $0.prefix.length, $0.prefix.description) < ($1.prefix.address.bitWidth, $1.prefix.length, $1.prefix.description) }
+    }
+
+    /// The port one of whose addresses' prefixes holds `address` (the first
+    /// by port id), or nil.
+    public static func connectedPort(of address: IPAddress, _ config: GatewayConfig) -> UInt16? {
+        config.ports.values.sorted { $0.id < $1.id }.first { port in port.addresses.contains { $0.contains(address) } }?.id
     }
 }

@@ -38,15 +38,18 @@ public struct PortForwarding: Hashable, Sendable {
     /// The port leading to the local network stack for this port's frames
     /// (`port … punt M`), or nil.
     public var punt: UInt16?
+    /// Whether the neighbour agent resolves the port's neighbours (`port … resolve on`).
+    public var resolve: Bool
 
     public init(port: UInt16, mtu: Int = PortMTU.ethernet, ipv4: IPv4Address? = nil, ipv6: IPv6Address? = nil,
-                rpf: ReversePathFilter = .off, punt: UInt16? = nil) {
+                rpf: ReversePathFilter = .off, punt: UInt16? = nil, resolve: Bool = false) {
         self.port = port
         self.mtu = mtu
         self.ipv4 = ipv4
         self.ipv6 = ipv6
         self.rpf = rpf
         self.punt = punt
+        self.resolve = resolve
     }
 }
 
@@ -124,6 +127,10 @@ public enum ForwardingTable {
                     uplink[Int(target)] = UInt8(p.port + 1)
                 }
             }
+        }
+        withUnsafeMutableBytes(of: &fib.pointee.port_resolve) { resolve in
+            for i in 0..<count { resolve[i] = 0 }
+            for p in ports where Int(p.port) < count && p.resolve { resolve[Int(p.port)] = 1 }
         }
         withUnsafeMutableBytes(of: &fib.pointee.port_addr4) { a4 in
             for p in ports where Int(p.port) < count {

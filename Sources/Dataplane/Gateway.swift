@@ -31,6 +31,9 @@ public struct CoreCounters: Sendable {
     /// rx and tx as well).
     public var punted: UInt64
     public var fromStack: UInt64
+    /// Frames and packets handed to the neighbour agent, and frames it sent.
+    public var toAgent: UInt64
+    public var fromAgent: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -40,7 +43,7 @@ public struct CoreCounters: Sendable {
     public init(lcore: UInt32, queue: UInt16, socket: Int32) {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
-        fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0; punted = 0; fromStack = 0
+        fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0; punted = 0; fromStack = 0; toAgent = 0; fromAgent = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -57,9 +60,17 @@ public struct CoreCounters: Sendable {
         r.fragments &+= b.fragments; r.reassembled &+= b.reassembled
         r.fragmented &+= b.fragmented; r.fragmentsOut &+= b.fragmentsOut
         r.punted &+= b.punted; r.fromStack &+= b.fromStack
+        r.toAgent &+= b.toAgent; r.fromAgent &+= b.fromAgent
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
+}
+
+/// A frame or held packet the workers handed the neighbour agent (`Gateway.agentReceive`).
+public struct AgentFrame: Sendable {
+    public var port: UInt16
+    public var held: Bool
+    public var bytes: [UInt8]
 }
 
 /// The running data plane: ports configured with one queue pair per worker,
@@ -128,7 +139,8 @@ public final class Gateway {
             let perQueue = rxDescriptors + txDescriptors + Int(SL_TX_BUFFER)
             // Each worker's reassembly table may hold up to Reassembly.mbufsHeld fragments.
             var n = infos.count * max(queuesHere, 1) * perQueue
-                + max(queuesHere, 1) * (Int(SL_BURST) + cache + Reassembly.mbufsHeld) + extraMbufs + 1024
+                + max(queuesHere, 1) * (Int(SL_BURST) + cache + Reassembly.mbufsHeld + Gateway.agentRingSize)
+                + Gateway.agentRingSize + extraMbufs + 1024
             n = (1 << (Int.bitWidth - (n - 1).leadingZeroBitCount)) - 1  // 2^k − 1 suits the mempool ring
             guard let mp = sl_pktmbuf_pool_create("sl_mbuf\(Gateway.instanceSerial.add(1, ordering: .relaxed).newValue)_s\(s)", UInt32(n), UInt32(cache), s) else {
                 throw .dpdkErrno("cannot create a mempool of \(n) mbufs on socket \(s) (give the EAL more memory, e.g. -m 512)")
@@ -197,6 +209,26 @@ public final class Gateway {
             ctxs.append(w)
         }
         workers = ctxs
+        // The neighbour agent's rings (NeighborHandoff.swift).
+        let agentSerial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
+        var toAgent: [OpaquePointer] = []
+        for (i, w) in ctxs.enumerated() {
+            guard let r = rte_ring_create("sl_ag\(agentSerial)_\(i)", UInt32(Gateway.agentRingSize), w.pointee.socket_id,
+                                          UInt32(RING_F_SP_ENQ | RING_F_SC_DEQ)) else {
+                for r in toAgent { rte_ring_free(r) }
+                throw .dpdkErrno("cannot create the neighbour agent's ring for worker \(i)")
+            }
+            w.pointee.agent_rx = r
+            toAgent.append(r)
+        }
+        guard let fromAgent = rte_ring_create("sl_agt\(agentSerial)", UInt32(Gateway.agentRingSize), ctxs[0].pointee.socket_id,
+                                              UInt32(RING_F_SP_ENQ | RING_F_SC_DEQ)) else {
+            for r in toAgent { rte_ring_free(r) }
+            throw .dpdkErrno("cannot create the neighbour agent's send ring")
+        }
+        ctxs[0].pointee.agent_tx = fromAgent
+        agentRings = toAgent
+        agentSendRing = fromAgent
         precondition(DropReason.allCases.count <= Int(SL_DROP_REASON_MAX), "more drop reasons than counter slots")
         do {
             let serial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
@@ -224,6 +256,12 @@ public final class Gateway {
         // Workers always find a snapshot: start with an empty one (everything "no route").
         try publish(routes: [])
     }
+
+    /// Mbufs each neighbour agent ring holds at most.
+    static let agentRingSize = 512
+    /// Each worker's ring to the neighbour agent, and the agent's ring to the first worker.
+    private var agentRings: [OpaquePointer] = []
+    private var agentSendRing: OpaquePointer? = nil
 
     /// Each worker's handoff ring, by worker index (shared by the workers' contexts).
     private var handoffRings: UnsafeMutablePointer<OpaquePointer?>? = nil
@@ -264,6 +302,11 @@ public final class Gateway {
         stop()
         if telemetry { sl_telemetry_set_workers(nil, 0) }
         defer { handoffRings?.deallocate(); sealHandoffRings?.deallocate() }
+        for r in agentRings + (agentSendRing.map { [$0] } ?? []) {
+            var m: UnsafeMutableRawPointer? = nil
+            while sl_ring_dequeue_burst(r, &m, 1) == 1 { sl_mbuf_free(OpaquePointer(m!)) }
+            rte_ring_free(r)
+        }
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
@@ -438,6 +481,43 @@ public final class Gateway {
         return out
     }
 
+    /// What the workers handed the neighbour agent since the last call: ARP
+    /// and Neighbor Discovery frames (`held` false, `port` the arrival port)
+    /// and IP packets waiting for a neighbour (`held`, `port` the port they
+    /// leave by, `bytes` the IP packet). The control thread only.
+    public func agentReceive() -> [AgentFrame] {
+        var out: [AgentFrame] = []
+        var m: UnsafeMutableRawPointer? = nil
+        for r in agentRings {
+            while sl_ring_dequeue_burst(r, &m, 1) == 1 {
+                let mbuf = OpaquePointer(m!)
+                let tag = sl_mbuf_port(mbuf)
+                let held = tag & UInt16(SL_AGENT_HELD) != 0
+                let data = sl_mbuf_data(mbuf)!
+                out.append(AgentFrame(port: tag & ~UInt16(SL_AGENT_HELD), held: held,
+                                      bytes: Array(UnsafeBufferPointer(start: data, count: Int(sl_mbuf_data_len(mbuf))))))
+                sl_mbuf_free(mbuf)
+            }
+        }
+        return out
+    }
+
+    /// Queues `frame` (a whole Ethernet frame, padded to Ethernet's 60-byte
+    /// minimum) to leave by `port`, sent by the first worker at its next
+    /// poll. false when no mbuf or ring room is left (the agent retries
+    /// later). The control thread only.
+    @discardableResult
+    public func agentSend(_ frame: [UInt8], port: UInt16) -> Bool {
+        guard let ring = agentSendRing, frame.count <= Int(sl_mbuf_default_buf_size()) - 128,
+              let pool = mempools[workers[0].pointee.socket_id], let m = sl_mbuf_alloc(pool) else { return false }
+        let padded = frame.count < 60 ? frame + [UInt8](repeating: 0, count: 60 - frame.count) : frame
+        sl_mbuf_set_len(m, UInt16(padded.count))
+        padded.withUnsafeBytes { sl_mbuf_data(m)!.update(from: $0.bindMemory(to: UInt8.self).baseAddress!, count: padded.count) }
+        sl_mbuf_set_port(m, port)
+        guard sl_ring_enqueue_one_sp(ring, UnsafeMutableRawPointer(m)) else { sl_mbuf_free(m); return false }
+        return true
+    }
+
     /// Snapshots retired but not yet freed (a reader has not passed a
     /// quiescent state since they were replaced).
     public var retiredSnapshots: Int { retired.count }
@@ -536,6 +616,8 @@ public final class Gateway {
             c.fragmentsOut = w.pointee.counters.fragments_out
             c.punted = w.pointee.counters.punted
             c.fromStack = w.pointee.counters.from_stack
+            c.toAgent = w.pointee.counters.to_agent
+            c.fromAgent = w.pointee.counters.from_agent
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

@@ -102,6 +102,9 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
                  drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
+        if kind == SL_NH_NO_NEIGHBOR && holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
+            return  // the neighbour agent sends it once the neighbour answers
+        }
         drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
                 : (kind == SL_NH_LOCAL ? .local : .martian)), drops)
         return
@@ -236,7 +239,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     // Their sources were checked where they arrived.
     let rpf = handedOver ? 0 : sl_fib_port_rpf(fib, port)
     // Whether the port has a local stack (`port … punt M`).
-    let punt = !handedOver && sl_fib_port_punt(fib, port) != 0
+    let punt = !handedOver && sl_fib_port_local(fib, port)
     let sealM = sl_worker_seal_m(w)!
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!

@@ -37,14 +37,34 @@ func linkScoped(_ ip: UnsafePointer<UInt8>, ipv4: Bool) -> Bool {
         return d == 0xFFFF_FFFF || d & 0xFFFF_FF00 == 0xE000_0000
     }
     return p.loadBE16(at: IPv6Field.source) & 0xFFC0 == 0xFE80 || p.loadBE16(at: IPv6Field.destination) == 0xFF02
+        || neighborDiscovery(p)
+}
+
+/// Whether the IPv6 packet at `p` is Neighbor Discovery's solicitation or
+/// advertisement (ICMPv6 right after the header, hop limit 255, RFC 4861
+/// §7.1): link-scoped whatever its addresses, as only a sender on the link
+/// can give that hop limit. Reads the ICMPv6 type only when the payload
+/// length leaves room for one.
+@inline(__always)
+func neighborDiscovery(_ p: UnsafeRawPointer) -> Bool {
+    guard p.loadBE16(at: IPv6Field.nextHeader) == UInt16(IPProtocol.icmpv6.rawValue) << 8 | 255,
+          p.loadBE16(at: IPv6Field.payloadLength) >= 24 else { return false }
+    let type = p.load(fromByteOffset: HeaderSize.ipv6, as: UInt8.self)
+    return type == NeighborDiscovery.solicitation || type == NeighborDiscovery.advertisement
 }
 
 /// Hands `m`, as it arrived, to the local stack of its arrival port (true),
 /// or does nothing when that port has none (false: the caller drops it).
+/// On a port with `resolve on`, ARP and Neighbor Discovery go to the
+/// neighbour agent (a copy, where the port also has a stack).
 @inline(never)
 func puntToStack(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, fib: UnsafeMutablePointer<sl_fib>,
                  drops: UnsafeMutablePointer<UInt64>) -> Bool {
-    let target = sl_fib_port_punt(fib, sl_mbuf_port(m))
+    let arrival = sl_mbuf_port(m)
+    let target = sl_fib_port_punt(fib, arrival)
+    // ARP and Neighbor Discovery of a resolving port: the neighbour agent's
+    // (NeighborHandoff.swift), and also the stack's where there is one.
+    if _slowPath(sl_fib_port_resolve(fib, arrival) != 0) && offerToAgent(w, m, stack: target != 0) { return true }
     guard target != 0 else { return false }
     // Straight into the worker's buffer for the stack's port: no TxCursor is
     // ever open on it (nothing is routed to a stack's port).
@@ -67,7 +87,7 @@ func puntToStack(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, fib: 
 func puntLocal(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, ipv4: Bool,
                hopKind: Int, decremented: Bool, fib: UnsafeMutablePointer<sl_fib>,
                drops: UnsafeMutablePointer<UInt64>) -> Bool {
-    guard sl_fib_port_punt(fib, sl_mbuf_port(m)) != 0, hopKind == SL_NH_LOCAL || linkScoped(ip, ipv4: ipv4) else {
+    guard sl_fib_port_local(fib, sl_mbuf_port(m)), hopKind == SL_NH_LOCAL || linkScoped(ip, ipv4: ipv4) else {
         return false
     }
     let offset = UnsafeMutableRawPointer(ip) - UnsafeMutableRawPointer(sl_mbuf_data(m)!)

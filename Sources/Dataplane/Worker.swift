@@ -113,7 +113,7 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
             let n = Int(sl_rx_burst(port, queue, rx, UInt16(SL_BURST)))
             if n > 0 {
                 let uplink = sl_fib_port_uplink(fib, port)
-                if _slowPath(sl_fib_port_punt(fib, port) != 0) {
+                if _slowPath(sl_fib_port_local(fib, port)) {
                     stampArrivalPort(rx, count: n, port: port)
                 }
                 if _slowPath(uplink != 0) {
@@ -153,6 +153,8 @@ func runWorker(_ w: UnsafeMutablePointer<sl_worker>) {
                 }
             }
         }
+        // What the neighbour agent sends (this worker's queue 0 only).
+        if let agent = w.pointee.agent_tx { sendAgentFrames(w, ring: agent, drops: drops) }
         p = 0
         while p < nports { flushTx(w, port: ports[p], drops: drops); p &+= 1 }
         w.pointee.counters.polls &+= 1
@@ -511,7 +513,10 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
     } else if kind == SL_NH_NO_ROUTE {
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
-        drop(m, .noNeighbor, drops)
+        // Resolving port: the neighbour agent holds it until the neighbour answers.
+        if !holdForNeighbor(w, m, ip: UnsafeMutableRawPointer(ip), ipv4: ipv4, hop: hop, decrement: true, fib: fib) {
+            drop(m, .noNeighbor, drops)
+        }
     } else if !puntLocal(w, m, ip: ip, ipv4: ipv4, hopKind: kind, decremented: false, fib: fib, drops: drops) {
         drop(m, kind == SL_NH_LOCAL ? .local : .martian, drops)
     }

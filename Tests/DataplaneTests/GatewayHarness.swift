@@ -23,6 +23,8 @@ struct CounterDelta: CustomStringConvertible {
     var fragmentsOut: UInt64 = 0
     var punted: UInt64 = 0
     var fromStack: UInt64 = 0
+    var toAgent: UInt64 = 0
+    var fromAgent: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -160,6 +162,7 @@ final class GatewayHarness: @unchecked Sendable {
             d.fragments += c.fragments; d.reassembled += c.reassembled
             d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
             d.punted += c.punted; d.fromStack += c.fromStack
+            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -204,7 +207,7 @@ final class GatewayHarness: @unchecked Sendable {
         // sent in k fragments counts k packets sent (racy reads: signed).
         func settled(_ d: CounterDelta) -> Int {
             Int(d.txPackets) - Int(d.fragmentsOut) + Int(d.fragmented) + Int(d.totalDrops) + Int(d.fragments)
-                - Int(d.reassembled)
+                - Int(d.reassembled) + Int(d.toAgent) - Int(d.fromAgent)
         }
         while delta.rxPackets < UInt64(frames.count) || settled(delta) < frames.count {
             if monotonicSeconds() > deadline {
@@ -280,6 +283,7 @@ extension CounterDelta {
         d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
         d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
         d.punted = punted &- b.punted; d.fromStack = fromStack &- b.fromStack
+        d.toAgent = toAgent &- b.toAgent; d.fromAgent = fromAgent &- b.fromAgent
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }
