@@ -28,12 +28,13 @@ public final class ControlSession {
         init(_ config: GatewayConfig) { self.config = config }
     }
 
-    public init(config: GatewayConfig, gateway: Gateway, ipsec: IPsecCompiler) {
+    /// `portMACs`: the ports' MACs, as the PMDs report them unless given.
+    public init(config: GatewayConfig, gateway: Gateway, ipsec: IPsecCompiler, portMACs: [UInt16: MACAddress]? = nil) {
         self.config = config
         self.gateway = gateway
         self.ipsec = ipsec
-        portMACs = Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
-        neighbors = NeighborAgent(portMACs: portMACs) { [gateway] frame, port in gateway.agentSend(frame, port: port) }
+        self.portMACs = portMACs ?? Dictionary(uniqueKeysWithValues: gateway.ports.map { ($0.info.id, $0.info.mac) })
+        neighbors = NeighborAgent(portMACs: self.portMACs) { [gateway] frame, port in gateway.agentSend(frame, port: port) }
         publishLists()
     }
 

@@ -135,12 +135,14 @@ public final class NeighborAgent {
                 fallthrough
             case .probe, .incomplete:
                 if e.asked >= Self.attempts {
-                    if e.state == .probe || !isConfiguredGateway(address, config) && e.held.isEmpty {
-                        // Gone quiet: forget it (packets for it come back here and ask anew).
+                    if e.state == .probe || !isConfiguredGateway(address, config) {
+                        // Gone quiet, or never there: forget it (packets for
+                        // it come back here and ask anew).
                         if e.state == .probe { counters.expired += 1 }
                         drop(address, e)
                         continue
                     }
+                    // A configured gateway: asked again after a pause.
                     e.state = .failed
                     counters.heldDropped += e.held.count
                     e.held = []

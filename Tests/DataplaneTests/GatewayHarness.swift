@@ -150,7 +150,7 @@ final class GatewayHarness: @unchecked Sendable {
     /// SAs and policies) is compiled and installed, as the control socket would.
     func installSession(_ text: String, name: String) throws -> ControlSession {
         let session = ControlSession(config: try GatewayConfig.load(text: text, name: name), gateway: gateway,
-                                     ipsec: IPsecCompiler())
+                                     ipsec: IPsecCompiler(), portMACs: routeMACs)
         try session.install(session.config)
         return session
     }

@@ -1,0 +1,163 @@
+// The neighbour agent (`port N resolve on`) in-process, on ring ports: the
+// gateways of `via` routes are asked for (ARP, Neighbor Solicitation),
+// packets for them are held until an answer comes and then leave with the
+// answer's MAC, later ones are forwarded by the workers; the gateway's own
+// addresses are answered; unsolicited answers teach nothing; a neighbour
+// that stops answering is forgotten. Without `resolve` the same frames are
+// dropped as before (negative control).
+
+import Command
+import Control
+import Dataplane
+import Glibc
+import Packet
+import Testing
+
+extension EALSuites.GatewayTests {
+    /// The base configuration without the unprotected side's static neighbours.
+    var unresolvedConfigText: String {
+        h.baseConfigText.split(separator: "\n")
+            .filter { !$0.hasPrefix("neighbor 192.0.2.254") && !$0.hasPrefix("neighbor 2001:db8:b::fe") }
+            .joined(separator: "\n")
+    }
+
+    /// The agent's turn at `now`, then what the ports sent once the worker
+    /// passed two polls (the agent's frames leave at the first).
+    func agentTurn(_ session: ControlSession, now: Double) -> [UInt16: [[UInt8]]] {
+        session.serviceNeighbors(now: now)
+        let polls = h.gateway.coreCounters().reduce(0) { $0 + $1.polls }
+        let deadline = monotonicSeconds() + 5
+        while h.gateway.coreCounters().reduce(0, { $0 + $1.polls }) < polls + 2 && monotonicSeconds() < deadline { usleep(50) }
+        var sent: [UInt16: [[UInt8]]] = [:]
+        for rp in [h.protected, h.unprotected, h.stack] { sent[rp.port] = h.dequeueAll(rp) }
+        return sent
+    }
+
+    func arpFrame(_ op: UInt16, from mac: MACAddress, _ ip: String, to dstMAC: MACAddress, target: String,
+                  targetMAC: MACAddress = MACAddress((0, 0, 0, 0, 0, 0))) -> [UInt8] {
+        ARPMessage(operation: op, senderMAC: mac, senderIP: ipv4(ip), targetMAC: targetMAC,
+                   targetIP: ipv4(target)).frame(from: mac, to: dstMAC)
+    }
+
+    @Test func neighborAgentResolvesHoldsAndAnswers() throws {
+        defer { try? h.publish(h.baseConfigText) }
+        let u = h.portMAC(h.u)
+        let router4 = mac("02:bb:00:00:00:aa"), router6 = mac("02:bb:00:00:06:aa")
+        let toRemote4 = h.frame4("10.0.0.9", "198.51.100.7", ttl: 20)
+        let toRemote6 = h.frame6("2001:db8:a::9", "2001:db8:100::7", hopLimit: 20)
+        let reply4 = arpFrame(ARPMessage.reply, from: router4, "192.0.2.254", to: u, target: "192.0.2.1", targetMAC: u)
+        let advert6 = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: router6, source: ipv6("2001:db8:b::fe"),
+                                destination: ipv6("2001:db8:b::1"),
+                                flags: NeighborDiscovery.router | NeighborDiscovery.solicited | NeighborDiscovery.override,
+                                target: ipv6("2001:db8:b::fe"), linkLayer: router6).frame(to: u)
+
+        // Negative control: no resolve, no static neighbour: dropped as before.
+        try h.publish(unresolvedConfigText)
+        try expectDropped([toRemote4, toRemote6], reason: .noNeighbor, on: h.protected)
+        try expectDropped([reply4], reason: .unsupportedEthertype, on: h.unprotected)
+
+        let text = unresolvedConfigText + "\nport \(h.u) resolve on\n"
+        try h.publish(text)
+        _ = h.gateway.agentReceive()  // what an earlier test left
+        let session = try h.installSession(text, name: "resolve")
+        // At once: the `via` gateways on u's link are asked for, by broadcast
+        // and by the solicited-node group.
+        var now = monotonicSeconds()
+        let asked = agentTurn(session, now: now)[h.u] ?? []
+        let arps = asked.compactMap(ARPMessage.init(frame:))
+        let solicitations = asked.compactMap(NDMessage.init(frame:))
+        #expect(Set(arps.map(\.targetIP.description)) == ["192.0.2.254", "192.0.2.77"], "\(arps)")
+        for a in arps {
+            #expect(a.operation == ARPMessage.request && a.senderMAC == u && a.senderIP.description == "192.0.2.1")
+            #expect(Array(asked.first { ARPMessage(frame: $0) == a }!.prefix(6)) == MACAddress.broadcast.array)
+        }
+        #expect(Set(solicitations.map(\.target.description)) == ["2001:db8:b::fe", "2001:db8:b::77"], "\(solicitations)")
+        for s in solicitations {
+            #expect(s.type == NeighborDiscovery.solicitation && s.linkLayer == u && s.source == ipv6("2001:db8:b::1")
+                    && s.destination == s.target.solicitedNode)
+            #expect(Array(asked.first { NDMessage(frame: $0) == s }!.prefix(6)) == MACAddress(multicast: s.target.solicitedNode).array)
+        }
+
+        // Packets for them wait with the agent: nothing leaves, nothing is dropped.
+        let held = try h.inject([toRemote4, toRemote6], on: h.protected)
+        #expect(held.delta.toAgent == 2 && held.delta.totalDrops == 0 && held.allSent == 0, "\(held.delta)")
+        // The answers: the held packets leave with the answers' MACs, TTL − 1.
+        let answers = try h.inject([reply4, advert6], on: h.unprotected)
+        #expect(answers.delta.toAgent == 2 && answers.delta.totalDrops == 0, "\(answers.delta)")
+        now += 0.01
+        let released = agentTurn(session, now: now)[h.u] ?? []
+        var expected4 = toRemote4, expected6 = toRemote6
+        expected4.replaceSubrange(0..<12, with: router4.array + u.array)
+        expected4[14 + 8] = 19
+        let sum = (UInt16(expected4[24]) << 8 | UInt16(expected4[25]))
+        let patched = InternetChecksum.afterTTLDecrement(sum)
+        expected4[24] = UInt8(patched >> 8); expected4[25] = UInt8(truncatingIfNeeded: patched)
+        expected6.replaceSubrange(0..<12, with: router6.array + u.array)
+        expected6[14 + 7] = 19
+        #expect(released.contains(expected4), "the held IPv4 packet, as the gateway forwards it")
+        #expect(released.contains(expected6), "the held IPv6 packet, as the gateway forwards it")
+        #expect(session.neighbors.counters.heldSent == 2 && session.neighbors.counters.learned == 2)
+        // From now on the workers forward themselves.
+        let direct = try h.inject([toRemote4, toRemote6], on: h.protected)
+        #expect(direct.delta.toAgent == 0 && direct.sent[h.u] == [expected4, expected6], "\(direct.delta)")
+
+        // The gateway's own addresses are answered.
+        let host = GatewayHarness.hostMAC
+        let who = arpFrame(ARPMessage.request, from: host, "192.0.2.5", to: .broadcast, target: "192.0.2.1")
+        let ns = NDMessage(type: NeighborDiscovery.solicitation, ethernetSource: host, source: ipv6("2001:db8:b::5"),
+                           destination: ipv6("2001:db8:b::1").solicitedNode, target: ipv6("2001:db8:b::1"),
+                           linkLayer: host).frame(to: MACAddress(multicast: ipv6("2001:db8:b::1").solicitedNode))
+        _ = try h.inject([who, ns], on: h.unprotected)
+        let answered = agentTurn(session, now: now + 0.01)[h.u] ?? []
+        let arpAnswer = answered.compactMap(ARPMessage.init(frame:)).first
+        #expect(arpAnswer == ARPMessage(operation: ARPMessage.reply, senderMAC: u, senderIP: ipv4("192.0.2.1"),
+                                        targetMAC: host, targetIP: ipv4("192.0.2.5")), "\(answered)")
+        let na = answered.compactMap(NDMessage.init(frame:)).first
+        #expect(na?.type == NeighborDiscovery.advertisement && na?.target == ipv6("2001:db8:b::1") && na?.linkLayer == u
+                && na?.destination == ipv6("2001:db8:b::5") && na?.flags == 0xE0, "\(String(describing: na))")
+        #expect(answered.allSatisfy { Array($0.prefix(6)) == host.array })
+
+        // An answer nobody asked for teaches nothing.
+        let stranger = arpFrame(ARPMessage.reply, from: mac("02:ee:00:00:00:01"), "192.0.2.99", to: u, target: "192.0.2.1",
+                                targetMAC: u)
+        _ = try h.inject([stranger], on: h.unprotected)
+        _ = agentTurn(session, now: now + 0.02)
+        #expect(session.neighbors.entries[.v4(ipv4("192.0.2.99"))] == nil)
+        #expect(session.neighbors.learned[.v4(ipv4("192.0.2.254"))]?.mac == router4)
+
+        // Silence: after the reachable time the neighbour is probed by
+        // unicast, three times, then forgotten; its packets wait again.
+        now += NeighborAgent.reachableTime + 1
+        var probes: [[UInt8]] = []
+        for i in 0..<4 { probes += agentTurn(session, now: now + Double(i) * (NeighborAgent.retransmitTime + 0.01))[h.u] ?? [] }
+        let unicast = probes.filter { ARPMessage(frame: $0)?.targetIP == ipv4("192.0.2.254") }
+        #expect(unicast.count == 3 && unicast.allSatisfy { Array($0.prefix(6)) == router4.array }, "\(unicast.count) probes")
+        #expect(session.neighbors.learned[.v4(ipv4("192.0.2.254"))] == nil && session.neighbors.counters.expired >= 1)
+        let again = try h.inject([toRemote4], on: h.protected)
+        #expect(again.delta.toAgent == 1 && again.allSent == 0, "\(again.delta)")
+    }
+
+    @Test func neighborAgentGivesUpOnSilentHosts() throws {
+        defer { try? h.publish(h.baseConfigText) }
+        let text = unresolvedConfigText + "\nport \(h.u) resolve on\n"
+        try h.publish(text)
+        _ = h.gateway.agentReceive()  // what an earlier test left
+        let session = try h.installSession(text, name: "resolve-silent")
+        var now = monotonicSeconds()
+        _ = agentTurn(session, now: now)
+        // An on-link host (u's connected prefix) that never answers.
+        let toHost = h.frame4("10.0.0.9", "192.0.2.50", ttl: 20)
+        let held = try h.inject(Array(repeating: toHost, count: 10), on: h.protected)
+        #expect(held.delta.toAgent == 10, "\(held.delta)")
+        var asked = 0
+        for _ in 0..<4 {
+            asked += (agentTurn(session, now: now)[h.u] ?? []).filter { ARPMessage(frame: $0)?.targetIP == ipv4("192.0.2.50") }.count
+            now += NeighborAgent.retransmitTime + 0.01
+        }
+        #expect(asked == 3, "asked \(asked) times")
+        let c = session.neighbors.counters
+        // Eight held (the queue's bound), two dropped at once, eight when it gave up.
+        #expect(c.held == 8 && c.heldDropped == 10 && c.heldSent == 0, "\(c)")
+        #expect(session.neighbors.entries[.v4(ipv4("192.0.2.50"))] == nil)
+    }
+}
