@@ -49,7 +49,7 @@ extension String {
               message: "unexpected 'port' after '02:00:00:00:00:01'; 'port' may appear only once"),
         .init(text: "port", line: 1, column: 5, message: "expected a port number after 'port', found end of line"),
         .init(text: "port 0 xyz", line: 1, column: 8,
-              message: "unexpected 'xyz' after '0'; expected 'role', 'address', 'mtu', 'rpf', 'punt' or end of line"),
+              message: "unexpected 'xyz' after '0'; expected 'role', 'address', 'mtu', 'rpf', 'punt', 'resolve' or end of line"),
         .init(text: "port 0 role protected role protected", line: 1, column: 23,
               message: "unexpected 'role' after 'protected'; 'role' may appear only once"),
         .init(text: "port 0 role private", line: 1, column: 13,
@@ -160,7 +160,7 @@ extension String {
             _ = try CommandParser.parseFile("port 0\nport 1 foo\nbar", name: "a.conf")
             Issue.record("parsed without error")
         } catch {
-            #expect(error.description == "a.conf:2:8: unexpected 'foo' after '1'; expected 'role', 'address', 'mtu', 'rpf', 'punt' or end of line")
+            #expect(error.description == "a.conf:2:8: unexpected 'foo' after '1'; expected 'role', 'address', 'mtu', 'rpf', 'punt', 'resolve' or end of line")
         }
     }
 }

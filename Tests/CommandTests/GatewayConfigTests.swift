@@ -146,6 +146,28 @@ import Testing
         try config.apply(try #require(try CommandParser.parseLine("route add 198.51.100.0/24 port 5", location: SourceLocation(file: "t", line: 11, column: 1))))
     }
 
+    @Test func resolvingPorts() throws {
+        let base = "port 1 role unprotected address 192.0.2.1/24\nport 2 role protected address 10.0.0.1/24\nport 5\n"
+        var config = try GatewayConfig.load(text: base + "port 1 resolve on\n", name: "t")
+        #expect(config.ports[1]?.resolve == true && config.ports[2]?.resolve == false)
+        // Printed on the port's line; reloads to the same state.
+        #expect(config.configText.contains("port 1 role unprotected address 192.0.2.1/24 resolve on\n"))
+        #expect(try GatewayConfig.load(text: config.configText, name: "again") == config)
+        // A local stack's port resolves nothing (it has no address), nor can a
+        // resolving port become one: refused, nothing applied.
+        var stack = try GatewayConfig.load(text: base + "port 2 punt 5\n", name: "t")
+        let before = stack
+        let onStack = try #require(try CommandParser.parseLine("port 5 resolve on", location: SourceLocation(file: "t", line: 9, column: 1)))
+        #expect(throws: CommandError.self) { try stack.apply(onStack) }
+        #expect(stack == before)
+        var resolving = try GatewayConfig.load(text: base + "port 5 resolve on\n", name: "t")
+        let punt = try #require(try CommandParser.parseLine("port 2 punt 5", location: SourceLocation(file: "t", line: 9, column: 1)))
+        #expect(throws: CommandError.self) { try resolving.apply(punt) }
+        // `resolve off` turns it off.
+        try config.apply(try #require(try CommandParser.parseLine("port 1 resolve off", location: SourceLocation(file: "t", line: 10, column: 1))))
+        #expect(config.ports[1]?.resolve == false && !config.configText.contains("resolve"))
+    }
+
     @Test func commandsBuiltInCodeAreCheckedToo() {
         var config = GatewayConfig()
         let at = SourceLocation(file: "api", line: 1, column: 1)

@@ -20,9 +20,13 @@ import Testing
         #expect(try parse("port 3 rpf off") == .port(id: 3, role: nil, addresses: [], rpf: .off))
         #expect(try parse("port 1 punt 4") == .port(id: 1, role: nil, addresses: [], punt: .port(4)))
         #expect(try parse("port 1 punt off rpf loose") == .port(id: 1, role: nil, addresses: [], rpf: .loose, punt: .off))
+        #expect(try parse("port 1 resolve on") == .port(id: 1, role: nil, addresses: [], resolve: .on))
+        #expect(try parse("port 1 resolve off mtu 1400") == .port(id: 1, role: nil, addresses: [], mtu: 1400, resolve: .off))
+        #expect(try parse("port 1 resolve on")?.description == "port 1 resolve on")
         for bad in ["port 3 mtu 67", "port 3 mtu 9217", "port 3 mtu 1500x", "port 3 mtu", "port 3 mtu 1500 mtu 1400",
                     "port 3 rpf", "port 3 rpf on", "port 3 rpf loose rpf strict",
-                    "port 3 punt", "port 3 punt 32", "port 3 punt on", "port 3 punt 1 punt 2"] {
+                    "port 3 punt", "port 3 punt 32", "port 3 punt on", "port 3 punt 1 punt 2",
+                    "port 3 resolve", "port 3 resolve yes", "port 3 resolve on resolve off"] {
             #expect(throws: CommandError.self, "\(bad)") { try parse(bad) }
         }
         // Printed back as it parses.
