@@ -5,7 +5,10 @@
 //   workers hand it a packet for one (the packet is held, up to
 //   `heldPerNeighbor` per address, and sent once the neighbour answers);
 // * answers ARP requests and Neighbor Solicitations for the port's own
-//   addresses, unless the port has a local stack (`punt`), which answers;
+//   addresses, and announces each once when it starts resolving (a
+//   gratuitous ARP, an unsolicited Neighbor Advertisement to all nodes), so
+//   that neighbours' caches follow a gateway restarted with new MACs;
+//   unless the port has a local stack (`punt`), which does both;
 // * keeps what it learned fresh: an entry confirmed more than
 //   `reachableTime` ago is probed by unicast, three times a second apart,
 //   and removed when none is answered.
@@ -59,6 +62,8 @@ public final class NeighborAgent {
         /// Held packets dropped: the queue for the address was full, it did
         /// not answer, or the packet no longer fits its port.
         public var heldDropped = 0
+        /// Gratuitous ARPs and unsolicited advertisements of own addresses.
+        public var announcements = 0
         /// Frames that were not for the agent (another address, unsolicited,
         /// malformed): nothing changed.
         public var ignored = 0
@@ -73,6 +78,12 @@ public final class NeighborAgent {
     public static let capacity = 4096
 
     public private(set) var entries: [IPAddress: Entry] = [:]
+    /// The own addresses announced, by port.
+    private var announced: Set<PortAddress> = []
+    private struct PortAddress: Hashable {
+        var port: UInt16
+        var address: IPAddress
+    }
     public private(set) var counters = Counters()
     /// Sends a whole Ethernet frame out of a port (`Gateway.agentSend`).
     let send: ([UInt8], UInt16) -> Bool
@@ -98,7 +109,10 @@ public final class NeighborAgent {
     public func handle(_ frames: [AgentFrame], config: GatewayConfig, now: Double) -> Bool {
         let before = learned
         for f in frames {
-            guard let port = config.ports[f.port], port.resolve else { counters.ignored += 1; continue }
+            guard let port = config.ports[f.port], port.resolve else {
+                if f.held { counters.heldDropped += 1 } else { counters.ignored += 1 }
+                continue
+            }
             if f.held {
                 hold(f.bytes, port: port, config: config, now: now)
             } else if let arp = ARPMessage(frame: f.bytes) {
@@ -120,6 +134,7 @@ public final class NeighborAgent {
         for (address, e) in entries where config.ports[e.port]?.resolve != true || config.neighbors[address] != nil {
             drop(address, e)
         }
+        announce(config)
         for (_, target) in config.routes {
             guard case .via(let gw) = target, config.neighbors[gw] == nil, entries[gw] == nil,
                   let id = RouteCompiler.connectedPort(of: gw, config), let port = config.ports[id], port.resolve,
@@ -161,6 +176,35 @@ public final class NeighborAgent {
             entries[address] = e
         }
         return learned != before
+    }
+
+    /// A gratuitous ARP (a request from and for the address, broadcast) or
+    /// an unsolicited advertisement (router, override; to all nodes) for each
+    /// own address of a resolving port without a stack not yet announced.
+    private func announce(_ config: GatewayConfig) {
+        var current: Set<PortAddress> = []
+        for port in config.ports.values where port.resolve && port.punt == nil {
+            for a in port.addresses { current.insert(PortAddress(port: port.id, address: a.address)) }
+        }
+        announced.formIntersection(current)
+        for key in current.subtracting(announced) {
+            guard let own = portMACs[key.port] else { continue }
+            let frame: [UInt8]
+            switch key.address {
+            case .v4(let a):
+                frame = ARPMessage(operation: ARPMessage.request, senderMAC: own, senderIP: a,
+                                   targetMAC: MACAddress((0, 0, 0, 0, 0, 0)), targetIP: a).frame(from: own, to: .broadcast)
+            case .v6(let a):
+                frame = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: own, source: a,
+                                  destination: IPv6Address.allNodes,
+                                  flags: NeighborDiscovery.router | NeighborDiscovery.override, target: a,
+                                  linkLayer: own).frame(to: MACAddress(multicast: IPv6Address.allNodes))
+            }
+            if send(frame, key.port) {
+                counters.announcements += 1
+                announced.insert(key)
+            }
+        }
     }
 
     private func drop(_ address: IPAddress, _ e: Entry) {

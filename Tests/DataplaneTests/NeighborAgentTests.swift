@@ -61,11 +61,23 @@ extension EALSuites.GatewayTests {
         _ = h.gateway.agentReceive()  // what an earlier test left
         let session = try h.installSession(text, name: "resolve")
         // At once: the `via` gateways on u's link are asked for, by broadcast
-        // and by the solicited-node group.
+        // and by the solicited-node group; u's own addresses are announced.
         var now = monotonicSeconds()
         let asked = agentTurn(session, now: now)[h.u] ?? []
-        let arps = asked.compactMap(ARPMessage.init(frame:))
-        let solicitations = asked.compactMap(NDMessage.init(frame:))
+        let arps = asked.compactMap(ARPMessage.init(frame:)).filter { $0.senderIP != $0.targetIP }
+        let solicitations = asked.compactMap(NDMessage.init(frame:)).filter { $0.type == NeighborDiscovery.solicitation }
+        let gratuitous = asked.filter { ARPMessage(frame: $0).map { $0.senderIP == $0.targetIP } ?? false }
+        #expect(gratuitous.map { ARPMessage(frame: $0)! } == [
+            ARPMessage(operation: ARPMessage.request, senderMAC: u, senderIP: ipv4("192.0.2.1"),
+                       targetMAC: MACAddress((0, 0, 0, 0, 0, 0)), targetIP: ipv4("192.0.2.1"))])
+        #expect(gratuitous.allSatisfy { Array($0.prefix(6)) == MACAddress.broadcast.array })
+        let unsolicited = asked.filter { NDMessage(frame: $0)?.type == NeighborDiscovery.advertisement }
+        #expect(unsolicited.map { NDMessage(frame: $0)! } == [
+            NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: u, source: ipv6("2001:db8:b::1"),
+                      destination: IPv6Address.allNodes, flags: NeighborDiscovery.router | NeighborDiscovery.override,
+                      target: ipv6("2001:db8:b::1"), linkLayer: u)])
+        #expect(unsolicited.allSatisfy { Array($0.prefix(6)) == MACAddress(multicast: IPv6Address.allNodes).array })
+        #expect(asked.count == 6, "\(asked.count) frames: two ARP requests, two solicitations, two announcements")
         #expect(Set(arps.map(\.targetIP.description)) == ["192.0.2.254", "192.0.2.77"], "\(arps)")
         for a in arps {
             #expect(a.operation == ARPMessage.request && a.senderMAC == u && a.senderIP.description == "192.0.2.1")
