@@ -9,7 +9,7 @@ import Testing
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Config")
 
-    @Test(arguments: ["example.conf", "ipsec-tunnel.conf", "local-stack.conf"])
+    @Test(arguments: ["example.conf", "ipsec-tunnel.conf", "local-stack.conf", "resolve.conf"])
     func exampleLoads(_ name: String) throws {
         let text = try String(contentsOf: Self.configDirectory.appendingPathComponent(name), encoding: .utf8)
         let config = try GatewayConfig.load(text: text, name: name)
