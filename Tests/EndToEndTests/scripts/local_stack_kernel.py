@@ -9,7 +9,8 @@ prints one JSON line with what came back and sluice's final counters.
 
 usage: local_stack_kernel.py SLUICE SCRATCH_DIR
 """
-import json, os, signal, socket, subprocess, sys, threading, time
+import json, os, socket, subprocess, sys, threading, time
+from sluice_child import finish
 
 sluice, scratch = sys.argv[1], sys.argv[2]
 MAC, HOST = "02:00:00:00:00:01", "02:cc:00:00:00:01"
@@ -82,14 +83,4 @@ try:
              / b"IKE_SA_INIT", iface="wire0", timeout=3, retry=2)
     result["ike"] = r is not None and UDP in r and bytes(r[UDP].payload) == b"IKE-REPLY:IKE_SA_INIT"
 finally:
-    if gw.poll() is None:
-        gw.send_signal(signal.SIGTERM)
-    try:
-        gw.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        gw.kill()
-        gw.wait()
-    log.close()
-    lines = open(os.path.join(scratch, "sluice.log")).read().splitlines()
-    result["final"] = [l for l in lines if l.startswith("final: total")][-1:] or lines[-5:]
-    print(json.dumps(result))
+    finish(gw, log, scratch, result)

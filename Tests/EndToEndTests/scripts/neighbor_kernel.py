@@ -16,7 +16,8 @@ sluice, sluice's `neighbor list` and final counters.
 
 usage: neighbor_kernel.py SLUICE SCRATCH_DIR [--no-resolve]
 """
-import json, os, signal, socket, subprocess, sys, threading, time
+import json, os, socket, subprocess, sys, threading, time
+from sluice_child import finish
 
 sluice, scratch = sys.argv[1], sys.argv[2]
 resolve = "--no-resolve" not in sys.argv
@@ -151,14 +152,4 @@ try:
     except (OSError, ValueError) as e:
         result["control_error"] = str(e)
 finally:
-    if gw.poll() is None:
-        gw.send_signal(signal.SIGTERM)
-    try:
-        gw.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        gw.kill()
-        gw.wait()
-    log.close()
-    lines = open(os.path.join(scratch, "sluice.log")).read().splitlines()
-    result["final"] = [l for l in lines if l.startswith("final: total")][-1:] or lines[-5:]
-    print(json.dumps(result))
+    finish(gw, log, scratch, result)
