@@ -76,6 +76,8 @@ public final class NeighborAgent {
     public static let failedBackoff = 5.0
     public static let heldPerNeighbor = 8
     public static let capacity = 4096
+    public static let tickInterval = 0.1
+    private var lastTick = -Double.infinity
 
     public private(set) var entries: [IPAddress: Entry] = [:]
     /// The own addresses announced, by port.
@@ -129,6 +131,10 @@ public final class NeighborAgent {
     /// Timers: asks for unresolved `via` gateways, retransmits, probes,
     /// expires; true when the learned neighbours changed.
     public func tick(config: GatewayConfig, now: Double) -> Bool {
+        // Ten times a second is enough for timers of a second and more; the
+        // routes are scanned no more often than that.
+        guard now >= lastTick + Self.tickInterval else { return false }
+        lastTick = now
         let before = learned
         // Entries of ports that stopped resolving, or now static, go.
         for (address, e) in entries where config.ports[e.port]?.resolve != true || config.neighbors[address] != nil {
