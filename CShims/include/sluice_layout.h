@@ -172,6 +172,12 @@ typedef struct sl_worker {
      * worker with queue 0 only, the frames it sends (m.port their port). */
     struct rte_ring *agent_rx;
     struct rte_ring *agent_tx;
+    /* Held packets this core may still hand the agent: a token bucket
+     * (NeighborHandoff.swift), so a flood towards an unresolved neighbour
+     * costs the control thread a bounded rate. */
+    uint64_t agent_refill_tsc;
+    uint32_t agent_tokens;
+    uint32_t reserved_agent;
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

@@ -144,7 +144,7 @@ public final class NeighborAgent {
         for (_, target) in config.routes {
             guard case .via(let gw) = target, config.neighbors[gw] == nil, entries[gw] == nil,
                   let id = RouteCompiler.connectedPort(of: gw, config), let port = config.ports[id], port.resolve,
-                  !isOwn(gw, port), entries.count < Self.capacity else { continue }
+                  !isOwn(gw, port) else { continue }  // configured gateways are never refused for capacity
             entries[gw] = Entry(port: id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now, asked: 0, held: [])
         }
         for address in Array(entries.keys) {
@@ -307,8 +307,12 @@ public final class NeighborAgent {
 
     /// A question for one of our addresses also tells us the asker's: an
     /// entry is made for it (as RFC 826 merges), within capacity.
+    /// Only where the routes send that address on the link: a learned entry
+    /// is a host route, and must not take an address a more specific `via`
+    /// route sends elsewhere.
     private func learnAsker(_ address: IPAddress, mac: MACAddress, port: PortConfig, config: GatewayConfig, now: Double) {
-        guard onLink(address, port), config.neighbors[address] == nil else { return }
+        guard onLink(address, port), config.neighbors[address] == nil, !mac.isMulticast, !mac.isZero,
+              nextHopAddress(address, config: config) == address else { return }
         if entries[address] == nil {
             guard entries.count < Self.capacity else { return }
             entries[address] = Entry(port: port.id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now,
@@ -359,7 +363,14 @@ public final class NeighborAgent {
             if send(answer.frame(to: mac), port.id) { counters.answersSent += 1 }
         } else {
             guard let e = entries[target], config.neighbors[target] == nil, let mac = nd.linkLayer ?? e.mac,
-                  !mac.isMulticast, onLink(target, port) else { counters.ignored += 1; return }
+                  !mac.isMulticast, !mac.isZero, onLink(target, port) else { counters.ignored += 1; return }
+            // RFC 4861 §7.2.5: without the override flag an advertisement does
+            // not replace a link-layer address we have.
+            if let known = e.mac, known != mac, nd.flags & NeighborDiscovery.override == 0,
+               e.state == .reachable || e.state == .probe {
+                counters.ignored += 1
+                return
+            }
             confirm(target, mac: mac, port: port, now: now)
         }
     }

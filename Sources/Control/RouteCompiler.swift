@@ -9,8 +9,9 @@ import Packet
 ///   explicit route names exactly that host prefix;
 /// * explicit routes (`via` resolves through the neighbour table, `port N`
 ///   leaves the destination to the neighbour host routes: unresolved → no_neighbor,
-///   with the port whose connected prefix holds the next hop, where one does,
-///   so that the neighbour agent can resolve it on `resolve on` ports);
+///   with the port whose connected prefix holds the next hop where that port
+///   resolves (`resolve on`), so that the workers hand its packets to the
+///   neighbour agent);
 /// * neighbours the agent learned count as neighbour entries; a static
 ///   `neighbor` line for the same address wins;
 /// * each port address also installs its connected prefix, unless an explicit
@@ -56,7 +57,7 @@ public enum RouteCompiler {
             case .via(let gw):
                 if let n = neighbors[gw] {
                     table[prefix.network] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
-                } else if let port = connectedPort(of: gw, config) {
+                } else if let port = connectedPort(of: gw, config), config.ports[port]?.resolve == true {
                     table[prefix.network] = .onLink(port: port)
                 } else {
                     table[prefix.network] = .noNeighbor

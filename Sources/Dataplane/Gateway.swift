@@ -484,19 +484,28 @@ public final class Gateway {
     /// What the workers handed the neighbour agent since the last call: ARP
     /// and Neighbor Discovery frames (`held` false, `port` the arrival port)
     /// and IP packets waiting for a neighbour (`held`, `port` the port they
-    /// leave by, `bytes` the IP packet). The control thread only.
-    public func agentReceive() -> [AgentFrame] {
+    /// leave by, `bytes` the IP packet). At most `limit` per worker per
+    /// call, so that a flood cannot hold the control thread. The control
+    /// thread only.
+    public func agentReceive(limit: Int = 256) -> [AgentFrame] {
         var out: [AgentFrame] = []
-        var m: UnsafeMutableRawPointer? = nil
+        var burst = [UnsafeMutableRawPointer?](repeating: nil, count: Int(SL_BURST))
         for r in agentRings {
-            while sl_ring_dequeue_burst(r, &m, 1) == 1 {
-                let mbuf = OpaquePointer(m!)
-                let tag = sl_mbuf_port(mbuf)
-                let held = tag & UInt16(SL_AGENT_HELD) != 0
-                let data = sl_mbuf_data(mbuf)!
-                out.append(AgentFrame(port: tag & ~UInt16(SL_AGENT_HELD), held: held,
-                                      bytes: Array(UnsafeBufferPointer(start: data, count: Int(sl_mbuf_data_len(mbuf))))))
-                sl_mbuf_free(mbuf)
+            var taken = 0
+            while taken < limit {
+                let n = Int(burst.withUnsafeMutableBufferPointer {
+                    sl_ring_dequeue_burst(r, $0.baseAddress, UInt32(min(Int(SL_BURST), limit - taken)))
+                })
+                if n == 0 { break }
+                taken += n
+                for m in burst[0..<n] {
+                    let mbuf = OpaquePointer(m!)
+                    let tag = sl_mbuf_port(mbuf)
+                    let data = sl_mbuf_data(mbuf)!
+                    out.append(AgentFrame(port: tag & ~UInt16(SL_AGENT_HELD), held: tag & UInt16(SL_AGENT_HELD) != 0,
+                                          bytes: Array(UnsafeBufferPointer(start: data, count: Int(sl_mbuf_data_len(mbuf))))))
+                    sl_mbuf_free(mbuf)
+                }
             }
         }
         return out

@@ -87,9 +87,13 @@ func puntToStack(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, fib: 
 func puntLocal(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, ipv4: Bool,
                hopKind: Int, decremented: Bool, fib: UnsafeMutablePointer<sl_fib>,
                drops: UnsafeMutablePointer<UInt64>) -> Bool {
-    guard sl_fib_port_local(fib, sl_mbuf_port(m)), hopKind == SL_NH_LOCAL || linkScoped(ip, ipv4: ipv4) else {
+    let arrival = sl_mbuf_port(m)
+    guard sl_fib_port_local(fib, arrival), hopKind == SL_NH_LOCAL || linkScoped(ip, ipv4: ipv4) else {
         return false
     }
+    // A port with the neighbour agent but no stack takes only ARP and ND:
+    // anything else stays the caller's, its TTL as the caller left it.
+    guard sl_fib_port_punt(fib, arrival) != 0 || isNeighborFrame(m) else { return false }
     let offset = UnsafeMutableRawPointer(ip) - UnsafeMutableRawPointer(sl_mbuf_data(m)!)
     guard offset == HeaderSize.ethernet || offset == HeaderSize.ethernet &+ HeaderSize.vlanTag else { return false }
     if decremented {

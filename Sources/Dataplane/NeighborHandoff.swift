@@ -65,7 +65,8 @@ func holdForNeighbor(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
                      hop: UnsafeMutablePointer<sl_nexthop>, decrement: Bool, fib: UnsafeMutablePointer<sl_fib>) -> Bool {
     let port = hop.pointee.port
     guard Int(hop.pointee.flags) & Int(SL_NH_ON_LINK) != 0, sl_fib_port_resolve(fib, port) != 0,
-          sl_mbuf_nb_segs(m) == 1, let ring = w.pointee.agent_rx, sl_ring_free_count(ring) > 0 else { return false }
+          sl_mbuf_nb_segs(m) == 1, let ring = w.pointee.agent_rx,
+          sl_ring_free_count(ring) > UInt32(agentFrameHeadroom), takeHoldToken(w) else { return false }
     if decrement {
         if ipv4 {
             InternetChecksum.decrementNonzeroTTL(ipv4Header: ip)
@@ -78,6 +79,31 @@ func holdForNeighbor(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
     sl_mbuf_set_port(m, port | UInt16(SL_AGENT_HELD))
     guard sl_ring_enqueue_one_sp(ring, UnsafeMutableRawPointer(m)) else { return false }
     w.pointee.counters.to_agent &+= 1
+    return true
+}
+
+/// Ring slots kept for ARP and ND frames: held packets never take them, so a
+/// flood towards an unresolved neighbour cannot crowd out its answer.
+let agentFrameHeadroom = 64
+
+/// Held packets a worker hands the agent at most: `agentHoldBurst` at once,
+/// then one per `agentHoldPeriod` of the TSC (~10,000 a second).
+let agentHoldBurst: UInt32 = 64
+let agentHoldRate: UInt64 = 10_000
+
+/// A token of the worker's held-packet bucket, or false when it is empty
+/// (the packet is dropped `no_neighbor`, as without the agent).
+@inline(__always)
+func takeHoldToken(_ w: UnsafeMutablePointer<sl_worker>) -> Bool {
+    if w.pointee.agent_tokens == 0 {
+        let now = sl_tsc()
+        let period = max(sl_tsc_hz() / agentHoldRate, 1)
+        let earned = (now &- w.pointee.agent_refill_tsc) / period
+        guard earned > 0 else { return false }
+        w.pointee.agent_tokens = UInt32(min(earned, UInt64(agentHoldBurst)))
+        w.pointee.agent_refill_tsc = now
+    }
+    w.pointee.agent_tokens &-= 1
     return true
 }
 

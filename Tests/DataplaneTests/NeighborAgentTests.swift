@@ -56,7 +56,8 @@ extension EALSuites.GatewayTests {
         try expectDropped([toRemote4, toRemote6], reason: .noNeighbor, on: h.protected)
         try expectDropped([reply4], reason: .unsupportedEthertype, on: h.unprotected)
 
-        let text = unresolvedConfigText + "\nport \(h.u) resolve on\n"
+        // 192.0.2.128/25 is routed through the router, though on u's link.
+        let text = unresolvedConfigText + "\nport \(h.u) resolve on\nroute add 192.0.2.128/25 via 192.0.2.254\n"
         try h.publish(text)
         _ = h.gateway.agentReceive()  // what an earlier test left
         let session = try h.installSession(text, name: "resolve")
@@ -129,6 +130,23 @@ extension EALSuites.GatewayTests {
                 && na?.destination == ipv6("2001:db8:b::5") && na?.flags == 0xE0, "\(String(describing: na))")
         #expect(answered.allSatisfy { Array($0.prefix(6)) == host.array })
 
+        #expect(session.neighbors.learned[.v4(ipv4("192.0.2.5"))]?.mac == host, "the asker is learned")
+        // A question from an address the routes send elsewhere (inside the
+        // more specific 192.0.2.128/25) is answered but teaches nothing: a
+        // learned entry is a host route and would take that address's traffic.
+        let spoofed = arpFrame(ARPMessage.request, from: mac("02:ee:00:00:00:02"), "192.0.2.200", to: .broadcast,
+                               target: "192.0.2.1")
+        _ = try h.inject([spoofed], on: h.unprotected)
+        let toSpoofer = agentTurn(session, now: now + 0.015)[h.u] ?? []
+        #expect(toSpoofer.count == 1 && session.neighbors.entries[.v4(ipv4("192.0.2.200"))] == nil)
+        // An advertisement without the override flag does not replace a known MAC (RFC 4861 §7.2.5).
+        let noOverride = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: mac("02:ee:00:00:06:01"),
+                                   source: ipv6("2001:db8:b::fe"), destination: ipv6("2001:db8:b::1"),
+                                   flags: NeighborDiscovery.router | NeighborDiscovery.solicited,
+                                   target: ipv6("2001:db8:b::fe"), linkLayer: mac("02:ee:00:00:06:01")).frame(to: u)
+        _ = try h.inject([noOverride], on: h.unprotected)
+        _ = agentTurn(session, now: now + 0.016)
+        #expect(session.neighbors.learned[.v6(ipv6("2001:db8:b::fe"))]?.mac == router6)
         // An answer nobody asked for teaches nothing.
         let stranger = arpFrame(ARPMessage.reply, from: mac("02:ee:00:00:00:01"), "192.0.2.99", to: u, target: "192.0.2.1",
                                 targetMAC: u)
