@@ -49,6 +49,12 @@ public final class NeighborAgent {
         public var asked: Int
         /// IP packets waiting for it (their TTL already taken down).
         public var held: [[UInt8]]
+
+        /// The neighbour entry it stands for once resolved (reachable or being probed).
+        func resolved(_ address: IPAddress) -> Neighbor? {
+            guard state == .reachable || state == .probe, let mac else { return nil }
+            return Neighbor(address: address, mac: mac, port: port)
+        }
     }
 
     /// What the agent did, for `stats`.
@@ -99,17 +105,24 @@ public final class NeighborAgent {
     /// Resolved neighbours (reachable or being probed), as neighbour entries for `RouteCompiler`.
     public var learned: [IPAddress: Neighbor] {
         var out: [IPAddress: Neighbor] = [:]
-        for (address, e) in entries where e.state == .reachable || e.state == .probe {
-            if let mac = e.mac { out[address] = Neighbor(address: address, mac: mac, port: e.port) }
+        for (address, e) in entries {
+            if let n = e.resolved(address) { out[address] = n }
         }
         return out
+    }
+
+    /// Whether `learned` changed since the last call (set where an entry
+    /// becomes, stops being or changes as a resolved one).
+    private var learnedChanged = false
+    private func takeLearnedChanged() -> Bool {
+        defer { learnedChanged = false }
+        return learnedChanged
     }
 
     // MARK: Input
 
     /// Takes what the workers handed over; true when the learned neighbours changed (routes must be rebuilt).
     public func handle(_ frames: [AgentFrame], config: GatewayConfig, now: Double) -> Bool {
-        let before = learned
         for f in frames {
             guard let port = config.ports[f.port], port.resolve else {
                 if f.held { counters.heldDropped += 1 } else { counters.ignored += 1 }
@@ -125,7 +138,7 @@ public final class NeighborAgent {
                 counters.ignored += 1
             }
         }
-        return learned != before
+        return takeLearnedChanged()
     }
 
     /// Timers: asks for unresolved `via` gateways, retransmits, probes,
@@ -135,7 +148,6 @@ public final class NeighborAgent {
         // routes are scanned no more often than that.
         guard now >= lastTick + Self.tickInterval else { return false }
         lastTick = now
-        let before = learned
         // Entries of ports that stopped resolving, or now static, go.
         for (address, e) in entries where config.ports[e.port]?.resolve != true || config.neighbors[address] != nil {
             drop(address, e)
@@ -181,7 +193,7 @@ public final class NeighborAgent {
             }
             entries[address] = e
         }
-        return learned != before
+        return takeLearnedChanged()
     }
 
     /// A gratuitous ARP (a request from and for the address, broadcast) or
@@ -214,6 +226,7 @@ public final class NeighborAgent {
     }
 
     private func drop(_ address: IPAddress, _ e: Entry) {
+        if e.resolved(address) != nil { learnedChanged = true }
         counters.heldDropped += e.held.count
         entries[address] = nil
     }
@@ -265,11 +278,10 @@ public final class NeighborAgent {
             return
         }
         guard entries.count < Self.capacity else { counters.heldDropped += 1; return }
-        var e = Entry(port: port.id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now + Self.retransmitTime,
+        let e = Entry(port: port.id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now + Self.retransmitTime,
                       asked: 1, held: [packet])
         counters.held += 1
         ask(address, entry: e, port: port)
-        e.asked = 1
         entries[address] = e
     }
 
@@ -292,6 +304,7 @@ public final class NeighborAgent {
     /// `address` answered with `mac` on `port`: entry reachable, held packets out.
     private func confirm(_ address: IPAddress, mac: MACAddress, port: PortConfig, now: Double) {
         guard var e = entries[address] else { return }
+        let before = e.resolved(address)
         if e.mac != mac || e.state == .incomplete || e.state == .failed { counters.learned += 1 }
         e.port = port.id
         e.mac = mac
@@ -302,6 +315,7 @@ public final class NeighborAgent {
         let held = e.held
         e.held = []
         entries[address] = e
+        if e.resolved(address) != before { learnedChanged = true }
         for packet in held { transmit(packet, to: mac, port: port) }
     }
 

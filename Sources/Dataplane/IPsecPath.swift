@@ -50,14 +50,16 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
 /// must be dropped as `.ttlExceeded`: `timeExceeded`).
 @inline(__always)
 func decrementForwardedTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) -> Bool {
-    if ipv4 {
-        guard ip[IPv4Field.ttl] > 1 else { return false }
-        InternetChecksum.decrementNonzeroTTL(ipv4Header: UnsafeMutableRawPointer(ip))
-    } else {
-        guard ip[IPv6Field.hopLimit] > 1 else { return false }
-        ip[IPv6Field.hopLimit] &-= 1
-    }
+    guard ip[ipv4 ? IPv4Field.ttl : IPv6Field.hopLimit] > 1 else { return false }
+    decrementNonzeroTTL(ip, ipv4: ipv4)
     return true
+}
+
+/// TTL (IPv4, checksum updated) or hop limit (IPv6) −1; the caller checked
+/// it is above 0.
+@inline(__always)
+func decrementNonzeroTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) {
+    if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: UnsafeMutableRawPointer(ip)) } else { ip[IPv6Field.hopLimit] &-= 1 }
 }
 
 /// The datagram length the IP header at `ip` gives (IPv4 total length,

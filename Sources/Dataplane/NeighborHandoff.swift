@@ -24,11 +24,7 @@ func isNeighborFrame(_ m: OpaquePointer) -> Bool {
     let etherType = data.loadBE16(at: etherTypeOffset)
     if etherType == EtherType.arp.rawValue { return true }
     guard etherType == EtherType.ipv6.rawValue, len >= HeaderSize.ethernet &+ HeaderSize.ipv6 &+ 1 else { return false }
-    let ip = data + HeaderSize.ethernet
-    let type = ip.load(fromByteOffset: HeaderSize.ipv6, as: UInt8.self)
-    return ip.load(fromByteOffset: IPv6Field.nextHeader, as: UInt8.self) == IPProtocol.icmpv6.rawValue
-        && ip.load(fromByteOffset: IPv6Field.hopLimit, as: UInt8.self) == 255
-        && (type == NeighborDiscovery.solicitation || type == NeighborDiscovery.advertisement)
+    return neighborDiscovery(data + HeaderSize.ethernet)
 }
 
 /// Gives `m` to the neighbour agent; false when this worker has no agent
@@ -56,7 +52,7 @@ func offerToAgent(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, stac
 
 /// A packet whose next hop is on the link of a resolving port and has no
 /// neighbour entry yet: handed to the agent with its data window on the IP
-/// packet (`ip`, `length` bytes) and `m.port` the port it leaves by, marked
+/// packet at `ip` (its datagram length) and `m.port` the port it leaves by, marked
 /// held; its TTL or hop limit is taken down first where `decrement` (the
 /// caller checked it is above 1). false, `m` untouched, when the port does
 /// not resolve or the agent's ring is full: the caller drops it (`no_neighbor`).
@@ -67,13 +63,7 @@ func holdForNeighbor(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
     guard Int(hop.pointee.flags) & Int(SL_NH_ON_LINK) != 0, sl_fib_port_resolve(fib, port) != 0,
           sl_mbuf_nb_segs(m) == 1, let ring = w.pointee.agent_rx,
           sl_ring_free_count(ring) > UInt32(agentFrameHeadroom), takeHoldToken(w) else { return false }
-    if decrement {
-        if ipv4 {
-            InternetChecksum.decrementNonzeroTTL(ipv4Header: ip)
-        } else {
-            ip.assumingMemoryBound(to: UInt8.self)[IPv6Field.hopLimit] &-= 1
-        }
-    }
+    if decrement { decrementNonzeroTTL(ip.assumingMemoryBound(to: UInt8.self), ipv4: ipv4) }
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     sl_mbuf_set_window(m, UInt16(truncatingIfNeeded: ip - base), UInt16(truncatingIfNeeded: datagramLength(ip, ipv4: ipv4)))
     sl_mbuf_set_port(m, port | UInt16(SL_AGENT_HELD))

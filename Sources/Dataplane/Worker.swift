@@ -499,7 +499,7 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
            tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) {
             return
         }
-        if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: ip) } else { ip[IPv6Field.hopLimit] &-= 1 }
+        decrementNonzeroTTL(ip, ipv4: ipv4)
         var frame = start
         if _slowPath(UnsafeMutableRawPointer(ip) - frame != HeaderSize.ethernet) {
             // A VLAN tag is not carried across (no VLAN interfaces: letting the
