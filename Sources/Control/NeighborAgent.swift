@@ -247,14 +247,15 @@ public final class NeighborAgent {
 
     /// The address a packet for `destination` leaving by `port` waits for:
     /// the gateway of the most specific `via` route covering it, unless a
-    /// prefix of the port is at least as specific (then the destination itself).
+    /// prefix of a port is more specific (then the destination itself). As
+    /// in `RouteCompiler`, a route names the same prefix as a port's wins.
     func nextHopAddress(_ destination: IPAddress, config: GatewayConfig) -> IPAddress {
         var best: (length: Int, address: IPAddress) = (-1, destination)
         for (prefix, target) in config.routes where prefix.contains(destination) && prefix.length > best.length {
             if case .via(let gw) = target { best = (prefix.length, gw) } else { best = (prefix.length, destination) }
         }
         for port in config.ports.values {
-            for a in port.addresses where a.contains(destination) && a.length >= best.length {
+            for a in port.addresses where a.contains(destination) && a.length > best.length {
                 best = (a.length, destination)
             }
         }

@@ -7,7 +7,7 @@
 // dropped as before (negative control).
 
 import Command
-import Control
+@testable import Control
 import Dataplane
 import Glibc
 import Packet
@@ -190,4 +190,22 @@ extension EALSuites.GatewayTests {
         #expect(c.held == 8 && c.heldDropped == 10 && c.heldSent == 0, "\(c)")
         #expect(session.neighbors.entries[.v4(ipv4("192.0.2.50"))] == nil)
     }
+}
+
+/// The address the agent waits for follows the routes' precedence
+/// (`RouteCompiler`): the most specific prefix wins, and a route naming a
+/// port's own prefix wins over the port's prefix.
+@Test func neighborAgentWaitsForTheRoutedNextHop() throws {
+    let base = "port 0 role unprotected address 192.0.2.1/24\nport 0 address 2001:db8:b::1/64 resolve on\n"
+    let agent = NeighborAgent(portMACs: [:]) { _, _ in true }
+    func next(_ text: String, _ destination: String) throws -> IPAddress {
+        agent.nextHopAddress(IPAddress(destination)!, config: try GatewayConfig.load(text: base + text, name: "t"))
+    }
+    #expect(try next("", "192.0.2.50") == IPAddress("192.0.2.50")!)
+    #expect(try next("route add 192.0.2.0/24 via 192.0.2.254\n", "192.0.2.50") == IPAddress("192.0.2.254")!)
+    #expect(try next("route add 192.0.2.128/25 via 192.0.2.254\n", "192.0.2.200") == IPAddress("192.0.2.254")!)
+    #expect(try next("route add 192.0.2.128/25 via 192.0.2.254\n", "192.0.2.50") == IPAddress("192.0.2.50")!)
+    #expect(try next("route add 0.0.0.0/0 via 192.0.2.254\n", "198.51.100.7") == IPAddress("192.0.2.254")!)
+    #expect(try next("route add 2001:db8:b::/64 via 2001:db8:b::fe\n", "2001:db8:b::9") == IPAddress("2001:db8:b::fe")!)
+    #expect(try next("route add 2001:db8:b::/64 port 0\n", "2001:db8:b::9") == IPAddress("2001:db8:b::9")!)
 }
