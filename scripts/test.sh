@@ -12,12 +12,13 @@ swift build -c release --product sluicebench
 ./scripts/build-secgw.sh >/dev/null
 swift test "$@"
 # The live SPD update and SA churn tests again, built with AddressSanitizer: the
-# control thread publishing and freeing snapshots while the worker reads them.
+# control thread publishing and freeing snapshots while the worker reads them;
+# and the hostile-frame campaign through the whole worker path.
 # LeakSanitizer is on; scripts/lsan.supp names the leaks that are not ours.
 if [ "$#" -eq 0 ]; then
     swift build --build-tests --sanitize=address --scratch-path .build-asan
     LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp" \
-        swift test --skip-build --sanitize=address --scratch-path .build-asan --filter "policyChangesUnderTraffic|saChurnNeverUsesADeletedSA|saChurnAtScale|SADReplica"
+        swift test --skip-build --sanitize=address --scratch-path .build-asan --filter "policyChangesUnderTraffic|saChurnNeverUsesADeletedSA|saChurnAtScale|SADReplica|hostileFrames"
     # The ESP transforms under libFuzzer + AddressSanitizer for a minute
     # (Tests/Fuzz; the suite above ran the same checks over seeded mutations).
     ./scripts/fuzz.sh 60

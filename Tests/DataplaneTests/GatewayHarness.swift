@@ -35,6 +35,15 @@ struct CounterDelta: CustomStringConvertible {
     }
     var totalDrops: UInt64 { drops.reduce(0, +) }
 
+    /// Packets the worker is done with: sent, dropped, or handed to the
+    /// agent. A fragment taken for reassembly is done with once taken: the
+    /// datagram it joins counts as one packet sent or dropped. A datagram
+    /// sent in k fragments counts k packets sent (racy reads: signed).
+    var settled: Int {
+        Int(txPackets) - Int(fragmentsOut) + Int(fragmented) + Int(totalDrops) + Int(fragments)
+            - Int(reassembled) + Int(toAgent) - Int(fromAgent)
+    }
+
     var description: String {
         "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), fragments \(fragments), reassembled \(reassembled), fragmented \(fragmented) into \(fragmentsOut), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
     }
@@ -202,14 +211,7 @@ final class GatewayHarness: @unchecked Sendable {
             }
         }
         var delta = totals().minus(before)
-        // A fragment taken for reassembly is done with once taken: the
-        // datagram it joins counts as one packet sent or dropped. A datagram
-        // sent in k fragments counts k packets sent (racy reads: signed).
-        func settled(_ d: CounterDelta) -> Int {
-            Int(d.txPackets) - Int(d.fragmentsOut) + Int(d.fragmented) + Int(d.totalDrops) + Int(d.fragments)
-                - Int(d.reassembled) + Int(d.toAgent) - Int(d.fromAgent)
-        }
-        while delta.rxPackets < UInt64(frames.count) || settled(delta) < frames.count {
+        while delta.rxPackets < UInt64(frames.count) || delta.settled < frames.count {
             if monotonicSeconds() > deadline {
                 Issue.record("timed out waiting for \(frames.count) packets to be processed: \(delta)")
                 break
