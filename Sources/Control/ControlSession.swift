@@ -373,7 +373,7 @@ public final class ControlSession {
             let n = neighbors.counters
             let agent = "{\"requests_sent\":\(n.requestsSent),\"answers_sent\":\(n.answersSent),\"learned\":\(n.learned),"
                 + "\"expired\":\(n.expired),\"held\":\(n.held),\"held_sent\":\(n.heldSent),\"held_dropped\":\(n.heldDropped),"
-                + "\"announcements\":\(n.announcements),\"ignored\":\(n.ignored)}"
+                + "\"unresolved_limited\":\(n.unresolvedLimited),\"announcements\":\(n.announcements),\"ignored\":\(n.ignored)}"
             return ControlReply.ok(counters(cores) + [("cores", String(cores.count)), ("neighbor_agent", agent)])
         case ("core", 2):
             guard let n = UInt32(args[1]), let c = cores.first(where: { $0.lcore == n }) else {

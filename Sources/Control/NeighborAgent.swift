@@ -49,6 +49,8 @@ public final class NeighborAgent {
         public var asked: Int
         /// IP packets waiting for it (their TTL already taken down).
         public var held: [[UInt8]]
+        /// Asked for because a packet came for it (not a `via` gateway, not an asker).
+        public var forTraffic = false
 
         /// The neighbour entry it stands for once resolved (reachable or being probed).
         func resolved(_ address: IPAddress) -> Neighbor? {
@@ -73,6 +75,9 @@ public final class NeighborAgent {
         /// Frames that were not for the agent (another address, unsolicited,
         /// malformed): nothing changed.
         public var ignored = 0
+        /// Packets for a new address not asked for because `unresolvedLimit`
+        /// addresses were already waiting for an answer (also in `heldDropped`).
+        public var unresolvedLimited = 0
     }
 
     public static let reachableTime = 30.0
@@ -82,6 +87,14 @@ public final class NeighborAgent {
     public static let failedBackoff = 5.0
     public static let heldPerNeighbor = 8
     public static let capacity = 4096
+    /// At most this many addresses asked for because packets came for them
+    /// may be waiting for an answer at once: a scan of an on-link prefix (a
+    /// /64 has 2^64 addresses) can neither fill the table nor make the agent
+    /// ask for every address (RFC 6583 §6.3, §7.1); neighbours already
+    /// resolved, `via` gateways and askers are not affected. An unanswered
+    /// address gives its place up after `attempts` questions (~3 s), so
+    /// questions for new addresses stay under ~256 a second.
+    public static let unresolvedLimit = 256
     public static let tickInterval = 0.1
     private var lastTick = -Double.infinity
 
@@ -123,13 +136,15 @@ public final class NeighborAgent {
 
     /// Takes what the workers handed over; true when the learned neighbours changed (routes must be rebuilt).
     public func handle(_ frames: [AgentFrame], config: GatewayConfig, now: Double) -> Bool {
+        var unresolved = frames.contains(where: \.held)
+            ? entries.values.reduce(0) { $0 + ($1.forTraffic && $1.state == .incomplete ? 1 : 0) } : 0
         for f in frames {
             guard let port = config.ports[f.port], port.resolve else {
                 if f.held { counters.heldDropped += 1 } else { counters.ignored += 1 }
                 continue
             }
             if f.held {
-                hold(f.bytes, port: port, config: config, now: now)
+                hold(f.bytes, port: port, config: config, now: now, unresolved: &unresolved)
             } else if let arp = ARPMessage(frame: f.bytes) {
                 receive(arp, port: port, config: config, now: now)
             } else if let nd = NDMessage(frame: f.bytes) {
@@ -262,7 +277,8 @@ public final class NeighborAgent {
         return best.address
     }
 
-    private func hold(_ packet: [UInt8], port: PortConfig, config: GatewayConfig, now: Double) {
+    /// `unresolved`: how many addresses asked for for traffic wait for an answer.
+    private func hold(_ packet: [UInt8], port: PortConfig, config: GatewayConfig, now: Double, unresolved: inout Int) {
         guard let destination = Self.destination(of: packet) else { counters.ignored += 1; return }
         let address = nextHopAddress(destination, config: config)
         guard onLink(address, port), config.neighbors[address] == nil else { counters.heldDropped += 1; return }
@@ -279,8 +295,14 @@ public final class NeighborAgent {
             return
         }
         guard entries.count < Self.capacity else { counters.heldDropped += 1; return }
+        guard unresolved < Self.unresolvedLimit else {
+            counters.heldDropped += 1
+            counters.unresolvedLimited += 1
+            return
+        }
+        unresolved += 1
         let e = Entry(port: port.id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now + Self.retransmitTime,
-                      asked: 1, held: [packet])
+                      asked: 1, held: [packet], forTraffic: true)
         counters.held += 1
         ask(address, entry: e, port: port)
         entries[address] = e

@@ -71,6 +71,12 @@ public struct AgentFrame: Sendable {
     public var port: UInt16
     public var held: Bool
     public var bytes: [UInt8]
+
+    public init(port: UInt16, held: Bool, bytes: [UInt8]) {
+        self.port = port
+        self.held = held
+        self.bytes = bytes
+    }
 }
 
 /// The running data plane: ports configured with one queue pair per worker,

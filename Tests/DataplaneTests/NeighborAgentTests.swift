@@ -209,3 +209,56 @@ extension EALSuites.GatewayTests {
     #expect(try next("route add 2001:db8:b::/64 via 2001:db8:b::fe\n", "2001:db8:b::9") == IPAddress("2001:db8:b::fe")!)
     #expect(try next("route add 2001:db8:b::/64 port 0\n", "2001:db8:b::9") == IPAddress("2001:db8:b::9")!)
 }
+
+/// A scan of an on-link prefix (packets for ever new addresses of a /64):
+/// the agent asks for at most `unresolvedLimit` new addresses at a time and
+/// refuses packets for more (counted), keeps sending to the neighbour it had
+/// resolved, and asks for new addresses again once the unanswered ones gave up.
+@Test func neighborAgentBoundsAScan() throws {
+    let config = try GatewayConfig.load(text: "port 0 role protected address 2001:db8:a::1/64 resolve on\n", name: "t")
+    let own = mac("02:11:00:00:00:01"), known = mac("02:aa:00:00:06:02")
+    final class Wire { var frames: [[UInt8]] = [] }
+    let wire = Wire()
+    let agent = NeighborAgent(portMACs: [0: own]) { frame, _ in wire.frames.append(frame); return true }
+    func packet(to destination: String) -> AgentFrame {
+        var ip: [UInt8] = [0x60, 0, 0, 0, 0, 8, 17, 64]
+        ipv6("2001:db8:1::5").append(to: &ip)
+        ipv6(destination).append(to: &ip)
+        return AgentFrame(port: 0, held: true, bytes: ip + [0x0F, 0xA0, 0x13, 0x88, 0, 8, 0, 0])
+    }
+    func questions(_ frames: [[UInt8]]) -> [IPv6Address] {
+        frames.compactMap { NDMessage(frame: $0) }.filter { $0.type == NeighborDiscovery.solicitation }.map(\.target)
+    }
+    var now = 100.0
+    // One neighbour resolved before the scan.
+    _ = agent.handle([packet(to: "2001:db8:a::2")], config: config, now: now)
+    let answer = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: known, source: ipv6("2001:db8:a::2"),
+                           destination: ipv6("2001:db8:a::1"), flags: NeighborDiscovery.solicited | NeighborDiscovery.override,
+                           target: ipv6("2001:db8:a::2"), linkLayer: known).frame(to: own)
+    #expect(agent.handle([AgentFrame(port: 0, held: false, bytes: answer)], config: config, now: now))
+    #expect(agent.counters.heldSent == 1)
+    wire.frames = []
+
+    let scan = (0..<300).map { packet(to: "2001:db8:a::" + String(0x1000 + $0, radix: 16)) }
+    _ = agent.handle(Array(scan[..<100]), config: config, now: now)
+    _ = agent.handle(Array(scan[100...]), config: config, now: now)
+    #expect(Set(questions(wire.frames)).count == NeighborAgent.unresolvedLimit)
+    #expect(agent.counters.unresolvedLimited == 300 - NeighborAgent.unresolvedLimit
+            && agent.counters.heldDropped == 300 - NeighborAgent.unresolvedLimit, "\(agent.counters)")
+    // The resolved neighbour is served all the while.
+    wire.frames = []
+    _ = agent.handle([packet(to: "2001:db8:a::2")], config: config, now: now)
+    #expect(wire.frames.count == 1 && Array(wire.frames[0].prefix(6)) == known.array)
+
+    // Three questions a second apart, then the unanswered addresses give
+    // their places up: a new address is asked for again.
+    for _ in 0..<4 {
+        now += NeighborAgent.retransmitTime + 0.01
+        _ = agent.tick(config: config, now: now)
+    }
+    #expect(agent.entries.count == 1, "\(agent.entries.count) entries left")
+    wire.frames = []
+    _ = agent.handle([packet(to: "2001:db8:a::9999")], config: config, now: now)
+    #expect(questions(wire.frames) == [ipv6("2001:db8:a::9999")])
+    #expect(agent.counters.unresolvedLimited == 300 - NeighborAgent.unresolvedLimit)
+}
