@@ -87,16 +87,21 @@ public final class NeighborAgent {
     public static let failedBackoff = 5.0
     public static let heldPerNeighbor = 8
     public static let capacity = 4096
-    /// At most this many addresses asked for because packets came for them
-    /// may be waiting for an answer at once: a scan of an on-link prefix (a
-    /// /64 has 2^64 addresses) can neither fill the table nor make the agent
-    /// ask for every address (RFC 6583 §6.3, §7.1); neighbours already
-    /// resolved, `via` gateways and askers are not affected. An unanswered
-    /// address gives its place up after `attempts` questions (~3 s), so
-    /// questions for new addresses stay under ~256 a second.
+    /// At most this many addresses per port asked for because packets came
+    /// for them may be waiting for an answer at once: a scan of an on-link
+    /// prefix (a /64 has 2^64 addresses) can neither fill the table nor make
+    /// the agent ask for every address (RFC 6583 §6.3, §7.1); neighbours
+    /// already resolved, `via` gateways, askers and other ports are not
+    /// affected. An unanswered address gives its place up after `attempts`
+    /// questions (~3 s), so questions for new addresses stay under ~256 a
+    /// second per port. (A scan kept above ~85 new addresses a second keeps
+    /// the places full: a genuinely new host on that port waits until it
+    /// speaks first, e.g. asks for the gateway, which makes it an asker.)
     public static let unresolvedLimit = 256
     public static let tickInterval = 0.1
     private var lastTick = -Double.infinity
+    /// The gateways of `via` routes, as of the last tick.
+    private var configuredGateways: Set<IPAddress> = []
 
     public private(set) var entries: [IPAddress: Entry] = [:]
     /// The own addresses announced, by port.
@@ -136,8 +141,10 @@ public final class NeighborAgent {
 
     /// Takes what the workers handed over; true when the learned neighbours changed (routes must be rebuilt).
     public func handle(_ frames: [AgentFrame], config: GatewayConfig, now: Double) -> Bool {
-        var unresolved = frames.contains(where: \.held)
-            ? entries.values.reduce(0) { $0 + ($1.forTraffic && $1.state == .incomplete ? 1 : 0) } : 0
+        var unresolved: [UInt16: Int] = [:]
+        if frames.contains(where: \.held) {
+            for e in entries.values where e.forTraffic && e.state == .incomplete { unresolved[e.port, default: 0] += 1 }
+        }
         for f in frames {
             guard let port = config.ports[f.port], port.resolve else {
                 if f.held { counters.heldDropped += 1 } else { counters.ignored += 1 }
@@ -168,7 +175,9 @@ public final class NeighborAgent {
             drop(address, e)
         }
         announce(config)
+        configuredGateways = []
         for (_, target) in config.routes {
+            if case .via(let gw) = target { configuredGateways.insert(gw) }
             guard case .via(let gw) = target, config.neighbors[gw] == nil, entries[gw] == nil,
                   let id = RouteCompiler.connectedPort(of: gw, config), let port = config.ports[id], port.resolve,
                   !isOwn(gw, port) else { continue }  // configured gateways are never refused for capacity
@@ -183,7 +192,7 @@ public final class NeighborAgent {
                 fallthrough
             case .probe, .incomplete:
                 if e.asked >= Self.attempts {
-                    if e.state == .probe || !isConfiguredGateway(address, config) {
+                    if e.state == .probe || !configuredGateways.contains(address) {
                         // Gone quiet, or never there: forget it (packets for
                         // it come back here and ask anew).
                         if e.state == .probe { counters.expired += 1 }
@@ -246,10 +255,6 @@ public final class NeighborAgent {
         entries[address] = nil
     }
 
-    private func isConfiguredGateway(_ address: IPAddress, _ config: GatewayConfig) -> Bool {
-        config.routes.values.contains(.via(address))
-    }
-
     private func isOwn(_ address: IPAddress, _ port: PortConfig) -> Bool {
         port.addresses.contains { $0.address == address }
     }
@@ -277,8 +282,8 @@ public final class NeighborAgent {
         return best.address
     }
 
-    /// `unresolved`: how many addresses asked for for traffic wait for an answer.
-    private func hold(_ packet: [UInt8], port: PortConfig, config: GatewayConfig, now: Double, unresolved: inout Int) {
+    /// `unresolved`: how many addresses asked for for traffic wait for an answer, by port.
+    private func hold(_ packet: [UInt8], port: PortConfig, config: GatewayConfig, now: Double, unresolved: inout [UInt16: Int]) {
         guard let destination = Self.destination(of: packet) else { counters.ignored += 1; return }
         let address = nextHopAddress(destination, config: config)
         guard onLink(address, port), config.neighbors[address] == nil else { counters.heldDropped += 1; return }
@@ -294,15 +299,20 @@ public final class NeighborAgent {
             entries[address] = e
             return
         }
-        guard entries.count < Self.capacity else { counters.heldDropped += 1; return }
-        guard unresolved < Self.unresolvedLimit else {
-            counters.heldDropped += 1
-            counters.unresolvedLimited += 1
-            return
+        // A `via` gateway (its entry not made yet by the tick, or dropped
+        // after failed probes) is never refused.
+        let gateway = configuredGateways.contains(address)
+        guard gateway || entries.count < Self.capacity else { counters.heldDropped += 1; return }
+        if !gateway {
+            guard unresolved[port.id, default: 0] < Self.unresolvedLimit else {
+                counters.heldDropped += 1
+                counters.unresolvedLimited += 1
+                return
+            }
+            unresolved[port.id, default: 0] += 1
         }
-        unresolved += 1
         let e = Entry(port: port.id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now + Self.retransmitTime,
-                      asked: 1, held: [packet], forTraffic: true)
+                      asked: 1, held: [packet], forTraffic: !gateway)
         counters.held += 1
         ask(address, entry: e, port: port)
         entries[address] = e

@@ -33,8 +33,11 @@ import Packet
 import Testing
 
 extension EALSuites.GatewayTests {
-    /// The inner packets the peer seals carry this run of bytes; nothing else does.
-    static let sealedMarker = [UInt8](repeating: 0xE5, count: 8)
+    /// The inner packets the peer seals under SA `spi` carry eight bytes of
+    /// this value (0xE1 for 0x7201, …); nothing else does.
+    static func markerByte(_ spi: UInt32) -> UInt8 { 0xE0 | UInt8(truncatingIfNeeded: spi & 0x0F) }
+    /// The inbound SAs, their markers' SPIs.
+    static let inboundSPIs: [UInt32] = [0x7201, 0x7202, 0x7203, 0x7204]
 
     var hostileConfigText: String {
         let key = "0x" + String(repeating: "6d", count: 20)
@@ -67,12 +70,25 @@ extension EALSuites.GatewayTests {
     /// sequence number): the port it arrives on and the bytes.
     func hostileSeeds(_ peer: TunnelPeer) -> [(onProtected: Bool, make: () -> [UInt8])] {
         let u = h.portMAC(h.u), p = h.portMAC(h.p)
-        let sealedPayload = PayloadPattern.constant(0xE5)
-        func inner4(_ src: String, _ dst: String, ttl: UInt8 = 30, payload: Int = 40) -> [UInt8] {
-            h.frame4(src, dst, ttl: ttl, payload: payload, pattern: sealedPayload, ethDst: u)
+        func inner4(_ src: String, _ dst: String, ttl: UInt8 = 30, payload: Int = 40, sa: UInt32 = 0x7201) -> [UInt8] {
+            h.frame4(src, dst, ttl: ttl, payload: payload, pattern: .constant(Self.markerByte(sa)), ethDst: u)
         }
-        func inner6(_ src: String, _ dst: String, payload: Int = 40) -> [UInt8] {
-            h.frame6(src, dst, hopLimit: 30, payload: payload, pattern: sealedPayload, ethDst: u)
+        func inner6(_ src: String, _ dst: String, payload: Int = 40, sa: UInt32 = 0x7201) -> [UInt8] {
+            h.frame6(src, dst, hopLimit: 30, payload: payload, pattern: .constant(Self.markerByte(sa)), ethDst: u)
+        }
+        /// An untagged IPv4 frame without options cut in two real fragments,
+        /// the first carrying `k` bytes of its payload (a multiple of 8).
+        func split(_ f: [UInt8], at k: Int) -> ([UInt8], [UInt8]) {
+            let header = Array(f[14..<34]), body = Array(f[34...])
+            func piece(_ data: ArraySlice<UInt8>, offset: Int, more: Bool) -> [UInt8] {
+                var g = Array(f[0..<14]) + header + Array(data)
+                let total = 20 + data.count, v = offset / 8 | (more ? 0x2000 : 0)
+                g[14 + 2] = UInt8(total >> 8); g[14 + 3] = UInt8(total & 0xFF)
+                g[14 + 6] = UInt8(v >> 8); g[14 + 7] = UInt8(v & 0xFF)
+                Self.fixChecksum(&g)
+                return g
+            }
+            return (piece(body[0..<k], offset: 0, more: true), piece(body[k...], offset: k, more: false))
         }
         func fragment(_ f: [UInt8], offset8: UInt16, more: Bool) -> [UInt8] {
             var g = f
@@ -99,7 +115,7 @@ extension EALSuites.GatewayTests {
                       target: ipv6(target), linkLayer: mac).frame(to: MACAddress(multicast: ipv6(dst)))
         }
         let host = mac("02:aa:00:00:00:09"), router = mac("02:bb:00:00:00:fe")
-        final class Last { var frame: [UInt8] = [] }
+        final class Last { var frame: [UInt8] = []; var secondFragment: [UInt8] = [] }
         let last = Last()
         let seeds: [(Bool, () -> [UInt8])] = [
             // Unprotected side: ESP for each SA, tunnel and transport, v4 and v6 inside and out.
@@ -109,11 +125,17 @@ extension EALSuites.GatewayTests {
             (false, { peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", ttl: 1)) }),
             (false, { peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 1400)) }),
             (false, { peer.frame(spi: 0x7201, inner: inner6("2001:db8:100::7", "2001:db8:1::5")) }),  // not 0x7201's traffic
-            (false, { peer.frame(spi: 0x7202, inner: inner4("198.51.101.7", "10.1.0.5"), udp: (4500, 4500)) }),
-            (false, { peer.frame(spi: 0x7203, inner: inner6("2001:db8:100::7", "2001:db8:a::9"), outer6: true) }),
-            (false, { peer.frame(spi: 0x7203, inner: inner6("2001:db8:100::7", "2001:db8:1::5"), outer6: true) }),
-            (false, { peer.frame(spi: 0x7204, inner: inner4("192.0.2.254", "10.1.0.5"), transport: true) }),
-            (false, { fragment(peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 200)), offset8: 0, more: true) }),
+            (false, { peer.frame(spi: 0x7202, inner: inner4("198.51.101.7", "10.1.0.5", sa: 0x7202), udp: (4500, 4500)) }),
+            (false, { peer.frame(spi: 0x7203, inner: inner6("2001:db8:100::7", "2001:db8:a::9", sa: 0x7203), outer6: true) }),
+            (false, { peer.frame(spi: 0x7203, inner: inner6("2001:db8:100::7", "2001:db8:1::5", sa: 0x7203), outer6: true) }),
+            (false, { peer.frame(spi: 0x7204, inner: inner4("192.0.2.254", "10.1.0.5", sa: 0x7204), transport: true) }),
+            // An ESP packet in two fragments: the first now, the second whenever its seed comes up.
+            (false, {
+                let (first, second) = split(peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 200)), at: 64)
+                last.secondFragment = second
+                return first
+            }),
+            (false, { last.secondFragment }),
             (false, { fragment(peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 200)), offset8: 8, more: false) }),
             (false, { peer.frame(spi: 0x7299, inner: inner4("198.51.100.7", "10.1.0.5")) }),  // no such SA
             // IKE, the non-ESP marker, a keepalive, plaintext for each inbound policy, the gateway itself.
@@ -199,7 +221,14 @@ extension EALSuites.GatewayTests {
         let session = try h.installSession(text, name: "hostile")
         var now = monotonicSeconds()
         _ = agentTurn(session, now: now)
-        let baseline = rte_mempool_avail_count(h.pool)
+        // Whatever an earlier test left in the reassembly table expires first.
+        var baseline = rte_mempool_avail_count(h.pool)
+        for _ in 0..<50 {
+            usleep(UInt32(GatewayHarness.reassemblyTimeout * 2.5e6))
+            let again = rte_mempool_avail_count(h.pool)
+            if again == baseline { break }
+            baseline = again
+        }
         let peer = try TunnelPeer()
         let seeds = hostileSeeds(peer)
         var outcomes: [String: Int] = [:]
@@ -226,13 +255,15 @@ extension EALSuites.GatewayTests {
                 outcomes["sent", default: 0] += out.allSent
                 outcomes["to_agent", default: 0] += Int(out.delta.toAgent)
                 outcomes["punted", default: 0] += Int(out.delta.punted)
+                outcomes["reassembled", default: 0] += Int(out.delta.reassembled)
                 for (port, sent) in out.sent {
                     for f in sent {
                         if port == h.u && f.count > 34 && (Array(f[26..<30]) == [192, 0, 2, 1] || f[12] == 0x86) {
                             outcomes["sealed", default: 0] += 1  // the only v6 that may leave there is 0x7302's
                         }
-                        if port == h.p && Self.carriesMarker(f) { outcomes["opened", default: 0] += 1 }
-                        if let why = hostileViolation(f, port: port, inputs: frames) {
+                        if port == h.p && Self.marker(in: f) != nil { outcomes["opened", default: 0] += 1 }
+                        if Self.isICMPError(f) { outcomes["icmp_errors", default: 0] += 1 }
+                        if let why = hostileViolation(f, port: port, inputs: frames, arrivedProtected: onProtected) {
                             violations += 1
                             if violations <= 5 {
                                 Issue.record("\(label) batch \(batch): port \(port) sent \(why): \(hexString(f))")
@@ -245,7 +276,7 @@ extension EALSuites.GatewayTests {
                     let sent = agentTurn(session, now: now)
                     for (port, frames) in sent {
                         for f in frames {
-                            if let why = hostileViolation(f, port: port, inputs: []) {
+                            if let why = hostileViolation(f, port: port, inputs: [], arrivedProtected: nil) {
                                 violations += 1
                                 if violations <= 5 { Issue.record("\(label) batch \(batch): the agent sent on port \(port) \(why): \(hexString(f))") }
                             }
@@ -272,21 +303,34 @@ extension EALSuites.GatewayTests {
         #expect(available == baseline, "packet buffers lost: \(Int(baseline) - Int(available)) (outcomes \(outcomes))")
         // The run reached the paths it is meant to: ESP opened and sealed, the
         // agent and the stack fed, policies applied, errors sent.
-        for outcome in ["sealed", "opened", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
+        for outcome in ["sealed", "opened", "reassembled", "icmp_errors", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
                         "bad_checksum", "policy_discard", "plaintext_protected", "ttl_exceeded", "packet_too_big"] {
             #expect(outcomes[outcome, default: 0] > 0, "no \(outcome) in \(outcomes)")
         }
         print("hostile frames: \(outcomes.sorted { $0.key < $1.key })")
     }
 
-    /// Whether `frame` holds `sealedMarker` anywhere.
-    static func carriesMarker(_ frame: [UInt8]) -> Bool {
-        let m = sealedMarker.count
-        return frame.count >= m && (0...(frame.count - m)).contains { Array(frame[$0..<($0 + m)]) == sealedMarker }
+    /// The inbound SA whose marker `frame` holds (eight bytes of its value), if any.
+    static func marker(in frame: [UInt8]) -> UInt32? {
+        inboundSPIs.first { spi in
+            let m = [UInt8](repeating: markerByte(spi), count: 8)
+            return frame.count >= 8 && (0...(frame.count - 8)).contains { Array(frame[$0..<($0 + 8)]) == m }
+        }
     }
 
-    /// Why `f`, sent on `port` during a burst of `inputs`, breaks a rule (nil: it does not).
-    func hostileViolation(_ f: [UInt8], port: UInt16, inputs: [[UInt8]]) -> String? {
+    /// Whether `f` is an untagged ICMP or ICMPv6 error (not an echo, not ND).
+    static func isICMPError(_ f: [UInt8]) -> Bool {
+        guard f.count >= 14 + 48 else { return false }
+        if f[12] == 0x08 && f[13] == 0x00 && f[14 + 9] == 1 {
+            return [3, 11, 12].contains(f[14 + Int(f[14] & 0x0F) * 4])
+        }
+        return f[12] == 0x86 && f[13] == 0xDD && f[14 + 6] == 58 && (1...4).contains(f[14 + 40])
+    }
+
+    /// Why `f`, sent on `port` during a burst of `inputs` that arrived on the
+    /// protected port (or the unprotected one; nil: the agent's turn), breaks
+    /// a rule (nil: it does not).
+    func hostileViolation(_ f: [UInt8], port: UInt16, inputs: [[UInt8]], arrivedProtected: Bool?) -> String? {
         if port == h.stack.port {
             return inputs.contains(f) ? nil : "a frame to the local stack that is none of the inputs"
         }
@@ -346,13 +390,28 @@ extension EALSuites.GatewayTests {
         if v4 && within(src, "203.0.113.0/24") && within(dst, "10.0.0.0/8") { return nil }  // inbound bypass
         if v4 ? within(src, "10.0.0.1/32") : (within(src, "2001:db8:a::1/128") || within(src, "fe80::/10")) {
             // The gateway's own: ICMP errors and Neighbor Discovery.
-            return proto == (v4 ? 1 : 58) ? nil : "protocol \(proto) from the gateway's address"
+            guard proto == (v4 ? 1 : 58), ip.count > l4 else { return "protocol \(proto) from the gateway's address" }
+            if !v4 && (133...137).contains(ip[l4]) { return nil }
+            guard Self.isICMPError(f) else { return "ICMP type \(ip[l4]) from the gateway's address" }
+            // An error about a packet that came from the unprotected side
+            // quotes it: only traffic a bypass policy lets in may be quoted.
+            if arrivedProtected == false {
+                let q = Array(ip[(l4 + 8)...])
+                guard q.count >= 20, q[0] >> 4 == 4, within(Array(q[12..<16]), "203.0.113.0/24"), within(Array(q[16..<20]), "10.0.0.0/8")
+                else { return "an ICMP error on the protected side quoting what the unprotected side sent" }
+            }
+            return nil
         }
-        guard Self.carriesMarker(f) else { return "plaintext no SA authenticated and no bypass policy allows" }
-        let selectorsHold = v4 ? ((within(src, "198.51.100.0/24") || within(src, "198.51.101.0/24")) && within(dst, "10.0.0.0/8"))
-                || (within(src, "192.0.2.254/32") && within(dst, "10.1.0.0/16"))
-            : within(src, "2001:db8:100::/48")
-        return selectorsHold ? nil : "an opened packet outside its SA's selectors"
+        guard let spi = Self.marker(in: f) else { return "plaintext no SA authenticated and no bypass policy allows" }
+        // Within the selectors of the SA that sealed it (its policy's).
+        let selectorsHold: Bool
+        switch spi {
+        case 0x7201: selectorsHold = v4 && within(src, "198.51.100.0/24") && within(dst, "10.0.0.0/8")
+        case 0x7202: selectorsHold = v4 && within(src, "198.51.101.0/24") && within(dst, "10.0.0.0/8")
+        case 0x7203: selectorsHold = !v4 && within(src, "2001:db8:100::/48")
+        default: selectorsHold = v4 && within(src, "192.0.2.254/32") && within(dst, "10.1.0.0/16")
+        }
+        return selectorsHold ? nil : "a packet opened by SA \(String(spi, radix: 16)) outside its selectors"
     }
 }
 

@@ -213,13 +213,18 @@ extension EALSuites.GatewayTests {
 /// A scan of an on-link prefix (packets for ever new addresses of a /64):
 /// the agent asks for at most `unresolvedLimit` new addresses at a time and
 /// refuses packets for more (counted), keeps sending to the neighbour it had
-/// resolved, and asks for new addresses again once the unanswered ones gave up.
+/// resolved, still holds packets for a `via` gateway and asks for hosts on
+/// another port, and asks for new addresses again once the unanswered ones gave up.
 @Test func neighborAgentBoundsAScan() throws {
-    let config = try GatewayConfig.load(text: "port 0 role protected address 2001:db8:a::1/64 resolve on\n", name: "t")
+    let config = try GatewayConfig.load(text: """
+        port 0 role protected address 2001:db8:a::1/64 resolve on
+        port 1 role unprotected address 192.0.2.1/24 resolve on
+        route add 2001:db8:100::/48 via 2001:db8:a::fe
+        """, name: "t")
     let own = mac("02:11:00:00:00:01"), known = mac("02:aa:00:00:06:02")
     final class Wire { var frames: [[UInt8]] = [] }
     let wire = Wire()
-    let agent = NeighborAgent(portMACs: [0: own]) { frame, _ in wire.frames.append(frame); return true }
+    let agent = NeighborAgent(portMACs: [0: own, 1: mac("02:22:00:00:00:02")]) { frame, _ in wire.frames.append(frame); return true }
     func packet(to destination: String) -> AgentFrame {
         var ip: [UInt8] = [0x60, 0, 0, 0, 0, 8, 17, 64]
         ipv6("2001:db8:1::5").append(to: &ip)
@@ -230,6 +235,7 @@ extension EALSuites.GatewayTests {
         frames.compactMap { NDMessage(frame: $0) }.filter { $0.type == NeighborDiscovery.solicitation }.map(\.target)
     }
     var now = 100.0
+    _ = agent.tick(config: config, now: now)  // asks for the gateway
     // One neighbour resolved before the scan.
     _ = agent.handle([packet(to: "2001:db8:a::2")], config: config, now: now)
     let answer = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: known, source: ipv6("2001:db8:a::2"),
@@ -249,6 +255,14 @@ extension EALSuites.GatewayTests {
     wire.frames = []
     _ = agent.handle([packet(to: "2001:db8:a::2")], config: config, now: now)
     #expect(wire.frames.count == 1 && Array(wire.frames[0].prefix(6)) == known.array)
+    // The gateway's packets still wait for it; port 1's hosts are still asked for.
+    wire.frames = []
+    let held = agent.counters.held
+    var toHost: [UInt8] = [0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 5, 192, 0, 2, 50]
+    toHost += [0x0F, 0xA0, 0x13, 0x88, 0, 8, 0, 0]
+    _ = agent.handle([packet(to: "2001:db8:100::7"), AgentFrame(port: 1, held: true, bytes: toHost)], config: config, now: now)
+    #expect(agent.counters.held == held + 2 && agent.counters.unresolvedLimited == 300 - NeighborAgent.unresolvedLimit)
+    #expect(wire.frames.compactMap { ARPMessage(frame: $0) }.map(\.targetIP) == [ipv4("192.0.2.50")])
 
     // Three questions a second apart, then the unanswered addresses give
     // their places up: a new address is asked for again.
@@ -256,7 +270,8 @@ extension EALSuites.GatewayTests {
         now += NeighborAgent.retransmitTime + 0.01
         _ = agent.tick(config: config, now: now)
     }
-    #expect(agent.entries.count == 1, "\(agent.entries.count) entries left")
+    // Left: the resolved neighbour and the gateway (failed, asked again later).
+    #expect(agent.entries.count == 2, "\(agent.entries.count) entries left")
     wire.frames = []
     _ = agent.handle([packet(to: "2001:db8:a::9999")], config: config, now: now)
     #expect(questions(wire.frames) == [ipv6("2001:db8:a::9999")])
