@@ -177,8 +177,9 @@ public final class NeighborAgent {
         announce(config)
         configuredGateways = []
         for (_, target) in config.routes {
-            if case .via(let gw) = target { configuredGateways.insert(gw) }
-            guard case .via(let gw) = target, config.neighbors[gw] == nil, entries[gw] == nil,
+            guard case .via(let gw) = target else { continue }
+            configuredGateways.insert(gw)
+            guard config.neighbors[gw] == nil, entries[gw] == nil,
                   let id = RouteCompiler.connectedPort(of: gw, config), let port = config.ports[id], port.resolve,
                   !isOwn(gw, port) else { continue }  // configured gateways are never refused for capacity
             entries[gw] = Entry(port: id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now, asked: 0, held: [])

@@ -106,10 +106,6 @@ extension EALSuites.GatewayTests {
             let v = offset8 << 3 | (more ? 1 : 0)
             return g + [next, 0, UInt8(v >> 8), UInt8(v & 0xFF), 0, 0, 0x12, 0x34] + Array(f[54...])
         }
-        func arp(_ op: UInt16, from mac: MACAddress, _ ip: String, to dst: MACAddress, target: String) -> [UInt8] {
-            ARPMessage(operation: op, senderMAC: mac, senderIP: ipv4(ip), targetMAC: op == ARPMessage.reply ? dst : MACAddress((0, 0, 0, 0, 0, 0)),
-                       targetIP: ipv4(target)).frame(from: mac, to: dst)
-        }
         func nd(_ type: UInt8, from mac: MACAddress, _ src: String, to dst: String, target: String, flags: UInt8 = 0) -> [UInt8] {
             NDMessage(type: type, ethernetSource: mac, source: ipv6(src), destination: ipv6(dst), flags: flags,
                       target: ipv6(target), linkLayer: mac).frame(to: MACAddress(multicast: ipv6(dst)))
@@ -151,7 +147,7 @@ extension EALSuites.GatewayTests {
             (false, { self.h.frame4("203.0.113.9", "10.1.0.5", vlan: VLANTag(id: 7), ethDst: u) }),
             (false, { fragment(self.h.frame4("203.0.113.9", "192.0.2.1", payload: 100, ethDst: u), offset8: 0, more: true) }),
             (false, { fragment6(self.h.frame6("2001:db8:200::9", "2001:db8:b::1", payload: 100, ethDst: u), offset8: 0, more: true) }),
-            (false, { arp(ARPMessage.request, from: router, "192.0.2.254", to: MACAddress.broadcast, target: "192.0.2.1") }),
+            (false, { self.arpFrame(ARPMessage.request, from: router, "192.0.2.254", to: MACAddress.broadcast, target: "192.0.2.1") }),
             (false, { nd(NeighborDiscovery.solicitation, from: router, "2001:db8:b::fe", to: "ff02::1:ff00:1", target: "2001:db8:b::1") }),
             // Protected side: each outbound policy, the agent's ARP and ND, the gateway itself.
             (true, { self.h.frame4("10.1.0.5", "198.51.100.7") }),
@@ -168,8 +164,8 @@ extension EALSuites.GatewayTests {
             (true, { self.h.frame4("10.0.0.9", "10.0.0.1", transport: .udp(sourcePort: 68, destinationPort: 67)) }),
             (true, { fragment(self.h.frame4("10.1.0.5", "198.51.100.7", payload: 200), offset8: 0, more: true) }),
             (true, { fragment6(self.h.frame6("2001:db8:1::5", "2001:db8:100::7", payload: 100), offset8: 0, more: true) }),
-            (true, { arp(ARPMessage.request, from: host, "10.0.0.9", to: MACAddress.broadcast, target: "10.0.0.1") }),
-            (true, { arp(ARPMessage.reply, from: host, "10.0.0.9", to: p, target: "10.0.0.1") }),
+            (true, { self.arpFrame(ARPMessage.request, from: host, "10.0.0.9", to: MACAddress.broadcast, target: "10.0.0.1") }),
+            (true, { self.arpFrame(ARPMessage.reply, from: host, "10.0.0.9", to: p, target: "10.0.0.1", targetMAC: p) }),
             (true, { nd(NeighborDiscovery.solicitation, from: host, "2001:db8:a::9", to: "ff02::1:ff00:1", target: "2001:db8:a::1") }),
             (true, { nd(NeighborDiscovery.advertisement, from: host, "2001:db8:a::9", to: "ff02::1", target: "2001:db8:a::9",
                         flags: NeighborDiscovery.override) }),
@@ -357,14 +353,9 @@ extension EALSuites.GatewayTests {
         }
         let src = v4 ? Array(ip[12..<16]) : Array(ip[8..<24])
         let dst = v4 ? Array(ip[16..<20]) : Array(ip[24..<40])
+        /// Whether the address in `a` (4 or 16 bytes) lies in `prefix`.
         func within(_ a: [UInt8], _ prefix: String) -> Bool {
-            let parts = prefix.split(separator: "/")
-            let length = Int(parts[1])!
-            let bytes: [UInt8] = parts[0].contains(":") ? { var o: [UInt8] = []; ipv6(String(parts[0])).append(to: &o); return o }()
-                : String(parts[0]).split(separator: ".").map { UInt8($0)! }
-            guard bytes.count == a.count else { return false }
-            for bit in 0..<length where (a[bit / 8] ^ bytes[bit / 8]) & (0x80 >> UInt8(bit % 8)) != 0 { return false }
-            return true
+            IPPrefix(prefix)!.contains(a.count == 4 ? .v4(IPv4Address(a[0], a[1], a[2], a[3])) : .v6(IPv6Address(bytes: a)))
         }
         var proto = v4 ? ip[9] : ip[6]
         var l4 = v4 ? Int(ip[0] & 0x0F) * 4 : 40
