@@ -33,7 +33,8 @@ struct SluiceBench: ParsableCommand {
         again; no generator core and no copy, so the ports cost the worker only ring operations; \
         the baseline is the raw engine sealing and then opening the same payload). spd: the SPD classifiers on \
         dpdk-test-acl rule and trace files (--acl-rules, --acl-traces), beside rte_acl with --baseline \
-        test-acl. acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator. spd-update: on a running gateway with --rules policies, how long one sp add / sp del takes to reach every worker (compile, publish, RCU grace period).
+        test-acl. overlap: no gateway; whether scalar work between AEAD calls hides behind the cipher or adds to it \
+        (OverlapBench.swift). acl-gen: write such files (--rules, --traces, --seed) from Sluice's rule-set generator. spd-update: on a running gateway with --rules policies, how long one sp add / sp del takes to reach every worker (compile, publish, RCU grace period).
         """)
     var mode: String = "bypass"
     @Option(help: "outbound: UDP payload bytes of the plaintext packets (the frame is 42 bytes more).")
@@ -119,8 +120,14 @@ struct SluiceBench: ParsableCommand {
     var countAllocs = false
 
     func validate() throws {
-        guard ["bypass", "outbound", "inbound", "round-trip", "spd", "acl-gen", "spd-update"].contains(mode) else {
-            throw ValidationError("--mode must be bypass, outbound, inbound, round-trip, spd, acl-gen or spd-update")
+        guard ["bypass", "outbound", "inbound", "round-trip", "spd", "acl-gen", "spd-update", "overlap"].contains(mode) else {
+            throw ValidationError("--mode must be bypass, outbound, inbound, round-trip, spd, acl-gen, spd-update or overlap")
+        }
+        if mode == "overlap" {
+            guard (1...1400).contains(payload), !shared.hugepages, baseline == "none" else {
+                throw ValidationError("--mode overlap takes --payload 1…1400 and no baseline")
+            }
+            return
         }
         guard !shared.hugepages || ["bypass", "outbound", "inbound", "round-trip"].contains(mode) else {
             throw ValidationError("--hugepages applies to --mode bypass, outbound, inbound and round-trip")
@@ -185,6 +192,7 @@ struct SluiceBench: ParsableCommand {
             return
         }
         let report = mode == "spd" ? try SPDBench(o: self).run()
+            : mode == "overlap" ? try OverlapBench.run(payload: payload, cpu: shared.cpuList().last ?? 0, say: shared.say)
             : mode == "spd-update" ? try SPDUpdateBench.run(rules: rules, changes: changes, driver: spdDriver, say: shared.say)
             : try Bench(options: self).run()
         try shared.printReport(report)

@@ -176,6 +176,40 @@ public enum CryptoBench {
                            allocations: countsAfter.flatMap { after in countsBefore.map { after - $0 } })
     }
 
+    /// One row of the overlap probe (`slc_bench_overlap`): TSC cycles per
+    /// round trip (a seal and an open of the same payload with intel-ipsec-mb's
+    /// direct AES-256-GCM API) with nothing between the calls, of two blocks of
+    /// scalar work alone, and of both (a block after each call).
+    public struct Overlap: Sendable {
+        /// The block's size: steps of eight independent ALU chains (24
+        /// instructions a step) or of one dependent multiply-add chain.
+        public let steps: Int
+        public let cipherCycles: Double
+        public let workCycles: Double
+        public let togetherCycles: Double
+
+        /// The share of the blocks' own cycles the cipher hid: 0 when the two
+        /// simply add up, 1 when the blocks cost nothing beside the cipher.
+        public var hidden: Double { (cipherCycles + workCycles - togetherCycles) / max(workCycles, 1) }
+    }
+
+    /// Runs the overlap probe on the calling thread for each block size in
+    /// `steps`: issue-bound blocks (`latencyBound` false: what a packet
+    /// path's parsing and bookkeeping look like) or latency-bound ones. Nil
+    /// when intel-ipsec-mb is not usable here.
+    public static func overlap(payloadSize: Int, latencyBound: Bool, steps: [Int], rounds: Int = 2_000,
+                               repeats: Int = 5) -> [Overlap]? {
+        precondition(payloadSize > 0 && rounds > 0 && repeats > 0 && !steps.isEmpty && steps.allSatisfy { $0 >= 0 })
+        var results = [slc_overlap_result](repeating: slc_overlap_result(), count: steps.count)
+        let counts = steps.map { UInt32(clamping: $0) }
+        let status = slc_bench_overlap(UInt32(payloadSize), latencyBound ? 1 : 0, counts, UInt32(counts.count),
+                                       UInt64(rounds), UInt32(repeats), &results)
+        guard status == 0 else { return nil }
+        return zip(steps, results).map {
+            Overlap(steps: $0, cipherCycles: $1.cipher, workCycles: $1.work, togetherCycles: $1.together)
+        }
+    }
+
     /// The standard table: every engine × AEAD it serves × 64/512/1400 bytes,
     /// per-packet and burst paths, plus the raw intel-ipsec-mb baselines.
     public static func standardSuite(packets: Int = 2_000_000, burst: Int = 32) -> [Measurement] {

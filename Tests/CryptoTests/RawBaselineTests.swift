@@ -49,4 +49,20 @@ import Testing
             #expect(slc_bench_raw(engine, c, api, 2, 1430, 50, 32, 320, 0) == 0, "the job path has no seal-then-open")
         }
     }
+
+    /// sluicebench --mode overlap's probe: every open of its loop authenticates
+    /// the seal before it (the probe returns nil otherwise), one row per block
+    /// size, each loop timed. How many cycles hide is the benchmark's to report.
+    @Test func theOverlapProbeRunsAndAuthenticates() throws {
+        guard (try? CryptoEngines.resolve(.ipsecMB, for: .aes256GCM)) != nil else {
+            #expect(CryptoBench.overlap(payloadSize: 1400, latencyBound: false, steps: [1]) == nil)
+            return
+        }
+        for latency in [false, true] {
+            let rows = try #require(CryptoBench.overlap(payloadSize: 1400, latencyBound: latency, steps: [0, 4], rounds: 10,
+                                                        repeats: 1))
+            #expect(rows.map(\.steps) == [0, 4])
+            #expect(rows.allSatisfy { $0.cipherCycles > 0 && $0.togetherCycles > 0 } && rows[1].workCycles > 0)
+        }
+    }
 }

@@ -163,6 +163,20 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
 uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t len, uint32_t offset,
                        uint32_t burst, uint64_t packets, uint32_t flags);
 
+/* The overlap probe (overlap.c): cycles per round trip (one seal and one
+ * open of `len` bytes with intel-ipsec-mb's direct AES-256-GCM API) with
+ * nothing between the calls (`cipher`), of two blocks of scalar work alone
+ * (`work`), and of both, a block after each call (`together`). latency: 0
+ * for blocks of independent ALU work (`steps` × 24 instructions), 1 for a
+ * dependent chain of `steps` multiply-adds. One result per entry of `steps`;
+ * each the best of `repeats` runs of `rounds` bursts of 32. Returns 0, or -1
+ * when intel-ipsec-mb is not usable or an open failed to authenticate. */
+typedef struct slc_overlap_result {
+    double cipher, work, together;
+} slc_overlap_result;
+int slc_bench_overlap(uint32_t len, int latency, const uint32_t *steps, uint32_t count, uint64_t rounds,
+                      uint32_t repeats, slc_overlap_result *out);
+
 /* ---- Per packet (static inline) ---- */
 
 /* 16 bytes as one SSE value. */

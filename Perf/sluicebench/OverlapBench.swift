@@ -1,0 +1,43 @@
+import ArgumentParser
+import Crypto
+import Foundation
+
+/// `--mode overlap`: does the work a gateway does between AEAD calls hide
+/// behind the cipher, or add to it? No gateway and no ports: intel-ipsec-mb's
+/// direct AES-256-GCM API seals 32 in-place payloads and opens them again (the
+/// round-trip mode's raw baseline), with a block of scalar work after each
+/// call, beside the same loop with the calls only and with the blocks only
+/// (`slc_bench_overlap`). Issue-bound blocks (independent ALU work, as a
+/// packet path's parsing and bookkeeping are) and latency-bound ones (one
+/// dependent chain) of several sizes. Figures are TSC cycles per round trip,
+/// each the best of five runs taking turns.
+enum OverlapBench {
+    /// Steps of the issue-bound block (24 ALU instructions each, two blocks
+    /// per round trip): ~100 to ~1,500 instructions per round trip, the range
+    /// of the gateway's own work.
+    static let issueSteps = [2, 4, 8, 16, 32]
+    /// Steps of the latency-bound block (a multiply-add, ~4 cycles each).
+    static let latencySteps = [10, 20, 40, 80]
+
+    static func run(payload: Int, cpu: Int, say: (String) -> Void) throws -> [String: Any] {
+        try pinCallingThread(to: cpu)
+        var report: [String: Any] = ["mode": "overlap", "payload": payload, "aead": "aes-gcm-256", "engine": "ipsec-mb",
+                                     "cpu": cpu, "unit": "TSC cycles per round trip (one seal, one open)"]
+        for (name, latency, steps) in [("issue_bound", false, issueSteps), ("latency_bound", true, latencySteps)] {
+            guard let rows = CryptoBench.overlap(payloadSize: payload, latencyBound: latency, steps: steps) else {
+                throw ValidationError("intel-ipsec-mb is not usable on this machine")
+            }
+            say("\(name) blocks, \(payload)-byte payloads: steps, cipher alone, blocks alone, together, hidden")
+            report[name] = rows.map { r -> [String: Any] in
+                say("  \(r.steps)\t\(Int(r.cipherCycles.rounded()))\t\(Int(r.workCycles.rounded()))\t"
+                    + "\(Int(r.togetherCycles.rounded()))\t\(String(format: "%.2f", r.hidden))")
+                var row: [String: Any] = ["steps": r.steps, "cipher_cycles": round3(r.cipherCycles),
+                                          "work_cycles": round3(r.workCycles), "together_cycles": round3(r.togetherCycles),
+                                          "hidden": round3(r.hidden)]
+                if !latency { row["alu_instructions"] = 2 * 24 * r.steps }
+                return row
+            }
+        }
+        return report
+    }
+}
