@@ -11,7 +11,10 @@
 //   that vanished leaves it waiting);
 // * nothing crosses in the clear: a frame leaving the unprotected port is ESP
 //   of one of the gateway's outbound SAs or matches the outbound bypass
-//   policy; a frame leaving the protected port matches the inbound bypass
+//   policy. That ESP is opened with the peer's key: it must authenticate,
+//   carry a packet within that SA's own policy, padded as RFC 4303 says, and
+//   a sequence number the SA never sent before (a nonce never reused). A
+//   frame leaving the protected port matches the inbound bypass
 //   policy, comes from the gateway itself, or is an inner packet an SA
 //   authenticated (its payload carries a marker only the peer's sealed
 //   packets have);
@@ -227,6 +230,7 @@ extension EALSuites.GatewayTests {
         }
         let peer = try TunnelPeer()
         let seeds = hostileSeeds(peer)
+        let ledger = SealedLedger(peer: try TunnelPeer())
         var outcomes: [String: Int] = [:]
         for seed in TestSeeds.list(fixed: [1, 0x5EED]) {
             var rng = SplitMix64(seed: seed)
@@ -259,7 +263,7 @@ extension EALSuites.GatewayTests {
                         }
                         if port == h.p && Self.marker(in: f) != nil { outcomes["opened", default: 0] += 1 }
                         if Self.isICMPError(f) { outcomes["icmp_errors", default: 0] += 1 }
-                        if let why = hostileViolation(f, port: port, inputs: frames, arrivedProtected: onProtected) {
+                        if let why = hostileViolation(f, port: port, inputs: frames, arrivedProtected: onProtected, ledger: ledger) {
                             violations += 1
                             if violations <= 5 {
                                 Issue.record("\(label) batch \(batch): port \(port) sent \(why): \(hexString(f))")
@@ -272,7 +276,7 @@ extension EALSuites.GatewayTests {
                     let sent = agentTurn(session, now: now)
                     for (port, frames) in sent {
                         for f in frames {
-                            if let why = hostileViolation(f, port: port, inputs: [], arrivedProtected: nil) {
+                            if let why = hostileViolation(f, port: port, inputs: [], arrivedProtected: nil, ledger: ledger) {
                                 violations += 1
                                 if violations <= 5 { Issue.record("\(label) batch \(batch): the agent sent on port \(port) \(why): \(hexString(f))") }
                             }
@@ -297,9 +301,10 @@ extension EALSuites.GatewayTests {
             available = rte_mempool_avail_count(h.pool)
         }
         #expect(available == baseline, "packet buffers lost: \(Int(baseline) - Int(available)) (outcomes \(outcomes))")
+        outcomes["sealed_opened_by_peer"] = ledger.opened
         // The run reached the paths it is meant to: ESP opened and sealed, the
         // agent and the stack fed, policies applied, errors sent.
-        for outcome in ["sealed", "opened", "reassembled", "icmp_errors", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
+        for outcome in ["sealed", "sealed_opened_by_peer", "opened", "reassembled", "icmp_errors", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
                         "bad_checksum", "policy_discard", "plaintext_protected", "ttl_exceeded", "packet_too_big"] {
             #expect(outcomes[outcome, default: 0] > 0, "no \(outcome) in \(outcomes)")
         }
@@ -325,8 +330,10 @@ extension EALSuites.GatewayTests {
 
     /// Why `f`, sent on `port` during a burst of `inputs` that arrived on the
     /// protected port (or the unprotected one; nil: the agent's turn), breaks
-    /// a rule (nil: it does not).
-    func hostileViolation(_ f: [UInt8], port: UInt16, inputs: [[UInt8]], arrivedProtected: Bool?) -> String? {
+    /// a rule (nil: it does not). ESP the gateway sent is opened with
+    /// `ledger`'s peer and its sequence number recorded there.
+    func hostileViolation(_ f: [UInt8], port: UInt16, inputs: [[UInt8]], arrivedProtected: Bool?,
+                          ledger: SealedLedger) -> String? {
         if port == h.stack.port {
             return inputs.contains(f) ? nil : "a frame to the local stack that is none of the inputs"
         }
@@ -375,6 +382,34 @@ extension EALSuites.GatewayTests {
             guard espAt >= 0, ip.count >= espAt + 8 else { return "a packet from the gateway that is not ESP" }
             let spi = ip[espAt..<(espAt + 4)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
             guard spi == (v4 ? 0x7301 : 0x7302) else { return "ESP under SPI \(String(spi, radix: 16)), not the outbound SA's" }
+            let sequence = ip[(espAt + 4)..<(espAt + 8)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            guard ledger.used[spi, default: []].insert(sequence).inserted else {
+                return "sequence number \(sequence) of SA \(String(spi, radix: 16)) sent twice"
+            }
+            // The first piece of a packet the gateway cut: the rest is in another frame.
+            if v4 ? ip[6] & 0x20 != 0 : ip[6] == 44 { return nil }
+            let end = v4 ? Int(ip[2]) << 8 | Int(ip[3]) : 40 + (Int(ip[4]) << 8 | Int(ip[5]))
+            guard let (_, plain) = ledger.peer.open(Array(ip[espAt..<end])) else {
+                return "ESP under SA \(String(spi, radix: 16)) that the peer cannot authenticate"
+            }
+            ledger.opened += 1
+            // The trailer: padding 1, 2, 3…, its length, the next header.
+            let pad = Int(plain[plain.count - 2])
+            guard plain.count >= 2 + pad, plain[(plain.count - 2 - pad)..<(plain.count - 2)].elementsEqual((0..<pad).map { UInt8($0 + 1) }) else {
+                return "ESP under SA \(String(spi, radix: 16)) with bad padding"
+            }
+            let inner = Array(plain[0..<(plain.count - 2 - pad)])
+            let next = plain[plain.count - 1]
+            // What the SA carries: a whole packet within its own policy's selectors.
+            if spi == 0x7301 {
+                guard next == 4, inner.count >= 20, inner[0] >> 4 == 4, Int(inner[2]) << 8 | Int(inner[3]) == inner.count,
+                      within(Array(inner[12..<16]), "10.0.0.0/8"), within(Array(inner[16..<20]), "198.51.100.0/24")
+                else { return "SA 7301 sealed a packet outside its policy: \(hexString(inner))" }
+            } else {
+                guard next == 41, inner.count >= 40, inner[0] >> 4 == 6, 40 + (Int(inner[4]) << 8 | Int(inner[5])) == inner.count,
+                      within(Array(inner[8..<24]), "2001:db8::/32"), within(Array(inner[24..<40]), "2001:db8:100::/48")
+                else { return "SA 7302 sealed a packet outside its policy: \(hexString(inner))" }
+            }
             return nil
         }
         // The protected port.
@@ -410,3 +445,13 @@ func hexString(_ bytes: [UInt8]) -> String {
     bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
+/// The hostile-frame test's record of the ESP the gateway sent: the peer
+/// that opens it, the sequence numbers each outbound SA used, and how many
+/// packets the peer opened.
+final class SealedLedger {
+    let peer: TunnelPeer
+    var used: [UInt32: Set<UInt32>] = [:]
+    var opened = 0
+
+    init(peer: TunnelPeer) { self.peer = peer }
+}

@@ -153,4 +153,22 @@ final class TunnelPeer {
             return ethernet + Array(UnsafeRawBufferPointer(start: view.start, count: view.length))
         }
     }
+
+    /// Opens `esp` (an ESP packet from its SPI to its ICV, no ESN) with the
+    /// peer's key, as the far end would the gateway's outbound SAs (same key
+    /// material): the sequence number and the decrypted payload with its
+    /// trailer (padding, pad length, next header), or nil when it does not
+    /// authenticate. Reads the packet itself, not through ESPInbound.
+    func open(_ esp: [UInt8]) -> (sequence: UInt32, plaintext: [UInt8])? {
+        guard esp.count >= 16 + 16 else { return nil }
+        var bytes = esp
+        let length = esp.count - 16 - 16
+        let authentic = bytes.withUnsafeMutableBytes { b in
+            key.open(core, payload: b.baseAddress! + 16, length: length, iv: b.baseAddress! + 8, aad: b.baseAddress!,
+                     aadLength: 8, icv: b.baseAddress! + 16 + length)
+        }
+        guard authentic else { return nil }
+        let sequence = esp[4..<8].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        return (sequence, Array(bytes[16..<(16 + length)]))
+    }
 }
