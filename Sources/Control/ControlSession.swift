@@ -366,6 +366,7 @@ public final class ControlSession {
                     ("fragmented", String(t.fragmented)), ("fragments_out", String(t.fragmentsOut)),
                     ("punted", String(t.punted)), ("from_stack", String(t.fromStack)),
                     ("to_agent", String(t.toAgent)), ("from_agent", String(t.fromAgent)),
+                    ("icmp_errors", String(t.icmpErrors)), ("icmp_limited", String(t.icmpLimited)),
                     ("drop", String(t.totalDrops)), ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {

@@ -34,6 +34,10 @@ public struct CoreCounters: Sendable {
     /// Frames and packets handed to the neighbour agent, and frames it sent.
     public var toAgent: UInt64
     public var fromAgent: UInt64
+    /// ICMP errors this core sent (each also a transmitted packet, and its
+    /// cause a drop), and errors it did not send because of its rate limit.
+    public var icmpErrors: UInt64
+    public var icmpLimited: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -44,6 +48,7 @@ public struct CoreCounters: Sendable {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
         fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0; punted = 0; fromStack = 0; toAgent = 0; fromAgent = 0
+        icmpErrors = 0; icmpLimited = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -61,6 +66,7 @@ public struct CoreCounters: Sendable {
         r.fragmented &+= b.fragmented; r.fragmentsOut &+= b.fragmentsOut
         r.punted &+= b.punted; r.fromStack &+= b.fromStack
         r.toAgent &+= b.toAgent; r.fromAgent &+= b.fromAgent
+        r.icmpErrors &+= b.icmpErrors; r.icmpLimited &+= b.icmpLimited
         for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
         return r
     }
@@ -633,6 +639,8 @@ public final class Gateway {
             c.fromStack = w.pointee.counters.from_stack
             c.toAgent = w.pointee.counters.to_agent
             c.fromAgent = w.pointee.counters.from_agent
+            c.icmpErrors = w.pointee.counters.icmp_errors
+            c.icmpLimited = w.pointee.counters.icmp_limited
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

@@ -123,8 +123,8 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
     let hop = hops + routeIndex(p, ipv4: ipv4, source: true, fib: fib)
     let port = hop.pointee.port
     guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS),
-          !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue,
-          takeICMPToken(w) else { sl_mbuf_free(m); return }
+          !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue else { sl_mbuf_free(m); return }
+    guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
     let egressMTU = Int(sl_fib_port_mtu(fib, port))
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     let view: PacketView
@@ -170,6 +170,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         h.storeBE64(destination.low, at: IPv6Field.destination &+ 8)
         view = ipView(m, ip: h, length: header &+ quote)
     }
+    w.pointee.counters.icmp_errors &+= 1
     sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
 }
 

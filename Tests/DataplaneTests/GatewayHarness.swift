@@ -25,6 +25,8 @@ struct CounterDelta: CustomStringConvertible {
     var fromStack: UInt64 = 0
     var toAgent: UInt64 = 0
     var fromAgent: UInt64 = 0
+    /// ICMP errors sent: each also a packet sent, its cause a drop.
+    var icmpErrors: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -38,10 +40,15 @@ struct CounterDelta: CustomStringConvertible {
     /// Packets the worker is done with: sent, dropped, or handed to the
     /// agent. A fragment taken for reassembly is done with once taken: the
     /// datagram it joins counts as one packet sent or dropped. A datagram
-    /// sent in k fragments counts k packets sent (racy reads: signed).
+    /// sent in k fragments counts k packets sent; an ICMP error is a drop
+    /// and a packet sent, one outcome. Fragments the reassembly table gave
+    /// up later (`reassembly_failed`, one per fragment, and
+    /// `reassembly_too_big`, one per datagram) were done with when taken
+    /// (racy reads: signed).
     var settled: Int {
-        Int(txPackets) - Int(fragmentsOut) + Int(fragmented) + Int(totalDrops) + Int(fragments)
-            - Int(reassembled) + Int(toAgent) - Int(fromAgent)
+        let givenUp = drops[DropReason.reassemblyFailed.rawValue] + drops[DropReason.reassemblyTooBig.rawValue]
+        return Int(txPackets) - Int(fragmentsOut) + Int(fragmented) + Int(totalDrops) - Int(givenUp) + Int(fragments)
+            - Int(reassembled) + Int(toAgent) - Int(fromAgent) - Int(icmpErrors)
     }
 
     var description: String {
@@ -171,7 +178,7 @@ final class GatewayHarness: @unchecked Sendable {
             d.fragments += c.fragments; d.reassembled += c.reassembled
             d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
             d.punted += c.punted; d.fromStack += c.fromStack
-            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent
+            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent; d.icmpErrors += c.icmpErrors
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -227,6 +234,9 @@ final class GatewayHarness: @unchecked Sendable {
         while gateway.coreCounters().reduce(0, { $0 + $1.polls }) <= polls && monotonicSeconds() < deadline {
             usleep(50)
         }
+        // The counters as that iteration left them (an ICMP error is counted
+        // sent after its cause's drop).
+        delta = totals().minus(before)
         var sent: [UInt16: [[UInt8]]] = [:]
         if drain {
             for rp in [protected, unprotected, stack] { sent[rp.port] = dequeueAll(rp) }
@@ -285,7 +295,7 @@ extension CounterDelta {
         d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
         d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
         d.punted = punted &- b.punted; d.fromStack = fromStack &- b.fromStack
-        d.toAgent = toAgent &- b.toAgent; d.fromAgent = fromAgent &- b.fromAgent
+        d.toAgent = toAgent &- b.toAgent; d.fromAgent = fromAgent &- b.fromAgent; d.icmpErrors = icmpErrors &- b.icmpErrors
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }

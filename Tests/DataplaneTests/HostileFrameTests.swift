@@ -6,9 +6,10 @@
 // gateway, with the agent serviced between bursts. What must hold for every
 // input, however malformed:
 //
-// * every frame the worker takes ends sent, dropped under one reason, or
-//   handed to the agent or the stack (the harness waits for that; a frame
-//   that vanished leaves it waiting);
+// * every frame the worker takes ends in exactly one outcome: sent, dropped
+//   under one reason (an ICMP error about it counts once), taken for
+//   reassembly, or handed to the agent or the stack (the harness waits for
+//   that; a frame that vanished leaves it waiting, one counted twice shows);
 // * nothing crosses in the clear: a frame leaving the unprotected port is ESP
 //   of one of the gateway's outbound SAs or matches the outbound bypass
 //   policy. That ESP is opened with the peer's key: it must authenticate,
@@ -236,6 +237,7 @@ extension EALSuites.GatewayTests {
             var rng = SplitMix64(seed: seed)
             let label = "seed \(TestSeeds.hex(seed))"
             var violations = 0
+            var miscounted = 0
             for batch in 0..<400 {
                 let onProtected = batch % 2 == 0
                 let kinds = seeds.filter { $0.onProtected == onProtected }
@@ -251,18 +253,26 @@ extension EALSuites.GatewayTests {
                 // A packet the worker lost (neither sent nor counted) made
                 // `inject` wait in vain, and say so; one such burst is enough.
                 guard out.delta.settled >= frames.count else { return }
+                // Exactly one outcome each: nothing counted twice.
+                if out.delta.settled != frames.count {
+                    miscounted += 1
+                    if miscounted <= 5 {
+                        Issue.record("\(label) batch \(batch): \(out.delta.settled) outcomes for \(frames.count) frames: \(out.delta)")
+                    }
+                }
                 for (reason, n) in out.delta.dropsByReason { outcomes[reason.name, default: 0] += Int(n) }
                 outcomes["sent", default: 0] += out.allSent
                 outcomes["to_agent", default: 0] += Int(out.delta.toAgent)
                 outcomes["punted", default: 0] += Int(out.delta.punted)
                 outcomes["reassembled", default: 0] += Int(out.delta.reassembled)
+                outcomes["icmp_errors", default: 0] += Int(out.delta.icmpErrors)
                 for (port, sent) in out.sent {
                     for f in sent {
                         if port == h.u && f.count > 34 && (Array(f[26..<30]) == [192, 0, 2, 1] || f[12] == 0x86) {
                             outcomes["sealed", default: 0] += 1  // the only v6 that may leave there is 0x7302's
                         }
                         if port == h.p && Self.marker(in: f) != nil { outcomes["opened", default: 0] += 1 }
-                        if Self.isICMPError(f) { outcomes["icmp_errors", default: 0] += 1 }
+                        if Self.isICMPError(f) { outcomes["icmp_errors_seen", default: 0] += 1 }
                         if let why = hostileViolation(f, port: port, inputs: frames, arrivedProtected: onProtected, ledger: ledger) {
                             violations += 1
                             if violations <= 5 {
@@ -285,6 +295,7 @@ extension EALSuites.GatewayTests {
                 }
             }
             #expect(violations == 0, "\(label): \(violations) frames broke a rule")
+            #expect(miscounted == 0, "\(label): \(miscounted) bursts with outcomes counted twice")
         }
         // Whatever was held is given up: the agent's questions time out, the
         // reassembly table's datagrams expire (0.2 s in this harness).

@@ -155,6 +155,7 @@ extension EndToEnd {
             let expectedDrops = traffic.drops.map(\.count).reduce(0, +)
             #expect(total.int("rx") == traffic.inputs, "final total rx\n\(outcome.finalBlock)")
             #expect(total.int("tx") == traffic.forwarded + traffic.answered, "final total tx\n\(outcome.finalBlock)")
+            #expect(total.int("icmp_errors") == traffic.answered, "final total icmp_errors\n\(outcome.finalBlock)")
             #expect(total.int("drop") == expectedDrops, "final total drop\n\(outcome.finalBlock)")
 
             // Each nonzero counter belongs to the first group one of whose

@@ -335,7 +335,9 @@ struct SluiceReport {
     /// Port MACs from `final: port … mac=` or `sluice: port N … mac=` lines.
     var portMACs: [Int: String] = [:]
 
-    static let counterKeys: Set<String> = ["rx", "tx", "drop"]
+    /// The keys of a stats line that are not drop reasons (`CounterReport`).
+    static let counterKeys: Set<String> = ["rx", "tx", "drop", "fragments", "reassembled", "fragmented", "fragments_out",
+                                           "punted", "from_stack", "to_agent", "from_agent", "icmp_errors", "icmp_limited"]
 
     init(_ text: String) {
         for line in text.split(separator: "\n") {
