@@ -27,6 +27,8 @@ struct CounterDelta: CustomStringConvertible {
     var fromAgent: UInt64 = 0
     /// ICMP errors sent: each also a packet sent, its cause a drop.
     var icmpErrors: UInt64 = 0
+    /// ICMP errors the rate limit held back.
+    var icmpLimited: UInt64 = 0
     var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
 
     /// The non-zero drop counters by reason.
@@ -178,7 +180,7 @@ final class GatewayHarness: @unchecked Sendable {
             d.fragments += c.fragments; d.reassembled += c.reassembled
             d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
             d.punted += c.punted; d.fromStack += c.fromStack
-            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent; d.icmpErrors += c.icmpErrors
+            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent; d.icmpErrors += c.icmpErrors; d.icmpLimited += c.icmpLimited
             for i in d.drops.indices { d.drops[i] += c.drops[i] }
         }
         return d
@@ -296,6 +298,7 @@ extension CounterDelta {
         d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
         d.punted = punted &- b.punted; d.fromStack = fromStack &- b.fromStack
         d.toAgent = toAgent &- b.toAgent; d.fromAgent = fromAgent &- b.fromAgent; d.icmpErrors = icmpErrors &- b.icmpErrors
+        d.icmpLimited = icmpLimited &- b.icmpLimited
         for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
         return d
     }

@@ -193,6 +193,8 @@ extension EALSuites.GatewayTests {
         #expect(out.delta.dropsByReason == [.packetTooBig: 300], "\(out.delta)")
         // A burst of 50, then 1000 a second.
         #expect(errors >= 50 && Double(errors) <= 51 + elapsedMs, "\(errors) errors in \(elapsedMs) ms")
+        // The counters say the same: the errors sent, and the rest held back.
+        #expect(out.delta.icmpErrors == UInt64(errors) && out.delta.icmpLimited == UInt64(300 - errors), "\(out.delta)")
     }
 }
 
