@@ -34,7 +34,7 @@ typedef struct sl_counters {
     uint64_t from_stack;     /* frames the local stack sent, relayed out of their port */
     uint64_t to_agent;       /* frames and packets handed to the neighbour agent (`port N resolve on`) */
     uint64_t from_agent;     /* frames the neighbour agent sent */
-    uint64_t icmp_errors;    /* ICMP errors this core sent (each also counted in tx; what caused it, as a drop) */
+    uint64_t icmp_errors;    /* ICMP errors this core queued for TX (each then a tx packet or a tx_full drop; its cause a drop) */
     uint64_t icmp_limited;   /* ICMP errors not sent: the core's rate limit was reached */
     uint64_t reserved[7];
 } sl_counters;

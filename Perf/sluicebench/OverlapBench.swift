@@ -12,12 +12,16 @@ import Foundation
 /// dependent chain) of several sizes. Figures are TSC cycles per round trip,
 /// each the best of five runs taking turns.
 enum OverlapBench {
-    /// Steps of the issue-bound block (24 ALU instructions each, two blocks
-    /// per round trip): ~100 to ~1,500 instructions per round trip, the range
-    /// of the gateway's own work.
+    /// Steps of the issue-bound block (two blocks per round trip): ~140 to
+    /// ~2,200 instructions per round trip, around the gateway's own ~1,400.
     static let issueSteps = [2, 4, 8, 16, 32]
-    /// Steps of the latency-bound block (a multiply-add, ~4 cycles each).
+    /// Steps of the latency-bound block (a multiply-add each).
     static let latencySteps = [10, 20, 40, 80]
+    /// Instructions per step as clang -O3 compiles overlap.c for x86-64
+    /// (objdump of the release build): eight chains of mov, rol, add, xor,
+    /// plus the loop's two; mov, imul, shr, add, plus the loop's two.
+    static let issueInstructionsPerStep = 34
+    static let latencyInstructionsPerStep = 6
 
     static func run(payload: Int, cpu: Int, say: (String) -> Void) throws -> [String: Any] {
         try pinCallingThread(to: cpu)
@@ -34,7 +38,7 @@ enum OverlapBench {
                 var row: [String: Any] = ["steps": r.steps, "cipher_cycles": round3(r.cipherCycles),
                                           "work_cycles": round3(r.workCycles), "together_cycles": round3(r.togetherCycles),
                                           "hidden": round3(r.hidden)]
-                if !latency { row["alu_instructions"] = 2 * 24 * r.steps }
+                row["instructions"] = 2 * r.steps * (latency ? latencyInstructionsPerStep : issueInstructionsPerStep)
                 return row
             }
         }

@@ -34,8 +34,9 @@ public struct CoreCounters: Sendable {
     /// Frames and packets handed to the neighbour agent, and frames it sent.
     public var toAgent: UInt64
     public var fromAgent: UInt64
-    /// ICMP errors this core sent (each also a transmitted packet, and its
-    /// cause a drop), and errors it did not send because of its rate limit.
+    /// ICMP errors this core queued for TX (each then a transmitted packet,
+    /// or a `tx_full` drop; its cause a drop), and errors it did not send
+    /// because of its rate limit.
     public var icmpErrors: UInt64
     public var icmpLimited: UInt64
     /// Indexed by `DropReason.rawValue`.

@@ -124,7 +124,6 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
     let port = hop.pointee.port
     guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS),
           !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue else { sl_mbuf_free(m); return }
-    guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
     let egressMTU = Int(sl_fib_port_mtu(fib, port))
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     let view: PacketView
@@ -133,6 +132,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv4 &+ 8
         let quote = min(length, min(576, egressMTU) &- header)
         guard source != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
+        guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv4
         icmp.storeBE32(UInt32(error.typeCode) << 16, at: 0)  // checksum 0
@@ -152,6 +152,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv6 &+ 8
         let quote = min(length, min(PortMTU.ipv6Minimum, egressMTU) &- header)
         guard source.high | source.low != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
+        guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv6
         let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))

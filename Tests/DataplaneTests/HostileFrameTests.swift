@@ -43,8 +43,13 @@ extension EALSuites.GatewayTests {
     /// The inbound SAs, their markers' SPIs.
     static let inboundSPIs: [UInt32] = [0x7201, 0x7202, 0x7203, 0x7204]
 
+    /// The IPv6 outbound SA's key material (the others use the peer's, 0x6d × 20):
+    /// a packet sealed with another SA's key does not open.
+    static let outbound6Key: [UInt8] = Array(repeating: 0x5a, count: 20)
+
     var hostileConfigText: String {
         let key = "0x" + String(repeating: "6d", count: 20)
+        let key6 = "0x" + Self.outbound6Key.map { String($0, radix: 16) }.joined()
         return h.baseConfigText + """
 
         neighbor 192.0.2.77 lladdr 02:bb:00:00:00:77 port \(h.u)
@@ -56,7 +61,7 @@ extension EALSuites.GatewayTests {
         sa add spi 0x7203 dir in src 2001:db8:b::fe dst 2001:db8:b::1 mode tunnel aead aes-gcm-128 key \(key)
         sa add spi 0x7204 dir in mode transport aead aes-gcm-128 key \(key)
         sa add spi 0x7301 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
-        sa add spi 0x7302 dir out src 2001:db8:b::1 dst 2001:db8:b::fe mode tunnel aead aes-gcm-128 key \(key) encap udp 4500 4500
+        sa add spi 0x7302 dir out src 2001:db8:b::1 dst 2001:db8:b::fe mode tunnel aead aes-gcm-128 key \(key6) encap udp 4500 4500
         sp add dir in src 198.51.100.0/24 dst 10.0.0.0/8 priority 1 action protect spi 0x7201
         sp add dir in src 198.51.101.0/24 dst 10.0.0.0/8 priority 2 action protect spi 0x7202
         sp add dir in src 2001:db8:100::/48 dst ::/0 priority 3 action protect spi 0x7203
@@ -231,7 +236,7 @@ extension EALSuites.GatewayTests {
         }
         let peer = try TunnelPeer()
         let seeds = hostileSeeds(peer)
-        let ledger = SealedLedger(peer: try TunnelPeer())
+        let ledger = SealedLedger(peers: [0x7301: try TunnelPeer(), 0x7302: try TunnelPeer(keyMaterial: Self.outbound6Key)])
         var outcomes: [String: Int] = [:]
         for seed in TestSeeds.list(fixed: [1, 0x5EED]) {
             var rng = SplitMix64(seed: seed)
@@ -397,14 +402,20 @@ extension EALSuites.GatewayTests {
             guard ledger.used[spi, default: []].insert(sequence).inserted else {
                 return "sequence number \(sequence) of SA \(String(spi, radix: 16)) sent twice"
             }
+            // The IV: the 64-bit sequence number (no ESN: its high half 0), so never repeated either.
+            guard ip.count >= espAt + 16, ip[(espAt + 8)..<(espAt + 12)].allSatisfy({ $0 == 0 }),
+                  ip[(espAt + 12)..<(espAt + 16)].elementsEqual(ip[(espAt + 4)..<(espAt + 8)]) else {
+                return "ESP under SA \(String(spi, radix: 16)) whose IV is not its sequence number"
+            }
             // The first piece of a packet the gateway cut: the rest is in another frame.
             if v4 ? ip[6] & 0x20 != 0 : ip[6] == 44 { return nil }
             let end = v4 ? Int(ip[2]) << 8 | Int(ip[3]) : 40 + (Int(ip[4]) << 8 | Int(ip[5]))
-            guard let (_, plain) = ledger.peer.open(Array(ip[espAt..<end])) else {
-                return "ESP under SA \(String(spi, radix: 16)) that the peer cannot authenticate"
+            guard end >= espAt + 16 + 2 + 16, let (_, plain) = ledger.peers[spi]!.open(Array(ip[espAt..<end])) else {
+                return "ESP under SA \(String(spi, radix: 16)) that the peer cannot authenticate with its key"
             }
             ledger.opened += 1
             // The trailer: padding 1, 2, 3…, its length, the next header.
+            guard plain.count >= 2 else { return "ESP under SA \(String(spi, radix: 16)) with no trailer" }
             let pad = Int(plain[plain.count - 2])
             guard plain.count >= 2 + pad, plain[(plain.count - 2 - pad)..<(plain.count - 2)].elementsEqual((0..<pad).map { UInt8($0 + 1) }) else {
                 return "ESP under SA \(String(spi, radix: 16)) with bad padding"
@@ -456,13 +467,14 @@ func hexString(_ bytes: [UInt8]) -> String {
     bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
 }
 
-/// The hostile-frame test's record of the ESP the gateway sent: the peer
-/// that opens it, the sequence numbers each outbound SA used, and how many
-/// packets the peer opened.
+/// The hostile-frame test's record of the ESP the gateway sent: the peers
+/// that open it, the sequence numbers each outbound SA used, and how many
+/// packets the peers opened.
 final class SealedLedger {
-    let peer: TunnelPeer
+    /// The far end of each outbound SA, with that SA's key.
+    let peers: [UInt32: TunnelPeer]
     var used: [UInt32: Set<UInt32>] = [:]
     var opened = 0
 
-    init(peer: TunnelPeer) { self.peer = peer }
+    init(peers: [UInt32: TunnelPeer]) { self.peers = peers }
 }

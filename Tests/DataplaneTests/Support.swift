@@ -120,9 +120,10 @@ final class TunnelPeer {
     let key: AEADKey
     var next: [UInt32: UInt64] = [:]
 
-    init() throws {
+    /// `keyMaterial`: another key than the harness's SAs' (`open` only).
+    init(keyMaterial: [UInt8] = [UInt8](repeating: 0x6d, count: 20)) throws {
         core = try CryptoCore()
-        key = try AEADKey(.aes128GCM, keyMaterial: [UInt8](repeating: 0x6d, count: 20), engine: .auto)
+        key = try AEADKey(.aes128GCM, keyMaterial: keyMaterial, engine: .auto)
     }
 
     /// The ESP frame of `inner` (a frame) for SA `spi`, from the unprotected
@@ -155,9 +156,9 @@ final class TunnelPeer {
     }
 
     /// Opens `esp` (an ESP packet from its SPI to its ICV, no ESN) with the
-    /// peer's key, as the far end would the gateway's outbound SAs (same key
-    /// material): the sequence number and the decrypted payload with its
-    /// trailer (padding, pad length, next header), or nil when it does not
+    /// peer's key, as the far end would the gateway's outbound SA of that
+    /// key: the sequence number and the decrypted payload with its trailer
+    /// (padding, pad length, next header), or nil when it does not
     /// authenticate. Reads the packet itself, not through ESPInbound.
     func open(_ esp: [UInt8]) -> (sequence: UInt32, plaintext: [UInt8])? {
         guard esp.count >= 16 + 16 else { return nil }

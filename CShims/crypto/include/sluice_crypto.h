@@ -167,7 +167,7 @@ uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t le
  * open of `len` bytes with intel-ipsec-mb's direct AES-256-GCM API) with
  * nothing between the calls (`cipher`), of two blocks of scalar work alone
  * (`work`), and of both, a block after each call (`together`). latency: 0
- * for blocks of independent ALU work (`steps` × 24 instructions), 1 for a
+ * for blocks of independent ALU work (`steps` steps of eight chains), 1 for a
  * dependent chain of `steps` multiply-adds. One result per entry of `steps`;
  * each the best of `repeats` runs of `rounds` bursts of 32. Returns 0, or -1
  * when intel-ipsec-mb is not usable or an open failed to authenticate. */
