@@ -286,6 +286,12 @@ extension EALSuites.GatewayTests {
                         }
                     }
                 }
+                // The gateway's ESP packets that left in fragments, made whole and opened.
+                for why in Self.fragmentedESPViolations(out.sent[h.u] ?? [], ledger: ledger) {
+                    guard let why else { continue }
+                    violations += 1
+                    if violations <= 5 { Issue.record("\(label) batch \(batch): port \(h.u) sent \(why)") }
+                }
                 if batch % 8 == 7 {
                     now += 0.25
                     let sent = agentTurn(session, now: now)
@@ -318,9 +324,10 @@ extension EALSuites.GatewayTests {
         }
         #expect(available == baseline, "packet buffers lost: \(Int(baseline) - Int(available)) (outcomes \(outcomes))")
         outcomes["sealed_opened_by_peer"] = ledger.opened
+        outcomes["sealed_fragments_made_whole"] = ledger.openedWhole
         // The run reached the paths it is meant to: ESP opened and sealed, the
         // agent and the stack fed, policies applied, errors sent.
-        for outcome in ["sealed", "sealed_opened_by_peer", "opened", "reassembled", "icmp_errors", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
+        for outcome in ["sealed", "sealed_opened_by_peer", "sealed_fragments_made_whole", "opened", "reassembled", "icmp_errors", "to_agent", "punted", "esp_authentication_failed", "esp_replayed", "malformed",
                         "bad_checksum", "policy_discard", "plaintext_protected", "ttl_exceeded", "packet_too_big"] {
             #expect(outcomes[outcome, default: 0] > 0, "no \(outcome) in \(outcomes)")
         }
@@ -410,29 +417,8 @@ extension EALSuites.GatewayTests {
             // The first piece of a packet the gateway cut: the rest is in another frame.
             if v4 ? ip[6] & 0x20 != 0 : ip[6] == 44 { return nil }
             let end = v4 ? Int(ip[2]) << 8 | Int(ip[3]) : 40 + (Int(ip[4]) << 8 | Int(ip[5]))
-            guard end >= espAt + 16 + 2 + 16, let (_, plain) = ledger.peers[spi]!.open(Array(ip[espAt..<end])) else {
-                return "ESP under SA \(String(spi, radix: 16)) that the peer cannot authenticate with its key"
-            }
-            ledger.opened += 1
-            // The trailer: padding 1, 2, 3…, its length, the next header.
-            guard plain.count >= 2 else { return "ESP under SA \(String(spi, radix: 16)) with no trailer" }
-            let pad = Int(plain[plain.count - 2])
-            guard plain.count >= 2 + pad, plain[(plain.count - 2 - pad)..<(plain.count - 2)].elementsEqual((0..<pad).map { UInt8($0 + 1) }) else {
-                return "ESP under SA \(String(spi, radix: 16)) with bad padding"
-            }
-            let inner = Array(plain[0..<(plain.count - 2 - pad)])
-            let next = plain[plain.count - 1]
-            // What the SA carries: a whole packet within its own policy's selectors.
-            if spi == 0x7301 {
-                guard next == 4, inner.count >= 20, inner[0] >> 4 == 4, Int(inner[2]) << 8 | Int(inner[3]) == inner.count,
-                      within(Array(inner[12..<16]), "10.0.0.0/8"), within(Array(inner[16..<20]), "198.51.100.0/24")
-                else { return "SA 7301 sealed a packet outside its policy: \(hexString(inner))" }
-            } else {
-                guard next == 41, inner.count >= 40, inner[0] >> 4 == 6, 40 + (Int(inner[4]) << 8 | Int(inner[5])) == inner.count,
-                      within(Array(inner[8..<24]), "2001:db8::/32"), within(Array(inner[24..<40]), "2001:db8:100::/48")
-                else { return "SA 7302 sealed a packet outside its policy: \(hexString(inner))" }
-            }
-            return nil
+            guard end >= espAt else { return "an ESP packet whose IP length ends inside its headers" }
+            return Self.sealedViolation(spi: spi, esp: Array(ip[espAt..<end]), ledger: ledger)
         }
         // The protected port.
         if v4 && within(src, "203.0.113.0/24") && within(dst, "10.0.0.0/8") { return nil }  // inbound bypass
@@ -461,6 +447,83 @@ extension EALSuites.GatewayTests {
         }
         return selectorsHold ? nil : "a packet opened by SA \(String(spi, radix: 16)) outside its selectors"
     }
+
+    /// Why `esp` (a whole ESP packet of outbound SA `spi`, from its SPI to its
+    /// ICV) breaks a rule, opened by that SA's far end (nil: it does not): it
+    /// must authenticate, be padded 1, 2, 3…, and carry one whole packet
+    /// within the SA's own outbound policy.
+    static func sealedViolation(spi: UInt32, esp: [UInt8], ledger: SealedLedger) -> String? {
+        let name = "ESP under SA \(String(spi, radix: 16))"
+        guard esp.count >= 16 + 2 + 16, let (_, plain) = ledger.peers[spi]?.open(esp) else {
+            return "\(name) that the far end cannot authenticate with its key"
+        }
+        ledger.opened += 1
+        // The trailer: padding 1, 2, 3…, its length, the next header.
+        let pad = Int(plain[plain.count - 2])
+        guard plain.count >= 2 + pad, plain[(plain.count - 2 - pad)..<(plain.count - 2)].elementsEqual((0..<pad).map { UInt8($0 + 1) }) else {
+            return "\(name) with bad padding"
+        }
+        let inner = Array(plain[0..<(plain.count - 2 - pad)])
+        let next = plain[plain.count - 1]
+        func within(_ a: [UInt8], _ prefix: String) -> Bool {
+            IPPrefix(prefix)!.contains(a.count == 4 ? .v4(IPv4Address(a[0], a[1], a[2], a[3])) : .v6(IPv6Address(bytes: a)))
+        }
+        // What the SA carries: a whole packet within its own policy's selectors.
+        if spi == 0x7301 {
+            guard next == 4, inner.count >= 20, inner[0] >> 4 == 4, Int(inner[2]) << 8 | Int(inner[3]) == inner.count,
+                  within(Array(inner[12..<16]), "10.0.0.0/8"), within(Array(inner[16..<20]), "198.51.100.0/24")
+            else { return "\(name) sealed a packet outside its policy: \(hexString(inner))" }
+        } else {
+            guard next == 41, inner.count >= 40, inner[0] >> 4 == 6, 40 + (Int(inner[4]) << 8 | Int(inner[5])) == inner.count,
+                  within(Array(inner[8..<24]), "2001:db8::/32"), within(Array(inner[24..<40]), "2001:db8:100::/48")
+            else { return "\(name) sealed a packet outside its policy: \(hexString(inner))" }
+        }
+        return nil
+    }
+
+    /// The gateway's ESP packets that `frames` (what the unprotected port
+    /// sent in one burst) carry in fragments, made whole again: for each, a
+    /// violation (nil: none). Pieces are matched by identification; a set
+    /// that does not make a whole datagram is reported.
+    static func fragmentedESPViolations(_ frames: [[UInt8]], ledger: SealedLedger) -> [String?] {
+        // identification → (the first piece's header fields, pieces: offset, more, payload)
+        var sets: [[UInt8]: (v4: Bool, pieces: [(offset: Int, more: Bool, data: ArraySlice<UInt8>)])] = [:]
+        for f in frames where f.count >= 14 + 20 {
+            let ip = Array(f[14...])
+            if f[12] == 0x08 && f[13] == 0x00 && Array(ip[12..<16]) == [192, 0, 2, 1] {
+                let flags = Int(ip[6]) << 8 | Int(ip[7])
+                guard flags & 0x3FFF != 0 else { continue }  // not a fragment
+                let hlen = Int(ip[0] & 0x0F) * 4
+                let total = Int(ip[2]) << 8 | Int(ip[3])
+                guard hlen >= 20, total >= hlen, total <= ip.count else { continue }  // the per-frame rules report it
+                sets[[4] + Array(ip[4..<6]), default: (true, [])].pieces.append(
+                    ((flags & 0x1FFF) * 8, flags & 0x2000 != 0, ip[hlen..<total]))
+            } else if f[12] == 0x86 && f[13] == 0xDD && ip.count >= 48 && ip[6] == 44 {
+                let total = 40 + (Int(ip[4]) << 8 | Int(ip[5]))
+                guard total >= 48, total <= ip.count else { continue }
+                let field = Int(ip[42]) << 8 | Int(ip[43])
+                sets[[6] + Array(ip[44..<48]), default: (false, [])].pieces.append(
+                    (field & 0xFFF8, field & 1 != 0, ip[48..<total]))
+            }
+        }
+        return sets.values.map { set in
+            let pieces = set.pieces.sorted { $0.offset < $1.offset }
+            var whole: [UInt8] = []
+            for (k, p) in pieces.enumerated() {
+                guard p.offset == whole.count, p.more == (k < pieces.count - 1) else {
+                    return "fragments of an ESP packet that do not make it whole: \(pieces.map { ($0.offset, $0.more, $0.data.count) })"
+                }
+                whole += p.data
+            }
+            // IPv4: ESP itself (0x7301); IPv6: ESP in UDP (0x7302).
+            let esp = set.v4 ? whole : Array(whole.dropFirst(8))
+            guard esp.count >= 4 else { return "a fragmented datagram too short for ESP" }
+            let spi = esp[0..<4].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+            guard spi == (set.v4 ? 0x7301 : 0x7302) else { return "fragmented ESP under SPI \(String(spi, radix: 16))" }
+            ledger.openedWhole += 1
+            return sealedViolation(spi: spi, esp: esp, ledger: ledger)
+        }
+    }
 }
 
 func hexString(_ bytes: [UInt8]) -> String {
@@ -475,6 +538,8 @@ final class SealedLedger {
     let peers: [UInt32: TunnelPeer]
     var used: [UInt32: Set<UInt32>] = [:]
     var opened = 0
+    /// Of those, packets that left in fragments (made whole again to be opened).
+    var openedWhole = 0
 
     init(peers: [UInt32: TunnelPeer]) { self.peers = peers }
 }
