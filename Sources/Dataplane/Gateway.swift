@@ -59,16 +59,23 @@ public struct CoreCounters: Sendable {
     }
 
     /// Field-wise sum, for totals.
-    public static func + (a: CoreCounters, b: CoreCounters) -> CoreCounters {
-        var r = a
-        r.rxPackets &+= b.rxPackets; r.rxBytes &+= b.rxBytes; r.txPackets &+= b.txPackets
-        r.rxBursts &+= b.rxBursts; r.polls &+= b.polls; r.busyCycles &+= b.busyCycles
-        r.fragments &+= b.fragments; r.reassembled &+= b.reassembled
-        r.fragmented &+= b.fragmented; r.fragmentsOut &+= b.fragmentsOut
-        r.punted &+= b.punted; r.fromStack &+= b.fromStack
-        r.toAgent &+= b.toAgent; r.fromAgent &+= b.fromAgent
-        r.icmpErrors &+= b.icmpErrors; r.icmpLimited &+= b.icmpLimited
-        for i in r.drops.indices { r.drops[i] &+= b.drops[i] }
+    public static func + (a: CoreCounters, b: CoreCounters) -> CoreCounters { a.combined(with: b, by: (&+)) }
+
+    /// Field-wise difference: what was counted between reading `b` and reading `a`.
+    public static func - (a: CoreCounters, b: CoreCounters) -> CoreCounters { a.combined(with: b, by: (&-)) }
+
+    /// Every counter of `self` and `b`'s combined by `op` (one list of the
+    /// counters for every field-wise operation); lcore, queue and socket are `self`'s.
+    private func combined(with b: CoreCounters, by op: (UInt64, UInt64) -> UInt64) -> CoreCounters {
+        var r = self
+        r.rxPackets = op(rxPackets, b.rxPackets); r.rxBytes = op(rxBytes, b.rxBytes); r.txPackets = op(txPackets, b.txPackets)
+        r.rxBursts = op(rxBursts, b.rxBursts); r.polls = op(polls, b.polls); r.busyCycles = op(busyCycles, b.busyCycles)
+        r.fragments = op(fragments, b.fragments); r.reassembled = op(reassembled, b.reassembled)
+        r.fragmented = op(fragmented, b.fragmented); r.fragmentsOut = op(fragmentsOut, b.fragmentsOut)
+        r.punted = op(punted, b.punted); r.fromStack = op(fromStack, b.fromStack)
+        r.toAgent = op(toAgent, b.toAgent); r.fromAgent = op(fromAgent, b.fromAgent)
+        r.icmpErrors = op(icmpErrors, b.icmpErrors); r.icmpLimited = op(icmpLimited, b.icmpLimited)
+        for i in r.drops.indices { r.drops[i] = op(drops[i], b.drops[i]) }
         return r
     }
 }

@@ -132,7 +132,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv4 &+ 8
         let quote = min(length, min(576, egressMTU) &- header)
         guard source != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
-        guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
+        guard takeICMPToken(w) else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv4
         icmp.storeBE32(UInt32(error.typeCode) << 16, at: 0)  // checksum 0
@@ -152,7 +152,7 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv6 &+ 8
         let quote = min(length, min(PortMTU.ipv6Minimum, egressMTU) &- header)
         guard source.high | source.low != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
-        guard takeICMPToken(w) else { w.pointee.counters.icmp_limited &+= 1; sl_mbuf_free(m); return }
+        guard takeICMPToken(w) else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv6
         let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
@@ -216,7 +216,8 @@ func portRole(_ w: UnsafeMutablePointer<sl_worker>, _ port: UInt16) -> UInt8 {
 }
 
 /// Takes one token from this core's ICMP error bucket, refilled at
-/// `icmpErrorsPerSecond` up to `icmpErrorBurst`; false when it is empty.
+/// `icmpErrorsPerSecond` up to `icmpErrorBurst`; false, counted as
+/// `icmp_limited`, when it is empty.
 @inline(__always)
 func takeICMPToken(_ w: UnsafeMutablePointer<sl_worker>) -> Bool {
     let now = sl_tsc()
@@ -226,7 +227,7 @@ func takeICMPToken(_ w: UnsafeMutablePointer<sl_worker>) -> Bool {
         w.pointee.icmp_tokens = UInt32(min(UInt64(w.pointee.icmp_tokens) &+ gained, UInt64(icmpErrorBurst)))
         w.pointee.icmp_refill_tsc = now
     }
-    guard w.pointee.icmp_tokens > 0 else { return false }
+    guard w.pointee.icmp_tokens > 0 else { w.pointee.counters.icmp_limited &+= 1; return false }
     w.pointee.icmp_tokens &-= 1
     return true
 }

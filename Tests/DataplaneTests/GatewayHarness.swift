@@ -10,26 +10,13 @@ import Glibc
 import Packet
 import Testing
 
-/// Counter differences over one injection, summed over the worker cores.
-struct CounterDelta: CustomStringConvertible {
-    var rxPackets: UInt64 = 0
-    var rxBytes: UInt64 = 0
-    var txPackets: UInt64 = 0
-    /// Fragments taken for reassembly and the datagrams they made.
-    var fragments: UInt64 = 0
-    var reassembled: UInt64 = 0
-    /// Datagrams sent in fragments and the fragments made of them.
-    var fragmented: UInt64 = 0
-    var fragmentsOut: UInt64 = 0
-    var punted: UInt64 = 0
-    var fromStack: UInt64 = 0
-    var toAgent: UInt64 = 0
-    var fromAgent: UInt64 = 0
-    /// ICMP errors sent: each also a packet sent, its cause a drop.
-    var icmpErrors: UInt64 = 0
-    /// ICMP errors the rate limit held back.
-    var icmpLimited: UInt64 = 0
-    var drops: [UInt64] = Array(repeating: 0, count: DropReason.allCases.count)
+/// Counter differences over one injection, summed over the worker cores:
+/// the gateway's own per-core counters, totalled and subtracted (`-`).
+typealias CounterDelta = CoreCounters
+
+extension CoreCounters: CustomStringConvertible {
+    /// All counters zero.
+    init() { self.init(lcore: 0, queue: 0, socket: 0) }
 
     /// The non-zero drop counters by reason.
     var dropsByReason: [DropReason: UInt64] {
@@ -37,7 +24,6 @@ struct CounterDelta: CustomStringConvertible {
         for r in DropReason.allCases where drops[r.rawValue] != 0 { out[r] = drops[r.rawValue] }
         return out
     }
-    var totalDrops: UInt64 { drops.reduce(0, +) }
 
     /// Packets the worker is done with: sent, dropped, or handed to the
     /// agent. A fragment taken for reassembly is done with once taken: the
@@ -53,7 +39,7 @@ struct CounterDelta: CustomStringConvertible {
             - Int(reassembled) + Int(toAgent) - Int(fromAgent) - Int(icmpErrors)
     }
 
-    var description: String {
+    public var description: String {
         "rx \(rxPackets) (\(rxBytes) B), tx \(txPackets), fragments \(fragments), reassembled \(reassembled), fragmented \(fragmented) into \(fragmentsOut), drops \(dropsByReason.map { "\($0.key.name)=\($0.value)" }.sorted())"
     }
 }
@@ -173,18 +159,7 @@ final class GatewayHarness: @unchecked Sendable {
         return session
     }
 
-    func totals() -> CounterDelta {
-        var d = CounterDelta()
-        for c in gateway.coreCounters() {
-            d.rxPackets += c.rxPackets; d.rxBytes += c.rxBytes; d.txPackets += c.txPackets
-            d.fragments += c.fragments; d.reassembled += c.reassembled
-            d.fragmented += c.fragmented; d.fragmentsOut += c.fragmentsOut
-            d.punted += c.punted; d.fromStack += c.fromStack
-            d.toAgent += c.toAgent; d.fromAgent += c.fromAgent; d.icmpErrors += c.icmpErrors; d.icmpLimited += c.icmpLimited
-            for i in d.drops.indices { d.drops[i] += c.drops[i] }
-        }
-        return d
-    }
+    func totals() -> CounterDelta { CoreCounters.total(gateway.coreCounters()) }
 
     /// Copies `frames` into mbufs, enqueues them on `port`'s RX ring, waits
     /// until the worker has counted every one as sent or dropped, then takes
@@ -219,14 +194,14 @@ final class GatewayHarness: @unchecked Sendable {
                 usleep(50)
             }
         }
-        var delta = totals().minus(before)
+        var delta = totals() - before
         while delta.rxPackets < UInt64(frames.count) || delta.settled < frames.count {
             if monotonicSeconds() > deadline {
                 Issue.record("timed out waiting for \(frames.count) packets to be processed: \(delta)")
                 break
             }
             usleep(100)
-            delta = totals().minus(before)
+            delta = totals() - before
         }
         // A drop is counted before what it caused (an ICMP error) is queued,
         // and TX buffers are flushed at the end of the worker's iteration:
@@ -238,7 +213,7 @@ final class GatewayHarness: @unchecked Sendable {
         }
         // The counters as that iteration left them (an ICMP error is counted
         // sent after its cause's drop).
-        delta = totals().minus(before)
+        delta = totals() - before
         var sent: [UInt16: [[UInt8]]] = [:]
         if drain {
             for rp in [protected, unprotected, stack] { sent[rp.port] = dequeueAll(rp) }
@@ -287,20 +262,6 @@ final class GatewayHarness: @unchecked Sendable {
                                                       trafficClass: 0xB8, flowLabel: flowLabel)),
                               transport: transport, pattern: pattern)
         return try! b.build(payloadLength: payload)
-    }
-}
-
-extension CounterDelta {
-    func minus(_ b: CounterDelta) -> CounterDelta {
-        var d = CounterDelta()
-        d.rxPackets = rxPackets &- b.rxPackets; d.rxBytes = rxBytes &- b.rxBytes; d.txPackets = txPackets &- b.txPackets
-        d.fragments = fragments &- b.fragments; d.reassembled = reassembled &- b.reassembled
-        d.fragmented = fragmented &- b.fragmented; d.fragmentsOut = fragmentsOut &- b.fragmentsOut
-        d.punted = punted &- b.punted; d.fromStack = fromStack &- b.fromStack
-        d.toAgent = toAgent &- b.toAgent; d.fromAgent = fromAgent &- b.fromAgent; d.icmpErrors = icmpErrors &- b.icmpErrors
-        d.icmpLimited = icmpLimited &- b.icmpLimited
-        for i in d.drops.indices { d.drops[i] = drops[i] &- b.drops[i] }
-        return d
     }
 }
 

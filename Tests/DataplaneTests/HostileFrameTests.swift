@@ -383,10 +383,6 @@ extension EALSuites.GatewayTests {
         }
         let src = v4 ? Array(ip[12..<16]) : Array(ip[8..<24])
         let dst = v4 ? Array(ip[16..<20]) : Array(ip[24..<40])
-        /// Whether the address in `a` (4 or 16 bytes) lies in `prefix`.
-        func within(_ a: [UInt8], _ prefix: String) -> Bool {
-            IPPrefix(prefix)!.contains(a.count == 4 ? .v4(IPv4Address(a[0], a[1], a[2], a[3])) : .v6(IPv6Address(bytes: a)))
-        }
         var proto = v4 ? ip[9] : ip[6]
         var l4 = v4 ? Int(ip[0] & 0x0F) * 4 : 40
         // A fragment: the pieces after the first carry no headers to check.
@@ -465,9 +461,6 @@ extension EALSuites.GatewayTests {
         }
         let inner = Array(plain[0..<(plain.count - 2 - pad)])
         let next = plain[plain.count - 1]
-        func within(_ a: [UInt8], _ prefix: String) -> Bool {
-            IPPrefix(prefix)!.contains(a.count == 4 ? .v4(IPv4Address(a[0], a[1], a[2], a[3])) : .v6(IPv6Address(bytes: a)))
-        }
         // What the SA carries: a whole packet within its own policy's selectors.
         if spi == 0x7301 {
             guard next == 4, inner.count >= 20, inner[0] >> 4 == 4, Int(inner[2]) << 8 | Int(inner[3]) == inner.count,
@@ -524,6 +517,11 @@ extension EALSuites.GatewayTests {
             return sealedViolation(spi: spi, esp: esp, ledger: ledger)
         }
     }
+}
+
+/// Whether the address in `a` (4 or 16 bytes) lies in `prefix`.
+fileprivate func within(_ a: [UInt8], _ prefix: String) -> Bool {
+    IPPrefix(prefix)!.contains(a.count == 4 ? .v4(IPv4Address(a[0], a[1], a[2], a[3])) : .v6(IPv6Address(bytes: a)))
 }
 
 func hexString(_ bytes: [UInt8]) -> String {

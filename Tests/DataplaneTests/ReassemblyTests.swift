@@ -161,7 +161,7 @@ extension EALSuites.GatewayTests {
         #expect(held.delta.fragments == 1 && held.delta.totalDrops == 0 && held.delta.txPackets == 0, "\(held.delta)")
         let before = h.totals()
         waitForReassemblyTimeout()
-        #expect(h.totals().minus(before).dropsByReason == [failed: 1], "\(h.totals().minus(before))")
+        #expect((h.totals() - before).dropsByReason == [failed: 1], "\((h.totals() - before))")
 
         // A duplicated first fragment spoils its datagram at once (both
         // copies); the two pieces that follow start a new one that never completes.
@@ -170,7 +170,7 @@ extension EALSuites.GatewayTests {
         #expect(spoiled.delta.txPackets == 0 && spoiled.delta.dropsByReason == [failed: 2], "\(spoiled.delta)")
         let afterDup = h.totals()
         waitForReassemblyTimeout()
-        #expect(h.totals().minus(afterDup).dropsByReason == [failed: 2], "\(h.totals().minus(afterDup))")
+        #expect((h.totals() - afterDup).dropsByReason == [failed: 2], "\((h.totals() - afterDup))")
 
         // Broken fragments: a middle piece not a multiple of 8 bytes; an
         // IPv6 Destination Options header before the Fragment header.

@@ -171,7 +171,7 @@ extension EALSuites.GatewayTests {
         #expect(acceptedCurrent > bursts * 2, "\(acceptedCurrent) of \(bursts * 4) packets under the current inbound SA accepted")
         // Rekey without loss: every outbound packet left, none waited for an SA;
         // inbound drops only for the deleted SA (no SA) or the one deleted meanwhile.
-        let delta = h.totals().minus(countersBefore)
+        let delta = (h.totals() - countersBefore)
         #expect(sent == bursts * burst.count && delta.dropsByReason[.noOutboundSA] == nil,
                 "\(sent) of \(bursts * burst.count) sent, drops \(delta.dropsByReason)")
         #expect(Set(delta.dropsByReason.keys).isSubset(of: [.esp(.noSA)]), "drops \(delta.dropsByReason)")

@@ -250,7 +250,7 @@ extension EALSuites.GatewayTests {
         let before = h.totals()
         sent = try send(5)
         #expect(sent.isEmpty)
-        #expect(h.totals().minus(before).dropsByReason == [.noOutboundSA: 5])
+        #expect((h.totals() - before).dropsByReason == [.noOutboundSA: 5])
         let events = h.gateway.drainEvents()
         #expect(events.count == 1, "ACQUIRE is rate-limited per policy and core: \(events.count) events")
         if let e = events.first {

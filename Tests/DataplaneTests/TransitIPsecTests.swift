@@ -159,17 +159,13 @@ extension EALSuites.GatewayTests {
             let out = try h.inject(Array(frames[start..<min(start + 48, frames.count)]), on: h.unprotected)
             #expect(out.sent[h.u]?.isEmpty ?? true, "nothing goes back out of the unprotected port")
             sent += out.sent[h.p] ?? []
-            total.rxPackets += out.delta.rxPackets
-            total.txPackets += out.delta.txPackets
-            total.fragments += out.delta.fragments
-            total.reassembled += out.delta.reassembled
-            for r in out.delta.drops.indices { total.drops[r] += out.delta.drops[r] }
+            total = total + out.delta
         }
         // ESP first fragments to the gateway wait for pieces that never come:
         // once given up, each is one reassembly_failed drop.
         let beforeTimeout = h.totals()
         waitForReassemblyTimeout()
-        let late = h.totals().minus(beforeTimeout)
+        let late = (h.totals() - beforeTimeout)
         for r in late.drops.indices { total.drops[r] += late.drops[r] }
         #expect(total.fragments > 0 && total.reassembled == 0, "\(total)")
         #expect(total.drops[DropReason.reassemblyFailed.rawValue] == total.fragments, "\(total)")
