@@ -331,12 +331,17 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         return
     }
 
+    // Inbound, in two passes: each packet up to its AEAD (ESP admitted to
+    // the worker's AEAD burst; everything else decided at once), then the
+    // burst opened with one call and its packets finished (`openStaged`).
+    let opened = context.opened
+    var opening = 0
     var i = 0
     while i < n {
         let m = rx[i]!
         if prefetchData && i &+ prefetchDistance < n { sl_prefetch_mbuf_data(rx[i &+ prefetchDistance]) }
         i &+= 1
-        guard var (_, view) = ipsecReceive(w, m, bytes: &bytes, rpf: rpf, punt: punt, port: port, fib: fib, drops: drops)
+        guard let (_, view) = ipsecReceive(w, m, bytes: &bytes, rpf: rpf, punt: punt, port: port, fib: fib, drops: drops)
         else { continue }
         switch ESPInbound.classify(view, natPorts: tables.natPorts) {
         case .drop(let d):
@@ -380,41 +385,16 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 }
                 continue
             }
-            let life = record.pointee.life
-            let limits = life.limits
-            let counters = life.counters
-            if (limits.hardPackets != 0 && counters.pointee.packets >= limits.hardPackets)
-                || (limits.hardBytes != 0 && counters.pointee.bytes >= limits.hardBytes) {
-                drop(m, .lifetimeExpired, drops); continue
+            // Expired already: not worth opening (checked again once opened).
+            if lifetimeOver(record) { drop(m, .lifetimeExpired, drops); continue }
+            switch ESPInbound.stage(view, header: header, saAt: record.pointer(to: \.sa)!,
+                                    window: record.pointee.window.pointee, burst: context.aead) {
+            case .dropped(let d):
+                drop(m, .esp(d), drops)
+            case .admitted(let o):
+                opened[opening] = StagedOpen(m: m, record: record, view: view, opening: o)
+                opening &+= 1
             }
-            // The next packet's lines arrive while this one is decrypted.
-            if prefetchData && i < n { prefetchHead(UnsafeRawPointer(sl_mbuf_data(rx[i]!)!), length: Int(sl_mbuf_data_len(rx[i]!))) }
-            if let d = ESPInbound.decapsulate(&view, header: header, saAt: record.pointer(to: \.sa)!,
-                                              window: &record.pointee.window.pointee, core: context.core) {
-                drop(m, .esp(d), drops); continue
-            }
-            // Counted once authenticated; this worker is the only writer.
-            let packets = counters.pointee.packets &+ 1
-            let bytesBefore = counters.pointee.bytes
-            let bytes = bytesBefore &+ UInt64(view.length)
-            withUnsafeMutablePointer(to: &counters.pointee.packets) { sl_counter_store($0, packets) }
-            withUnsafeMutablePointer(to: &counters.pointee.bytes) { sl_counter_store($0, bytes) }
-            if limits.softPackets == packets {
-                context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
-            }
-            if limits.hardPackets == packets {
-                context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
-            }
-            if crosses(limits.softBytes, from: bytesBefore, to: bytes) {
-                context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
-            }
-            if crosses(limits.hardBytes, from: bytesBefore, to: bytes) {
-                context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
-            }
-            // The inner source is the peer's to choose (within the SA's selectors).
-            let inner = view.start.assumingMemoryBound(to: UInt8.self)
-            guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
-            routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
         case .notESP:
             // A later piece of a fragmented ESP-in-UDP packet has no UDP header
             // (in transit: the same rule as above).
@@ -429,11 +409,87 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         }
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
+    if opening > 0 {
+        openStaged(w, count: opening, fib: fib, hops: hops, context: context, prefetch: prefetchData, tx: &tx, drops: drops)
+    }
+}
+
+/// An ESP packet `ipsecBurst` admitted and added to the worker's AEAD burst,
+/// finished once the burst is opened: its mbuf, SA, view and what `admit`
+/// found (its sequence number among it).
+struct StagedOpen {
+    var m: OpaquePointer
+    var record: UnsafeMutablePointer<InboundRecord>
+    var view: PacketView
+    var opening: ESPOpening
+}
+
+/// Whether an inbound SA has reached a hard lifetime (packets or bytes).
+@inline(__always)
+func lifetimeOver(_ record: UnsafeMutablePointer<InboundRecord>) -> Bool {
+    let limits = record.pointee.life.limits
+    let counters = record.pointee.life.counters
+    return (limits.hardPackets != 0 && counters.pointee.packets >= limits.hardPackets)
+        || (limits.hardBytes != 0 && counters.pointee.bytes >= limits.hardBytes)
+}
+
+/// Opens the ESP packets a burst staged, with one call, then finishes each
+/// in arrival order: lifetime (this burst's earlier packets count), the
+/// window update and the rest of `ESPInbound.complete`, the SA's counters
+/// and lifetime events, and the route of the inner packet.
+@inline(__always)
+func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>,
+                hops: UnsafeMutablePointer<sl_nexthop>, context: WorkerIPsec, prefetch: Bool, tx: inout TxCursor,
+                drops: UnsafeMutablePointer<UInt64>) {
+    let opened = context.opened
+    _ = context.aead.openEach(context.core, prefetch: prefetch)
+    var k = 0
+    while k < count {
+        let s = opened[k]
+        let authentic = context.aead.isAuthentic(at: k)
+        k &+= 1
+        let m = s.m
+        let record = s.record
+        if lifetimeOver(record) { drop(m, .lifetimeExpired, drops); continue }
+        var view = s.view
+        if let d = ESPInbound.complete(&view, saAt: record.pointer(to: \.sa)!,
+                                       window: &record.pointee.window.pointee, opening: s.opening, authentic: authentic) {
+            drop(m, .esp(d), drops); continue
+        }
+        // Counted once authenticated; this worker is the only writer.
+        let life = record.pointee.life
+        let limits = life.limits
+        let counters = life.counters
+        let packets = counters.pointee.packets &+ 1
+        let bytesBefore = counters.pointee.bytes
+        let bytes = bytesBefore &+ UInt64(view.length)
+        withUnsafeMutablePointer(to: &counters.pointee.packets) { sl_counter_store($0, packets) }
+        withUnsafeMutablePointer(to: &counters.pointee.bytes) { sl_counter_store($0, bytes) }
+        if limits.softPackets == packets {
+            context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+        }
+        if limits.hardPackets == packets {
+            context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+        }
+        if crosses(limits.softBytes, from: bytesBefore, to: bytes) {
+            context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+        }
+        if crosses(limits.hardBytes, from: bytesBefore, to: bytes) {
+            context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+        }
+        // The inner source is the peer's to choose (within the SA's selectors).
+        let inner = view.start.assumingMemoryBound(to: UInt8.self)
+        guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
+        routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+    }
+    context.aead.removeAll()
 }
 
 /// Seals the outbound packets a burst collected. Sequence numbers are taken
 /// with one atomic reservation per SA per burst (not one per packet), in
 /// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
+/// In three passes: frame every packet (headers, trailer, the seal added to
+/// the worker's AEAD burst), seal the burst with one call, send.
 @inline(__always)
 func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>,
                  context: WorkerIPsec, hops: UnsafeMutablePointer<sl_nexthop>, prefetch: Bool, tx: inout TxCursor,
@@ -442,7 +498,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
     let sealIP = sl_worker_seal_ip(w)!
     let sealLen = sl_worker_seal_len(w)!
     let sealRecord = context.sealRecord
-    if prefetch { prefetchHead(sealIP[0]!, length: Int(sealLen[0])) }
+    let staged = context.staged
+    var framed = 0
     var first = 0
     while first < count {
         // The next SA not handled yet, and how many of its packets the burst
@@ -519,8 +576,6 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     continue
                 }
                 granted &-= 1
-                // The next packet's lines arrive while this one is encrypted.
-                if prefetch && j &+ 1 < count { prefetchHead(sealIP[j &+ 1]!, length: Int(sealLen[j &+ 1])) }
                 var view = ipView(m, ip: UnsafeMutableRawPointer(sealIP[j]!), length: Int(sealLen[j]))
                 let sa = record.pointer(to: \.sa)!
                 // Where the ESP packet goes: known before it is made, so that
@@ -541,11 +596,14 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     && Int(hop.pointee.kind) == SL_NH_FORWARD && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
-                } else if let d = ESPOutbound.encapsulate(&view, saAt: sa, sequence: SequenceNumber(seq), core: context.core) {
-                    drop(m, .esp(d), drops)
                 } else {
-                    sendRebuilt(w, m, view, ipv4: view.start.load(as: UInt8.self) >> 4 == 4, hop: hop, fib: fib, hops: hops,
-                                sealed: true, tx: &tx, drops: drops)
+                    switch ESPOutbound.stage(&view, saAt: sa, sequence: SequenceNumber(seq), burst: context.aead) {
+                    case .dropped(let d):
+                        drop(m, .esp(d), drops)
+                    case .framed(let f):
+                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f)
+                        framed &+= 1
+                    }
                 }
                 seq &+= 1
             }
@@ -553,6 +611,27 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         }
         first &+= 1
     }
+    if framed == 0 { return }
+    // The burst's ciphers, back to back; then each packet is finished and sent.
+    context.aead.sealEach(context.core, prefetch: prefetch)
+    context.aead.removeAll()
+    var k = 0
+    while k < framed {
+        let s = staged[k]
+        k &+= 1
+        ESPOutbound.finish(s.view, s.frame)
+        sendRebuilt(w, s.m, s.view, ipv4: s.view.start.load(as: UInt8.self) >> 4 == 4, hop: s.hop, fib: fib, hops: hops,
+                    sealed: true, tx: &tx, drops: drops)
+    }
+}
+
+/// A packet `sealPending` framed and added to the worker's AEAD burst, sent
+/// once the burst is sealed: its mbuf, next hop, ESP packet and frame.
+struct StagedSeal {
+    var m: OpaquePointer
+    var hop: UnsafeMutablePointer<sl_nexthop>
+    var view: PacketView
+    var frame: ESPFrame
 }
 
 /// Seals the outbound packets other workers handed over (this worker owns

@@ -205,6 +205,11 @@ public final class WorkerIPsec {
     var sealPeers: UnsafeMutablePointer<OpaquePointer?>? = nil
     /// Per burst: the SA each pending packet is sealed with.
     let sealRecord: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
+    /// Per burst: the AEAD work of its ESP packets (sealed or opened with
+    /// one call), and the sealed packets waiting to be sent.
+    let aead: AEADBurst
+    let staged: UnsafeMutablePointer<StagedSeal>
+    let opened: UnsafeMutablePointer<StagedOpen>
     /// One burst of handed-over packets.
     let handed: UnsafeMutablePointer<HandedPacket>
     /// This worker's SAD replica, changed only through `commands`.
@@ -229,6 +234,7 @@ public final class WorkerIPsec {
                 targetCapacity: Int = WorkerIPsec.targetCapacity,
                 reassemblyTimeout seconds: Double = Reassembly.defaultTimeout) throws(CryptoError) {
         core = try CryptoCore()
+        aead = try AEADBurst()
         self.index = index
         self.lcore = lcore
         guard let ring = sl_event_ring_create(name, 1024, socket) else {
@@ -266,6 +272,8 @@ public final class WorkerIPsec {
         sealRecord = .allocate(capacity: Int(SL_BURST))
         sealRecord.initialize(repeating: nil, count: Int(SL_BURST))
         handed = .allocate(capacity: Int(SL_BURST))
+        staged = .allocate(capacity: Int(SL_BURST))
+        opened = .allocate(capacity: Int(SL_BURST))
         acked = .allocate(capacity: 1)
         acked.initialize(to: 0)
         replica = SADReplica(inboundCapacity: inboundSACapacity, targetCapacity: targetCapacity)
@@ -288,6 +296,8 @@ public final class WorkerIPsec {
         acked.deallocate()
         sealRecord.deallocate()
         handed.deallocate()
+        staged.deallocate()
+        opened.deallocate()
         fields.deallocate()
         values.deallocate()
         acquirePolicy.deallocate()

@@ -122,6 +122,39 @@ public enum ESPClassification: Hashable, Sendable, BitwiseCopyable {
 }
 
 /// The inbound ESP transform.
+/// What `ESPInbound.admit` found for a packet the window admits: its full
+/// (inferred) sequence number, the length of the plaintext after the IV, and
+/// what `complete` needs of its `ESPInboundHeader` (a third of its size).
+public struct ESPOpening: BitwiseCopyable {
+    public var sequence: SequenceNumber
+    @usableFromInline var _cipherLength: UInt32
+    @usableFromInline var _espOffset: UInt32
+    @usableFromInline var _protocolFieldOffset: UInt32
+    @usableFromInline var udpEncapsulated: Bool
+    @usableFromInline var isIPv6: Bool
+
+    @inlinable public var cipherLength: Int { Int(_cipherLength) }
+    @inlinable var espOffset: Int { Int(_espOffset) }
+    @inlinable var protocolFieldOffset: Int { Int(_protocolFieldOffset) }
+
+    /// Offsets and lengths are those `admit` checked: inside the packet.
+    @inlinable @inline(__always)
+    init(sequence: SequenceNumber, cipherLength: Int, header: ESPInboundHeader) {
+        self.sequence = sequence
+        _cipherLength = UInt32(truncatingIfNeeded: cipherLength)
+        _espOffset = UInt32(truncatingIfNeeded: header.espOffset)
+        _protocolFieldOffset = UInt32(truncatingIfNeeded: header.protocolFieldOffset)
+        udpEncapsulated = header.udpEncapsulated
+        isIPv6 = header.isIPv6
+    }
+}
+
+/// A packet admitted to the AEAD, or why it was refused.
+public enum ESPAdmission {
+    case admitted(ESPOpening)
+    case dropped(ESPDrop)
+}
+
 public enum ESPInbound {
     /// Classifies an IP packet arriving on the unprotected side. Always
     /// inlined: returned through memory, the header's narrow fields would be
@@ -232,52 +265,106 @@ public enum ESPInbound {
     public static func decapsulate(_ packet: inout PacketView, header: ESPInboundHeader,
                                    saAt sa: UnsafePointer<InboundSA>,
                                    window: inout ReplayWindow, core: borrowing CryptoCore) -> ESPDrop? {
+        let opening: ESPOpening
+        switch admit(packet, header: header, saAt: sa, window: window) {
+        case .admitted(let o): opening = o
+        case .dropped(let d): return d
+        }
+        let esp = packet.start + header.espOffset
+        let payload = esp + ESPLayout.headerAndIV
+        let authentic: Bool
+        if sa.pointee.esn {
+            var aad = SIMD4<UInt32>()
+            let aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: opening.sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: &aad)
+            authentic = sa.pointee.key.open(core, payload: payload, length: opening.cipherLength, iv: esp + 8, aad: &aad,
+                                            aadLength: aadLength, icv: payload + opening.cipherLength)
+        } else {
+            authentic = sa.pointee.key.open(core, payload: payload, length: opening.cipherLength, iv: esp + 8, aad: esp,
+                                            aadLength: AEADAlgorithm.aadLength, icv: payload + opening.cipherLength)
+        }
+        return complete(&packet, saAt: sa, window: &window, opening: opening, authentic: authentic)
+    }
+
+    /// `decapsulate` up to the AEAD: the packet is checked (SA, lengths,
+    /// replay window) and its open is added to `burst` (the AEAD's AAD in
+    /// the burst's scratch when the SA has ESN). Once `burst.openEach` has
+    /// run, `complete` does the rest with what the burst says of it. The
+    /// worker's form: a burst's ciphers run back to back (see
+    /// `ESPOutbound.stage`). Packets of one SA staged together are checked
+    /// against the window as it was before any of them: a duplicate within
+    /// the burst is opened, then refused by the window update (`complete`).
+    @_transparent
+    public static func stage(_ packet: PacketView, header: ESPInboundHeader, saAt sa: UnsafePointer<InboundSA>,
+                             window: ReplayWindow, burst: borrowing AEADBurst) -> ESPAdmission {
+        let result = admit(packet, header: header, saAt: sa, window: window)
+        if case .admitted(let o) = result {
+            let esp = packet.start + header.espOffset
+            let payload = esp + ESPLayout.headerAndIV
+            let aad: UnsafeRawPointer
+            let aadLength: Int
+            if sa.pointee.esn {
+                let slot = burst.nextAAD
+                var value = SIMD4<UInt32>()
+                aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: o.sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: &value)
+                slot.storeBytes(of: value, as: SIMD4<UInt32>.self)
+                aad = UnsafeRawPointer(slot)
+            } else {
+                aad = UnsafeRawPointer(esp)
+                aadLength = AEADAlgorithm.aadLength
+            }
+            burst.append(key: sa.pointee.key, payload: payload, length: o.cipherLength, iv: esp + 8, aad: aad,
+                         aadLength: aadLength, icv: payload + o.cipherLength)
+        }
+        return result
+    }
+
+    /// The checks before the AEAD: the SA is the header's, the lengths hold,
+    /// and the window admits the sequence number (its high half inferred).
+    @_transparent @usableFromInline
+    static func admit(_ packet: PacketView, header: ESPInboundHeader, saAt sa: UnsafePointer<InboundSA>,
+                      window: ReplayWindow) -> ESPAdmission {
         assert(window.esn == sa.pointee.esn, "the replay window and the SA disagree on ESN")
-        guard header.spi == sa.pointee.spi else { return .noSA }
+        guard header.spi == sa.pointee.spi else { return .dropped(.noSA) }
         guard header.udpEncapsulated == sa.pointee.udp,
               !sa.pointee.udp || header.udpDestinationPort == sa.pointee.udpDestinationPort
-        else { return .encapsulationMismatch }
+        else { return .dropped(.encapsulationMismatch) }
         let ipLength = header.ipLength
         let espOffset = header.espOffset
         // A header from `classify` for this packet passes; anything else must not reach memory.
         let udpLength = header.udpEncapsulated ? HeaderSize.udp : 0
         guard ipLength <= packet.length, espOffset >= HeaderSize.ipv4 &+ udpLength, espOffset <= ipLength,
               header.protocolFieldOffset >= 0, header.protocolFieldOffset < espOffset &- udpLength
-        else { return .malformed }
-        let p = packet.start
+        else { return .dropped(.malformed) }
         let cipherLength = ipLength &- espOffset &- ESPLayout.headerAndIV &- ESPLayout.icv
-        guard cipherLength >= 4, cipherLength & 3 == 0 else { return .badLength }
+        guard cipherLength >= 4, cipherLength & 3 == 0 else { return .dropped(.badLength) }
 
-        let sequence: SequenceNumber
         switch window.check(header.sequenceLow) {
-        case .accept(let inferred): sequence = inferred
-        case .replayed: return .replayed
-        case .tooOld, .beforeFirstSequence, .beyondSequenceSpace: return .tooOld
+        case .accept(let inferred): return .admitted(ESPOpening(sequence: inferred, cipherLength: cipherLength, header: header))
+        case .replayed: return .dropped(.replayed)
+        case .tooOld, .beforeFirstSequence, .beyondSequenceSpace: return .dropped(.tooOld)
         }
+    }
 
-        let esp = p + espOffset
-        let payload = esp + ESPLayout.headerAndIV
-        let authentic: Bool
-        if sa.pointee.esn {
-            var aad = SIMD4<UInt32>()
-            let aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: sequence.rawValue,
-                                                    extendedSequenceNumbers: true, to: &aad)
-            authentic = sa.pointee.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: &aad,
-                                            aadLength: aadLength, icv: payload + cipherLength)
-        } else {
-            authentic = sa.pointee.key.open(core, payload: payload, length: cipherLength, iv: esp + 8, aad: esp,
-                                            aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
-        }
+    /// The rest of `decapsulate` once the AEAD has run (`authentic`: its
+    /// verdict on the ICV): the window is updated, the trailer checked and
+    /// removed, the packet decapsulated and its selectors checked.
+    @_transparent
+    public static func complete(_ packet: inout PacketView, saAt sa: UnsafePointer<InboundSA>, window: inout ReplayWindow,
+                                opening: ESPOpening, authentic: Bool) -> ESPDrop? {
         guard authentic else { return .authenticationFailed }
-        switch window.update(acceptedSequence: sequence) {
+        switch window.update(acceptedSequence: opening.sequence) {
         case .recorded: break
         case .replayed: return .replayed
         case .tooOld: return .tooOld
         }
 
+        let espOffset = opening.espOffset
+        let payload = packet.start + espOffset + ESPLayout.headerAndIV
         let payloadLength: Int
         let nextHeader: UInt8
-        switch ESPTrailer.parse(payload, length: cipherLength) {
+        switch ESPTrailer.parse(payload, length: opening.cipherLength) {
         case .valid(let length, let next):
             payloadLength = length
             nextHeader = next.rawValue
@@ -294,7 +381,7 @@ public enum ESPInbound {
                 return drop
             }
         case .transport:
-            restoreTransport(&packet, header: header, payloadOffset: payloadOffset, payloadLength: payloadLength,
+            restoreTransport(&packet, opening: opening, payloadOffset: payloadOffset, payloadLength: payloadLength,
                              nextHeader: nextHeader)
         }
         let selectors = sa.pointer(to: \.selectors)!  // a stored property: never nil
@@ -304,9 +391,6 @@ public enum ESPInbound {
         return nil
     }
 
-    /// Tunnel mode: the inner packet is the payload; RFC 6040 ECN; the view
-    /// narrowed to the inner datagram. Always inlined (the per-packet case):
-    /// out of line, the view would go through memory both ways.
     @inlinable @inline(__always)
     static func decapsulateTunnel(_ packet: inout PacketView, payloadOffset: Int, payloadLength: Int,
                                   nextHeader: UInt8) -> ESPDrop? {
@@ -363,16 +447,16 @@ public enum ESPInbound {
     /// to just before the payload, restores the Next Header and the lengths;
     /// with UDP encapsulation, fixes the upper layer's checksum (NATTransport).
     @inlinable
-    static func restoreTransport(_ packet: inout PacketView, header: ESPInboundHeader, payloadOffset: Int,
+    static func restoreTransport(_ packet: inout PacketView, opening: ESPOpening, payloadOffset: Int,
                                  payloadLength: Int, nextHeader: UInt8) {
-        let headerLength = header.espOffset &- (header.udpEncapsulated ? HeaderSize.udp : 0)
+        let headerLength = opening.espOffset &- (opening.udpEncapsulated ? HeaderSize.udp : 0)
         let shift = payloadOffset &- headerLength
         let p = packet.start
         let h = p + shift
         h.copyMemory(from: p, byteCount: headerLength)  // overlapping move (memmove)
-        h.storeByte(nextHeader, at: header.protocolFieldOffset)
+        h.storeByte(nextHeader, at: opening.protocolFieldOffset)
         let length = headerLength &+ payloadLength  // < the old length ≤ 65535 + 40
-        if header.isIPv6 {
+        if opening.isIPv6 {
             h.storeBE16(UInt16(truncatingIfNeeded: length &- HeaderSize.ipv6), at: IPv6Field.payloadLength)
         } else {
             h.storeBE16(UInt16(truncatingIfNeeded: length), at: IPv4Field.totalLength)
@@ -380,6 +464,6 @@ public enum ESPInbound {
         }
         packet.narrow(offset: shift, count: length)
         // NAT traversal: the upper layer's checksum, for the addresses a NAT may have rewritten.
-        if header.udpEncapsulated { NATTransport.fixChecksum(packet, headerLength: headerLength, nextHeader: nextHeader) }
+        if opening.udpEncapsulated { NATTransport.fixChecksum(packet, headerLength: headerLength, nextHeader: nextHeader) }
     }
 }

@@ -30,6 +30,29 @@
 import Crypto
 import Packet
 
+/// Where `ESPOutbound.frame` left a packet to be sealed: the ESP header (its
+/// IV 8 bytes on), the length of the plaintext after the IV (ICV after it),
+/// and, when not 0, the offset from the packet's start of a UDP header whose
+/// checksum covers the ciphertext (computed by `finish` once sealed).
+public struct ESPFrame: BitwiseCopyable {
+    public var esp: UnsafeMutableRawPointer
+    public var cipherLength: Int
+    public var udpChecksumAt: Int
+
+    @inlinable @inline(__always)
+    init(esp: UnsafeMutableRawPointer, cipherLength: Int, udpChecksumAt: Int) {
+        self.esp = esp
+        self.cipherLength = cipherLength
+        self.udpChecksumAt = udpChecksumAt
+    }
+}
+
+/// A framed packet, or why it was refused.
+public enum ESPFrameResult {
+    case framed(ESPFrame)
+    case dropped(ESPDrop)
+}
+
 /// The outbound ESP transform.
 public enum ESPOutbound {
     /// Encrypts the IP packet in `packet` in place with `sequence`. Tunnel
@@ -89,10 +112,73 @@ public enum ESPOutbound {
     @_transparent @usableFromInline
     static func encapsulate(_ packet: inout PacketView, saAt sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
                             iv: UInt64, identification: UInt16?, core: borrowing CryptoCore) -> ESPDrop? {
-        guard sequence.rawValue <= SequenceNumber.limit(esn: sa.pointee.esn).rawValue else { return .sequenceExhausted }
+        switch frame(&packet, saAt: sa, sequence: sequence, identification: identification) {
+        case .dropped(let d):
+            return d
+        case .framed(let f):
+            seal(esp: f.esp, cipherLength: f.cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
+            finish(packet, f)
+            return nil
+        }
+    }
+
+    /// `encapsulate` without the AEAD: the packet is framed (headers,
+    /// trailer, lengths; `packet` describes the ESP packet) and its seal is
+    /// added to `burst` (ESP header and IV written, the IV the sequence
+    /// number). Once `burst.sealEach` has run, `finish` completes it. The
+    /// worker's form: a burst's ciphers run back to back, with none of its
+    /// other work between them (`sluicebench --mode overlap`: work between
+    /// AEAD calls costs more than the same work before them).
+    @_transparent
+    public static func stage(_ packet: inout PacketView, saAt sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
+                             burst: borrowing AEADBurst) -> ESPFrameResult {
+        let result = frame(&packet, saAt: sa, sequence: sequence, identification: nil)
+        if case .framed(let f) = result {
+            let header = SIMD4<UInt32>(sa.pointee.spi.rawValue.bigEndian, sequence.low32.bigEndian,
+                                       UInt32(truncatingIfNeeded: sequence.rawValue >> 32).bigEndian,
+                                       UInt32(truncatingIfNeeded: sequence.rawValue).bigEndian)
+            f.esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
+            let payload = f.esp + ESPLayout.headerAndIV
+            let aad: UnsafeRawPointer
+            let aadLength: Int
+            if sa.pointee.esn {
+                let slot = burst.nextAAD
+                var value = SIMD4<UInt32>()
+                aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: &value)
+                slot.storeBytes(of: value, as: SIMD4<UInt32>.self)
+                aad = UnsafeRawPointer(slot)
+            } else {
+                aad = UnsafeRawPointer(f.esp)
+                aadLength = AEADAlgorithm.aadLength
+            }
+            burst.append(key: sa.pointee.key, payload: payload, length: f.cipherLength, iv: f.esp + 8,
+                         aad: aad, aadLength: aadLength, icv: payload + f.cipherLength)
+        }
+        return result
+    }
+
+    /// What remains of a packet `stage` or `frame` made once it is sealed: a
+    /// UDP checksum over the ciphertext (UDP-encapsulated ESP over IPv6).
+    @inlinable @inline(__always)
+    public static func finish(_ packet: PacketView, _ frame: ESPFrame) {
+        let at = frame.udpChecksumAt
+        if _slowPath(at != 0) {
+            // RFC 8200 §8.1: mandatory over IPv6.
+            IPParse.storeTransportChecksum(ipHeader: packet.start, ipv6: true, segment: packet.start + at,
+                                           length: packet.length &- at, protocol: IPProtocol.udp.rawValue,
+                                           field: UDPField.checksum)
+        }
+    }
+
+    /// Everything `encapsulate` does but the ESP header, IV and seal.
+    @_transparent @usableFromInline
+    static func frame(_ packet: inout PacketView, saAt sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
+                      identification: UInt16?) -> ESPFrameResult {
+        guard sequence.rawValue <= SequenceNumber.limit(esn: sa.pointee.esn).rawValue else { return .dropped(.sequenceExhausted) }
         let p = packet.start
         let available = packet.length
-        guard available >= HeaderSize.ipv4 else { return .malformed }
+        guard available >= HeaderSize.ipv4 else { return .dropped(.malformed) }
         let version = p.loadByte(at: 0) >> 4
 
         // The inner datagram: its length, the outer TOS / traffic class, DF.
@@ -101,13 +187,13 @@ public enum ESPOutbound {
         let innerDF: Bool
         var flowLabel: UInt32 = 0
         if version == 4 {
-            guard let (_, total) = IPParse.ipv4DatagramLength(p, available: available) else { return .malformed }
+            guard let (_, total) = IPParse.ipv4DatagramLength(p, available: available) else { return .dropped(.malformed) }
             innerLength = total
             trafficClass = p.loadByte(at: IPv4Field.tos)
             innerDF = p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment != 0
         } else if version == 6 {
             guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available) else {
-                return .malformed
+                return .dropped(.malformed)
             }
             innerLength = total
             let word = p.loadBE32(at: IPv6Field.versionClassFlow)
@@ -115,24 +201,23 @@ public enum ESPOutbound {
             flowLabel = word & 0x000F_FFFF
             innerDF = false
         } else {
-            return .malformed
+            return .dropped(.malformed)
         }
 
         if sa.pointee.layout == .transport {
-            return encapsulateTransport(&packet, sa: sa, sequence: sequence, iv: iv, version: version,
-                                        datagramLength: innerLength, core: core)
+            return frameTransport(&packet, sa: sa, version: version, datagramLength: innerLength)
         }
 
         // Tunnel mode. All lengths below are bounded by 65535 + a few hundred.
         let padLength = ESPTrailer.padLength(payloadLength: innerLength)
         let cipherLength = innerLength &+ padLength &+ ESPTrailer.fixedLength
         let end = cipherLength &+ ESPLayout.icv           // bytes from `p` to the end of the ICV
-        guard end &- available <= packet.tailroom else { return .noTailroom }
+        guard end &- available <= packet.tailroom else { return .dropped(.noTailroom) }
         let prefix = sa.pointee.templateLength &+ ESPLayout.headerAndIV
-        guard prefix <= packet.headroom else { return .noHeadroom }
+        guard prefix <= packet.headroom else { return .dropped(.noHeadroom) }
         let total = prefix &+ end
         let outerIPLength = sa.pointee.layout == .tunnelIPv4 ? HeaderSize.ipv4 : HeaderSize.ipv6
-        guard total &- (sa.pointee.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
+        guard total &- (sa.pointee.layout == .tunnelIPv4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .dropped(.tooBig) }
 
         // Trailer after the inner packet (over any L2 padding); the ICV's 16
         // bytes follow it, so the 8-byte store stays inside `end`.
@@ -170,38 +255,29 @@ public enum ESPOutbound {
             o.storeBE16(UInt16(truncatingIfNeeded: total &- outerIPLength), at: outerIPLength &+ UDPField.length)
         }
 
-        let esp = p - ESPLayout.headerAndIV
-        seal(esp: esp, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
-
-        if sa.pointee.udp && sa.pointee.layout == .tunnelIPv6 {
-            // RFC 8200 §8.1: mandatory over IPv6.
-            IPParse.storeTransportChecksum(ipHeader: o, ipv6: true, segment: o + HeaderSize.ipv6,
-                                           length: total &- HeaderSize.ipv6, protocol: IPProtocol.udp.rawValue,
-                                           field: UDPField.checksum)
-        }
         packet.tailroom &-= end &- available  // ≤ tailroom, checked
         packet.prepend(prefix)
         packet.length = total
-        return nil
+        return .framed(ESPFrame(esp: p - ESPLayout.headerAndIV, cipherLength: cipherLength,
+                                udpChecksumAt: sa.pointee.udp && sa.pointee.layout == .tunnelIPv6 ? HeaderSize.ipv6 : 0))
     }
 
     /// Transport mode: ESP between the packet's own IP header (and, IPv6, its
     /// Hop-by-Hop / Routing / Destination Options headers) and its payload.
     @inlinable
-    static func encapsulateTransport(_ packet: inout PacketView, sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
-                                     iv: UInt64, version: UInt8, datagramLength: Int,
-                                     core: borrowing CryptoCore) -> ESPDrop? {
+    static func frameTransport(_ packet: inout PacketView, sa: UnsafePointer<OutboundSA>, version: UInt8,
+                               datagramLength: Int) -> ESPFrameResult {
         let p = packet.start
         let headerLength: Int
         let protocolField: Int
         if version == 4 {
             guard p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) == 0
-            else { return .fragmented }
+            else { return .dropped(.fragmented) }
             headerLength = Int(p.loadByte(at: IPv4Field.versionIHL) & 0x0F) &<< 2
             protocolField = IPv4Field.protocol
         } else {
-            guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .malformed }
-            guard upper.proto != 44 else { return .fragmented }
+            guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .dropped(.malformed) }
+            guard upper.proto != 44 else { return .dropped(.fragmented) }
             headerLength = upper.offset
             protocolField = upper.protocolFieldOffset
         }
@@ -212,10 +288,10 @@ public enum ESPOutbound {
         let udpLength = sa.pointee.udp ? HeaderSize.udp : 0
         let insert = udpLength &+ ESPLayout.headerAndIV
         let end = datagramLength &+ padLength &+ ESPTrailer.fixedLength &+ ESPLayout.icv
-        guard end &- packet.length <= packet.tailroom else { return .noTailroom }
-        guard insert <= packet.headroom else { return .noHeadroom }
+        guard end &- packet.length <= packet.tailroom else { return .dropped(.noTailroom) }
+        guard insert <= packet.headroom else { return .dropped(.noHeadroom) }
         let total = end &+ insert
-        guard total &- (version == 4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .tooBig }
+        guard total &- (version == 4 ? 0 : HeaderSize.ipv6) <= 65535 else { return .dropped(.tooBig) }
 
         // The ICV follows the trailer: the 8-byte store stays inside `end`.
         ESPTrailer.writeAligned4(padLength: padLength, nextHeader: IPProtocol(nextHeader), at: p + datagramLength)
@@ -236,16 +312,11 @@ public enum ESPOutbound {
             udp.storeBE16(0, at: UDPField.checksum)
         }
 
-        seal(esp: udp + udpLength, cipherLength: cipherLength, sa: sa, sequence: sequence, iv: iv, core: core)
-
-        if sa.pointee.udp && version == 6 {
-            IPParse.storeTransportChecksum(ipHeader: h, ipv6: true, segment: udp, length: total &- headerLength,
-                                           protocol: IPProtocol.udp.rawValue, field: UDPField.checksum)
-        }
         packet.tailroom &-= end &- packet.length  // ≤ tailroom, checked
         packet.prepend(insert)
         packet.length = total
-        return nil
+        return .framed(ESPFrame(esp: udp + udpLength, cipherLength: cipherLength,
+                                udpChecksumAt: sa.pointee.udp && version == 6 ? headerLength : 0))
     }
 
     /// The length of the ESP packet `encapsulate` makes of an IP datagram of

@@ -105,6 +105,76 @@ import Testing
         }
     }
 
+    /// A worker's burst: packets of several keys (every AEAD on every
+    /// engine), each with its own AAD length, some AADs in the burst's own
+    /// scratch, sealed and opened with one call each: byte-identical to
+    /// sealing each packet alone with its key, and forgeries flagged and
+    /// wiped whatever their neighbours' keys.
+    @Test(arguments: [false, true])
+    func keyedBurstOfManyKeysMatchesPerPacket(prefetch: Bool) throws {
+        let core = try CryptoCore()
+        let burst = try AEADBurst()
+        var rng = SeededRandom(seed: prefetch ? 71 : 17)
+        final class Box { let key: AEADKey; init(_ key: consuming AEADKey) { self.key = key } }
+        let keys = try Self.combinations.map { aead, engine in
+            Box(try AEADKey(aead, keyMaterial: rng.bytes(aead.keyMaterialLength), engine: engine))
+        }
+        let n = 40
+        let aadLengths = (0..<n).map { $0 % 3 == 0 ? 12 : 8 }
+        let plain = (0..<n).map { i in
+            Packet(payload: rng.bytes(i % 5 == 0 ? i : 17 + 37 * i), iv: rng.bytes(8), aad: rng.bytes(aadLengths[i]))
+        }
+        let keyOf = (0..<n).map { ($0 * 7) % keys.count }
+        let viaBurst = Wire(plain), viaLoop = Wire(plain)
+
+        // Fill: every other 12-byte AAD is built in the burst's scratch.
+        func fill(_ wire: Wire) -> [UnsafeRawPointer] {
+            burst.removeAll()
+            var aads: [UnsafeRawPointer] = []
+            for i in 0..<n {
+                var aad = UnsafeRawPointer(wire.aad(i))
+                if aadLengths[i] == 12 && i % 2 == 0 {
+                    let slot = burst.nextAAD
+                    slot.copyMemory(from: wire.aad(i), byteCount: 12)
+                    aad = UnsafeRawPointer(slot)
+                }
+                aads.append(aad)
+                burst.append(key: keys[keyOf[i]].key.unsafeHandle, payload: wire.payload(i), length: wire.lengths[i],
+                             iv: wire.iv(i), aad: aad, aadLength: aadLengths[i], icv: wire.icv(i))
+            }
+            return aads
+        }
+        _ = fill(viaBurst)
+        let count = burst.count
+        #expect(count == n)
+        let sealed = burst.sealEach(core, prefetch: prefetch)
+        #expect(sealed == n)
+        for i in 0..<n {
+            keys[keyOf[i]].key.seal(core, payload: viaLoop.payload(i), length: viaLoop.lengths[i], iv: viaLoop.iv(i),
+                                aad: viaLoop.aad(i), aadLength: aadLengths[i], icv: viaLoop.icv(i))
+            #expect(viaBurst.bytes(i) == viaLoop.bytes(i), "packet \(i) (\(Self.combinations[keyOf[i]]))")
+        }
+
+        // Forge every fourth packet's ICV; open the burst with one call.
+        let forged = Set(Swift.stride(from: 2, to: n, by: 4))
+        for i in forged { viaBurst.icv(i).storeBytes(of: viaBurst.icv(i).load(as: UInt8.self) ^ 0x80, as: UInt8.self) }
+        _ = fill(viaBurst)
+        let opened = burst.openEach(core, prefetch: prefetch)
+        #expect(opened == n - forged.count)
+        for i in 0..<n {
+            let authentic = burst.isAuthentic(at: i)
+            let payload = Array(viaBurst.bytes(i).prefix(viaBurst.lengths[i]))
+            if forged.contains(i) {
+                #expect(!authentic, "forged packet \(i) passed")
+                #expect(payload.allSatisfy { $0 == 0 }, "forged packet \(i) not wiped")
+            } else {
+                #expect(authentic, "packet \(i) rejected")
+                #expect(payload == plain[i].payload, "packet \(i) decrypts")
+            }
+        }
+        burst.removeAll()
+    }
+
     @Test func burstCapacityIsEnforced() throws {
         let burst = try AEADBurst()
         let p = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 16)

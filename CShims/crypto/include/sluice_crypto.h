@@ -84,7 +84,9 @@ _Static_assert(sizeof(slc_aead_key) % 64 == 0, "sodium_malloc returns 64-byte al
 
 /*
  * Per-burst metadata, struct-of-arrays, one per worker core (allocated once).
- * The caller fills data/len/iv/aad/icv; ok[] and the scratch are the engine's.
+ * The caller fills data/len/iv/aad/icv (and, for the keyed calls, key and
+ * aad_len per packet, the AAD perhaps in aad_buf); ok[] and the scratch are
+ * the engine's.
  */
 typedef struct slc_burst {
     uint32_t count;
@@ -95,6 +97,10 @@ typedef struct slc_burst {
     uint8_t *icv[SLC_BURST_MAX];
     uint32_t len[SLC_BURST_MAX];
     uint8_t ok[SLC_BURST_MAX];
+    uint8_t aad_len[SLC_BURST_MAX];
+    const slc_aead_key *key[SLC_BURST_MAX];
+    /* AAD the caller builds per packet (ESN: SPI || seq-high || seq-low) */
+    uint8_t aad_buf[SLC_BURST_MAX][16] __attribute__((aligned(16)));
     /* engine scratch: nonces and computed tags must outlive queued jobs */
     uint8_t nonce[SLC_BURST_MAX][16] __attribute__((aligned(16)));
     uint8_t tag[SLC_BURST_MAX][16] __attribute__((aligned(16)));
@@ -144,6 +150,12 @@ void slc_burst_destroy(slc_burst *burst);
  * payload of every packet that failed. */
 uint32_t slc_aead_seal_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
 uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *burst, uint32_t aad_len);
+/* The same for a burst whose packets carry their own key and AAD length
+ * (slc_burst_append_keyed: a worker's burst over many SAs). With `prefetch`,
+ * the lines after the first of the next packet's first 320 bytes are asked
+ * for while one is sealed or opened. Returns how many were sealed / authentic. */
+uint32_t slc_burst_seal_keyed(IMB_MGR *mgr, slc_burst *burst, bool prefetch);
+uint32_t slc_burst_open_keyed(IMB_MGR *mgr, slc_burst *burst, bool prefetch);
 
 /* Baseline: one crypto library driven from C with no wrapper, over `burst`
  * in-place buffers of `len` bytes (+16 ICV) each, the payload `offset` bytes
@@ -348,6 +360,23 @@ SLC_INLINE bool slc_aead_open(IMB_MGR *mgr, const slc_aead_key *key, void *data,
 SLC_INLINE void slc_burst_reset(slc_burst *b) { b->count = 0; }
 SLC_INLINE uint32_t slc_burst_count(const slc_burst *b) { return b->count; }
 SLC_INLINE bool slc_burst_ok(const slc_burst *b, uint32_t i) { return b->ok[i] != 0; }
+/* Appends a packet with its own key and AAD length; returns its index. */
+SLC_INLINE uint32_t slc_burst_append_keyed(slc_burst *b, const slc_aead_key *key, void *data, uint32_t len,
+                                           const void *iv, const void *aad, uint32_t aad_len, void *icv)
+{
+    uint32_t i = b->count;
+    b->key[i] = key;
+    b->data[i] = data;
+    b->len[i] = len;
+    b->iv[i] = iv;
+    b->aad[i] = aad;
+    b->aad_len[i] = (uint8_t)aad_len;
+    b->icv[i] = icv;
+    b->count = i + 1;
+    return i;
+}
+/* The 16 bytes of AAD scratch of the packet the next append adds. */
+SLC_INLINE uint8_t *slc_burst_next_aad(slc_burst *b) { return b->aad_buf[b->count]; }
 SLC_INLINE void slc_burst_append(slc_burst *b, void *data, uint32_t len, const void *iv,
                                  const void *aad, void *icv)
 {

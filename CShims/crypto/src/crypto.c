@@ -381,6 +381,51 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
     return good;
 }
 
+/* Asks for lines 1-4 of the packet at `p` (line 0 was read while it was
+ * framed); the hardware prefetcher streams the rest once the cipher walks in. */
+static inline void prefetch_head(const uint8_t *p)
+{
+    const uint8_t *line = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)63);
+    __builtin_prefetch(line + 64);
+    __builtin_prefetch(line + 128);
+    __builtin_prefetch(line + 192);
+    __builtin_prefetch(line + 256);
+}
+
+/* Seals (encrypt) or opens a keyed burst, one call per packet in order; with
+ * `prefetch`, the next packet's first lines are asked for meanwhile.
+ * (ChaCha20-Poly1305 packets submitted together as one multi-buffer burst
+ * of intel-ipsec-mb 1.3 jobs measured no faster here than one job each.) */
+static uint32_t keyed_burst(IMB_MGR *mgr, slc_burst *b, bool prefetch, int encrypt)
+{
+    uint32_t n = b->count, good = 0;
+    if (prefetch && n > 0)
+        prefetch_head(b->data[0]);
+    for (uint32_t i = 0; i < n; i++) {
+        if (prefetch && i + 1 < n)
+            prefetch_head(b->data[i + 1]);
+        if (encrypt) {
+            slc_aead_seal(mgr, b->key[i], b->data[i], b->len[i], b->iv[i], b->aad[i], b->aad_len[i], b->icv[i]);
+            b->ok[i] = 1;
+        } else {
+            b->ok[i] = slc_aead_open(mgr, b->key[i], b->data[i], b->len[i], b->iv[i], b->aad[i], b->aad_len[i],
+                                     b->icv[i]);
+        }
+        good += b->ok[i];
+    }
+    return good;
+}
+
+uint32_t slc_burst_seal_keyed(IMB_MGR *mgr, slc_burst *b, bool prefetch)
+{
+    return keyed_burst(mgr, b, prefetch, 1);
+}
+
+uint32_t slc_burst_open_keyed(IMB_MGR *mgr, slc_burst *b, bool prefetch)
+{
+    return keyed_burst(mgr, b, prefetch, 0);
+}
+
 /* ---- Raw baselines: intel-ipsec-mb and libsodium with no wrapper ---- */
 
 static uint64_t now_ns(void)
