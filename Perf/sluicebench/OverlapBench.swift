@@ -9,7 +9,9 @@ import Foundation
 /// call, beside the same loop with the calls only and with the blocks only
 /// (`slc_bench_overlap`). Issue-bound blocks (independent ALU work, as a
 /// packet path's parsing and bookkeeping are) and latency-bound ones (one
-/// dependent chain) of several sizes. Figures are TSC cycles per round trip,
+/// dependent chain) of several sizes. A fourth loop runs the blocks batched:
+/// a burst's blocks all before its calls, as the worker frames a burst's
+/// packets before sealing them all. Figures are TSC cycles per round trip,
 /// each the best of five runs taking turns.
 enum OverlapBench {
     /// Steps of the issue-bound block (two blocks per round trip): ~140 to
@@ -31,13 +33,16 @@ enum OverlapBench {
             guard let rows = CryptoBench.overlap(payloadSize: payload, latencyBound: latency, steps: steps) else {
                 throw ValidationError("intel-ipsec-mb is not usable on this machine")
             }
-            say("\(name) blocks, \(payload)-byte payloads: steps, cipher alone, blocks alone, together, hidden")
+            say("\(name) blocks, \(payload)-byte payloads: steps, cipher alone, blocks alone, "
+                + "between calls (hidden), batched (hidden)")
             report[name] = rows.map { r -> [String: Any] in
                 say("  \(r.steps)\t\(Int(r.cipherCycles.rounded()))\t\(Int(r.workCycles.rounded()))\t"
-                    + "\(Int(r.togetherCycles.rounded()))\t\(String(format: "%.2f", r.hidden))")
+                    + "\(Int(r.togetherCycles.rounded())) (\(String(format: "%.2f", r.hidden)))\t"
+                    + "\(Int(r.batchedCycles.rounded())) (\(String(format: "%.2f", r.hiddenBatched)))")
                 var row: [String: Any] = ["steps": r.steps, "cipher_cycles": round3(r.cipherCycles),
                                           "work_cycles": round3(r.workCycles), "together_cycles": round3(r.togetherCycles),
-                                          "hidden": round3(r.hidden)]
+                                          "hidden": round3(r.hidden), "batched_cycles": round3(r.batchedCycles),
+                                          "hidden_batched": round3(r.hiddenBatched)]
                 row["instructions"] = 2 * r.steps * (latency ? latencyInstructionsPerStep : issueInstructionsPerStep)
                 return row
             }

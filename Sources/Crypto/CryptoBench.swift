@@ -179,18 +179,22 @@ public enum CryptoBench {
     /// One row of the overlap probe (`slc_bench_overlap`): TSC cycles per
     /// round trip (a seal and an open of the same payload with intel-ipsec-mb's
     /// direct AES-256-GCM API) with nothing between the calls, of two blocks of
-    /// scalar work alone, and of both (a block after each call).
+    /// scalar work alone, of both (a block after each call), and of both
+    /// batched (a burst's blocks all before its calls).
     public struct Overlap: Sendable {
-        /// The block's size: steps of eight independent ALU chains (24
-        /// instructions a step) or of one dependent multiply-add chain.
+        /// The block's size: steps of eight independent ALU chains (34
+        /// instructions a step) or of one dependent multiply-add chain (6).
         public let steps: Int
         public let cipherCycles: Double
         public let workCycles: Double
         public let togetherCycles: Double
+        public let batchedCycles: Double
 
         /// The share of the blocks' own cycles the cipher hid: 0 when the two
         /// simply add up, 1 when the blocks cost nothing beside the cipher.
         public var hidden: Double { (cipherCycles + workCycles - togetherCycles) / max(workCycles, 1) }
+        /// The same share with the blocks batched.
+        public var hiddenBatched: Double { (cipherCycles + workCycles - batchedCycles) / max(workCycles, 1) }
     }
 
     /// Runs the overlap probe on the calling thread for each block size in
@@ -206,7 +210,8 @@ public enum CryptoBench {
                                        UInt64(rounds), UInt32(repeats), &results)
         guard status == 0 else { return nil }
         return zip(steps, results).map {
-            Overlap(steps: $0, cipherCycles: $1.cipher, workCycles: $1.work, togetherCycles: $1.together)
+            Overlap(steps: $0, cipherCycles: $1.cipher, workCycles: $1.work, togetherCycles: $1.together,
+                    batchedCycles: $1.batched)
         }
     }
 

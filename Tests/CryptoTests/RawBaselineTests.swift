@@ -62,7 +62,8 @@ import Testing
             let rows = try #require(CryptoBench.overlap(payloadSize: 1400, latencyBound: latency, steps: [0, 4], rounds: 10,
                                                         repeats: 1))
             #expect(rows.map(\.steps) == [0, 4])
-            #expect(rows.allSatisfy { $0.cipherCycles > 0 && $0.togetherCycles > 0 } && rows[1].workCycles > 0)
+            #expect(rows.allSatisfy { $0.cipherCycles > 0 && $0.togetherCycles > 0 && $0.batchedCycles > 0 }
+                    && rows[1].workCycles > 0)
         }
     }
 }

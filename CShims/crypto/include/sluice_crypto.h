@@ -185,6 +185,7 @@ uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t le
  * when intel-ipsec-mb is not usable or an open failed to authenticate. */
 typedef struct slc_overlap_result {
     double cipher, work, together;
+    double batched; /* the same blocks all run before each burst's calls */
 } slc_overlap_result;
 int slc_bench_overlap(uint32_t len, int latency, const uint32_t *steps, uint32_t count, uint64_t rounds,
                       uint32_t repeats, slc_overlap_result *out);
