@@ -121,7 +121,6 @@ public enum ESPClassification: Hashable, Sendable, BitwiseCopyable {
     case drop(ESPDrop)
 }
 
-/// The inbound ESP transform.
 /// What `ESPInbound.admit` found for a packet the window admits: its full
 /// (inferred) sequence number, the length of the plaintext after the IV, and
 /// what `complete` needs of its `ESPInboundHeader` (a third of its size).
@@ -155,6 +154,7 @@ public enum ESPAdmission {
     case dropped(ESPDrop)
 }
 
+/// The inbound ESP transform.
 public enum ESPInbound {
     /// Classifies an IP packet arriving on the unprotected side. Always
     /// inlined: returned through memory, the header's narrow fields would be
@@ -391,6 +391,9 @@ public enum ESPInbound {
         return nil
     }
 
+    /// Tunnel mode: the inner packet is the payload; RFC 6040 ECN; the view
+    /// narrowed to the inner datagram. Always inlined (the per-packet case):
+    /// out of line, the view would go through memory both ways.
     @inlinable @inline(__always)
     static func decapsulateTunnel(_ packet: inout PacketView, payloadOffset: Int, payloadLength: Int,
                                   nextHeader: UInt8) -> ESPDrop? {
