@@ -1,0 +1,64 @@
+// The worker opens a burst's ESP in three passes (admit every packet, open
+// them all with one call, finish each): one RX burst that mixes every
+// inbound fate must still give each packet its own, with the right inner
+// packet forwarded and the right counter for each drop.
+
+import Command
+import Control
+import Dataplane
+import IPsec
+import Packet
+import Testing
+
+extension EALSuites.GatewayTests {
+    /// One burst of 17 frames to the gateway's unprotected port: two SAs'
+    /// packets interleaved, a copy of one packet, a forgery of a number that
+    /// a genuine packet later in the burst carries, an SA whose hard packet
+    /// limit (3) falls inside the burst, an unknown SPI and plaintext that a
+    /// protect policy covers. Each genuine packet within its SA's limit leaves
+    /// as its exact inner packet, in order; each other frame is one drop
+    /// under its own reason.
+    @Test func oneBurstMixesEveryInboundFate() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        let key = "0x" + String(repeating: "6d", count: 20)
+        let text = h.baseConfigText + """
+
+        sa add spi 0x7501 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sa add spi 0x7502 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) lifetime packets hard 3
+        sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect spi 0x7501
+        sp add dir in src 198.51.101.0/24 dst 10.1.0.0/16 priority 2 action protect spi 0x7502
+        """
+        _ = try h.installSession(text, name: "staged")
+        let peer = try TunnelPeer()
+        func inner(_ source: String, _ n: Int) -> [UInt8] {
+            h.frame4(source, "10.1.0.\(n)", payload: 40 + 60 * n, pattern: .incrementing(from: UInt8(n)),
+                     ethDst: h.portMAC(h.u))
+        }
+        let a = (1...4).map { inner("198.51.100.7", $0) }
+        let b = (1...5).map { inner("198.51.101.7", 10 + $0) }
+        let a1 = peer.frame(spi: 0x7501, inner: a[0]), a2 = peer.frame(spi: 0x7501, inner: a[1])
+        var forged = peer.frame(spi: 0x7501, inner: a[2])
+        forged[forged.count - 1] ^= 0x01  // the ICV's last byte, under number 3
+        peer.next[0x7501] = 3
+        let a3 = peer.frame(spi: 0x7501, inner: a[2]), a4 = peer.frame(spi: 0x7501, inner: a[3])
+        let bs = b.map { peer.frame(spi: 0x7502, inner: $0) }
+        let unknown = peer.frame(spi: 0x7599, inner: a[0])
+        let plaintext = inner("198.51.100.8", 9)
+
+        let burst = [a1, bs[0], a2, a2, bs[1], forged, bs[2], a3, bs[3], unknown, bs[4], plaintext, a4]
+        #expect(burst.count <= 32, "one RX burst")
+        let out = try h.inject(burst, on: h.unprotected)
+
+        #expect(out.delta.rxPackets == UInt64(burst.count), "\(out.delta)")
+        #expect(out.delta.dropsByReason == [.esp(.replayed): 1, .esp(.authenticationFailed): 1, .lifetimeExpired: 2,
+                                            .esp(.noSA): 1, .plaintextProtected: 1], "\(out.delta)")
+        let expected = [a[0], b[0], a[1], b[1], b[2], a[2], a[3]]
+        let sent = out.sent[h.p] ?? []
+        #expect(sent.count == expected.count, "forwarded \(sent.count): \(out.delta)")
+        #expect(out.sent[h.u]?.isEmpty ?? true, "nothing back out of the unprotected port")
+        let egress = Egress(port: h.p, destination: GatewayHarness.protectedNeighbor4.1, source: h.portMAC(h.p))
+        for (i, (frame, input)) in zip(sent, expected).enumerated() {
+            checkForwarded(frame, input: input, egress: egress, "forwarded packet \(i)")
+        }
+    }
+}
