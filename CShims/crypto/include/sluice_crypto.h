@@ -378,16 +378,12 @@ SLC_INLINE uint32_t slc_burst_append_keyed(slc_burst *b, const slc_aead_key *key
 }
 /* The 16 bytes of AAD scratch of the packet the next append adds. */
 SLC_INLINE uint8_t *slc_burst_next_aad(slc_burst *b) { return b->aad_buf[b->count]; }
+/* Appends a packet of the burst's one key (slc_aead_seal_burst / open_burst
+ * give the key and AAD length for all). */
 SLC_INLINE void slc_burst_append(slc_burst *b, void *data, uint32_t len, const void *iv,
                                  const void *aad, void *icv)
 {
-    uint32_t i = b->count;
-    b->data[i] = data;
-    b->len[i] = len;
-    b->iv[i] = iv;
-    b->aad[i] = aad;
-    b->icv[i] = icv;
-    b->count = i + 1;
+    (void)slc_burst_append_keyed(b, NULL, data, len, iv, aad, 0, icv);
 }
 
 #endif
