@@ -335,7 +335,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     // the worker's AEAD burst; everything else decided at once), then the
     // burst opened with one call and its packets finished (`openStaged`).
     let opened = context.opened
-    var opening = 0
+    var toOpen = 0
     var i = 0
     while i < n {
         let m = rx[i]!
@@ -392,8 +392,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             case .dropped(let d):
                 drop(m, .esp(d), drops)
             case .admitted(let o):
-                opened[opening] = StagedOpen(m: m, record: record, view: view, opening: o)
-                opening &+= 1
+                opened[toOpen] = StagedOpen(m: m, record: record, view: view, opening: o)
+                toOpen &+= 1
             }
         case .notESP:
             // A later piece of a fragmented ESP-in-UDP packet has no UDP header
@@ -409,8 +409,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
         }
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
-    if opening > 0 {
-        openStaged(w, count: opening, fib: fib, hops: hops, context: context, prefetch: prefetchData, tx: &tx, drops: drops)
+    if toOpen > 0 {
+        openStaged(w, count: toOpen, fib: fib, hops: hops, context: context, prefetch: prefetchData, tx: &tx, drops: drops)
     }
 }
 

@@ -426,27 +426,6 @@ func startPrefetch(_ rx: UnsafeMutablePointer<OpaquePointer?>, count n: Int, pre
     return data
 }
 
-/// Prefetches the lines after the first of a packet's first 256 bytes (the
-/// `length` bytes at `p`): a packet about to be encrypted or decrypted whole,
-/// whose lines another agent wrote. Its first line is already on its way
-/// (`sl_prefetch_mbuf_data` in the receive loop, `prefetchDistance` ahead,
-/// and the headers were read since). The hardware prefetcher streams the
-/// rest once the cipher walks in: asking for every line of a 1400-byte
-/// packet made ring ports with packed mbufs 20–30 % slower than asking for
-/// its first 128, 256 or 512 bytes (no difference with 64- or 512-byte
-/// payloads). Unrolled, with no per-line test: a line past the packet's end
-/// is still inside its mbuf's buffer, and a prefetch never faults.
-@inline(__always)
-func prefetchHead(_ p: UnsafeRawPointer, length: Int) {
-    let line = UnsafeRawPointer(bitPattern: UInt(bitPattern: p) & ~63)!
-    sl_prefetch0(line + 64)
-    if length > 128 {
-        sl_prefetch0(line + 128)
-        sl_prefetch0(line + 192)
-        sl_prefetch0(line + 256)
-    }
-}
-
 /// Counts a received burst on this core.
 @inline(__always) func countBurst(_ w: UnsafeMutablePointer<sl_worker>, _ n: Int) {
     w.pointee.counters.rx_packets &+= UInt64(n)

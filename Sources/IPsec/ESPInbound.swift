@@ -299,23 +299,8 @@ public enum ESPInbound {
                              window: ReplayWindow, burst: borrowing AEADBurst) -> ESPAdmission {
         let result = admit(packet, header: header, saAt: sa, window: window)
         if case .admitted(let o) = result {
-            let esp = packet.start + header.espOffset
-            let payload = esp + ESPLayout.headerAndIV
-            let aad: UnsafeRawPointer
-            let aadLength: Int
-            if sa.pointee.esn {
-                let slot = burst.nextAAD
-                var value = SIMD4<UInt32>()
-                aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: o.sequence.rawValue,
-                                                    extendedSequenceNumbers: true, to: &value)
-                slot.storeBytes(of: value, as: SIMD4<UInt32>.self)
-                aad = UnsafeRawPointer(slot)
-            } else {
-                aad = UnsafeRawPointer(esp)
-                aadLength = AEADAlgorithm.aadLength
-            }
-            burst.append(key: sa.pointee.key, payload: payload, length: o.cipherLength, iv: esp + 8, aad: aad,
-                         aadLength: aadLength, icv: payload + o.cipherLength)
+            burst.appendESP(esp: packet.start + header.espOffset, cipherLength: o.cipherLength, key: sa.pointee.key,
+                            spi: sa.pointee.spi, sequence: o.sequence, esn: sa.pointee.esn)
         }
         return result
     }

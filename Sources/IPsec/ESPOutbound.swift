@@ -134,26 +134,9 @@ public enum ESPOutbound {
                              burst: borrowing AEADBurst) -> ESPFrameResult {
         let result = frame(&packet, saAt: sa, sequence: sequence, identification: nil)
         if case .framed(let f) = result {
-            let header = SIMD4<UInt32>(sa.pointee.spi.rawValue.bigEndian, sequence.low32.bigEndian,
-                                       UInt32(truncatingIfNeeded: sequence.rawValue >> 32).bigEndian,
-                                       UInt32(truncatingIfNeeded: sequence.rawValue).bigEndian)
-            f.esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
-            let payload = f.esp + ESPLayout.headerAndIV
-            let aad: UnsafeRawPointer
-            let aadLength: Int
-            if sa.pointee.esn {
-                let slot = burst.nextAAD
-                var value = SIMD4<UInt32>()
-                aadLength = ESPAssociatedData.store(spi: sa.pointee.spi.rawValue, sequence: sequence.rawValue,
-                                                    extendedSequenceNumbers: true, to: &value)
-                slot.storeBytes(of: value, as: SIMD4<UInt32>.self)
-                aad = UnsafeRawPointer(slot)
-            } else {
-                aad = UnsafeRawPointer(f.esp)
-                aadLength = AEADAlgorithm.aadLength
-            }
-            burst.append(key: sa.pointee.key, payload: payload, length: f.cipherLength, iv: f.esp + 8,
-                         aad: aad, aadLength: aadLength, icv: payload + f.cipherLength)
+            writeHeader(esp: f.esp, spi: sa.pointee.spi, sequence: sequence, iv: sequence.rawValue)
+            burst.appendESP(esp: f.esp, cipherLength: f.cipherLength, key: sa.pointee.key, spi: sa.pointee.spi,
+                            sequence: sequence, esn: sa.pointee.esn)
         }
         return result
     }
@@ -360,15 +343,20 @@ public enum ESPOutbound {
         return max(0, ((room &+ 2) & ~3) &- 2)
     }
 
+    /// SPI || seq || IV at `esp`, with one 16-byte store.
+    @inlinable @inline(__always)
+    static func writeHeader(esp: UnsafeMutableRawPointer, spi: SPI, sequence: SequenceNumber, iv: UInt64) {
+        let header = SIMD4<UInt32>(spi.rawValue.bigEndian, sequence.low32.bigEndian,
+                                   UInt32(truncatingIfNeeded: iv >> 32).bigEndian, UInt32(truncatingIfNeeded: iv).bigEndian)
+        esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
+    }
+
     /// Writes SPI || seq || IV at `esp` with one 16-byte store and seals the
     /// `cipherLength` bytes after it; the ICV follows them.
     @inlinable @inline(__always)
     static func seal(esp: UnsafeMutableRawPointer, cipherLength: Int, sa: UnsafePointer<OutboundSA>, sequence: SequenceNumber,
                      iv: UInt64, core: borrowing CryptoCore) {
-        let header = SIMD4<UInt32>(sa.pointee.spi.rawValue.bigEndian, sequence.low32.bigEndian,
-                                   UInt32(truncatingIfNeeded: iv >> 32).bigEndian,
-                                   UInt32(truncatingIfNeeded: iv).bigEndian)
-        esp.storeBytes(of: header, as: SIMD4<UInt32>.self)
+        writeHeader(esp: esp, spi: sa.pointee.spi, sequence: sequence, iv: iv)
         let payload = esp + ESPLayout.headerAndIV
         if sa.pointee.esn {
             var aad = SIMD4<UInt32>()

@@ -215,3 +215,25 @@ public enum ESPLayout {
     @inlinable public static var iv: Int { 8 }
     @inlinable public static var icv: Int { 16 }
 }
+
+extension AEADBurst {
+    /// Adds the AEAD work of the ESP packet whose header (SPI, sequence
+    /// number, IV) is at `esp`, `cipherLength` bytes after the IV, ICV after
+    /// them: the AAD read in place from the header, or, with ESN (`sequence`
+    /// the full number), built in the burst's scratch. Both `stage`s use it.
+    @inlinable @inline(__always)
+    func appendESP(esp: UnsafeMutableRawPointer, cipherLength: Int, key: AEADKeyHandle, spi: SPI,
+                   sequence: SequenceNumber, esn: Bool) {
+        let payload = esp + ESPLayout.headerAndIV
+        if esn {
+            let slot = nextAAD
+            let aadLength = ESPAssociatedData.store(spi: spi.rawValue, sequence: sequence.rawValue,
+                                                    extendedSequenceNumbers: true, to: slot)
+            append(key: key, payload: payload, length: cipherLength, iv: esp + ESPLayout.iv, aad: slot,
+                   aadLength: aadLength, icv: payload + cipherLength)
+        } else {
+            append(key: key, payload: payload, length: cipherLength, iv: esp + ESPLayout.iv, aad: esp,
+                   aadLength: AEADAlgorithm.aadLength, icv: payload + cipherLength)
+        }
+    }
+}

@@ -381,8 +381,13 @@ uint32_t slc_aead_open_burst(IMB_MGR *mgr, const slc_aead_key *key, slc_burst *b
     return good;
 }
 
-/* Asks for lines 1-4 of the packet at `p` (line 0 was read while it was
- * framed); the hardware prefetcher streams the rest once the cipher walks in. */
+/* Asks for lines 1-4 of the packet at `p`, about to be sealed or opened whole
+ * (line 0 was read while it was framed or admitted). The hardware prefetcher
+ * streams the rest once the cipher walks in: asking for every line of a
+ * 1400-byte packet made ring ports with packed mbufs 20-30 % slower than
+ * asking for its first 128, 256 or 512 bytes (no difference with 64- or
+ * 512-byte payloads). Unconditional: a line past a short packet's end is
+ * still inside its mbuf's buffer, and a prefetch never faults. */
 static inline void prefetch_head(const uint8_t *p)
 {
     const uint8_t *line = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)63);
