@@ -185,6 +185,7 @@ struct SluiceBench: ParsableCommand {
     }
 
     func run() throws {
+        try shared.pinCryptoPath()
         if mode == "acl-gen" {
             try ACLFiles.generate(rules: rules, traces: traces, ipv6: ipv6, seed: seed, adversarial: adversarial,
                                   rulesPath: aclRules!, tracesPath: aclTraces!)
@@ -563,6 +564,7 @@ struct Bench {
                 report["ratio_at_packet_offset"] = round3(mpps / atPacket)
             }
             report["engine"] = "\(resolved)"
+            if resolved == .ipsecMB { report["ipsec_mb_arch"] = CryptoEngines.ipsecMB.map { "\($0.architecture)" } ?? "none" }
             report["aead"] = o.aead
             report["payload"] = o.payload
         }

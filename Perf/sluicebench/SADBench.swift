@@ -174,6 +174,7 @@ struct SADBenchCommand: ParsableCommand {
     }
 
     func run() throws {
+        try shared.pinCryptoPath()
         let bench = SADBench(o: self)
         let report = mode == "sad" ? try bench.runLookup() : try bench.runInstall()
         try shared.printReport(report)

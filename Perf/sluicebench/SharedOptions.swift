@@ -1,5 +1,6 @@
 import ArgumentParser
 import CShims
+import Crypto
 import Dataplane
 import Foundation
 
@@ -18,6 +19,20 @@ struct SharedOptions: ParsableArguments {
         e.g. `echo 1536 > /proc/sys/vm/nr_hugepages; mount -t hugetlbfs nodev /dev/hugepages`.
         """)
     var hugepages = false
+    @Option(name: .customLong("ipsec-mb-arch"), help: """
+        intel-ipsec-mb's code path for the gateway and the raw baseline alike: auto (the best this CPU has), \
+        sse, avx, avx2 or avx512 (ipsec-secgw keeps its own choice).
+        """)
+    var ipsecMBArch = "auto"
+
+    /// Pins `--ipsec-mb-arch` before anything uses an engine.
+    func pinCryptoPath() throws {
+        guard ipsecMBArch != "auto" else { return }
+        guard let arch = IPsecMBArchitecture(name: ipsecMBArch) else {
+            throw ValidationError("--ipsec-mb-arch: '\(ipsecMBArch)' is not auto, sse, avx, avx2 or avx512")
+        }
+        try CryptoEngines.pin(arch)
+    }
 
     /// The EAL's memory arguments for the gateway and its baselines: 4 KiB
     /// pages, or hugepages with no files left behind (`--in-memory`).

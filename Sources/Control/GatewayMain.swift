@@ -8,11 +8,13 @@ import Packet
 /// `sluice [EAL args] -- --config FILE [--stats-interval SECONDS]`
 public enum GatewayMain {
     public static let usage = """
-    usage: sluice [EAL options] -- --config FILE [--control PATH] [--stats-interval SECONDS]
+    usage: sluice [EAL options] -- --config FILE [--control PATH] [--stats-interval SECONDS] [--ipsec-mb-arch PATH]
 
       --config FILE             configuration in the Sluice command language (required)
       --control PATH            the control socket (default /run/sluice/sluice.sock; 'none': no socket)
       --stats-interval SECONDS  print a stats line every SECONDS (fractions allowed; 0 = never)
+      --ipsec-mb-arch PATH      intel-ipsec-mb's code path: auto (default: the best this CPU has),
+                                sse, avx, avx2 or avx512, e.g. to keep the cores off AVX-512
       --help                    this text
 
     EAL options select ports and lcores, e.g. for virtual ports:
@@ -27,6 +29,7 @@ public enum GatewayMain {
         var configPath: String?
         var statsInterval: Double = 0
         var controlPath = "/run/sluice/sluice.sock"
+        var ipsecMBArch: IPsecMBArchitecture?
     }
 
     static func fail(_ message: String, code: Int32 = 1) -> Int32 {
@@ -50,6 +53,11 @@ public enum GatewayMain {
             case "--control":
                 guard let v = it.next(), !v.isEmpty else { return .failure(DataplaneError("--control needs a socket path (or 'none')")) }
                 o.controlPath = v
+            case "--ipsec-mb-arch":
+                guard let v = it.next(), v == "auto" || IPsecMBArchitecture(name: v) != nil else {
+                    return .failure(DataplaneError("--ipsec-mb-arch needs auto, sse, avx, avx2 or avx512"))
+                }
+                o.ipsecMBArch = IPsecMBArchitecture(name: v)
             case "--help", "-h":
                 return .failure(DataplaneError(usage))
             default:
@@ -86,6 +94,8 @@ public enum GatewayMain {
         case .failure(let e): return fail(e.message, code: 2)
         }
         guard let path = options.configPath else { return fail("--config FILE is required\n\(usage)", code: 2) }
+        // Before anything expands a key (the configuration's SAs are checked next).
+        do { try CryptoEngines.pin(options.ipsecMBArch) } catch { return fail(error.description) }
 
         // The configuration is checked before the EAL starts: a typo costs no start-up.
         let config: GatewayConfig

@@ -15,6 +15,26 @@ public enum IPsecMBArchitecture: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// The paths a process can pin (`pin`), by the names options take:
+    /// "sse", "avx", "avx2", "avx512".
+    public static let pinnable: [IPsecMBArchitecture] = [.sse, .avx, .avx2, .avx512]
+
+    /// The pinnable path named `name` (any case), or nil.
+    public init?(name: String) {
+        guard let a = Self.pinnable.first(where: { $0.description.lowercased() == name.lowercased() }) else { return nil }
+        self = a
+    }
+
+    var raw: Int32 {
+        switch self {
+        case .noAESNI: return Int32(IMB_ARCH_NOAESNI.rawValue)
+        case .sse: return Int32(IMB_ARCH_SSE.rawValue)
+        case .avx: return Int32(IMB_ARCH_AVX.rawValue)
+        case .avx2: return Int32(IMB_ARCH_AVX2.rawValue)
+        case .avx512: return Int32(IMB_ARCH_AVX512.rawValue)
+        }
+    }
+
     public var description: String {
         switch self {
         case .noAESNI: return "no-AESNI"
@@ -43,6 +63,22 @@ public struct IPsecMBInfo: Sendable, Hashable, CustomStringConvertible {
 /// Engine discovery and the per-SA engine choice. Probed once per process
 /// (thread-safe); nothing here is on the data path.
 public enum CryptoEngines {
+    /// Pins intel-ipsec-mb's code path for this process (nil: the best this
+    /// CPU has, the default). Must come before anything uses an engine, since
+    /// keys are expanded for one path. Pinning a path the CPU cannot run
+    /// leaves intel-ipsec-mb unavailable, with that as the reason. Why pin
+    /// one: to keep a core off AVX-512 (CPUs that lower their clock for it),
+    /// to run one path on a fleet of mixed CPUs, or to measure what the
+    /// gateway costs beside a slower cipher (`sluicebench --ipsec-mb-arch`).
+    public static func pin(_ arch: IPsecMBArchitecture?) throws(CryptoError) {
+        guard slc_mb_pin_arch(arch?.raw ?? Int32(IMB_ARCH_NONE.rawValue)) == 0 else {
+            throw .engineUnavailable(.ipsecMB, reason: "its code path can only be chosen before the engines are first used")
+        }
+    }
+
+    /// The path pinned by `pin`, or nil (the best the CPU has).
+    public static var pinned: IPsecMBArchitecture? { IPsecMBArchitecture(slc_mb_pinned_arch()) }
+
     static let probe: slc_engine_info = {
         var info = slc_engine_info()
         slc_engine_probe(&info)
@@ -71,6 +107,9 @@ public enum CryptoEngines {
         if p.mb_version >> 16 != UInt32(IMB_VERSION_NUM) >> 16 || p.mb_version < UInt32(IMB_VERSION_NUM) {
             return "library version \(runtime) does not match the headers (\(IMB_VERSION_STR))"
         }
+        if let pinned, p.mb_arch == Int32(IMB_ARCH_NONE.rawValue) {
+            return "this CPU cannot run its pinned \(pinned) code path"
+        }
         if p.mb_errno != 0 { return "initialisation failed (imb errno \(p.mb_errno))" }
         if let arch = IPsecMBArchitecture(p.mb_arch), arch == .noAESNI { return "the CPU lacks AES-NI" }
         return "the library did not initialise (arch \(p.mb_arch))"
@@ -85,7 +124,8 @@ public enum CryptoEngines {
 
     /// One line for logs and `sluicebench`: which engines and which ISA.
     public static var summary: String {
-        let mb = ipsecMB.map(\.description) ?? "intel-ipsec-mb unavailable: \(ipsecMBUnavailableReason)"
+        let mb = ipsecMB.map { $0.description + (pinned != nil ? ", pinned" : "") }
+            ?? "intel-ipsec-mb unavailable: \(ipsecMBUnavailableReason)"
         let na = sodiumUsable
             ? "libsodium \(sodiumVersion) (AES-256-GCM \(sodiumAES256GCMAvailable ? "available" : "unavailable"))"
             : "libsodium unavailable"

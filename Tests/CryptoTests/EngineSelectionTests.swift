@@ -6,6 +6,22 @@ import Foundation
 import Testing
 
 @Suite struct EngineSelectionTests {
+    /// Once the engines are in use, the code path is fixed: pinning another
+    /// (or going back to auto) is refused with the reason, and nothing
+    /// changes. `ESPInterop.pinnedCodePath` pins each path in a real gateway.
+    @Test func pinningAfterFirstUseIsRefused() throws {
+        _ = CryptoEngines.summary  // the probe has run
+        let before = CryptoEngines.ipsecMB?.architecture
+        for arch in [IPsecMBArchitecture.sse, .avx2, nil] {
+            let error = #expect(throws: CryptoError.self) { try CryptoEngines.pin(arch) }
+            #expect(error?.description.contains("before the engines are first used") == true)
+        }
+        #expect(CryptoEngines.pinned == nil && CryptoEngines.ipsecMB?.architecture == before)
+        #expect(IPsecMBArchitecture.pinnable.map { IPsecMBArchitecture(name: $0.description.uppercased()) }
+                == [.sse, .avx, .avx2, .avx512])
+        #expect(IPsecMBArchitecture(name: "no-aesni") == nil && IPsecMBArchitecture(name: "avx3") == nil)
+    }
+
     /// The CPU flags the kernel reports.
     static var cpuFlags: Set<Substring> {
         let info = readProcFile("/proc/cpuinfo")

@@ -73,6 +73,33 @@ extension EndToEnd {
             run.expectWiresharkAgrees(on: cell)
         }
 
+        /// intel-ipsec-mb pinned to each of its other code paths
+        /// (`--ipsec-mb-arch`; the matrix runs the best this CPU has): its
+        /// AES-GCM and ChaCha20-Poly1305 are separate code for SSE, AVX, AVX2
+        /// and AVX-512, with keys expanded differently for each. Every AEAD,
+        /// tunnel and transport, with and without ESN and UDP: scapy decrypts
+        /// what sluice sealed and sluice delivers what scapy sealed, exactly.
+        @Test(arguments: ["sse", "avx", "avx2"])
+        func pinnedCodePath(_ arch: String) async throws {
+            let cells = ESPCell.aeads.flatMap { aead in
+                [ESPCell(aead: aead, mode: "tunnel-4in4", esn: false, udp: false),
+                 ESPCell(aead: aead, mode: "transport-6", esn: true, udp: true)]
+            }
+            let run = try await ESPGroupRun.perform("pinned-\(arch)", cells: cells, engine: "ipsec-mb",
+                                                    options: ["--ipsec-mb-arch", arch])
+            run.expectHealthy()
+            let banner = run.outcome.stdout.split(separator: "\n").first { $0.hasPrefix("sluice: IPsec:") } ?? ""
+            #expect(banner.contains(", \(arch.uppercased()) (") && banner.contains(", pinned;"),
+                    "sluice should announce intel-ipsec-mb's pinned \(arch) path: '\(banner)'")
+            let check = try #require(run.check, "esp_interop.py check: \(run.checkError ?? "no result")")
+            for cell in cells {
+                let result = try #require(check.cells[cell.name], "no result for \(cell.name)\n\(run.finalBlock)")
+                #expect(result.ok && result.espExpected > 0 && result.espMatched == result.espExpected
+                        && result.plainExpected > 0 && result.plainMatched == result.plainExpected,
+                        "\(arch) \(cell.name):\n\(result.problems.joined(separator: "\n"))\n\(run.finalBlock)")
+            }
+        }
+
         /// ESP that scapy encrypted and then cut with its own fragmenter
         /// (`fragment`, `fragment6`; 2 to 4 pieces, in order or reversed,
         /// six cells' fragments interleaved, two of them transport mode to
@@ -365,13 +392,14 @@ struct ESPSluiceOutcome: Sendable {
 enum ESPSluice {
     /// Starts sluice on the traffic's pcaps (one worker), waits until every
     /// input was received and either sent or dropped, and stops it.
-    static func run(_ traffic: ESPTraffic, in dir: URL) async throws -> ESPSluiceOutcome {
+    static func run(_ traffic: ESPTraffic, in dir: URL, options: [String] = []) async throws -> ESPSluiceOutcome {
         let vdevs = traffic.ports.keys.compactMap(Int.init).sorted().map { port in
             let files = traffic.ports[String(port)]!
             return (["net_pcap\(port)"] + files.rx.map { "rx_pcap=" + dir.appendingPathComponent($0).path }
                 + files.tx.map { "tx_pcap=" + dir.appendingPathComponent($0).path }).joined(separator: ",")
         }
-        let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config)
+        let run = try await SluiceRun(eal: E2E.ealArguments(lcores: "0@0,1@1", vdevs: vdevs), config: traffic.config,
+                                      options: options)
         let n = UInt64(traffic.inputs)
         // A fragment taken for reassembly is done with once taken: its
         // datagram counts as one packet sent or dropped. A datagram sent in
@@ -424,14 +452,18 @@ struct ESPGroupRun: Sendable {
         }
     }
 
-    static func perform(_ group: String, cells: [ESPCell]) async throws -> ESPGroupRun {
+    /// `engine`: esp_interop.py's `--engine` (default: SLUICE_ESP_INTEROP_ENGINE's);
+    /// `options`: sluice's own options beside `--config`.
+    static func perform(_ group: String, cells: [ESPCell], engine: String? = nil,
+                        options: [String] = []) async throws -> ESPGroupRun {
         let dir = try E2E.scratchDirectory("esp-" + group.replacingOccurrences(of: "/", with: "-"))
         defer { E2E.removeScratch(dir) }
         let traffic = try await Scripts.run("esp_interop.py",
                                             ["make", "--dir", dir.path] + cells.flatMap { ["--cell", $0.name] }
-                                                + ESPCell.engineArguments + ESPCell.countArguments,
+                                                + (engine.map { ["--engine", $0] } ?? ESPCell.engineArguments)
+                                                + ESPCell.countArguments,
                                             as: ESPTraffic.self)
-        let outcome = try await ESPSluice.run(traffic, in: dir)
+        let outcome = try await ESPSluice.run(traffic, in: dir, options: options)
         var run = ESPGroupRun(group: group, traffic: traffic, outcome: outcome)
         do {
             run.check = try await ESPSluice.check(dir, outcome.report)

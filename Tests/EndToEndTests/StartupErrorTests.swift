@@ -69,6 +69,17 @@ extension EndToEnd {
             try await expectRefusal(eal: Self.nullPorts, config: path, contains: "port 5 does not exist")
         }
 
+        /// An intel-ipsec-mb code path that does not exist is refused before
+        /// the EAL starts.
+        @Test func unknownIPsecMBPath() async throws {
+            let dir = try E2E.scratchDirectory("mb-arch")
+            defer { E2E.removeScratch(dir) }
+            let path = dir.appendingPathComponent("sluice.conf").path
+            try "port 0 role protected address 10.0.0.1/24\n".write(toFile: path, atomically: true, encoding: .utf8)
+            try await expectRefusal(eal: Self.nullPorts, config: path, options: ["--ipsec-mb-arch", "avx3"],
+                                    contains: "--ipsec-mb-arch needs auto, sse, avx, avx2 or avx512")
+        }
+
         @Test func moreWorkersThanQueues() async throws {
             let dir = try E2E.scratchDirectory("queues")
             defer { E2E.removeScratch(dir) }
@@ -90,9 +101,10 @@ extension EndToEnd {
 /// Runs sluice and expects it to exit non-zero without becoming ready, with
 /// a message on stderr that starts a line with `sluice: error: ` and
 /// contains `expected` (EAL log lines may come before it).
-private func expectRefusal(eal: [String], config: String, contains expected: String) async throws {
+private func expectRefusal(eal: [String], config: String, options: [String] = [],
+                           contains expected: String) async throws {
     let binary = try E2E.sluiceBinary()
-    let child = try Child(binary, eal + ["--", "--config", config])
+    let child = try Child(binary, eal + ["--", "--config", config] + options)
     let exited = await child.waitForExit(timeout: .seconds(20))
     let status = try #require(exited, "sluice was still running after 20 s\n\(child.transcript())")
     #expect(status != 0, "sluice exited 0\n\(child.transcript())")

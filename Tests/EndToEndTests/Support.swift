@@ -376,9 +376,10 @@ final class SluiceRun: Sendable {
     let binary: String
 
     /// Starts `sluice` and waits for `sluice: ready`.
-    init(eal: [String], config: String, statsInterval: Double? = 0.1, control: String = "none") async throws {
+    init(eal: [String], config: String, statsInterval: Double? = 0.1, control: String = "none",
+         options: [String] = []) async throws {
         binary = try E2E.sluiceBinary()
-        var app = ["--config", config, "--control", control]
+        var app = ["--config", config, "--control", control] + options
         if let statsInterval { app += ["--stats-interval", "\(statsInterval)"] }
         child = try Child(binary, eal + ["--"] + app)
         let deadline = ContinuousClock.now + .seconds(30)

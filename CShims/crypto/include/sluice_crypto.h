@@ -110,7 +110,7 @@ typedef struct slc_burst {
 /* What the libraries offer on this machine (filled once by slc_engine_probe). */
 typedef struct slc_engine_info {
     int32_t mb_usable;             /* 1 when intel-ipsec-mb initialised with AES-NI or better */
-    int32_t mb_arch;               /* IMB_ARCH chosen by init_mb_mgr_auto */
+    int32_t mb_arch;               /* IMB_ARCH in use (init_mb_mgr_auto's, or the pinned one) */
     uint64_t mb_features;          /* IMB_FEATURE_* of that manager */
     uint32_t mb_version;           /* imb_get_version() at run time */
     int32_t mb_errno;              /* imb_get_errno after init, 0 when fine */
@@ -119,6 +119,16 @@ typedef struct slc_engine_info {
 } slc_engine_info;
 
 /* ---- Set-up (out of line, crypto.c) ---- */
+
+/* Pins intel-ipsec-mb's code path for the whole process (IMB_ARCH_SSE, _AVX,
+ * _AVX2 or _AVX512; IMB_ARCH_NONE: the best the CPU has, the default). Only
+ * before the first slc_engine_probe: 0, or -1 when too late or not a path. A
+ * path the CPU cannot run leaves intel-ipsec-mb unusable (mb_usable 0). */
+int slc_mb_pin_arch(int32_t arch);
+int32_t slc_mb_pinned_arch(void);
+/* Initialises a manager for the process's code path (*arch: the path, or
+ * IMB_ARCH_NONE when the CPU lacks what a pinned one needs). */
+void slc_mb_init(IMB_MGR *mgr, IMB_ARCH *arch);
 
 /* Probes both libraries once (thread-safe); later calls copy the result. */
 void slc_engine_probe(slc_engine_info *out);

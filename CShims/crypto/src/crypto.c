@@ -20,12 +20,62 @@ static slc_engine_info probe_info;
 static IMB_MGR *setup_mgr;
 static pthread_mutex_t setup_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* The code path every manager of the process runs: IMB_ARCH_NONE lets
+ * init_mb_mgr_auto choose (the best the CPU has); another value pins that
+ * path (slc_mb_pin_arch). Process-wide and fixed before the first probe: a
+ * key expanded by one path is laid out for that path only. */
+static int32_t pinned_arch = IMB_ARCH_NONE;
+static int probed;
+
+int slc_mb_pin_arch(int32_t arch)
+{
+    if (arch != IMB_ARCH_NONE && (arch < IMB_ARCH_SSE || arch >= IMB_ARCH_NUM))
+        return -1;
+    pthread_mutex_lock(&setup_lock);
+    int ok = !probed;
+    if (ok)
+        pinned_arch = arch;
+    pthread_mutex_unlock(&setup_lock);
+    return ok ? 0 : -1;
+}
+
+int32_t slc_mb_pinned_arch(void) { return pinned_arch; }
+
+/* Initialises `mgr` for the process's code path; its architecture in *arch,
+ * IMB_ARCH_NONE when the CPU lacks what a pinned path needs. */
+void slc_mb_init(IMB_MGR *mgr, IMB_ARCH *arch)
+{
+    static const uint64_t needs[IMB_ARCH_NUM] = {
+        [IMB_ARCH_SSE] = IMB_CPUFLAGS_SSE, [IMB_ARCH_AVX] = IMB_CPUFLAGS_AVX,
+        [IMB_ARCH_AVX2] = IMB_CPUFLAGS_AVX2, [IMB_ARCH_AVX512] = IMB_CPUFLAGS_AVX512,
+    };
+    IMB_ARCH chosen = IMB_ARCH_NONE;
+    switch (pinned_arch) {
+    case IMB_ARCH_NONE: init_mb_mgr_auto(mgr, &chosen); break;
+    default:
+        if ((mgr->features & needs[pinned_arch]) != needs[pinned_arch])
+            break;
+        switch (pinned_arch) {
+        case IMB_ARCH_SSE: init_mb_mgr_sse(mgr); break;
+        case IMB_ARCH_AVX: init_mb_mgr_avx(mgr); break;
+        case IMB_ARCH_AVX2: init_mb_mgr_avx2(mgr); break;
+        default: init_mb_mgr_avx512(mgr); break;
+        }
+        chosen = (IMB_ARCH)pinned_arch;
+    }
+    if (arch != NULL)
+        *arch = chosen;
+}
+
 static void probe_once_fn(void)
 {
     slc_engine_info info;
     memset(&info, 0, sizeof info);
     info.mb_arch = IMB_ARCH_NONE;
 
+    pthread_mutex_lock(&setup_lock);
+    probed = 1;
+    pthread_mutex_unlock(&setup_lock);
     info.sodium_usable = sodium_init() >= 0;
     if (info.sodium_usable)
         info.sodium_aes256gcm = crypto_aead_aes256gcm_is_available() != 0;
@@ -37,7 +87,7 @@ static void probe_once_fn(void)
         IMB_MGR *mgr = alloc_mb_mgr(0);
         if (mgr != NULL) {
             IMB_ARCH arch = IMB_ARCH_NONE;
-            init_mb_mgr_auto(mgr, &arch);
+            slc_mb_init(mgr, &arch);
             info.mb_arch = (int32_t)arch;
             info.mb_features = mgr->features;
             info.mb_errno = imb_get_errno(mgr);
@@ -81,7 +131,7 @@ IMB_MGR *slc_mb_mgr_create(slc_status *status)
         return NULL;
     }
     IMB_ARCH arch = IMB_ARCH_NONE;
-    init_mb_mgr_auto(mgr, &arch);
+    slc_mb_init(mgr, &arch);
     if (imb_get_errno(mgr) != 0 || (int32_t)arch != info.mb_arch) {
         free_mb_mgr(mgr);
         *status = SLC_ERR_MB_UNAVAILABLE;
@@ -564,7 +614,7 @@ uint64_t slc_bench_raw(int engine, slc_aead aead, int api, int open, uint32_t le
         r.gk = aligned_alloc(64, sizeof *r.gk);
         ready = r.mgr != NULL && r.gk != NULL;
         if (ready) {
-            init_mb_mgr_auto(r.mgr, NULL);
+            slc_mb_init(r.mgr, NULL);
             if (aead == SLC_AEAD_AES128_GCM) IMB_AES128_GCM_PRE(r.mgr, r.key, r.gk);
             else if (aead == SLC_AEAD_AES256_GCM) IMB_AES256_GCM_PRE(r.mgr, r.key, r.gk);
         }

@@ -108,7 +108,7 @@ int slc_bench_overlap(uint32_t len, int latency, const uint32_t *steps, uint32_t
     if (bufs != NULL && mgr != NULL && gk != NULL) {
         uint8_t key[32];
         for (int i = 0; i < 32; i++) key[i] = (uint8_t)(0xA0 + i);
-        init_mb_mgr_auto(mgr, NULL);
+        slc_mb_init(mgr, NULL);
         IMB_AES256_GCM_PRE(mgr, key, gk);
         memset(bufs, 0x5A, stride * OVERLAP_BUFFERS);
         double per = (double)rounds * OVERLAP_BUFFERS;
