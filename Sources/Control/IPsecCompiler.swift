@@ -28,7 +28,8 @@ public final class IPsecCompiler {
         var config: SAConfig
         var state: InboundSAState
         var box: SARecordBox
-        var selectors: [TrafficSelector]
+        /// The policies that protect with it (`InboundSA.policies`).
+        var policies: [UInt32]
         var owner: Int
     }
     /// A protect target: what an outbound policy names.
@@ -118,12 +119,12 @@ public final class IPsecCompiler {
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
-        // The selectors of the inbound policies that protect with each SPI or reqid.
-        var inboundSelectors: [Target: [TrafficSelector]] = [:]
+        // The inbound policies that protect with each SPI or reqid.
+        var inboundProtecting: [Target: [UInt32]] = [:]
         for p in inboundPolicies {
             switch p.action {
-            case .protect(let spi): inboundSelectors[.spi(spi.rawValue), default: []].append(SPDCompiler.selector(p.selector))
-            case .protectReqID(let reqid): inboundSelectors[.reqid(reqid), default: []].append(SPDCompiler.selector(p.selector))
+            case .protect(let spi): inboundProtecting[.spi(spi.rawValue), default: []].append(p.id.rawValue)
+            case .protectReqID(let reqid): inboundProtecting[.reqid(reqid), default: []].append(p.id.rawValue)
             case .bypass, .discard: break
             }
         }
@@ -169,12 +170,14 @@ public final class IPsecCompiler {
                                                              owner: owner),
                                             owner: owner)
             case .inbound:
-                // RFC 4301 §5.2: what arrives on this SA must match a policy that
-                // protects with it. An SA no inbound policy names would accept
-                // any inner packet: it is not installed (fail closed).
-                let selectors = (inboundSelectors[.spi(sa.spi.rawValue)] ?? [])
-                    + (sa.reqid.flatMap { inboundSelectors[.reqid($0)] } ?? [])
-                if selectors.isEmpty {
+                // RFC 4301 §5.2: what arrives on this SA must be traffic the
+                // inbound SPD assigns to it, i.e. its first match must be a
+                // policy that protects with it (checked per packet by the
+                // worker: `InboundSA.policies`). An SA no inbound policy names
+                // would accept any inner packet: it is not installed (fail closed).
+                let policies = (inboundProtecting[.spi(sa.spi.rawValue)] ?? [])
+                    + (sa.reqid.flatMap { inboundProtecting[.reqid($0)] } ?? [])
+                if policies.isEmpty {
                     warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
                     return
                 }
@@ -207,7 +210,7 @@ public final class IPsecCompiler {
                         warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
                     }
                 }
-                if let kept = inbound[id], kept.config == sa, kept.state === state, kept.selectors == selectors,
+                if let kept = inbound[id], kept.config == sa, kept.state === state, kept.policies == policies,
                    kept.owner == owner {
                     nextInbound[id] = kept  // the same record
                     return
@@ -217,11 +220,11 @@ public final class IPsecCompiler {
                                                    key: state.key.unsafeHandle, esn: sa.esn, source: sa.source,
                                                    destination: sa.destination,
                                                    udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
-                                                   selectors: selectors)
+                                                   policies: policies)
                     nextInbound[id] = Inbound(config: sa, state: state,
                                               box: SARecordBox(inbound: parameters, state: state,
                                                                limits: Self.limits(sa.lifetime), owner: owner),
-                                              selectors: selectors, owner: owner)
+                                              policies: policies, owner: owner)
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }

@@ -208,6 +208,19 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
     }
 }
 
+/// RFC 4301 §5.2's check of a decapsulated packet (`view`): the inbound
+/// SPD's first match for it must be one of the policies that protect with
+/// the SA it came on (`policies`, empty only for an SA installed without an
+/// SPD, which `ESPInbound` checked against its own selectors). So traffic
+/// that an earlier bypass or discard policy covers, or that the SPD assigns
+/// to another SA, is refused even inside one of this SA's policies.
+@inline(__always)
+func assignedBySPD(_ view: PacketView, policies: UnsafePointer<PolicyIDList>, tables: IPsecTables) -> Bool {
+    guard policies.pointee.count != 0 else { return true }
+    guard let fields = SelectorFields(view), let verdict = tables.inSPD.verdict(fields) else { return false }
+    return verdict.action == .protect && PolicyIDList.contains(policies, verdict.policyID)
+}
+
 /// Whether a fragment in transit (`view`) may be part of transport-mode ESP
 /// for one of this worker's SAs: there is such an SA (bump in the wire), and
 /// the inbound SPD's verdict for the fragment is protect (it may not pass in
@@ -410,7 +423,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
     if toOpen > 0 {
-        openStaged(w, count: toOpen, fib: fib, hops: hops, context: context, prefetch: prefetchData, tx: &tx, drops: drops)
+        openStaged(w, count: toOpen, fib: fib, hops: hops, tables: tables, context: context, prefetch: prefetchData,
+                   tx: &tx, drops: drops)
     }
 }
 
@@ -439,7 +453,7 @@ func lifetimeOver(_ record: UnsafeMutablePointer<InboundRecord>) -> Bool {
 /// and lifetime events, and the route of the inner packet.
 @inline(__always)
 func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMutablePointer<sl_fib>,
-                hops: UnsafeMutablePointer<sl_nexthop>, context: WorkerIPsec, prefetch: Bool, tx: inout TxCursor,
+                hops: UnsafeMutablePointer<sl_nexthop>, tables: IPsecTables, context: WorkerIPsec, prefetch: Bool, tx: inout TxCursor,
                 drops: UnsafeMutablePointer<UInt64>) {
     let opened = context.opened
     _ = context.aead.openEach(context.core, prefetch: prefetch)
@@ -455,6 +469,9 @@ func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMut
         if let d = ESPInbound.complete(&view, saAt: record.pointer(to: \.sa)!,
                                        window: &record.pointee.window.pointee, opening: s.opening, authentic: authentic) {
             drop(m, .esp(d), drops); continue
+        }
+        guard assignedBySPD(view, policies: record.pointer(to: \.sa.policies)!, tables: tables) else {
+            drop(m, .esp(.selectorMismatch), drops); continue
         }
         // Counted once authenticated; this worker is the only writer.
         let life = record.pointee.life

@@ -56,6 +56,37 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     }
 }
 
+/// The ids of up to four inbound SPD policies, inline: those that protect
+/// with one SA (`InboundSA.policies`).
+public struct PolicyIDList: Hashable, Sendable, BitwiseCopyable {
+    public static let capacity = SelectorList.capacity
+
+    @usableFromInline let storage: (UInt32, UInt32, UInt32, UInt32)
+    @usableFromInline let _count: UInt8
+
+    /// nil when there are more than `capacity`.
+    public init?(_ ids: [UInt32]) {
+        guard ids.count <= Self.capacity else { return nil }
+        func at(_ i: Int) -> UInt32 { i < ids.count ? ids[i] : 0 }
+        storage = (at(0), at(1), at(2), at(3))
+        _count = UInt8(ids.count)
+    }
+
+    @inlinable public var count: Int { Int(_count) }
+    public var ids: [UInt32] { Array([storage.0, storage.1, storage.2, storage.3].prefix(count)) }
+
+    public static func == (a: Self, b: Self) -> Bool { a.ids == b.ids }
+    public func hash(into hasher: inout Hasher) { hasher.combine(ids) }
+
+    /// Whether `id` is one of the list's (read in place).
+    @inlinable @inline(__always)
+    public static func contains(_ list: UnsafePointer<PolicyIDList>, _ id: UInt32) -> Bool {
+        let n = list.pointee._count
+        return (n > 0 && list.pointee.storage.0 == id) || (n > 1 && list.pointee.storage.1 == id)
+            || (n > 2 && list.pointee.storage.2 == id) || (n > 3 && list.pointee.storage.3 == id)
+    }
+}
+
 /// Set-up errors of an inbound SA.
 public enum InboundSAError: Error, Hashable, Sendable, CustomStringConvertible {
     case tooManySelectors(Int)
@@ -95,6 +126,15 @@ public struct InboundSA {
     @usableFromInline let udpSourcePort: UInt16
     @usableFromInline let udpDestinationPort: UInt16
     public let selectors: SelectorList
+    /// The inbound SPD's policies that protect with this SA (a gateway's SA,
+    /// installed from its SPD). RFC 4301 §5.2 asks that what arrives on an SA
+    /// be traffic the SPD assigns to it: the SPD's first match for the
+    /// decapsulated packet must be one of these. An earlier bypass, discard
+    /// or other SA's policy that overlaps one of them takes precedence, which
+    /// checking the policies' selectors alone would miss. The worker checks
+    /// it against its SPD snapshot, since the SPD is not the SA's to hold;
+    /// `ESPInbound` checks only `selectors`.
+    public let policies: PolicyIDList
 
     /// `udpEncapsulation`: the ports of RFC 3948 UDP encapsulation (the peer's
     /// source port, this gateway's destination port), nil for plain ESP. Only
@@ -102,8 +142,10 @@ public struct InboundSA {
     /// (the IKE daemon follows such changes; the data path does not refuse them).
     public init(spi: SPI, mode: Mode, key: AEADKeyHandle, esn: Bool, source: IPAddress? = nil,
                 destination: IPAddress? = nil, udpEncapsulation: (source: UInt16, destination: UInt16)? = nil,
-                selectors: [TrafficSelector] = []) throws(InboundSAError) {
+                selectors: [TrafficSelector] = [], policies: [UInt32] = []) throws(InboundSAError) {
         guard let list = SelectorList(selectors) else { throw .tooManySelectors(selectors.count) }
+        guard let ids = PolicyIDList(policies) else { throw .tooManySelectors(policies.count) }
+        self.policies = ids
         if let source, let destination, source.isIPv4 != destination.isIPv4 { throw .addressFamiliesDiffer }
         self.spi = spi
         self.mode = mode

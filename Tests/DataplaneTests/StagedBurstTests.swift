@@ -62,3 +62,47 @@ extension EALSuites.GatewayTests {
         }
     }
 }
+
+extension EALSuites.GatewayTests {
+    /// RFC 4301 §5.2 after decapsulation: the inbound SPD's first match for
+    /// the inner packet must protect with the SA it came on. Checking only the
+    /// selectors of the SA's own policies would let through traffic that an
+    /// earlier discard or bypass policy covers, or that the SPD assigns to
+    /// another SA, when it also falls inside one of the SA's policies.
+    @Test func decapsulatedTrafficMustBeTheSPDsForThatSA() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        let key = "0x" + String(repeating: "6d", count: 20)  // TunnelPeer's
+        let text = h.baseConfigText + """
+
+        sa add spi 0x7601 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sa add spi 0x7602 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir in src 198.51.100.9/32 dst 10.1.0.0/16 priority 1 action discard
+        sp add dir in src 198.51.100.10/32 dst 10.1.0.0/16 priority 2 action bypass
+        sp add dir in src 198.51.100.64/26 dst 10.1.0.0/16 priority 3 action protect spi 0x7602
+        sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 5 action protect spi 0x7601
+        """
+        _ = try h.installSession(text, name: "decorrelated")
+        let peer = try TunnelPeer()
+        func inner(_ host: Int, _ n: Int) -> [UInt8] {
+            h.frame4("198.51.100.\(host)", "10.1.0.\(n)", payload: 50 + n, pattern: .incrementing(from: UInt8(n)),
+                     ethDst: h.portMAC(h.u))
+        }
+        let ok1 = inner(7, 1), ok2 = inner(70, 2)
+        let burst = [
+            peer.frame(spi: 0x7601, inner: ok1),        // the SPD's first match: 0x7601's policy
+            peer.frame(spi: 0x7601, inner: inner(9, 3)),   // first match: discard
+            peer.frame(spi: 0x7601, inner: inner(10, 4)),  // first match: bypass
+            peer.frame(spi: 0x7601, inner: inner(70, 5)),  // first match: 0x7602's policy
+            peer.frame(spi: 0x7602, inner: ok2),        // and on 0x7602 it belongs
+        ]
+        let out = try h.inject(burst, on: h.unprotected)
+        #expect(out.delta.rxPackets == UInt64(burst.count), "\(out.delta)")
+        #expect(out.delta.dropsByReason == [.esp(.selectorMismatch): 3], "\(out.delta)")
+        let sent = out.sent[h.p] ?? []
+        #expect(sent.count == 2, "forwarded \(sent.count): \(out.delta)")
+        let egress = Egress(port: h.p, destination: GatewayHarness.protectedNeighbor4.1, source: h.portMAC(h.p))
+        for (i, (frame, input)) in zip(sent, [ok1, ok2]).enumerated() {
+            checkForwarded(frame, input: input, egress: egress, "forwarded packet \(i)")
+        }
+    }
+}
