@@ -6,7 +6,7 @@
 public enum ESPDrop: UInt8, CaseIterable, Hashable, Sendable, BitwiseCopyable, CustomStringConvertible {
     /// Headers that do not parse: wrong IP version, a length field that
     /// disagrees with the bytes present, an inner packet that is not what the
-    /// next header says.
+    /// next header says, an inner IPv4 header whose checksum is wrong.
     case malformed
     /// Outbound: the SA has sent its last sequence number (2^32 − 1 without
     /// ESN, 2^64 − 1 with); it refuses every packet until it is rekeyed.

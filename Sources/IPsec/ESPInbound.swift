@@ -392,8 +392,11 @@ public enum ESPInbound {
         }
         let innerLength: Int
         if nextHeader == IPProtocol.ipInIP.rawValue {
+            // RFC 1812 §5.2.2: a router verifies the header checksum of what
+            // it forwards, the peer's inner packets included.
             guard payloadLength >= HeaderSize.ipv4,
-                  let (_, total) = IPParse.ipv4DatagramLength(inner, available: payloadLength) else { return .malformed }
+                  let (headerLength, total) = IPParse.ipv4DatagramLength(inner, available: payloadLength),
+                  InternetChecksum.ipv4HeaderIsValid(UnsafeRawPointer(inner), length: headerLength) else { return .malformed }
             innerLength = total
             let tos = inner.loadByte(at: IPv4Field.tos)
             guard let outgoing = ECNTunnel.decapsulatedField(outer: outerECN, inner: ECN(trafficClass: tos)) else {

@@ -421,6 +421,27 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
         }
     }
 
+    /// RFC 1812 §5.2.2: a tunnel's inner IPv4 packet whose header checksum
+    /// is wrong is not forwarded, authenticated or not. The header bytes that
+    /// the sum covers are flipped one at a time (the checksum field included).
+    @Test func innerIPv4HeaderChecksumIsVerified() throws {
+        let key = try TestKey(.aes128GCM, seed: 62)
+        let core = try makeCore()
+        let out = ESPCell.tunnel4in4.outboundSA(spi: SPI(Self.spi), key: key.handle, esn: false, udp: false)
+        let sa = try InboundSA(spi: SPI(Self.spi), mode: .tunnel, key: key.handle, esn: false)
+        let window = try TestWindow(esn: false)
+        var sequence: UInt64 = 1
+        for byte in [nil] + [1, 8, 10, 11, 12, 19] {
+            var inner = Inner.ipv4UDP(payload: 10)
+            if let byte { inner[byte] ^= 0x04 }
+            let buffer = PacketBuffer(inner)
+            #expect(ESPOutbound.encapsulate(&buffer.view, sa: out, sequence: SequenceNumber(sequence), core: core) == nil)
+            sequence += 1
+            #expect(receive(buffer, sa: sa, window: window, core: core) == (byte == nil ? nil : .malformed),
+                    "inner header byte \(byte.map(String.init) ?? "none") flipped")
+        }
+    }
+
     @Test func encapsulationMismatch() throws {
         let key = try TestKey(.aes128GCM, seed: 62)
         let core = try makeCore()
