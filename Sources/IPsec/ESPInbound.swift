@@ -189,6 +189,10 @@ public enum ESPInbound {
         } else if version == 6 {
             guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available),
                   let upper = IPParse.ipv6UpperLayer(p, length: total) else { return .drop(.malformed) }
+            // Still en route (a Routing header with Segments Left > 0): what
+            // follows is not for this node yet, ESP or not (RFC 8200 §4.4).
+            // Ordinary traffic for the SPD and the route.
+            if upper.enRoute { return .notESP }
             ipLength = total
             source = RawIPAddress.loadIPv6(p, at: IPv6Field.source)
             destination = RawIPAddress.loadIPv6(p, at: IPv6Field.destination)

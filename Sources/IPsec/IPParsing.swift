@@ -62,14 +62,17 @@ struct IPv6UpperLayer: BitwiseCopyable {
     @usableFromInline var proto: UInt8
     /// Offset of that header.
     @usableFromInline var offset: Int
-    /// A Routing header (43) was among those walked.
-    @usableFromInline var routing: Bool
+    /// A Routing header (43) with Segments Left > 0 was among those walked:
+    /// the packet has not reached its final destination, and what follows
+    /// the header is not for the node its Destination names now (RFC 8200
+    /// §4.4). With none, that Destination is the final one.
+    @usableFromInline var enRoute: Bool
 
-    @inlinable init(protocolFieldOffset: Int, proto: UInt8, offset: Int, routing: Bool) {
+    @inlinable init(protocolFieldOffset: Int, proto: UInt8, offset: Int, enRoute: Bool) {
         self.protocolFieldOffset = protocolFieldOffset
         self.proto = proto
         self.offset = offset
-        self.routing = routing
+        self.enRoute = enRoute
     }
 }
 
@@ -90,10 +93,11 @@ enum IPParse {
         var proto = p.loadByte(at: fieldOffset)
         var offset = HeaderSize.ipv6
         var walked = 0
-        var routing = false
+        var enRoute = false
         while proto == 0 && walked == 0 || proto == 43 || proto == 60 {
             guard walked < maximumExtensionHeaders, length &- offset >= 8 else { return nil }
-            routing = routing || proto == 43
+            // Segments Left: byte 3 of a Routing header.
+            enRoute = enRoute || proto == 43 && p.loadByte(at: offset &+ 3) != 0
             // (Hdr Ext Len + 1) · 8 bytes, ≤ 2048: offset stays far from overflow.
             let headerLength = (Int(p.loadByte(at: offset &+ 1)) &+ 1) &* 8
             guard length &- offset >= headerLength else { return nil }
@@ -102,7 +106,7 @@ enum IPParse {
             offset &+= headerLength
             walked &+= 1
         }
-        return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset, routing: routing)
+        return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset, enRoute: enRoute)
     }
 
     /// Stores the checksum of the `length`-byte TCP, UDP or ICMPv6 segment at

@@ -20,9 +20,9 @@
 // Not touched: ICMP over IPv4 and other protocols (no pseudo-header), and
 // so also an upper layer behind IPv6 Destination Options that travelled
 // inside the ESP payload; a segment too short for its header (left for the
-// receiver to reject); an IPv6 packet with a Routing header (the
-// pseudo-header would need the final destination, which this gateway does
-// not derive).
+// receiver to reject). An IPv6 packet with a Routing header is decapsulated
+// only once its Segments Left is 0 (`ESPInbound.classify`), when its
+// Destination is the final one that the pseudo-header takes (RFC 8200 §8.1).
 
 import Packet
 
@@ -51,10 +51,6 @@ enum NATTransport {
             guard length >= 4 else { return }
             field = 2
         default:
-            return
-        }
-        // The chain was walked by `classify` on arrival: it lies within the packet.
-        if ipv6 && headerLength > HeaderSize.ipv6 && IPParse.ipv6UpperLayer(ip, length: packet.length)?.routing != false {
             return
         }
         IPParse.storeTransportChecksum(ipHeader: ip, ipv6: ipv6, segment: segment, length: length, protocol: nextHeader,

@@ -127,6 +127,30 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
         #expect(ESPInbound.classify(PacketBuffer([0x45, 0, 0]).view) == .drop(.malformed))
     }
 
+    /// RFC 8200 §4.4: behind a Routing header with Segments Left > 0 the
+    /// packet is still en route, and its ESP is not for the node its
+    /// Destination names now: ordinary traffic. With Segments Left 0 the
+    /// Destination is the final one and the ESP is taken.
+    @Test func espStillEnRouteIsNotTaken() {
+        for segmentsLeft: UInt8 in [0, 1, 2] {
+            var esp: [UInt8] = [0x00, 0x00, 0x10, 0x01, 0, 0, 0, 9] + [UInt8](repeating: 0xA5, count: 8 + 16 + 16)
+            // Routing header: next header ESP, 2 × 8 bytes after the first 8, type 4, one address.
+            let routing: [UInt8] = [50, 2, 4, segmentsLeft, 0, 0, 0, 0] + [UInt8](repeating: 0x20, count: 16)
+            esp = routing + esp
+            var ip: [UInt8] = [0x60, 0, 0, 0, UInt8(esp.count >> 8), UInt8(esp.count & 0xFF), 43, 64]
+            ip += [UInt8](repeating: 0x20, count: 15) + [1] + [UInt8](repeating: 0x20, count: 15) + [2]
+            let verdict = ESPInbound.classify(PacketBuffer(ip + esp).view)
+            if segmentsLeft == 0 {
+                guard case .esp(let header) = verdict else {
+                    Issue.record("segments left 0: \(verdict)"); continue
+                }
+                #expect(header.spi == SPI(0x1001) && header.espOffset == 40 + 24)
+            } else {
+                #expect(verdict == .notESP, "segments left \(segmentsLeft): \(verdict)")
+            }
+        }
+    }
+
     @Test func fragmentedESPIsDropped() {
         let esp: [UInt8] = [0, 0, 0x12, 0x34, 0, 0, 0, 9] + [UInt8](repeating: 0xEE, count: 40)
         #expect(ESPInbound.classify(PacketBuffer(outerIPv4(proto: 50, payload: esp, flags: 0x2000)).view)
