@@ -82,6 +82,9 @@ public final class IPsecCompiler {
         committedOnce = true
         outSPD.commit()
         inSPD.commit()
+        for id in pendingUnexpired { expired[id] = nil }
+        for id in pendingRetiredGone { retiredOutbound[id] = nil; retiredInbound[id] = nil }
+        pendingUnexpired = []; pendingRetiredGone = []
     }
 
     /// Whether kept SA state may serve `new`: the same key under the same
@@ -129,8 +132,17 @@ public final class IPsecCompiler {
             }
         }
         // A hard-expired SA stays out of the data path until the configuration
-        // replaces it (deleted, or added again with other keys or limits).
-        expired = expired.filter { config.sas[$0.key] == $0.value }
+        // replaces it (deleted, or added again with other keys or limits);
+        // adopted by `commit`, so a failed change leaves it expired.
+        let stillExpired = expired.filter { config.sas[$0.key] == $0.value }
+        pendingUnexpired = Set(expired.keys).subtracting(stillExpired.keys)
+        // The state of an expired SA whose key the configuration no longer
+        // holds is forgotten with it.
+        pendingRetiredGone = Set(retiredOutbound.keys).union(retiredInbound.keys).filter { id in
+            guard let sa = config.sas[id],
+                  let was = retiredOutbound[id]?.config ?? retiredInbound[id]?.config else { return true }
+            return !Self.sameCryptoIdentity(was, sa)
+        }
         /// Builds (or keeps) the installed form of one SA into nextOutbound / nextInbound.
         func process(_ id: SAIdentifier, _ sa: SAConfig) throws(IPsecConfigError) {
             let algorithm = Self.algorithm(sa.aead)
@@ -140,6 +152,10 @@ public final class IPsecCompiler {
                 let state: OutboundSAState
                 if let kept = outbound[id], Self.sameCryptoIdentity(kept.config, sa) {
                     state = kept.state
+                } else if let retired = retiredOutbound[id], Self.sameCryptoIdentity(retired.config, sa) {
+                    // Back after a hard expiry under the same key: its sequence
+                    // numbers go on (they are the GCM IVs: never reused).
+                    state = retired.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
@@ -184,6 +200,11 @@ public final class IPsecCompiler {
                 let state: InboundSAState
                 if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa), kept.config.replayWindow == sa.replayWindow {
                     state = kept.state
+                } else if let retired = retiredInbound[id], Self.sameCryptoIdentity(retired.config, sa),
+                          retired.config.replayWindow == sa.replayWindow {
+                    // Back after a hard expiry under the same key: its replay
+                    // window goes on (nothing already received is accepted again).
+                    state = retired.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     do {
@@ -234,10 +255,10 @@ public final class IPsecCompiler {
             for id in changed {
                 nextOutbound[id] = nil
                 nextInbound[id] = nil
-                if let sa = config.sas[id], expired[id] == nil { try process(id, sa) }
+                if let sa = config.sas[id], stillExpired[id] == nil { try process(id, sa) }
             }
         } else {
-            for (id, sa) in config.sas where expired[id] == nil { try process(id, sa) }
+            for (id, sa) in config.sas where stillExpired[id] == nil { try process(id, sa) }
         }
         if nextInbound.count > saCapacity || nextOutbound.count > saCapacity {
             throw IPsecConfigError(message: "\(nextInbound.count) inbound and \(nextOutbound.count) outbound SAs: the SAD replicas hold at most \(saCapacity) of each")
@@ -491,6 +512,21 @@ public final class IPsecCompiler {
     /// SAs taken out of the data path by a hard lifetime, with the
     /// configuration that expired.
     private var expired: [SAIdentifier: SAConfig] = [:]
+    /// The state of each SA a hard lifetime took out, kept while the
+    /// configuration holds its key: an SA put back under the same key (new
+    /// limits, say) goes on from it instead of restarting its sequence
+    /// numbers, which would reuse GCM nonces, or its replay window.
+    private var retiredOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
+    private var retiredInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    private var pendingUnexpired: Set<SAIdentifier> = []
+    private var pendingRetiredGone: Set<SAIdentifier> = []
+
+    /// Marks `id` expired, keeping its state.
+    private func retire(_ id: SAIdentifier, _ config: SAConfig) {
+        expired[id] = config
+        if let o = outbound[id] { retiredOutbound[id] = (o.config, o.state) }
+        if let i = inbound[id] { retiredInbound[id] = (i.config, i.state) }
+    }
     /// Per SA state (a new key is a new state): when it was first seen
     /// installed and in use, and which soft time limits were reported.
     private var installedAt: [ObjectIdentifier: Double] = [:]
@@ -540,7 +576,7 @@ public final class IPsecCompiler {
         let matches: [(SAIdentifier, SAConfig)] = direction == .outbound
             ? outbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
             : inbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
-        for (id, config) in matches { expired[id] = config }
+        for (id, config) in matches { retire(id, config) }
         if !matches.isEmpty { forceFull = true }
         return matches.map(\.0)
     }
@@ -570,7 +606,7 @@ public final class IPsecCompiler {
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
                 }
                 if let hard = limits.hard, age >= Double(hard) {
-                    expired[id] = sa
+                    retire(id, sa)
                     forceFull = true
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: true, reason: kind.rawValue))
                     break

@@ -84,6 +84,41 @@ import Testing
         #expect(compiler.nextSequence(spi: 0x1001) == 100)
     }
 
+    /// An SA a hard lifetime took out and then put back under the same key
+    /// (another limit, say) goes on from its sequence numbers: restarting
+    /// them would reuse GCM nonces. A compile that is never committed does
+    /// not put an expired SA back. A new key starts afresh.
+    @Test func expiredSAPutBackUnderItsKeyKeepsItsSequence() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        Self.outboundNext(first).pointee = 1_100  // as if 1,000 packets had been sent
+        #expect(compiler.expire(spi: 0x1001, direction: .outbound).count == 1)
+        let out = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        #expect(out.sad.added.isEmpty && out.sad.removed.count == 1 && compiler.nextSequence(spi: 0x1001) == nil)
+
+        // A change that is never published leaves it expired.
+        _ = try compiler.compile(Self.config(ttl: 9))
+        let again = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        #expect(again.sad.added.isEmpty && compiler.nextSequence(spi: 0x1001) == nil, "still expired")
+
+        // Put back with another outer TTL, same key: it goes on from 1,100.
+        let back = try #require(try compiler.compile(Self.config(ttl: 9)))
+        compiler.commit()
+        #expect(back.sad.added.count == 1 && compiler.nextSequence(spi: 0x1001) == 1_100)
+        #expect(Self.outboundNext(back).pointee == 1_100)
+
+        // Expired again, then put back under a new key: from the configured seq.
+        compiler.expire(spi: 0x1001, direction: .outbound)
+        _ = try compiler.compile(Self.config(ttl: 9))
+        compiler.commit()
+        _ = try compiler.compile(Self.config(ttl: 9, key: Self.otherKey))
+        compiler.commit()
+        #expect(compiler.nextSequence(spi: 0x1001) == 100)
+    }
+
     @Test func uncommittedCompilationLeavesTheStateInUse() throws {
         let compiler = IPsecCompiler()
         let first = try #require(try compiler.compile(Self.config()))
