@@ -27,6 +27,12 @@ public final class ControlServer {
     }
 
     /// One connected client.
+    /// A client's batch (`Client.batch`), which a line the server refuses
+    /// itself (too long) must fail: a batch commits whole or not at all.
+    public protocol Batch: AnyObject {
+        func fail(_ reason: String)
+    }
+
     public final class Client {
         let fd: Int32
         var input: [UInt8] = []
@@ -197,7 +203,9 @@ public final class ControlServer {
                     if c.closing { return }
                 } else if !c.skippingLine {
                     if c.input.count >= limits.lineBytes {
-                        send(c, ControlReply.error("line_too_long", "a command line is at most \(limits.lineBytes) bytes; the rest of this line is ignored"))
+                        let why = "a command line is at most \(limits.lineBytes) bytes; the rest of this line is ignored"
+                        (c.batch as? Batch)?.fail("line_too_long: " + why)
+                        send(c, ControlReply.error("line_too_long", why))
                         c.input.removeAll()
                         c.skippingLine = true
                     } else {

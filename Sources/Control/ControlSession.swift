@@ -21,11 +21,13 @@ public final class ControlSession {
 
     /// A client's `begin` … `commit`: the configuration the batch builds and
     /// whether a line of it failed.
-    final class Batch {
+    final class Batch: ControlServer.Batch {
         var config: GatewayConfig
         var lines = 0
         var failed: String? = nil
         init(_ config: GatewayConfig) { self.config = config }
+        /// The first failure is the one reported.
+        func fail(_ reason: String) { failed = failed ?? reason }
     }
 
     /// `portMACs`: the ports' MACs, as the PMDs report them unless given.
@@ -138,7 +140,10 @@ public final class ControlSession {
         do {
             switch (verb, words.dropFirst().first) {
             case ("begin", nil):
-                guard client.batch == nil else { throw ControlError("batch", "already inside begin … commit") }
+                guard client.batch == nil else {
+                    (client.batch as? Batch)?.fail("begin inside a batch")
+                    throw ControlError("batch", "already inside begin … commit")
+                }
                 client.batch = Batch(config)
                 return [ControlReply.ok([("batch", "true")])]
             case ("abort", nil):
@@ -227,7 +232,10 @@ public final class ControlSession {
     }
 
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
-        guard client.batch == nil else { throw ControlError("batch", "flush is not allowed inside a batch") }
+        guard client.batch == nil else {
+            (client.batch as? Batch)?.fail("flush inside a batch")
+            throw ControlError("batch", "flush is not allowed inside a batch")
+        }
         var next = config
         let commands: [Command]
         switch what {
@@ -253,7 +261,10 @@ public final class ControlSession {
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {
-        guard client.batch == nil else { throw ControlError("batch", "reload is not allowed inside a batch") }
+        guard client.batch == nil else {
+            (client.batch as? Batch)?.fail("reload inside a batch")
+            throw ControlError("batch", "reload is not allowed inside a batch")
+        }
         let text: String
         switch GatewayMain.readFile(file) {
         case .failure(let e): throw ControlError("reload", e.message)

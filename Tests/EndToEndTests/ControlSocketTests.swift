@@ -199,6 +199,15 @@ extension EndToEnd {
                 #expect(try c.call("sp add dir out src 172.16.0.0/12 dst 10.8.0.0/16 priority 1 action bypass").ok)
                 #expect(try c.call("commit").errorCode == "batch_failed")
                 #expect(try c.call("show config")["config"] as? String == before)
+                // So does a line the server refuses itself (too long), and a
+                // flush, reload or begin inside the batch.
+                for refused in [String(repeating: "a", count: 70_000), "flush sp", "reload /nonexistent.conf", "begin"] {
+                    #expect(try c.call("begin").ok)
+                    #expect(try c.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
+                    #expect(try c.call(refused).ok == false, "\(refused.prefix(20))")
+                    #expect(try c.call("commit").errorCode == "batch_failed", "\(refused.prefix(20))")
+                    #expect(try c.call("show config")["config"] as? String == before, "\(refused.prefix(20))")
+                }
                 // A good batch applies as one; abort drops one.
                 #expect(try c.call("begin").ok)
                 #expect(try c.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
