@@ -504,7 +504,9 @@ func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMut
 
 /// Seals the outbound packets a burst collected. Sequence numbers are taken
 /// with one atomic reservation per SA per burst (not one per packet), in
-/// arrival order, so one SA's packets leave numbered 1, 2, 3… without gaps.
+/// arrival order, so one SA's packets leave numbered 1, 2, 3… in order. A
+/// packet refused after its number was taken (Packet Too Big, or a drop in
+/// `stage`) leaves a gap, which RFC 4303 allows; a number is never reused.
 /// In three passes: frame every packet (headers, trailer, the seal added to
 /// the worker's AEAD burst), seal the burst with one call, send.
 @inline(__always)
