@@ -92,11 +92,20 @@ extension Fixture {
         }
 
         let sealed = arena.bytes
+        // RFC 1812 §5.2.2: a tunnel's inner IPv4 header with a wrong checksum
+        // is sealed as it came (the sender's gateway checks on receipt, not
+        // here) and refused once opened.
+        let badInnerChecksum = shape.tunnel && !datagram.ipv6
+            && onesComplementSum(packet[..<datagram.headerLength]) != 0xFFFF
         if let drop = receive(arena, shape, options, sequence: sequence) {
             // RFC 4303 §2.6: next header 59 marks a dummy packet, which the
             // receiver discards; a transport datagram with no upper layer looks the same.
             if drop == .dummyPacket && upper == 59 { return .dropped(drop) }
+            if drop == .malformed && badInnerChecksum { return .dropped(drop) }
             throw Violation("\(shape): inbound dropped what outbound sealed (\(drop)); ESP \(hex(sealed))")
+        }
+        if badInnerChecksum {
+            throw Violation("\(shape): inbound delivered an inner IPv4 header with a wrong checksum; ESP \(hex(sealed))")
         }
         try arena.check("inbound \(shape)")
         var expected = Array(packet[..<datagram.length])
@@ -254,6 +263,8 @@ extension Fixture {
         }
         guard nextHeader == 4 || nextHeader == 41 else { return .drop(.unsupportedNextHeader) }
         guard let inner = Datagram(payload, version: nextHeader == 4 ? 4 : 6) else { return .drop(.malformed) }
+        // RFC 1812 §5.2.2: an inner IPv4 header with a wrong checksum is not forwarded.
+        if !inner.ipv6 && onesComplementSum(payload[..<inner.headerLength]) != 0xFFFF { return .drop(.malformed) }
         var result = Array(payload[..<inner.length])
         let innerECN = inner.ipv6 ? result[1] >> 4 & 3 : result[1] & 3
         guard let ecn = decapsulatedECN(outer: outerECN, inner: innerECN) else { return .drop(.ecnDrop) }
