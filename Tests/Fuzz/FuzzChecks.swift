@@ -240,22 +240,23 @@ struct Datagram {
 /// Where an IPv6 datagram's upper layer starts for ESP (RFC 4303 §3.1.1):
 /// after Hop-by-Hop (first only), Routing and Destination Options headers,
 /// at most 8 of them; nil when one runs past `length`. `proto` 44: a fragment.
-/// `routing`: a Routing header was among them.
-func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, routing: Bool)? {
+/// `enRoute`: a Routing header with Segments Left > 0 was among them (RFC
+/// 8200 §4.4: the packet is not yet at the node that takes its ESP).
+func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, enRoute: Bool)? {
     var proto = b[6]
     var offset = 40
     var count = 0
-    var routing = false
+    var enRoute = false
     while (proto == 0 && count == 0) || proto == 43 || proto == 60 {
         guard count < 8, offset + 8 <= length else { return nil }
-        if proto == 43 { routing = true }
+        if proto == 43 && b[offset + 3] != 0 { enRoute = true }
         let size = (Int(b[offset + 1]) + 1) * 8
         guard offset + size <= length else { return nil }
         proto = b[offset]
         offset += size
         count += 1
     }
-    return (proto, offset, routing)
+    return (proto, offset, enRoute)
 }
 
 /// RFC 3948 §3.1.2 as this gateway applies it to what a UDP-encapsulated
@@ -264,8 +265,9 @@ func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, routing
 /// afresh over the pseudo-header of the addresses delivered (RFC 9293 §3.1,
 /// RFC 768, RFC 8200 §8.1, RFC 4443 §2.3), a computed 0 sent as 0xFFFF for
 /// UDP; unchanged: a UDP checksum 0 over IPv4 (none), a segment too short
-/// for its checksum field, ICMP over IPv4, an IPv6 chain with a Routing header.
-func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: Bool, routing: Bool) -> [UInt8] {
+/// for its checksum field, ICMP over IPv4. (A Routing header is delivered
+/// only with Segments Left 0, when the Destination is the final one.)
+func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: Bool) -> [UInt8] {
     let length = d.count - headerLength
     let field: Int
     switch proto {
@@ -274,7 +276,6 @@ func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: B
     case 58 where ipv6 && length >= 4: field = 2
     default: return d
     }
-    if routing { return d }
     let lengthBytes = [UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
     let pseudo = ipv6 ? Array(d[8..<40]) + [0, 0] + lengthBytes + [0, 0, 0, proto]
         : Array(d[12..<20]) + [0, proto] + lengthBytes

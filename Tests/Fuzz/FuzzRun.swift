@@ -60,14 +60,14 @@ extension Fixture {
         var fragment = false
         var upper: UInt8? = nil
         var upperOffset = 0
-        var routing = false
+        var enRoute = false
         if let d = datagram, !shape.tunnel {
             if d.ipv6 {
                 let walk = ipv6Upper(packet, length: d.length)
                 fragment = walk?.proto == 44
                 upper = walk?.proto
                 upperOffset = walk?.offset ?? 0
-                routing = walk?.routing ?? false
+                enRoute = walk?.enRoute ?? false
             } else {
                 fragment = be16(packet, 6) & 0x3FFF != 0
                 upper = packet[9]
@@ -102,7 +102,13 @@ extension Fixture {
             // receiver discards; a transport datagram with no upper layer looks the same.
             if drop == .dummyPacket && upper == 59 { return .dropped(drop) }
             if drop == .malformed && badInnerChecksum { return .dropped(drop) }
+            // RFC 8200 §4.4: transport-mode ESP behind a Routing header with
+            // Segments Left > 0 is for a node further on, not this one.
+            if drop == .notESP && enRoute { return .dropped(drop) }
             throw Violation("\(shape): inbound dropped what outbound sealed (\(drop)); ESP \(hex(sealed))")
+        }
+        if enRoute {
+            throw Violation("\(shape): inbound took ESP still en route (Routing header, Segments Left > 0); ESP \(hex(sealed))")
         }
         if badInnerChecksum {
             throw Violation("\(shape): inbound delivered an inner IPv4 header with a wrong checksum; ESP \(hex(sealed))")
@@ -114,8 +120,7 @@ extension Fixture {
                                      with: withIPv4Checksum(Array(expected[..<datagram.headerLength])))
         }
         if !shape.tunnel && shape.udp, let upper {
-            expected = natTransportChecksum(expected, headerLength: upperOffset, proto: upper, ipv6: datagram.ipv6,
-                                            routing: routing)
+            expected = natTransportChecksum(expected, headerLength: upperOffset, proto: upper, ipv6: datagram.ipv6)
         }
         if control { expected[expected.count / 2] ^= 0x20 }
         let got = arena.bytes
@@ -259,7 +264,7 @@ extension Fixture {
             }
             guard shape.udp else { return .success(header + payload) }
             return .success(natTransportChecksum(header + payload, headerLength: header.count, proto: nextHeader,
-                                                 ipv6: shape.outerIPv6, routing: false))
+                                                 ipv6: shape.outerIPv6))
         }
         guard nextHeader == 4 || nextHeader == 41 else { return .drop(.unsupportedNextHeader) }
         guard let inner = Datagram(payload, version: nextHeader == 4 ? 4 : 6) else { return .drop(.malformed) }
