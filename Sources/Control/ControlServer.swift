@@ -26,13 +26,13 @@ public final class ControlServer {
         public init() {}
     }
 
-    /// One connected client.
     /// A client's batch (`Client.batch`), which a line the server refuses
     /// itself (too long) must fail: a batch commits whole or not at all.
     public protocol Batch: AnyObject {
         func fail(_ reason: String)
     }
 
+    /// One connected client.
     public final class Client {
         let fd: Int32
         var input: [UInt8] = []

@@ -30,6 +30,13 @@ public final class ControlSession {
         func fail(_ reason: String) { failed = failed ?? reason }
     }
 
+    /// The error for `what`, which a batch may not hold; it fails the
+    /// client's batch, so that `commit` applies nothing.
+    private func refusedInBatch(_ client: ControlServer.Client, _ what: String, _ message: String) -> ControlError {
+        (client.batch as? Batch)?.fail("\(what) inside a batch")
+        return ControlError("batch", message)
+    }
+
     /// `portMACs`: the ports' MACs, as the PMDs report them unless given.
     public init(config: GatewayConfig, gateway: Gateway, ipsec: IPsecCompiler, portMACs: [UInt16: MACAddress]? = nil) {
         self.config = config
@@ -140,10 +147,7 @@ public final class ControlSession {
         do {
             switch (verb, words.dropFirst().first) {
             case ("begin", nil):
-                guard client.batch == nil else {
-                    (client.batch as? Batch)?.fail("begin inside a batch")
-                    throw ControlError("batch", "already inside begin … commit")
-                }
+                guard client.batch == nil else { throw refusedInBatch(client, "begin", "already inside begin … commit") }
                 client.batch = Batch(config)
                 return [ControlReply.ok([("batch", "true")])]
             case ("abort", nil):
@@ -232,10 +236,7 @@ public final class ControlSession {
     }
 
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
-        guard client.batch == nil else {
-            (client.batch as? Batch)?.fail("flush inside a batch")
-            throw ControlError("batch", "flush is not allowed inside a batch")
-        }
+        guard client.batch == nil else { throw refusedInBatch(client, "flush", "flush is not allowed inside a batch") }
         var next = config
         let commands: [Command]
         switch what {
@@ -261,10 +262,7 @@ public final class ControlSession {
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {
-        guard client.batch == nil else {
-            (client.batch as? Batch)?.fail("reload inside a batch")
-            throw ControlError("batch", "reload is not allowed inside a batch")
-        }
+        guard client.batch == nil else { throw refusedInBatch(client, "reload", "reload is not allowed inside a batch") }
         let text: String
         switch GatewayMain.readFile(file) {
         case .failure(let e): throw ControlError("reload", e.message)

@@ -8,12 +8,12 @@ import Packet
 /// `sluice [EAL args] -- --config FILE [--stats-interval SECONDS]`
 public enum GatewayMain {
     public static let usage = """
-    usage: sluice [EAL options] -- --config FILE [--control PATH] [--stats-interval SECONDS] [--ipsec-mb-arch PATH]
+    usage: sluice [EAL options] -- --config FILE [--control PATH] [--stats-interval SECONDS] [--ipsec-mb-arch ARCH]
 
       --config FILE             configuration in the Sluice command language (required)
       --control PATH            the control socket (default /run/sluice/sluice.sock; 'none': no socket)
       --stats-interval SECONDS  print a stats line every SECONDS (fractions allowed; 0 = never)
-      --ipsec-mb-arch PATH      intel-ipsec-mb's code path: auto (default: the best this CPU has),
+      --ipsec-mb-arch ARCH      intel-ipsec-mb's code path: auto (default: the best this CPU has),
                                 sse, avx, avx2 or avx512, e.g. to keep the cores off AVX-512
       --help                    this text
 
