@@ -100,4 +100,14 @@ void sl_telemetry_set_drop_names(const char *const *names, unsigned count);
 /* Newline-separated lines for /sluice/sa/list and /sluice/sp/list (copied). */
 void sl_telemetry_set_lists(const char *sas, const char *policies);
 
+/* Opens `path` read-only (non-blocking: a FIFO cannot stall the caller) with
+ * the file access rights of user `uid` in group `gid` and the groups the user
+ * database gives it, as that user's own open(2) would be checked; the
+ * calling thread's rights are its own again on return (shims/peer.c).
+ * Returns the descriptor, or -errno. */
+int sl_open_as(const char *path, uint32_t uid, uint32_t gid);
+/* The user, group and process of a UNIX socket's peer as they were when it
+ * connected (SO_PEERCRED); 0, or -errno. */
+int sl_peer_credentials(int fd, uint32_t *uid, uint32_t *gid, int32_t *pid);
+
 #endif

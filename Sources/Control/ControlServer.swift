@@ -2,9 +2,13 @@
 // (never a worker) with poll(2), one command per line in, one JSON object
 // per line out. Every limit a hostile client could push against is bounded
 // and answered with an error, never a crash or a stall of the gateway:
-// line length, number of clients, idle time, and how much unread output a
-// client may leave queued.
+// line length, number of clients and of monitors, idle time, lines handled
+// per turn, and output: a client's replies wait in its queue, and while the
+// queue is full the server reads nothing more from it (a large reply is
+// sent whole; a client that does not read only stops itself); events for
+// a monitor that does not read are not kept, the monitor is closed.
 
+import CShims
 import Glibc
 
 /// Why the control socket could not be set up.
@@ -19,40 +23,120 @@ public final class ControlServer {
         public var lineBytes = 64 * 1024
         /// Clients connected at once; one more closes the one idle the longest.
         public var clients = 64
+        /// Clients streaming events (`monitor`) at once: at most half, so
+        /// there is always a client to make room for a new one.
+        public var monitors = 32
         /// Seconds a client may stay silent (monitors excepted).
         public var idleSeconds = 300.0
-        /// Replies and events queued for a client that does not read.
+        /// Unsent output above which a client's further lines wait (and a
+        /// monitor's events are not queued: it is closed).
         public var queuedBytes = 4 * 1024 * 1024
+        /// Lines handled for one client before the others get their turn.
+        public var linesPerTurn = 64
+        /// Seconds a closed client gets to take what was queued for it.
+        public var closingSeconds = 5.0
         public init() {}
     }
 
     /// A client's batch (`Client.batch`), which a line the server refuses
-    /// itself (too long) must fail: a batch commits whole or not at all.
+    /// itself (too long) or a close must fail: a batch commits whole or not at all.
     public protocol Batch: AnyObject {
         func fail(_ reason: String)
+    }
+
+    /// Who connected (SO_PEERCRED, as of the connect).
+    public struct Peer: Sendable, Equatable {
+        public var uid: UInt32
+        public var gid: UInt32
+        public var pid: Int32
     }
 
     /// One connected client.
     public final class Client {
         let fd: Int32
+        /// Nil only where the kernel would not say (then no file is read for it).
+        public let peer: Peer?
+        unowned let server: ControlServer
+        /// Received bytes from `inputStart` on are not handled yet.
         var input: [UInt8] = []
+        var inputStart = 0
         var output: [UInt8] = []
         var outputSent = 0
         var lastActive: Double
         /// Streams events (`monitor`) until it leaves.
-        public var monitoring = false
+        public private(set) var monitoring = false
         /// Inside `begin` … `commit`/`abort`: the session keeps its batch here.
         public var batch: AnyObject? = nil
-        var closing = false
+        /// When it was closed (it gets `closingSeconds` to take its output), or nil.
+        var closedAt: Double? = nil
+        var closing: Bool { closedAt != nil }
         /// Discarding the rest of an over-long line.
         var skippingLine = false
-        init(fd: Int32, now: Double) { self.fd = fd; lastActive = now }
+        /// The client sent end-of-file: its last lines are handled, then it is closed.
+        var inputEnded = false
+        /// `input` holds no newline before this index (from `inputStart`).
+        private var scanned = 0
+
+        init(fd: Int32, server: ControlServer, now: Double) {
+            self.fd = fd
+            self.server = server
+            lastActive = now
+            var uid: UInt32 = 0, gid: UInt32 = 0, pid: Int32 = 0
+            peer = sl_peer_credentials(fd, &uid, &gid, &pid) == 0 ? Peer(uid: uid, gid: gid, pid: pid) : nil
+        }
+
+        var queued: Int { output.count - outputSent }
+
+        /// Makes it a monitor (`monitor`); false when `Limits.monitors` are streaming already.
+        public func startMonitoring() -> Bool {
+            if monitoring { return true }
+            guard server.clients.count(where: { $0.monitoring && !$0.closing }) < server.limits.monitors else { return false }
+            monitoring = true
+            return true
+        }
+
+        /// The index of the next newline in the unhandled input, or nil.
+        func nextNewline() -> Int? {
+            let from = max(inputStart, scanned)
+            guard let nl = input[from...].firstIndex(of: 0x0A) else {
+                scanned = input.count
+                return nil
+            }
+            scanned = nl
+            return nl
+        }
+
+        /// Drops the handled input (`inputStart` moves to 0).
+        func compactInput() {
+            guard inputStart > 0 else { return }
+            input.removeSubrange(..<inputStart)
+            scanned = max(0, scanned - inputStart)
+            inputStart = 0
+        }
+
+        /// A complete line waits to be handled, and may be now (output permitting).
+        var hasLine: Bool { !closing && queued <= server.limits.queuedBytes && nextNewline() != nil }
+
+        /// Closes it: nothing more is read or handled. `keepOutput`: what is
+        /// queued is still sent (for up to `Limits.closingSeconds`).
+        func close(now: Double, keepOutput: Bool) {
+            if closedAt == nil {
+                closedAt = now
+                (batch as? Batch)?.fail("the client closed")
+                batch = nil
+            }
+            if !keepOutput { output.removeAll(); outputSent = 0 }
+        }
     }
 
     public let path: String
     private let listener: Int32
     public private(set) var clients: [Client] = []
     public var limits = Limits()
+    /// `accept` is not retried before this (the process is out of descriptors).
+    private var acceptPausedUntil = -Double.infinity
+    /// Connections `accept` failed to take for want of descriptors or memory.
+    public private(set) var acceptFailures = 0
 
     /// Binds `path` with mode 0660. A live socket there is an error (another
     /// gateway); a stale one (nobody accepts) is replaced.
@@ -99,135 +183,192 @@ public final class ControlServer {
     }
 
     deinit {
-        for c in clients { close(c.fd) }
+        for c in clients { Glibc.close(c.fd) }
         close(listener)
         unlink(path)
     }
 
-    /// Waits up to `timeoutMs` for activity, then accepts clients, reads
-    /// their lines and hands each complete one to `handle`, which returns the
-    /// reply lines; writes what it can without blocking; closes clients that
-    /// left, misbehaved or idled out.
-    public func serve(timeoutMs: Int32, now: Double, handle: (Client, String) -> [String]) {
-        var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
+    /// Waits up to `timeoutMs` for activity (not at all while a client has
+    /// lines waiting), then accepts clients, reads what they sent and hands
+    /// each complete line to `handle`, which returns the reply lines
+    /// (`Limits.linesPerTurn` per client per call); writes what it can
+    /// without blocking; closes clients that left, misbehaved or idled out.
+    /// Returns what poll(2) returned.
+    @discardableResult
+    public func serve(timeoutMs: Int32, now: Double, handle: (Client, String) -> [String]) -> Int32 {
+        let listening = now >= acceptPausedUntil
+        var fds = [pollfd(fd: listening ? listener : -1, events: Int16(POLLIN), revents: 0)]
         for c in clients {
-            var events = Int16(POLLIN)
-            if c.outputSent < c.output.count { events |= Int16(POLLOUT) }
+            // A closed client is only written to; one with a full output
+            // queue or a line waiting is not read from.
+            var events: Int16 = 0
+            if !c.closing && !c.inputEnded && c.queued <= limits.queuedBytes && !c.hasLine { events |= Int16(POLLIN) }
+            if c.queued > 0 { events |= Int16(POLLOUT) }
             fds.append(pollfd(fd: c.fd, events: events, revents: 0))
         }
-        let ready = poll(&fds, nfds_t(fds.count), timeoutMs)
+        let ready = poll(&fds, nfds_t(fds.count), clients.contains(where: \.hasLine) ? 0 : timeoutMs)
         if ready > 0 {
             for (i, c) in clients.enumerated() where fds[i + 1].revents != 0 {
                 let revents = fds[i + 1].revents
-                if revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 { read(c, now: now, handle: handle) }
-                if revents & Int16(POLLOUT) != 0 { flush(c) }
+                if revents & Int16(POLLHUP | POLLERR) != 0 && revents & Int16(POLLIN) == 0 {
+                    c.close(now: now, keepOutput: false)  // gone both ways
+                    continue
+                }
+                if revents & Int16(POLLOUT) != 0 { flush(c, now: now) }
+                if revents & Int16(POLLIN) != 0 && !c.closing { read(c, now: now) }
             }
             if fds[0].revents & Int16(POLLIN) != 0 { accept(now: now) }
         }
+        for c in clients where !c.closing { handleLines(c, now: now, handle: handle) }
         for c in clients where !c.monitoring && !c.closing && now - c.lastActive > limits.idleSeconds {
             send(c, ControlReply.error("idle", "no command for \(Int(limits.idleSeconds)) s; closing"))
-            c.closing = true
+            c.close(now: now, keepOutput: true)
         }
-        for c in clients { flush(c) }
+        for c in clients { flush(c, now: now) }
         clients.removeAll { c in
-            let done = c.closing && c.outputSent >= c.output.count
-            if done { close(c.fd) }
-            return done
+            guard let closedAt = c.closedAt, c.queued == 0 || now - closedAt > limits.closingSeconds else { return false }
+            Glibc.close(c.fd)
+            return true
         }
+        return ready
     }
 
-    /// Queues one line (a JSON object) for `client`.
+    /// Queues one reply line (a JSON object) for `client`, whatever its
+    /// size: the client asked for it, and reads nothing more until the
+    /// queue is back under `Limits.queuedBytes`.
     public func send(_ client: Client, _ line: String) {
-        if client.output.count - client.outputSent + line.utf8.count + 1 > limits.queuedBytes {
-            // It does not read: drop it rather than queue without bound.
-            client.output.removeAll()
-            client.outputSent = 0
-            client.closing = true
-            return
-        }
+        guard !client.closing || client.queued > 0 else { return }  // closed, nothing left to send
         client.output.append(contentsOf: line.utf8)
         client.output.append(0x0A)
     }
 
-    /// Queues `line` for every monitoring client.
+    /// Queues `line` for every monitoring client; one whose queue is full
+    /// does not read its events, and is closed.
     public func broadcast(_ line: String) {
-        for c in clients where c.monitoring && !c.closing { send(c, line) }
+        for c in clients where c.monitoring && !c.closing {
+            if c.queued + line.utf8.count + 1 > limits.queuedBytes {
+                // Nothing kept: it goes at the next turn, whatever the time it closed.
+                c.close(now: c.lastActive, keepOutput: false)
+            } else {
+                send(c, line)
+            }
+        }
     }
 
     private func accept(now: Double) {
         while true {
             let fd = Glibc.accept(listener, nil, nil)
-            if fd < 0 { return }
+            if fd < 0 {
+                if errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM {
+                    // The listener stays readable: look again later, not in a spin.
+                    acceptFailures += 1
+                    acceptPausedUntil = now + 0.1
+                }
+                return
+            }
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            let c = Client(fd: fd, now: now)
+            let c = Client(fd: fd, server: self, now: now)
             let open = clients.filter { !$0.closing }
             if open.count >= limits.clients {
-                // Full: make room by closing the client silent the longest
-                // (not a monitor, not inside a batch), so idle connections
-                // can never lock the operator out.
-                if let victim = open.filter({ !$0.monitoring && $0.batch == nil }).min(by: { $0.lastActive < $1.lastActive }) {
+                // Full: make room by closing the client silent the longest,
+                // one without a batch if there is one (a batch it held is
+                // failed, nothing of it applied). Monitors are at most half
+                // the clients, so there is always one: an idle or hostile
+                // crowd can never lock the operator out.
+                let candidates = open.filter { !$0.monitoring }
+                let victim = candidates.filter { $0.batch == nil }.min { $0.lastActive < $1.lastActive }
+                    ?? candidates.min { $0.lastActive < $1.lastActive }
+                if let victim {
                     send(victim, ControlReply.error("evicted", "\(limits.clients) clients are connected; closing the one idle the longest"))
-                    victim.closing = true
+                    victim.close(now: now, keepOutput: true)
                 } else {
                     send(c, ControlReply.error("too_many_clients", "\(limits.clients) clients are busy; try again later"))
-                    c.closing = true
+                    c.close(now: now, keepOutput: true)
                 }
             }
             clients.append(c)
         }
     }
 
-    private func read(_ c: Client, now: Double, handle: (Client, String) -> [String]) {
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while !c.closing {
-            let n = buffer.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
-            if n == 0 { c.closing = true; c.output.removeAll(); c.outputSent = 0; return }
-            if n < 0 {
-                if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return }
-                c.closing = true; c.output.removeAll(); c.outputSent = 0
-                return
-            }
-            c.lastActive = now
-            for byte in buffer[0..<n] {
-                if byte == 0x0A {
-                    if c.skippingLine {
-                        c.skippingLine = false
-                    } else {
-                        var bytes = c.input
-                        if bytes.last == 0x0D { bytes.removeLast() }
-                        let line = String(decoding: bytes, as: UTF8.self)
-                        for reply in handle(c, line) { send(c, reply) }
-                    }
-                    c.input.removeAll(keepingCapacity: true)
-                    if c.closing { return }
-                } else if !c.skippingLine {
-                    if c.input.count >= limits.lineBytes {
-                        let why = "a command line is at most \(limits.lineBytes) bytes; the rest of this line is ignored"
-                        (c.batch as? Batch)?.fail("line_too_long: " + why)
-                        send(c, ControlReply.error("line_too_long", why))
-                        c.input.removeAll()
-                        c.skippingLine = true
-                    } else {
-                        c.input.append(byte)
-                    }
-                }
-            }
+    /// Takes what the client sent (one receive: the others get their turn).
+    private func read(_ c: Client, now: Double) {
+        c.compactInput()
+        let old = c.input.count
+        c.input.append(contentsOf: repeatElement(0, count: 65536))
+        let n = c.input[old...].withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
+        c.input.removeSubrange((old + max(n, 0))...)
+        if n == 0 { c.inputEnded = true; return }
+        if n < 0 {
+            if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { c.close(now: now, keepOutput: false) }
+            return
+        }
+        c.lastActive = now
+        // A line that outgrew the limit: refused now, its rest dropped as it comes.
+        if c.skippingLine || (c.nextNewline() == nil && c.input.count - c.inputStart > limits.lineBytes) {
+            dropLongLine(c)
         }
     }
 
-    private func flush(_ c: Client) {
+    /// Refuses the over-long line at the head of the client's input (once)
+    /// and drops it up to its newline.
+    private func dropLongLine(_ c: Client) {
+        if !c.skippingLine {
+            let why = "a command line is at most \(limits.lineBytes) bytes; the rest of this line is ignored"
+            (c.batch as? Batch)?.fail("line_too_long: " + why)
+            send(c, ControlReply.error("line_too_long", why))
+            c.skippingLine = true
+        }
+        if let nl = c.nextNewline() {
+            c.inputStart = nl + 1
+            c.skippingLine = false
+        } else {
+            c.inputStart = c.input.count
+            c.compactInput()
+        }
+    }
+
+    /// Hands up to `Limits.linesPerTurn` of the client's complete lines to
+    /// `handle`, while its output queue has room.
+    private func handleLines(_ c: Client, now: Double, handle: (Client, String) -> [String]) {
+        var turn = 0
+        while turn < limits.linesPerTurn && !c.closing && c.queued <= limits.queuedBytes {
+            if c.skippingLine {
+                dropLongLine(c)
+                if c.skippingLine { break }  // its newline has not come yet
+                continue
+            }
+            guard let nl = c.nextNewline() else {
+                // Its last line handled: a client that ended its input is done.
+                if c.inputEnded { c.close(now: now, keepOutput: true) }
+                break
+            }
+            var end = nl
+            if end > c.inputStart && c.input[end - 1] == 0x0D { end -= 1 }
+            if end - c.inputStart > limits.lineBytes {
+                dropLongLine(c)
+                continue
+            }
+            let line = String(decoding: c.input[c.inputStart..<end], as: UTF8.self)
+            c.inputStart = nl + 1
+            turn += 1
+            for reply in handle(c, line) { send(c, reply) }
+        }
+    }
+
+    private func flush(_ c: Client, now: Double) {
         while c.outputSent < c.output.count {
             let n = c.output[c.outputSent...].withUnsafeBytes { Glibc.send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if n <= 0 {
                 if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
-                    c.closing = true; c.output.removeAll(); c.outputSent = 0
+                    c.close(now: now, keepOutput: false)
+                    c.output.removeAll(); c.outputSent = 0
                 }
                 return
             }
             c.outputSent += n
         }
-        c.output.removeAll(keepingCapacity: true)
+        c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 20)
         c.outputSent = 0
     }
 

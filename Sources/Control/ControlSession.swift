@@ -23,9 +23,11 @@ public final class ControlSession {
     /// whether a line of it failed.
     final class Batch: ControlServer.Batch {
         var config: GatewayConfig
+        /// `changes` when the batch began.
+        let base: UInt64
         var lines = 0
         var failed: String? = nil
-        init(_ config: GatewayConfig) { self.config = config }
+        init(_ config: GatewayConfig, base: UInt64) { self.config = config; self.base = base }
         /// The first failure is the one reported.
         func fail(_ reason: String) { failed = failed ?? reason }
     }
@@ -110,19 +112,26 @@ public final class ControlSession {
         "begin | commit | abort", "show config", "reload FILE",
         "sa list | sa get spi 0xN [dst B] | sa allocspi [cpu K] [src A dst B]", "sp list | sp get id N", "flush sa | flush sp",
         "neighbor list",
-        "stats [port N | core N | sa 0xSPI]", "monitor", "version", "help",
+        "stats [port N | core N | sa 0xSPI [dst B]]", "monitor", "version", "help",
     ]
 
     /// Installs `next` as the running configuration: routes (when they or
     /// what they are built from changed) and IPsec tables compiled, then
-    /// published. Nothing is published unless everything compiled.
+    /// published. Nothing is published unless everything compiled, and the
+    /// forwarding snapshot is built before and published after the IPsec
+    /// tables (whose publish is all or nothing), so a refused change leaves
+    /// the routes as they were too.
     public func install(_ next: GatewayConfig) throws(ControlError) {
         let routesChanged = next.ports != config.ports || next.neighbors != config.neighbors || next.routes != config.routes
+        if routesChanged { try Self.checkPortsKept(from: config, to: next) }
         do {
-            let routes = routesChanged ? try RouteCompiler.compile(next, portMACs: portMACs, learned: neighbors.learned) : nil
+            let routes = routesChanged
+                ? try gateway.prepareForwarding(routes: RouteCompiler.compile(next, portMACs: portMACs, learned: neighbors.learned),
+                                                ports: RouteCompiler.ports(next))
+                : nil
             let tables = try ipsec.compile(next, workerLcores: gateway.workerLcores)
-            if let routes { try gateway.publish(routes: routes, ports: RouteCompiler.ports(next)) }
             try gateway.publish(ipsec: tables)
+            if let routes { gateway.publish(routes) }
             ipsec.commit()
         } catch let e as IPsecConfigError {
             throw ControlError("install", e.message)
@@ -140,6 +149,29 @@ public final class ControlSession {
         listsStale = true
     }
 
+    /// The ports and their roles are the data plane's from start-up (each
+    /// worker's queues and how it treats a port's packets); a change may
+    /// not add or remove a port or change a role.
+    static func checkPortsKept(from running: GatewayConfig, to next: GatewayConfig) throws(ControlError) {
+        if next.ports.keys.sorted() != running.ports.keys.sorted() {
+            throw ControlError("install", "the ports would be \(next.ports.keys.sorted()), the running ones are \(running.ports.keys.sorted()); ports change only at start-up")
+        }
+        for (id, port) in running.ports.sorted(by: { $0.key < $1.key }) where next.ports[id]?.role != port.role {
+            throw ControlError("install", "port \(id) runs as \(port.role.rawValue); a port's role changes only at start-up")
+        }
+    }
+
+    /// Changes clients made to the configuration (commands, batches,
+    /// flushes, reloads): a batch whose `begin` saw another number would
+    /// undo what came between, so its `commit` is refused.
+    private var changes: UInt64 = 0
+
+    /// Installs a client's change.
+    private func change(to next: GatewayConfig) throws(ControlError) {
+        try install(next)
+        changes &+= 1
+    }
+
     /// One line from `client`; the reply lines.
     public func handle(_ client: ControlServer.Client, _ line: String) -> [String] {
         let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
@@ -148,7 +180,7 @@ public final class ControlSession {
             switch (verb, words.dropFirst().first) {
             case ("begin", nil):
                 guard client.batch == nil else { throw refusedInBatch(client, "begin", "already inside begin … commit") }
-                client.batch = Batch(config)
+                client.batch = Batch(config, base: changes)
                 return [ControlReply.ok([("batch", "true")])]
             case ("abort", nil):
                 guard client.batch != nil else { throw ControlError("batch", "no batch to abort") }
@@ -160,7 +192,10 @@ public final class ControlSession {
                 if let failed = batch.failed {
                     throw ControlError("batch_failed", "nothing applied: \(failed)")
                 }
-                try install(batch.config)
+                guard batch.base == changes else {
+                    throw ControlError("conflict", "the configuration changed since begin (\(changes &- batch.base) change(s) by other commands); nothing applied: begin again")
+                }
+                try change(to: batch.config)
                 return [ControlReply.ok([("applied", String(batch.lines))])]
             case ("show", "config"):
                 return [ControlReply.ok([("config", ControlReply.quote(config.configText))])]
@@ -169,7 +204,9 @@ public final class ControlSession {
             case ("help", nil):
                 return [ControlReply.ok([("commands", "[" + Self.help.map(ControlReply.quote).joined(separator: ",") + "]")])]
             case ("monitor", nil):
-                client.monitoring = true
+                guard client.startMonitoring() else {
+                    throw ControlError("too_many_monitors", "\(client.server.limits.monitors) clients are monitoring already")
+                }
                 return [ControlReply.ok([("monitor", "true")])]
             case ("stats", _):
                 return [try stats(Array(words.dropFirst()))]
@@ -212,6 +249,12 @@ public final class ControlSession {
             return [("id", String(added.id.rawValue))]
         }
         if let batch = client.batch as? Batch {
+            // A bound on what one client's batch may hold in memory; past it
+            // the batch is failed and what it built is let go.
+            guard batch.lines < Self.batchLineLimit else {
+                batch.config = config
+                throw refusedInBatch(client, "more than \(Self.batchLineLimit) lines", "a batch holds at most \(Self.batchLineLimit) lines (reload a file for more)")
+            }
             // In place (apply is all or nothing): a line costs the same in a
             // batch of 10 or 100,000, with no copy of the batch's configuration.
             let before = isPolicyAdd ? Set(batch.config.policies.map(\.id)) : []
@@ -231,7 +274,7 @@ public final class ControlSession {
             throw ControlError("invalid", error.message)
         }
         let fields = addedPolicy(isPolicyAdd ? Set(config.policies.map(\.id)) : [], next)
-        try install(next)
+        try change(to: next)
         return ControlReply.ok(fields)
     }
 
@@ -257,24 +300,58 @@ public final class ControlSession {
                 throw ControlError("invalid", error.message)
             }
         }
-        try install(next)
+        try change(to: next)
         return ControlReply.ok([("removed", String(commands.count))])
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {
         guard client.batch == nil else { throw refusedInBatch(client, "reload", "reload is not allowed inside a batch") }
-        let text: String
-        switch GatewayMain.readFile(file) {
-        case .failure(let e): throw ControlError("reload", e.message)
-        case .success(let t): text = t
-        }
+        let text = try Self.readFile(file, for: client.peer)
         let next: GatewayConfig
         do { next = try GatewayConfig.load(text: text, name: file) } catch { throw ControlError("invalid", error.description) }
         guard next.ports.keys.sorted() == config.ports.keys.sorted() else {
             throw ControlError("reload", "the ports of \(file) (\(next.ports.keys.sorted())) are not the running ones (\(config.ports.keys.sorted())); ports change only at start-up")
         }
-        try install(next)
+        try change(to: next)
         return ControlReply.ok([("sas", String(next.sas.count)), ("policies", String(next.policies.count))])
+    }
+
+    /// The most configuration lines one batch holds.
+    static let batchLineLimit = 1 << 20
+
+    /// The largest file `reload` reads (a million SAs fit).
+    static let reloadLimit = 256 << 20
+
+    /// A file a client named (`reload FILE`), read with that client's own
+    /// access rights, not the gateway's: the reply (a parse error quotes the
+    /// file) must not show a client what it could not read itself. Only a
+    /// regular file of at most `reloadLimit` bytes: not a FIFO (which would
+    /// hold the control thread), not a device (/dev/zero never ends).
+    static func readFile(_ path: String, for peer: ControlServer.Peer?) throws(ControlError) -> String {
+        guard let peer else { throw ControlError("reload", "cannot tell which user this client is (SO_PEERCRED), so no file is read for it") }
+        let fd = sl_open_as(path, peer.uid, peer.gid)
+        guard fd >= 0 else {
+            throw ControlError("reload", "cannot read \(path) as uid \(peer.uid): \(String(cString: strerror(-fd)))")
+        }
+        defer { close(fd) }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw ControlError("reload", "cannot read \(path): \(String(cString: strerror(errno)))") }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw ControlError("reload", "\(path) is not a regular file") }
+        guard info.st_size <= reloadLimit else {
+            throw ControlError("reload", "\(path) has \(info.st_size) bytes; reload reads at most \(reloadLimit)")
+        }
+        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
+        var count = 0
+        while count < bytes.count {
+            let n = bytes[count...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n >= 0 else { throw ControlError("reload", "cannot read \(path): \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            count += n
+            if count == bytes.count && count <= reloadLimit { bytes += [UInt8](repeating: 0, count: min(1 << 20, reloadLimit + 1 - count)) }
+        }
+        guard count <= reloadLimit else { throw ControlError("reload", "\(path) grew past \(reloadLimit) bytes while it was read") }
+        return String(decoding: bytes[..<count], as: UTF8.self)
     }
 
     /// `sa allocspi [cpu K] [src A dst B]`: an SPI no SA uses; with `cpu K`
@@ -285,10 +362,14 @@ public final class ControlSession {
         var source: IPAddress? = nil, destination: IPAddress? = nil
         var i = 0
         while i + 1 < args.count {
+            let value = args[i + 1]
             switch args[i] {
-            case "cpu": cpu = UInt32(args[i + 1])
-            case "src": source = IPAddress(args[i + 1])
-            case "dst": destination = IPAddress(args[i + 1])
+            case "cpu":
+                guard let n = UInt32(value) else { throw ControlError("syntax", "'cpu' needs an lcore number, found '\(value)'") }
+                cpu = n
+            case "src", "dst":
+                guard let a = IPAddress(value) else { throw ControlError("syntax", "'\(args[i])' needs an IP address, found '\(value)'") }
+                if args[i] == "src" { source = a } else { destination = a }
             default: throw ControlError("syntax", "expected 'sa allocspi [cpu K] [src A dst B]', found '\(args[i])'")
             }
             i += 2
@@ -337,16 +418,27 @@ public final class ControlSession {
             guard let p = config.policy(id: PolicyID(n)) else { throw ControlError("not_found", "no policy id \(n)") }
             return ControlReply.ok([("policy", policyJSON(p))])
         default:
-            guard words.count == 4 || words.count == 6, words[2] == "spi", let spi = Self.number(words[3]) else {
-                throw ControlError("syntax", "expected 'sa get spi 0xN [dst B]'")
-            }
-            let dst = words.count == 6 && words[4] == "dst" ? IPAddress(words[5]) : nil
-            guard let sa = config.sas.values.sorted(by: { $0.identifier < $1.identifier })
-                .first(where: { $0.spi.rawValue == spi && (dst == nil || $0.destination == dst) }) else {
-                throw ControlError("not_found", "no SA spi \(SecurityParameterIndex(spi))")
-            }
-            return ControlReply.ok([("sa", saJSON(sa))])
+            guard words.count >= 3, words[2] == "spi" else { throw ControlError("syntax", "expected 'sa get spi 0xN [dst B]'") }
+            return ControlReply.ok([("sa", saJSON(try sa(Array(words.dropFirst(3)), usage: "sa get spi 0xN [dst B]")))])
         }
+    }
+
+    /// The SA `0xN [dst B]` names (`sa get spi …`, `stats sa …`). Where
+    /// several SAs share the SPI (different destinations) and no `dst`
+    /// says which, the one whose destination sorts first.
+    private func sa(_ args: [String], usage: String) throws(ControlError) -> SAConfig {
+        guard args.count == 1 || args.count == 3, let spi = Self.number(args[0]) else { throw ControlError("syntax", "expected '\(usage)'") }
+        var destination: IPAddress? = nil
+        if args.count == 3 {
+            guard args[1] == "dst" else { throw ControlError("syntax", "expected '\(usage)'") }
+            guard let a = IPAddress(args[2]) else { throw ControlError("syntax", "'dst' needs an IP address, found '\(args[2])'") }
+            destination = a
+        }
+        guard let sa = config.sas.values.sorted(by: { $0.identifier < $1.identifier })
+            .first(where: { $0.spi.rawValue == spi && (destination == nil || $0.destination == destination) }) else {
+            throw ControlError("not_found", "no SA spi \(SecurityParameterIndex(spi))" + (destination.map { " dst \($0)" } ?? ""))
+        }
+        return sa
     }
 
     private func policyJSON(_ p: PolicyConfig) -> String {
@@ -396,13 +488,10 @@ public final class ControlSession {
             }
             return ControlReply.ok([("port", String(n)), ("rx", String(s.rxPackets)), ("tx", String(s.txPackets)),
                                     ("missed", String(s.rxMissed)), ("rx_errors", String(s.rxErrors)), ("tx_errors", String(s.txErrors))])
-        case ("sa", 2):
-            guard let spi = Self.number(args[1]), let sa = config.sas.values.first(where: { $0.spi.rawValue == spi }) else {
-                throw ControlError("not_found", "no SA spi \(args[1])")
-            }
-            return ControlReply.ok([("sa", saJSON(sa))])
+        case ("sa", 2), ("sa", 4):
+            return ControlReply.ok([("sa", saJSON(try sa(Array(args.dropFirst()), usage: "stats sa 0xSPI [dst B]")))])
         default:
-            throw ControlError("syntax", "expected 'stats', 'stats port N', 'stats core N' or 'stats sa 0xSPI'")
+            throw ControlError("syntax", "expected 'stats', 'stats port N', 'stats core N' or 'stats sa 0xSPI [dst B]'")
         }
     }
 

@@ -344,6 +344,14 @@ public final class Gateway {
     /// frees the previous one. A worker that misses the deadline delays only the
     /// free, never the publish: the old snapshot is kept and retried later.
     public func publish(routes: [RouteEntry], ports portSettings: [PortForwarding] = []) throws(DataplaneError) {
+        publish(try prepareForwarding(routes: routes, ports: portSettings))
+    }
+
+    /// Builds a forwarding snapshot and publishes nothing: everything that can
+    /// fail about a route change fails here, so a change that publishes other
+    /// tables too can build this first and publish it last, when nothing can
+    /// fail any more (`publish(_:)`).
+    public func prepareForwarding(routes: [RouteEntry], ports portSettings: [PortForwarding] = []) throws(DataplaneError) -> PreparedForwarding {
         // Workers index their TX buffers by port: only ports they drive may appear.
         let driven = Set(ports.map(\.info.id))
         for r in routes {
@@ -353,7 +361,13 @@ public final class Gateway {
         }
         generation &+= 1
         let socket = workers.first.map { $0.pointee.socket_id } ?? 0
-        let fib = try ForwardingTable.build(routes: routes, ports: portSettings, socket: socket, generation: generation)
+        return PreparedForwarding(try ForwardingTable.build(routes: routes, ports: portSettings, socket: socket, generation: generation))
+    }
+
+    /// Publishes a prepared snapshot (which cannot fail); the snapshot is the
+    /// gateway's from here on.
+    public func publish(_ prepared: PreparedForwarding) {
+        guard let fib = prepared.take() else { return }
         let old = sl_shared_fib(shared)
         sl_shared_publish_fib(shared, fib)
         let token = rte_rcu_qsbr_start(qsbr)
@@ -419,6 +433,18 @@ public final class Gateway {
         if !change.targets.isEmpty && change.targets.count != cryptos.count {
             throw DataplaneError("SA change compiled for \(change.targets.count) workers, the gateway has \(cryptos.count)")
         }
+        if running {
+            // Room on every worker's ring before anything changes: the
+            // control thread is the rings' only producer, so the room stays.
+            // A worker that lets its batches pile up (255) is stalled.
+            let deadline = monotonicSeconds() + sadCommitTimeout
+            while let full = cryptos.first(where: { sl_ring_free_count($0.commands) == 0 }) {
+                if monotonicSeconds() > deadline {
+                    throw DataplaneError("worker lcore \(full.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
+                }
+                usleep(20)
+            }
+        }
         for box in change.added { installedRecords[ObjectIdentifier(box)] = box }
         var removed = change.removed
         if change.clearFirst {
@@ -440,14 +466,8 @@ public final class Gateway {
             batch.initialize(to: SADBatch(generation: generation, count: all.count, commands: commands))
             batches.append(batch)
             if running {
-                // The ring holds 255 batches; a worker that lets them pile up is stalled.
-                let deadline = monotonicSeconds() + sadCommitTimeout
-                while !sl_ring_enqueue_one_sp(c.commands, UnsafeMutableRawPointer(batch)) {
-                    if monotonicSeconds() > deadline {
-                        throw DataplaneError("worker lcore \(c.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
-                    }
-                    usleep(20)
-                }
+                let posted = sl_ring_enqueue_one_sp(c.commands, UnsafeMutableRawPointer(batch))
+                precondition(posted, "a worker's SA command ring lost the room checked above")
             } else {
                 c.applyCommands()  // anything a stalled worker left, in order
                 c.replica.apply(UnsafePointer(batch))
@@ -485,6 +505,12 @@ public final class Gateway {
             for b in p.batches { b.pointee.commands.deallocate(); b.deallocate() }
             return true
         }
+    }
+
+    /// Makes the worker on `lcore` leave SA changes on its command ring, as
+    /// a stalled worker would (tests), or take them again.
+    func holdSADCommands(lcore: UInt32, _ held: Bool) {
+        cryptos.first { $0.lcore == lcore }?.commandsHeld.store(held, ordering: .relaxed)
     }
 
     /// SA records the replicas may hold (for tests and reports).
@@ -671,4 +697,17 @@ public func monotonicSeconds() -> Double {
 public func writeStandardError(_ text: String) {
     var t = text
     t.withUTF8 { b in _ = write(2, b.baseAddress, b.count) }
+}
+
+/// A forwarding snapshot built by `Gateway.prepareForwarding` and not
+/// published yet; one that is never published is freed with it.
+public final class PreparedForwarding {
+    private var fib: UnsafeMutablePointer<sl_fib>?
+    init(_ fib: UnsafeMutablePointer<sl_fib>) { self.fib = fib }
+    /// The snapshot, once: whoever takes it owns it.
+    func take() -> UnsafeMutablePointer<sl_fib>? {
+        defer { fib = nil }
+        return fib
+    }
+    deinit { if let fib { ForwardingTable.free(fib) } }
 }

@@ -1,6 +1,7 @@
 import CShims
 import Crypto
 import IPsec
+import Synchronization
 
 /// Mutable state of one outbound SA, shared by the workers that use it: the
 /// next sequence number (taken with an atomic reservation, `sl_seq_reserve`).
@@ -191,6 +192,8 @@ public final class WorkerIPsec {
     let acquirePolicy: UnsafeMutablePointer<UInt32>
     let acquireTSC: UnsafeMutablePointer<UInt64>
     static let acquireSlots = 64
+    /// Leaves SA changes on the command ring (tests: a worker that stalls).
+    let commandsHeld = Atomic<Bool>(false)
     /// Events that did not fit in the ring (counted, not retried).
     var eventsLost: UInt64 = 0
     /// Packets other workers hand over (their SA's replay window is ours):
@@ -309,6 +312,7 @@ public final class WorkerIPsec {
     /// worker, or the control thread while the worker is stopped).
     @inline(__always)
     func applyCommands() {
+        if commandsHeld.load(ordering: .relaxed) { return }
         var batch: UnsafeMutableRawPointer? = nil
         var last: UInt64 = 0
         while sl_ring_dequeue_burst(commands, &batch, 1) == 1, let b = batch {

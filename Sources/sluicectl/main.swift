@@ -55,8 +55,18 @@ struct Send: ParsableCommand {
                 printError("sluicectl: error: cannot read \(file): \(error.localizedDescription)")
                 throw ExitCode.failure
             }
-            lines = ["begin"] + text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-                .filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty && !$0.hasPrefix("#") } + ["commit"]
+            let numbered = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                .map { (number: $0.offset + 1, line: String($0.element)) }
+                .filter { !$0.line.trimmingCharacters(in: .whitespaces).isEmpty && !$0.line.hasPrefix("#") }
+            // The file is the batch: its own begin, commit or abort would end it early.
+            for l in numbered {
+                let verb = l.line.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) ?? ""
+                if ["begin", "commit", "abort"].contains(verb) {
+                    printError("sluicectl: error: \(file):\(l.number): '\(verb)' cannot be in a file sent with -f (the whole file is one batch); nothing sent")
+                    throw ExitCode.failure
+                }
+            }
+            lines = ["begin"] + numbered.map(\.line) + ["commit"]
         } else {
             lines = [words.joined(separator: " ")]
         }

@@ -1,0 +1,82 @@
+// A worker that stops taking SA changes between bursts (stuck in a burst,
+// descheduled): each change is posted to its command ring, and once the
+// ring is full the next change must be refused whole — no SA record kept
+// for it, no route of it published, the configuration as it was — and go
+// through once the worker takes its changes again.
+
+import Command
+import Control
+@testable import Dataplane
+import Glibc
+import Packet
+import Synchronization
+import Testing
+
+extension EALSuites.GatewayTests {
+    @Test func aChangeAStalledWorkerCannotTakeIsRefusedWhole() throws {
+        let lcore = h.gateway.workerLcores[0]
+        let timeout = h.gateway.sadCommitTimeout
+        let log = h.gateway.log
+        defer {
+            h.gateway.holdSADCommands(lcore: lcore, false)
+            h.gateway.sadCommitTimeout = timeout
+            h.gateway.log = log
+            try? h.gateway.publish(ipsec: nil)
+            try? h.publish(h.baseConfigText)
+        }
+        let key = "0x" + String(repeating: "6d", count: 20)
+        func inboundSA(_ spi: Int) -> String {
+            "sa add spi 0x\(String(spi, radix: 16)) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 77"
+        }
+        var text = h.baseConfigText + "\nsp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action bypass\n"
+            + "sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n" + inboundSA(0x7700)
+        let session = try h.installSession(text, name: "stall")
+        // Plaintext to 198.51.100.5 leaves by its route: the unprotected port.
+        let probe = h.frame4("10.1.0.5", "198.51.100.5", payload: 40)
+        func leavesUnprotected() throws -> Bool {
+            let out = try h.inject([probe], on: h.protected)
+            return out.sent[h.u]?.count == 1 && (out.sent[h.p] ?? []).isEmpty
+        }
+        #expect(try leavesUnprotected())
+
+        let warnings = Mutex(0)
+        h.gateway.log = { _ in warnings.withLock { $0 += 1 } }
+        h.gateway.sadCommitTimeout = 0.002
+        h.gateway.holdSADCommands(lcore: lcore, true)
+        // One SA more per change: each is posted and not acknowledged.
+        var posted = 0
+        var refusal: ControlError? = nil
+        let reroute = "\nroute del 198.51.100.0/24\nroute add 198.51.100.0/24 via 10.0.0.2\n"
+        while refusal == nil && posted < 300 {
+            let records = h.gateway.installedSARecords
+            let before = session.config
+            let next = try GatewayConfig.load(text: text + "\n" + inboundSA(0x7800 + posted) + reroute, name: "stall")
+            do {
+                try session.install(next)
+            } catch {
+                refusal = error
+                #expect(h.gateway.installedSARecords == records, "the refused change's SA record is not kept")
+                #expect(session.config == before, "the configuration is as it was")
+                break
+            }
+            posted += 1
+            text += "\n" + inboundSA(0x7800 + posted - 1)
+            // The route back (no SA change: nothing posted to the workers).
+            try session.install(GatewayConfig.load(text: text, name: "stall"))
+        }
+        let error = try #require(refusal, "a worker that takes no SA changes never fills its ring (\(posted) changes, \(warnings.withLock { $0 }) warnings)")
+        #expect(error.message.contains("command ring is full") && error.message.contains("nothing of this change was applied"), "\(error)")
+        #expect(posted > 100, "the ring held \(posted) pairs of changes")
+        #expect(warnings.withLock { $0 } > 0, "unacknowledged changes are logged")
+        #expect(try leavesUnprotected(), "the refused change's route is not published")
+
+        // The worker takes its changes again: the same change now goes through.
+        h.gateway.holdSADCommands(lcore: lcore, false)
+        h.gateway.sadCommitTimeout = timeout
+        let records = h.gateway.installedSARecords
+        try session.install(GatewayConfig.load(text: text + "\n" + inboundSA(0x7fff) + reroute, name: "stall"))
+        #expect(h.gateway.installedSARecords == records + 1)
+        let out = try h.inject([probe], on: h.protected)
+        #expect(out.sent[h.p]?.count == 1 && (out.sent[h.u] ?? []).isEmpty, "rerouted by the protected port: \(out.delta)")
+    }
+}
