@@ -184,6 +184,17 @@ extension EndToEnd {
                 #expect(try c.call("route add 10.9.0.0/33 via 10.2.0.2").errorCode == "syntax")
                 #expect(try c.call("route del 10.9.0.0/16").ok)
                 #expect(try c.call("frobnicate").errorCode == "syntax")
+                // Ports and their roles are the data plane's from start-up.
+                #expect(try c.call("port 0 role protected").ok)
+                #expect(try c.call("port 0 mtu 1400").ok)
+                #expect(try c.call("port 0 role unprotected").errorMessage.contains("already has role protected"))
+                #expect(try c.call("port 7 role protected").errorMessage.contains("ports change only at start-up"))
+                // Arguments that do not parse are errors, not ignored.
+                #expect(try c.call("sa get spi 0x1001 dst nonsense").errorCode == "syntax")
+                #expect(try c.call("sa allocspi cpu abc").errorCode == "syntax")
+                #expect(try c.call("sa allocspi src 10.2.0.1 dst bogus").errorCode == "syntax")
+                #expect(try c.call("stats sa 0x1001 dst 10.2.0.9").errorCode == "not_found")
+                #expect(((try c.call("stats sa 0x1001 dst 10.2.0.2"))["sa"] as? [String: Any])?["next_seq"] as? Int == 100)
                 // Counters.
                 #expect(try c.call("stats")["rx"] as? Int == 0)
                 #expect(try c.call("stats core 1")["core"] as? Int == 1)
@@ -222,6 +233,90 @@ extension EndToEnd {
                 #expect(try c.call("commit").errorCode == "batch")
                 #expect(try c.call("flush sp").ok)
                 #expect(((try c.call("sp list"))["policies"] as? [Any])?.isEmpty == true)
+            }
+            #expect(await g.stop() == 0)
+        }
+
+        /// A batch is built on the configuration as it was at `begin`: when
+        /// another client changed it since, `commit` would undo that change,
+        /// so it is refused (nothing applied) and the batch can be redone.
+        @Test func aBatchNeverRevertsAnotherClientsChange() async throws {
+            let g = try await ControlledGateway.start("ctl-conflict")
+            do {
+                let a = try g.client(), b = try g.client()
+                #expect(try a.call("begin").ok)
+                #expect(try a.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
+                #expect(try b.call("route add 10.9.0.0/16 via 10.2.0.2").ok)
+                let refused = try a.call("commit")
+                #expect(refused.errorCode == "conflict" && refused.errorMessage.contains("nothing applied"), "\(refused)")
+                var config = try #require(try b.call("show config")["config"] as? String)
+                #expect(config.contains("route add 10.9.0.0/16") && !config.contains("route add 10.8.0.0/16"))
+                // Begun again, on the new configuration: both changes stand.
+                #expect(try a.call("begin").ok)
+                #expect(try a.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
+                #expect(try a.call("commit")["applied"] as? Int == 1)
+                config = try #require(try b.call("show config")["config"] as? String)
+                #expect(config.contains("route add 10.9.0.0/16") && config.contains("route add 10.8.0.0/16"))
+            }
+            #expect(await g.stop() == 0)
+        }
+
+        /// `reload FILE` reads the file with the rights of the client that
+        /// asked, not the gateway's (root): a member of the socket's group
+        /// cannot make the gateway read, and quote back, a file it could not
+        /// read itself. Only regular files, of a bounded size: a FIFO or a
+        /// device is refused at once (neither may hold the control thread).
+        @Test(.enabled(if: getuid() == 0, "needs root to act as another user"))
+        func reloadReadsAFileWithTheClientsRights() async throws {
+            let g = try await ControlledGateway.start("ctl-reload-rights")
+            do {
+                // The socket's group is nobody's, as an operators' group would be.
+                let nogroup: gid_t = 65534, nobody: uid_t = 65534
+                let socketDirectory = (g.socket as NSString).deletingLastPathComponent
+                #expect(chown(socketDirectory, 0, nogroup) == 0 && chown(g.socket, 0, nogroup) == 0)
+                func file(_ name: String, _ text: String, mode: mode_t) throws -> String {
+                    let path = g.dir.appendingPathComponent(name).path
+                    try text.write(toFile: path, atomically: false, encoding: .utf8)
+                    chmod(path, mode)
+                    return path
+                }
+                let secret = try file("secret.conf", "topsecretword is not a command\n", mode: 0o600)
+                let groupRoot = try file("group.conf", "groupsecretword is not a command\n", mode: 0o640)
+                let readable = try file("open.conf", ControlledGateway.config + "route add 10.4.0.0/16 via 10.2.0.2\n", mode: 0o644)
+                let fifo = g.dir.appendingPathComponent("fifo").path
+                #expect(mkfifo(fifo, 0o666) == 0)
+                // A client as nobody: one reply line per command.
+                let script = """
+                import os, socket, sys
+                os.setgroups([]); os.setgid(\(nogroup)); os.setuid(\(nobody))
+                s = socket.socket(socket.AF_UNIX); s.settimeout(20); s.connect(sys.argv[1])
+                f = s.makefile('rw')
+                for command in sys.argv[2:]:
+                    f.write(command + '\\n'); f.flush(); print(f.readline().strip(), flush=True)
+                """
+                let child = try Child(E2E.python, ["-c", script, g.socket, "reload \(secret)", "reload \(groupRoot)",
+                                                   "reload \(fifo)", "reload /dev/zero", "reload \(readable)"])
+                let status = await child.waitForExit(timeout: .seconds(60))
+                #expect(status == 0, "\(child.transcript())")
+                let replies = child.stdout.text.split(separator: "\n").map { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] ?? [:] }
+                #expect(replies.count == 5, "\(child.transcript())")
+                if replies.count == 5 {
+                    for (i, what) in ["root's own file", "a file of root's group"].enumerated() {
+                        #expect(replies[i].errorCode == "reload" && replies[i].errorMessage.contains("Permission denied"), "\(what): \(replies[i])")
+                    }
+                    #expect(!child.stdout.text.contains("secretword"), "a reply quotes a file the client cannot read: \(child.stdout.text)")
+                    #expect(replies[2].errorMessage.contains("not a regular file"), "\(replies[2])")
+                    #expect(replies[3].errorMessage.contains("not a regular file"), "\(replies[3])")
+                    #expect(replies[4].ok, "a file the client can read: \(replies[4])")
+                }
+                let c = try g.client()
+                #expect((try c.call("show config")["config"] as? String)?.contains("route add 10.4.0.0/16") == true)
+                // Root reads root's file (and the parse error may quote it: root could read it anyway).
+                #expect(try c.call("reload \(secret)").errorMessage.contains("topsecretword"))
+                // A file past the size limit (sparse: no disk used) is refused before it is read.
+                let huge = g.dir.appendingPathComponent("huge.conf").path
+                #expect(FileManager.default.createFile(atPath: huge, contents: nil) && truncate(huge, off_t((256 << 20) + 1)) == 0)
+                #expect(try c.call("reload \(huge)").errorMessage.contains("reload reads at most"))
             }
             #expect(await g.stop() == 0)
         }
@@ -270,6 +365,14 @@ extension EndToEnd {
                 let fresh = ((try c.call("sa get spi 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int ?? 0
                 #expect(fresh < afterReload, "a new key starts from the configured seq (\(fresh))")
                 #expect(try c.call("reload /nonexistent.conf").errorCode == "reload")
+                // A file that swaps the ports' roles: they are the data plane's from start-up.
+                let swapped = g.dir.appendingPathComponent("swapped.conf")
+                try ControlledGateway.config.replacingOccurrences(of: "role protected", with: "role PROT")
+                    .replacingOccurrences(of: "role unprotected", with: "role protected").replacingOccurrences(of: "role PROT", with: "role unprotected")
+                    .write(to: swapped, atomically: true, encoding: .utf8)
+                let refused = try c.call("reload \(swapped.path)")
+                #expect(refused.errorCode == "install" && refused.errorMessage.contains("port 0 runs as protected"), "\(refused)")
+                #expect(((try c.call("sa get spi 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int ?? 0 >= fresh, "nothing of it applied")
             }
             #expect(await g.stop() == 0)
         }
@@ -400,6 +503,13 @@ extension EndToEnd.ControlSocket {
         try "route add 10.6.0.0/16 via 10.2.0.2\nsp add dir out src nonsense\n".write(to: bad, atomically: true, encoding: .utf8)
         (status, c) = try await sluicectl(["-f", bad.path])
         #expect(status == 1 && c.stderr.text.contains("nothing applied"), "\(c.transcript())")
+        #expect(try g.client().call("show config")["config"] as? String == before)
+        // The file is the batch: a commit (or begin, abort) in it would end
+        // the batch early and apply the rest line by line. Nothing is sent.
+        let early = g.dir.appendingPathComponent("early.conf")
+        try "route add 10.6.0.0/16 via 10.2.0.2\ncommit\nroute add 10.5.0.0/16 via 10.2.0.2\n".write(to: early, atomically: true, encoding: .utf8)
+        (status, c) = try await sluicectl(["-f", early.path])
+        #expect(status == 1 && c.stderr.text.contains("early.conf:2: 'commit' cannot be in a file"), "\(c.transcript())")
         #expect(try g.client().call("show config")["config"] as? String == before)
         let good = g.dir.appendingPathComponent("good.conf")
         try "# two changes, one batch\nroute add 10.6.0.0/16 via 10.2.0.2\nsp add id 50 dir out src 172.16.0.0/12 dst 10.6.0.0/16 priority 2 action bypass\n"

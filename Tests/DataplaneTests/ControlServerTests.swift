@@ -1,0 +1,231 @@
+// The control socket's server on its own (no gateway): the test plays the
+// control loop, calling `serve` with its own clock, and the clients, on
+// non-blocking sockets. What a client that floods, does not read, asks for
+// more than the output limit, or crowds the client table can do to the
+// others: nothing.
+
+@testable import Control
+import Foundation
+import Glibc
+import Testing
+
+/// A non-blocking client socket of the test.
+private final class RawClient {
+    let fd: Int32
+    var received: [UInt8] = []
+    var ended = false
+    /// Complete lines received so far.
+    var lineCount = 0
+
+    init(_ path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in path.utf8.enumerated() { b[i] = c } }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else { close(fd); throw ServerTestError("cannot connect: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+    deinit { close(fd) }
+
+    /// Sends what the socket takes now; the bytes it did not take.
+    @discardableResult
+    func send(_ text: String) -> Int {
+        let bytes = Array(text.utf8)
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes[sent...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
+        return bytes.count - sent
+    }
+
+    /// Takes what has arrived.
+    func receive() {
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { ended = true; return }
+            if n < 0 { return }
+            received += chunk[0..<n]
+            lineCount += chunk[0..<n].count(where: { $0 == 0x0A })
+        }
+    }
+
+    var lines: [String] { received.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) } }
+}
+
+private struct ServerTestError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
+
+@Suite struct ControlServerTests {
+    /// A server on a fresh socket path; `handle` echoes `reply:N` as N bytes.
+    private static func server(_ name: String) throws -> ControlServer {
+        let path = "/tmp/sluice-cs-\(getpid())-\(name).sock"
+        return try ControlServer(path: path)
+    }
+
+    /// The reply the test's handler gives a line: `big N` → N bytes, anything else → `{"echo":"line"}`.
+    private static func reply(_ line: String) -> [String] {
+        if line.hasPrefix("big "), let n = Int(line.dropFirst(4)) { return [String(repeating: "b", count: n)] }
+        return ["{\"echo\":\(ControlReply.quote(line))}"]
+    }
+
+    /// A reply larger than the output limit is sent whole, and the client
+    /// is answered after it (before: the connection was dropped).
+    @Test func aReplyLargerThanTheQueueLimitIsSentWhole() throws {
+        let server = try Self.server("large")
+        server.limits.queuedBytes = 64 << 10
+        let c = try RawClient(server.path)
+        c.send("big 3000000\nversion\n")
+        var now = 0.0
+        for _ in 0..<2000 where c.lineCount < 2 {
+            now += 0.001
+            server.serve(timeoutMs: 1, now: now, handle: { _, line in Self.reply(line) })
+            c.receive()
+        }
+        #expect(c.lines.count == 2 && c.lines.first?.count == 3_000_000, "\(c.lines.map(\.count))")
+        #expect(c.lines.last == "{\"echo\":\"version\"}")
+        #expect(!c.ended && server.clients.count == 1)
+    }
+
+    /// A client that pipelines lines and never reads what comes back: the
+    /// server stops reading it once its queue is full (its memory stays
+    /// bounded), and keeps answering another client.
+    @Test func aClientThatDoesNotReadOnlyStopsItself() throws {
+        let server = try Self.server("deaf")
+        server.limits.queuedBytes = 256 << 10
+        let deaf = try RawClient(server.path)
+        let other = try RawClient(server.path)
+        var now = 0.0
+        var handled = 0
+        var unsent = 0
+        for round in 0..<400 {
+            unsent = deaf.send(String(repeating: "big 4096\n", count: 512))
+            if round % 40 == 0 { other.send("ping \(round)\n") }
+            now += 0.001
+            server.serve(timeoutMs: 0, now: now) { _, line in handled += 1; return Self.reply(line) }
+            other.receive()
+        }
+        let d = try #require(server.clients.first { $0.fd != server.clients.last?.fd })
+        #expect(d.queued <= server.limits.queuedBytes + 4097, "queued \(d.queued)")
+        #expect(d.input.count - d.inputStart <= server.limits.lineBytes + 65536, "input held \(d.input.count - d.inputStart)")
+        #expect(unsent > 0, "the deaf client's socket filled: the server stopped reading it")
+        #expect(other.lines == (0..<10).map { "{\"echo\":\"ping \($0 * 40)\"}" }, "\(other.lines)")
+        #expect(server.clients.count == 2 && !d.closing)
+    }
+
+    /// Lines are handled in turns: one client's thousand lines do not keep
+    /// another client's one waiting until they are all done.
+    @Test func linesAreHandledInTurns() throws {
+        let server = try Self.server("turns")
+        let busy = try RawClient(server.path)
+        let other = try RawClient(server.path)
+        var now = 0.0
+        server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }  // accepts both
+        busy.send(String(repeating: "x\n", count: 1000))
+        other.send("y\n")
+        var order: [String] = []
+        for _ in 0..<100 where order.count < 1001 {
+            now += 0.001
+            server.serve(timeoutMs: 1, now: now) { _, line in order.append(line); return Self.reply(line) }
+        }
+        let y = try #require(order.firstIndex(of: "y"), "\(order.count) lines handled")
+        #expect(y <= server.limits.linesPerTurn, "the other client's line came after \(y) of the busy one's")
+        #expect(order.count == 1001)
+    }
+
+    /// At most `monitors` clients stream events, so a full table always has
+    /// a client to close for a new one: a crowd of monitors and idle
+    /// connections cannot lock the operator out.
+    @Test func aCrowdCannotLockTheOperatorOut() throws {
+        let server = try Self.server("crowd")
+        server.limits.clients = 6
+        server.limits.monitors = 3
+        var now = 0.0
+        func turn(_ clients: [RawClient]) {
+            now += 0.01
+            server.serve(timeoutMs: 1, now: now) { client, line in
+                if line == "monitor" {
+                    return [client.startMonitoring() ? "{\"ok\":true}" : "{\"ok\":false,\"error\":{\"code\":\"too_many_monitors\"}}"]
+                }
+                return Self.reply(line)
+            }
+            for c in clients { c.receive() }
+        }
+        var crowd: [RawClient] = []
+        for _ in 0..<5 {
+            let c = try RawClient(server.path)
+            c.send("monitor\n")
+            crowd.append(c)
+            turn(crowd)
+        }
+        turn(crowd)
+        #expect(crowd.map { $0.lines.first ?? "" }.filter { $0 == "{\"ok\":true}" }.count == 3)
+        #expect(crowd.map { $0.lines.first ?? "" }.filter { $0.contains("too_many_monitors") }.count == 2)
+        for _ in 0..<20 {
+            crowd.append(try RawClient(server.path))
+            turn(crowd)
+        }
+        let operatorClient = try RawClient(server.path)
+        operatorClient.send("version\n")
+        for _ in 0..<5 { turn(crowd + [operatorClient]) }
+        #expect(operatorClient.lines == ["{\"echo\":\"version\"}"])
+        #expect(server.clients.filter { !$0.closing }.count <= 6)
+        #expect(server.clients.filter { $0.monitoring && !$0.closing }.count == 3, "the monitors are kept")
+    }
+
+    /// A closed client with output it does not take: not polled for input
+    /// (its bytes must not wake the loop), and gone after `closingSeconds`.
+    @Test func aClosedClientThatDoesNotReadNeitherSpinsNorStays() throws {
+        let server = try Self.server("closing")
+        server.limits.queuedBytes = 64 << 10
+        let c = try RawClient(server.path)
+        var now = 0.0
+        // Replies it never reads: its socket buffer fills, the rest stays queued.
+        c.send(String(repeating: "big 200000\n", count: 40))
+        for _ in 0..<50 {
+            now += 0.001
+            server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }
+        }
+        let client = try #require(server.clients.first)
+        #expect(client.queued > 0)
+        // Idle: closed with its output kept.
+        now += server.limits.idleSeconds + 1
+        server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }
+        #expect(client.closing && server.clients.count == 1)
+        // Whatever the queue limit, a closed client's input is not read.
+        server.limits.queuedBytes = 1 << 30
+        c.send("more input\n")
+        let woke = server.serve(timeoutMs: 30, now: now) { _, line in Issue.record("handled '\(line)' after close"); return [] }
+        #expect(woke == 0, "poll reported the closed client's input")
+        now += server.limits.closingSeconds + 1
+        server.serve(timeoutMs: 0, now: now) { _, _ in [] }
+        #expect(server.clients.isEmpty)
+    }
+
+    /// A client that sends its lines and ends its input (a shell pipe) gets
+    /// every reply, then end of file; and the server knows who it is.
+    @Test func endOfInputStillGetsTheReplies() throws {
+        let server = try Self.server("eof")
+        let c = try RawClient(server.path)
+        c.send(String(repeating: "one\ntwo\n", count: 100))
+        shutdown(c.fd, Int32(SHUT_WR))
+        var now = 0.0
+        var peers: [ControlServer.Peer?] = []
+        for _ in 0..<200 where !c.ended {
+            now += 0.001
+            server.serve(timeoutMs: 1, now: now) { client, line in peers.append(client.peer); return Self.reply(line) }
+            c.receive()
+        }
+        #expect(c.ended && c.lines.count == 200)
+        #expect(c.lines.last == "{\"echo\":\"two\"}")
+        #expect(peers.first??.uid == getuid() && peers.first??.pid == getpid())
+        #expect(server.clients.isEmpty)
+    }
+}
