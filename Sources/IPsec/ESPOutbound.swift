@@ -147,10 +147,13 @@ public enum ESPOutbound {
     public static func finish(_ packet: PacketView, _ frame: ESPFrame) {
         let at = frame.udpChecksumAt
         if _slowPath(at != 0) {
-            // RFC 8200 §8.1: mandatory over IPv6.
+            // RFC 8200 §8.1: mandatory over IPv6, over the final destination
+            // (`frameTransport` refused a packet whose final one is not known).
             IPParse.storeTransportChecksum(ipHeader: packet.start, ipv6: true, segment: packet.start + at,
                                            length: packet.length &- at, protocol: IPProtocol.udp.rawValue,
-                                           field: UDPField.checksum)
+                                           field: UDPField.checksum,
+                                           destinationAt: IPParse.finalDestinationOffset(packet.start, headersLength: at)
+                                               ?? IPv6Field.destination)
         }
     }
 
@@ -261,6 +264,9 @@ public enum ESPOutbound {
         } else {
             guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .dropped(.malformed) }
             guard upper.proto != 44 else { return .dropped(.fragmented) }
+            // UDP-encapsulated, the checksum needs the final destination (`finish`).
+            guard !(upper.enRoute && sa.pointee.udp) || IPParse.finalDestinationOffset(p, headersLength: upper.offset) != nil
+            else { return .dropped(.malformed) }
             headerLength = upper.offset
             protocolField = upper.protocolFieldOffset
         }

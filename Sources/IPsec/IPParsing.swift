@@ -109,22 +109,58 @@ enum IPParse {
         return IPv6UpperLayer(protocolFieldOffset: fieldOffset, proto: proto, offset: offset, enRoute: enRoute)
     }
 
+    /// The offset of the address the IPv6 packet at `p` is finally for, which
+    /// the upper layer's pseudo-header takes (RFC 8200 §8.1): its Destination
+    /// field, unless a Routing header still has segments left; then, at the
+    /// originating node, the last of that header's addresses (types 0 and 2)
+    /// or the first of a Segment Routing Header's list, which lists them in
+    /// reverse (type 4, RFC 8754 §2). nil for a Routing header of another type
+    /// with segments left (its addresses are compressed: not known here).
+    /// Walks the extension headers within the first `headersLength` bytes.
+    @inlinable
+    static func finalDestinationOffset(_ p: UnsafeRawPointer, headersLength: Int) -> Int? {
+        var proto = p.loadByte(at: IPv6Field.nextHeader)
+        var offset = HeaderSize.ipv6
+        var walked = 0
+        var final = IPv6Field.destination
+        while (proto == 0 && walked == 0 || proto == 43 || proto == 60) && walked < maximumExtensionHeaders
+            && headersLength &- offset >= 8 {
+            let headerLength = (Int(p.loadByte(at: offset &+ 1)) &+ 1) &* 8
+            guard headersLength &- offset >= headerLength else { break }
+            if proto == 43 && p.loadByte(at: offset &+ 3) != 0 {
+                let addresses = (headerLength &- 8) / 16
+                guard addresses >= 1 else { return nil }
+                switch p.loadByte(at: offset &+ 2) {
+                case 0, 2: final = offset &+ 8 &+ (addresses &- 1) &* 16
+                case 4: final = offset &+ 8
+                default: return nil
+                }
+            }
+            proto = p.loadByte(at: offset)
+            offset &+= headerLength
+            walked &+= 1
+        }
+        return final
+    }
+
     /// Stores the checksum of the `length`-byte TCP, UDP or ICMPv6 segment at
     /// `segment` (its checksum field at `field`) over the pseudo-header of the
-    /// IPv4 or IPv6 header at `ipHeader`: its source and destination, the
-    /// segment length and `proto` (RFC 768, RFC 9293 §3.1, RFC 8200 §8.1). A
-    /// UDP checksum that computes to 0 is sent as 0xFFFF.
+    /// IPv4 or IPv6 header at `ipHeader`: its source and destination (IPv6:
+    /// the address at `destinationAt`, the final one), the segment length and
+    /// `proto` (RFC 768, RFC 9293 §3.1, RFC 8200 §8.1). A UDP checksum that
+    /// computes to 0 is sent as 0xFFFF.
     @inlinable
     static func storeTransportChecksum(ipHeader: UnsafeRawPointer, ipv6: Bool, segment: UnsafeMutableRawPointer,
-                                       length: Int, protocol proto: UInt8, field: Int) {
+                                       length: Int, protocol proto: UInt8, field: Int,
+                                       destinationAt: Int = IPv6Field.destination) {
         segment.storeBE16(0, at: field)
         let bytes = UnsafeRawBufferPointer(start: segment, count: length)
         let checksum: UInt16
         if ipv6 {
             let source = IPv6Address(high: ipHeader.loadBE64(at: IPv6Field.source),
                                      low: ipHeader.loadBE64(at: IPv6Field.source &+ 8))
-            let destination = IPv6Address(high: ipHeader.loadBE64(at: IPv6Field.destination),
-                                          low: ipHeader.loadBE64(at: IPv6Field.destination &+ 8))
+            let destination = IPv6Address(high: ipHeader.loadBE64(at: destinationAt),
+                                          low: ipHeader.loadBE64(at: destinationAt &+ 8))
             checksum = InternetChecksum.transport(bytes, source: source, destination: destination, protocol: IPProtocol(proto))
         } else {
             checksum = InternetChecksum.transport(bytes, source: IPv4Address(ipHeader.loadBE32(at: IPv4Field.source)),

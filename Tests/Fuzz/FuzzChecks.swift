@@ -242,21 +242,28 @@ struct Datagram {
 /// at most 8 of them; nil when one runs past `length`. `proto` 44: a fragment.
 /// `enRoute`: a Routing header with Segments Left > 0 was among them (RFC
 /// 8200 §4.4: the packet is not yet at the node that takes its ESP).
-func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, enRoute: Bool)? {
+/// `finalKnown`: every such header names the final destination where a
+/// sender finds it (RFC 8200 §8.1: types 0 and 2 last, RFC 8754's type 4
+/// first), so a UDP checksum over it can be computed.
+func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, enRoute: Bool, finalKnown: Bool)? {
     var proto = b[6]
     var offset = 40
     var count = 0
     var enRoute = false
+    var finalKnown = true
     while (proto == 0 && count == 0) || proto == 43 || proto == 60 {
         guard count < 8, offset + 8 <= length else { return nil }
-        if proto == 43 && b[offset + 3] != 0 { enRoute = true }
+        if proto == 43 && b[offset + 3] != 0 {
+            enRoute = true
+            if ![0, 2, 4].contains(b[offset + 2]) || b[offset + 1] < 2 { finalKnown = false }
+        }
         let size = (Int(b[offset + 1]) + 1) * 8
         guard offset + size <= length else { return nil }
         proto = b[offset]
         offset += size
         count += 1
     }
-    return (proto, offset, enRoute)
+    return (proto, offset, enRoute, finalKnown)
 }
 
 /// RFC 3948 §3.1.2 as this gateway applies it to what a UDP-encapsulated

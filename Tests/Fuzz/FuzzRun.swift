@@ -61,6 +61,7 @@ extension Fixture {
         var upper: UInt8? = nil
         var upperOffset = 0
         var enRoute = false
+        var finalKnown = true
         if let d = datagram, !shape.tunnel {
             if d.ipv6 {
                 let walk = ipv6Upper(packet, length: d.length)
@@ -68,6 +69,7 @@ extension Fixture {
                 upper = walk?.proto
                 upperOffset = walk?.offset ?? 0
                 enRoute = walk?.enRoute ?? false
+                finalKnown = walk?.finalKnown ?? true
             } else {
                 fragment = be16(packet, 6) & 0x3FFF != 0
                 upper = packet[9]
@@ -78,7 +80,8 @@ extension Fixture {
         if let refusal {
             let expected: Bool
             switch refusal {
-            case .malformed: expected = !walkable
+            // UDP over IPv6 needs a checksum over the final destination.
+            case .malformed: expected = !walkable || (!fragment && shape.udp && enRoute && !finalKnown)
             case .fragmented: expected = walkable && fragment
             default: expected = false
             }
@@ -89,6 +92,9 @@ extension Fixture {
         }
         guard let datagram, walkable, !fragment else {
             throw Violation("\(shape): outbound sealed what is not a whole datagram")
+        }
+        if shape.udp && enRoute && !finalKnown {
+            throw Violation("\(shape): outbound sealed in UDP a datagram whose final destination it cannot know")
         }
 
         let sealed = arena.bytes

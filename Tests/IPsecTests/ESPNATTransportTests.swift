@@ -210,3 +210,69 @@ struct ESPNATTransportTests {
         #expect(changed >= cases.count / 2, "only \(changed) of \(cases.count) cases needed a new checksum")
     }
 }
+
+/// Sending UDP-encapsulated ESP in transport mode over IPv6 with a Routing
+/// header that still has segments left: the UDP checksum (mandatory over
+/// IPv6) is over the final destination, which the header names (RFC 8200
+/// §8.1), as scapy computes it: the last address of a type 0 header, the
+/// first of a Segment Routing Header's list (type 4). A type whose
+/// addresses are compressed (3, RPL) gives no final destination to compute
+/// it over, and is refused as malformed.
+@Suite(.enabled(if: ScapyPeer.available, "needs /usr/bin/python3 with scapy and cryptography"))
+struct ESPRoutingChecksumTests {
+    static let build = ScapyPeer.prelude + #"""
+from scapy.all import IPv6ExtHdrSegmentRouting
+def handle(j):
+    rh = IPv6ExtHdrRouting(addresses=["2001:db8:1::1", "2001:db8:2::2"], segleft=2) if j["type"] == 0 \
+        else IPv6ExtHdrSegmentRouting(addresses=["2001:db8:9::9", "2001:db8:8::8"], segleft=1, lastentry=1)
+    p = IPv6(src="fd00:a::10", dst="2001:db8:5::1") / rh / UDP(sport=40001, dport=53) / Raw(b"x" * 37)
+    return {"packet": raw(p).hex()}
+serve(handle)
+"""#
+
+    static let check = ScapyPeer.prelude + #"""
+from scapy.all import IPv6ExtHdrSegmentRouting
+from scapy.layers.inet6 import in6_chksum
+def handle(j):
+    b = bytearray(bytes.fromhex(j["packet"]))
+    at = j["udp_at"]
+    got = b[at + 6] << 8 | b[at + 7]
+    b[at + 6:at + 8] = b"\0\0"
+    p = IPv6(bytes(b))
+    want = in6_chksum(17, p[UDP], bytes(b[at:])) or 0xFFFF
+    return {"packet": "%04x %04x" % (got, want)}
+serve(handle)
+"""#
+
+    @Test func theChecksumIsOverTheFinalDestination() throws {
+        struct Job: Encodable { var type: Int; var packet = ""; var udp_at = 0 }
+        let built = try ScapyPeer.run(input: JSONEncoder().encode([Job(type: 0), Job(type: 4)]), script: Self.build)
+        try #require(built.status == 0, "\(built.stderr)")
+        let plain = try JSONDecoder().decode([ScapyPeer.Result].self, from: built.stdout).map { hexBytes($0.packet ?? "") }
+        try #require(plain.count == 2 && plain.allSatisfy { $0.count > 80 })
+        let core = try makeCore()
+        let key = try TestKey(.aes128GCM, seed: 77)
+        let sa = ESPCell.transport6.outboundSA(spi: SPI(0x9494), key: key.handle, esn: false, udp: true)
+        var jobs: [Job] = []
+        for (type, packet) in zip([0, 4], plain) {
+            let headers = 40 + (Int(packet[41]) + 1) * 8  // IPv6 + the Routing header
+            let buffer = PacketBuffer(packet)
+            try #require(ESPOutbound.encapsulate(&buffer.view, sa: sa, sequence: 1, core: core) == nil, "type \(type)")
+            #expect(buffer.bytes[40] == 17 && be16(buffer.bytes, headers + 2) == 4500, "UDP after the Routing header")
+            jobs.append(Job(type: type, packet: hexString(buffer.bytes), udp_at: headers))
+        }
+        let checked = try ScapyPeer.run(input: JSONEncoder().encode(jobs), script: Self.check)
+        try #require(checked.status == 0, "\(checked.stderr)")
+        let results = try JSONDecoder().decode([ScapyPeer.Result].self, from: checked.stdout)
+        for (job, result) in zip(jobs, results) {
+            let pair = (result.packet ?? result.error ?? "").split(separator: " ")
+            #expect(pair.count == 2 && pair[0] == pair[1], "type \(job.type): sent \(pair.first ?? ""), scapy computes \(pair.last ?? "")")
+        }
+        // Type 3 (RPL, compressed addresses) with segments left: refused before anything is sealed.
+        var rpl = plain[0]
+        rpl[42] = 3
+        let buffer = PacketBuffer(rpl)
+        #expect(ESPOutbound.encapsulate(&buffer.view, sa: sa, sequence: 1, core: core) == .malformed)
+        #expect(buffer.bytes == rpl)
+    }
+}
