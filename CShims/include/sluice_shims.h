@@ -101,13 +101,17 @@ void sl_telemetry_set_drop_names(const char *const *names, unsigned count);
 void sl_telemetry_set_lists(const char *sas, const char *policies);
 
 /* Opens `path` read-only (non-blocking: a FIFO cannot stall the caller) with
- * the file access rights of user `uid` in group `gid` and the groups the user
- * database gives it, as that user's own open(2) would be checked; the
- * calling thread's rights are its own again on return (shims/peer.c).
+ * the file access rights of user `uid` in group `gid` with supplementary
+ * `groups`, and no capability, as that user's own open(2) would be checked;
+ * the calling thread's rights are its own again on return (shims/peer.c).
  * Returns the descriptor, or -errno. */
-int sl_open_as(const char *path, uint32_t uid, uint32_t gid);
-/* The user, group and process of a UNIX socket's peer as they were when it
- * connected (SO_PEERCRED); 0, or -errno. */
-int sl_peer_credentials(int fd, uint32_t *uid, uint32_t *gid, int32_t *pid);
+int sl_open_as(const char *path, uint32_t uid, uint32_t gid, const uint32_t *groups, uint32_t ngroups);
+/* Whether the file open at `fd` lies on a kernel filesystem (proc, sys,
+ * debugfs, cgroup, …): nothing there is a configuration file. */
+int sl_is_kernel_filesystem(int fd);
+/* The user, group, process and supplementary groups (up to `*ngroups`,
+ * which becomes the count) of a UNIX socket's peer as they were when it
+ * connected (SO_PEERCRED, SO_PEERGROUPS); 0, or -errno. */
+int sl_peer_credentials(int fd, uint32_t *uid, uint32_t *gid, int32_t *pid, uint32_t *groups, uint32_t *ngroups);
 
 #endif

@@ -49,6 +49,8 @@ public final class ControlServer {
         public var uid: UInt32
         public var gid: UInt32
         public var pid: Int32
+        /// Its supplementary groups (none where the kernel would not say).
+        public var groups: [UInt32]
     }
 
     /// One connected client.
@@ -74,6 +76,9 @@ public final class ControlServer {
         var skippingLine = false
         /// The client sent end-of-file: its last lines are handled, then it is closed.
         var inputEnded = false
+        /// The peer hung up (nothing can reach it): its output is dropped,
+        /// and what it sent before is still read and handled.
+        var hungUp = false
         /// `input` holds no newline before this index (from `inputStart`).
         private var scanned = 0
 
@@ -82,7 +87,10 @@ public final class ControlServer {
             self.server = server
             lastActive = now
             var uid: UInt32 = 0, gid: UInt32 = 0, pid: Int32 = 0
-            peer = sl_peer_credentials(fd, &uid, &gid, &pid) == 0 ? Peer(uid: uid, gid: gid, pid: pid) : nil
+            var groups = [UInt32](repeating: 0, count: 1024)
+            var count = UInt32(groups.count)
+            peer = sl_peer_credentials(fd, &uid, &gid, &pid, &groups, &count) == 0
+                ? Peer(uid: uid, gid: gid, pid: pid, groups: Array(groups.prefix(Int(count)))) : nil
         }
 
         var queued: Int { output.count - outputSent }
@@ -161,12 +169,13 @@ public final class ControlServer {
         }
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw ControlSocketError(message: "socket: \(Self.errnoText())") }
-        // Never world-accessible, not even between bind and chmod.
-        let oldMask = umask(0o117)
+        // Never world-accessible, not even between bind and chmod: Linux
+        // makes the socket file with the socket's own mode (less the umask),
+        // so that is set first. (Not the umask: it is the whole process's.)
+        fchmod(fd, 0o660)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        umask(oldMask)
         guard bound == 0 else {
             let why = Self.errnoText()
             close(fd)
@@ -201,18 +210,23 @@ public final class ControlServer {
         for c in clients {
             // A closed client is only written to; one with a full output
             // queue or a line waiting is not read from.
-            var events: Int16 = 0
-            if !c.closing && !c.inputEnded && c.queued <= limits.queuedBytes && !c.hasLine { events |= Int16(POLLIN) }
+            let wantsInput = !c.closing && !c.inputEnded && c.queued <= limits.queuedBytes && !c.hasLine
+            var events: Int16 = wantsInput ? Int16(POLLIN) : 0
             if c.queued > 0 { events |= Int16(POLLOUT) }
-            fds.append(pollfd(fd: c.fd, events: events, revents: 0))
+            // A peer that hung up says so at every poll: it is polled only for what it sent.
+            fds.append(pollfd(fd: c.hungUp && !wantsInput ? -1 : c.fd, events: events, revents: 0))
         }
         let ready = poll(&fds, nfds_t(fds.count), clients.contains(where: \.hasLine) ? 0 : timeoutMs)
         if ready > 0 {
             for (i, c) in clients.enumerated() where fds[i + 1].revents != 0 {
                 let revents = fds[i + 1].revents
-                if revents & Int16(POLLHUP | POLLERR) != 0 && revents & Int16(POLLIN) == 0 {
-                    c.close(now: now, keepOutput: false)  // gone both ways
-                    continue
+                if revents & Int16(POLLHUP | POLLERR) != 0 {
+                    // Gone both ways: nothing more reaches it, but the lines
+                    // it sent before it left are still handled.
+                    c.hungUp = true
+                    c.output.removeAll()
+                    c.outputSent = 0
+                    if c.closing { continue }
                 }
                 if revents & Int16(POLLOUT) != 0 { flush(c, now: now) }
                 if revents & Int16(POLLIN) != 0 && !c.closing { read(c, now: now) }
@@ -237,7 +251,8 @@ public final class ControlServer {
     /// size: the client asked for it, and reads nothing more until the
     /// queue is back under `Limits.queuedBytes`.
     public func send(_ client: Client, _ line: String) {
-        guard !client.closing || client.queued > 0 else { return }  // closed, nothing left to send
+        // Closed with nothing left to send, or hung up: it would never go.
+        guard (!client.closing || client.queued > 0) && !client.hungUp else { return }
         client.output.append(contentsOf: line.utf8)
         client.output.append(0x0A)
     }
@@ -298,7 +313,12 @@ public final class ControlServer {
         c.input.append(contentsOf: repeatElement(0, count: 65536))
         let n = c.input[old...].withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
         c.input.removeSubrange((old + max(n, 0))...)
-        if n == 0 { c.inputEnded = true; return }
+        if n == 0 {
+            c.inputEnded = true
+            // A last line without its newline is a line all the same.
+            if c.inputStart < c.input.count && !c.skippingLine { c.input.append(0x0A) }
+            return
+        }
         if n < 0 {
             if errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR { c.close(now: now, keepOutput: false) }
             return
@@ -335,7 +355,11 @@ public final class ControlServer {
         while turn < limits.linesPerTurn && !c.closing && c.queued <= limits.queuedBytes {
             if c.skippingLine {
                 dropLongLine(c)
-                if c.skippingLine { break }  // its newline has not come yet
+                if c.skippingLine {
+                    // Its newline has not come yet (and never will, after end of input).
+                    if c.inputEnded { c.close(now: now, keepOutput: true) }
+                    break
+                }
                 continue
             }
             guard let nl = c.nextNewline() else {
@@ -363,6 +387,11 @@ public final class ControlServer {
                 if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
                     c.close(now: now, keepOutput: false)
                     c.output.removeAll(); c.outputSent = 0
+                } else if c.outputSent >= 1 << 20 && c.outputSent * 2 >= c.output.count {
+                    // What went out goes, or a client that reads as it asks
+                    // would keep everything it was ever sent.
+                    c.output.removeSubrange(..<c.outputSent)
+                    c.outputSent = 0
                 }
                 return
             }
@@ -385,7 +414,9 @@ public final class ControlServer {
         var prefix = path.hasPrefix("/") ? "" : "."
         for part in path.split(separator: "/") {
             prefix += "/" + part
-            mkdir(prefix, 0o750)  // EEXIST is fine; a real failure shows at bind
+            // EEXIST is fine (an operator's directory keeps its mode); a real
+            // failure shows at bind. One made here is 0750 whatever the umask.
+            if mkdir(prefix, 0o750) == 0 { chmod(prefix, 0o750) }
         }
     }
 

@@ -323,13 +323,14 @@ public final class ControlSession {
     static let reloadLimit = 256 << 20
 
     /// A file a client named (`reload FILE`), read with that client's own
-    /// access rights, not the gateway's: the reply (a parse error quotes the
-    /// file) must not show a client what it could not read itself. Only a
+    /// access rights (its user, group and supplementary groups as of its
+    /// connect; no capability), not the gateway's: the reply (a parse error
+    /// quotes the file) must not show a client what it could not read itself. Only a
     /// regular file of at most `reloadLimit` bytes: not a FIFO (which would
     /// hold the control thread), not a device (/dev/zero never ends).
     static func readFile(_ path: String, for peer: ControlServer.Peer?) throws(ControlError) -> String {
         guard let peer else { throw ControlError("reload", "cannot tell which user this client is (SO_PEERCRED), so no file is read for it") }
-        let fd = sl_open_as(path, peer.uid, peer.gid)
+        let fd = sl_open_as(path, peer.uid, peer.gid, peer.groups, UInt32(peer.groups.count))
         guard fd >= 0 else {
             throw ControlError("reload", "cannot read \(path) as uid \(peer.uid): \(String(cString: strerror(-fd)))")
         }
@@ -337,6 +338,9 @@ public final class ControlSession {
         var info = stat()
         guard fstat(fd, &info) == 0 else { throw ControlError("reload", "cannot read \(path): \(String(cString: strerror(errno)))") }
         guard info.st_mode & S_IFMT == S_IFREG else { throw ControlError("reload", "\(path) is not a regular file") }
+        guard sl_is_kernel_filesystem(fd) == 0 else {
+            throw ControlError("reload", "\(path) is on a kernel filesystem (proc, sys, …), not a configuration file")
+        }
         guard info.st_size <= reloadLimit else {
             throw ControlError("reload", "\(path) has \(info.st_size) bytes; reload reads at most \(reloadLimit)")
         }

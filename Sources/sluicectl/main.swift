@@ -55,8 +55,10 @@ struct Send: ParsableCommand {
                 printError("sluicectl: error: cannot read \(file): \(error.localizedDescription)")
                 throw ExitCode.failure
             }
-            let numbered = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-                .map { (number: $0.offset + 1, line: String($0.element)) }
+            // Lines end at "\n" (a "\r" before it goes), as the gateway reads
+            // them: split on scalars, where "\r\n" is two, not one Character.
+            let numbered = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+                .map { (number: $0.offset + 1, line: String(String.UnicodeScalarView($0.element.last == "\r" ? $0.element.dropLast() : $0.element))) }
                 .filter { !$0.line.trimmingCharacters(in: .whitespaces).isEmpty && !$0.line.hasPrefix("#") }
             // The file is the batch: its own begin, commit or abort would end it early.
             for l in numbered {

@@ -120,6 +120,46 @@ private struct ServerTestError: Error, CustomStringConvertible {
         #expect(server.clients.count == 2 && !d.closing)
     }
 
+    /// A client that asks for large replies and reads them as they come:
+    /// what it has been sent is let go, so the server holds about the
+    /// output limit for it, not everything it was ever sent.
+    @Test func aClientThatReadsAsItAsksCostsABoundedAmount() throws {
+        let server = try Self.server("steady")
+        server.limits.queuedBytes = 256 << 10
+        let c = try RawClient(server.path)
+        var now = 0.0
+        var held = 0
+        var asked = 0
+        for _ in 0..<3000 where c.lineCount < 60 {
+            if asked < 60 && c.send("big 300000\n") == 0 { asked += 1 }
+            now += 0.001
+            server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }
+            held = max(held, server.clients.first?.output.count ?? 0)
+            c.receive()
+            c.received.removeAll(keepingCapacity: true)
+        }
+        #expect(c.lineCount == 60, "\(c.lineCount) replies")
+        #expect(held <= 4 << 20, "the server held \(held) bytes of output for a client sent 18 MB")
+    }
+
+    /// A client that sends its lines and hangs up at once (no reply can
+    /// reach it): every line it sent is still handled, then it is gone.
+    @Test func aClientThatHangsUpHasEveryLineHandled() throws {
+        let server = try Self.server("hangup")
+        var c: RawClient? = try RawClient(server.path)
+        var now = 0.0
+        server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }  // accepts it
+        c!.send((0..<300).map { "line \($0)\n" }.joined())
+        c = nil  // closed both ways
+        var handled: [String] = []
+        for _ in 0..<100 where !(handled.count == 300 && server.clients.isEmpty) {
+            now += 0.001
+            server.serve(timeoutMs: 1, now: now) { _, line in handled.append(line); return Self.reply(line) }
+        }
+        #expect(handled == (0..<300).map { "line \($0)" })
+        #expect(server.clients.isEmpty)
+    }
+
     /// Lines are handled in turns: one client's thousand lines do not keep
     /// another client's one waiting until they are all done.
     @Test func linesAreHandledInTurns() throws {
@@ -214,7 +254,7 @@ private struct ServerTestError: Error, CustomStringConvertible {
     @Test func endOfInputStillGetsTheReplies() throws {
         let server = try Self.server("eof")
         let c = try RawClient(server.path)
-        c.send(String(repeating: "one\ntwo\n", count: 100))
+        c.send(String(repeating: "one\ntwo\n", count: 100) + "last, without its newline")
         shutdown(c.fd, Int32(SHUT_WR))
         var now = 0.0
         var peers: [ControlServer.Peer?] = []
@@ -223,8 +263,8 @@ private struct ServerTestError: Error, CustomStringConvertible {
             server.serve(timeoutMs: 1, now: now) { client, line in peers.append(client.peer); return Self.reply(line) }
             c.receive()
         }
-        #expect(c.ended && c.lines.count == 200)
-        #expect(c.lines.last == "{\"echo\":\"two\"}")
+        #expect(c.ended && c.lines.count == 201)
+        #expect(c.lines.last == "{\"echo\":\"last, without its newline\"}")
         #expect(peers.first??.uid == getuid() && peers.first??.pid == getpid())
         #expect(server.clients.isEmpty)
     }

@@ -65,6 +65,18 @@ enum E2E {
         return url
     }
 
+    /// Whether another user (nobody) can reach files in a scratch
+    /// directory: every directory above it searchable by others.
+    static let scratchReachableByOthers: Bool = {
+        var path = URL(fileURLWithPath: NSTemporaryDirectory()).standardizedFileURL
+        while path.path != "/" {
+            var info = stat()
+            guard stat(path.path, &info) == 0, info.st_mode & 0o001 != 0 else { return false }
+            path.deleteLastPathComponent()
+        }
+        return true
+    }()
+
     static func removeScratch(_ url: URL) {
         if environment["SLUICE_E2E_KEEP"] != nil {
             print("sluice-e2e: kept \(url.path)")
