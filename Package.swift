@@ -89,8 +89,8 @@ let package = Package(
         .testTarget(name: "CryptoTests", dependencies: ["Crypto", "CCrypto", "TestSupport"], path: "Tests/CryptoTests",
                     swiftSettings: [.unsafeFlags(isa.flatMap { ["-Xcc", $0] })]),
         .testTarget(name: "IPsecTests", dependencies: ["IPsec", "Packet", "Crypto", "TestSupport"], path: "Tests/IPsecTests"),
-        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet"],
+        .testTarget(name: "DataplaneTests", dependencies: ["Dataplane", "Control", "CShims", "Packet", "TestSupport"],
                     path: "Tests/DataplaneTests", swiftSettings: swiftShimFlags),
-        .testTarget(name: "EndToEndTests", dependencies: ["Packet"], path: "Tests/EndToEndTests", exclude: ["scripts"]),
+        .testTarget(name: "EndToEndTests", dependencies: ["Packet", "TestSupport"], path: "Tests/EndToEndTests", exclude: ["scripts"]),
     ]
 )

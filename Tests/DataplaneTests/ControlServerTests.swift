@@ -7,6 +7,7 @@
 @testable import Control
 import Foundation
 import Glibc
+import TestSupport
 import Testing
 
 /// A non-blocking client socket of the test.
@@ -18,14 +19,7 @@ private final class RawClient {
     var lineCount = 0
 
     init(_ path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in path.utf8.enumerated() { b[i] = c } }
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw ServerTestError("cannot connect: \(String(cString: strerror(errno)))") }
+        fd = try connectUnixStream(path).get()
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
     }
     deinit { close(fd) }
@@ -56,11 +50,6 @@ private final class RawClient {
     }
 
     var lines: [String] { received.split(separator: 0x0A, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) } }
-}
-
-private struct ServerTestError: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
 }
 
 @Suite struct ControlServerTests {
