@@ -133,7 +133,13 @@ public final class ControlServer {
                 (batch as? Batch)?.fail("the client closed")
                 batch = nil
             }
-            if !keepOutput { output.removeAll(); outputSent = 0 }
+            if !keepOutput { discardOutput() }
+        }
+
+        /// Drops what waits to be sent.
+        func discardOutput() {
+            output.removeAll()
+            outputSent = 0
         }
     }
 
@@ -224,8 +230,7 @@ public final class ControlServer {
                     // Gone both ways: nothing more reaches it, but the lines
                     // it sent before it left are still handled.
                     c.hungUp = true
-                    c.output.removeAll()
-                    c.outputSent = 0
+                    c.discardOutput()
                     if c.closing { continue }
                 }
                 if revents & Int16(POLLOUT) != 0 { flush(c, now: now) }
@@ -386,7 +391,6 @@ public final class ControlServer {
             if n <= 0 {
                 if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR {
                     c.close(now: now, keepOutput: false)
-                    c.output.removeAll(); c.outputSent = 0
                 } else if c.outputSent >= 1 << 20 && c.outputSent * 2 >= c.output.count {
                     // What went out goes, or a client that reads as it asks
                     // would keep everything it was ever sent.

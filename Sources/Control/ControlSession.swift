@@ -325,9 +325,9 @@ public final class ControlSession {
     /// A file a client named (`reload FILE`), read with that client's own
     /// access rights (its user, group and supplementary groups as of its
     /// connect; no capability), not the gateway's: the reply (a parse error
-    /// quotes the file) must not show a client what it could not read itself. Only a
-    /// regular file of at most `reloadLimit` bytes: not a FIFO (which would
-    /// hold the control thread), not a device (/dev/zero never ends).
+    /// quotes the file) must not show a client what it could not read
+    /// itself. Only a regular file of at most `reloadLimit` bytes: not a FIFO
+    /// (which would hold the control thread), not a device (/dev/zero never ends).
     static func readFile(_ path: String, for peer: ControlServer.Peer?) throws(ControlError) -> String {
         guard let peer else { throw ControlError("reload", "cannot tell which user this client is (SO_PEERCRED), so no file is read for it") }
         let fd = sl_open_as(path, peer.uid, peer.gid, peer.groups, UInt32(peer.groups.count))
@@ -344,18 +344,11 @@ public final class ControlSession {
         guard info.st_size <= reloadLimit else {
             throw ControlError("reload", "\(path) has \(info.st_size) bytes; reload reads at most \(reloadLimit)")
         }
-        var bytes = [UInt8](repeating: 0, count: Int(info.st_size) + 1)
-        var count = 0
-        while count < bytes.count {
-            let n = bytes[count...].withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { throw ControlError("reload", "cannot read \(path): \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            count += n
-            if count == bytes.count && count <= reloadLimit { bytes += [UInt8](repeating: 0, count: min(1 << 20, reloadLimit + 1 - count)) }
+        switch GatewayMain.readAll(fd, limit: reloadLimit) {
+        case .failure(let e): throw ControlError("reload", "cannot read \(path): \(e.text)")
+        case .success(nil): throw ControlError("reload", "\(path) grew past \(reloadLimit) bytes while it was read")
+        case .success(let bytes?): return String(decoding: bytes, as: UTF8.self)
         }
-        guard count <= reloadLimit else { throw ControlError("reload", "\(path) grew past \(reloadLimit) bytes while it was read") }
-        return String(decoding: bytes[..<count], as: UTF8.self)
     }
 
     /// `sa allocspi [cpu K] [src A dst B]`: an SPI no SA uses; with `cpu K`

@@ -67,20 +67,40 @@ public enum GatewayMain {
         return .success(o)
     }
 
-    /// Reads a whole file; nil with a message when it cannot.
+    /// Reads a whole file (a FIFO too: `--config <(…)`), or says why it cannot.
     static func readFile(_ path: String) -> Result<String, DataplaneError> {
-        guard let f = fopen(path, "rb") else {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
             return .failure(DataplaneError("cannot read \(path): \(String(cString: strerror(errno)))"))
         }
-        defer { fclose(f) }
-        var bytes: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = fread(&buf, 1, buf.count, f)
-            if n <= 0 { break }
-            bytes += buf[0..<n]
+        defer { close(fd) }
+        switch readAll(fd) {
+        case .failure(let e): return .failure(DataplaneError("cannot read \(path): \(e.text)"))
+        case .success(let bytes): return .success(String(decoding: bytes ?? [], as: UTF8.self))
         }
-        return .success(String(decoding: bytes, as: UTF8.self))
+    }
+
+    /// A read(2) that failed, with its errno.
+    struct ReadFailure: Error {
+        var code: Int32
+        var text: String { String(cString: strerror(code)) }
+    }
+
+    /// Everything left to read on `fd`, at most `limit` bytes: nil when
+    /// there is more than that.
+    static func readAll(_ fd: Int32, limit: Int = .max) -> Result<[UInt8]?, ReadFailure> {
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                return .failure(ReadFailure(code: errno))
+            }
+            if n == 0 { return .success(bytes) }
+            if n > limit - bytes.count { return .success(nil) }
+            bytes += chunk[..<n]
+        }
     }
 
     public static func run(arguments: [String]) -> Int32 {
