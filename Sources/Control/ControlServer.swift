@@ -64,6 +64,12 @@ public final class ControlServer {
         var inputStart = 0
         var output: [UInt8] = []
         var outputSent = 0
+        /// Bytes of output sent or let go since the connect: the stream
+        /// position of `output[outputSent]`.
+        var streamSent = 0
+        /// The stream position just past the last reply queued (not an
+        /// event): a monitor's events may queue `Limits.queuedBytes` beyond it.
+        var repliesEnd = 0
         var lastActive: Double
         /// Streams events (`monitor`) until it leaves.
         public private(set) var monitoring = false
@@ -138,9 +144,14 @@ public final class ControlServer {
 
         /// Drops what waits to be sent.
         func discardOutput() {
+            streamSent += queued
             output.removeAll()
             outputSent = 0
         }
+
+        /// Queued bytes that are events, not replies it asked for (an
+        /// upper bound: events queued among replies count as replies).
+        var queuedEvents: Int { queued - max(0, repliesEnd - streamSent) }
     }
 
     public let path: String
@@ -256,6 +267,11 @@ public final class ControlServer {
     /// size: the client asked for it, and reads nothing more until the
     /// queue is back under `Limits.queuedBytes`.
     public func send(_ client: Client, _ line: String) {
+        enqueue(client, line)
+        client.repliesEnd = client.streamSent + client.queued
+    }
+
+    private func enqueue(_ client: Client, _ line: String) {
         // Closed with nothing left to send, or hung up: it would never go.
         guard (!client.closing || client.queued > 0) && !client.hungUp else { return }
         client.output.append(contentsOf: line.utf8)
@@ -263,14 +279,15 @@ public final class ControlServer {
     }
 
     /// Queues `line` for every monitoring client; one whose queue is full
-    /// does not read its events, and is closed.
+    /// of events does not read them, and is closed. Replies it asked for
+    /// (`sa list` from a monitor, larger than the limit) do not count.
     public func broadcast(_ line: String) {
         for c in clients where c.monitoring && !c.closing {
-            if c.queued + line.utf8.count + 1 > limits.queuedBytes {
+            if c.queuedEvents + line.utf8.count + 1 > limits.queuedBytes {
                 // Nothing kept: it goes at the next turn, whatever the time it closed.
                 c.close(now: c.lastActive, keepOutput: false)
             } else {
-                send(c, line)
+                enqueue(c, line)
             }
         }
     }
@@ -329,8 +346,11 @@ public final class ControlServer {
             return
         }
         c.lastActive = now
-        // A line that outgrew the limit: refused now, its rest dropped as it comes.
-        if c.skippingLine || (c.nextNewline() == nil && c.input.count - c.inputStart > limits.lineBytes) {
+        // A line that outgrew the limit: refused now, its rest dropped as it
+        // comes. (A `\r` at the end may be the first half of its newline.)
+        let pending = c.input.count - c.inputStart
+        if c.skippingLine || (c.nextNewline() == nil
+                              && pending > limits.lineBytes + (c.input.last == 0x0D ? 1 : 0)) {
             dropLongLine(c)
         }
     }
@@ -400,6 +420,7 @@ public final class ControlServer {
                 return
             }
             c.outputSent += n
+            c.streamSent += n
         }
         c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 20)
         c.outputSent = 0

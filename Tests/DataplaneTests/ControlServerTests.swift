@@ -257,4 +257,62 @@ private final class RawClient {
         #expect(peers.first??.uid == getuid() && peers.first??.pid == getpid())
         #expect(server.clients.isEmpty)
     }
+
+    /// A monitor that asks for a reply larger than the output limit (`sa
+    /// list` on a big SAD) keeps its events: the limit is on events it
+    /// does not read, not on what it asked for (before: the next event
+    /// closed it). One that then leaves its events unread is still closed.
+    @Test func aMonitorsOwnLargeReplyDoesNotCountAgainstItsEvents() throws {
+        let server = try Self.server("monitor-big")
+        server.limits.queuedBytes = 64 << 10
+        let c = try RawClient(server.path)
+        c.send("monitor\nbig 3000000\n")
+        var now = 0.0
+        func turn() {
+            now += 0.001
+            server.serve(timeoutMs: 0, now: now) { client, line in
+                line == "monitor" ? [client.startMonitoring() ? "{\"ok\":true}" : "{\"ok\":false}"] : Self.reply(line)
+            }
+        }
+        for _ in 0..<5 { turn() }
+        let m = try #require(server.clients.first)
+        #expect(m.monitoring && m.queued > server.limits.queuedBytes, "queued \(m.queued)")
+        for i in 0..<10 { server.broadcast("{\"event\":\(i)}"); turn() }
+        #expect(!m.closing, "closed by an event behind its own reply")
+        for _ in 0..<2000 where c.lineCount < 12 { turn(); c.receive() }
+        #expect(c.lines.count == 12 && c.lines[1].count == 3_000_000, "\(c.lines.map(\.count))")
+        #expect(Array(c.lines.suffix(10)) == (0..<10).map { "{\"event\":\($0)}" })
+        // Now it stops reading: events beyond the limit close it.
+        let event = "{\"event\":\"" + String(repeating: "e", count: 1000) + "\"}"
+        for _ in 0..<1000 where !m.closing { server.broadcast(event); turn() }
+        #expect(m.closing, "a monitor that does not read its events is closed")
+    }
+
+    /// The line limit is on the command, without its newline, whether the
+    /// `\r` of a CRLF arrives with its `\n` or before it (before: a line of
+    /// exactly the limit was refused when its `\r` came first).
+    @Test func theLineLimitDoesNotCountACRLF() throws {
+        let server = try Self.server("crlf")
+        server.limits.lineBytes = 100
+        let c = try RawClient(server.path)
+        var now = 0.0
+        func turn() {
+            now += 0.001
+            server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }
+            c.receive()
+        }
+        let exact = String(repeating: "a", count: 100), over = String(repeating: "o", count: 101)
+        for line in [exact, over] {
+            c.send(line + "\r")
+            for _ in 0..<5 { turn() }
+            c.send("\n")
+            for _ in 0..<5 { turn() }
+        }
+        c.send(exact + "\r\n")
+        for _ in 0..<5 { turn() }
+        #expect(c.lines.count == 3, "\(c.lines)")
+        #expect(c.lines.first == "{\"echo\":\"\(exact)\"}")
+        #expect(c.lines.dropFirst().first?.contains("line_too_long") == true)
+        #expect(c.lines.last == "{\"echo\":\"\(exact)\"}")
+    }
 }
