@@ -33,16 +33,6 @@ SL_INLINE uint64_t sl_seq_reserve(uint64_t *next, uint64_t count, uint64_t limit
         }
     }
 }
-/* The same for an SA only this worker seals (shared-sa handoff owner): no
- * atomic read-modify-write, only a store the control thread may read. */
-SL_INLINE uint64_t sl_seq_reserve_local(uint64_t *next, uint64_t count, uint64_t limit, uint64_t *granted) {
-    uint64_t cur = __atomic_load_n(next, __ATOMIC_RELAXED);
-    if (cur == 0 || cur > limit || count == 0) { *granted = 0; return 0; }
-    uint64_t n = limit - cur < count - 1 ? limit - cur + 1 : count;
-    __atomic_store_n(next, cur + n, __ATOMIC_RELAXED);
-    *granted = n;
-    return cur;
-}
 SL_INLINE uint64_t sl_seq_load(uint64_t *next) { return __atomic_load_n(next, __ATOMIC_RELAXED); }
 /* A counter several workers add to (an outbound SA's bytes): the value before. */
 SL_INLINE uint64_t sl_counter_fetch_add(uint64_t *c, uint64_t n) { return __atomic_fetch_add(c, n, __ATOMIC_RELAXED); }
@@ -193,6 +183,21 @@ SL_INLINE uint8_t sl_fib_port_resolve(const sl_fib *f, uint16_t port) { return f
 SL_INLINE bool sl_fib_port_local(const sl_fib *f, uint16_t port) {
     return (f->port_punt[port & (SL_MAX_PORTS - 1)] | f->port_resolve[port & (SL_MAX_PORTS - 1)]) != 0;
 }
+/* The own-address filters' bit for an IPv4 address (host order) and for an
+ * IPv6 one (its 16 bytes as on the wire): the top byte of a multiplicative
+ * hash, over the interface identifier for IPv6. */
+SL_INLINE unsigned sl_own_bit4(uint32_t a) { return (a * 0x9E3779B1u) >> 24; }
+SL_INLINE unsigned sl_own_bit6(const uint8_t *a) {
+    uint64_t low;
+    memcpy(&low, a + 8, 8);
+    return (unsigned)((low * 0x9E3779B97F4A7C15ull) >> 56);
+}
+SL_INLINE void sl_fib_add_own4(sl_fib *f, uint32_t a) { unsigned b = sl_own_bit4(a); f->own4[b >> 6] |= 1ull << (b & 63); }
+SL_INLINE void sl_fib_add_own6(sl_fib *f, const uint8_t *a) { unsigned b = sl_own_bit6(a); f->own6[b >> 6] |= 1ull << (b & 63); }
+/* Whether the IPv4 address `a` (host order) / IPv6 address at `a` may be one
+ * of the gateway's own: false is certain, true asks the route table. */
+SL_INLINE bool sl_fib_may_be_own4(const sl_fib *f, uint32_t a) { unsigned b = sl_own_bit4(a); return (f->own4[b >> 6] >> (b & 63)) & 1; }
+SL_INLINE bool sl_fib_may_be_own6(const sl_fib *f, const uint8_t *a) { unsigned b = sl_own_bit6(a); return (f->own6[b >> 6] >> (b & 63)) & 1; }
 /* A copy of `m` (one segment) from `m`'s pool, or NULL. */
 SL_INLINE struct rte_mbuf *sl_mbuf_copy(struct rte_mbuf *m) { return rte_pktmbuf_copy(m, m->pool, 0, UINT32_MAX); }
 /* The addresses ICMP errors leaving through `port` come from (see sl_fib). */

@@ -101,6 +101,11 @@ typedef struct sl_fib {
      * on-link next hop has no neighbour entry yet, go to the neighbour agent
      * (the control thread). */
     uint8_t port_resolve[SL_MAX_PORTS];
+    /* The gateway's own addresses (its `local` routes) as 256-bit filters,
+     * one per family (sl_fib_add_own*, sl_fib_may_be_own*): a clear bit
+     * says a source is none of them, a set one asks the route table. */
+    uint64_t own4[4];
+    uint64_t own6[4];
 } sl_fib;
 
 /* State every worker reads and only the control thread writes. Accessed through

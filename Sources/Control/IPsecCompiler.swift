@@ -92,8 +92,14 @@ public final class IPsecCompiler {
     /// addresses, encapsulation) may change without restarting the sequence
     /// numbers: restarting them under an unchanged key would reuse GCM nonces.
     static func sameCryptoIdentity(_ a: SAConfig, _ b: SAConfig) -> Bool {
+        sameKey(a, b) && a.esn == b.esn && a.cryptoEngine == b.cryptoEngine
+    }
+
+    /// Whether `a` and `b` seal under the same key (GCM nonces are unique
+    /// per key): then the sequence numbers go on, and so does the highest
+    /// number received, even where the engine or ESN setting changes.
+    static func sameKey(_ a: SAConfig, _ b: SAConfig) -> Bool {
         a.spi == b.spi && a.direction == b.direction && a.aead == b.aead && a.keyMaterial == b.keyMaterial
-            && a.esn == b.esn && a.cryptoEngine == b.cryptoEngine
     }
 
     /// nil when the configuration has no policy: the gateway is a plain router.
@@ -141,7 +147,7 @@ public final class IPsecCompiler {
         pendingRetiredGone = Set(retiredOutbound.keys).union(retiredInbound.keys).filter { id in
             guard let sa = config.sas[id],
                   let was = retiredOutbound[id]?.config ?? retiredInbound[id]?.config else { return true }
-            return !Self.sameCryptoIdentity(was, sa)
+            return !Self.sameKey(was, sa)
         }
         /// Builds (or keeps) the installed form of one SA into nextOutbound / nextInbound.
         func process(_ id: SAIdentifier, _ sa: SAConfig) throws(IPsecConfigError) {
@@ -156,6 +162,11 @@ public final class IPsecCompiler {
                     // Back after a hard expiry under the same key: its sequence
                     // numbers go on (they are the GCM IVs: never reused).
                     state = retired.state
+                } else if let previous = outbound[id].map({ ($0.config, $0.state) }) ?? retiredOutbound[id],
+                          Self.sameKey(previous.config, sa) {
+                    // The same key, another engine or ESN setting: the key is
+                    // expanded again and the numbers go on (never reused).
+                    state = OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
@@ -208,11 +219,13 @@ public final class IPsecCompiler {
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     do {
-                        // Same key, new window size: carry the highest number seen
-                        // over, so nothing already received is accepted again.
+                        // Same key, new window size, engine or ESN setting: carry
+                        // the highest number seen over (all below it count as
+                        // received), so nothing already received is accepted again.
                         var highest = sa.sequence
-                        if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa) {
-                            highest = max(highest, kept.state.window.pointee.highestReceived.rawValue)
+                        if let previous = inbound[id].map({ ($0.config, $0.state) }) ?? retiredInbound[id],
+                           Self.sameKey(previous.config, sa) {
+                            highest = max(highest, previous.state.window.pointee.highestReceived.rawValue)
                         }
                         let window = try ReplayWindow.allocate(
                             configuration: sa.replayWindow == 0 ? .disabled : ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),

@@ -75,17 +75,24 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// bytes (Fragmentation.swift). One per datagram.
     public static let fragmentationFailed = DropReason(rawValue: 22)
     /// Arrived on a port with a reverse-path check (`port N rpf loose|strict`,
-    /// RFC 3704) from a source that fails it: one of the gateway's own
-    /// addresses, one with no route, or (strict) one not routed out of the
-    /// port it came in by.
+    /// RFC 3704) from a source that fails it: one with no route, or
+    /// (strict) one not routed out of the port it came in by. (One of the
+    /// gateway's own addresses is `ownSource`, checked first.)
     public static let reversePath = DropReason(rawValue: 23)
+    /// From one of the gateway's own addresses (a `local` route), whether
+    /// it arrived on a port or came out of an SA: spoofed, or the gateway's
+    /// own packet come back (a loop). Checked on every port, with or
+    /// without a reverse-path check, as a host drops a "martian" source
+    /// that is its own.
+    public static let ownSource = DropReason(rawValue: 24)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
                             "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
-                            "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed", "reverse_path"]
-    @usableFromInline static let espBase = 24
+                            "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed", "reverse_path",
+                            "own_source"]
+    @usableFromInline static let espBase = 25
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

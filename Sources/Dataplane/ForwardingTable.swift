@@ -79,6 +79,7 @@ public enum ForwardingTable {
         let fib = fibMem.assumingMemoryBound(to: sl_fib.self)
         fib.pointee.generation = generation
         setPorts(fib, ports)
+        setOwnAddresses(fib, routes)
         do throws(DataplaneError) {
             guard let nhMem = rte_zmalloc_socket("sl_nexthops", MemoryLayout<sl_nexthop>.stride * hops.count, 64, socket) else {
                 throw DataplaneError("out of DPDK memory for \(hops.count) next hops (increase -m)")
@@ -142,6 +143,27 @@ public enum ForwardingTable {
                 guard let a = p.ipv6 else { continue }
                 a6.storeBytes(of: a.high.bigEndian, toByteOffset: 16 * Int(p.port), as: UInt64.self)
                 a6.storeBytes(of: a.low.bigEndian, toByteOffset: 16 * Int(p.port) + 8, as: UInt64.self)
+            }
+        }
+    }
+
+    /// The own-address filters (`sl_fib.own4`, `own6`) from the `local`
+    /// routes. A `local` prefix wider than one address sets its family's
+    /// every bit: each source of that family then asks the route table.
+    static func setOwnAddresses(_ fib: UnsafeMutablePointer<sl_fib>, _ routes: [RouteEntry]) {
+        for r in routes where r.nextHop == .local {
+            let host = r.prefix.length == r.prefix.address.bitWidth
+            switch r.prefix.address {
+            case .v4(let a):
+                if host { sl_fib_add_own4(fib, a.value) } else { fib.pointee.own4 = (~0, ~0, ~0, ~0) }
+            case .v6(let a):
+                if host {
+                    withUnsafeBytes(of: (a.high.bigEndian, a.low.bigEndian)) {
+                        sl_fib_add_own6(fib, $0.baseAddress!.assumingMemoryBound(to: UInt8.self))
+                    }
+                } else {
+                    fib.pointee.own6 = (~0, ~0, ~0, ~0)
+                }
             }
         }
     }

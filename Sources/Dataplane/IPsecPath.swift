@@ -320,8 +320,9 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 let owner = Int(record.pointee.owner)
                 if owner >= 0 && owner != context.index {
                     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
-                    var h = HandedPacket(m: m, record: record, ipOffset: UInt32(truncatingIfNeeded: UnsafeMutableRawPointer(ip) - base),
-                                         length: UInt32(truncatingIfNeeded: length))
+                    // Both fit 16 bits: an IP packet is at most 65,535 bytes, in one buffer.
+                    var h = HandedPacket(m: m, record: record, ipOffset: UInt16(truncatingIfNeeded: UnsafeMutableRawPointer(ip) - base),
+                                         length: UInt16(truncatingIfNeeded: length), serial: record.pointee.serial)
                     // owner < workerCount (the compiler's), and sealPeers has one ring per worker.
                     guard let ring = context.sealPeers?[owner], sl_ring_enqueue_elem24(ring, &h) else {
                         drop(m, .handoffFull, drops); continue
@@ -496,7 +497,9 @@ func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMut
         }
         // The inner source is the peer's to choose (within the SA's selectors).
         let inner = view.start.assumingMemoryBound(to: UInt8.self)
-        guard !martianSource(inner, ipv4: inner[0] >> 4 == 4) else { drop(m, .martianSource, drops); continue }
+        let innerV4 = inner[0] >> 4 == 4
+        guard !martianSource(inner, ipv4: innerV4) else { drop(m, .martianSource, drops); continue }
+        guard !ownSource(inner, ipv4: innerV4, fib: fib) else { drop(m, .ownSource, drops); continue }
         routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
     }
     context.aead.removeAll()
@@ -531,17 +534,18 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
             if sealRecord[j] == record { n &+= 1; total &+= UInt64(sealLen[j]) }
             j &+= 1
         }
-        // An SA only this worker seals (shared-sa handoff owner) takes its
-        // numbers and counts its bytes without atomic read-modify-writes.
-        let exclusive = Int(record.pointee.owner) == context.index
+        // Numbers and bytes are taken with atomic read-modify-writes even by
+        // an SA's owner (shared-sa handoff): while a change that moves the
+        // owner reaches the workers one by one, the old owner and the new
+        // one both seal with the same counter, and a plain store would hand
+        // out a number twice (a GCM nonce reused). One per SA per burst.
         let life = record.pointee.life
         // Byte lifetime: one atomic add per SA per burst; a packet is sent
         // while the bytes before it are below the hard limit (the packet
         // that reaches it is the last), so `allowed` is a prefix.
         var allowed = n
         if life.softBytes != 0 || life.hardBytes != 0 {
-            let before = exclusive ? sl_counter_load(life.bytes) : sl_counter_fetch_add(life.bytes, total)
-            if exclusive { sl_counter_store(life.bytes, before &+ total) }
+            let before = sl_counter_fetch_add(life.bytes, total)
             if crosses(life.softBytes, from: before, to: before &+ total) {
                 context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
             }
@@ -562,8 +566,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         // SA's last number; the burst that takes it raises EXPIRE(hard).
         let limit = record.pointee.limit
         var granted: UInt64 = 0
-        var seq = exclusive ? sl_seq_reserve_local(record.pointee.next, allowed, limit, &granted)
-            : sl_seq_reserve(record.pointee.next, allowed, limit, &granted)
+        var seq = sl_seq_reserve(record.pointee.next, allowed, limit, &granted)
         if granted > 0 {
             let last = seq &+ (granted &- 1)
             if life.softSequence != 0 && seq <= life.softSequence && life.softSequence <= last {
@@ -669,11 +672,14 @@ func sealHandedOver(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePoin
     while i < n {
         let h = context.handed[i]
         i &+= 1
-        guard context.replica.holdsOutbound(h.record) else { drop(h.m, .handoffStale, drops); continue }
+        // The record is dereferenced only once the replica holds it (then it is live).
+        guard context.replica.holdsOutbound(h.record), h.record.pointee.serial == h.serial else {
+            drop(h.m, .handoffStale, drops); continue
+        }
         let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(h.m)!)
         sealM[pending] = h.m
         sealIP[pending] = (base + Int(h.ipOffset)).assumingMemoryBound(to: UInt8.self)
-        sealLen[pending] = h.length
+        sealLen[pending] = UInt32(h.length)
         context.sealRecord[pending] = h.record
         pending &+= 1
     }

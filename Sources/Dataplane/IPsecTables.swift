@@ -10,23 +10,30 @@ import Synchronization
 /// last table that refers to it.
 public final class OutboundSAState {
     public let key: AEADKey
-    public let next: UnsafeMutablePointer<UInt64>
+    /// The SA's counters, shared with every earlier state under the same key.
+    let counters: OutboundCounters
+    public var next: UnsafeMutablePointer<UInt64> { counters.next }
     /// The last number the sequence space allows (2^32 − 1, or 2^64 − 1 with ESN).
     public let limit: UInt64
-    /// The first number this state sent: packets sent = next − first.
-    public let first: UInt64
+    /// The first number sent under this key: packets sent = next − first.
+    public var first: UInt64 { counters.first }
     /// Bytes sent (inner packets), added to by every worker using the SA.
-    public let bytes: UnsafeMutablePointer<UInt64>
+    public var bytes: UnsafeMutablePointer<UInt64> { counters.bytes }
     public init(key: consuming AEADKey, next: UInt64, esn: Bool) {
         self.key = key
-        self.next = .allocate(capacity: 1)
-        self.next.initialize(to: next)
-        first = next
-        bytes = .allocate(capacity: 1)
-        bytes.initialize(to: 0)
+        counters = OutboundCounters(next: next)
         limit = esn ? UInt64.max : UInt64(UInt32.max)
     }
-    deinit { next.deallocate(); bytes.deallocate() }
+    /// The state of an SA whose key stays while its engine or ESN setting
+    /// changes (`key`: the same key expanded for the new engine). Its
+    /// numbers go on from `previous`'s, through the very same counter: the
+    /// workers still sealing with the old state until the change reaches
+    /// them take from it too, so no number (a GCM nonce) is handed out twice.
+    public init(key: consuming AEADKey, continuing previous: OutboundSAState, esn: Bool) {
+        self.key = key
+        counters = previous.counters
+        limit = esn ? UInt64.max : UInt64(UInt32.max)
+    }
     /// The next sequence number the SA will send (0 once exhausted past 2^64−1).
     public var nextSequence: UInt64 { sl_seq_load(next) }
     /// Packets sent so far (sequence numbers taken).
@@ -35,6 +42,21 @@ public final class OutboundSAState {
         return n == 0 ? limit &- first &+ 1 : n &- first
     }
     public var bytesSent: UInt64 { sl_counter_load(bytes) }
+}
+
+/// An outbound SA's sequence counter and byte count (`OutboundSAState`).
+final class OutboundCounters {
+    let next: UnsafeMutablePointer<UInt64>
+    let first: UInt64
+    let bytes: UnsafeMutablePointer<UInt64>
+    init(next: UInt64) {
+        self.next = .allocate(capacity: 1)
+        self.next.initialize(to: next)
+        first = next
+        bytes = .allocate(capacity: 1)
+        bytes.initialize(to: 0)
+    }
+    deinit { next.deallocate(); bytes.deallocate() }
 }
 
 /// Byte and packet limits of an SA's lifetime as the workers enforce them
@@ -132,8 +154,11 @@ struct HandedPacket {
     var m: OpaquePointer
     var record: UnsafeMutablePointer<OutboundRecord>
     /// Where its IP packet starts in the mbuf's buffer, and its length.
-    var ipOffset: UInt32
-    var length: UInt32
+    var ipOffset: UInt16
+    var length: UInt16
+    /// `record.serial` when it was handed over: the owner seals it only if
+    /// its replica still holds that very record (not another at its address).
+    var serial: UInt32
 }
 
 /// A change to every worker's SAD replica: commands common to all (inbound
@@ -163,10 +188,17 @@ extension SARecordBox {
 
     /// `owner`: the worker that seals the SA's packets in handoff mode, −1: any.
     public convenience init(outbound sa: OutboundSA, state: OutboundSAState, limits: SALimits, owner: Int = -1) {
-        // hardPackets packets: numbers first … first + hardPackets − 1.
-        let limit = limits.hardPackets == 0 ? state.limit : min(state.limit, state.first &+ (limits.hardPackets &- 1))
-        let life = OutboundLife(softSequence: limits.softPackets == 0 ? 0 : state.first &+ (limits.softPackets &- 1),
-                                packetLimited: limits.hardPackets != 0 && state.first &+ (limits.hardPackets &- 1) <= state.limit,
+        // hardPackets packets: numbers first … first + hardPackets − 1; a
+        // limit past 2^64 − 1 is no limit (it must not wrap to a small one).
+        func last(_ packets: UInt64) -> UInt64? {
+            guard packets != 0 else { return nil }
+            let (end, over) = state.first.addingReportingOverflow(packets &- 1)
+            return over ? nil : end
+        }
+        let hardEnd = last(limits.hardPackets)
+        let limit = hardEnd.map { min(state.limit, $0) } ?? state.limit
+        let life = OutboundLife(softSequence: last(limits.softPackets) ?? 0,
+                                packetLimited: hardEnd.map { $0 <= state.limit } ?? false,
                                 softBytes: limits.softBytes, hardBytes: limits.hardBytes, bytes: state.bytes,
                                 spi: sa.spi.rawValue)
         self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner)), state: state)

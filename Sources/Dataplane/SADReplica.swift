@@ -1,6 +1,7 @@
 import CShims
 import Crypto
 import IPsec
+import Synchronization
 
 // Per-core SAD replicas. Every worker owns one: the inbound SAs by SPI (and
 // destination, source where an SA names them) and the outbound SA each
@@ -38,6 +39,10 @@ public struct OutboundRecord {
     /// and the gateway hands packets to the owner (`SharedSAMode.handoff`);
     /// −1: every worker seals, taking sequence numbers with an atomic reservation.
     var owner: Int32
+    /// Tells this record from a later one at the same address (`SARecordBox`
+    /// sets it): a packet handed over for a record since freed must not be
+    /// sealed by the SA that reuses its memory.
+    var serial: UInt32 = 0
 }
 
 /// The memory of one SA record and what keeps its mutable state alive. The
@@ -57,9 +62,12 @@ public final class SARecordBox {
     init(_ record: OutboundRecord, state: OutboundSAState) {
         outbound = .allocate(capacity: 1)
         outbound!.initialize(to: record)
+        outbound!.pointee.serial = Self.serials.add(1, ordering: .relaxed).newValue
         inbound = nil
         self.state = state
     }
+    /// Outbound records made so far (`OutboundRecord.serial`).
+    static let serials = Atomic<UInt32>(0)
     deinit {
         inbound?.deinitialize(count: 1).deallocate()
         outbound?.deinitialize(count: 1).deallocate()

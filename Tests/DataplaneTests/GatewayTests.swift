@@ -142,7 +142,7 @@ extension EALSuites {
                 let size6 = min(size, 1460 - t.headerLength)
                 let pattern = PayloadPattern.pseudoRandom(seed: rng.next())
                 let id = UInt16.random(in: 0...UInt16.max, using: &rng)
-                let host = UInt8.random(in: 1...254, using: &rng)
+                let host = UInt8.random(in: 2...254, using: &rng)  // 10.0.0.1 is the gateway's own
                 fromProtected.append((h.frame4("10.0.0.\(host)", "198.51.100.\(i + 1)", ttl: ttl, id: id, transport: t, payload: size, pattern: pattern),
                                       toUnprotected4, "IPv4 #\(i) out"))
                 fromProtected.append((h.frame6("2001:db8:a::\(i + 10)", "2001:db8:100::\(i + 1)", hopLimit: ttl, transport: t, payload: size6, pattern: pattern),

@@ -11,12 +11,12 @@ import Testing
     static let otherKey = "0x" + String(repeating: "43", count: 36)
 
     static func config(ttl: Int = 64, key: String = key, inboundPolicy: Bool = true,
-                       outboundPolicy: Bool = true) throws -> GatewayConfig {
+                       outboundPolicy: Bool = true, options: String = "") throws -> GatewayConfig {
         let text = """
         port 0 role protected address 10.0.0.1/24
         port 1 role unprotected address 192.0.2.1/24
-        sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(key) ttl \(ttl) seq 100
-        sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(key)
+        sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(key) ttl \(ttl) seq 100\(options)
+        sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(key)\(options)
         """ + (outboundPolicy ? "\nsp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001" : "")
           + (inboundPolicy ? "\nsp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001\n" : "\n")
         return try GatewayConfig.load(text: text, name: "t.conf")
@@ -82,6 +82,56 @@ import Testing
         _ = try compiler.compile(Self.config(ttl: 32, key: Self.otherKey))
         compiler.commit()
         #expect(compiler.nextSequence(spi: 0x1001) == 100)
+    }
+
+    /// A new crypto engine or ESN setting under the same key: the key is
+    /// expanded again, but the outbound SA's numbers go on through the very
+    /// same counter (workers still on the old record take from it until
+    /// the change reaches them, so no GCM nonce is handed out twice), and
+    /// the inbound SA's window starts from the highest number received.
+    /// Before, both restarted from the configured seq. A new key does.
+    @Test func aNewEngineOrESNUnderTheSameKeyKeepsTheNumbers() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        let counter = Self.outboundNext(first)
+        counter.pointee = 500  // as if 400 packets had been sent
+        let window = try #require(first.sad.added.compactMap(\.inbound).first).pointee.window
+        try window.pointee.reset(highestReceived: 900)
+        var previous = first
+        for options in [" crypto-engine sodium", " crypto-engine sodium esn", " esn", ""] {
+            let next = try #require(try compiler.compile(Self.config(options: options)))
+            compiler.commit()
+            #expect(next.sad.added.count == 2, "\(options): both SAs re-keyed for the new setting")
+            #expect(Self.outboundNext(next) == counter, "\(options): the same sequence counter")
+            #expect(compiler.nextSequence(spi: 0x1001) == 500, "\(options)")
+            let opened = try #require(next.sad.added.compactMap(\.inbound).first).pointee.window.pointee
+            #expect(opened.highestReceived.rawValue == 900 && opened.esn == options.contains("esn"), "\(options)")
+            previous = next
+        }
+        _ = previous
+        // A new key starts from the configured seq, and a fresh window.
+        let rekeyed = try #require(try compiler.compile(Self.config(key: Self.otherKey)))
+        compiler.commit()
+        #expect(Self.outboundNext(rekeyed) != counter && compiler.nextSequence(spi: 0x1001) == 100)
+        #expect(try #require(rekeyed.sad.added.compactMap(\.inbound).first).pointee.window.pointee.highestReceived.rawValue == 0)
+    }
+
+    /// A packet lifetime past the end of the 64-bit sequence space is no
+    /// limit at all (before: first + hard − 1 wrapped to a small number, and
+    /// the SA refused every packet without an EXPIRE).
+    @Test func aHugePacketLifetimeDoesNotWrap() throws {
+        let text = """
+        port 0 role protected address 10.0.0.1/24
+        port 1 role unprotected address 192.0.2.1/24
+        sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(Self.key) esn seq 2 lifetime packets soft 18446744073709551614 hard 18446744073709551615
+        sp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001
+        """
+        let tables = try #require(try IPsecCompiler().compile(try GatewayConfig.load(text: text, name: "t.conf")))
+        let record = try #require(tables.sad.added.compactMap(\.outbound).first).pointee
+        #expect(record.limit == UInt64.max, "limit \(record.limit)")
+        // The soft limit's packet is the space's very last number (2 + 2^64 − 3).
+        #expect(record.life.softSequence == UInt64.max && !record.life.packetLimited)
     }
 
     /// An SA a hard lifetime took out and then put back under the same key
