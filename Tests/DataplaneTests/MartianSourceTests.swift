@@ -28,21 +28,29 @@ extension EALSuites.GatewayTests {
         ].map { (h.frame6($0, dst6), toUnprotected6, "from \($0)") }, on: h.protected)
     }
 
-    @Test func martianSourcesOnTheIPsecPaths() throws {
-        defer { try? h.gateway.publish(ipsec: nil) }
+    /// The source checks' IPsec set-up: an inbound tunnel SA `spi` from
+    /// 192.0.2.254 protecting 10.1.0.0/16 (10.1.128.0/17 bypassed), outbound
+    /// bypass to 198.51.100.0/24. Returns a sealer of inner IPv4 packets
+    /// from a source to 10.1.2.3, as the peer sends them.
+    func installSourceCheckSA(spi: UInt32, name: String) throws -> (String) -> [UInt8] {
         let key = "0x" + String(repeating: "6d", count: 20)
+        let hex = "0x" + String(spi, radix: 16)
         let text = h.baseConfigText + """
 
-        sa add spi 0x7005 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
-        sp add dir in src 0.0.0.0/0 dst 10.1.0.0/16 priority 3 action protect spi 0x7005
+        sa add spi \(hex) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir in src 0.0.0.0/0 dst 10.1.0.0/16 priority 3 action protect spi \(hex)
         sp add dir in src 0.0.0.0/0 dst 10.1.128.0/17 priority 2 action bypass
         sp add dir out src 0.0.0.0/0 dst 198.51.100.0/24 priority 4 action bypass
         """
-        _ = try h.installSession(text, name: "martian")
+        _ = try h.installSession(text, name: name)
         let peer = try TunnelPeer()
-        func sealed(_ src: String) -> [UInt8] {
-            peer.frame(spi: 0x7005, inner: h.frame4(src, "10.1.2.3", ethDst: h.portMAC(h.u)))
-        }
+        let h = self.h
+        return { src in peer.frame(spi: spi, inner: h.frame4(src, "10.1.2.3", ethDst: h.portMAC(h.u))) }
+    }
+
+    @Test func martianSourcesOnTheIPsecPaths() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let sealed = try installSourceCheckSA(spi: 0x7005, name: "martian")
         // The inner source of an authenticated packet, within the SA's selectors.
         try expectDropped([sealed("127.0.0.1"), sealed("224.0.0.1")], reason: .martianSource, on: h.unprotected)
         var outerMartian = sealed("10.9.9.9")

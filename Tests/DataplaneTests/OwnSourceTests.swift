@@ -45,19 +45,7 @@ extension EALSuites.GatewayTests {
 
     @Test func ownSourcesOnTheIPsecPaths() throws {
         defer { try? h.gateway.publish(ipsec: nil) }
-        let key = "0x" + String(repeating: "6d", count: 20)
-        let text = h.baseConfigText + """
-
-        sa add spi 0x7006 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key)
-        sp add dir in src 0.0.0.0/0 dst 10.1.0.0/16 priority 3 action protect spi 0x7006
-        sp add dir in src 0.0.0.0/0 dst 10.1.128.0/17 priority 2 action bypass
-        sp add dir out src 0.0.0.0/0 dst 198.51.100.0/24 priority 4 action bypass
-        """
-        _ = try h.installSession(text, name: "own")
-        let peer = try TunnelPeer()
-        func sealed(_ src: String) -> [UInt8] {
-            peer.frame(spi: 0x7006, inner: h.frame4(src, "10.1.2.3", ethDst: h.portMAC(h.u)))
-        }
+        let sealed = try installSourceCheckSA(spi: 0x7006, name: "own")
         // The inner source of an authenticated packet, within the SA's
         // selectors; the outer source of ESP; a bypassed packet either way.
         var outerOwn = sealed("10.9.9.9")
