@@ -6,10 +6,19 @@
 struct Word: Sendable {
     var text: Substring
     var column: Int
+    /// Follows `key` (directly or after other hex words): a piece of a key
+    /// split by spaces, however short.
+    var afterKey = false
 
     /// The word as error messages show it: `'text'`, or `<redacted>` when it
-    /// may be key material (see `mayBeKeyMaterial`).
-    var quoted: String { Self.mayBeKeyMaterial(text) ? "<redacted>" : "'\(text)'" }
+    /// may be key material (see `mayBeKeyMaterial`, `afterKey`).
+    var quoted: String { afterKey || Self.mayBeKeyMaterial(text) ? "<redacted>" : "'\(text)'" }
+
+    /// Hex digits, with or without `0x`: what a piece of a key looks like.
+    static func isHex(_ text: Substring) -> Bool {
+        let digits = text.hasPrefix("0x") || text.hasPrefix("0X") ? text.dropFirst(2) : text
+        return !digits.isEmpty && digits.allSatisfy { $0.isHexDigit && $0.isASCII }
+    }
 
     /// True for words no message may echo: `0x` followed by more than 16
     /// characters, or more than 20 hex digits. No number the language takes is
@@ -57,6 +66,15 @@ enum Lexer {
         }
         if let start = wordStart {
             words.append(Word(text: line[start..<index], column: wordColumn))
+        }
+        // The hex words after `key` are never echoed, even a short piece of a
+        // key split by a space (the word before an error is quoted).
+        var inKey = false
+        for i in words.indices {
+            // (`df`, an option that may follow a key, is hex too: it ends one.)
+            inKey = inKey && Word.isHex(words[i].text) && words[i].text != "df"
+            words[i].afterKey = inKey
+            if words[i].text == "key" { inKey = true }
         }
         let endColumn = words.last.map { $0.column + $0.text.count } ?? firstColumn
         return (words, endColumn)

@@ -115,6 +115,12 @@ enum Lines {
         // A key without its `key` is not echoed either.
         .init(saHead + " aead aes-gcm-128 \(key128)", at: key128, "unexpected <redacted> after 'aes-gcm-128'; expected "),
         .init("sa add spi 0x1000 dir in mode transport aead aes-gcm-128 key \(key128)9", at: "\(key128)9", "bad key"),
+        // Nor a piece of a key split by spaces, however short (before: the
+        // piece in front of the error was quoted).
+        .init("sa add spi 0x1000 dir in mode transport aead aes-gcm-128 key 0xdeadbeefcafebabe 0102030405060708090a0b0c",
+              at: "0102030405060708090a0b0c", "unexpected <redacted> after <redacted>;"),
+        .init("sa add spi 0x1000 dir in mode transport aead aes-gcm-128 key 0xdead beef", at: "beef",
+              "unexpected <redacted> after <redacted>;"),
         // sa del
         .init("sa del 0x1000", at: "0x1000", "expected 'spi' after 'del', found '0x1000'"),
         .init("sa del spi 0x1000 dst", atEnd: "expected an address after 'dst', found end of line"),
