@@ -156,17 +156,15 @@ public final class IPsecCompiler {
             switch sa.direction {
             case .outbound:
                 let state: OutboundSAState
-                if let kept = outbound[id], Self.sameCryptoIdentity(kept.config, sa) {
-                    state = kept.state
-                } else if let retired = retiredOutbound[id], Self.sameCryptoIdentity(retired.config, sa) {
-                    // Back after a hard expiry under the same key: its sequence
-                    // numbers go on (they are the GCM IVs: never reused).
-                    state = retired.state
-                } else if let previous = outbound[id].map({ ($0.config, $0.state) }) ?? retiredOutbound[id],
-                          Self.sameKey(previous.config, sa) {
-                    // The same key, another engine or ESN setting: the key is
-                    // expanded again and the numbers go on (never reused).
-                    state = OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
+                // The installed SA, else one a hard expiry took out (back under
+                // the same key): under the same key its sequence numbers (the
+                // GCM IVs) go on, never reused. The very state where nothing
+                // of the crypto changed; another engine or ESN setting expands
+                // the key again and continues its counter.
+                if let previous = outbound[id].map({ ($0.config, $0.state) }) ?? retiredOutbound[id],
+                   Self.sameKey(previous.config, sa) {
+                    state = Self.sameCryptoIdentity(previous.config, sa) ? previous.state
+                        : OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
@@ -209,13 +207,12 @@ public final class IPsecCompiler {
                     return
                 }
                 let state: InboundSAState
-                if let kept = inbound[id], Self.sameCryptoIdentity(kept.config, sa), kept.config.replayWindow == sa.replayWindow {
-                    state = kept.state
-                } else if let retired = retiredInbound[id], Self.sameCryptoIdentity(retired.config, sa),
-                          retired.config.replayWindow == sa.replayWindow {
-                    // Back after a hard expiry under the same key: its replay
-                    // window goes on (nothing already received is accepted again).
-                    state = retired.state
+                // The installed SA, else one a hard expiry took out (back under
+                // the same key): its replay window goes on where nothing of it
+                // or the crypto changed (nothing received is accepted again).
+                let previous = inbound[id].map { ($0.config, $0.state) } ?? retiredInbound[id]
+                if let previous, Self.sameCryptoIdentity(previous.config, sa), previous.config.replayWindow == sa.replayWindow {
+                    state = previous.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     do {
@@ -223,8 +220,7 @@ public final class IPsecCompiler {
                         // the highest number seen over (all below it count as
                         // received), so nothing already received is accepted again.
                         var highest = sa.sequence
-                        if let previous = inbound[id].map({ ($0.config, $0.state) }) ?? retiredInbound[id],
-                           Self.sameKey(previous.config, sa) {
+                        if let previous, Self.sameKey(previous.config, sa) {
                             highest = max(highest, previous.state.window.pointee.highestReceived.rawValue)
                         }
                         let window = try ReplayWindow.allocate(

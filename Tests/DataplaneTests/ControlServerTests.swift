@@ -65,6 +65,23 @@ private final class RawClient {
         return ["{\"echo\":\(ControlReply.quote(line))}"]
     }
 
+    /// The test's handler: `monitor` makes the client a monitor (refused
+    /// as `too_many_monitors` past the limit); any other line gets `reply`.
+    private static func handle(_ client: ControlServer.Client, _ line: String) -> [String] {
+        guard line == "monitor" else { return reply(line) }
+        return [client.startMonitoring() ? "{\"ok\":true}" : "{\"ok\":false,\"error\":{\"code\":\"too_many_monitors\"}}"]
+    }
+
+    /// One turn of the control loop as the tests play it: the clock moves
+    /// by `step`, the server serves (`handler`), then `clients` read.
+    private static func turn(_ server: ControlServer, now: inout Double, step: Double = 0.001, timeoutMs: Int32 = 0,
+                             reading clients: [RawClient] = [],
+                             handler: (ControlServer.Client, String) -> [String] = ControlServerTests.handle) {
+        now += step
+        server.serve(timeoutMs: timeoutMs, now: now, handle: handler)
+        for c in clients { c.receive() }
+    }
+
     /// A reply larger than the output limit is sent whole, and the client
     /// is answered after it (before: the connection was dropped).
     @Test func aReplyLargerThanTheQueueLimitIsSentWhole() throws {
@@ -73,11 +90,7 @@ private final class RawClient {
         let c = try RawClient(server.path)
         c.send("big 3000000\nversion\n")
         var now = 0.0
-        for _ in 0..<2000 where c.lineCount < 2 {
-            now += 0.001
-            server.serve(timeoutMs: 1, now: now, handle: { _, line in Self.reply(line) })
-            c.receive()
-        }
+        for _ in 0..<2000 where c.lineCount < 2 { Self.turn(server, now: &now, timeoutMs: 1, reading: [c]) }
         #expect(c.lines.count == 2 && c.lines.first?.count == 3_000_000, "\(c.lines.map(\.count))")
         #expect(c.lines.last == "{\"echo\":\"version\"}")
         #expect(!c.ended && server.clients.count == 1)
@@ -97,9 +110,7 @@ private final class RawClient {
         for round in 0..<400 {
             unsent = deaf.send(String(repeating: "big 4096\n", count: 512))
             if round % 40 == 0 { other.send("ping \(round)\n") }
-            now += 0.001
-            server.serve(timeoutMs: 0, now: now) { _, line in handled += 1; return Self.reply(line) }
-            other.receive()
+            Self.turn(server, now: &now, reading: [other]) { _, line in handled += 1; return Self.reply(line) }
         }
         let d = try #require(server.clients.first { $0.fd != server.clients.last?.fd })
         #expect(d.queued <= server.limits.queuedBytes + 4097, "queued \(d.queued)")
@@ -177,16 +188,7 @@ private final class RawClient {
         server.limits.clients = 6
         server.limits.monitors = 3
         var now = 0.0
-        func turn(_ clients: [RawClient]) {
-            now += 0.01
-            server.serve(timeoutMs: 1, now: now) { client, line in
-                if line == "monitor" {
-                    return [client.startMonitoring() ? "{\"ok\":true}" : "{\"ok\":false,\"error\":{\"code\":\"too_many_monitors\"}}"]
-                }
-                return Self.reply(line)
-            }
-            for c in clients { c.receive() }
-        }
+        func turn(_ clients: [RawClient]) { Self.turn(server, now: &now, step: 0.01, timeoutMs: 1, reading: clients) }
         var crowd: [RawClient] = []
         for _ in 0..<5 {
             let c = try RawClient(server.path)
@@ -248,9 +250,7 @@ private final class RawClient {
         var now = 0.0
         var peers: [ControlServer.Peer?] = []
         for _ in 0..<200 where !c.ended {
-            now += 0.001
-            server.serve(timeoutMs: 1, now: now) { client, line in peers.append(client.peer); return Self.reply(line) }
-            c.receive()
+            Self.turn(server, now: &now, timeoutMs: 1, reading: [c]) { client, line in peers.append(client.peer); return Self.reply(line) }
         }
         #expect(c.ended && c.lines.count == 201)
         #expect(c.lines.last == "{\"echo\":\"last, without its newline\"}")
@@ -268,12 +268,7 @@ private final class RawClient {
         let c = try RawClient(server.path)
         c.send("monitor\nbig 3000000\n")
         var now = 0.0
-        func turn() {
-            now += 0.001
-            server.serve(timeoutMs: 0, now: now) { client, line in
-                line == "monitor" ? [client.startMonitoring() ? "{\"ok\":true}" : "{\"ok\":false}"] : Self.reply(line)
-            }
-        }
+        func turn() { Self.turn(server, now: &now) }
         for _ in 0..<5 { turn() }
         let m = try #require(server.clients.first)
         #expect(m.monitoring && m.queued > server.limits.queuedBytes, "queued \(m.queued)")
@@ -296,11 +291,7 @@ private final class RawClient {
         server.limits.lineBytes = 100
         let c = try RawClient(server.path)
         var now = 0.0
-        func turn() {
-            now += 0.001
-            server.serve(timeoutMs: 0, now: now) { _, line in Self.reply(line) }
-            c.receive()
-        }
+        func turn() { Self.turn(server, now: &now, reading: [c]) }
         let exact = String(repeating: "a", count: 100), over = String(repeating: "o", count: 101)
         for line in [exact, over] {
             c.send(line + "\r")
