@@ -104,8 +104,17 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
                  drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
-        if kind == SL_NH_NO_NEIGHBOR && holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
-            return  // the neighbour agent sends it once the neighbour answers
+        if kind == SL_NH_NO_NEIGHBOR {
+            // Its port is known while its neighbour is resolved: one too big
+            // for it is refused (or cut) now, as it would be once resolved.
+            if hopHasPort(hop), _slowPath(view.length > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
+                tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: Int(sl_fib_port_mtu(fib, hop.pointee.port)),
+                             fib: fib, hops: hops, tx: &tx, drops: drops)
+                return
+            }
+            if holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
+                return  // the neighbour agent sends it once the neighbour answers
+            }
         }
         drop(m, kind == SL_NH_NO_ROUTE ? .noRoute : (kind == SL_NH_NO_NEIGHBOR ? .noNeighbor
                 : (kind == SL_NH_LOCAL ? .local : .martian)), drops)
@@ -615,7 +624,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 // (Fragmentation.swift: only such a packet is still too big there).
                 let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
                 if _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu)
-                    && Int(hop.pointee.kind) == SL_NH_FORWARD && !ESPOutbound.mayFragment(view, saAt: sa) {
+                    && hopHasPort(hop) && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
                 } else {

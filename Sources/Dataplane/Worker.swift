@@ -481,6 +481,14 @@ func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
     return true
 }
 
+/// Whether a packet for `hop` has a port to leave by: a resolved neighbour's,
+/// or the port on whose link a neighbour is being resolved (`.onLink`).
+@inline(__always)
+func hopHasPort(_ hop: UnsafeMutablePointer<sl_nexthop>) -> Bool {
+    let kind = Int(hop.pointee.kind)
+    return kind == SL_NH_FORWARD || kind == SL_NH_NO_NEIGHBOR && Int(hop.pointee.flags) & Int(SL_NH_ON_LINK) != 0
+}
+
 /// Applies a next hop to a parsed packet whose frame starts at `frame` (the
 /// mbuf's data) and whose TTL/hop limit the caller checked to be above 1:
 /// TTL/hop limit −1, Ethernet rewrite, TX.
@@ -510,7 +518,13 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
     } else if kind == SL_NH_NO_ROUTE {
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
-        // Resolving port: the neighbour agent holds it until the neighbour answers.
+        // Resolving port: the neighbour agent holds it until the neighbour
+        // answers; one too big for the port is refused (or cut) first.
+        if hopHasPort(hop),
+           _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))),
+           tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) {
+            return
+        }
         if !holdForNeighbor(w, m, ip: UnsafeMutableRawPointer(ip), ipv4: ipv4, hop: hop, decrement: true, fib: fib) {
             drop(m, .noNeighbor, drops)
         }

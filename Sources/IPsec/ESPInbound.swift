@@ -9,7 +9,8 @@
 //    bytes are the non-ESP marker (IKE: dropped as `.notESP`, counted, or
 //    handed to the IKE daemon by the caller); the UDP checksum is not
 //    checked (RFC 3948 §3.1.2 lets the receiver ignore it: the ICV protects
-//    the ESP packet). Fragmented ESP is dropped (no reassembly here). The
+//    the ESP packet). Fragmented ESP is dropped (no reassembly here; an IPv6
+//    atomic fragment, offset 0 without M, is whole and processed). The
 //    outer IPv4 header checksum is the caller's L3 parse's to check; an outer
 //    IPv6 hop limit of 0 is accepted (the packet is for this node).
 //
@@ -200,8 +201,11 @@ public enum ESPInbound {
                 guard total &- upper.offset >= 8 else { return .drop(.malformed) }
                 proto = p.loadByte(at: upper.offset)
                 protocolField = upper.offset
-                fragment = true
-                laterFragment = p.loadBE16(at: upper.offset &+ 2) & 0xFFF8 != 0
+                // Offset 0 and no M flag: an atomic fragment, a whole
+                // datagram to be processed as it is (RFC 6946 §4).
+                let offsetAndFlags = p.loadBE16(at: upper.offset &+ 2)
+                fragment = offsetAndFlags & 0xFFF9 != 0
+                laterFragment = offsetAndFlags & 0xFFF8 != 0
                 l4 = upper.offset &+ 8
             } else {
                 proto = upper.proto

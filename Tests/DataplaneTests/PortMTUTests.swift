@@ -181,6 +181,50 @@ extension EALSuites.GatewayTests {
         #expect(after.sent[h.u]?.first.map { $0.count - 14 } == 1504, "\(after.delta)")
     }
 
+    /// While the next hop's neighbour is still being resolved (`resolve on`,
+    /// no neighbour entry yet) the port is known, and so is its MTU: a packet
+    /// too big for it is answered at once, plain or to be sealed, instead of
+    /// being held for the neighbour and dropped when it answers. One that
+    /// fits is held (positive control).
+    @Test func tooBigIsAnsweredWhileTheNeighborIsResolved() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        let unresolved = h.baseConfigText.split(separator: "\n")
+            .filter { !$0.hasPrefix("neighbor 192.0.2.254") && !$0.hasPrefix("neighbor 2001:db8:b::fe") }
+            .joined(separator: "\n") + "\nport \(h.u) resolve on\n"
+        // Sealed: the ESP packet's size against the port's MTU (1500).
+        let dst4 = "198.51.100.4", dst6 = "2001:db8:100::4"
+        let key = "0x" + String(repeating: "5a", count: 20)
+        let text = unresolved + """
+        sa add spi 0x7102 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi 0x7102
+        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7102
+        """
+        try h.publish(unresolved)
+        _ = h.gateway.agentReceive()  // what an earlier test left
+        _ = try h.installSession(text, name: "mtu-resolving")
+        refillICMPBudget()
+        let sealed = try h.inject([h.frame4("10.1.2.3", dst4, payload: 1446 - 28)], on: h.protected)
+        #expect(sealed.delta.toAgent == 1 && sealed.delta.totalDrops == 0, "\(sealed.delta)")
+        let esp4 = h.frame4("10.1.2.3", dst4, payload: 1447 - 28)
+        let esp6 = h.frame6("2001:db8:1::3", dst6, payload: 1447 - 48)
+        var quoted4 = esp4
+        quoted4[14 + 8] -= 1
+        Self.fixChecksum(&quoted4)
+        var quoted6 = esp6
+        quoted6[14 + 7] -= 1
+        try expectAnswered(esp4, esp6, quoting: quoted4, quoted6, mtu: 1446)
+        // Plain forwarding (no SAs), the port's MTU 1280.
+        try h.gateway.publish(ipsec: nil)
+        try h.publish(unresolved + "port \(h.u) mtu 1280\n")
+        refillICMPBudget()
+        let held = try h.inject([h.frame4("10.1.2.3", dst4, payload: 1280 - 28)], on: h.protected)
+        #expect(held.delta.toAgent == 1 && held.delta.totalDrops == 0, "\(held.delta)")
+        let big4 = h.frame4("10.1.2.3", dst4, payload: 1281 - 28)
+        let big6 = h.frame6("2001:db8:1::3", dst6, payload: 1400)
+        try expectAnswered(big4, big6, quoting: big4, big6, mtu: 1280)
+        _ = h.gateway.agentReceive()
+    }
+
     @Test func icmpErrorsAreRateLimited() throws {
         defer { try? h.publish(h.baseConfigText) }
         try h.publish(h.baseConfigText + "\nport \(h.u) mtu 1280\n")

@@ -166,6 +166,61 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
         let fragment: [UInt8] = [50, 0, 0, 1, 0, 0, 0, 7]
         #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: fragment + esp)).view)
                 == .drop(.fragmented))
+        let later: [UInt8] = [50, 0, 0x05, 0x00, 0, 0, 0, 7]  // offset 160, no M: the last piece
+        #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: later + esp)).view)
+                == .drop(.fragmented))
+    }
+
+    /// An IPv6 atomic fragment (a Fragment header with offset 0 and no M
+    /// flag, which some stacks add) is a whole datagram: RFC 6946 §4 says
+    /// process it, not reassemble it. Tunnel: opened to the exact inner
+    /// packet. Transport: the Fragment header stays, its Next Header
+    /// restored. ESP in UDP too.
+    @Test func atomicFragmentsAreOpened() throws {
+        let key = try TestKey(.aes256GCM, seed: 44)
+        let core = try makeCore()
+        let atomic = { (next: UInt8) -> [UInt8] in [next, 0, 0, 0, 0x12, 0x34, 0x56, 0x78] }
+        // Tunnel, IPv6 in IPv6 and IPv4 in IPv6; the reserved bits set must not matter.
+        for (inner, next) in [(Inner.ipv6UDP(payload: 100), UInt8(41)), (Inner.ipv4UDP(payload: 77), 4)] {
+            for reserved: UInt8 in [0, 6] {
+                let sa = try InboundSA(spi: SPI(Self.spi), mode: .tunnel, key: key.handle, esn: false)
+                let esp = craftESP(key: key, spi: Self.spi, sequence: 3, esn: false,
+                                   plaintext: withTrailer(inner, nextHeader: next), core: core)
+                var header = atomic(50)
+                header[3] = reserved
+                let buffer = PacketBuffer(outerIPv6(nextHeader: 44, payload: header + esp))
+                let window = try TestWindow(esn: false)
+                #expect(receive(buffer, sa: sa, window: window, core: core) == nil)
+                #expect(buffer.bytes == inner)
+                #expect(window.window.highestReceived == 3)
+            }
+        }
+        // ESP in UDP behind an atomic fragment.
+        let inner = Inner.ipv6UDP(payload: 64)
+        let esp = craftESP(key: key, spi: Self.spi, sequence: 4, esn: false,
+                           plaintext: withTrailer(inner, nextHeader: 41), core: core)
+        let udp = udpHeader(payloadLength: esp.count) + esp
+        let inUDP = PacketBuffer(outerIPv6(nextHeader: 44, payload: atomic(17) + udp))
+        guard case .esp(let header) = ESPInbound.classify(inUDP.view) else {
+            Issue.record("ESP in UDP behind an atomic fragment not recognised"); return
+        }
+        #expect(header.udpEncapsulated && header.espOffset == 40 + 8 + 8)
+        // Transport: the datagram keeps its Fragment header, whose Next Header is UDP again.
+        let datagram = Inner.ipv6UDP(payload: 50)
+        let espTransport = craftESP(key: key, spi: Self.spi, sequence: 5, esn: false,
+                                    plaintext: withTrailer(Array(datagram[40...]), nextHeader: 17), core: core)
+        var sealed = Array(datagram[..<40]) + atomic(50) + espTransport
+        sealed[6] = 44
+        let length = sealed.count - 40
+        sealed[4] = UInt8(length >> 8); sealed[5] = UInt8(length & 0xFF)
+        let transport = PacketBuffer(sealed)
+        let sa = try InboundSA(spi: SPI(Self.spi), mode: .transport, key: key.handle, esn: false)
+        #expect(receive(transport, sa: sa, window: try TestWindow(esn: false), core: core) == nil)
+        var expected = Array(datagram[..<40]) + atomic(17) + Array(datagram[40...])
+        expected[6] = 44
+        let expectedLength = expected.count - 40
+        expected[4] = UInt8(expectedLength >> 8); expected[5] = UInt8(expectedLength & 0xFF)
+        #expect(transport.bytes == expected)
     }
 
     // MARK: tampering
