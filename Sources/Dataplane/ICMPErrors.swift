@@ -195,18 +195,24 @@ func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
         }
         return true
     }
-    // IPv6: the fixed header's next header only (an error after extension
-    // headers is not recognised as one, and so may be answered once).
-    switch p.loadByte(at: 6) {
-    case IPProtocol.icmpv6.rawValue:
-        // Types below 128 are errors.
-        return length > HeaderSize.ipv6 && p.loadByte(at: HeaderSize.ipv6) >= 128
-    case 44:
-        // A fragment header: only the first fragment (offset 0).
-        return length >= HeaderSize.ipv6 &+ 8 && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF8 == 0
-    default:
-        return true
+    // IPv6: past the extension headers (RFC 4443 §2.4 e), a first (or
+    // atomic) fragment's too, and Destination Options after it. An error
+    // whose chain cannot be read is not answered.
+    let q = UnsafeRawPointer(p)
+    guard var (proto, offset) = ipv6UpperLayerProtocol(q, length: length) else { return false }
+    if proto == 44 {
+        // A Fragment header: only the first fragment (offset 0).
+        guard length &- offset >= 8, q.loadBE16(at: offset &+ 2) & 0xFFF8 == 0 else { return false }
+        proto = q.loadByte(at: offset)
+        offset &+= 8
+        if proto == 60 {
+            guard length &- offset >= 8 else { return false }
+            proto = q.loadByte(at: offset)
+            offset &+= (Int(q.loadByte(at: offset &+ 1)) &+ 1) &* 8
+        }
     }
+    // ICMPv6 types below 128 are errors.
+    return proto != IPProtocol.icmpv6.rawValue || length > offset && q.loadByte(at: offset) >= 128
 }
 
 /// The role of `port` for this worker (`sl_worker.port_roles`).

@@ -76,6 +76,14 @@ struct IPv6UpperLayer: BitwiseCopyable {
     }
 }
 
+/// The protocol after the IPv6 header at `p` and its extension headers, and
+/// its offset (`IPParse.ipv6UpperLayer`: a Fragment header stops the walk,
+/// 44). nil when a header runs past `length` or the chain is too long.
+@inlinable
+public func ipv6UpperLayerProtocol(_ p: UnsafeRawPointer, length: Int) -> (proto: UInt8, offset: Int)? {
+    IPParse.ipv6UpperLayer(p, length: length).map { ($0.proto, $0.offset) }
+}
+
 /// IP header helpers.
 @usableFromInline
 enum IPParse {

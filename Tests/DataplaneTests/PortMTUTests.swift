@@ -136,6 +136,38 @@ extension EALSuites.GatewayTests {
         laterFragment[14 + 6] = 0x40; laterFragment[14 + 7] = 0x10  // DF, offset 16 × 8
         Self.fixChecksum(&laterFragment)
         try expectDropped([icmpError, laterFragment], reason: .packetTooBig)
+        // IPv6 (RFC 4443 §2.4 e): no error about an ICMPv6 error (here
+        // Destination Unreachable) behind a Destination Options header, a
+        // first or atomic Fragment header, or both; nor about a later fragment.
+        var error6 = h.frame6("2001:db8:1::3", dst6, transport: .raw(.icmpv6), payload: 1400)
+        error6[54] = 1; error6[55] = 4
+        let options: [UInt8] = [60, 0, 1, 4, 0, 0, 0, 0]     // Destination Options: PadN
+        let first: [UInt8] = [44, 0, 0, 1, 0, 0, 0, 9]        // Fragment: offset 0, M
+        let atomic: [UInt8] = [44, 0, 0, 0, 0, 0, 0, 9]       // Fragment: offset 0, no M
+        let later: [UInt8] = [44, 0, 0x05, 0x00, 0, 0, 0, 9]  // Fragment: offset 160
+        /// `frame` with `headers` (8 bytes each) after its IPv6 header, in that
+        /// order. A header's first byte says what it is (60 or 44) until chained.
+        func chained(_ headers: [[UInt8]], _ frame: [UInt8]) -> [UInt8] {
+            var out = Array(frame[..<54])
+            var kinds = headers.map { $0[0] }
+            kinds.append(frame[14 + 6])
+            out[14 + 6] = kinds[0]
+            for (i, h) in headers.enumerated() { out += [kinds[i + 1]] + h.dropFirst() }
+            out += frame[54...]
+            let length = out.count - 54
+            out[18] = UInt8(length >> 8); out[19] = UInt8(length & 0xFF)
+            return out
+        }
+        var echo6 = h.frame6("2001:db8:1::3", dst6, transport: .raw(.icmpv6), payload: 1400)
+        echo6[54] = 128; echo6[55] = 0
+        try expectDropped([chained([options], error6), chained([first], error6), chained([atomic], error6),
+                           chained([options, first], error6), chained([first, options], error6),
+                           chained([later], echo6)], reason: .packetTooBig)
+        // An echo request behind the same headers is a query: answered.
+        refillICMPBudget()
+        let queries = try h.inject([chained([options], echo6), chained([atomic], echo6), chained([options, first], echo6)],
+                                   on: h.protected)
+        #expect(queries.sent[h.p]?.count == 3 && queries.delta.dropsByReason == [.packetTooBig: 3], "\(queries.delta)")
         // An echo request is a query: it is answered.
         var echo = h.frame4("10.1.2.3", dst4, transport: .raw(.icmp), payload: 1300)
         echo[34] = 8; echo[35] = 0
