@@ -623,8 +623,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 // One that may be fragmented is sealed, then cut by sendRebuilt
                 // (Fragmentation.swift: only such a packet is still too big there).
                 let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
-                if _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu)
-                    && hopHasPort(hop) && !ESPOutbound.mayFragment(view, saAt: sa) {
+                let tooBig = _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu) && hopHasPort(hop)
+                if tooBig && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
                 } else {
@@ -632,7 +632,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     case .dropped(let d):
                         drop(m, .esp(d), drops)
                     case .framed(let f):
-                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f)
+                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig)
                         framed &+= 1
                     }
                 }
@@ -651,18 +651,21 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         let s = staged[k]
         k &+= 1
         ESPOutbound.finish(s.view, s.frame)
+        if _slowPath(s.fragment) { ESPOutbound.clearDF(s.view) }  // to be cut though `df set`: see `mayFragment`
         sendRebuilt(w, s.m, s.view, ipv4: s.view.start.load(as: UInt8.self) >> 4 == 4, hop: s.hop, fib: fib, hops: hops,
                     sealed: true, tx: &tx, drops: drops)
     }
 }
 
 /// A packet `sealPending` framed and added to the worker's AEAD burst, sent
-/// once the burst is sealed: its mbuf, next hop, ESP packet and frame.
+/// once the burst is sealed: its mbuf, next hop, ESP packet and frame, and
+/// whether it is too big for the hop's port and leaves in fragments.
 struct StagedSeal {
     var m: OpaquePointer
     var hop: UnsafeMutablePointer<sl_nexthop>
     var view: PacketView
     var frame: ESPFrame
+    var fragment: Bool
 }
 
 /// Seals the outbound packets other workers handed over (this worker owns

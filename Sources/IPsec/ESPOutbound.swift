@@ -321,8 +321,12 @@ public enum ESPOutbound {
     /// with an error to the sender: its outer header must allow it (IPv6,
     /// which the gateway sends, or IPv4 with DF clear), and so must the
     /// inner packet (IPv4 without DF, or an IPv6 packet of at most 1,280
-    /// bytes, which no error could make smaller: RFC 8200 §5). Transport
-    /// mode keeps the packet's own header: IPv4 without DF only.
+    /// bytes, which no error could make smaller: RFC 8200 §5). Under `df set`
+    /// only the latter, whose outer header then leaves with DF clear
+    /// (`clearDF`; RFC 4213 §3.2 asks an IPv6-in-IPv4 tunnel to fragment
+    /// rather than black-hole such a packet); an IPv4 packet without DF is
+    /// refused (its sender does not expect an error). Transport mode keeps
+    /// the packet's own header: IPv4 without DF only.
     public static func mayFragment(_ packet: PacketView, saAt sa: UnsafePointer<OutboundSA>) -> Bool {
         let p = packet.start
         guard packet.length >= HeaderSize.ipv4 else { return false }
@@ -337,8 +341,24 @@ public enum ESPOutbound {
         switch sa.pointee.layout {
         case .transport: return version == 4 && innerMay
         case .tunnelIPv6: return innerMay
-        case .tunnelIPv4: return innerMay && sa.pointee.df != .set  // `copy` of such an inner packet: DF clear
+        case .tunnelIPv4: return innerMay && (sa.pointee.df != .set || version == 6)  // `copy` of such a packet: DF clear
         }
+    }
+
+    /// Clears DF in the outer IPv4 header of a sealed ESP packet that is to
+    /// leave in fragments though its SA says `df set` (see `mayFragment`);
+    /// the header checksum is updated. Anything else is left as it is.
+    public static func clearDF(_ packet: PacketView) {
+        let p = packet.start
+        guard packet.length >= HeaderSize.ipv4, p.loadByte(at: 0) >> 4 == 4 else { return }
+        let flags = p.loadBE16(at: IPv4Field.flagsFragment)
+        guard flags & IPv4Field.dontFragment != 0 else { return }
+        p.storeBE16(flags & ~IPv4Field.dontFragment, at: IPv4Field.flagsFragment)
+        // RFC 1624: HC' = ~(~HC + ~m + m'), m' = m − DF.
+        var sum = UInt32(~p.loadBE16(at: IPv4Field.checksum)) &+ UInt32(~flags) &+ UInt32(flags & ~IPv4Field.dontFragment)
+        sum = (sum >> 16) &+ (sum & 0xFFFF)
+        sum = (sum >> 16) &+ (sum & 0xFFFF)
+        p.storeBE16(~UInt16(truncatingIfNeeded: sum), at: IPv4Field.checksum)
     }
 
     /// The largest IP datagram whose ESP packet under `sa` is at most `mtu`

@@ -248,6 +248,7 @@ extension EALSuites.GatewayTests {
         sp add dir out src 10.1.5.0/24 dst 198.51.100.0/24 priority 1 action protect spi 0x7205
         sp add dir out src 2001:db8:1:1::/64 dst 2001:db8:100::/48 priority 1 action protect spi 0x7201
         sp add dir out src 2001:db8:1:2::/64 dst 2001:db8:100::/48 priority 1 action protect spi 0x7202
+        sp add dir out src 2001:db8:1:5::/64 dst 2001:db8:100::/48 priority 1 action protect spi 0x7205
         """
         func inner4(_ net: Int, df: Bool = false) -> [UInt8] {
             h.frame4("10.1.\(net).3", "198.51.100.4", payload: 1400, dontFragment: df)
@@ -274,6 +275,27 @@ extension EALSuites.GatewayTests {
             #expect(out.delta.dropsByReason == [reason: 1] && out.delta.fragmented == 0 && (out.sent[h.u] ?? []).isEmpty,
                     "\(name): \(out.delta)")
         }
+
+        // `df set`, an inner IPv6 packet of 1,280 bytes: its sender cannot be
+        // asked for less, so the ESP packet leaves in fragments, DF clear
+        // (RFC 4213 §3.2), instead of a Packet Too Big nobody can act on.
+        // The pieces make the packet sent whole but for DF and the checksum.
+        let reference = try sentAfresh(inner6(5), on: h.protected, text: text, egress: h.u, mtu: 9000)
+        let whole = try #require(reference.sent[h.u]?.first, "\(reference.delta)")
+        #expect(whole[14 + 6] & 0x40 != 0, "df set: DF on the ESP packet that fits")
+        let cut = try sentAfresh(inner6(5), on: h.protected, text: text, egress: h.u, mtu: 1280)
+        let pieces = cut.sent[h.u] ?? []
+        #expect(pieces.count == 2 && cut.delta.fragmented == 1 && cut.delta.totalDrops == 0, "df set, 6 (1280) in 4: \(cut.delta)")
+        #expect(pieces.allSatisfy { $0[14 + 6] & 0x40 == 0 }, "DF clear on every piece")
+        var expected = whole
+        expected[14 + 6] &= ~0x40
+        Self.fixChecksum(&expected)
+        let rebuilt = reassembledForTest(pieces, mtu: 1280) ?? []
+        #expect(rebuilt == expected, "\(firstDifference(rebuilt, expected))")
+        // Over 1,280 bytes inside, the sender is told, as without `df set`.
+        let told = try sentAfresh(h.frame6("2001:db8:1:5::3", "2001:db8:100::4", payload: 1300), on: h.protected, text: text,
+                                  egress: h.u, mtu: 1280)
+        #expect(told.delta.dropsByReason == [.packetTooBig: 1] && (told.sent[h.u] ?? []).isEmpty, "\(told.delta)")
 
         // Two datagrams over IPv6 carry different identifications.
         _ = try sentAfresh(inner4(2), on: h.protected, text: text, egress: h.u, mtu: 1280)
