@@ -51,6 +51,11 @@ SL_INLINE void sl_pause(void) { rte_pause(); }
 SL_INLINE void sl_ack_store(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 SL_INLINE uint64_t sl_ack_load(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 
+/* A flag one worker raises (release: its writes before it come first) and
+ * another reads (acquire): an inbound SA's replay window handed over. */
+SL_INLINE void sl_flag_store(uint32_t *p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+SL_INLINE uint32_t sl_flag_load(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+
 /* Bytes of malloc'd memory in use (glibc's mallinfo2): memory checks in tests and benchmarks. */
 SL_INLINE size_t sl_heap_in_use(void) { return mallinfo2().uordblks; }
 

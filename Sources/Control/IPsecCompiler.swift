@@ -63,6 +63,11 @@ public final class IPsecCompiler {
 
     public init() {}
 
+    /// The installed inbound SA `spi`'s record and state (tests).
+    func installedInbound(spi: UInt32) -> (box: SARecordBox, state: InboundSAState)? {
+        inbound.values.first { $0.config.spi.rawValue == spi }.map { ($0.box, $0.state) }
+    }
+
     /// Adopts the SA state of the last successful `compile`: call it once the
     /// tables are published, so a failed publish keeps the state in use.
     public func commit() {
@@ -245,6 +250,16 @@ public final class IPsecCompiler {
                     nextInbound[id] = kept  // the same record
                     return
                 }
+                // A new owner of the window, or a window rebuilt from the
+                // installed one: the installed record's owner hands it over
+                // when it applies the change (`InboundRecord.ready`).
+                let installed = committedOnce ? inbound[id] : nil
+                let handover = installed.map { $0.owner != owner || $0.state !== state } ?? false
+                if let installed, !installed.box.inboundReady {
+                    // Its owner has not taken the last change yet: a second
+                    // handover could not know what the first one carries.
+                    throw IPsecConfigError(message: "SA spi \(sa.spi): its replay window is still being handed to worker \(installed.owner) (an earlier SA change not yet applied by every worker); nothing was changed, try again")
+                }
                 do {
                     let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
                                                    key: state.key.unsafeHandle, esn: sa.esn, source: sa.source,
@@ -253,7 +268,8 @@ public final class IPsecCompiler {
                                                    policies: policies)
                     nextInbound[id] = Inbound(config: sa, state: state,
                                               box: SARecordBox(inbound: parameters, state: state,
-                                                               limits: Self.limits(sa.lifetime), owner: owner),
+                                                               limits: Self.limits(sa.lifetime), owner: owner,
+                                                               ready: !handover),
                                               policies: policies, owner: owner)
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
@@ -362,16 +378,17 @@ public final class IPsecCompiler {
         // the journal says which.
         let candidates: [SAIdentifier] = changed.map(Array.init)
             ?? Array(Set(previousIn.keys).union(nextInbound.changedKeys).union(previousOut.keys).union(nextOutbound.changedKeys))
-        var removes: [SADCommand] = [], adds: [SADCommand] = []
+        var removes: [SADCommand] = [], adds: [SADCommand] = [], handovers: [SADCommand] = []
         for id in candidates {
             let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
             if let o = oldIn, o !== newIn { removes.append(.remove(o)); change.removed.append(o) }
             if let n = newIn, n !== oldIn { adds.append(.add(n)); change.added.append(n) }
+            if let o = oldIn, let n = newIn, o !== n, !n.inboundReady { handovers.append(.handover(o, to: n)) }
             let (oldOut, newOut) = (previousOut[id]?.box, nextOutbound[id]?.box)
             if let o = oldOut, o !== newOut { removes.append(.removeOutbound(o)); change.removed.append(o) }
             if let n = newOut, n !== oldOut { adds.append(.addOutbound(n)); change.added.append(n) }
         }
-        change.common = removes + adds
+        change.common = removes + adds + handovers
         change.targets = Array(repeating: [], count: lcores.count)
         for id in affected {
             let before = previousTargets[id]

@@ -85,14 +85,20 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// without a reverse-path check, as a host drops a "martian" source
     /// that is its own.
     public static let ownSource = DropReason(rawValue: 24)
+    /// An inbound ESP packet for an SA whose replay window is being handed
+    /// to this worker by its previous owner (an SA change moved the owner,
+    /// `sa update … cpu N`, or rebuilt the window under the same key): for
+    /// about one loop of the previous owner, longer only if it is stalled.
+    /// Two workers never use one window at once.
+    public static let saMoving = DropReason(rawValue: 25)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
                             "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
                             "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed", "reverse_path",
-                            "own_source"]
-    @usableFromInline static let espBase = 25
+                            "own_source", "sa_moving"]
+    @usableFromInline static let espBase = 26
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

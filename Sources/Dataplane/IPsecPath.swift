@@ -408,6 +408,8 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 }
                 continue
             }
+            // Its window still being handed to this worker (`InboundRecord.ready`).
+            if _slowPath(!windowReady(record)) { drop(m, .saMoving, drops); continue }
             // Expired already: not worth opening (checked again once opened).
             if lifetimeOver(record) { drop(m, .lifetimeExpired, drops); continue }
             switch ESPInbound.stage(view, header: header, saAt: record.pointer(to: \.sa)!,

@@ -179,11 +179,13 @@ public struct SADChange {
 
 /// Inbound SA parameters for a record, with the SA's mutable state.
 extension SARecordBox {
-    public convenience init(inbound sa: InboundSA, state: InboundSAState, limits: SALimits, owner: Int) {
+    /// `ready` false: the window is handed over by the installed record's
+    /// owner (`SADCommand.handover`, `InboundRecord.ready`).
+    public convenience init(inbound sa: InboundSA, state: InboundSAState, limits: SALimits, owner: Int, ready: Bool = true) {
         let specificity: Int32 = (sa.destination != nil ? 2 : 0) + (sa.source != nil ? 1 : 0)
         self.init(InboundRecord(sa: sa, window: state.window,
                                 life: InboundLife(limits: limits, counters: state.counters, spi: sa.spi.rawValue),
-                                owner: Int32(owner), specificity: specificity), state: state)
+                                owner: Int32(owner), specificity: specificity, ready: ready ? 1 : 0), state: state)
     }
 
     /// `owner`: the worker that seals the SA's packets in handoff mode, −1: any.
@@ -312,6 +314,7 @@ public final class WorkerIPsec {
         acked = .allocate(capacity: 1)
         acked.initialize(to: 0)
         replica = SADReplica(inboundCapacity: inboundSACapacity, targetCapacity: targetCapacity)
+        replica.worker = index
         fields = .allocate(capacity: Int(SL_BURST))
         values = .allocate(capacity: Int(SL_BURST))
         values.initialize(repeating: SPDNoMatch, count: Int(SL_BURST))

@@ -26,6 +26,28 @@ public struct InboundRecord {
     public internal(set) var owner: Int32
     /// 3: SPI + destination + source, 2: SPI + destination, 0: SPI alone (most specific wins).
     var specificity: Int32
+    /// 1 once `owner` may use the window (read and raised atomically:
+    /// `windowReady`). A record that takes over an installed SA's window
+    /// under another owner, or a window rebuilt from the installed one
+    /// (same key, new size, engine or ESN setting), starts at 0: the
+    /// installed record's owner raises it when it applies the change
+    /// (`SADCommand.handover`), after its last use of the old record and
+    /// after carrying its highest number over. Until then the new owner
+    /// drops the SA's packets (`sa_moving`): two workers never write one
+    /// window, and nothing the old one accepted is accepted again.
+    var ready: UInt32 = 1
+}
+
+/// Whether `record`'s owner may use its replay window (see `InboundRecord.ready`).
+@inline(__always)
+func windowReady(_ record: UnsafeMutablePointer<InboundRecord>) -> Bool {
+    sl_flag_load(record.pointer(to: \.ready)!) != 0
+}
+
+extension SARecordBox {
+    /// Whether the inbound record's owner may use its window yet (tests, and
+    /// the compiler's check that no handover is pending).
+    public var inboundReady: Bool { inbound.map(windowReady) ?? true }
 }
 
 /// One outbound SA as the replicas hold it (immutable, like `InboundRecord`).
@@ -86,17 +108,26 @@ public struct SADCommand {
         case removeOutbound
         /// `targets[target] = outbound` (nil: no SA on this core).
         case setTarget
+        /// The owner of `inbound` (an installed record the change removes)
+        /// hands its replay window to `successor`: carries its highest
+        /// number over when the successor has a window of its own, then
+        /// marks the successor ready. Other replicas ignore it.
+        case handoverInbound
     }
     var kind: Kind
     var target: Int32 = -1
     var inbound: UnsafeMutablePointer<InboundRecord>? = nil
     var outbound: UnsafeMutablePointer<OutboundRecord>? = nil
+    var successor: UnsafeMutablePointer<InboundRecord>? = nil
 
     public static var clear: SADCommand { SADCommand(kind: .clear) }
     public static func add(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .addInbound, inbound: box.inbound) }
     public static func remove(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .removeInbound, inbound: box.inbound) }
     public static func addOutbound(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .addOutbound, outbound: box.outbound) }
     public static func removeOutbound(_ box: SARecordBox) -> SADCommand { SADCommand(kind: .removeOutbound, outbound: box.outbound) }
+    public static func handover(_ from: SARecordBox, to: SARecordBox) -> SADCommand {
+        SADCommand(kind: .handoverInbound, inbound: from.inbound, successor: to.inbound)
+    }
     public static func setTarget(_ target: Int32, _ box: SARecordBox?) -> SADCommand {
         SADCommand(kind: .setTarget, target: target, outbound: box?.outbound)
     }
@@ -142,6 +173,10 @@ public final class SADReplica {
     let outSlots: UnsafeMutablePointer<UnsafeMutablePointer<OutboundRecord>?>
     public let inboundCapacity: Int
     public let targetCapacity: Int
+    /// The index of the worker that owns this replica (−1: none, a
+    /// benchmark's or a test's): it performs the handovers of the inbound
+    /// records it owns (`SADCommand.handover`).
+    public var worker = -1
     public private(set) var inboundCount = 0
     /// Of those, transport mode: while there is one, ESP fragments in transit
     /// under a protect policy may be its packets (they are reassembled).
@@ -289,7 +324,32 @@ public final class SADReplica {
         case .setTarget:
             guard c.target >= 0 && Int(c.target) < targetCapacity else { return }
             targets[Int(c.target)] = c.outbound
+        case .handoverInbound:
+            guard let old = c.inbound, let new = c.successor, Int(old.pointee.owner) == worker else { return }
+            Self.handOver(old, to: new)
         }
+    }
+
+    /// The window handover (`SADCommand.handover`), on the old record's
+    /// owner between bursts: nothing else writes either window now (the
+    /// new owner waits for `ready`). A rebuilt window takes the old one's
+    /// highest number when that is higher than what the compiler read: what
+    /// was accepted since counts as received (everything at or below it
+    /// does). Past 2^32 − 1 for a window without ESN (switched off
+    /// meanwhile), every number counts as received: the SA accepts nothing.
+    static func handOver(_ old: UnsafeMutablePointer<InboundRecord>, to new: UnsafeMutablePointer<InboundRecord>) {
+        let window = new.pointee.window
+        if window != old.pointee.window {
+            let highest = old.pointee.window.pointee.highestReceived
+            if highest.rawValue > window.pointee.highestReceived.rawValue {
+                do {
+                    try window.pointee.reset(highestReceived: highest)
+                } catch {
+                    try? window.pointee.reset(highestReceived: SequenceNumber(UInt64(UInt32.max)))
+                }
+            }
+        }
+        sl_flag_store(new.pointer(to: \.ready)!, 1)
     }
 
     /// Sets the sole bit of `spi`'s slots: on when one SA has the SPI, off

@@ -22,6 +22,12 @@ import Testing
         return try GatewayConfig.load(text: text, name: "t.conf")
     }
 
+    /// What the SAs' owners do when their replicas apply a change: hand over
+    /// the replay windows it moves (`SADCommand.handover`).
+    static func handOver(_ t: IPsecTables) {
+        for c in t.sad.common where c.kind == .handoverInbound { SADReplica.handOver(c.inbound!, to: c.successor!) }
+    }
+
     /// The next-sequence word of the (only) outbound SA a compilation added.
     static func outboundNext(_ t: IPsecTables) -> UnsafeMutablePointer<UInt64> {
         t.sad.added.compactMap(\.outbound).first!.pointee.next
@@ -55,6 +61,83 @@ import Testing
         // Without the outbound policy its target is cleared on every worker.
         let noOut = try #require(try compiler.compile(Self.config(ttl: 9, outboundPolicy: false), workerLcores: [1, 2]))
         #expect(noOut.sad.targets.map { $0.map(\.outbound) } == [[nil], [nil]])
+    }
+
+    /// The inbound SA's replay window changes hands only through its owner:
+    /// `sa update … cpu K` (a new owner of the same window) and a new window
+    /// size under the same key (a rebuilt window) make a record that is not
+    /// ready until the installed record's owner applied the change. That
+    /// owner carries over what its window accepted after the compiler read
+    /// it. A second change while a handover is pending is refused. Workers 0
+    /// and 1 are two replicas, applied one at a time as workers would.
+    @Test func anInboundWindowIsHandedOverByItsOwner() throws {
+        let lcores: [UInt32] = [1, 2]
+        func config(cpu: Int, window: Int = 64) throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+                port 0 role protected address 10.0.0.1/24
+                port 1 role unprotected address 192.0.2.1/24
+                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(Self.key) replay-window \(window) cpu \(cpu)
+                sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+                """, name: "move.conf")
+        }
+        let compiler = IPsecCompiler()
+        let replicas = lcores.indices.map { w in
+            let r = SADReplica(inboundCapacity: 16, targetCapacity: 4)
+            r.worker = w
+            return r
+        }
+        func apply(_ t: IPsecTables, on workers: [Int]) {
+            for w in workers {
+                if t.sad.clearFirst { replicas[w].apply(.clear) }
+                for c in t.sad.common + t.sad.targets[w] { replicas[w].apply(c) }
+            }
+        }
+        func record(_ t: IPsecTables) throws -> SARecordBox { try #require(t.sad.added.first { $0.inbound != nil }) }
+
+        let first = try #require(try compiler.compile(config(cpu: 1), workerLcores: lcores))
+        compiler.commit()
+        apply(first, on: [0, 1])
+        let r1 = try record(first)
+        #expect(r1.inboundReady && r1.inbound!.pointee.owner == 0, "a new SA's window is its owner's at once")
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 500)
+
+        // Owner 0 → 1, the same window.
+        let move = try #require(try compiler.compile(config(cpu: 2), workerLcores: lcores))
+        let r2 = try record(move)
+        #expect(r2.inbound!.pointee.owner == 1 && r2.inbound!.pointee.window == r1.inbound!.pointee.window)
+        #expect(move.sad.common.filter { $0.kind == .handoverInbound }.count == 1)
+        #expect(!r2.inboundReady)
+        apply(move, on: [1])  // the new owner first: it must wait
+        #expect(!r2.inboundReady, "the new owner has the record, the old one still the window")
+        compiler.commit()
+        #expect(throws: IPsecConfigError.self, "a second move while the first is pending") {
+            try compiler.compile(config(cpu: 1), workerLcores: lcores)
+        }
+        apply(move, on: [0])  // the old owner lets go
+        #expect(r2.inboundReady)
+
+        // Back to owner 0 with a window of 128 under the same key: rebuilt.
+        let rebuild = try #require(try compiler.compile(config(cpu: 1, window: 128), workerLcores: lcores))
+        let r3 = try record(rebuild)
+        #expect(r3.inbound!.pointee.window != r1.inbound!.pointee.window && !r3.inboundReady)
+        #expect(r3.inbound!.pointee.window.pointee.highestReceived.rawValue == 500, "what the compiler read")
+        // The old owner (1) accepts two more before it applies the change.
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 650)
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 640)
+        apply(rebuild, on: [0])
+        #expect(!r3.inboundReady)
+        apply(rebuild, on: [1])
+        compiler.commit()
+        #expect(r3.inboundReady)
+        let window = r3.inbound!.pointee.window.pointee
+        #expect(window.highestReceived.rawValue == 650, "carried over at the handover")
+        for n: UInt32 in [640, 650, 600] {
+            #expect(window.check(n) == .replayed, "\(n) was accepted by the old owner")
+        }
+        #expect(window.check(651) == .accept(651))
+        // A change that keeps owner and window (a new policy) needs no handover.
+        let same = try #require(try compiler.compile(config(cpu: 1, window: 128), workerLcores: lcores))
+        #expect(same.sad.isEmpty)
     }
 
     /// More SAs than the replicas hold is a configuration error, not a silent omission.
@@ -102,6 +185,7 @@ import Testing
         for options in [" crypto-engine sodium", " crypto-engine sodium esn", " esn", ""] {
             let next = try #require(try compiler.compile(Self.config(options: options)))
             compiler.commit()
+            Self.handOver(next)
             #expect(next.sad.added.count == 2, "\(options): both SAs re-keyed for the new setting")
             #expect(Self.outboundNext(next) == counter, "\(options): the same sequence counter")
             #expect(compiler.nextSequence(spi: 0x1001) == 500, "\(options)")
@@ -267,7 +351,11 @@ import Testing
             sp add id 3 dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect reqid 77
             """, name: "inc.conf")
         let compiler = IPsecCompiler()
-        let replicas = lcores.map { _ in SADReplica(inboundCapacity: 256, targetCapacity: 64) }
+        let replicas = lcores.indices.map { w in
+            let r = SADReplica(inboundCapacity: 256, targetCapacity: 64)
+            r.worker = w
+            return r
+        }
         var applied = 0, incremental = 0
         // Until 150 changes were accepted (the configuration refuses many random ones).
         var step = -1
