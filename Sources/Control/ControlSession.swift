@@ -174,8 +174,10 @@ public final class ControlSession {
 
     /// One line from `client`; the reply lines.
     public func handle(_ client: ControlServer.Client, _ line: String) -> [String] {
-        let words = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
-        guard let verb = words.first, !verb.hasPrefix("#") else { return [ControlReply.ok()] }
+        // As in the command language (Lexer.swift): `#` starts a comment,
+        // even inside a word, and any whitespace separates words.
+        let words = line.prefix { $0 != "#" }.split(whereSeparator: \.isWhitespace).map(String.init)
+        guard let verb = words.first else { return [ControlReply.ok()] }
         do {
             switch (verb, words.dropFirst().first) {
             case ("begin", nil):

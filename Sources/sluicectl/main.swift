@@ -55,14 +55,14 @@ struct Send: ParsableCommand {
                 printError("sluicectl: error: cannot read \(file): \(error.localizedDescription)")
                 throw ExitCode.failure
             }
-            // Lines end at "\n" (a "\r" before it goes), as the gateway reads
-            // them: split on scalars, where "\r\n" is two, not one Character.
-            let numbered = text.unicodeScalars.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-                .map { (number: $0.offset + 1, line: String(String.UnicodeScalarView($0.element.last == "\r" ? $0.element.dropLast() : $0.element))) }
-                .filter { !$0.line.trimmingCharacters(in: .whitespaces).isEmpty && !$0.line.hasPrefix("#") }
+            // Lines end at "\n", "\r\n" or a lone "\r", as a configuration
+            // file's do (`sluice --config`, the Lexer): "\r\n" is one Character.
+            let numbered = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
+                .enumerated().map { (number: $0.offset + 1, line: String($0.element)) }
+                .filter { !$0.line.prefix { $0 != "#" }.allSatisfy(\.isWhitespace) }
             // The file is the batch: its own begin, commit or abort would end it early.
             for l in numbered {
-                let verb = l.line.split(whereSeparator: { $0 == " " || $0 == "\t" }).first.map(String.init) ?? ""
+                let verb = l.line.prefix { $0 != "#" }.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
                 if ["begin", "commit", "abort"].contains(verb) {
                     printError("sluicectl: error: \(file):\(l.number): '\(verb)' cannot be in a file sent with -f (the whole file is one batch); nothing sent")
                     throw ExitCode.failure
@@ -90,11 +90,11 @@ struct Send: ParsableCommand {
             }
             // Batched lines only say "batched"; the commit's reply is the result.
             if ok && (file == nil || n == lines.count - 1) {
-                print(json ? reply : Self.human(object))
+                print(json ? reply : printable(Self.human(object)))
             }
         }
         if lines == ["monitor"] && !failed {
-            while let event = try connection.readLine() { print(json ? event : Self.human(event)) }
+            while let event = try connection.readLine() { print(json ? event : printable(Self.human(event))) }
         }
         if failed { throw ExitCode.failure }
     }
@@ -209,8 +209,8 @@ struct Check: ParsableCommand {
             }
             do {
                 let config = try GatewayConfig.load(text: text, name: file)
-                print("\(file): ok (\(config.ports.count) ports, \(config.neighbors.count) neighbors, "
-                      + "\(config.routes.count) routes, \(config.sas.count) SAs, \(config.policies.count) policies)")
+                print(printable("\(file): ok (\(config.ports.count) ports, \(config.neighbors.count) neighbors, "
+                      + "\(config.routes.count) routes, \(config.sas.count) SAs, \(config.policies.count) policies)"))
             } catch {
                 printError(error.description)
                 failed = true
@@ -221,7 +221,24 @@ struct Check: ParsableCommand {
 }
 
 func printError(_ line: String) {
-    FileHandle.standardError.write(Data((line + "\n").utf8))
+    FileHandle.standardError.write(Data((printable(line) + "\n").utf8))
+}
+
+/// `text` as it may reach a terminal: control characters other than newline
+/// and tab, and the bidirectional overrides and isolates, written as `\u{1B}`.
+/// A quoted word of a file or a reply could otherwise move the cursor,
+/// clear the screen or reorder what the operator reads.
+func printable(_ text: String) -> String {
+    var out = String.UnicodeScalarView()
+    for s in text.unicodeScalars {
+        let bidi = (0x202A...0x202E).contains(s.value) || (0x2066...0x2069).contains(s.value)
+        if bidi || s.properties.generalCategory == .control && s != "\n" && s != "\t" {
+            out.append(contentsOf: "\\u{\(String(s.value, radix: 16, uppercase: true))}".unicodeScalars)
+        } else {
+            out.append(s)
+        }
+    }
+    return String(out)
 }
 
 Sluicectl.main()

@@ -193,6 +193,11 @@ extension EndToEnd {
                 #expect(try c.call("stats")["rx"] as? Int == 0)
                 #expect(try c.call("stats core 1")["core"] as? Int == 1)
                 #expect(try c.call("stats core 7").errorCode == "not_found")
+                // Comments as in the command language: after `#`, even inside a word.
+                #expect(try c.call("stats core 1 # the first worker")["core"] as? Int == 1)
+                #expect(try c.call("stats core 1#1")["core"] as? Int == 1)
+                #expect(try c.call("version\t# which build")["version"] as? String == "sluice 0.4 (control protocol 1)")
+                #expect(try c.call("   # nothing but a comment").ok)
                 #expect(try c.call("stats port 1")["port"] as? Int == 1)
                 #expect(((try c.call("stats sa 0x1001"))["sa"] as? [String: Any])?["next_seq"] as? Int == 100)
 
@@ -514,7 +519,7 @@ extension EndToEnd.ControlSocket {
         // The file is the batch: a commit (or begin, abort) in it would end
         // the batch early and apply the rest line by line. Nothing is sent.
         let early = g.dir.appendingPathComponent("early.conf")
-        for newline in ["\n", "\r\n"] {
+        for newline in ["\n", "\r\n", "\r"] {
             try ["route add 10.6.0.0/16 via 10.2.0.2", "commit", "route add 10.5.0.0/16 via 10.2.0.2", ""].joined(separator: newline)
                 .write(to: early, atomically: true, encoding: .utf8)
             (status, c) = try await sluicectl(["-f", early.path])
@@ -527,6 +532,13 @@ extension EndToEnd.ControlSocket {
         (status, c) = try await sluicectl(["-f", good.path])
         #expect(status == 0 && c.stdout.text.contains("applied: 2"), "\(c.transcript())")
         #expect(try g.client().call("sp get id 50").ok)
+        // Lines ended by a lone "\r" (old Mac files) are lines too.
+        let cr = g.dir.appendingPathComponent("cr.conf")
+        try "  # comment\rroute add 10.7.0.0/16 via 10.2.0.2\rsp add id 51 dir out src 172.16.0.0/12 dst 10.7.0.0/16 priority 2 action bypass\r"
+            .write(to: cr, atomically: true, encoding: .utf8)
+        (status, c) = try await sluicectl(["-f", cr.path])
+        #expect(status == 0 && c.stdout.text.contains("applied: 2"), "\(c.transcript())")
+        #expect(try g.client().call("sp get id 51").ok)
         let missing = try Child(ctl, ["--socket", g.dir.appendingPathComponent("nope.sock").path, "version"])
         #expect(await missing.waitForExit(timeout: .seconds(10)) == 2 && missing.stderr.text.contains("cannot connect"))
         #expect(await g.stop() == 0)

@@ -70,6 +70,15 @@ import Testing
         let (checkStatus, check) = try await Self.run(["check", output.path])
         #expect(checkStatus == 0, "\(check.transcript())")
         #expect(check.stdout.text == "\(output.path): ok (2 ports, 2 neighbors, 2 routes, 2 SAs, 3 policies)\n")
+
+        // A word with terminal escapes (clear screen) and a bidi override is
+        // quoted in the error with them written out, never sent raw.
+        let hostile = dir.appendingPathComponent("hostile.conf")
+        try "route add 10.0.0.0/8 via \u{1B}[2J\u{202E}x\n".write(to: hostile, atomically: true, encoding: .utf8)
+        let (hostileStatus, refused) = try await Self.run(["check", hostile.path])
+        #expect(hostileStatus == 1, "\(refused.transcript())")
+        #expect(refused.stderr.text.contains("\\u{1B}[2J\\u{202E}x"), "\(refused.transcript())")
+        #expect(!refused.stderr.text.unicodeScalars.contains { $0 == "\u{1B}" || $0 == "\u{202E}" })
     }
 
     @Test func exitStatusSaysWhatWasLeftOut() async throws {
