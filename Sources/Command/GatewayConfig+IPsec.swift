@@ -166,11 +166,18 @@ extension GatewayConfig {
                 throw CommandError("policy id \(id) already exists; delete it first", at: c.location(of: .policyID))
             }
             policyID = id
-        } else {
-            guard let raw = UInt32(exactly: nextID) else {
-                throw CommandError("no policy id left after \(UInt32.max); give one with 'id N'", at: c.location)
-            }
+        } else if let raw = UInt32(exactly: nextID) {
             policyID = PolicyID(raw)
+        } else {
+            // Past the last id (a policy named `id 4294967295`): the lowest
+            // free one, so that one explicit id cannot use up the automatic
+            // ones. (Only then may an id be given again within a run.)
+            var used = Set(policies.map(\.id.rawValue))
+            used.reserveCapacity(policies.count)
+            guard let free = PolicyID.valid.first(where: { !used.contains($0) }) else {
+                throw CommandError("no policy id left: all \(UInt32.max) are in use", at: c.location)
+            }
+            policyID = PolicyID(free)
         }
         try checkSelector(selector, c)
         if case .protect(let spi) = action {

@@ -81,6 +81,19 @@ import Testing
         #expect(config.policies.map(\.id.rawValue) == [4, 11, 2, 12, 1])
     }
 
+    /// A policy named with the last id does not use up the automatic ones:
+    /// past it, `sp add` without `id` takes the lowest free id.
+    @Test func theLastIdDoesNotExhaustTheAutomaticOnes() throws {
+        let config = try Self.load("""
+            sp add dir out src 10.1.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
+            sp add id 4294967295 dir out src 10.2.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
+            sp add dir out src 10.3.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
+            sp add id 3 dir out src 10.4.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
+            sp add dir out src 10.5.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
+            """)
+        #expect(config.policies.map(\.id.rawValue) == [1, 4_294_967_295, 2, 3, 4])
+    }
+
     @Test func whichSAsMayCoexist() throws {
         let k = key128
         var config = try Self.load("""
