@@ -134,6 +134,7 @@ extension CommandParser {
         var ifID: UInt32 = 0
         var priority: UInt32? = nil
         var action: PolicyAction? = nil
+        var portWords: [Word] = []  // sport, dport, type, code as given
         let keywords = ["src", "dst", "proto", "sport", "dport", "type", "code", "if-id", "priority"]
             + (isAdd ? ["action"] : [])
         let required = ["src", "dst", "priority"] + (isAdd ? ["action"] : [])
@@ -144,9 +145,11 @@ extension CommandParser {
             case "proto": proto = try c.readProtocol()
             case "sport", "type":
                 guard sourcePorts == nil else { throw c.error("give either sport or type, once", at: option) }
+                portWords.append(option)
                 sourcePorts = try c.readPortRange(field: .sourcePorts, icmp: option.text == "type")
             case "dport", "code":
                 guard destinationPorts == nil else { throw c.error("give either dport or code, once", at: option) }
+                portWords.append(option)
                 destinationPorts = try c.readPortRange(field: .destinationPorts, icmp: option.text == "code")
             case "if-id": ifID = try c.readNumber("interface id", in: 0...UInt32.max, field: .ifID)
             case "priority": priority = try c.readNumber("priority", in: 0...UInt32.max, field: .priority)
@@ -156,6 +159,17 @@ extension CommandParser {
         guard let source, let destination, let priority else {
             // options() has already insisted on them.
             throw CommandError("expected 'src', 'dst' and 'priority'", at: c.endLocation)
+        }
+        // ICMP's fields are type and code, the port protocols' sport and dport.
+        let icmp = proto == .icmp || proto == .icmpv6
+        for word in portWords {
+            let icmpWord = word.text == "type" || word.text == "code"
+            if icmpWord && !icmp {
+                throw c.error("'\(word.text)' is ICMP's (proto icmp or icmpv6); ports are sport and dport", at: word)
+            }
+            if !icmpWord && icmp {
+                throw c.error("ICMP has no ports: use type and code, not '\(word.text)'", at: word)
+            }
         }
         let selector = PolicySelector(direction: direction, source: source, destination: destination, proto: proto,
                                       sourcePorts: sourcePorts, destinationPorts: destinationPorts, ifID: ifID)
