@@ -96,8 +96,13 @@ public final class IPsecCompiler {
     /// algorithm and sequence-number space. Anything else (ttl, df, outer
     /// addresses, encapsulation) may change without restarting the sequence
     /// numbers: restarting them under an unchanged key would reuse GCM nonces.
-    static func sameCryptoIdentity(_ a: SAConfig, _ b: SAConfig) -> Bool {
-        sameKey(a, b) && a.esn == b.esn && a.cryptoEngine == b.cryptoEngine
+    /// `key`: the one `a` was installed with; `engine`: what `b`'s engine
+    /// setting (its own, else the global one) asks for now. The engine
+    /// compared is the one each resolves to, so a global `crypto-engine`
+    /// change re-keys the SAs that follow it, and `auto` against the engine
+    /// it picks changes nothing.
+    static func sameCryptoIdentity(_ a: SAConfig, key: borrowing AEADKey, _ b: SAConfig, engine: CryptoEngineKind) -> Bool {
+        sameKey(a, b) && a.esn == b.esn && (try? CryptoEngines.resolve(engine, for: key.algorithm)) == key.engine
     }
 
     /// Whether `a` and `b` seal under the same key (GCM nonces are unique
@@ -168,7 +173,7 @@ public final class IPsecCompiler {
                 // the key again and continues its counter.
                 if let previous = outbound[id].map({ ($0.config, $0.state) }) ?? retiredOutbound[id],
                    Self.sameKey(previous.config, sa) {
-                    state = Self.sameCryptoIdentity(previous.config, sa) ? previous.state
+                    state = Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine) ? previous.state
                         : OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
@@ -216,7 +221,8 @@ public final class IPsecCompiler {
                 // the same key): its replay window goes on where nothing of it
                 // or the crypto changed (nothing received is accepted again).
                 let previous = inbound[id].map { ($0.config, $0.state) } ?? retiredInbound[id]
-                if let previous, Self.sameCryptoIdentity(previous.config, sa), previous.config.replayWindow == sa.replayWindow {
+                if let previous, Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine),
+                   previous.config.replayWindow == sa.replayWindow {
                     state = previous.state
                 } else {
                     let key = try Self.key(algorithm, sa, engine)

@@ -201,6 +201,37 @@ import Testing
         #expect(try #require(rekeyed.sad.added.compactMap(\.inbound).first).pointee.window.pointee.highestReceived.rawValue == 0)
     }
 
+    /// A global `crypto-engine` change re-keys the SAs that follow it (before:
+    /// they kept the engine they were installed with), continuing their
+    /// numbers under the same key; `auto` spelled out as the engine it picks
+    /// changes nothing.
+    @Test func aGlobalEngineChangeRekeysTheSAsThatFollowIt() throws {
+        func config(_ global: String, perSA: String = "") throws -> GatewayConfig {
+            let base = try Self.config(options: perSA)
+            return try GatewayConfig.load(text: (global.isEmpty ? "" : "crypto-engine \(global)\n") + base.configText, name: "g.conf")
+        }
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(config("")))
+        compiler.commit()
+        let counter = Self.outboundNext(first)
+        counter.pointee = 700
+        #expect(first.sad.added.count == 2)
+        let sodium = try #require(try compiler.compile(config("sodium")))
+        compiler.commit()
+        Self.handOver(sodium)
+        #expect(sodium.sad.added.count == 2, "both SAs re-keyed for the global engine")
+        #expect(compiler.nextSequence(spi: 0x1001) == 700 && Self.outboundNext(sodium) == counter, "the same counter")
+        #expect(compiler.installedInbound(spi: 0x2001)?.state.key.engine == .sodium)
+        // An SA naming its own engine does not follow the global one.
+        let pinned = try #require(try compiler.compile(config("sodium", perSA: " crypto-engine sodium")))
+        compiler.commit()
+        Self.handOver(pinned)
+        #expect(pinned.sad.added.count == 2, "the configuration text of both SAs changed")
+        let back = try #require(try compiler.compile(config("auto", perSA: " crypto-engine sodium")))
+        compiler.commit()
+        #expect(back.sad.isEmpty, "pinned to sodium: a global change leaves them as they are")
+    }
+
     /// A packet lifetime past the end of the 64-bit sequence space is no
     /// limit at all (before: first + hard − 1 wrapped to a small number, and
     /// the SA refused every packet without an EXPIRE).
