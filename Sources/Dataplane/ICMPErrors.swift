@@ -207,8 +207,10 @@ func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
         offset &+= 8
         if proto == 60 {
             guard length &- offset >= 8 else { return false }
+            let headerLength = (Int(q.loadByte(at: offset &+ 1)) &+ 1) &* 8
+            guard length &- offset >= headerLength else { return false }
             proto = q.loadByte(at: offset)
-            offset &+= (Int(q.loadByte(at: offset &+ 1)) &+ 1) &* 8
+            offset &+= headerLength
         }
     }
     // ICMPv6 types below 128 are errors.

@@ -106,10 +106,16 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     guard kind == SL_NH_FORWARD else {
         if kind == SL_NH_NO_NEIGHBOR {
             // Its port is known while its neighbour is resolved: one too big
-            // for it is refused (or cut) now, as it would be once resolved.
-            if hopHasPort(hop), _slowPath(view.length > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
-                tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: Int(sl_fib_port_mtu(fib, hop.pointee.port)),
-                             fib: fib, hops: hops, tx: &tx, drops: drops)
+            // for it is refused now, as it would be once resolved. One that
+            // would be cut is dropped (as the agent would drop it whole):
+            // its pieces could not all be sure of a place in the hold.
+            if hopHasPort(hop, fib: fib), _slowPath(view.length > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
+                if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
+                    drop(m, .noNeighbor, drops)
+                } else {
+                    tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: Int(sl_fib_port_mtu(fib, hop.pointee.port)),
+                                 fib: fib, hops: hops, tx: &tx, drops: drops)
+                }
                 return
             }
             if holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
@@ -625,7 +631,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 // One that may be fragmented is sealed, then cut by sendRebuilt
                 // (Fragmentation.swift: only such a packet is still too big there).
                 let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
-                let tooBig = _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu) && hopHasPort(hop)
+                let tooBig = _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu) && hopHasPort(hop, fib: fib)
                 if tooBig && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
                                  fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)

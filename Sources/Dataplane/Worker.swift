@@ -482,11 +482,13 @@ func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, i
 }
 
 /// Whether a packet for `hop` has a port to leave by: a resolved neighbour's,
-/// or the port on whose link a neighbour is being resolved (`.onLink`).
+/// or a `resolve on` port on whose link its neighbour is being resolved
+/// (`.onLink`; the packet is held for the neighbour agent).
 @inline(__always)
-func hopHasPort(_ hop: UnsafeMutablePointer<sl_nexthop>) -> Bool {
+func hopHasPort(_ hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>) -> Bool {
     let kind = Int(hop.pointee.kind)
     return kind == SL_NH_FORWARD || kind == SL_NH_NO_NEIGHBOR && Int(hop.pointee.flags) & Int(SL_NH_ON_LINK) != 0
+        && sl_fib_port_resolve(fib, hop.pointee.port) != 0
 }
 
 /// Applies a next hop to a parsed packet whose frame starts at `frame` (the
@@ -519,11 +521,16 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
         // Resolving port: the neighbour agent holds it until the neighbour
-        // answers; one too big for the port is refused (or cut) first.
-        if hopHasPort(hop),
-           _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))),
-           tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) {
-            return
+        // answers; one too big for the port is refused first, and one that
+        // would be cut dropped (see `sendRebuilt`).
+        if hopHasPort(hop, fib: fib),
+           _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
+            let cut = ipv4 && UnsafeRawPointer(ip).loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0
+            if datagramLength(ip, ipv4: ipv4) > Int(sl_fib_port_mtu(fib, hop.pointee.port)) && cut {
+                drop(m, .noNeighbor, drops)
+                return
+            }
+            if tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) { return }
         }
         if !holdForNeighbor(w, m, ip: UnsafeMutableRawPointer(ip), ipv4: ipv4, hop: hop, decrement: true, fib: fib) {
             drop(m, .noNeighbor, drops)

@@ -254,6 +254,12 @@ extension EALSuites.GatewayTests {
         let big4 = h.frame4("10.1.2.3", dst4, payload: 1281 - 28)
         let big6 = h.frame6("2001:db8:1::3", dst6, payload: 1400)
         try expectAnswered(big4, big6, quoting: big4, big6, mtu: 1280)
+        // One that would be cut is dropped whole: its pieces could not all
+        // be sure of a place in the hold.
+        try expectDropped([h.frame4("10.1.2.3", dst4, payload: 1281 - 28, dontFragment: false)], reason: .noNeighbor)
+        // On a port that does not resolve nothing is held: no answer either.
+        try h.publish(unresolved.replacingOccurrences(of: "port \(h.u) resolve on", with: "") + "port \(h.u) mtu 1280\n")
+        try expectDropped([big4, big6], reason: .noNeighbor)
         _ = h.gateway.agentReceive()
     }
 
