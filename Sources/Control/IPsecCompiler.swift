@@ -257,10 +257,13 @@ public final class IPsecCompiler {
                     return
                 }
                 // A new owner of the window, or a window rebuilt from the
-                // installed one: the installed record's owner hands it over
-                // when it applies the change (`InboundRecord.ready`).
+                // installed one (same key): the installed record's owner hands
+                // it over when it applies the change (`InboundRecord.ready`).
+                // A new key has a window of its own, ready at once.
                 let installed = committedOnce ? inbound[id] : nil
-                let handover = installed.map { $0.owner != owner || $0.state !== state } ?? false
+                let handover = installed.map {
+                    $0.state === state ? $0.owner != owner : Self.sameKey($0.config, sa)
+                } ?? false
                 if let installed, !installed.box.inboundReady {
                     // Its owner has not taken the last change yet: a second
                     // handover could not know what the first one carries.

@@ -197,6 +197,8 @@ import Testing
         // A new key starts from the configured seq, and a fresh window.
         let rekeyed = try #require(try compiler.compile(Self.config(key: Self.otherKey)))
         compiler.commit()
+        #expect(!rekeyed.sad.common.contains { $0.kind == .handoverInbound }, "a new key's window is ready at once")
+        Self.handOver(rekeyed)
         #expect(Self.outboundNext(rekeyed) != counter && compiler.nextSequence(spi: 0x1001) == 100)
         #expect(try #require(rekeyed.sad.added.compactMap(\.inbound).first).pointee.window.pointee.highestReceived.rawValue == 0)
     }
