@@ -267,7 +267,7 @@ public final class IPsecCompiler {
                 if let installed, !installed.box.inboundReady {
                     // Its owner has not taken the last change yet: a second
                     // handover could not know what the first one carries.
-                    throw IPsecConfigError(message: "SA spi \(sa.spi): its replay window is still being handed to worker \(installed.owner) (an earlier SA change not yet applied by every worker); nothing was changed, try again")
+                    throw IPsecConfigError(message: "SA spi \(sa.spi): its replay window is still being handed to the worker on lcore \(installed.owner < workerLcores.count ? String(workerLcores[installed.owner]) : String(installed.owner)) (an earlier SA change not yet applied by every worker); nothing was changed, try again")
                 }
                 do {
                     let parameters = try InboundSA(spi: SPI(sa.spi.rawValue), mode: sa.mode == .tunnel ? .tunnel : .transport,
