@@ -106,16 +106,11 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     guard kind == SL_NH_FORWARD else {
         if kind == SL_NH_NO_NEIGHBOR {
             // Its port is known while its neighbour is resolved: one too big
-            // for it is refused now, as it would be once resolved. One that
-            // would be cut is dropped (as the agent would drop it whole):
-            // its pieces could not all be sure of a place in the hold.
-            if hopHasPort(hop, fib: fib), _slowPath(view.length > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
-                if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
-                    drop(m, .noNeighbor, drops)
-                } else {
-                    tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: Int(sl_fib_port_mtu(fib, hop.pointee.port)),
-                                 fib: fib, hops: hops, tx: &tx, drops: drops)
-                }
+            // for it is refused now, as it would be once resolved (not cut).
+            let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+            if hopHasPort(hop, fib: fib), _slowPath(view.length > mtu) {
+                tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops, mayCut: false,
+                             tx: &tx, drops: drops)
                 return
             }
             if holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
@@ -141,12 +136,14 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
 }
 
 /// `sendRebuilt`'s packet too big for `mtu`: out of line, so the inlined
-/// sender keeps one call on its slow path.
+/// sender keeps one call on its slow path. `mayCut` as for `tooBigToForward`.
 @inline(never)
 func tooBigToSend(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool, sealed: Bool,
                   hop: UnsafeMutablePointer<sl_nexthop>, mtu: Int, fib: UnsafeMutablePointer<sl_fib>,
-                  hops: UnsafeMutablePointer<sl_nexthop>, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                  hops: UnsafeMutablePointer<sl_nexthop>, mayCut: Bool = true, tx: inout TxCursor,
+                  drops: UnsafeMutablePointer<UInt64>) {
     if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
+        guard mayCut else { drop(m, .noNeighbor, drops); return }
         sendFragmented(w, m, view, ipv4: ipv4, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
     } else {
         packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,

@@ -461,16 +461,20 @@ func startPrefetch(_ rx: UnsafeMutablePointer<OpaquePointer?>, count n: Int, pre
 /// `emit`'s packet whose frame is longer than the MTU of `hop`'s port: when
 /// its datagram is too, it is taken (true): IPv4 without DF leaves in
 /// fragments (`sendFragmented`, its TTL taken down first), anything else goes
-/// to `packetTooBig`. Otherwise false.
+/// to `packetTooBig`. Otherwise false. `mayCut` false (its neighbour still
+/// being resolved): one that would be cut is dropped `no_neighbor` instead,
+/// as the agent would drop it whole (its pieces could not all be sure of a
+/// place in the hold).
 @inline(never)
 func tooBigToForward(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, ipv4: Bool,
-                     hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>, tx: inout TxCursor,
-                     drops: UnsafeMutablePointer<UInt64>) -> Bool {
+                     hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>, mayCut: Bool = true,
+                     tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) -> Bool {
     let header = UnsafeMutableRawPointer(ip)
     let length = datagramLength(header, ipv4: ipv4)
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     guard length > mtu else { return false }
     if ipv4 && header.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
+        guard mayCut else { drop(m, .noNeighbor, drops); return true }
         InternetChecksum.decrementNonzeroTTL(ipv4Header: header)
         sendFragmented(w, m, ipView(m, ip: header, length: length), ipv4: true, hop: hop, mtu: mtu, fib: fib,
                        hops: fib.pointee.nexthops!, tx: &tx, drops: drops)
@@ -521,16 +525,11 @@ func emit(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, frame start:
         drop(m, .noRoute, drops)
     } else if kind == SL_NH_NO_NEIGHBOR {
         // Resolving port: the neighbour agent holds it until the neighbour
-        // answers; one too big for the port is refused first, and one that
-        // would be cut dropped (see `sendRebuilt`).
+        // answers; one too big for the port is refused first (not cut).
         if hopHasPort(hop, fib: fib),
-           _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))) {
-            let cut = ipv4 && UnsafeRawPointer(ip).loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0
-            if datagramLength(ip, ipv4: ipv4) > Int(sl_fib_port_mtu(fib, hop.pointee.port)) && cut {
-                drop(m, .noNeighbor, drops)
-                return
-            }
-            if tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, tx: &tx, drops: drops) { return }
+           _slowPath(Int(sl_mbuf_pkt_len(m)) &- (UnsafeMutableRawPointer(ip) - start) > Int(sl_fib_port_mtu(fib, hop.pointee.port))),
+           tooBigToForward(w, m, ip: ip, ipv4: ipv4, hop: hop, fib: fib, mayCut: false, tx: &tx, drops: drops) {
+            return
         }
         if !holdForNeighbor(w, m, ip: UnsafeMutableRawPointer(ip), ipv4: ipv4, hop: hop, decrement: true, fib: fib) {
             drop(m, .noNeighbor, drops)
