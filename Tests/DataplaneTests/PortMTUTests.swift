@@ -109,6 +109,36 @@ extension EALSuites.GatewayTests {
                           sourceLocation: sourceLocation)
     }
 
+    /// An outbound tunnel SA `spi` (AES-128-GCM, to 192.0.2.254) protecting
+    /// 10.1.0.0/16 → 198.51.100.0/24 and 2001:db8:1::/48 → 2001:db8:100::/48.
+    func tunnelSAText(spi: UInt32) -> String {
+        let key = "0x" + String(repeating: "5a", count: 20)
+        let hex = "0x" + String(spi, radix: 16)
+        return """
+
+        sa add spi \(hex) dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
+        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi \(hex)
+        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi \(hex)
+        """
+    }
+
+    /// Under `tunnelSAText`'s SA on a port of MTU 1500: IPv4 (DF) and IPv6
+    /// packets whose ESP packets would be 1501 bytes are answered with 1446,
+    /// the largest that fits, quoting them as they were about to be sealed
+    /// (TTL already −1). Returns the IPv4 one.
+    @discardableResult
+    func expectSealedTooBigAnswered(sourceLocation: Testing.SourceLocation = #_sourceLocation) throws -> [UInt8] {
+        let big4 = h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28)
+        let big6 = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1447 - 48)
+        var quoted4 = big4
+        quoted4[14 + 8] -= 1
+        Self.fixChecksum(&quoted4)
+        var quoted6 = big6
+        quoted6[14 + 7] -= 1
+        try expectAnswered(big4, big6, quoting: quoted4, quoted6, mtu: 1446, sourceLocation: sourceLocation)
+        return big4
+    }
+
     /// The ICMP error budget refills at 1000 a second: give it time to be full.
     func refillICMPBudget() { usleep(80_000) }
 
@@ -177,13 +207,7 @@ extension EALSuites.GatewayTests {
 
     @Test func outboundESPChecksTheSealedSize() throws {
         defer { try? h.gateway.publish(ipsec: nil) }
-        let key = "0x" + String(repeating: "5a", count: 20)
-        let text = h.baseConfigText + """
-
-        sa add spi 0x7101 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
-        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi 0x7101
-        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7101
-        """
+        let text = h.baseConfigText + tunnelSAText(spi: 0x7101)
         let session = try h.installSession(text, name: "mtu")
         refillICMPBudget()
         // IPv4 tunnel, AES-GCM: 20 + 16 + padding + 2 + 16. An inner packet of
@@ -195,15 +219,7 @@ extension EALSuites.GatewayTests {
         if let esp = sealed.sent[h.u]?.first {
             #expect(esp[14 + 9] == 50 && Array(esp[34..<38]) == [0, 0, 0x71, 0x01], "ESP with SPI 0x7101")
         }
-        let big4 = h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28)
-        let big6 = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1447 - 48)
-        // The quote is the packet as it was about to be sealed (TTL already −1).
-        var forwarded4 = big4
-        forwarded4[14 + 8] -= 1
-        Self.fixChecksum(&forwarded4)
-        var forwarded6 = big6
-        forwarded6[14 + 7] -= 1
-        try expectAnswered(big4, big6, quoting: forwarded4, forwarded6, mtu: 1446)
+        let big4 = try expectSealedTooBigAnswered()
         // Without DF inside (`df copy`: none outside), the ESP packet is cut in two.
         let cut = try h.inject([h.frame4("10.1.2.3", "198.51.100.4", payload: 1447 - 28, dontFragment: false)], on: h.protected)
         #expect(cut.sent[h.u]?.count == 2 && cut.delta.fragmented == 1 && cut.delta.totalDrops == 0, "\(cut.delta)")
@@ -220,31 +236,17 @@ extension EALSuites.GatewayTests {
     /// fits is held (positive control).
     @Test func tooBigIsAnsweredWhileTheNeighborIsResolved() throws {
         defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
-        let unresolved = h.baseConfigText.split(separator: "\n")
-            .filter { !$0.hasPrefix("neighbor 192.0.2.254") && !$0.hasPrefix("neighbor 2001:db8:b::fe") }
-            .joined(separator: "\n") + "\nport \(h.u) resolve on\n"
+        let unresolved = unresolvedConfigText + "\nport \(h.u) resolve on\n"
         // Sealed: the ESP packet's size against the port's MTU (1500).
         let dst4 = "198.51.100.4", dst6 = "2001:db8:100::4"
-        let key = "0x" + String(repeating: "5a", count: 20)
-        let text = unresolved + """
-        sa add spi 0x7102 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)
-        sp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi 0x7102
-        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7102
-        """
+        let text = unresolved + tunnelSAText(spi: 0x7102)
         try h.publish(unresolved)
         _ = h.gateway.agentReceive()  // what an earlier test left
         _ = try h.installSession(text, name: "mtu-resolving")
         refillICMPBudget()
         let sealed = try h.inject([h.frame4("10.1.2.3", dst4, payload: 1446 - 28)], on: h.protected)
         #expect(sealed.delta.toAgent == 1 && sealed.delta.totalDrops == 0, "\(sealed.delta)")
-        let esp4 = h.frame4("10.1.2.3", dst4, payload: 1447 - 28)
-        let esp6 = h.frame6("2001:db8:1::3", dst6, payload: 1447 - 48)
-        var quoted4 = esp4
-        quoted4[14 + 8] -= 1
-        Self.fixChecksum(&quoted4)
-        var quoted6 = esp6
-        quoted6[14 + 7] -= 1
-        try expectAnswered(esp4, esp6, quoting: quoted4, quoted6, mtu: 1446)
+        try expectSealedTooBigAnswered()
         // Plain forwarding (no SAs), the port's MTU 1280.
         try h.gateway.publish(ipsec: nil)
         try h.publish(unresolved + "port \(h.u) mtu 1280\n")
