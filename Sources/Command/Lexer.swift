@@ -32,6 +32,16 @@ struct Word: Sendable {
     }
 }
 
+/// The language's lines and words for readers that do not parse them (the
+/// control socket's own verbs, sluicectl's file batches): split exactly as
+/// configuration text is.
+public enum CommandText {
+    /// `Lexer.lines`.
+    public static func lines(_ text: String) -> [Substring] { Lexer.lines(text) }
+    /// The words of `line` before any comment (`Lexer.words`).
+    public static func words(_ line: Substring) -> [Substring] { Lexer.words(line, firstColumn: 1).words.map(\.text) }
+}
+
 enum Lexer {
     /// Splits text into lines at `\n`, `\r\n` or `\r`. The line terminators are
     /// not part of the lines; text after the last terminator is a final line.

@@ -174,9 +174,9 @@ public final class ControlSession {
 
     /// One line from `client`; the reply lines.
     public func handle(_ client: ControlServer.Client, _ line: String) -> [String] {
-        // As in the command language (Lexer.swift): `#` starts a comment,
-        // even inside a word, and any whitespace separates words.
-        let words = line.prefix { $0 != "#" }.split(whereSeparator: \.isWhitespace).map(String.init)
+        // As in the command language: `#` starts a comment, even inside a
+        // word, and any whitespace separates words.
+        let words = CommandText.words(Substring(line)).map(String.init)
         guard let verb = words.first else { return [ControlReply.ok()] }
         do {
             switch (verb, words.dropFirst().first) {

@@ -55,14 +55,15 @@ struct Send: ParsableCommand {
                 printError("sluicectl: error: cannot read \(file): \(error.localizedDescription)")
                 throw ExitCode.failure
             }
-            // Lines end at "\n", "\r\n" or a lone "\r", as a configuration
-            // file's do (`sluice --config`, the Lexer): "\r\n" is one Character.
-            let numbered = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
-                .enumerated().map { (number: $0.offset + 1, line: String($0.element)) }
-                .filter { !$0.line.prefix { $0 != "#" }.allSatisfy(\.isWhitespace) }
+            // Lines and words as a configuration file's (`sluice --config`):
+            // lines end at "\n", "\r\n" or a lone "\r"; blank and comment-only
+            // lines are not sent.
+            let numbered = CommandText.lines(text).enumerated().compactMap { index, line in
+                CommandText.words(line).first.map { (number: index + 1, line: String(line), verb: String($0)) }
+            }
             // The file is the batch: its own begin, commit or abort would end it early.
             for l in numbered {
-                let verb = l.line.prefix { $0 != "#" }.split(whereSeparator: \.isWhitespace).first.map(String.init) ?? ""
+                let verb = l.verb
                 if ["begin", "commit", "abort"].contains(verb) {
                     printError("sluicectl: error: \(file):\(l.number): '\(verb)' cannot be in a file sent with -f (the whole file is one batch); nothing sent")
                     throw ExitCode.failure
