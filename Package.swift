@@ -61,7 +61,7 @@ let package = Package(
         // Command and Control optimised in debug builds too: checking and
         // compiling a change against 10,000 SAs unoptimised takes a second,
         // too slow for the SA churn the tests drive at 1,000 changes/s.
-        .target(name: "Command", dependencies: ["Packet"], path: "Sources/Command",
+        .target(name: "Command", dependencies: ["Packet", "Crypto"], path: "Sources/Command",
                 swiftSettings: [.unsafeFlags(["-O"], .when(configuration: .debug))]),
         // EAL, ports, mempools, lcores, RCU, per-core context, the worker loop.
         .target(name: "Dataplane", dependencies: ["CShims", "Packet", "IPsec", "Crypto"], path: "Sources/Dataplane",

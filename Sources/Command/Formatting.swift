@@ -78,7 +78,7 @@ extension SAConfig {
         if let source { words += ["src", source.description] }
         if let destination { words += ["dst", destination.description] }
         words += ["mode", mode.rawValue, "aead", aead.rawValue, "key"]
-        words.append(redactingKey ? "<redacted>" : "0x" + keyMaterial.bytes.map(Self.hexByte).joined())
+        words.append(redactingKey ? "<redacted>" : "0x" + keyMaterial.hex)
         if esn { words.append("esn") }
         if sequence != Self.defaultSequence(direction) { words += ["seq", String(sequence)] }
         if replayWindow != Self.defaultReplayWindow { words += ["replay-window", String(replayWindow)] }
@@ -100,11 +100,6 @@ extension SAConfig {
             }
         }
         return words.joined(separator: " ")
-    }
-
-    private static func hexByte(_ byte: UInt8) -> String {
-        let hex = String(byte, radix: 16)
-        return byte < 16 ? "0" + hex : hex
     }
 }
 

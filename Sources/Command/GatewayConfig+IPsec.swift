@@ -36,7 +36,7 @@ extension GatewayConfig {
     /// Lengths and ranges, and options the direction or mode has no use for.
     /// Messages name lengths, never key bytes.
     private func checkSAValues(_ sa: SAConfig, _ c: LocatedCommand) throws(CommandError) {
-        let keyBytes = sa.keyMaterial.bytes.count
+        let keyBytes = sa.keyMaterial.count
         if keyBytes != sa.aead.keyMaterialLength {
             throw CommandError("key for \(sa.aead.rawValue) must be \(sa.aead.keyMaterialLength) bytes "
                                + "(\(sa.aead.keyLength)-byte key and \(AEADTransform.saltLength)-byte salt), "

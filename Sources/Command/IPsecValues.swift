@@ -4,6 +4,7 @@
 // when the word is missing or malformed, and records which field it fills.
 // Key text is never echoed (see `Word.quoted`).
 
+import Crypto
 import Packet
 
 extension ValueText {
@@ -93,9 +94,14 @@ extension WordCursor {
     /// Key material in hex; its length is checked against the AEAD by `GatewayConfig.apply`.
     mutating func readKeyMaterial(field: CommandField = .key) throws(CommandError) -> SAKeyMaterial {
         let word = try next(expecting: "a key")
-        guard let bytes = NumberText.bytes(word.text) else { throw error(ValueText.badKey, at: word) }
-        mark(field, word)
-        return SAKeyMaterial(bytes)
+        guard var bytes = NumberText.bytes(word.text) else { throw error(ValueText.badKey, at: word) }
+        do {
+            let material = try SAKeyMaterial(wiping: &bytes)
+            mark(field, word)
+            return material
+        } catch let failure {
+            throw error("bad key: \(failure)", at: word)
+        }
     }
 
     /// A number in `range`, decimal (or `0x` hex when `hex`); `what` names it in errors.

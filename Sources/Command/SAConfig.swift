@@ -7,6 +7,7 @@
 // could not qualify a clash as `Command.SPI`, because `Command` is also the
 // name of this module's enum.
 
+import Crypto
 import Packet
 
 /// A Security Parameters Index (RFC 4303 §2.1), as the command language reads
@@ -130,25 +131,64 @@ public struct UDPEncapsulation: Sendable, Hashable {
 /// An SA's key material: the cipher key followed by the 4-byte salt, exactly
 /// as the `key` value gives it.
 ///
-/// This is config-plane memory: an ordinary array, copied freely and never
-/// wiped, as is the config text it came from. The data path's keys live in
-/// the Crypto module's own storage. `description`, `debugDescription` and the
-/// mirror say only how many bytes there are, so printing an `SAConfig` or a
-/// `GatewayConfig` does not print keys; `Command.description` and
-/// `GatewayConfig.configText` do, because they are the config file format.
+/// The bytes live in `SecretBytes`: locked, guarded memory that is zeroed
+/// when the last SA config holding them goes (`sa del`, a re-key, `clear`).
+/// Copies of an `SAConfig` share them. What cannot be wiped is the command
+/// text the key arrived in, which the caller owns. `description`,
+/// `debugDescription` and the mirror say only how many bytes there are, so
+/// printing an `SAConfig` or a `GatewayConfig` does not print keys;
+/// `Command.description` and `GatewayConfig.configText` do, because they are
+/// the config file format.
 public struct SAKeyMaterial: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible,
     CustomReflectable
 {
-    public var bytes: [UInt8]
+    /// The longest key material accepted (`SecretBytes.maximumCount`).
+    public static let maximumLength = SecretBytes.maximumCount
 
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    private let secret: SecretBytes
 
-    /// The cipher key: all but the last `AEADTransform.saltLength` bytes.
-    public var cipherKey: ArraySlice<UInt8> { bytes.dropLast(AEADTransform.saltLength) }
-    /// The salt: the last `AEADTransform.saltLength` bytes (fewer if the material is short).
-    public var salt: ArraySlice<UInt8> { bytes.suffix(AEADTransform.saltLength) }
+    /// Copies `bytes`; the caller's array is left as it is.
+    public init(_ bytes: [UInt8]) throws(CryptoError) {
+        secret = try bytes.withUnsafeBytes { raw in
+            Result { () throws(CryptoError) in try SecretBytes(copying: raw) }
+        }.get()
+    }
 
-    public var description: String { "<\(bytes.count) bytes of key material>" }
+    /// Takes `bytes` and zeroes the array.
+    public init(wiping bytes: inout [UInt8]) throws(CryptoError) {
+        secret = try SecretBytes(wiping: &bytes)
+    }
+
+    public var count: Int { secret.count }
+
+    /// Reads the key material in place.
+    public func withUnsafeBytes<R: ~Copyable, E: Error>(
+        _ body: (UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
+        try secret.withUnsafeBytes(body)
+    }
+
+    /// The key material as lowercase hex, for the config file format.
+    var hex: String {
+        withUnsafeBytes { raw in
+            String(unsafeUninitializedCapacity: raw.count * 2) { out in
+                let digits: StaticString = "0123456789abcdef"
+                for (i, byte) in raw.enumerated() {
+                    out[2 * i] = digits.utf8Start[Int(byte >> 4)]
+                    out[2 * i + 1] = digits.utf8Start[Int(byte & 0xF)]
+                }
+                return raw.count * 2
+            }
+        }
+    }
+
+    public static func == (a: SAKeyMaterial, b: SAKeyMaterial) -> Bool { a.secret.isEqual(to: b.secret) }
+
+    public func hash(into hasher: inout Hasher) {
+        withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+
+    public var description: String { "<\(count) bytes of key material>" }
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: [], displayStyle: .struct) }
 }

@@ -771,9 +771,16 @@ struct SecgwTranslator {
                 note(sa.line, "left out: a tunnel SA needs src and dst (secgw would use 0.0.0.0)", leftOut: true)
                 continue
             }
+            let material: SAKeyMaterial
+            do {
+                material = try SAKeyMaterial(sa.key)
+            } catch {
+                note(sa.line, "left out: SA \(sa.direction.rawValue) \(sa.spi): \(error)", leftOut: true)
+                continue
+            }
             let config = SAConfig(spi: SecurityParameterIndex(sa.spi), direction: sa.direction,
                                   source: sa.source, destination: sa.destination, mode: sa.mode, aead: transform,
-                                  keyMaterial: SAKeyMaterial(sa.key), esn: sa.esn > 0,
+                                  keyMaterial: material, esn: sa.esn > 0,
                                   encapsulation: sa.udpEncapsulation ? .rfc3948 : nil)
             if add(.saAdd(config), line: sa.line) {
                 translated.insert(SASlot(direction: sa.direction, spi: sa.spi))

@@ -682,7 +682,9 @@ public final class IPsecCompiler {
 
     static func key(_ a: AEADAlgorithm, _ sa: SAConfig, _ engine: CryptoEngineKind) throws(IPsecConfigError) -> AEADKey {
         do {
-            return try AEADKey(a, keyMaterial: sa.keyMaterial.bytes, engine: engine)
+            return try sa.keyMaterial.withUnsafeBytes { raw throws(CryptoError) in
+                try AEADKey(a, keyMaterial: raw, engine: engine)
+            }
         } catch {
             throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
         }

@@ -14,6 +14,8 @@ public enum CryptoError: Error, Sendable, Hashable, CustomStringConvertible {
     case engineUnavailable(CryptoEngine, reason: String)
     /// sodium_malloc or the library's allocator failed.
     case outOfMemory
+    /// More bytes than `SecretBytes.maximumCount`.
+    case secretTooLong(got: Int)
 
     public var description: String {
         switch self {
@@ -28,6 +30,8 @@ public enum CryptoError: Error, Sendable, Hashable, CustomStringConvertible {
             return "the \(engine) engine is unavailable: \(reason)"
         case .outOfMemory:
             return "out of memory for crypto state"
+        case let .secretTooLong(got):
+            return "key material is at most \(SecretBytes.maximumCount) bytes, got \(got)"
         }
     }
 

@@ -392,6 +392,7 @@ public final class Gateway {
             change.clearFirst = true  // IPsec off: the replicas forget every SA
         }
         try commitSAD(change)
+        tables?.forgetSAD()
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
         let token = rte_rcu_qsbr_start(qsbr)

@@ -131,8 +131,9 @@ public final class IPsecTables {
     public let inSPD: SPDTable
     public let workerCount: Int
     let natPorts: NATTraversalPorts
-    /// The replica change that goes with this snapshot.
-    public let sad: SADChange
+    /// The replica change that goes with this snapshot, until the gateway
+    /// has committed it (`forgetSAD`).
+    public private(set) var sad: SADChange
     /// Inbound SAs the replicas hold once `sad` is committed.
     public let inboundSACount: Int
 
@@ -147,6 +148,12 @@ public final class IPsecTables {
         self.sad = sad
         self.inboundSACount = inboundSACount
     }
+
+    /// Empties the replica change once committed: the published snapshot
+    /// lives until the next publish, and must not keep the records (and
+    /// keys) the change removed alive until then. The gateway keeps what it
+    /// still needs.
+    func forgetSAD() { sad = SADChange() }
 }
 
 /// An outbound packet handed to the worker that seals its SA (24 bytes, one ring element).

@@ -81,6 +81,9 @@ enum Lines {
               "bad key: expected 0x followed by an even number of hex digits"),
         .init(saHead + " aead aes-gcm-128 key 0x001", at: "0x001", "bad key: expected 0x followed by an even"),
         .init(saHead + " aead aes-gcm-128 key 0x", at: "0x", "bad key"),
+        // Key material is kept in secret memory, 60 bytes a slot (36 is the most an AEAD takes).
+        .init(saHead + " aead aes-gcm-128 key 0x\(String(repeating: "ab", count: 61))",
+              at: "0x\(String(repeating: "ab", count: 61))", "bad key: key material is at most 60 bytes, got 61"),
         .init(saHead + " aead aes-gcm-128 key \(key128.dropFirst(2))", at: String(key128.dropFirst(2)), "bad key"),
         .init("sa add spi 0x1000 dir in mode bogus", at: "bogus", "expected 'tunnel' or 'transport' after 'mode', found 'bogus'"),
         .init("sa add spi 0x1000 dir in aead aes-128-gcm", at: "aes-128-gcm",

@@ -21,8 +21,8 @@ import Testing
         guard case .saAdd(let sa)? = tunnel else { return }
         #expect(sa.sequence == 1 && sa.replayWindow == 64 && sa.ttl == 64 && sa.df == .copy)
         #expect(!sa.esn && sa.encapsulation == nil && sa.cryptoEngine == nil)
-        #expect(sa.keyMaterial.cipherKey == keyBytes(16).bytes[...])
-        #expect(Array(sa.keyMaterial.salt) == [16, 17, 18, 19])
+        #expect(sa.keyMaterial.withUnsafeBytes { Array($0) } == Array(0..<20))
+        #expect(sa.keyMaterial != keyBytes(20, from: 1) && sa.keyMaterial != keyBytes(16))
 
         // Transport mode without addresses; decimal SPI; inbound seq defaults to 0.
         let transport = try parse("sa add spi 4096 dir in mode transport aead chacha20-poly1305 key \(key256)")

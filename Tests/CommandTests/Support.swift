@@ -43,7 +43,7 @@ func hexKey(_ count: Int, from first: UInt8 = 0) -> String {
 }
 
 func keyBytes(_ count: Int, from first: UInt8 = 0) -> SAKeyMaterial {
-    SAKeyMaterial((0..<count).map { first &+ UInt8(truncatingIfNeeded: $0) })
+    try! SAKeyMaterial((0..<count).map { first &+ UInt8(truncatingIfNeeded: $0) })
 }
 
 /// 16-byte key and salt for aes-gcm-128; 32 and salt for the other two.

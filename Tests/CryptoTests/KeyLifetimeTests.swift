@@ -61,6 +61,60 @@ import Testing
         #expect(zeroed)
     }
 
+    /// Key material as configured (`SecretBytes`, what an SA config keeps)
+    /// lives in the same guarded, read-only slabs as expanded keys and is
+    /// zeroed when its last holder goes; the array it came from is wiped.
+    @Test func keyMaterialLivesInSecretMemoryAndIsZeroedWhenDropped() throws {
+        var system = SystemRandomNumberGenerator()
+        let material = (0..<36).map { _ in UInt8.random(in: 0...255, using: &system) }
+        var moved = material
+        var secret: SecretBytes? = try SecretBytes(wiping: &moved)
+        #expect(moved == [UInt8](repeating: 0, count: 36), "the source array is zeroed")
+        #expect(secret?.count == 36)
+        #expect(secret?.withUnsafeBytes { Array($0) } == material)
+        #expect(SecretBytes.memoryContains(material))
+
+        let address = try #require(secret?.address)
+        var maps = try #require(Self.mappings(around: address))
+        var waited = 0
+        while !Self.permissions(maps.0).hasPrefix("r--") && waited < 2000 { // see above: a neighbour may be writing
+            usleep(1000)
+            waited += 1
+            maps = try #require(Self.mappings(around: address))
+        }
+        #expect(Self.permissions(maps.0).hasPrefix("r--"), "read-only: \(maps.0)")
+        let end = try #require(UInt(maps.0.prefix { $0 != " " }.split(separator: "-")[1], radix: 16))
+        let after = try #require(Self.mappings(around: end))
+        #expect(Self.permissions(after.0).hasPrefix("---"), "guard page after the slab: \(after.0)")
+
+        // Equality: same bytes, not a prefix, not one bit off.
+        var same: SecretBytes? = try material.withUnsafeBytes { try SecretBytes(copying: $0) }
+        let prefix = try material.dropLast().withUnsafeBytes { try SecretBytes(copying: $0) }
+        var flipped = material
+        flipped[35] ^= 1
+        let other = try SecretBytes(wiping: &flipped)
+        #expect(secret?.isEqual(to: same!) == true)
+        #expect(secret?.isEqual(to: prefix) == false && secret?.isEqual(to: other) == false)
+
+        // Zeroed when the last holder goes, not before.
+        secret = nil
+        #expect(SecretBytes.memoryContains(material), "a copy made from it is still held")
+        same = nil
+        #expect(!SecretBytes.memoryContains(material), "no holder left: zeroed")
+    }
+
+    @Test func keyMaterialHasALengthLimit() throws {
+        for count in [0, 1, SecretBytes.maximumCount] {
+            let made = try [UInt8](repeating: 7, count: count).withUnsafeBytes { try SecretBytes(copying: $0) }
+            #expect(made.count == count)
+        }
+        var long = [UInt8](repeating: 9, count: SecretBytes.maximumCount + 1)
+        #expect(throws: CryptoError.secretTooLong(got: SecretBytes.maximumCount + 1)) {
+            try SecretBytes(wiping: &long)
+        }
+        #expect(long.allSatisfy { $0 == 0 }, "wiped even when refused")
+    }
+
     static let mappingsChildMarker = "SLUICE_KEY_MAPPINGS_CHILD"
 
     /// Counted in a child run of this test binary: /proc/self/maps is the

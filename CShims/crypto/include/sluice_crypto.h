@@ -83,6 +83,18 @@ _Static_assert(offsetof(slc_aead_key, k) == 64, "key schedule starts on the seco
 _Static_assert(sizeof(slc_aead_key) % 64 == 0, "sodium_malloc returns 64-byte alignment only for multiples of 64");
 
 /*
+ * Key material as configured (key || salt), in the same kind of memory as the
+ * expanded keys, zeroed and freed by slc_secret_destroy. The control plane
+ * keeps it to compare and re-install keys; the data path never reads it.
+ */
+#define SLC_SECRET_MAX 60
+typedef struct slc_secret {
+    uint32_t len;
+    uint8_t bytes[SLC_SECRET_MAX];
+} slc_secret;
+_Static_assert(sizeof(slc_secret) % 64 == 0, "sodium_malloc returns 64-byte alignment only for multiples of 64");
+
+/*
  * Per-burst metadata, struct-of-arrays, one per worker core (allocated once).
  * The caller fills data/len/iv/aad/icv (and, for the keyed calls, key and
  * aad_len per packet, the AAD perhaps in aad_buf); ok[] and the scratch are
@@ -146,6 +158,14 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
 /* Zeroes and frees. Returns whether the whole allocation read back as zero
  * right before sodium_free (the test hook; deinit ignores it). */
 bool slc_aead_key_destroy(slc_aead_key *key);
+/* Copies `len` (at most SLC_SECRET_MAX) bytes into secret memory; NULL and
+ * *status on failure. The caller's copy is the caller's to wipe. */
+slc_secret *slc_secret_create(const uint8_t *bytes, size_t len, slc_status *status);
+/* Zeroes and frees; returns whether the slot read back as zero. */
+bool slc_secret_destroy(slc_secret *secret);
+/* Test hook: whether `needle` occurs anywhere in the slabs of keys and key
+ * material, live or given back. */
+bool slc_secret_memory_contains(const uint8_t *needle, size_t len);
 /* Test hook: whether `needle` occurs in the key's allocation. */
 bool slc_aead_key_contains(const slc_aead_key *key, const uint8_t *needle, size_t len);
 SLC_INLINE uint32_t slc_aead_key_impl(const slc_aead_key *key) { return key->impl; }

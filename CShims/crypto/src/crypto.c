@@ -149,66 +149,81 @@ void slc_mb_mgr_destroy(IMB_MGR *mgr)
 
 int32_t slc_mb_mgr_arch(const IMB_MGR *mgr) { return (int32_t)mgr->used_arch; }
 
-/* ---- SA keys ----
+/* ---- Slabs of secret memory ----
  *
- * Keys live in slabs: one sodium_malloc allocation (guard pages around it,
- * mlock'd, read-only except while a key is written or wiped) holds
- * SLC_KEYS_PER_SLAB keys. One allocation per key would cost each key its own
- * guard-page mappings, and a process may hold only vm.max_map_count (65,530)
- * mappings: about 15,000 SAs. A slab is freed when its last key goes.
+ * SA keys (expanded) and SA key material (as configured) live in slabs: one
+ * sodium_malloc allocation (guard pages around it, mlock'd, read-only except
+ * while a slot is written or wiped) holds SLC_SLOTS_PER_SLAB slots of one
+ * size. One allocation per slot would cost each its own guard-page mappings,
+ * and a process may hold only vm.max_map_count (65,530) mappings: about
+ * 15,000 SAs. A slab is freed when its last slot goes. One lock serves both
+ * pools: slots are taken and given back by the control thread, never per
+ * packet.
  */
 
-#define SLC_KEYS_PER_SLAB 256
+#define SLC_SLOTS_PER_SLAB 256
 
-typedef struct slc_key_slab {
-    struct slc_key_slab *next;
-    slc_aead_key *keys;                 /* SLC_KEYS_PER_SLAB of them, sodium_malloc'd */
+typedef struct slc_slab {
+    struct slc_slab *next;
+    uint8_t *slots;                     /* SLC_SLOTS_PER_SLAB of them, sodium_malloc'd */
     uint32_t used;
-    uint8_t in_use[SLC_KEYS_PER_SLAB];
-} slc_key_slab;
+    uint8_t in_use[SLC_SLOTS_PER_SLAB];
+} slc_slab;
 
-static slc_key_slab *key_slabs;
+typedef struct slc_slab_pool {
+    slc_slab *slabs;
+    size_t slot_size;                   /* a multiple of 64 */
+} slc_slab_pool;
+
+static slc_slab_pool key_pool = { NULL, sizeof(slc_aead_key) };
+static slc_slab_pool secret_pool = { NULL, sizeof(slc_secret) };
 static pthread_mutex_t key_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* A free key slot, its slab left read-write (key_lock held by the caller). */
-static slc_aead_key *key_slot_take(void)
+/* A free slot, zeroed, its slab left read-write (key_lock held by the caller). */
+static void *slot_take(slc_slab_pool *pool)
 {
-    slc_key_slab *slab = key_slabs;
-    while (slab != NULL && slab->used == SLC_KEYS_PER_SLAB)
+    slc_slab *slab = pool->slabs;
+    while (slab != NULL && slab->used == SLC_SLOTS_PER_SLAB)
         slab = slab->next;
     if (slab == NULL) {
         slab = calloc(1, sizeof *slab);
         if (slab == NULL)
             return NULL;
-        slab->keys = sodium_malloc(SLC_KEYS_PER_SLAB * sizeof(slc_aead_key));
-        if (slab->keys == NULL || ((uintptr_t)slab->keys & 63) != 0) {
-            if (slab->keys != NULL)
-                sodium_free(slab->keys);
+        /* sodium_malloc puts the slab right before a guard page, so its start
+         * is 64-byte aligned because the size is a multiple of 64 (asserted
+         * in the header); checked anyway. */
+        slab->slots = sodium_malloc(SLC_SLOTS_PER_SLAB * pool->slot_size);
+        if (slab->slots == NULL || ((uintptr_t)slab->slots & 63) != 0) {
+            if (slab->slots != NULL)
+                sodium_free(slab->slots);
             free(slab);
             return NULL;
         }
-        memset(slab->keys, 0, SLC_KEYS_PER_SLAB * sizeof(slc_aead_key));
-        slab->next = key_slabs;
-        key_slabs = slab;
+        memset(slab->slots, 0, SLC_SLOTS_PER_SLAB * pool->slot_size);
+        slab->next = pool->slabs;
+        pool->slabs = slab;
     } else {
-        sodium_mprotect_readwrite(slab->keys);
+        sodium_mprotect_readwrite(slab->slots);
     }
-    for (uint32_t i = 0; i < SLC_KEYS_PER_SLAB; i++) {
+    for (uint32_t i = 0; i < SLC_SLOTS_PER_SLAB; i++) {
         if (!slab->in_use[i]) {
             slab->in_use[i] = 1;
             slab->used++;
-            return &slab->keys[i];
+            uint8_t *slot = slab->slots + i * pool->slot_size;
+            memset(slot, 0, pool->slot_size);
+            return slot;
         }
     }
-    return NULL; /* not reached: used < SLC_KEYS_PER_SLAB */
+    return NULL; /* not reached: used < SLC_SLOTS_PER_SLAB */
 }
 
-/* The slab holding `key` (key_lock held). */
-static slc_key_slab *key_slab_of(const slc_aead_key *key, slc_key_slab ***link)
+/* The slab holding `slot` (key_lock held). */
+static slc_slab *slab_of(slc_slab_pool *pool, const void *slot, slc_slab ***link)
 {
-    slc_key_slab **l = &key_slabs;
-    for (slc_key_slab *slab = key_slabs; slab != NULL; l = &slab->next, slab = slab->next) {
-        if (key >= slab->keys && key < slab->keys + SLC_KEYS_PER_SLAB) {
+    const uint8_t *p = slot;
+    slc_slab **l = &pool->slabs;
+    for (slc_slab *slab = pool->slabs; slab != NULL; l = &slab->next, slab = slab->next) {
+        if (p >= slab->slots && p < slab->slots + SLC_SLOTS_PER_SLAB * pool->slot_size) {
             *link = l;
             return slab;
         }
@@ -216,14 +231,97 @@ static slc_key_slab *key_slab_of(const slc_aead_key *key, slc_key_slab ***link)
     return NULL;
 }
 
-/* Makes the slab holding `key` read-only again (key_lock held). */
-static void key_slab_seal(const slc_aead_key *key)
+/* Makes the slab holding `slot` read-only again (key_lock held). */
+static void slot_seal(slc_slab_pool *pool, const void *slot)
 {
-    slc_key_slab **link;
-    slc_key_slab *slab = key_slab_of(key, &link);
+    slc_slab **link;
+    slc_slab *slab = slab_of(pool, slot, &link);
     if (slab != NULL)
-        sodium_mprotect_readonly(slab->keys);
+        sodium_mprotect_readonly(slab->slots);
 }
+
+/* Zeroes and gives back `slot`. Returns whether it read back as zero; false
+ * also when no slab of the pool holds it. */
+static bool slot_release(slc_slab_pool *pool, void *slot)
+{
+    pthread_mutex_lock(&key_lock);
+    slc_slab **link;
+    slc_slab *slab = slab_of(pool, slot, &link);
+    if (slab == NULL) {
+        pthread_mutex_unlock(&key_lock);
+        return false;
+    }
+    sodium_mprotect_readwrite(slab->slots);
+    sodium_memzero(slot, pool->slot_size);
+    bool zero = sodium_is_zero((const unsigned char *)slot, pool->slot_size) == 1;
+    slab->in_use[((uint8_t *)slot - slab->slots) / pool->slot_size] = 0;
+    if (--slab->used == 0) {
+        *link = slab->next;
+        sodium_free(slab->slots); /* zeroes the whole slab again */
+        free(slab);
+    } else {
+        sodium_mprotect_readonly(slab->slots);
+    }
+    pthread_mutex_unlock(&key_lock);
+    return zero;
+}
+
+/* Whether `needle` occurs anywhere in the pool's slabs (key_lock held). */
+static bool pool_contains(const slc_slab_pool *pool, const uint8_t *needle, size_t len)
+{
+    for (const slc_slab *slab = pool->slabs; slab != NULL; slab = slab->next) {
+        if (memmem(slab->slots, SLC_SLOTS_PER_SLAB * pool->slot_size, needle, len) != NULL)
+            return true;
+    }
+    return false;
+}
+
+bool slc_secret_memory_contains(const uint8_t *needle, size_t len)
+{
+    if (needle == NULL || len == 0)
+        return false;
+    pthread_mutex_lock(&key_lock);
+    bool found = pool_contains(&key_pool, needle, len) || pool_contains(&secret_pool, needle, len);
+    pthread_mutex_unlock(&key_lock);
+    return found;
+}
+
+/* ---- Key material as configured ---- */
+
+slc_secret *slc_secret_create(const uint8_t *bytes, size_t len, slc_status *status)
+{
+    if ((bytes == NULL && len > 0) || len > SLC_SECRET_MAX) {
+        *status = SLC_ERR_KEY_LENGTH;
+        return NULL;
+    }
+    slc_engine_info info;
+    slc_engine_probe(&info); /* sodium_init: sodium_malloc needs it */
+    if (!info.sodium_usable) {
+        *status = SLC_ERR_SODIUM_UNAVAILABLE;
+        return NULL;
+    }
+    pthread_mutex_lock(&key_lock);
+    slc_secret *secret = slot_take(&secret_pool);
+    if (secret == NULL) {
+        pthread_mutex_unlock(&key_lock);
+        *status = SLC_ERR_NO_MEMORY;
+        return NULL;
+    }
+    secret->len = (uint32_t)len;
+    if (len > 0)
+        memcpy(secret->bytes, bytes, len);
+    slot_seal(&secret_pool, secret);
+    pthread_mutex_unlock(&key_lock);
+    *status = SLC_OK;
+    return secret;
+}
+
+bool slc_secret_destroy(slc_secret *secret)
+{
+    return secret == NULL || slot_release(&secret_pool, secret);
+}
+
+/* ---- SA keys ---- */
 
 slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t material_len,
                                   slc_status *status)
@@ -259,17 +357,13 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
         return NULL;
     }
 
-    /* sodium_malloc puts the slab right before a guard page, so its start
-     * is 64-byte aligned because the size is a multiple of 64 (asserted in
-     * the header); checked anyway. */
     pthread_mutex_lock(&key_lock);
-    slc_aead_key *key = key_slot_take();
+    slc_aead_key *key = slot_take(&key_pool);
     if (key == NULL) {
         pthread_mutex_unlock(&key_lock);
         *status = SLC_ERR_NO_MEMORY;
         return NULL;
     }
-    memset(key, 0, sizeof *key);
     key->impl = (uint32_t)impl;
     key->bytes = (uint32_t)sizeof *key;
     memcpy(&key->salt, material + key_len, SLC_SALT_LEN);
@@ -293,7 +387,7 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
         break;
     }
     /* Read-only from here on: the data path only reads it. */
-    key_slab_seal(key);
+    slot_seal(&key_pool, key);
     pthread_mutex_unlock(&key_lock);
     *status = SLC_OK;
     return key;
@@ -301,29 +395,7 @@ slc_aead_key *slc_aead_key_create(slc_impl impl, const uint8_t *material, size_t
 
 bool slc_aead_key_destroy(slc_aead_key *key)
 {
-    if (key == NULL)
-        return true;
-    pthread_mutex_lock(&key_lock);
-    slc_key_slab **link;
-    slc_key_slab *slab = key_slab_of(key, &link);
-    if (slab == NULL) {
-        pthread_mutex_unlock(&key_lock);
-        return false;
-    }
-    sodium_mprotect_readwrite(slab->keys);
-    size_t bytes = sizeof *key;
-    sodium_memzero(key, bytes);
-    bool zero = sodium_is_zero((const unsigned char *)key, bytes) == 1;
-    slab->in_use[key - slab->keys] = 0;
-    if (--slab->used == 0) {
-        *link = slab->next;
-        sodium_free(slab->keys); /* zeroes the whole slab again */
-        free(slab);
-    } else {
-        sodium_mprotect_readonly(slab->keys);
-    }
-    pthread_mutex_unlock(&key_lock);
-    return zero;
+    return key == NULL || slot_release(&key_pool, key);
 }
 
 bool slc_aead_key_contains(const slc_aead_key *key, const uint8_t *needle, size_t len)
