@@ -52,18 +52,23 @@ enum NumberText {
         return UInt64(text)
     }
 
-    /// Key material: `0x` and an even number of hex digits, as bytes.
+    /// Key material: `0x` and an even number of hex digits, as bytes. Reads
+    /// the text in place, and wipes what it decoded when the text turns out
+    /// bad: the caller wipes the result (`SAKeyMaterial(wiping:)`).
     static func bytes(_ text: Substring) -> [UInt8]? {
         guard text.hasPrefix("0x") || text.hasPrefix("0X") else { return nil }
-        let digits = Array(text.dropFirst(2).utf8)
+        let digits = text.utf8.dropFirst(2)
         guard !digits.isEmpty, digits.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        var index = 0
-        while index < digits.count {
-            guard let high = nibble(digits[index]), let low = nibble(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-            index += 2
+        var bytes = [UInt8](repeating: 0, count: digits.count / 2)
+        var index = digits.startIndex
+        for i in bytes.indices {
+            let next = digits.index(after: index)
+            guard let high = nibble(digits[index]), let low = nibble(digits[next]) else {
+                bytes.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+                return nil
+            }
+            bytes[i] = high << 4 | low
+            index = digits.index(after: next)
         }
         return bytes
     }
@@ -99,8 +104,10 @@ extension WordCursor {
             let material = try SAKeyMaterial(wiping: &bytes)
             mark(field, word)
             return material
+        } catch .secretTooLong(let count) {
+            throw error("bad key: key material is at most \(SAKeyMaterial.maximumLength) bytes, got \(count)", at: word)
         } catch let failure {
-            throw error("bad key: \(failure)", at: word)
+            throw error("cannot keep the key: \(failure)", at: word)
         }
     }
 

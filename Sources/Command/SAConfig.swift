@@ -154,7 +154,9 @@ public struct SAKeyMaterial: Sendable, Hashable, CustomStringConvertible, Custom
         }.get()
     }
 
-    /// Takes `bytes` and zeroes the array.
+    /// Takes `bytes` and zeroes the array's storage when the array holds it
+    /// alone (a buffer shared with another array is copied first, as any
+    /// write to it is, and that copy is what gets zeroed).
     public init(wiping bytes: inout [UInt8]) throws(CryptoError) {
         secret = try SecretBytes(wiping: &bytes)
     }
@@ -184,9 +186,9 @@ public struct SAKeyMaterial: Sendable, Hashable, CustomStringConvertible, Custom
 
     public static func == (a: SAKeyMaterial, b: SAKeyMaterial) -> Bool { a.secret.isEqual(to: b.secret) }
 
-    public func hash(into hasher: inout Hasher) {
-        withUnsafeBytes { hasher.combine(bytes: $0) }
-    }
+    /// The length only: equal values have equal lengths, and key bytes stay
+    /// out of hash tables.
+    public func hash(into hasher: inout Hasher) { hasher.combine(count) }
 
     public var description: String { "<\(count) bytes of key material>" }
     public var debugDescription: String { description }

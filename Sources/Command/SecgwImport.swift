@@ -773,7 +773,7 @@ struct SecgwTranslator {
             }
             let material: SAKeyMaterial
             do {
-                material = try SAKeyMaterial(sa.key)
+                material = try SAKeyMaterial(sa.key)  // not wiped: the import writes keys out as text anyway
             } catch {
                 note(sa.line, "left out: SA \(sa.direction.rawValue) \(sa.spi): \(error)", leftOut: true)
                 continue

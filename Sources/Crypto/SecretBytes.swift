@@ -21,7 +21,9 @@ public final class SecretBytes: @unchecked Sendable {
     }
 
     /// Moves `bytes` into secret memory and zeroes the array's storage,
-    /// whether or not that succeeds.
+    /// whether or not that succeeds. Only storage the array holds alone is
+    /// zeroed: a buffer shared with another array is copied first, as any
+    /// write to it is.
     public init(wiping bytes: inout [UInt8]) throws(CryptoError) {
         defer { bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) } }
         slot = try Self.slot(bytes.withUnsafeBytes(Self.create), count: bytes.count)

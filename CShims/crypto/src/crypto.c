@@ -294,9 +294,7 @@ slc_secret *slc_secret_create(const uint8_t *bytes, size_t len, slc_status *stat
         *status = SLC_ERR_KEY_LENGTH;
         return NULL;
     }
-    slc_engine_info info;
-    slc_engine_probe(&info); /* sodium_init: sodium_malloc needs it */
-    if (!info.sodium_usable) {
+    if (sodium_init() < 0) { /* sodium_malloc needs it; idempotent, thread-safe */
         *status = SLC_ERR_SODIUM_UNAVAILABLE;
         return NULL;
     }
