@@ -242,6 +242,19 @@ public struct GatewayConfig: Sendable, Equatable {
                 throw CommandError("duplicate address \(prefix.address): already assigned to port \(owner)",
                                    at: c.location(of: .address(index)))
             }
+            if let why = Self.notAHostAddress(prefix.address) ?? Self.notAHostAddress(prefix) {
+                throw CommandError("port \(id) cannot have address \(prefix): \(prefix.address) is \(why)",
+                                   at: c.location(of: .address(index)))
+            }
+            if let neighbor = neighbors[prefix.address] {
+                throw CommandError("port \(id) cannot have address \(prefix.address): it is a neighbor's "
+                                   + "(on port \(neighbor.port) with lladdr \(neighbor.mac))",
+                                   at: c.location(of: .address(index)))
+            }
+            if let route = routes.first(where: { $0.value == .via(prefix.address) }) {
+                throw CommandError("port \(id) cannot have address \(prefix.address): route \(route.key) goes via it",
+                                   at: c.location(of: .address(index)))
+            }
             added.insert(prefix.address)
         }
 
@@ -281,6 +294,9 @@ public struct GatewayConfig: Sendable, Equatable {
             throw CommandError("bad MAC address '\(neighbor.mac)': a neighbor cannot have the all-zero address",
                                at: c.location(of: .mac))
         }
+        if let why = otherHostRefusal(neighbor.address) {
+            throw CommandError("bad neighbor \(neighbor.address): it is \(why)", at: c.location(of: .address(0)))
+        }
         if let existing = neighbors[neighbor.address] {
             throw CommandError("duplicate neighbor \(neighbor.address): already on port \(existing.port) "
                                + "with lladdr \(existing.mac)", at: c.location(of: .address(0)))
@@ -296,6 +312,9 @@ public struct GatewayConfig: Sendable, Equatable {
             if nexthop.isIPv4 != prefix.address.isIPv4 {
                 throw CommandError("nexthop \(nexthop) is \(Self.family(nexthop)) but prefix \(prefix) is "
                                    + Self.family(prefix.address), at: c.location(of: .nexthop))
+            }
+            if let why = otherHostRefusal(nexthop) {
+                throw CommandError("bad nexthop \(nexthop): it is \(why)", at: c.location(of: .nexthop))
             }
         case .port(let port):
             try checkPortDeclared(port, c)
@@ -351,4 +370,53 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
+
+    /// Why `address` cannot be a host's address on a link (a port's own, a
+    /// neighbor, a next hop), or nil: the destinations the data plane treats
+    /// as martian (`RouteCompiler.martianDestinations`) except IPv6
+    /// link-local, which is every link's own.
+    static func notAHostAddress(_ address: IPAddress) -> String? {
+        switch address {
+        case .v4(let a):
+            if a.value == 0xFFFF_FFFF { return "the limited broadcast address" }
+            switch a.value >> 24 {
+            case 0: return "in 0.0.0.0/8 (this host on this network)"
+            case 127: return "a loopback address"
+            case 224...239: return "a multicast address"
+            default: return nil
+            }
+        case .v6(let a):
+            if a.high == 0 && a.low == 0 { return "the unspecified address" }
+            if a.high == 0 && a.low == 1 { return "the loopback address" }
+            if a.high >> 56 == 0xFF { return "a multicast address" }
+            return nil
+        }
+    }
+
+    /// Why an interface address cannot be `prefix.address` within `prefix`:
+    /// an IPv4 subnet's network or broadcast address (subnets of /30 and
+    /// wider; /31 links have neither, RFC 3021).
+    static func notAHostAddress(_ prefix: IPPrefix) -> String? {
+        guard case .v4(let a) = prefix.address, prefix.length <= 30 else { return nil }
+        let host = prefix.length == 0 ? UInt32.max : ~(UInt32.max << UInt32(32 - prefix.length))
+        if a.value & host == 0 { return "the network address of \(prefix.network)" }
+        if a.value & host == host { return "the broadcast address of \(prefix.network)" }
+        return nil
+    }
+
+    /// Why `address` cannot be another host's on one of the links (a
+    /// neighbor or a next hop), or nil: a martian, one of the ports' own
+    /// addresses, or the network or broadcast address of a port's subnet.
+    func otherHostRefusal(_ address: IPAddress) -> String? {
+        if let why = Self.notAHostAddress(address) { return why }
+        if let owner = addressOwners[address] { return "port \(owner)'s own address" }
+        for port in ports.values.sorted(by: { $0.id < $1.id }) {
+            for prefix in port.addresses where prefix.contains(address) {
+                if let why = Self.notAHostAddress(IPPrefix(address: address, length: prefix.length)!) {
+                    return why + " (port \(port.id))"
+                }
+            }
+        }
+        return nil
+    }
 }

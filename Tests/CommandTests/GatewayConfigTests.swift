@@ -38,6 +38,23 @@ import Testing
         ])
     }
 
+    /// The address checks (ErrorTests) leave ordinary links alone: /31 and
+    /// /32 IPv4 addresses, IPv6 link-local ones, link-local neighbors and
+    /// next hops, a next hop beyond every port's subnet, a default route.
+    @Test func addressChecksLeaveOrdinaryLinksAlone() throws {
+        let config = try GatewayConfig.load(text: """
+            port 0 address 10.0.0.0/31 address 198.51.100.255/32 address fe80::1/64 address 2001:db8::/127
+            port 1 address 192.0.2.1/24
+            neighbor 10.0.0.1 lladdr 02:00:00:00:00:01 port 0
+            neighbor fe80::2 lladdr 02:00:00:00:00:02 port 0
+            route add 0.0.0.0/0 via 10.0.0.1
+            route add ::/0 via fe80::2
+            route add 203.0.113.0/24 via 192.0.2.254
+            route add 198.18.0.0/15 via 100.64.0.1
+            """, name: "t.conf")
+        #expect(config.ports[0]?.addresses.count == 4 && config.neighbors.count == 2 && config.routes.count == 4)
+    }
+
     @Test func roleDefaultsToUnprotectedAndCanBeGivenLater() throws {
         var config = try GatewayConfig.load(text: "port 3", name: "t")
         #expect(config.ports[3]?.role == .unprotected)
