@@ -117,6 +117,7 @@ public final class Gateway {
     /// Why crypto is unavailable, when it is.
     public private(set) var cryptoUnavailable: String? = nil
     private var running = false
+    private var started = false
     private var portsClosed = false
     /// How long `publish` waits for every worker to pass a quiescent state.
     public var gracePeriodTimeout: Double = 1.0
@@ -148,6 +149,13 @@ public final class Gateway {
         }
         guard !infos.isEmpty else { throw DataplaneError("no ports: pass NIC ports (-a <PCI>) or virtual devices (--vdev) to the EAL") }
 
+        // What a throw before every stored property is set must give back
+        // itself (deinit runs only after that: `workers = ctxs` below), in
+        // reverse order: ports closed before the pools their queues use.
+        var undo: [() -> Void] = []
+        var deinitOwnsAll = false
+        defer { if !deinitOwnsAll { for u in undo.reversed() { u() } } }
+
         // One mempool per NUMA socket that has workers or ports, sized from the
         // descriptors and buffers that can hold mbufs at once.
         let workerSockets = lcores.map { EAL.socket(ofLcore: $0) }
@@ -166,6 +174,7 @@ public final class Gateway {
                 throw .dpdkErrno("cannot create a mempool of \(n) mbufs on socket \(s) (give the EAL more memory, e.g. -m 512)")
             }
             pools[s] = mp
+            undo.append { rte_mempool_free(mp) }
         }
         mempools = pools
 
@@ -173,6 +182,8 @@ public final class Gateway {
         for p in infos {
             setups.append(try PortControl.configure(p, rxPools: workerSockets.map { pools[$0]! }, rxSockets: workerSockets,
                                                     rxDescriptors: rxDescriptors, txDescriptors: txDescriptors))
+            // Not one that failed: it may be another gateway's, running (busy).
+            undo.append { PortControl.stopAndClose(p.id) }
         }
         ports = setups
         self.workerLcores = lcores
@@ -188,6 +199,7 @@ public final class Gateway {
             throw DataplaneError("out of DPDK memory (shared state)")
         }
         shared = sharedMem.assumingMemoryBound(to: sl_shared.self)
+        undo.append { rte_free(sharedMem) }
         // One reader slot per worker, plus one for readers outside the
         // workers (`withExtraReader`).
         let qsbrSize = rte_rcu_qsbr_get_memsize(UInt32(lcores.count + 1))
@@ -195,6 +207,7 @@ public final class Gateway {
             throw DataplaneError("out of DPDK memory (RCU)")
         }
         qsbr = OpaquePointer(q)
+        undo.append { rte_free(q) }
         _ = rte_rcu_qsbr_init(qsbr, UInt32(lcores.count + 1))
         extraReader = UInt32(lcores.count)
 
@@ -204,6 +217,7 @@ public final class Gateway {
             guard let mem = rte_zmalloc_socket("sl_worker", MemoryLayout<sl_worker>.size, UInt32(SL_CACHE_LINE), socket) else {
                 throw DataplaneError("out of DPDK memory on socket \(socket) (worker context)")
             }
+            undo.append { rte_free(mem) }
             let w = mem.assumingMemoryBound(to: sl_worker.self)
             w.pointee.lcore_id = lcore
             w.pointee.qsbr_thread_id = UInt32(q)
@@ -229,6 +243,7 @@ public final class Gateway {
             ctxs.append(w)
         }
         workers = ctxs
+        deinitOwnsAll = true
         // The neighbour agent's rings (NeighborHandoff.swift).
         let agentSerial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
         var toAgent: [OpaquePointer] = []
@@ -327,6 +342,10 @@ public final class Gateway {
             while sl_ring_dequeue_burst(r, &m, 1) == 1 { sl_mbuf_free(OpaquePointer(m!)) }
             rte_ring_free(r)
         }
+        // The worker contexts hold mbufs (handoff rings, reassembly) until
+        // they go: before the pools. A stopped gateway has none left; one
+        // whose start failed midway may.
+        cryptos.removeAll()
         for mp in mempools.values { rte_mempool_free(mp) }
         if let f = sl_shared_fib(shared) { ForwardingTable.free(f) }
         if let t = sl_shared_ipsec(shared) { Unmanaged<IPsecTables>.fromOpaque(t).release() }
@@ -470,7 +489,7 @@ public final class Gateway {
                 let posted = sl_ring_enqueue_one_sp(c.commands, UnsafeMutableRawPointer(batch))
                 precondition(posted, "a worker's SA command ring lost the room checked above")
             } else {
-                c.applyCommands()  // anything a stalled worker left, in order
+                c.applyCommands(honouringHold: false)  // anything a stalled worker left, in order
                 c.replica.apply(UnsafePointer(batch))
                 sl_ack_store(c.acked, generation)
             }
@@ -614,7 +633,11 @@ public final class Gateway {
     }
 
     /// Starts the ports and launches one worker per worker lcore.
+    /// Once: a stopped gateway's stop request stays set and its ports may
+    /// be closed, so it does not start again (build a new one).
     public func start() throws(DataplaneError) {
+        guard !started else { throw DataplaneError("this gateway has been started before; a gateway starts once") }
+        started = true
         for p in ports { try PortControl.start(p.info.id) }
         for (i, w) in workers.enumerated() {
             let rc = rte_eal_remote_launch(workerEntry, UnsafeMutableRawPointer(w), w.pointee.lcore_id)
@@ -622,6 +645,7 @@ public final class Gateway {
                 // Stop the workers already running before anything is freed.
                 sl_shared_request_stop(shared)
                 for launched in workers[..<i] { _ = rte_eal_wait_lcore(launched.pointee.lcore_id) }
+                drainStoppedWorkers()
                 throw .dpdk("cannot launch the worker on lcore \(w.pointee.lcore_id)", code: rc)
             }
         }
@@ -641,12 +665,21 @@ public final class Gateway {
         sl_shared_request_stop(shared)
         for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
         running = false
-        // Packets handed between workers and not processed yet, and fragments
-        // waiting for the rest of their datagram, go back to their pools.
+        drainStoppedWorkers()
+    }
+
+    /// After the workers returned: the SA changes a worker had not taken
+    /// yet (one stalled, or stopped before its next look) are applied as it
+    /// would have, so no handover stays pending and no batch stays behind;
+    /// packets handed between workers and not processed yet, and fragments
+    /// waiting for the rest of their datagram, go back to their pools.
+    private func drainStoppedWorkers() {
         for (c, w) in zip(cryptos, workers) {
+            c.applyCommands(honouringHold: false)
             c.freeHandedOver()
             c.freeReassembly(drops: sl_worker_drops(w)!)
         }
+        releaseAcknowledgedSAD()
     }
 
     /// Stops and closes every port (net_pcap writes out its capture here).

@@ -352,10 +352,12 @@ public final class WorkerIPsec {
 
     /// Applies the SAD batches the control thread posted, in order, and
     /// acknowledges the last one's generation. Between bursts only (the
-    /// worker, or the control thread while the worker is stopped).
+    /// worker, or the control thread while the worker is stopped: that one
+    /// does not honour `commandsHeld`, a stalled worker's stand-in, which
+    /// must not leave batches behind a newer one it applies).
     @inline(__always)
-    func applyCommands() {
-        if commandsHeld.load(ordering: .relaxed) { return }
+    func applyCommands(honouringHold: Bool = true) {
+        if honouringHold && commandsHeld.load(ordering: .relaxed) { return }
         var batch: UnsafeMutableRawPointer? = nil
         var last: UInt64 = 0
         while sl_ring_dequeue_burst(commands, &batch, 1) == 1, let b = batch {

@@ -1,0 +1,101 @@
+// A gateway's life: started once, stopped with nothing of an SA change left
+// on a worker's command ring (a stalled worker's batches are applied by the
+// control thread in order, so a replay-window handover does not stay pending
+// and no batch is freed while still queued).
+
+import CShims
+import Command
+@testable import Control
+@testable import Dataplane
+import Glibc
+import Synchronization
+import Testing
+
+extension EALSuites {
+    @Suite struct GatewayLifecycleTests {
+        static let serial = Atomic<Int>(0)
+
+        @Test func aStoppedWorkersPendingChangesAreAppliedInOrder() throws {
+            try TestEAL.ensure()
+            let ring = try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
+                                           size: 256, socket: 0)
+            let gateway = try Gateway(portIDs: [ring.port], workerLcores: [2])
+            gateway.log = { _ in }
+            try gateway.start()
+            #expect(throws: DataplaneError.self, "a gateway starts once") { try gateway.start() }
+
+            let compiler = IPsecCompiler()
+            func publish(window: Int) throws -> SARecordBox {
+                let config = try GatewayConfig.load(text: """
+                    port 0 role protected address 10.0.0.1/24
+                    sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(IPsecCompilerTests.key) replay-window \(window)
+                    sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+                    """, name: "life.conf")
+                let tables = try #require(try compiler.compile(config, workerLcores: [2]))
+                let record = try #require(tables.sad.added.first { $0.inbound != nil })
+                try gateway.publish(ipsec: tables)
+                compiler.commit()
+                return record
+            }
+            let first = try publish(window: 64)
+            #expect(gateway.sadCommitWarning == nil, "the refused second start left the worker running")
+            #expect(first.inboundReady)
+
+            // The worker stalls: a rebuilt window (same key) waits for its
+            // handover, which the worker would do between two bursts.
+            gateway.sadCommitTimeout = 0.01
+            gateway.holdSADCommands(lcore: 2, true)
+            let rebuilt = try publish(window: 128)
+            #expect(gateway.sadCommitWarning != nil, "the held worker did not acknowledge")
+            #expect(!rebuilt.inboundReady)
+
+            // Stopped: what it had not taken is applied, the handover with it.
+            gateway.stopWorkers()
+            #expect(rebuilt.inboundReady, "the handover the stalled worker left was done at stop")
+            // A change made while stopped is applied by the control thread, in order.
+            let again = try publish(window: 256)
+            #expect(gateway.sadCommitWarning == nil && again.inboundReady)
+            gateway.holdSADCommands(lcore: 2, false)
+            gateway.stop()
+            #expect(throws: DataplaneError.self, "nor after a stop") { try gateway.start() }
+        }
+
+        /// DPDK mempools in the process.
+        static func mempoolCount() -> Int {
+            var count = 0
+            rte_mempool_walk({ _, arg in arg!.assumingMemoryBound(to: Int.self).pointee += 1 }, &count)
+            return count
+        }
+
+        /// A gateway whose set-up fails after it made its mempool and
+        /// configured a port gives them back, and leaves alone the running
+        /// gateway whose port it could not take.
+        @Test func aFailedSetUpGivesBackWhatItTook() throws {
+            try TestEAL.ensure()
+            func ring() throws -> RingPort {
+                try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
+                                    size: 256, socket: 0)
+            }
+            let busy = try ring(), fresh = try ring()
+            let running = try Gateway(portIDs: [busy.port], workerLcores: [2])
+            running.log = { _ in }
+            try running.start()
+            defer { running.stop() }
+
+            let pools = Self.mempoolCount()
+            #expect(throws: DataplaneError.self, "the busy port cannot be configured") {
+                try Gateway(portIDs: [fresh.port, busy.port], workerLcores: [2])
+            }
+            #expect(Self.mempoolCount() == pools, "the failed gateway's mempool is freed")
+            // The running gateway still forwards SA changes (its worker answers).
+            let compiler = IPsecCompiler()
+            let tables = try #require(try compiler.compile(GatewayConfig.load(text: """
+                port 0 role protected address 10.0.0.1/24
+                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(IPsecCompilerTests.key)
+                sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+                """, name: "life.conf"), workerLcores: [2]))
+            try running.publish(ipsec: tables)
+            #expect(running.sadCommitWarning == nil)
+        }
+    }
+}
