@@ -220,7 +220,7 @@ public final class IPsecCompiler {
                 // The installed SA, else one a hard expiry took out (back under
                 // the same key): its replay window goes on where nothing of it
                 // or the crypto changed (nothing received is accepted again).
-                let previous = inbound[id].map { ($0.config, $0.state) } ?? retiredInbound[id]
+                let previous = (inbound[id] ?? retiredInbound[id]).map { (config: $0.config, state: $0.state) }
                 if let previous, Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine),
                    previous.config.replayWindow == sa.replayWindow {
                     state = previous.state
@@ -259,8 +259,10 @@ public final class IPsecCompiler {
                 // A new owner of the window, or a window rebuilt from the
                 // installed one (same key): the installed record's owner hands
                 // it over when it applies the change (`InboundRecord.ready`).
-                // A new key has a window of its own, ready at once.
-                let installed = committedOnce ? inbound[id] : nil
+                // A new key has a window of its own, ready at once. An SA a
+                // hard expiry took out and put back under its key counts as
+                // installed: its removal may not have reached its owner yet.
+                let installed = committedOnce ? (inbound[id] ?? retiredInbound[id]) : nil
                 let handover = installed.map {
                     $0.state === state ? $0.owner != owner : Self.sameKey($0.config, sa)
                 } ?? false
@@ -392,7 +394,16 @@ public final class IPsecCompiler {
             let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
             if let o = oldIn, o !== newIn { removes.append(.remove(o)); change.removed.append(o) }
             if let n = newIn, n !== oldIn { adds.append(.add(n)); change.added.append(n) }
-            if let o = oldIn, let n = newIn, o !== n, !n.inboundReady { handovers.append(.handover(o, to: n)) }
+            if let n = newIn, n !== oldIn, !n.inboundReady {
+                if let o = oldIn {
+                    handovers.append(.handover(o, to: n))
+                } else if let retired = retiredInbound[id]?.box {
+                    // Put back after a hard expiry: the gateway keeps the
+                    // removed record until every worker took this change.
+                    handovers.append(.handover(retired, to: n))
+                    change.removed.append(retired)
+                }
+            }
             let (oldOut, newOut) = (previousOut[id]?.box, nextOutbound[id]?.box)
             if let o = oldOut, o !== newOut { removes.append(.removeOutbound(o)); change.removed.append(o) }
             if let n = newOut, n !== oldOut { adds.append(.addOutbound(n)); change.added.append(n) }
@@ -552,7 +563,7 @@ public final class IPsecCompiler {
     /// limits, say) goes on from it instead of restarting its sequence
     /// numbers, which would reuse GCM nonces, or its replay window.
     private var retiredOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
-    private var retiredInbound: [SAIdentifier: (config: SAConfig, state: InboundSAState)] = [:]
+    private var retiredInbound: [SAIdentifier: Inbound] = [:]
     private var pendingUnexpired: Set<SAIdentifier> = []
     private var pendingRetiredGone: Set<SAIdentifier> = []
 
@@ -560,7 +571,7 @@ public final class IPsecCompiler {
     private func retire(_ id: SAIdentifier, _ config: SAConfig) {
         expired[id] = config
         if let o = outbound[id] { retiredOutbound[id] = (o.config, o.state) }
-        if let i = inbound[id] { retiredInbound[id] = (i.config, i.state) }
+        if let i = inbound[id] { retiredInbound[id] = i }
     }
     /// Per SA state (a new key is a new state): when it was first seen
     /// installed and in use, and which soft time limits were reported.

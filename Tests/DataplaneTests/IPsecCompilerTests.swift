@@ -70,21 +70,28 @@ import Testing
     /// owner carries over what its window accepted after the compiler read
     /// it. A second change while a handover is pending is refused. Workers 0
     /// and 1 are two replicas, applied one at a time as workers would.
-    @Test func anInboundWindowIsHandedOverByItsOwner() throws {
-        let lcores: [UInt32] = [1, 2]
-        func config(cpu: Int, window: Int = 64) throws -> GatewayConfig {
-            try GatewayConfig.load(text: """
-                port 0 role protected address 10.0.0.1/24
-                port 1 role unprotected address 192.0.2.1/24
-                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(Self.key) replay-window \(window) cpu \(cpu)
-                sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
-                """, name: "move.conf")
-        }
+    /// One inbound SA whose window worker `cpu` (lcore 1 or 2) keeps, for
+    /// the handover tests; replicas of two workers that apply changes when
+    /// told (one may lag, as a stalled worker would).
+    struct Handovers {
+        static let lcores: [UInt32] = [1, 2]
         let compiler = IPsecCompiler()
         let replicas = lcores.indices.map { w in
             let r = SADReplica(inboundCapacity: 16, targetCapacity: 4)
             r.worker = w
             return r
+        }
+
+        func config(cpu: Int, window: Int = 64, options: String = "") throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+                port 0 role protected address 10.0.0.1/24
+                port 1 role unprotected address 192.0.2.1/24
+                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(IPsecCompilerTests.key) replay-window \(window) cpu \(cpu)\(options)
+                sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+                """, name: "move.conf")
+        }
+        func compile(cpu: Int, window: Int = 64, options: String = "") throws -> IPsecTables? {
+            try compiler.compile(config(cpu: cpu, window: window, options: options), workerLcores: Self.lcores)
         }
         func apply(_ t: IPsecTables, on workers: [Int]) {
             for w in workers {
@@ -93,40 +100,45 @@ import Testing
             }
         }
         func record(_ t: IPsecTables) throws -> SARecordBox { try #require(t.sad.added.first { $0.inbound != nil }) }
+    }
 
-        let first = try #require(try compiler.compile(config(cpu: 1), workerLcores: lcores))
+    @Test func anInboundWindowIsHandedOverByItsOwner() throws {
+        let h = Handovers(), compiler = h.compiler
+        let lcores = Handovers.lcores
+
+        let first = try #require(try compiler.compile(h.config(cpu: 1), workerLcores: lcores))
         compiler.commit()
-        apply(first, on: [0, 1])
-        let r1 = try record(first)
+        h.apply(first, on: [0, 1])
+        let r1 = try h.record(first)
         #expect(r1.inboundReady && r1.inbound!.pointee.owner == 0, "a new SA's window is its owner's at once")
         _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 500)
 
         // Owner 0 → 1, the same window.
-        let move = try #require(try compiler.compile(config(cpu: 2), workerLcores: lcores))
-        let r2 = try record(move)
+        let move = try #require(try compiler.compile(h.config(cpu: 2), workerLcores: lcores))
+        let r2 = try h.record(move)
         #expect(r2.inbound!.pointee.owner == 1 && r2.inbound!.pointee.window == r1.inbound!.pointee.window)
         #expect(move.sad.common.filter { $0.kind == .handoverInbound }.count == 1)
         #expect(!r2.inboundReady)
-        apply(move, on: [1])  // the new owner first: it must wait
+        h.apply(move, on: [1])  // the new owner first: it must wait
         #expect(!r2.inboundReady, "the new owner has the record, the old one still the window")
         compiler.commit()
         #expect(throws: IPsecConfigError.self, "a second move while the first is pending") {
-            try compiler.compile(config(cpu: 1), workerLcores: lcores)
+            try compiler.compile(h.config(cpu: 1), workerLcores: lcores)
         }
-        apply(move, on: [0])  // the old owner lets go
+        h.apply(move, on: [0])  // the old owner lets go
         #expect(r2.inboundReady)
 
         // Back to owner 0 with a window of 128 under the same key: rebuilt.
-        let rebuild = try #require(try compiler.compile(config(cpu: 1, window: 128), workerLcores: lcores))
-        let r3 = try record(rebuild)
+        let rebuild = try #require(try compiler.compile(h.config(cpu: 1, window: 128), workerLcores: lcores))
+        let r3 = try h.record(rebuild)
         #expect(r3.inbound!.pointee.window != r1.inbound!.pointee.window && !r3.inboundReady)
         #expect(r3.inbound!.pointee.window.pointee.highestReceived.rawValue == 500, "what the compiler read")
         // The old owner (1) accepts two more before it applies the change.
         _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 650)
         _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 640)
-        apply(rebuild, on: [0])
+        h.apply(rebuild, on: [0])
         #expect(!r3.inboundReady)
-        apply(rebuild, on: [1])
+        h.apply(rebuild, on: [1])
         compiler.commit()
         #expect(r3.inboundReady)
         let window = r3.inbound!.pointee.window.pointee
@@ -136,11 +148,54 @@ import Testing
         }
         #expect(window.check(651) == .accept(651))
         // A change that keeps owner and window (a new policy) needs no handover.
-        let same = try #require(try compiler.compile(config(cpu: 1, window: 128), workerLcores: lcores))
+        let same = try #require(try compiler.compile(h.config(cpu: 1, window: 128), workerLcores: lcores))
         #expect(same.sad.isEmpty)
     }
 
     /// More SAs than the replicas hold is a configuration error, not a silent omission.
+    /// An inbound SA a hard expiry took out and put back under its key
+    /// while its owner had not taken the removal yet (stalled): the new
+    /// record waits for that owner's handover as for an installed one, and
+    /// gets what the owner accepted meanwhile.
+    @Test func anExpiredInboundSAPutBackIsHandedOverByItsOwner() throws {
+        let h = Handovers()
+        let first = try #require(try h.compile(cpu: 1))
+        h.compiler.commit()
+        h.apply(first, on: [0, 1])
+        let r1 = try h.record(first)
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 500)
+
+        #expect(h.compiler.expire(spi: 0x2001, direction: .inbound).count == 1)
+        let out = try #require(try h.compile(cpu: 1))
+        h.compiler.commit()
+        #expect(out.sad.added.isEmpty && out.sad.removed.count == 1)
+        h.apply(out, on: [1])  // owner 0 lags: it still has the record
+
+        // Put back with a window of 128: rebuilt under the same key.
+        let back = try #require(try h.compile(cpu: 1, window: 128))
+        let r2 = try h.record(back)
+        #expect(!r2.inboundReady && back.sad.common.filter { $0.kind == .handoverInbound }.count == 1)
+        #expect(back.sad.removed.contains { $0 === r1 }, "the gateway keeps the old record until the change is taken")
+        h.compiler.commit()
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 520)  // owner 0, before it catches up
+        h.apply(back, on: [1])
+        #expect(!r2.inboundReady, "only the old record's owner hands the window over")
+        h.apply(out, on: [0])
+        h.apply(back, on: [0])
+        #expect(r2.inboundReady)
+        let window = r2.inbound!.pointee.window.pointee
+        #expect(window.check(520) == .replayed && window.check(500) == .replayed && window.check(521) == .accept(521))
+
+        // Taken out again and put back with the same window and owner: the
+        // same worker removes and adds in order, nothing to hand over.
+        #expect(h.compiler.expire(spi: 0x2001, direction: .inbound).count == 1)
+        let out2 = try #require(try h.compile(cpu: 1, window: 128))
+        h.compiler.commit()
+        h.apply(out2, on: [0, 1])
+        let back2 = try #require(try h.compile(cpu: 1, window: 128, options: " lifetime packets soft 1000 hard 2000"))
+        #expect(try h.record(back2).inboundReady && !back2.sad.common.contains { $0.kind == .handoverInbound })
+    }
+
     @Test func moreSAsThanTheReplicasHoldAreRefused() throws {
         let compiler = IPsecCompiler()
         compiler.saCapacity = 0
