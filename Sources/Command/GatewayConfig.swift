@@ -255,6 +255,18 @@ public struct GatewayConfig: Sendable, Equatable {
                 throw CommandError("port \(id) cannot have address \(prefix.address): route \(route.key) goes via it",
                                    at: c.location(of: .address(index)))
             }
+            // Nor a subnet whose network or broadcast address is already a
+            // neighbor or a next hop (the other order is refused at those).
+            let others = neighbors.keys.map { ($0, "neighbor \($0)") }
+                + routes.compactMap { route in
+                    if case .via(let nexthop) = route.value { (nexthop, "the next hop of route \(route.key)") } else { nil }
+                }
+            for (address, what) in others.sorted(by: { $0.1 < $1.1 }) where prefix.contains(address) {
+                if let why = Self.notAHostAddress(IPPrefix(address: address, length: prefix.length)!) {
+                    throw CommandError("port \(id) cannot have address \(prefix): \(what) would be \(why)",
+                                       at: c.location(of: .address(index)))
+                }
+            }
             added.insert(prefix.address)
         }
 
@@ -375,7 +387,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// neighbor, a next hop), or nil: the destinations the data plane treats
     /// as martian (`RouteCompiler.martianDestinations`) except IPv6
     /// link-local, which is every link's own.
-    static func notAHostAddress(_ address: IPAddress) -> String? {
+    public static func notAHostAddress(_ address: IPAddress) -> String? {
         switch address {
         case .v4(let a):
             if a.value == 0xFFFF_FFFF { return "the limited broadcast address" }
@@ -396,7 +408,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// Why an interface address cannot be `prefix.address` within `prefix`:
     /// an IPv4 subnet's network or broadcast address (subnets of /30 and
     /// wider; /31 links have neither, RFC 3021).
-    static func notAHostAddress(_ prefix: IPPrefix) -> String? {
+    public static func notAHostAddress(_ prefix: IPPrefix) -> String? {
         guard case .v4(let a) = prefix.address, prefix.length <= 30 else { return nil }
         let host = prefix.length == 0 ? UInt32.max : ~(UInt32.max << UInt32(32 - prefix.length))
         if a.value & host == 0 { return "the network address of \(prefix.network)" }

@@ -87,7 +87,13 @@ public final class IPsecCompiler {
         committedOnce = true
         outSPD.commit()
         inSPD.commit()
-        for id in pendingUnexpired { expired[id] = nil }
+        for id in pendingUnexpired {
+            expired[id] = nil
+            // Put back (its handover, if any, is in this change): the state
+            // installed now is the one to go on from, not the retired one.
+            if inbound[id] != nil { retiredInbound[id] = nil }
+            if outbound[id] != nil { retiredOutbound[id] = nil }
+        }
         for id in pendingRetiredGone { retiredOutbound[id] = nil; retiredInbound[id] = nil }
         pendingUnexpired = []; pendingRetiredGone = []
     }

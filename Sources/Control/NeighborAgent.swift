@@ -261,7 +261,9 @@ public final class NeighborAgent {
     }
 
     private func onLink(_ address: IPAddress, _ port: PortConfig) -> Bool {
-        port.addresses.contains { $0.contains(address) } && !isOwn(address, port)
+        GatewayConfig.notAHostAddress(address) == nil && !isOwn(address, port) && port.addresses.contains {
+            $0.contains(address) && GatewayConfig.notAHostAddress(IPPrefix(address: address, length: $0.length)!) == nil
+        }
     }
 
     // MARK: Held packets

@@ -157,6 +157,12 @@ extension String {
               message: "port 1 cannot have address 10.0.0.2: it is a neighbor's (on port 1 with lladdr 02:00:00:00:00:01)"),
         .init(text: "route add 10.0.0.0/8 via 192.0.2.7\nport 1 address 192.0.2.7/24", line: 2, column: 16,
               message: "port 1 cannot have address 192.0.2.7: route 10.0.0.0/8 goes via it"),
+        // … or whose subnet makes one of those its network or broadcast address
+        // (the order `configText` writes them in would not load again).
+        .init(text: "port 0\nneighbor 10.0.0.255 lladdr 02:00:00:00:00:01 port 0\nport 0 address 10.0.0.1/24", line: 3,
+              column: 16, message: "port 0 cannot have address 10.0.0.1/24: neighbor 10.0.0.255 would be the broadcast address of 10.0.0.0/24"),
+        .init(text: "route add 10.9.0.0/16 via 10.0.0.0\nport 0 address 10.0.0.1/24", line: 2, column: 16,
+              message: "port 0 cannot have address 10.0.0.1/24: the next hop of route 10.9.0.0/16 would be the network address of 10.0.0.0/24"),
     ]
 
     @Test(arguments: syntaxErrors + semanticErrors)

@@ -185,6 +185,16 @@ import Testing
         #expect(r2.inboundReady)
         let window = r2.inbound!.pointee.window.pointee
         #expect(window.check(520) == .replayed && window.check(500) == .replayed && window.check(521) == .accept(521))
+        // Put back, the retired record is forgotten: uninstalled by its policy
+        // going and installed again, the SA is not handed over from it.
+        let noPolicy = try h.config(cpu: 1, window: 128)
+        let withoutPolicy = try GatewayConfig.load(text: noPolicy.configText.split(separator: "\n")
+            .filter { !$0.hasPrefix("sp add") }.joined(separator: "\n"), name: "t.conf")
+        _ = try #require(try h.compiler.compile(withoutPolicy, workerLcores: Handovers.lcores))
+        h.compiler.commit()
+        let reinstalled = try #require(try h.compile(cpu: 1, window: 128))
+        #expect(!reinstalled.sad.common.contains { $0.kind == .handoverInbound }, "no handover from the retired record")
+        h.compiler.commit()
 
         // Taken out again and put back with the same window and owner: the
         // same worker removes and adds in order, nothing to hand over.

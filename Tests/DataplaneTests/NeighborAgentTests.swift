@@ -139,6 +139,15 @@ extension EALSuites.GatewayTests {
         _ = try h.inject([spoofed], on: h.unprotected)
         let toSpoofer = agentTurn(session, now: now + 0.015)[h.u] ?? []
         #expect(toSpoofer.count == 1 && session.neighbors.entries[.v4(ipv4("192.0.2.200"))] == nil)
+        // Nor does one from the subnet's broadcast or network address, which
+        // no host has (GatewayConfig.notAHostAddress).
+        for address in ["192.0.2.255", "192.0.2.0"] {
+            let fromNoHost = arpFrame(ARPMessage.request, from: mac("02:ee:00:00:00:03"), address, to: .broadcast,
+                                      target: "192.0.2.1")
+            _ = try h.inject([fromNoHost], on: h.unprotected)
+            _ = agentTurn(session, now: now + 0.016)
+            #expect(session.neighbors.entries[.v4(ipv4(address))] == nil, "\(address) is not learned")
+        }
         // An advertisement without the override flag does not replace a known MAC (RFC 4861 §7.2.5).
         let noOverride = NDMessage(type: NeighborDiscovery.advertisement, ethernetSource: mac("02:ee:00:00:06:01"),
                                    source: ipv6("2001:db8:b::fe"), destination: ipv6("2001:db8:b::1"),
