@@ -87,13 +87,12 @@ public final class IPsecCompiler {
         committedOnce = true
         outSPD.commit()
         inSPD.commit()
-        for id in pendingUnexpired {
-            expired[id] = nil
-            // Put back (its handover, if any, is in this change): the state
-            // installed now is the one to go on from, not the retired one.
-            if inbound[id] != nil { retiredInbound[id] = nil }
-            if outbound[id] != nil { retiredOutbound[id] = nil }
-        }
+        for id in pendingUnexpired { expired[id] = nil }
+        for (id, parked) in pendingParked { retiredInbound[id] = parked }
+        // Put back (its handover, if any, is in this change): the state
+        // installed now is the one to go on from, not the retired one.
+        for id in pendingReinstalled { retiredInbound[id] = nil; retiredOutbound[id] = nil }
+        pendingParked = [:]; pendingReinstalled = []
         for id in pendingRetiredGone { retiredOutbound[id] = nil; retiredInbound[id] = nil }
         pendingUnexpired = []; pendingRetiredGone = []
     }
@@ -396,8 +395,21 @@ public final class IPsecCompiler {
         let candidates: [SAIdentifier] = changed.map(Array.init)
             ?? Array(Set(previousIn.keys).union(nextInbound.changedKeys).union(previousOut.keys).union(nextOutbound.changedKeys))
         var removes: [SADCommand] = [], adds: [SADCommand] = [], handovers: [SADCommand] = []
+        pendingParked = [:]; pendingReinstalled = []
         for id in candidates {
             let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
+            // Still configured under its key but taken out of the data path
+            // for want of an inbound policy (say `flush sp`, then the policies
+            // again): its window waits, or a reinstall would accept again
+            // what it had received.
+            if let old = previousIn[id], newIn == nil, expired[id] == nil, let sa = config.sas[id],
+               Self.sameKey(old.config, sa) {
+                pendingParked[id] = old
+            }
+            if (newIn != nil && oldIn == nil && retiredInbound[id] != nil)
+                || (nextOutbound[id] != nil && previousOut[id] == nil && retiredOutbound[id] != nil) {
+                pendingReinstalled.append(id)
+            }
             if let o = oldIn, o !== newIn { removes.append(.remove(o)); change.removed.append(o) }
             if let n = newIn, n !== oldIn { adds.append(.add(n)); change.added.append(n) }
             if let n = newIn, n !== oldIn, !n.inboundReady {
@@ -564,13 +576,18 @@ public final class IPsecCompiler {
     /// SAs taken out of the data path by a hard lifetime, with the
     /// configuration that expired.
     private var expired: [SAIdentifier: SAConfig] = [:]
-    /// The state of each SA a hard lifetime took out, kept while the
+    /// The state of each SA a hard lifetime took out (and, inbound, each the
+    /// configuration keeps but no inbound policy names), kept while the
     /// configuration holds its key: an SA put back under the same key (new
     /// limits, say) goes on from it instead of restarting its sequence
     /// numbers, which would reuse GCM nonces, or its replay window.
     private var retiredOutbound: [SAIdentifier: (config: SAConfig, state: OutboundSAState)] = [:]
     private var retiredInbound: [SAIdentifier: Inbound] = [:]
     private var pendingUnexpired: Set<SAIdentifier> = []
+    /// Inbound SAs the last compile took out while the configuration keeps
+    /// them (no inbound policy names them), and retired SAs it put back.
+    private var pendingParked: [SAIdentifier: Inbound] = [:]
+    private var pendingReinstalled: [SAIdentifier] = []
     private var pendingRetiredGone: Set<SAIdentifier> = []
 
     /// Marks `id` expired, keeping its state.

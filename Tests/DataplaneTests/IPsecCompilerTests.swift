@@ -82,13 +82,14 @@ import Testing
             return r
         }
 
-        func config(cpu: Int, window: Int = 64, options: String = "") throws -> GatewayConfig {
+        func config(cpu: Int, window: Int = 64, options: String = "", key: String = IPsecCompilerTests.key,
+                    policy: Bool = true) throws -> GatewayConfig {
             try GatewayConfig.load(text: """
                 port 0 role protected address 10.0.0.1/24
                 port 1 role unprotected address 192.0.2.1/24
-                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(IPsecCompilerTests.key) replay-window \(window) cpu \(cpu)\(options)
-                sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
-                """, name: "move.conf")
+                sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(key) replay-window \(window) cpu \(cpu)\(options)
+                """ + (policy ? "\nsp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001\n" : "\n"),
+                name: "move.conf")
         }
         func compile(cpu: Int, window: Int = 64, options: String = "") throws -> IPsecTables? {
             try compiler.compile(config(cpu: cpu, window: window, options: options), workerLcores: Self.lcores)
@@ -187,10 +188,7 @@ import Testing
         #expect(window.check(520) == .replayed && window.check(500) == .replayed && window.check(521) == .accept(521))
         // Put back, the retired record is forgotten: uninstalled by its policy
         // going and installed again, the SA is not handed over from it.
-        let noPolicy = try h.config(cpu: 1, window: 128)
-        let withoutPolicy = try GatewayConfig.load(text: noPolicy.configText.split(separator: "\n")
-            .filter { !$0.hasPrefix("sp add") }.joined(separator: "\n"), name: "t.conf")
-        _ = try #require(try h.compiler.compile(withoutPolicy, workerLcores: Handovers.lcores))
+        _ = try #require(try h.compiler.compile(h.config(cpu: 1, window: 128, policy: false), workerLcores: Handovers.lcores))
         h.compiler.commit()
         let reinstalled = try #require(try h.compile(cpu: 1, window: 128))
         #expect(!reinstalled.sad.common.contains { $0.kind == .handoverInbound }, "no handover from the retired record")
@@ -204,6 +202,33 @@ import Testing
         h.apply(out2, on: [0, 1])
         let back2 = try #require(try h.compile(cpu: 1, window: 128, options: " lifetime packets soft 1000 hard 2000"))
         #expect(try h.record(back2).inboundReady && !back2.sad.common.contains { $0.kind == .handoverInbound })
+    }
+
+    /// An inbound SA the configuration keeps but no inbound policy names is
+    /// out of the data path (fail closed); its window waits for it. Before,
+    /// `flush sp` and the policies again restarted every window at the SA's
+    /// `seq`, and what had been received was accepted again.
+    @Test func anInboundSAWithoutItsPolicyKeepsItsWindow() throws {
+        let h = Handovers()
+        func compile(_ config: GatewayConfig) throws -> IPsecTables {
+            let t = try #require(try h.compiler.compile(config, workerLcores: Handovers.lcores))
+            h.compiler.commit()
+            h.apply(t, on: [0, 1])
+            return t
+        }
+        let r1 = try h.record(compile(h.config(cpu: 1)))
+        _ = r1.inbound!.pointee.window.pointee.update(acceptedSequence: 500)
+        let out = try compile(h.config(cpu: 1, policy: false))
+        #expect(out.sad.added.isEmpty && out.sad.removed.count == 1, "not installed without a policy")
+        let back = try h.record(compile(h.config(cpu: 1)))
+        #expect(back.inboundReady && back.inbound!.pointee.window == r1.inbound!.pointee.window, "the same window")
+        #expect(back.inbound!.pointee.window.pointee.check(500) == .replayed)
+
+        // A new key while it waits: a window of its own.
+        _ = try compile(h.config(cpu: 1, policy: false))
+        let rekeyed = try h.record(compile(h.config(cpu: 1, key: IPsecCompilerTests.otherKey)))
+        #expect(rekeyed.inbound!.pointee.window != r1.inbound!.pointee.window)
+        #expect(rekeyed.inbound!.pointee.window.pointee.check(500) == .accept(500))
     }
 
     @Test func moreSAsThanTheReplicasHoldAreRefused() throws {
