@@ -383,26 +383,20 @@ public struct GatewayConfig: Sendable, Equatable {
 
     static func family(_ address: IPAddress) -> String { address.isIPv4 ? "IPv4" : "IPv6" }
 
+    /// The prefixes no host on a link has an address in, and what each is
+    /// (RFC 1812 §5.3.7, RFC 6890, RFC 4291 §2.5–2.7): with IPv6
+    /// link-local, which is every link's own, the destinations no router
+    /// forwards (`RouteCompiler.martianDestinations`).
+    public static let noHostPrefixes: [(prefix: IPPrefix, what: String)] = [
+        ("0.0.0.0/8", "in 0.0.0.0/8 (this host on this network)"), ("127.0.0.0/8", "a loopback address"),
+        ("224.0.0.0/4", "a multicast address"), ("255.255.255.255/32", "the limited broadcast address"),
+        ("::/128", "the unspecified address"), ("::1/128", "the loopback address"), ("ff00::/8", "a multicast address"),
+    ].map { (IPPrefix($0.0)!, $0.1) }
+
     /// Why `address` cannot be a host's address on a link (a port's own, a
-    /// neighbor, a next hop), or nil: the destinations the data plane treats
-    /// as martian (`RouteCompiler.martianDestinations`) except IPv6
-    /// link-local, which is every link's own.
+    /// neighbor, a next hop), or nil (`noHostPrefixes`).
     public static func notAHostAddress(_ address: IPAddress) -> String? {
-        switch address {
-        case .v4(let a):
-            if a.value == 0xFFFF_FFFF { return "the limited broadcast address" }
-            switch a.value >> 24 {
-            case 0: return "in 0.0.0.0/8 (this host on this network)"
-            case 127: return "a loopback address"
-            case 224...239: return "a multicast address"
-            default: return nil
-            }
-        case .v6(let a):
-            if a.high == 0 && a.low == 0 { return "the unspecified address" }
-            if a.high == 0 && a.low == 1 { return "the loopback address" }
-            if a.high >> 56 == 0xFF { return "a multicast address" }
-            return nil
-        }
+        noHostPrefixes.first { $0.prefix.contains(address) }?.what
     }
 
     /// Why an interface address cannot be `prefix.address` within `prefix`:

@@ -104,10 +104,9 @@ extension WordCursor {
             let material = try SAKeyMaterial(wiping: &bytes)
             mark(field, word)
             return material
-        } catch .secretTooLong(let count) {
-            throw error("bad key: key material is at most \(SAKeyMaterial.maximumLength) bytes, got \(count)", at: word)
         } catch let failure {
-            throw error("cannot keep the key: \(failure)", at: word)
+            guard case .secretTooLong = failure else { throw error("cannot keep the key: \(failure)", at: word) }
+            throw error("bad key: \(failure)", at: word)
         }
     }
 

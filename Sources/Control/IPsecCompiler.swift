@@ -225,7 +225,9 @@ public final class IPsecCompiler {
                 // The installed SA, else one a hard expiry took out (back under
                 // the same key): its replay window goes on where nothing of it
                 // or the crypto changed (nothing received is accepted again).
-                let previous = (inbound[id] ?? retiredInbound[id]).map { (config: $0.config, state: $0.state) }
+                // (Installed, or retired: taken out while the configuration keeps it.)
+                let kept = inbound[id] ?? retiredInbound[id]
+                let previous = kept.map { (config: $0.config, state: $0.state) }
                 if let previous, Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine),
                    previous.config.replayWindow == sa.replayWindow {
                     state = previous.state
@@ -267,7 +269,7 @@ public final class IPsecCompiler {
                 // A new key has a window of its own, ready at once. An SA a
                 // hard expiry took out and put back under its key counts as
                 // installed: its removal may not have reached its owner yet.
-                let installed = committedOnce ? (inbound[id] ?? retiredInbound[id]) : nil
+                let installed = committedOnce ? kept : nil
                 let handover = installed.map {
                     $0.state === state ? $0.owner != owner : Self.sameKey($0.config, sa)
                 } ?? false

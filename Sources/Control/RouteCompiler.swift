@@ -17,13 +17,11 @@ import Packet
 /// * each port address also installs its connected prefix, unless an explicit
 ///   route names the same prefix.
 public enum RouteCompiler {
-    /// RFC 1812 §5.3.7 / RFC 6890 and RFC 4291 §2.5–2.7: never forwarded.
-    /// The data plane's `martianSource` tests the same set as sources, in
-    /// code (it runs per packet): change both together.
-    public static let martianDestinations = [
-        "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32",
-        "::/128", "::1/128", "fe80::/10", "ff00::/8",
-    ]
+    /// RFC 1812 §5.3.7 / RFC 6890 and RFC 4291 §2.5–2.7: never forwarded:
+    /// the prefixes no host on a link has an address in, and IPv6
+    /// link-local. The data plane's `martianSource` tests the same set as
+    /// sources, in code (it runs per packet): change both together.
+    public static let martianDestinations = GatewayConfig.noHostPrefixes.map(\.prefix) + [IPPrefix("fe80::/10")!]
 
     /// Each declared port's MTU, its reverse-path check, and the addresses ICMP errors leaving through
     /// it come from: its first IPv4 address and its first IPv6 address that
@@ -77,8 +75,8 @@ public enum RouteCompiler {
         }
         // Destinations no router forwards, unless the configuration names the
         // exact prefix itself (a more specific route also wins, by LPM).
-        for text in Self.martianDestinations where table[IPPrefix(text)!] == nil {
-            table[IPPrefix(text)!] = .martian
+        for prefix in Self.martianDestinations where table[prefix] == nil {
+            table[prefix] = .martian
         }
         return table.map { RouteEntry(prefix: $0.key, nextHop: $0.value) }
             .sorted { ($0.prefix.address.bitWidth, $0.prefix.length, $0.prefix.description) < ($1.prefix.address.bitWidth, $1.prefix.length, $1.prefix.description) }

@@ -122,11 +122,11 @@ public final class InboundSAState {
 /// (`in` and `fwd` policies), each a classifier of the driver the compiler
 /// chose. What the workers read is immutable once built (`sad`, which only
 /// the control thread touches, is emptied once committed); published with
-/// one atomic store plus a generation beside the FIB and freed after an RCU grace period. The SAs
-/// are not in it: they live in each worker's SAD replica, and `sad` is the
-/// change to the replicas that goes with this snapshot (committed to every
-/// replica before the snapshot is published, so a policy never names a
-/// protect target the replicas do not know yet).
+/// one atomic store plus a generation beside the FIB and freed after an RCU
+/// grace period. The SAs are not in it: they live in each worker's SAD
+/// replica, and `sad` is the change to the replicas that goes with this
+/// snapshot (committed to every replica before the snapshot is published,
+/// so a policy never names a protect target the replicas do not know yet).
 public final class IPsecTables {
     public let outSPD: SPDTable
     public let inSPD: SPDTable
