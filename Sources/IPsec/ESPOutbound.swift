@@ -19,9 +19,11 @@
 //   ESP after it: IPv4 (any options) gets protocol 50 (17 with UDP), its total
 //   length and checksum fixed; IPv6 gets ESP after its Hop-by-Hop, Routing
 //   and Destination Options headers (RFC 4303 §3.1.1), the Next Header byte
-//   that named the payload set to 50 (17), and its payload length fixed. A
-//   fragment (IPv4 MF or offset, an IPv6 Fragment header) is refused:
-//   transport mode protects whole datagrams (RFC 4303 §3.3.4).
+//   that named the payload set to 50 (17), and its payload length fixed;
+//   after an atomic Fragment header (offset 0, no M: a whole datagram, RFC
+//   6946) ESP follows that header. A fragment (IPv4 MF or offset, an IPv6
+//   Fragment header with either) is refused: transport mode protects whole
+//   datagrams (RFC 4303 §3.3.4).
 // * Trailing bytes after the IP datagram (L2 padding of a short frame) are
 //   dropped: the IP header's own length says what is encrypted.
 //
@@ -254,8 +256,8 @@ public enum ESPOutbound {
     static func frameTransport(_ packet: inout PacketView, sa: UnsafePointer<OutboundSA>, version: UInt8,
                                datagramLength: Int) -> ESPFrameResult {
         let p = packet.start
-        let headerLength: Int
-        let protocolField: Int
+        var headerLength: Int
+        var protocolField: Int
         if version == 4 {
             guard p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) == 0
             else { return .dropped(.fragmented) }
@@ -263,12 +265,20 @@ public enum ESPOutbound {
             protocolField = IPv4Field.protocol
         } else {
             guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .dropped(.malformed) }
-            guard upper.proto != 44 else { return .dropped(.fragmented) }
             // UDP-encapsulated, the checksum needs the final destination (`finish`).
             guard !(upper.enRoute && sa.pointee.udp) || IPParse.finalDestinationOffset(p, headersLength: upper.offset) != nil
             else { return .dropped(.malformed) }
             headerLength = upper.offset
             protocolField = upper.protocolFieldOffset
+            if upper.proto == 44 {
+                // Offset 0 and no M flag: an atomic fragment, a whole datagram
+                // (RFC 6946 §4). ESP follows its Fragment header (RFC 4303
+                // §3.1.1); a true fragment is refused.
+                guard datagramLength &- upper.offset >= 8 else { return .dropped(.malformed) }
+                guard p.loadBE16(at: upper.offset &+ 2) & 0xFFF9 == 0 else { return .dropped(.fragmented) }
+                protocolField = upper.offset
+                headerLength = upper.offset &+ 8
+            }
         }
         let nextHeader = p.loadByte(at: protocolField)
         let payloadLength = datagramLength &- headerLength  // ≥ 0: the header lies inside the datagram

@@ -65,11 +65,21 @@ extension Fixture {
         if let d = datagram, !shape.tunnel {
             if d.ipv6 {
                 let walk = ipv6Upper(packet, length: d.length)
-                fragment = walk?.proto == 44
                 upper = walk?.proto
                 upperOffset = walk?.offset ?? 0
                 enRoute = walk?.enRoute ?? false
                 finalKnown = walk?.finalKnown ?? true
+                if let walk, walk.proto == 44 {
+                    // RFC 6946: offset 0 and no M flag is an atomic fragment, a
+                    // whole datagram; ESP goes after its Fragment header.
+                    if walk.offset + 8 <= d.length {
+                        fragment = be16(packet, walk.offset + 2) & 0xFFF9 != 0
+                        upper = packet[walk.offset]
+                        upperOffset = walk.offset + 8
+                    } else {
+                        upper = nil
+                    }
+                }
             } else {
                 fragment = be16(packet, 6) & 0x3FFF != 0
                 upper = packet[9]

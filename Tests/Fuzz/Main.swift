@@ -21,8 +21,9 @@ import Glibc
 
 enum Seeds {
     /// An IPv4 or IPv6 UDP datagram with `payload` pattern bytes (IPv6 with a
-    /// Destination Options header when `extensionHeader`).
-    static func datagram(ipv6: Bool, payload: Int, ecn: UInt8, extensionHeader: Bool, rng: inout SplitMix64) -> [UInt8] {
+    /// Destination Options header or an atomic Fragment header, RFC 6946,
+    /// when `extensionHeader` is 60 or 44).
+    static func datagram(ipv6: Bool, payload: Int, ecn: UInt8, extensionHeader: UInt8?, rng: inout SplitMix64) -> [UInt8] {
         let body = (0..<payload).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let udpLength = 8 + payload
         let udp: [UInt8] = [0x04, 0x57, 0x00, 0x35, UInt8(udpLength >> 8), UInt8(truncatingIfNeeded: udpLength), 0, 0] + body
@@ -31,10 +32,14 @@ enum Seeds {
             return withIPv4Checksum([0x45, 0xB8 | ecn, UInt8(total >> 8), UInt8(truncatingIfNeeded: total), 0x43, 0x21,
                                      0x40, 0, 61, 17, 0, 0, 10, 0, 0, 1, 10, 1, 0, 7]) + udp
         }
-        let options: [UInt8] = extensionHeader ? [17, 0, 1, 4, 0, 0, 0, 0] : []
+        let options: [UInt8] = switch extensionHeader {
+        case 60: [17, 0, 1, 4, 0, 0, 0, 0]
+        case 44: [17, 0, 0, 0, 0x12, 0x34, 0x56, 0x78]
+        default: []
+        }
         let payloadLength = options.count + udpLength
         return [0x6B, 0x80 | ecn << 4, 0xAB, 0xCD, UInt8(payloadLength >> 8), UInt8(truncatingIfNeeded: payloadLength),
-                extensionHeader ? 60 : 17, 60]
+                options.isEmpty ? 17 : extensionHeader!, 60]
             + IPv6Address("2001:db8:10::1")!.bytes + IPv6Address("2001:db8:20::7")!.bytes + options + udp
     }
 
@@ -54,7 +59,8 @@ enum Seeds {
                 if !shape.esn && options >> 2 & 3 == 3 { options ^= 0x04 }  // inside the 32-bit sequence space
                 let ipv6 = shape.innerIPv6
                 let inner = datagram(ipv6: ipv6, payload: Int(rng.next() % 300), ecn: UInt8(rng.next() % 4),
-                                     extensionHeader: ipv6 && !shape.tunnel && rng.next() % 2 == 0, rng: &rng)
+                                     extensionHeader: ipv6 && !shape.tunnel ? [nil, 60, 44][Int(rng.next() % 3)] : nil,
+                                     rng: &rng)
                 let bytes: [UInt8]
                 switch check {
                 case 0:

@@ -84,15 +84,19 @@ import Testing
             let buffer = PacketBuffer(packet)
             #expect(ESPOutbound.encapsulate(&buffer.view, sa: sa4, sequence: 1, core: core) == .fragmented)
         }
-        // IPv6 with a Fragment header.
-        var v6 = Inner.ipv6UDP(payload: 16)
-        let udp = Array(v6[40...])
-        v6 = Array(v6[0..<40]) + [17, 0, 0, 0, 0, 0, 0, 1] + udp
-        v6[6] = 44
-        v6[5] &+= 8
+        // IPv6 with a Fragment header: M set, an offset, or both. (An atomic
+        // one, neither, is a whole datagram: ESPScapyPeerTests.)
         let sa6 = ESPCell.transport6.outboundSA(spi: SPI(0x8383), key: key.handle, esn: false, udp: false)
-        let buffer = PacketBuffer(v6)
-        #expect(ESPOutbound.encapsulate(&buffer.view, sa: sa6, sequence: 1, core: core) == .fragmented)
+        for offsetAndFlags: (UInt8, UInt8) in [(0, 1), (0, 8), (1, 1), (0x80, 0)] {
+            let buffer = PacketBuffer(Inner.ipv6UDPFragment(payload: 16, offsetAndFlags: offsetAndFlags))
+            #expect(ESPOutbound.encapsulate(&buffer.view, sa: sa6, sequence: 1, core: core) == .fragmented)
+        }
+        // A Fragment header cut short by the datagram's end.
+        var short = Inner.ipv6UDPFragment(payload: 16, offsetAndFlags: (0, 0))
+        short = Array(short.prefix(44))
+        short[4] = 0; short[5] = 4
+        let cut = PacketBuffer(short)
+        #expect(ESPOutbound.encapsulate(&cut.view, sa: sa6, sequence: 1, core: core) == .malformed)
         // Tunnel mode takes fragments as they are.
         var fragment = Inner.ipv4UDP(payload: 16, df: false)
         fragment[6] = 0x20

@@ -203,6 +203,45 @@ struct ESPScapyPeerTests {
         }
     }
 
+    /// An IPv6 atomic fragment (RFC 6946: a Fragment header with offset 0
+    /// and no M flag) is a whole datagram: transport mode seals it with ESP
+    /// after the Fragment header (RFC 4303 §3.1.1), behind a Hop-by-Hop
+    /// header too, and scapy decrypts it to the exact input.
+    @Test func scapyDecryptsTransportAtomicFragments() throws {
+        let core = try makeCore()
+        var jobs: [ScapyPeer.Job] = []
+        var expected: [(String, [UInt8])] = []
+        for aead in AEADAlgorithm.allCases {
+            for esn in [false, true] {
+                let c = PeerCase(aead: aead, cell: .transport6, esn: esn, udp: false)
+                let key = try TestKey(c.aead, seed: UInt64(c.spi.rawValue))
+                let sa = c.cell.outboundSA(spi: c.spi, key: key.handle, esn: c.esn, udp: false)
+                for (i, (size, hopByHop)) in [(0, false), (3, true), (1000, false)].enumerated() {
+                    let inner = Inner.ipv6UDPFragment(payload: size, offsetAndFlags: (0, 0), hopByHop: hopByHop,
+                                                      seed: UInt64(i))
+                    let buffer = PacketBuffer(inner)
+                    let sequence = c.sequence(i)
+                    try #require(ESPOutbound.encapsulate(&buffer.view, sa: sa, sequence: SequenceNumber(sequence),
+                                                         core: core) == nil, "\(c) size \(size)")
+                    // ESP follows the Fragment header, whose Next Header names it.
+                    let fragmentAt = hopByHop ? 48 : 40
+                    #expect(buffer.bytes[fragmentAt] == 50 && buffer.bytes[fragmentAt + 2] == 0
+                            && buffer.bytes[fragmentAt + 3] == 0, "\(c) size \(size)")
+                    jobs.append(c.job("decrypt", key: key, sequence: sequence, packet: buffer.bytes, fromPeer: false))
+                    expected.append(("\(c) size \(size) hop-by-hop \(hopByHop)", inner))
+                }
+            }
+        }
+        let results = try ScapyPeer.process(jobs)
+        try #require(results.count == jobs.count)
+        for (result, (label, inner)) in zip(results, expected) {
+            #expect(result.error == nil, "\(label): \(result.error ?? "")")
+            guard let packet = result.packet else { continue }
+            let got = hexBytes(packet)
+            #expect(got == inner, "\(label): got \(hexString(got))")
+        }
+    }
+
     /// Sluice decrypts every packet scapy encrypts (random IVs, scapy's own
     /// outer headers and padding) to the exact inner packet.
     @Test func sluiceDecryptsScapy() throws {

@@ -128,6 +128,23 @@ enum Inner {
         return Array(frame[builder.networkOffset...])
     }
 
+    /// IPv6 / Fragment / UDP with `payload` bytes: the Fragment header's
+    /// offset-and-flags bytes as given ((0, 0): an atomic fragment, RFC 6946),
+    /// identification 0x12345678; `hopByHop` puts an 8-byte Hop-by-Hop header
+    /// (a PadN option) in front of it.
+    static func ipv6UDPFragment(payload: Int, offsetAndFlags: (UInt8, UInt8), hopByHop: Bool = false,
+                                seed: UInt64 = 2) -> [UInt8] {
+        let plain = ipv6UDP(payload: payload, seed: seed)
+        var headers: [UInt8] = hopByHop ? [44, 0, 1, 4, 0, 0, 0, 0] : []
+        headers += [17, 0, offsetAndFlags.0, offsetAndFlags.1, 0x12, 0x34, 0x56, 0x78]
+        var packet = Array(plain[0..<40]) + headers + Array(plain[40...])
+        packet[6] = hopByHop ? 0 : 44
+        let payloadLength = packet.count - 40
+        packet[4] = UInt8(payloadLength >> 8)
+        packet[5] = UInt8(payloadLength & 0xFF)
+        return packet
+    }
+
     static func udp(ipv6: Bool, payload: Int, seed: UInt64 = 3) -> [UInt8] {
         ipv6 ? ipv6UDP(payload: payload, seed: seed) : ipv4UDP(payload: payload, seed: seed)
     }
