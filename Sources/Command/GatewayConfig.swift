@@ -256,10 +256,15 @@ public struct GatewayConfig: Sendable, Equatable {
                                    at: c.location(of: .address(index)))
             }
             // Nor a subnet whose network or broadcast address is already a
-            // neighbor or a next hop (the other order is refused at those).
-            let others = neighbors.keys.map { ($0, "neighbor \($0)") }
+            // neighbor on this port, or a next hop this port would then be
+            // the link of (the other order is refused at those).
+            var trial = ports
+            trial[id, default: PortConfig(id: id)].addresses.append(prefix)
+            let others = neighbors.values.filter { $0.port == id }.map { ($0.address, "neighbor \($0.address)") }
                 + routes.compactMap { route in
-                    if case .via(let nexthop) = route.value { (nexthop, "the next hop of route \(route.key)") } else { nil }
+                    if case .via(let nexthop) = route.value, Self.connectedPort(of: nexthop, in: trial.values) == id {
+                        (nexthop, "the next hop of route \(route.key)")
+                    } else { nil }
                 }
             for (address, what) in others.sorted(by: { $0.1 < $1.1 }) where prefix.contains(address) {
                 if let why = Self.notAHostAddress(IPPrefix(address: address, length: prefix.length)!) {
@@ -306,7 +311,7 @@ public struct GatewayConfig: Sendable, Equatable {
             throw CommandError("bad MAC address '\(neighbor.mac)': a neighbor cannot have the all-zero address",
                                at: c.location(of: .mac))
         }
-        if let why = otherHostRefusal(neighbor.address) {
+        if let why = otherHostRefusal(neighbor.address, onPort: neighbor.port) {
             throw CommandError("bad neighbor \(neighbor.address): it is \(why)", at: c.location(of: .address(0)))
         }
         if let existing = neighbors[neighbor.address] {
@@ -325,7 +330,7 @@ public struct GatewayConfig: Sendable, Equatable {
                 throw CommandError("nexthop \(nexthop) is \(Self.family(nexthop)) but prefix \(prefix) is "
                                    + Self.family(prefix.address), at: c.location(of: .nexthop))
             }
-            if let why = otherHostRefusal(nexthop) {
+            if let why = otherHostRefusal(nexthop, onPort: Self.connectedPort(of: nexthop, in: ports.values)) {
                 throw CommandError("bad nexthop \(nexthop): it is \(why)", at: c.location(of: .nexthop))
             }
         case .port(let port):
@@ -410,19 +415,34 @@ public struct GatewayConfig: Sendable, Equatable {
         return nil
     }
 
-    /// Why `address` cannot be another host's on one of the links (a
-    /// neighbor or a next hop), or nil: a martian, one of the ports' own
-    /// addresses, or the network or broadcast address of a port's subnet.
-    func otherHostRefusal(_ address: IPAddress) -> String? {
+    /// Why `address` cannot be another host's on the link of port `link` (a
+    /// neighbor there, or a next hop `link` is the connected port of), or
+    /// nil: a martian, one of the ports' own addresses, or the network or
+    /// broadcast address of one of `link`'s subnets. Another port's subnets
+    /// do not matter: a peer on a /31 may lie inside a wider prefix elsewhere.
+    func otherHostRefusal(_ address: IPAddress, onPort link: UInt16?) -> String? {
         if let why = Self.notAHostAddress(address) { return why }
         if let owner = addressOwners[address] { return "port \(owner)'s own address" }
-        for port in ports.values.sorted(by: { $0.id < $1.id }) {
-            for prefix in port.addresses where prefix.contains(address) {
-                if let why = Self.notAHostAddress(IPPrefix(address: address, length: prefix.length)!) {
-                    return why + " (port \(port.id))"
-                }
+        guard let link, let port = ports[link] else { return nil }
+        for prefix in port.addresses where prefix.contains(address) {
+            if let why = Self.notAHostAddress(IPPrefix(address: address, length: prefix.length)!) {
+                return why + " (port \(port.id))"
             }
         }
         return nil
+    }
+
+    /// The port whose link a next hop `address` is on: the one with the
+    /// longest address prefix that holds it (the lowest port id of equals),
+    /// as longest-prefix match finds its connected route; nil when none does.
+    public static func connectedPort(of address: IPAddress, in ports: some Sequence<PortConfig>) -> UInt16? {
+        var best: (length: Int, id: UInt16)?
+        for port in ports {
+            for prefix in port.addresses where prefix.contains(address) {
+                if let b = best, prefix.length < b.length || prefix.length == b.length && port.id > b.id { continue }
+                best = (prefix.length, port.id)
+            }
+        }
+        return best?.id
     }
 }

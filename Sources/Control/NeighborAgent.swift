@@ -180,7 +180,8 @@ public final class NeighborAgent {
             guard case .via(let gw) = target else { continue }
             configuredGateways.insert(gw)
             guard config.neighbors[gw] == nil, entries[gw] == nil,
-                  let id = RouteCompiler.connectedPort(of: gw, config), let port = config.ports[id], port.resolve,
+                  let id = GatewayConfig.connectedPort(of: gw, in: config.ports.values),
+                  let port = config.ports[id], port.resolve,
                   !isOwn(gw, port) else { continue }  // configured gateways are never refused for capacity
             entries[gw] = Entry(port: id, mac: nil, state: .incomplete, confirmed: -.infinity, retryAt: now, asked: 0, held: [])
         }

@@ -9,7 +9,8 @@ import Packet
 ///   explicit route names exactly that host prefix;
 /// * explicit routes (`via` resolves through the neighbour table, `port N`
 ///   leaves the destination to the neighbour host routes: unresolved → no_neighbor,
-///   with the port whose connected prefix holds the next hop where that port
+///   with the port whose connected prefix holds the next hop (the longest
+///   such, `GatewayConfig.connectedPort`) where that port
 ///   resolves (`resolve on`), so that the workers hand its packets to the
 ///   neighbour agent);
 /// * neighbours the agent learned count as neighbour entries; a static
@@ -55,7 +56,8 @@ public enum RouteCompiler {
             case .via(let gw):
                 if let n = neighbors[gw] {
                     table[prefix.network] = .forward(port: n.port, destination: n.mac, source: mac(n.port))
-                } else if let port = connectedPort(of: gw, config), config.ports[port]?.resolve == true {
+                } else if let port = GatewayConfig.connectedPort(of: gw, in: config.ports.values),
+                          config.ports[port]?.resolve == true {
                     table[prefix.network] = .onLink(port: port)
                 } else {
                     table[prefix.network] = .noNeighbor
@@ -82,9 +84,4 @@ public enum RouteCompiler {
             .sorted { ($0.prefix.address.bitWidth, $0.prefix.length, $0.prefix.description) < ($1.prefix.address.bitWidth, $1.prefix.length, $1.prefix.description) }
     }
 
-    /// The port one of whose addresses' prefixes holds `address` (the first
-    /// by port id), or nil.
-    public static func connectedPort(of address: IPAddress, _ config: GatewayConfig) -> UInt16? {
-        config.ports.values.sorted { $0.id < $1.id }.first { port in port.addresses.contains { $0.contains(address) } }?.id
-    }
 }

@@ -152,6 +152,12 @@ extension String {
               message: "bad nexthop 255.255.255.255: it is the limited broadcast address"),
         .init(text: "port 1 address 192.0.2.1/24\nroute add 10.0.0.0/8 via 192.0.2.0", line: 2, column: 26,
               message: "bad nexthop 192.0.2.0: it is the network address of 192.0.2.0/24 (port 1)"),
+        // … on its own link, whatever another port's overlapping subnet makes of it.
+        .init(text: "port 1 address 192.0.2.1/24\nport 2 address 192.0.2.254/31\n"
+                  + "neighbor 192.0.2.255 lladdr 02:00:00:00:00:01 port 1", line: 3, column: 10,
+              message: "bad neighbor 192.0.2.255: it is the broadcast address of 192.0.2.0/24 (port 1)"),
+        .init(text: "port 1 address 192.0.2.1/24\nport 2 address 192.0.3.1/23\nroute add 10.0.0.0/8 via 192.0.2.255",
+              line: 3, column: 26, message: "bad nexthop 192.0.2.255: it is the broadcast address of 192.0.2.0/24 (port 1)"),
         // … and a port address that is already a neighbor's or a next hop's.
         .init(text: "port 1\nneighbor 10.0.0.2 lladdr 02:00:00:00:00:01 port 1\nport 1 address 10.0.0.2/24", line: 3, column: 16,
               message: "port 1 cannot have address 10.0.0.2: it is a neighbor's (on port 1 with lladdr 02:00:00:00:00:01)"),

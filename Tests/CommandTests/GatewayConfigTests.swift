@@ -55,6 +55,33 @@ import Testing
         #expect(config.ports[0]?.addresses.count == 4 && config.neighbors.count == 2 && config.routes.count == 4)
     }
 
+    /// A subnet's network and broadcast addresses are refused on its own
+    /// link only: a /31 peer inside another port's wider prefix is a host
+    /// (a neighbor on the /31's port, a next hop whose longest connected
+    /// prefix is the /31), in either order, and the saved text loads again.
+    @Test func anotherPortsOverlappingSubnetDoesNotRefuseAPeer() throws {
+        let peers = """
+            neighbor 192.0.2.255 lladdr 02:00:00:00:00:01 port 2
+            route add 10.0.0.0/8 via 192.0.2.255
+            route add 10.1.0.0/16 via 198.51.100.0
+            """
+        let ports = """
+            port 1 address 192.0.2.1/24 address 198.51.100.7/24
+            port 2 address 192.0.2.254/31 address 198.51.100.1/31
+            """
+        // (Peers first, the /31s must come before the /24s: at each command,
+        // the next hop's link is the port with the longest prefix so far.)
+        let reversed = ports.split(separator: "\n").reversed().joined(separator: "\n")
+        for text in [ports + "\n" + peers, "port 1\nport 2\n" + peers + "\n" + reversed] {
+            let config = try GatewayConfig.load(text: text, name: "t.conf")
+            #expect(config.neighbors.count == 1 && config.routes.count == 2, "\(text)")
+            #expect(GatewayConfig.connectedPort(of: ip("198.51.100.0"), in: config.ports.values) == 2)
+            #expect(GatewayConfig.connectedPort(of: ip("192.0.2.7"), in: config.ports.values) == 1)
+            let again = try GatewayConfig.load(text: config.configText, name: "saved")
+            #expect(again.neighbors == config.neighbors && again.routes == config.routes)
+        }
+    }
+
     @Test func roleDefaultsToUnprotectedAndCanBeGivenLater() throws {
         var config = try GatewayConfig.load(text: "port 3", name: "t")
         #expect(config.ports[3]?.role == .unprotected)
