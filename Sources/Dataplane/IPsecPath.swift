@@ -424,9 +424,10 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 toOpen &+= 1
             }
         case .notESP:
-            // A later piece of a fragmented ESP-in-UDP packet has no UDP header
-            // (in transit: the same rule as above).
-            if laterUDPFragment(view)
+            // A later piece of a fragmented ESP-in-UDP packet has no UDP header,
+            // so every UDP fragment is reassembled where ESP in UDP may be
+            // (`udpFragment`; in transit: the same rule as above).
+            if udpFragment(view)
                 && (addressedToGateway(view, fib: fib, hops: hops) || mayBeTransportESP(view, tables: tables, context: context)) {
                 if let whole = reassemble(w, m, view, context: context, drops: drops) {
                     bytes &-= UInt64(sl_mbuf_pkt_len(whole)); i &-= 1; rx[i] = whole

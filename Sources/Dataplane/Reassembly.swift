@@ -33,20 +33,24 @@ public enum Reassembly {
     public static var mbufsHeld: Int { maxDatagrams * Int(SL_REASM_MAX_FRAGS) }
 }
 
-/// Whether `view` is a non-first fragment of a UDP datagram (an ESP-in-UDP
-/// packet's later pieces carry no UDP header, so `ESPInbound.classify` sees
-/// no port and calls them not ESP). IPv6: a Fragment header right after the
-/// IPv6 header, the only place reassembly takes it.
+/// Whether `view` is a fragment of a UDP datagram that `ESPInbound.classify`
+/// called not ESP: a later piece (no UDP header, so no port to tell ESP in
+/// UDP by) or the first piece of a datagram to another port. Either way all
+/// of the datagram's pieces are reassembled together, since its later
+/// pieces cannot be told apart: otherwise a first piece to port 500 (IKE
+/// with certificates) went its way alone while the rest waited for it in the
+/// table until they expired. IPv6: a Fragment header right after the IPv6
+/// header, the only place reassembly takes it; not an atomic one.
 @inline(__always)
-func laterUDPFragment(_ view: PacketView) -> Bool {
+func udpFragment(_ view: PacketView) -> Bool {
     let p = UnsafeRawPointer(view.start)
     if p.load(as: UInt8.self) >> 4 == 4 {
-        return p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.fragmentOffsetMask != 0
+        return p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) != 0
             && p.loadByte(at: IPv4Field.protocol) == IPProtocol.udp.rawValue
     }
     return view.length >= HeaderSize.ipv6 + 8 && p.loadByte(at: IPv6Field.nextHeader) == 44
         && p.loadByte(at: HeaderSize.ipv6) == IPProtocol.udp.rawValue
-        && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF8 != 0
+        && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF9 != 0
 }
 
 /// Hands a fragment addressed to the gateway to this worker's reassembly

@@ -126,4 +126,39 @@ extension EALSuites.GatewayTests {
         let ping = h.frame4("198.51.100.7", "192.0.2.1", transport: .raw(.icmp), ethDst: u)
         try expectDropped([ping], reason: .policyDiscard, on: h.unprotected)
     }
+
+    /// IKE that arrives in fragments (a certificate-bearing IKE_AUTH without
+    /// RFC 7383 fragmentation, UDP 500, no NAT) reaches the stack whole: every
+    /// UDP fragment to the gateway is reassembled, since the later pieces
+    /// carry no port to tell ESP in UDP by. Before, the first piece went to
+    /// the stack alone and the rest waited in the table until they expired.
+    @Test func fragmentedIKEReachesTheStackWhole() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        let text = h.baseConfigText + """
+
+        port \(h.stack.port)
+        port \(h.u) punt \(h.stack.port)
+        sp add dir in src 0.0.0.0/0 dst 192.0.2.1/32 proto udp dport 500-500 priority 1 action bypass
+        sp add dir in src ::/0 dst 2001:db8:b::1/128 proto udp dport 500-500 priority 2 action bypass
+        """
+        try h.publish(text)
+        _ = try h.installSession(text, name: "fragmented-ike")
+        let u = h.portMAC(h.u)
+        let ike4 = h.frame4("198.51.100.7", "192.0.2.1", ttl: 9, id: 0x5151,
+                            transport: .udp(sourcePort: 500, destinationPort: 500), payload: 2000, ethDst: u,
+                            dontFragment: false)
+        let ike6 = h.frame6("2001:db8:100::7", "2001:db8:b::1", transport: .udp(sourcePort: 500, destinationPort: 500),
+                            payload: 1900, ethDst: u)
+        for (name, frames) in [("IPv4 in order", fragments4(ike4, pieces: [1200], id: 0x5151)),
+                               ("IPv4, first piece last", Array(fragments4(ike4, pieces: [800, 800], id: 0x5151).reversed())),
+                               ("IPv6 in order", fragments6(ike6, pieces: [1200], id: 0x515151))] {
+            let whole = name.hasPrefix("IPv4") ? ike4 : ike6
+            let out = try h.inject(frames, on: h.unprotected)
+            #expect(out.delta.fragments == UInt64(frames.count) && out.delta.reassembled == 1, "\(name): \(out.delta)")
+            #expect(out.delta.punted == 1 && out.delta.totalDrops == 0, "\(name): \(out.delta)")
+            let taken = out.sent[h.stack.port] ?? []
+            #expect(taken.count == 1 && taken.first == whole,
+                    "\(name): the stack got \(taken.map(\.count)) bytes, not the \(whole.count)-byte datagram")
+        }
+    }
 }
