@@ -164,7 +164,8 @@ public final class ControlServer {
     public private(set) var acceptFailures = 0
 
     /// Binds `path` with mode 0660. A live socket there is an error (another
-    /// gateway); a stale one (nobody accepts) is replaced.
+    /// gateway); a stale one (nobody accepts) is replaced; anything else
+    /// there (a file, a directory, a link) is an error and left as it is.
     public init(path: String) throws(ControlSocketError) {
         self.path = path
         var address = sockaddr_un()
@@ -178,7 +179,13 @@ public final class ControlServer {
         }
         let directory = path.split(separator: "/", omittingEmptySubsequences: false).dropLast().joined(separator: "/")
         if !directory.isEmpty { Self.makeDirectories(directory) }
-        if access(path, F_OK) == 0 {
+        var existing = stat()
+        if lstat(path, &existing) == 0 {
+            // Only a socket is replaced: a file there is the operator's (a
+            // mistyped path), never deleted.
+            guard existing.st_mode & S_IFMT == S_IFSOCK else {
+                throw ControlSocketError(message: "\(path) exists and is not a socket; give another --control PATH")
+            }
             if Self.isLive(&address) {
                 throw ControlSocketError(message: "a gateway is already listening on \(path); stop it or give another --control PATH")
             }

@@ -82,6 +82,43 @@ private final class RawClient {
         for c in clients { c.receive() }
     }
 
+    /// What is at the control path decides: a stale socket (nobody listens)
+    /// is replaced; a live one, a file or a directory is an error and stays
+    /// as it was (a mistyped `--control` never deletes the operator's file).
+    @Test func onlyAStaleSocketIsReplaced() throws {
+        let base = "/tmp/sluice-cs-\(getpid())-path"
+        // A stale socket: bound, never listened on, its descriptor closed.
+        let stale = base + "-stale.sock"
+        unlink(stale)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { b in for (i, c) in stale.utf8.enumerated() { b[i] = c } }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        try #require(bound == 0)
+        let replaced = try ControlServer(path: stale)
+        _ = try RawClient(stale)  // the new server accepts
+        // A live one: refused.
+        #expect(throws: ControlSocketError.self) { try ControlServer(path: stale) }
+        withExtendedLifetime(replaced) {}
+        // A file and a directory: refused, left as they are.
+        let file = base + "-file.conf"
+        try "port 0\n".write(toFile: file, atomically: false, encoding: .utf8)
+        defer { unlink(file) }
+        let error = try #require(throws: ControlSocketError.self) { try ControlServer(path: file) }
+        #expect(error.message.contains("is not a socket"), "\(error.message)")
+        #expect((try? String(contentsOfFile: file, encoding: .utf8)) == "port 0\n")
+        let directory = base + "-dir"
+        mkdir(directory, 0o700)
+        defer { rmdir(directory) }
+        #expect(throws: ControlSocketError.self) { try ControlServer(path: directory) }
+        var st = stat()
+        #expect(lstat(directory, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR)
+    }
+
     /// A reply larger than the output limit is sent whole, and the client
     /// is answered after it (before: the connection was dropped).
     @Test func aReplyLargerThanTheQueueLimitIsSentWhole() throws {
