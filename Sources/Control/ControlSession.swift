@@ -121,6 +121,24 @@ public final class ControlSession {
     /// forwarding snapshot is built before and published after the IPsec
     /// tables (whose publish is all or nothing), so a refused change leaves
     /// the routes as they were too.
+    /// Takes the SAs a hard lifetime retired (`IPsecCompiler.expire`,
+    /// `checkTimes`) out of the data path: installs the configuration again,
+    /// which the compiler now compiles without them. nil when no removal is
+    /// pending; else the SAs taken out, or why the install failed (a stalled
+    /// worker's full command ring), in which case the removal stays pending
+    /// and the control loop calls again at its next lifetime check: an
+    /// expired SA must not go on carrying traffic (time limits have no other
+    /// enforcement; packet and byte limits are enforced by the workers too).
+    public func removeExpiredSAs() -> Result<[SAIdentifier], ControlError>? {
+        guard ipsec.removalPending else { return nil }
+        do throws(ControlError) {
+            try install(config)
+            return .success(ipsec.expiredSAs)
+        } catch {
+            return .failure(error)
+        }
+    }
+
     public func install(_ next: GatewayConfig) throws(ControlError) {
         let routesChanged = next.ports != config.ports || next.neighbors != config.neighbors || next.routes != config.routes
         if routesChanged { try Self.checkPortsKept(from: config, to: next) }

@@ -185,6 +185,7 @@ public enum GatewayMain {
         var meter = RateMeter()
         var nextStats = monotonicSeconds() + options.statsInterval
         var nextLifetimeCheck = 0.0
+        var removalFailed = false
         while sl_stop_signal() == 0 {
             if let server {
                 server.serve(timeoutMs: 10, now: monotonicSeconds()) { client, line in session.handle(client, line) }
@@ -205,7 +206,8 @@ public enum GatewayMain {
                 }
             }
             let now = monotonicSeconds()
-            if now >= nextLifetimeCheck {
+            let checkedLifetimes = now >= nextLifetimeCheck
+            if checkedLifetimes {
                 nextLifetimeCheck = now + 0.25
                 for expiry in ipsec.checkTimes(now: now) {
                     print(expiry.description)
@@ -213,13 +215,17 @@ public enum GatewayMain {
                     expiredSAs = expiredSAs || expiry.hard
                 }
             }
-            if expiredSAs {
-                do {
-                    // The same state again: the compiler now leaves the expired SAs out.
-                    try session.install(session.config)
-                    print("sluice: SAs past a hard lifetime removed: \(ipsec.expiredSAs.map(\.description).joined(separator: ", "))")
-                } catch {
-                    writeStandardError("sluice: error: cannot remove expired SAs: \(error)\n")
+            // Tried again at each lifetime check while it fails (reported once).
+            if expiredSAs || checkedLifetimes, let removal = session.removeExpiredSAs() {
+                switch removal {
+                case .success(let removed):
+                    print("sluice: SAs past a hard lifetime removed: \(removed.map(\.description).joined(separator: ", "))")
+                    removalFailed = false
+                case .failure(let error):
+                    if !removalFailed {
+                        writeStandardError("sluice: error: cannot remove expired SAs yet (tried again every 0.25 s): \(error)\n")
+                    }
+                    removalFailed = true
                 }
             }
             if options.statsInterval > 0 && monotonicSeconds() >= nextStats {

@@ -635,6 +635,11 @@ public final class IPsecCompiler {
     /// The SAs a hard lifetime took out of the data path, sorted.
     public var expiredSAs: [SAIdentifier] { expired.keys.sorted() }
 
+    /// Whether a hard lifetime took SAs out (`expire`, `checkTimes`) and no
+    /// compilation without them has been committed since: the data path may
+    /// still use them until one is (`ControlSession.removeExpiredSAs`).
+    public var removalPending: Bool { forceFull }
+
     static func limits(_ l: SALifetime) -> SALimits {
         SALimits(softPackets: l[.packets]?.soft ?? 0, hardPackets: l[.packets]?.hard ?? 0,
                  softBytes: l[.bytes]?.soft ?? 0, hardBytes: l[.bytes]?.hard ?? 0)

@@ -79,4 +79,74 @@ extension EALSuites.GatewayTests {
         let out = try h.inject([probe], on: h.protected)
         #expect(out.sent[h.p]?.count == 1 && (out.sent[h.u] ?? []).isEmpty, "rerouted by the protected port: \(out.delta)")
     }
+
+    /// An SA past its hard time limit is taken out of the data path by
+    /// installing the configuration again; while a stalled worker's full
+    /// command ring refuses that install, the removal stays pending and the
+    /// next lifetime check (`ControlSession.removeExpiredSAs`) tries again,
+    /// so the SA does not go on carrying traffic. Before, one failed try was
+    /// the only one: the SA stayed in use until some other change went through.
+    @Test func anExpiredSAIsRemovedOnceAStalledWorkerTakesChangesAgain() throws {
+        let lcore = h.gateway.workerLcores[0]
+        let timeout = h.gateway.sadCommitTimeout
+        let log = h.gateway.log
+        defer {
+            h.gateway.holdSADCommands(lcore: lcore, false)
+            h.gateway.sadCommitTimeout = timeout
+            h.gateway.log = log
+            try? h.gateway.publish(ipsec: nil)
+            try? h.publish(h.baseConfigText)
+        }
+        let key = "0x" + String(repeating: "6d", count: 20)
+        func inboundSA(_ spi: Int, _ extra: String = "") -> String {
+            "sa add spi 0x\(String(spi, radix: 16)) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 77\(extra)"
+        }
+        var text = h.baseConfigText + "\nsp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action bypass\n"
+            + "sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n"
+            + inboundSA(0x7a01, " lifetime seconds hard 1")
+        let ipsec = IPsecCompiler()
+        let session = ControlSession(config: try GatewayConfig.load(text: text, name: "expiry"), gateway: h.gateway,
+                                     ipsec: ipsec, portMACs: h.routeMACs)
+        try session.install(session.config)
+        let installedAt = 1000.0
+        #expect(ipsec.checkTimes(now: installedAt).isEmpty && session.removeExpiredSAs() == nil)
+        let peer = try TunnelPeer()
+        func opened() throws -> Outcome {
+            let inner = h.frame4("198.51.100.9", "10.1.2.3", ethDst: h.portMAC(h.u))
+            return try h.inject([peer.frame(spi: 0x7a01, inner: inner)], on: h.unprotected)
+        }
+        #expect(try opened().sent[h.p]?.count == 1)
+
+        // The worker stops taking SA changes; changes fill its ring.
+        h.gateway.log = { _ in }
+        h.gateway.sadCommitTimeout = 0.002
+        h.gateway.holdSADCommands(lcore: lcore, true)
+        var full = false
+        for k in 0..<300 where !full {
+            text += "\n" + inboundSA(0x7800 + k)
+            do { try session.install(GatewayConfig.load(text: text, name: "expiry")) } catch { full = true }
+        }
+        try #require(full, "a worker that takes no SA changes never fills its ring")
+
+        // Its hard limit passes: the removal cannot be installed yet.
+        let expiries = ipsec.checkTimes(now: installedAt + 2)
+        #expect(expiries.map(\.hard) == [true])
+        guard case .failure(let error)? = session.removeExpiredSAs() else {
+            Issue.record("the removal went through a full command ring"); return
+        }
+        #expect(error.message.contains("command ring is full"), "\(error)")
+        #expect(ipsec.removalPending && ipsec.checkTimes(now: installedAt + 2.25).isEmpty)
+        #expect(session.removeExpiredSAs() != nil, "still pending at the next check")
+
+        // The worker takes its changes again: the next check removes the SA.
+        h.gateway.holdSADCommands(lcore: lcore, false)
+        h.gateway.sadCommitTimeout = timeout
+        guard case .success(let removed)? = session.removeExpiredSAs() else {
+            Issue.record("the removal still failed"); return
+        }
+        #expect(removed.map(\.spi.rawValue) == [0x7a01])
+        #expect(!ipsec.removalPending && session.removeExpiredSAs() == nil)
+        let after = try opened()
+        #expect((after.sent[h.p] ?? []).isEmpty && after.delta.dropsByReason == [.esp(.noSA): 1], "\(after.delta)")
+    }
 }
