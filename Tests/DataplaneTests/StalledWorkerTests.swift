@@ -137,6 +137,7 @@ extension EALSuites.GatewayTests {
         #expect(error.message.contains("command ring is full"), "\(error)")
         #expect(ipsec.removalPending && ipsec.checkTimes(now: installedAt + 2.25).isEmpty)
         #expect(session.removeExpiredSAs() != nil, "still pending at the next check")
+        #expect(try opened().sent[h.p]?.count == 1, "in use until the removal goes through")
 
         // The worker takes its changes again: the next check removes the SA.
         h.gateway.holdSADCommands(lcore: lcore, false)
