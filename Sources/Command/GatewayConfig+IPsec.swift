@@ -9,7 +9,7 @@ extension GatewayConfig {
 
     /// Everything `sa add` needs: the SA's own consistency, then its place
     /// among the SAs already there (see `SAIdentifier`).
-    func checkSAAdd(_ sa: SAConfig, _ c: LocatedCommand) throws(CommandError) {
+    func checkSAAdd(_ sa: SAConfig, _ c: LocatedCommand, replacing: SAIdentifier? = nil) throws(CommandError) {
         if sa.spi.isReserved {
             throw CommandError(ValueText.reservedSPI(sa.spi.description), at: c.location(of: .spi))
         }
@@ -30,7 +30,7 @@ extension GatewayConfig {
             }
         }
         try checkSAValues(sa, c)
-        try checkSAIdentifier(sa, c)
+        try checkSAIdentifier(sa, c, replacing: replacing)
     }
 
     /// Lengths and ranges, and options the direction or mode has no use for.
@@ -94,13 +94,14 @@ extension GatewayConfig {
 
     /// The rules of `SAIdentifier`: unique identifiers, an SA without dst
     /// alone with its SPI, outbound SPIs unique.
-    private func checkSAIdentifier(_ sa: SAConfig, _ c: LocatedCommand) throws(CommandError) {
+    /// `replacing`: the SA an `sa update` replaces, checked as if it were gone.
+    private func checkSAIdentifier(_ sa: SAConfig, _ c: LocatedCommand, replacing: SAIdentifier?) throws(CommandError) {
         let identifier = sa.identifier
         let at = c.location(of: .spi)
-        if sas[identifier] != nil {
+        if sas[identifier] != nil && identifier != replacing {
             throw CommandError("SA \(identifier) already exists; delete it first", at: at)
         }
-        let sameSPI = sas(spi: sa.spi).sorted { $0.identifier < $1.identifier }
+        let sameSPI = sas(spi: sa.spi).filter { $0.identifier != replacing }.sorted { $0.identifier < $1.identifier }
         if sa.destination == nil, let other = sameSPI.first {
             throw CommandError("SA spi \(sa.spi) without dst would also match SA \(other.identifier); "
                                + "an SA without dst must be the only one with its SPI", at: at)
@@ -114,7 +115,7 @@ extension GatewayConfig {
                                at: at)
         }
         if sa.direction == .outbound, let reqid = sa.reqid,
-           let other = outboundSA(reqid: reqid, cpu: sa.cpu) {
+           let other = outboundSA(reqid: reqid, cpu: sa.cpu), other.identifier != replacing {
             let role = sa.cpu.map { "cpu \($0)" } ?? "the fallback (no cpu)"
             throw CommandError("outbound SA \(other.identifier) is already \(role) of reqid \(reqid); delete it first",
                                at: c.location(of: .reqid))
@@ -124,6 +125,17 @@ extension GatewayConfig {
     /// The SA `sa del` names. Without dst, the one SA with that SPI. An SA a
     /// `protect` policy relies on (no other SA of its direction has its SPI)
     /// stays until the policy goes.
+    /// The first index of `policies` where `after` holds (it holds from some
+    /// index on: the list is sorted by priority), or `policies.count`.
+    private func policyIndex(where after: (PolicyConfig) -> Bool) -> Int {
+        var low = 0, high = policies.count
+        while low < high {
+            let middle = (low + high) / 2
+            if after(policies[middle]) { high = middle } else { low = middle + 1 }
+        }
+        return low
+    }
+
     func saToDelete(spi: SecurityParameterIndex, destination: IPAddress?,
                     _ c: LocatedCommand) throws(CommandError) -> SAIdentifier {
         let at = c.location(of: .spi)
@@ -172,9 +184,7 @@ extension GatewayConfig {
             // Past the last id (a policy named `id 4294967295`): the lowest
             // free one, so that one explicit id cannot use up the automatic
             // ones. (Only then may an id be given again within a run.)
-            var used = Set(policies.map(\.id.rawValue))
-            used.reserveCapacity(policies.count)
-            guard let free = PolicyID.valid.first(where: { !used.contains($0) }) else {
+            guard let free = PolicyID.valid.first(where: { !policyIDs.contains(PolicyID($0)) }) else {
                 throw CommandError("no policy id left: all \(UInt32.max) are in use", at: c.location)
             }
             policyID = PolicyID(free)
@@ -189,11 +199,14 @@ extension GatewayConfig {
                                    + "\(selector.direction.saDirection.rawValue))", at: c.location(of: .spi))
             }
         }
-        if let existing = policies.first(where: { $0.selector == selector && $0.priority == priority }) {
+        // The list is in priority order: the policies of this priority are
+        // found by binary search, and the new one goes after them.
+        let first = policyIndex { $0.priority >= priority }
+        let index = policyIndex { $0.priority > priority }
+        if let existing = policies[first..<index].first(where: { $0.selector == selector }) {
             throw CommandError("policy id \(existing.id) already has this selector and priority",
                                at: c.location(of: .direction))
         }
-        let index = policies.firstIndex { $0.priority > priority } ?? policies.count
         return (PolicyConfig(id: policyID, selector: selector, priority: priority, action: action), index)
     }
 

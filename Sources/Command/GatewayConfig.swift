@@ -85,6 +85,9 @@ public struct GatewayConfig: Sendable, Equatable {
     /// order they were added. Every `protect` policy names an SA of its
     /// direction that exists.
     public private(set) var policies: [PolicyConfig] = []
+    /// Derived from `policies`: their ids, so that an `sp add` does not scan
+    /// every policy to find its id free.
+    private(set) var policyIDs: Set<PolicyID> = []
     /// Which port each interface address is on; derived from `ports`.
     private var addressOwners: [IPAddress: UInt16] = [:]
     /// The id the next `sp add` without `id` gets: above every id used so far,
@@ -123,8 +126,10 @@ public struct GatewayConfig: Sendable, Equatable {
     }
 
     /// Applies one command. All or nothing: every check runs before the first
-    /// change, so on error `self` is unchanged.
-    public mutating func apply(_ c: LocatedCommand) throws(CommandError) {
+    /// change, so on error `self` is unchanged. Returns the id an `sp add`
+    /// gave its policy (nil for every other command).
+    @discardableResult
+    public mutating func apply(_ c: LocatedCommand) throws(CommandError) -> PolicyID? {
         switch c.command {
         case let .port(id, role, addresses, mtu, rpf, punt, resolve):
             try applyPort(id: id, role: role, addresses: addresses, mtu: mtu, rpf: rpf, punt: punt, resolve: resolve, c)
@@ -158,10 +163,9 @@ public struct GatewayConfig: Sendable, Equatable {
                 throw CommandError("SA \(sa.identifier) is dir \(old.direction.rawValue); update cannot change the direction",
                                    at: c.location(of: .direction))
             }
-            // Checked as an add among the other SAs, so every rule still holds.
-            var others = self
-            others.setSA(sa.identifier, nil)
-            try others.checkSAAdd(sa, c)
+            // Checked as an add among the other SAs, so every rule still
+            // holds (in place: no copy of the configuration per update).
+            try checkSAAdd(sa, c, replacing: sa.identifier)
             setSA(sa.identifier, sa)
         case let .saDel(spi, destination):
             setSA(try saToDelete(spi: spi, destination: destination, c), nil)
@@ -169,12 +173,26 @@ public struct GatewayConfig: Sendable, Equatable {
             let (policy, index) = try checkPolicyAdd(id: id, selector: selector, priority: priority, action: action,
                                                      nextID: nextPolicyID, c)
             policies.insert(policy, at: index)
+            policyIDs.insert(policy.id)
             ipsecRevision = Self.nextSerial()
             nextPolicyID = max(nextPolicyID, UInt64(policy.id.rawValue) + 1)
+            return policy.id
         case let .spDel(reference):
-            policies.remove(at: try policyToDelete(reference, c))
+            policyIDs.remove(policies.remove(at: try policyToDelete(reference, c)).id)
             ipsecRevision = Self.nextSerial()
         }
+        return nil
+    }
+
+    /// Removes every policy `remove` picks in one pass (`flush`; deleting
+    /// them one by one shifts the list once per policy). Returns how many.
+    public mutating func removePolicies(where remove: (PolicyConfig) -> Bool) -> Int {
+        let before = policies.count
+        policies.removeAll(where: remove)
+        guard policies.count != before else { return 0 }
+        policyIDs = Set(policies.map(\.id))
+        ipsecRevision = Self.nextSerial()
+        return before - policies.count
     }
 
     /// Sets or removes an SA, keeping the indexes.
@@ -217,7 +235,7 @@ public struct GatewayConfig: Sendable, Equatable {
 
     /// The policy with this id, if any.
     public func policy(id: PolicyID) -> PolicyConfig? {
-        policies.first { $0.id == id }
+        policyIDs.contains(id) ? policies.first { $0.id == id } : nil
     }
 
     private mutating func applyPort(id: UInt16, role: PortRole?, addresses: [IPPrefix], mtu: Int?,

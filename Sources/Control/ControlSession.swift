@@ -262,12 +262,8 @@ public final class ControlSession {
             if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
             throw ControlError("syntax", error.message)
         }
-        // The id an `sp add` got: the policy that was not there before.
-        let isPolicyAdd = if case .spAdd = located.command { true } else { false }
-        func addedPolicy(_ before: Set<PolicyID>, _ after: GatewayConfig) -> [(String, String)] {
-            guard isPolicyAdd, let added = after.policies.first(where: { !before.contains($0.id) }) else { return [] }
-            return [("id", String(added.id.rawValue))]
-        }
+        // The id an `sp add` gave its policy.
+        func fields(_ added: PolicyID?) -> [(String, String)] { added.map { [("id", String($0.rawValue))] } ?? [] }
         if let batch = client.batch as? Batch {
             // A bound on what one client's batch may hold in memory; past it
             // the batch is failed and what it built is let go.
@@ -277,51 +273,52 @@ public final class ControlSession {
             }
             // In place (apply is all or nothing): a line costs the same in a
             // batch of 10 or 100,000, with no copy of the batch's configuration.
-            let before = isPolicyAdd ? Set(batch.config.policies.map(\.id)) : []
+            let added: PolicyID?
             do {
-                try batch.config.apply(located)
+                added = try batch.config.apply(located)
             } catch {
                 batch.failed = batch.failed ?? error.message
                 throw ControlError("invalid", error.message)
             }
             batch.lines += 1
-            return ControlReply.ok(addedPolicy(before, batch.config) + [("batched", "true")])
+            return ControlReply.ok(fields(added) + [("batched", "true")])
         }
         var next = config
+        let added: PolicyID?
         do {
-            try next.apply(located)
+            added = try next.apply(located)
         } catch {
             throw ControlError("invalid", error.message)
         }
-        let fields = addedPolicy(isPolicyAdd ? Set(config.policies.map(\.id)) : [], next)
         try change(to: next)
-        return ControlReply.ok(fields)
+        return ControlReply.ok(fields(added))
     }
 
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
         guard client.batch == nil else { throw refusedInBatch(client, "flush", "flush is not allowed inside a batch") }
         var next = config
-        let commands: [Command]
+        var removed: Int
         switch what {
         case "sp":
-            commands = next.policies.map { .spDel(.id($0.id)) }
+            removed = next.removePolicies { _ in true }
         case "sa":
-            // Policies that protect with an SA go first (an SA in use cannot be deleted).
-            commands = next.policies.filter { if case .protect = $0.action { return true } else { return false } }
-                .map { .spDel(.id($0.id)) }
-                + next.sas.keys.sorted().map { .saDel(spi: $0.spi, destination: $0.destination) }
+            // Policies that protect with an SA go first (an SA in use cannot
+            // be deleted); all of them in one pass.
+            removed = next.removePolicies { if case .protect = $0.action { true } else { false } }
+            for id in next.sas.keys.sorted() {
+                do {
+                    try next.apply(LocatedCommand(.saDel(spi: id.spi, destination: id.destination),
+                                                  at: SourceLocation(file: "flush", line: 1, column: 1)))
+                } catch {
+                    throw ControlError("invalid", error.message)
+                }
+                removed += 1
+            }
         default:
             throw ControlError("syntax", "expected 'flush sa' or 'flush sp'")
         }
-        for command in commands {
-            do {
-                try next.apply(LocatedCommand(command, at: SourceLocation(file: "flush", line: 1, column: 1)))
-            } catch {
-                throw ControlError("invalid", error.message)
-            }
-        }
         try change(to: next)
-        return ControlReply.ok([("removed", String(commands.count))])
+        return ControlReply.ok([("removed", String(removed))])
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {

@@ -56,6 +56,68 @@ import Testing
         #expect(config.policies.map(\.id.rawValue) == [4, 7, 2, 5, 1, 3, 6])
     }
 
+    /// `sp add` and `sp del` in random order against a model that keeps the
+    /// list the plain way (a stable sort by priority, a scan for the same
+    /// selector and priority): the same effective order, ids and refusals.
+    /// The configuration finds a priority's policies by binary search.
+    @Test func policyOrderMatchesAPlainModel() throws {
+        var rng = SeededGenerator(seed: 0x5bd)
+        var config = GatewayConfig()
+        var model: [(id: UInt32, selector: String, priority: UInt32)] = []
+        var nextID: UInt32 = 1
+        let at = SourceLocation(file: "t", line: 1, column: 1)
+        for step in 0..<3000 {
+            let priority = UInt32(rng.next() % 12) * 10
+            let selector = "src 10.\(rng.next() % 6).0.0/16 dst 0.0.0.0/0"
+            if rng.next() % 4 == 0, !model.isEmpty {
+                let victim = model[Int(rng.next() % UInt64(model.count))]
+                try config.apply(#require(try CommandParser.parseLine("sp del id \(victim.id)", location: at)))
+                model.removeAll { $0.id == victim.id }
+                continue
+            }
+            let line = "sp add dir out \(selector) priority \(priority) action bypass"
+            let command = try #require(try CommandParser.parseLine(Substring(line), location: at))
+            let duplicate = model.contains { $0.selector == selector && $0.priority == priority }
+            do {
+                let id = try config.apply(command)
+                #expect(!duplicate && id?.rawValue == nextID, "step \(step): \(line) added as \(String(describing: id))")
+                let index = model.firstIndex { $0.priority > priority } ?? model.count
+                model.insert((nextID, selector, priority), at: index)
+                nextID += 1
+            } catch {
+                #expect(duplicate && error.message.contains("already has this selector and priority"),
+                        "step \(step): \(line): \(error.message)")
+            }
+        }
+        #expect(config.policies.map(\.id.rawValue) == model.map(\.id))
+        #expect(config.policies.map(\.priority) == model.map(\.priority))
+        #expect(model.count > 20)
+    }
+
+    /// `sa update` is checked as an add among the other SAs: an SA may keep
+    /// its own reqid slot and SPI, but not take another SA's.
+    @Test func anUpdateIsCheckedAgainstTheOtherSAs() throws {
+        func sa(_ spi: String, _ extra: String) -> String {
+            "sa \(extra.hasPrefix("update") ? "update" : "add") spi \(spi) dir out src 192.0.2.1 dst 192.0.2.9 mode tunnel "
+                + "aead aes-gcm-128 key \(key128) \(extra.replacingOccurrences(of: "update", with: ""))"
+        }
+        var config = try Self.load([sa("0x1000", "reqid 5"), sa("0x1001", "reqid 6 cpu 1"),
+                                    "sa add spi 0x1002 dir in mode transport aead aes-gcm-128 key \(key128)"].joined(separator: "\n"))
+        let at = SourceLocation(file: "t", line: 1, column: 1)
+        func apply(_ line: String) throws -> String? {
+            do { try config.apply(#require(try CommandParser.parseLine(Substring(line), location: at))); return nil }
+            catch let error as CommandError { return error.message }
+        }
+        #expect(try apply(sa("0x1000", "update reqid 5 ttl 9")) == nil)
+        #expect(config.sas[SAIdentifier(spi: spi(0x1000), destination: ip("192.0.2.9"))]?.ttl == 9)
+        #expect(try apply(sa("0x1000", "update reqid 6 cpu 1"))?.contains("already cpu 1 of reqid 6") == true)
+        #expect(try apply(sa("0x1000", "update reqid 6 cpu 2")) == nil)
+        #expect(try apply("sa update spi 0x1002 dir in mode transport aead aes-gcm-128 key \(key128) replay-window 128") == nil)
+        let before = config
+        #expect(try apply(sa("0x1001", "update reqid 6 cpu 2"))?.contains("already cpu 2 of reqid 6") == true)
+        #expect(config == before)
+    }
+
     @Test func idsAreStableAndNotReused() throws {
         var config = try Self.load("""
             sp add dir out src 10.1.0.0/16 dst 0.0.0.0/0 priority 5 action bypass
