@@ -13,21 +13,30 @@ import Synchronization
 import Testing
 
 extension EALSuites.GatewayTests {
-    @Test func aChangeAStalledWorkerCannotTakeIsRefusedWhole() throws {
-        let lcore = h.gateway.workerLcores[0]
-        let timeout = h.gateway.sadCommitTimeout
-        let log = h.gateway.log
-        defer {
+    /// What the stall tests change (the first worker's hold, the commit
+    /// timeout, the log) put back, and the IPsec and route state cleared.
+    func stallRestorer() -> () -> Void {
+        let (lcore, timeout, log) = (h.gateway.workerLcores[0], h.gateway.sadCommitTimeout, h.gateway.log)
+        return { [h] in
             h.gateway.holdSADCommands(lcore: lcore, false)
             h.gateway.sadCommitTimeout = timeout
             h.gateway.log = log
             try? h.gateway.publish(ipsec: nil)
             try? h.publish(h.baseConfigText)
         }
-        let key = "0x" + String(repeating: "6d", count: 20)
-        func inboundSA(_ spi: Int) -> String {
-            "sa add spi 0x\(String(spi, radix: 16)) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 77"
-        }
+    }
+
+    /// An inbound tunnel SA from 192.0.2.254 with reqid 77.
+    func reqid77SA(_ spi: Int) -> String {
+        "sa add spi 0x\(String(spi, radix: 16)) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key 0x"
+            + String(repeating: "6d", count: 20) + " reqid 77"
+    }
+
+    @Test func aChangeAStalledWorkerCannotTakeIsRefusedWhole() throws {
+        let (lcore, timeout) = (h.gateway.workerLcores[0], h.gateway.sadCommitTimeout)
+        let restore = stallRestorer()
+        defer { restore() }
+        func inboundSA(_ spi: Int) -> String { reqid77SA(spi) }
         var text = h.baseConfigText + "\nsp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action bypass\n"
             + "sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n" + inboundSA(0x7700)
         let session = try h.installSession(text, name: "stall")
@@ -87,20 +96,10 @@ extension EALSuites.GatewayTests {
     /// so the SA does not go on carrying traffic. Before, one failed try was
     /// the only one: the SA stayed in use until some other change went through.
     @Test func anExpiredSAIsRemovedOnceAStalledWorkerTakesChangesAgain() throws {
-        let lcore = h.gateway.workerLcores[0]
-        let timeout = h.gateway.sadCommitTimeout
-        let log = h.gateway.log
-        defer {
-            h.gateway.holdSADCommands(lcore: lcore, false)
-            h.gateway.sadCommitTimeout = timeout
-            h.gateway.log = log
-            try? h.gateway.publish(ipsec: nil)
-            try? h.publish(h.baseConfigText)
-        }
-        let key = "0x" + String(repeating: "6d", count: 20)
-        func inboundSA(_ spi: Int, _ extra: String = "") -> String {
-            "sa add spi 0x\(String(spi, radix: 16)) dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 77\(extra)"
-        }
+        let (lcore, timeout) = (h.gateway.workerLcores[0], h.gateway.sadCommitTimeout)
+        let restore = stallRestorer()
+        defer { restore() }
+        func inboundSA(_ spi: Int, _ extra: String = "") -> String { reqid77SA(spi) + extra }
         var text = h.baseConfigText + "\nsp add dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action bypass\n"
             + "sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n"
             + inboundSA(0x7a01, " lifetime seconds hard 1")
