@@ -61,6 +61,9 @@ int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size);
  * addresses at all) its objects are packed back to back instead of each
  * starting a page of its own (shims.c). NULL with rte_errno set on failure. */
 struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, int socket);
+/* The same with `room` bytes of buffer per mbuf (headroom included). */
+struct rte_mempool *sl_pktmbuf_pool_create_room(const char *name, unsigned n, unsigned cache, int socket,
+                                                uint16_t room);
 /* Whether sl_pktmbuf_pool_create packs objects in this EAL. */
 int sl_pktmbuf_pool_packs(void);
 
@@ -72,7 +75,10 @@ typedef struct sl_reasm sl_reasm;
 enum { SL_REASM_HELD = 0, SL_REASM_DONE = 1, SL_REASM_BAD = 2, SL_REASM_TOO_BIG = 3 };
 /* Fragments per datagram the library reassembles at most. */
 enum { SL_REASM_MAX_FRAGS = RTE_LIBRTE_IP_FRAG_MAX_FRAG };
-sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int socket);
+/* Reassembled datagrams too big for the fragments' own buffers are copied
+ * into one of this many 64 KiB buffers of the table's own pool (`name`). */
+enum { SL_REASM_LARGE_BUFFERS = 7 };
+sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int socket, const char *name);
 /* Frees the table and every fragment it holds. */
 void sl_reasm_destroy(sl_reasm *r);
 /* Takes the fragment `m` (one segment, its IP header at `ip_offset`, an IPv4

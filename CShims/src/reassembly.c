@@ -5,7 +5,9 @@
  * what DPDK 22.11's reassembly does not (empty fragments, datagrams that
  * would pass 65,535 bytes, IPv6 headers in front of the Fragment header),
  * count what it discards, and hand back the datagram in one buffer: the ESP
- * paths rewrite packets in place and need them contiguous.
+ * paths rewrite packets in place and need them contiguous. One too big for
+ * the first fragment's buffer is copied into a 64 KiB one of a small pool of
+ * the table's own.
  */
 #include "sluice_shims.h"
 #include <rte_ip_frag.h>
@@ -13,9 +15,13 @@
 struct sl_reasm {
     struct rte_ip_frag_tbl *tbl;
     struct rte_ip_frag_death_row dr;
+    /* Buffers of the largest size an mbuf can have, for datagrams the first
+     * fragment's buffer cannot hold whole (IKE with certificates, ESP of a
+     * jumbo inner packet). */
+    struct rte_mempool *large;
 };
 
-sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int socket) {
+sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int socket, const char *name) {
     sl_reasm *r = rte_zmalloc_socket("sl_reasm", sizeof(*r), RTE_CACHE_LINE_SIZE, socket);
     if (r == NULL) return NULL;
     /* Two candidate buckets of 8 per datagram, twice as many slots as
@@ -24,6 +30,8 @@ sl_reasm *sl_reasm_create(uint32_t max_datagrams, uint64_t timeout_cycles, int s
     while (buckets * 8 < 2 * max_datagrams) buckets <<= 1;
     r->tbl = rte_ip_frag_table_create(buckets, 8, max_datagrams, timeout_cycles, socket);
     if (r->tbl == NULL) { rte_free(r); return NULL; }
+    r->large = sl_pktmbuf_pool_create_room(name, SL_REASM_LARGE_BUFFERS, 0, socket, UINT16_MAX);
+    if (r->large == NULL) { rte_ip_frag_table_destroy(r->tbl); rte_free(r); return NULL; }
     return r;
 }
 
@@ -31,7 +39,27 @@ void sl_reasm_destroy(sl_reasm *r) {
     if (r == NULL) return;
     rte_ip_frag_table_destroy(r->tbl);  /* frees the fragments it holds */
     rte_ip_frag_free_death_row(&r->dr, 0);
+    rte_mempool_free(r->large);  /* after the ports closed: none of its buffers is out */
     rte_free(r);
+}
+
+/* The chain `m` copied into one large buffer (its metadata with it), `m`
+ * freed; NULL, `m` kept, when none is free or the datagram does not fit. */
+static struct rte_mbuf *sl_reasm_copy_large(sl_reasm *r, struct rte_mbuf *m) {
+    struct rte_mbuf *b = rte_pktmbuf_alloc(r->large);
+    if (b == NULL) return NULL;
+    char *to = rte_pktmbuf_append(b, (uint16_t)RTE_MIN(m->pkt_len, (uint32_t)UINT16_MAX));
+    if (to == NULL || m->pkt_len > rte_pktmbuf_data_len(b)) { rte_pktmbuf_free(b); return NULL; }
+    const void *from = rte_pktmbuf_read(m, 0, m->pkt_len, to);
+    if (from != to) rte_memcpy(to, from, m->pkt_len);
+    b->port = m->port;
+    b->packet_type = m->packet_type;
+    b->hash = m->hash;
+    b->vlan_tci = m->vlan_tci;
+    b->l2_len = m->l2_len;
+    b->l3_len = m->l3_len;
+    rte_pktmbuf_free(m);
+    return b;
 }
 
 /* Frees what the library discarded; returns how many mbufs that was. */
@@ -48,11 +76,16 @@ uint32_t sl_reasm_expire(sl_reasm *r, uint64_t now) {
 
 /* The datagram the library chained, in one buffer with its IP header made
  * whole again; SL_REASM_TOO_BIG (and the chain freed) when it does not fit. */
-static int sl_reasm_finish(struct rte_mbuf *m, uint32_t ip_offset, int ipv4, struct rte_mbuf **out) {
+static int sl_reasm_finish(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, int ipv4, struct rte_mbuf **out) {
     uint32_t ip_len = m->pkt_len - ip_offset;
+    /* Linearizing fails, changing nothing, when the first buffer lacks room. */
     if (m->nb_segs > 1 && rte_pktmbuf_linearize(m) != 0) {
-        rte_pktmbuf_free(m);
-        return SL_REASM_TOO_BIG;
+        struct rte_mbuf *b = sl_reasm_copy_large(r, m);
+        if (b == NULL) {
+            rte_pktmbuf_free(m);
+            return SL_REASM_TOO_BIG;
+        }
+        m = b;
     }
     uint8_t *ip = rte_pktmbuf_mtod_offset(m, uint8_t *, ip_offset);
     if (ipv4) {
@@ -123,5 +156,5 @@ int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t n
     }
     *discarded = sl_reasm_bury(r);
     if (whole == NULL) return SL_REASM_HELD;
-    return sl_reasm_finish(whole, ip_offset, ipv4, out);
+    return sl_reasm_finish(r, whole, ip_offset, ipv4, out);
 }

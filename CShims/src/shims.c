@@ -46,11 +46,16 @@ int sl_pktmbuf_pool_packs(void) {
 }
 
 struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, int socket) {
+    return sl_pktmbuf_pool_create_room(name, n, cache, socket, RTE_MBUF_DEFAULT_BUF_SIZE);
+}
+
+struct rte_mempool *sl_pktmbuf_pool_create_room(const char *name, unsigned n, unsigned cache, int socket,
+                                                uint16_t room) {
     struct rte_pktmbuf_pool_private priv;
     memset(&priv, 0, sizeof(priv));
-    priv.mbuf_data_room_size = RTE_MBUF_DEFAULT_BUF_SIZE;
+    priv.mbuf_data_room_size = room;
     unsigned flags = sl_pktmbuf_pool_packs() ? RTE_MEMPOOL_F_NO_IOVA_CONTIG : 0;
-    struct rte_mempool *mp = rte_mempool_create_empty(name, n, sizeof(struct rte_mbuf) + RTE_MBUF_DEFAULT_BUF_SIZE,
+    struct rte_mempool *mp = rte_mempool_create_empty(name, n, sizeof(struct rte_mbuf) + room,
                                                       cache, sizeof(priv), socket, flags);
     if (mp == NULL) return NULL;
     int rc = rte_mempool_set_ops_byname(mp, rte_mbuf_best_mempool_ops(), NULL);

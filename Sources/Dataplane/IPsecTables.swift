@@ -305,7 +305,7 @@ public final class WorkerIPsec {
         }
         sealHandoff = sealRing
         let timeoutCycles = UInt64(max(seconds, 0.001) * Double(sl_tsc_hz()))
-        guard let table = sl_reasm_create(UInt32(Reassembly.maxDatagrams), timeoutCycles, socket) else {
+        guard let table = sl_reasm_create(UInt32(Reassembly.maxDatagrams), timeoutCycles, socket, name + "j") else {
             rte_ring_free(ring)
             rte_ring_free(handoffRing)
             rte_ring_free(commandRing)

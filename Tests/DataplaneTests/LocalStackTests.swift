@@ -145,14 +145,21 @@ extension EALSuites.GatewayTests {
         _ = try h.installSession(text, name: "fragmented-ike")
         let u = h.portMAC(h.u)
         let ike4 = h.frame4("198.51.100.7", "192.0.2.1", ttl: 9, id: 0x5151,
-                            transport: .udp(sourcePort: 500, destinationPort: 500), payload: 2000, ethDst: u,
+                            transport: .udp(sourcePort: 500, destinationPort: 500), payload: 5000, ethDst: u,
                             dontFragment: false)
         let ike6 = h.frame6("2001:db8:100::7", "2001:db8:b::1", transport: .udp(sourcePort: 500, destinationPort: 500),
-                            payload: 1900, ethDst: u)
-        for (name, frames) in [("IPv4 in order", fragments4(ike4, pieces: [1200], id: 0x5151)),
-                               ("IPv4, first piece last", Array(fragments4(ike4, pieces: [800, 800], id: 0x5151).reversed())),
-                               ("IPv6 in order", fragments6(ike6, pieces: [1200], id: 0x515151))] {
-            let whole = name.hasPrefix("IPv4") ? ike4 : ike6
+                            payload: 5000, ethDst: u)
+        // Larger than one packet buffer (2 KiB) made whole: copied into a
+        // 64 KiB buffer of the reassembly table's own pool.
+        // (One that fits a packet buffer is linearized in place.)
+        let small6 = h.frame6("2001:db8:100::7", "2001:db8:b::1", transport: .udp(sourcePort: 500, destinationPort: 500),
+                              payload: 1000, ethDst: u)
+        for (name, whole, frames) in [
+            ("IPv4 in order", ike4, fragments4(ike4, pieces: [1200, 1200, 1200], id: 0x5151)),
+            ("IPv4, first piece last", ike4, Array(fragments4(ike4, pieces: [1400, 1400, 1400], id: 0x5151).reversed())),
+            ("IPv6 in order", ike6, fragments6(ike6, pieces: [1200, 1200, 1200, 1200], id: 0x515151)),
+            ("IPv6, small", small6, fragments6(small6, pieces: [512], id: 0x515152)),
+        ] {
             let out = try h.inject(frames, on: h.unprotected)
             #expect(out.delta.fragments == UInt64(frames.count) && out.delta.reassembled == 1, "\(name): \(out.delta)")
             #expect(out.delta.punted == 1 && out.delta.totalDrops == 0, "\(name): \(out.delta)")
