@@ -265,20 +265,20 @@ public enum ESPOutbound {
             protocolField = IPv4Field.protocol
         } else {
             guard let upper = IPParse.ipv6UpperLayer(p, length: datagramLength) else { return .dropped(.malformed) }
-            // UDP-encapsulated, the checksum needs the final destination (`finish`).
-            guard !(upper.enRoute && sa.pointee.udp) || IPParse.finalDestinationOffset(p, headersLength: upper.offset) != nil
-            else { return .dropped(.malformed) }
             headerLength = upper.offset
             protocolField = upper.protocolFieldOffset
             if upper.proto == 44 {
                 // Offset 0 and no M flag: an atomic fragment, a whole datagram
                 // (RFC 6946 §4). ESP follows its Fragment header (RFC 4303
-                // §3.1.1); a true fragment is refused.
+                // §3.1.1); a true fragment is refused (before anything else).
                 guard datagramLength &- upper.offset >= 8 else { return .dropped(.malformed) }
                 guard p.loadBE16(at: upper.offset &+ 2) & 0xFFF9 == 0 else { return .dropped(.fragmented) }
                 protocolField = upper.offset
                 headerLength = upper.offset &+ 8
             }
+            // UDP-encapsulated, the checksum needs the final destination (`finish`).
+            guard !(upper.enRoute && sa.pointee.udp) || IPParse.finalDestinationOffset(p, headersLength: upper.offset) != nil
+            else { return .dropped(.malformed) }
         }
         let nextHeader = p.loadByte(at: protocolField)
         let payloadLength = datagramLength &- headerLength  // ≥ 0: the header lies inside the datagram
