@@ -122,9 +122,6 @@ extension GatewayConfig {
         }
     }
 
-    /// The SA `sa del` names. Without dst, the one SA with that SPI. An SA a
-    /// `protect` policy relies on (no other SA of its direction has its SPI)
-    /// stays until the policy goes.
     /// The first index of `policies` where `after` holds (it holds from some
     /// index on: the list is sorted by priority), or `policies.count`.
     private func policyIndex(where after: (PolicyConfig) -> Bool) -> Int {
@@ -136,6 +133,9 @@ extension GatewayConfig {
         return low
     }
 
+    /// The SA `sa del` names. Without dst, the one SA with that SPI. An SA a
+    /// `protect` policy relies on (no other SA of its direction has its SPI)
+    /// stays until the policy goes.
     func saToDelete(spi: SecurityParameterIndex, destination: IPAddress?,
                     _ c: LocatedCommand) throws(CommandError) -> SAIdentifier {
         let at = c.location(of: .spi)

@@ -115,12 +115,6 @@ public final class ControlSession {
         "stats [port N | core N | sa 0xSPI [dst B]]", "monitor", "version", "help",
     ]
 
-    /// Installs `next` as the running configuration: routes (when they or
-    /// what they are built from changed) and IPsec tables compiled, then
-    /// published. Nothing is published unless everything compiled, and the
-    /// forwarding snapshot is built before and published after the IPsec
-    /// tables (whose publish is all or nothing), so a refused change leaves
-    /// the routes as they were too.
     /// Takes the SAs a hard lifetime retired (`IPsecCompiler.expire`,
     /// `checkTimes`) out of the data path: installs the configuration again,
     /// which the compiler now compiles without them. nil when no removal is
@@ -139,6 +133,12 @@ public final class ControlSession {
         }
     }
 
+    /// Installs `next` as the running configuration: routes (when they or
+    /// what they are built from changed) and IPsec tables compiled, then
+    /// published. Nothing is published unless everything compiled, and the
+    /// forwarding snapshot is built before and published after the IPsec
+    /// tables (whose publish is all or nothing), so a refused change leaves
+    /// the routes as they were too.
     public func install(_ next: GatewayConfig) throws(ControlError) {
         let routesChanged = next.ports != config.ports || next.neighbors != config.neighbors || next.routes != config.routes
         if routesChanged { try Self.checkPortsKept(from: config, to: next) }
