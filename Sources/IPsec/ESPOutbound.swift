@@ -363,12 +363,10 @@ public enum ESPOutbound {
         guard packet.length >= HeaderSize.ipv4, p.loadByte(at: 0) >> 4 == 4 else { return }
         let flags = p.loadBE16(at: IPv4Field.flagsFragment)
         guard flags & IPv4Field.dontFragment != 0 else { return }
-        p.storeBE16(flags & ~IPv4Field.dontFragment, at: IPv4Field.flagsFragment)
-        // RFC 1624: HC' = ~(~HC + ~m + m'), m' = m − DF.
-        var sum = UInt32(~p.loadBE16(at: IPv4Field.checksum)) &+ UInt32(~flags) &+ UInt32(flags & ~IPv4Field.dontFragment)
-        sum = (sum >> 16) &+ (sum & 0xFFFF)
-        sum = (sum >> 16) &+ (sum & 0xFFFF)
-        p.storeBE16(~UInt16(truncatingIfNeeded: sum), at: IPv4Field.checksum)
+        let cleared = flags & ~IPv4Field.dontFragment
+        p.storeBE16(cleared, at: IPv4Field.flagsFragment)
+        p.storeBE16(InternetChecksum.update(p.loadBE16(at: IPv4Field.checksum), old: flags, new: cleared),
+                    at: IPv4Field.checksum)
     }
 
     /// The largest IP datagram whose ESP packet under `sa` is at most `mtu`
