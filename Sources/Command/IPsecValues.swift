@@ -64,7 +64,7 @@ enum NumberText {
         for i in bytes.indices {
             let next = digits.index(after: index)
             guard let high = nibble(digits[index]), let low = nibble(digits[next]) else {
-                bytes.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+                SecretBytes.wipe(&bytes)
                 return nil
             }
             bytes[i] = high << 4 | low

@@ -25,8 +25,14 @@ public final class SecretBytes: @unchecked Sendable {
     /// zeroed: a buffer shared with another array is copied first, as any
     /// write to it is.
     public init(wiping bytes: inout [UInt8]) throws(CryptoError) {
-        defer { bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) } }
+        defer { Self.wipe(&bytes) }
         slot = try Self.slot(bytes.withUnsafeBytes(Self.create), count: bytes.count)
+    }
+
+    /// Zeroes `bytes`' storage (`sodium_memzero`: never optimised away),
+    /// the same rule as `init(wiping:)` for a shared buffer.
+    public static func wipe(_ bytes: inout [UInt8]) {
+        bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) }
     }
 
     private static func create(_ bytes: UnsafeRawBufferPointer) -> (UnsafeMutablePointer<slc_secret>?, slc_status) {
