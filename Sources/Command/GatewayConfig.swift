@@ -438,7 +438,7 @@ public struct GatewayConfig: Sendable, Equatable {
     /// nil: a martian, one of the ports' own addresses, or the network or
     /// broadcast address of one of `link`'s subnets. Another port's subnets
     /// do not matter: a peer on a /31 may lie inside a wider prefix elsewhere.
-    func otherHostRefusal(_ address: IPAddress, onPort link: UInt16?) -> String? {
+    public func otherHostRefusal(_ address: IPAddress, onPort link: UInt16?) -> String? {
         if let why = Self.notAHostAddress(address) { return why }
         if let owner = addressOwners[address] { return "port \(owner)'s own address" }
         guard let link, let port = ports[link] else { return nil }

@@ -261,10 +261,12 @@ public final class NeighborAgent {
         port.addresses.contains { $0.address == address }
     }
 
-    private func onLink(_ address: IPAddress, _ port: PortConfig) -> Bool {
-        GatewayConfig.notAHostAddress(address) == nil && !isOwn(address, port) && port.addresses.contains {
-            $0.contains(address) && GatewayConfig.notAHostAddress(IPPrefix(address: address, length: $0.length)!) == nil
-        }
+    /// Whether `address` may be a host on `port`'s link: inside one of its
+    /// subnets, and nothing the configuration refuses as a neighbor there
+    /// (`GatewayConfig.otherHostRefusal`: martians, the gateway's own
+    /// addresses, a subnet's network or broadcast address).
+    private func onLink(_ address: IPAddress, _ port: PortConfig, _ config: GatewayConfig) -> Bool {
+        port.addresses.contains { $0.contains(address) } && config.otherHostRefusal(address, onPort: port.id) == nil
     }
 
     // MARK: Held packets
@@ -290,7 +292,7 @@ public final class NeighborAgent {
     private func hold(_ packet: [UInt8], port: PortConfig, config: GatewayConfig, now: Double, unresolved: inout [UInt16: Int]) {
         guard let destination = Self.destination(of: packet) else { counters.ignored += 1; return }
         let address = nextHopAddress(destination, config: config)
-        guard onLink(address, port), config.neighbors[address] == nil else { counters.heldDropped += 1; return }
+        guard onLink(address, port, config), config.neighbors[address] == nil else { counters.heldDropped += 1; return }
         if var e = entries[address] {
             if let mac = e.mac, e.state == .reachable || e.state == .probe {
                 // Resolved since the worker looked (the new routes are on their way).
@@ -362,7 +364,7 @@ public final class NeighborAgent {
     /// is a host route, and must not take an address a more specific `via`
     /// route sends elsewhere.
     private func learnAsker(_ address: IPAddress, mac: MACAddress, port: PortConfig, config: GatewayConfig, now: Double) {
-        guard onLink(address, port), config.neighbors[address] == nil, !mac.isMulticast, !mac.isZero,
+        guard onLink(address, port, config), config.neighbors[address] == nil, !mac.isMulticast, !mac.isZero,
               nextHopAddress(address, config: config) == address else { return }
         if entries[address] == nil {
             guard entries.count < Self.capacity else { return }
@@ -385,7 +387,7 @@ public final class NeighborAgent {
                                        targetMAC: arp.senderMAC, targetIP: arp.senderIP)
                 if send(reply.frame(from: own, to: arp.senderMAC), port.id) { counters.answersSent += 1 }
             }
-        } else if entries[sender] != nil && config.neighbors[sender] == nil && onLink(sender, port) {
+        } else if entries[sender] != nil && config.neighbors[sender] == nil && onLink(sender, port, config) {
             // An answer to our question (or the neighbour speaking again): merge.
             confirm(sender, mac: arp.senderMAC, port: port, now: now)
         } else {
@@ -414,7 +416,7 @@ public final class NeighborAgent {
             if send(answer.frame(to: mac), port.id) { counters.answersSent += 1 }
         } else {
             guard let e = entries[target], config.neighbors[target] == nil, let mac = nd.linkLayer ?? e.mac,
-                  !mac.isMulticast, !mac.isZero, onLink(target, port) else { counters.ignored += 1; return }
+                  !mac.isMulticast, !mac.isZero, onLink(target, port, config) else { counters.ignored += 1; return }
             // RFC 4861 §7.2.5: without the override flag an advertisement does
             // not replace a link-layer address we have.
             if let known = e.mac, known != mac, nd.flags & NeighborDiscovery.override == 0,
