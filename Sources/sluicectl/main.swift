@@ -63,9 +63,8 @@ struct Send: ParsableCommand {
             }
             // The file is the batch: its own begin, commit or abort would end it early.
             for l in numbered {
-                let verb = l.verb
-                if ["begin", "commit", "abort"].contains(verb) {
-                    printError("sluicectl: error: \(file):\(l.number): '\(verb)' cannot be in a file sent with -f (the whole file is one batch); nothing sent")
+                if ["begin", "commit", "abort"].contains(l.verb) {
+                    printError("sluicectl: error: \(file):\(l.number): '\(l.verb)' cannot be in a file sent with -f (the whole file is one batch); nothing sent")
                     throw ExitCode.failure
                 }
             }
