@@ -37,6 +37,18 @@ public enum GatewayMain {
         return code
     }
 
+    /// How long shutdown waits for the workers to return once asked to stop
+    /// (they flush and return within microseconds unless stuck).
+    static let workerStopTimeout = 5.0
+
+    /// Stops the workers; nil once all have returned, else the error to
+    /// exit with. Nothing a stuck worker may touch is closed or freed.
+    static func stopWorkers(_ gateway: Gateway) -> String? {
+        let stuck = gateway.stopWorkers(timeout: workerStopTimeout)
+        if stuck.isEmpty { return nil }
+        return "the workers on lcore(s) \(stuck.map(String.init).joined(separator: ",")) did not return within \(Int(workerStopTimeout)) s of the stop request (stuck in a driver?); exiting without closing the ports"
+    }
+
     static func parseOptions(_ args: ArraySlice<String>) -> Result<Options, DataplaneError> {
         var o = Options()
         var it = args.makeIterator()
@@ -173,7 +185,7 @@ public enum GatewayMain {
                 server = try ControlServer(path: options.controlPath)
                 print("sluice: control socket \(options.controlPath)")
             } catch {
-                gateway.stopWorkers()
+                if let stuck = stopWorkers(gateway) { return fail("\(error.message); \(stuck)") }
                 gateway.closePorts()
                 return fail(error.message)
             }
@@ -235,7 +247,7 @@ public enum GatewayMain {
         }
         server = nil  // closes the clients, removes the socket
         // Read the port counters before the ports close; the PMDs reset them on close.
-        gateway.stopWorkers()
+        if let stuck = stopWorkers(gateway) { return fail(stuck) }
         let stats = gateway.portStats()
         gateway.closePorts()
         for line in CounterReport.final(gateway, portStats: stats) { print(line) }

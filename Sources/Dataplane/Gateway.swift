@@ -117,6 +117,8 @@ public final class Gateway {
     /// Why crypto is unavailable, when it is.
     public private(set) var cryptoUnavailable: String? = nil
     private var running = false
+    /// The last `stopWorkers(timeout:)` returned with a worker still running.
+    private var stopTimedOut = false
     private var started = false
     private var portsClosed = false
     /// How long `publish` waits for every worker to pass a quiescent state.
@@ -334,6 +336,9 @@ public final class Gateway {
     static let instanceSerial = Atomic<Int>(0)
 
     deinit {
+        // A worker that did not return from a timed stop may still read
+        // any of it: all is left as it is (the process is about to exit).
+        if running && stopTimedOut { return }
         stop()
         if telemetry { sl_telemetry_set_workers(nil, 0) }
         defer { handoffRings?.deallocate(); sealHandoffRings?.deallocate() }
@@ -659,13 +664,32 @@ public final class Gateway {
         closePorts()
     }
 
-    /// Asks every worker to stop and waits until each has flushed and returned.
-    public func stopWorkers() {
-        guard running else { return }
+    /// Asks every worker to stop and waits until each has flushed and
+    /// returned, `timeout` seconds at most. Returns the lcores of the workers
+    /// still running at the deadline (one stuck in a driver, say), empty once
+    /// all have returned. While one runs, nothing is drained or freed: a
+    /// later call waits again, and a gateway released with a worker still
+    /// running leaves its memory to that worker (see `deinit`).
+    @discardableResult
+    public func stopWorkers(timeout: Double = .infinity) -> [UInt32] {
+        guard running else { return [] }
         sl_shared_request_stop(shared)
+        let deadline = monotonicSeconds() + timeout
+        var waiting = workers.map { $0.pointee.lcore_id }
+        while true {
+            waiting.removeAll { rte_eal_get_lcore_state($0) == WAIT }
+            if waiting.isEmpty { break }
+            if monotonicSeconds() >= deadline {
+                stopTimedOut = true
+                return waiting
+            }
+            usleep(1000)
+        }
         for w in workers { _ = rte_eal_wait_lcore(w.pointee.lcore_id) }
         running = false
+        stopTimedOut = false
         drainStoppedWorkers()
+        return []
     }
 
     /// After the workers returned: the SA changes a worker had not taken

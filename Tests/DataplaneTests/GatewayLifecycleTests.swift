@@ -60,6 +60,45 @@ extension EALSuites {
             #expect(throws: DataplaneError.self, "nor after a stop") { try gateway.start() }
         }
 
+        /// Set while `aStuckWorkerIsReportedNotAwaitedForever` holds its
+        /// worker in an RX callback; `stuckPolls` counts the worker's calls.
+        static let stuck = Atomic<Bool>(false)
+        static let stuckPolls = Atomic<Int>(0)
+
+        /// A worker stuck in its port's receive (a driver that never returns)
+        /// does not hang the stop: after the timeout it is named by lcore and
+        /// left running, and once it returns a second stop completes.
+        @Test func aStuckWorkerIsReportedNotAwaitedForever() throws {
+            try TestEAL.ensure()
+            let ring = try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
+                                           size: 256, socket: 0)
+            let gateway = try Gateway(portIDs: [ring.port], workerLcores: [2])
+            gateway.log = { _ in }
+            Self.stuck.store(true, ordering: .releasing)
+            let added = rte_eth_add_rx_callback(ring.port, 0, { _, _, _, count, _, _ in
+                GatewayLifecycleTests.stuckPolls.add(1, ordering: .relaxed)
+                while GatewayLifecycleTests.stuck.load(ordering: .acquiring) { usleep(100) }
+                return count
+            }, nil)
+            let callback = try #require(added)
+            defer { _ = rte_eth_remove_rx_callback(ring.port, 0, callback) }
+            try gateway.start()
+            let polled = monotonicSeconds() + 5
+            while Self.stuckPolls.load(ordering: .relaxed) == 0 && monotonicSeconds() < polled { usleep(1000) }
+            #expect(Self.stuckPolls.load(ordering: .relaxed) > 0, "the worker polls its port")
+
+            let asked = monotonicSeconds()
+            #expect(gateway.stopWorkers(timeout: 0.2) == [2], "the stuck worker is named")
+            #expect(monotonicSeconds() - asked >= 0.2)
+            #expect(rte_eal_get_lcore_state(2) == RUNNING, "and left running")
+            #expect(gateway.stopWorkers(timeout: 0.05) == [2], "asked again, it is still stuck")
+
+            Self.stuck.store(false, ordering: .releasing)
+            #expect(gateway.stopWorkers(timeout: 5) == [], "returned, it is waited for")
+            #expect(rte_eal_get_lcore_state(2) == WAIT)
+            gateway.stop()
+        }
+
         /// DPDK mempools in the process.
         static func mempoolCount() -> Int {
             var count = 0
