@@ -190,12 +190,15 @@ SL_INLINE bool sl_fib_port_local(const sl_fib *f, uint16_t port) {
 }
 /* The own-address filters' bit for an IPv4 address (host order) and for an
  * IPv6 one (its 16 bytes as on the wire): the top byte of a multiplicative
- * hash, over the interface identifier for IPv6. */
+ * hash, over the whole address for IPv6 (interface identifiers such as ::1
+ * recur on many prefixes: keyed on them alone, every ::1 source behind any
+ * router would ask the route table once the gateway has a ::1 address). */
 SL_INLINE unsigned sl_own_bit4(uint32_t a) { return (a * 0x9E3779B1u) >> 24; }
 SL_INLINE unsigned sl_own_bit6(const uint8_t *a) {
-    uint64_t low;
+    uint64_t high, low;
+    memcpy(&high, a, 8);
     memcpy(&low, a + 8, 8);
-    return (unsigned)((low * 0x9E3779B97F4A7C15ull) >> 56);
+    return (unsigned)(((low ^ (high * 0xC2B2AE3D27D4EB4Full)) * 0x9E3779B97F4A7C15ull) >> 56);
 }
 SL_INLINE void sl_fib_add_own4(sl_fib *f, uint32_t a) { unsigned b = sl_own_bit4(a); f->own4[b >> 6] |= 1ull << (b & 63); }
 SL_INLINE void sl_fib_add_own6(sl_fib *f, const uint8_t *a) { unsigned b = sl_own_bit6(a); f->own6[b >> 6] |= 1ull << (b & 63); }

@@ -62,3 +62,20 @@ extension EALSuites.GatewayTests {
         try expectForwarded([(h.frame4("10.0.0.4", "198.51.100.4"), toUnprotected4, "outbound bypass")], on: h.protected)
     }
 }
+
+/// The IPv6 filter keys on the whole address: ::1 on 4,096 other /64s
+/// (routers' usual address) shares the bit of the gateway's own
+/// 2001:db8:a::1 about as often as any address would (1 in 256), not always.
+@Test func theIPv6OwnAddressFilterKeysOnTheWholeAddress() {
+    func bit(_ text: String) -> UInt32 {
+        let a = IPv6Address(text)!
+        return withUnsafeBytes(of: (a.high.bigEndian, a.low.bigEndian)) {
+            UInt32(sl_own_bit6($0.baseAddress!.assumingMemoryBound(to: UInt8.self)))
+        }
+    }
+    let own = bit("2001:db8:a::1")
+    let others = (0..<4096).map { String(format: "2001:db8:%x:%x::1", 0x100 + $0 / 256, $0 % 256) }
+    let sharing = others.filter { bit($0) == own }.count
+    #expect(sharing < 64, "\(sharing) of 4,096 ::1 addresses share the own address's bit")
+    #expect(Set(others.map(bit)).count > 200, "they spread over the filter's 256 bits")
+}
