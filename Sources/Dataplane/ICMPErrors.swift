@@ -198,21 +198,9 @@ func mayAnswer(_ p: UnsafeMutableRawPointer, length: Int, ipv4: Bool) -> Bool {
     // IPv6: past the extension headers (RFC 4443 §2.4 e), a first (or
     // atomic) fragment's too, and Destination Options after it. An error
     // whose chain cannot be read is not answered.
+    // A later fragment stops the walk at its Fragment header (44): not answered.
     let q = UnsafeRawPointer(p)
-    guard var (proto, offset) = ipv6UpperLayerProtocol(q, length: length) else { return false }
-    if proto == 44 {
-        // A Fragment header: only the first fragment (offset 0).
-        guard length &- offset >= 8, q.loadBE16(at: offset &+ 2) & 0xFFF8 == 0 else { return false }
-        proto = q.loadByte(at: offset)
-        offset &+= 8
-        if proto == 60 {
-            guard length &- offset >= 8 else { return false }
-            let headerLength = (Int(q.loadByte(at: offset &+ 1)) &+ 1) &* 8
-            guard length &- offset >= headerLength else { return false }
-            proto = q.loadByte(at: offset)
-            offset &+= headerLength
-        }
-    }
+    guard let (proto, offset) = ipv6UpperLayerProtocol(q, length: length), proto != 44 else { return false }
     // ICMPv6 types below 128 are errors.
     return proto != IPProtocol.icmpv6.rawValue || length > offset && q.loadByte(at: offset) >= 128
 }

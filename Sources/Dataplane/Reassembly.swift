@@ -40,7 +40,9 @@ public enum Reassembly {
 /// pieces cannot be told apart: otherwise a first piece to port 500 (IKE
 /// with certificates) went its way alone while the rest waited for it in the
 /// table until they expired. IPv6: a Fragment header right after the IPv6
-/// header, the only place reassembly takes it; not an atomic one.
+/// header, the only place reassembly takes it, not an atomic one, followed
+/// by UDP or by Destination Options (RFC 8200 §4.1), behind which UDP or
+/// ESP may be: its later pieces cannot tell either.
 @inline(__always)
 func udpFragment(_ view: PacketView) -> Bool {
     let p = UnsafeRawPointer(view.start)
@@ -48,9 +50,9 @@ func udpFragment(_ view: PacketView) -> Bool {
         return p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) != 0
             && p.loadByte(at: IPv4Field.protocol) == IPProtocol.udp.rawValue
     }
-    return view.length >= HeaderSize.ipv6 + 8 && p.loadByte(at: IPv6Field.nextHeader) == 44
-        && p.loadByte(at: HeaderSize.ipv6) == IPProtocol.udp.rawValue
-        && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF9 != 0
+    guard view.length >= HeaderSize.ipv6 + 8 && p.loadByte(at: IPv6Field.nextHeader) == 44 else { return false }
+    let next = p.loadByte(at: HeaderSize.ipv6)
+    return (next == IPProtocol.udp.rawValue || next == 60) && p.loadBE16(at: HeaderSize.ipv6 &+ 2) & 0xFFF9 != 0
 }
 
 /// Hands a fragment addressed to the gateway to this worker's reassembly

@@ -189,7 +189,8 @@ public enum ESPInbound {
             destination = RawIPAddress.loadIPv4(p, at: IPv4Field.destination)
         } else if version == 6 {
             guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available),
-                  let upper = IPParse.ipv6UpperLayer(p, length: total) else { return .drop(.malformed) }
+                  let (upper, fragmentHeader) = IPParse.ipv6UpperLayerPastFirstFragment(p, length: total)
+            else { return .drop(.malformed) }
             // Still en route (a Routing header with Segments Left > 0): what
             // follows is not for this node yet, ESP or not (RFC 8200 §4.4).
             // Ordinary traffic for the SPD and the route.
@@ -198,11 +199,10 @@ public enum ESPInbound {
             source = RawIPAddress.loadIPv6(p, at: IPv6Field.source)
             destination = RawIPAddress.loadIPv6(p, at: IPv6Field.destination)
             if upper.proto == 44 {
+                // A later fragment's Fragment header (or a second one).
                 guard total &- upper.offset >= 8 else { return .drop(.malformed) }
                 proto = p.loadByte(at: upper.offset)
                 protocolField = upper.offset
-                // Offset 0 and no M flag: an atomic fragment, a whole
-                // datagram to be processed as it is (RFC 6946 §4).
                 let offsetAndFlags = p.loadBE16(at: upper.offset &+ 2)
                 fragment = offsetAndFlags & 0xFFF9 != 0
                 laterFragment = offsetAndFlags & 0xFFF8 != 0
@@ -210,7 +210,10 @@ public enum ESPInbound {
             } else {
                 proto = upper.proto
                 protocolField = upper.protocolFieldOffset
-                fragment = false
+                // Past a first fragment's Fragment header: with no M flag it
+                // is atomic, a whole datagram to be processed as it is
+                // (RFC 6946 §4).
+                fragment = fragmentHeader != 0 && p.loadBE16(at: fragmentHeader &+ 2) & 1 != 0
                 laterFragment = false
                 l4 = upper.offset
             }

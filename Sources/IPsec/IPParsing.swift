@@ -77,11 +77,13 @@ struct IPv6UpperLayer: BitwiseCopyable {
 }
 
 /// The protocol after the IPv6 header at `p` and its extension headers, and
-/// its offset (`IPParse.ipv6UpperLayer`: a Fragment header stops the walk,
-/// 44). nil when a header runs past `length` or the chain is too long.
+/// its offset, past a first fragment's Fragment header
+/// (`IPParse.ipv6UpperLayerPastFirstFragment`; a later fragment gives 44,
+/// its Fragment header). nil when a header runs past `length` or the chain
+/// is too long.
 @inlinable
 public func ipv6UpperLayerProtocol(_ p: UnsafeRawPointer, length: Int) -> (proto: UInt8, offset: Int)? {
-    IPParse.ipv6UpperLayer(p, length: length).map { ($0.proto, $0.offset) }
+    IPParse.ipv6UpperLayerPastFirstFragment(p, length: length).map { ($0.upper.proto, $0.upper.offset) }
 }
 
 /// IP header helpers.
@@ -97,11 +99,41 @@ enum IPParse {
     /// `length` bytes (≥ 40) are readable. nil when a header runs past `length`.
     @inlinable
     static func ipv6UpperLayer(_ p: UnsafeRawPointer, length: Int) -> IPv6UpperLayer? {
-        var fieldOffset = IPv6Field.nextHeader
+        walkExtensionHeaders(p, length: length, from: IPv6Field.nextHeader, at: HeaderSize.ipv6, walked: 0, enRoute: false)
+    }
+
+    /// As `ipv6UpperLayer`, and on past the Fragment header of a first (or
+    /// atomic) fragment, offset 0: extension headers may follow it (the
+    /// final Destination Options, RFC 8200 §4.1), and the first fragment
+    /// holds the whole chain (RFC 7112), so the upper layer, its ports and
+    /// ESP lie beyond them (RFC 4301 §4.4.1.1: extension headers are skipped
+    /// to find the next layer protocol). `fragment` is the offset of that
+    /// Fragment header, 0 when none. A later fragment's walk stops at its
+    /// Fragment header (44), as does a second one. nil when a header,
+    /// the Fragment header included, runs past `length`.
+    @inlinable @inline(__always)
+    static func ipv6UpperLayerPastFirstFragment(_ p: UnsafeRawPointer,
+                                                length: Int) -> (upper: IPv6UpperLayer, fragment: Int)? {
+        guard let upper = ipv6UpperLayer(p, length: length) else { return nil }
+        guard upper.proto == 44 else { return (upper, 0) }
+        guard length &- upper.offset >= 8 else { return nil }
+        guard p.loadBE16(at: upper.offset &+ 2) & 0xFFF8 == 0 else { return (upper, upper.offset) }
+        // The Fragment header counts as one walked (no Hop-by-Hop after it).
+        guard let past = walkExtensionHeaders(p, length: length, from: upper.offset, at: upper.offset &+ 8, walked: 1,
+                                              enRoute: upper.enRoute) else { return nil }
+        return (past, upper.offset)
+    }
+
+    /// The walk of `ipv6UpperLayer` from the Next Header byte at `fieldOffset`
+    /// naming the header at `offset`, `walked` headers walked before it.
+    @inlinable @inline(__always)
+    static func walkExtensionHeaders(_ p: UnsafeRawPointer, length: Int, from fieldOffset: Int, at offset: Int,
+                                     walked: Int, enRoute: Bool) -> IPv6UpperLayer? {
+        var fieldOffset = fieldOffset
         var proto = p.loadByte(at: fieldOffset)
-        var offset = HeaderSize.ipv6
-        var walked = 0
-        var enRoute = false
+        var offset = offset
+        var walked = walked
+        var enRoute = enRoute
         while proto == 0 && walked == 0 || proto == 43 || proto == 60 {
             guard walked < maximumExtensionHeaders, length &- offset >= 8 else { return nil }
             // Segments Left: byte 3 of a Routing header.

@@ -67,12 +67,13 @@ public struct SelectorFields: Hashable, Sendable, BitwiseCopyable {
             portsPossible = p.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.fragmentOffsetMask == 0
         } else if version == 6 {
             guard available >= HeaderSize.ipv6, let total = IPParse.ipv6DatagramLength(p, available: available),
-                  let upper = IPParse.ipv6UpperLayer(p, length: total) else { return nil }
+                  let (upper, _) = IPParse.ipv6UpperLayerPastFirstFragment(p, length: total) else { return nil }
             datagramLength = total
             source = RawIPAddress.loadIPv6(p, at: IPv6Field.source)
             destination = RawIPAddress.loadIPv6(p, at: IPv6Field.destination)
             if upper.proto == 44 {
-                // Fragment header: next header, reserved, offset (13 bits) | flags.
+                // The Fragment header of a later fragment (or a second one):
+                // next header, reserved, offset (13 bits) | flags. No ports.
                 guard total &- upper.offset >= 8 else { return nil }
                 proto = p.loadByte(at: upper.offset)
                 portsPossible = p.loadBE16(at: upper.offset &+ 2) & 0xFFF8 == 0

@@ -169,6 +169,17 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
         let later: [UInt8] = [50, 0, 0x05, 0x00, 0, 0, 0, 7]  // offset 160, no M: the last piece
         #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: later + esp)).view)
                 == .drop(.fragmented))
+        // Destination Options after a first fragment's Fragment header
+        // (RFC 8200 §4.1): ESP behind them is found, and is a fragment; a
+        // later piece's next header is the options', not ESP.
+        let options: [UInt8] = [50, 0, 1, 4, 0, 0, 0, 0]
+        #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: [60, 0, 0, 1, 0, 0, 0, 7] + options + esp)).view)
+                == .drop(.fragmented))
+        #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: [60, 0, 0x05, 0, 0, 0, 0, 7] + options + esp)).view)
+                == .notESP)
+        guard case .esp(let h) = ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: [60, 0, 0, 0, 0, 0, 0, 7] + options + esp)).view)
+        else { Issue.record("ESP behind an atomic fragment's Destination Options not recognised"); return }
+        #expect(h.espOffset == 56 && h.protocolFieldOffset == 48 && h.spi == SPI(0x1234))
     }
 
     /// An IPv6 atomic fragment (a Fragment header with offset 0 and no M

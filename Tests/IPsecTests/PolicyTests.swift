@@ -88,6 +88,30 @@ private func ipv4Raw(_ proto: UInt8, _ payload: [UInt8], src: IPv4Address = Inne
         #expect(matches(v6withPorts, v6first))
         #expect(!matches(v6withPorts, v6later))
         #expect(matches(selector("2001:db8::/32", "2001:db8::/32", proto: .udp), v6later))
+
+        // Destination Options after the Fragment header (RFC 8200 §4.1):
+        // a first or atomic fragment is walked on to its UDP header and
+        // ports; a later one has neither (its next header is 60).
+        func behindOptions(_ offsetAndFlags: UInt16) -> [UInt8] {
+            var h = v6
+            h[5] &+= 8
+            return h + [60, 0, UInt8(offsetAndFlags >> 8), UInt8(offsetAndFlags & 0xFF), 0, 0, 0, 9]
+                + [17, 0, 1, 4, 0, 0, 0, 0] + udp
+        }
+        for (flags, what) in [(UInt16(1), "first"), (0, "atomic")] {
+            let packet = behindOptions(flags)
+            #expect(matches(v6withPorts, packet), "\(what) fragment, Destination Options, UDP")
+            #expect(!matches(selector("2001:db8::/32", "2001:db8::/32", proto: IPProtocol(60)), packet))
+            let fields = SelectorFields(PacketBuffer(packet).view)
+            #expect(fields?.proto == 17 && fields?.destinationPort == 53 && fields?.hasPorts == true)
+        }
+        let optionsLater = behindOptions(0x11)
+        #expect(!matches(v6withPorts, optionsLater))
+        #expect(matches(selector("2001:db8::/32", "2001:db8::/32", proto: IPProtocol(60)), optionsLater))
+        // Options cut short by the end of a first fragment: malformed.
+        var cut = behindOptions(1)
+        cut[48 + 1] = 200
+        #expect(SelectorFields(PacketBuffer(cut).view) == nil)
     }
 
     @Test func ipv6ExtensionHeadersAreSkipped() {
