@@ -107,7 +107,9 @@ int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t n
                  struct rte_mbuf **out, uint32_t *discarded) {
     *out = NULL;
     *discarded = 0;  /* every call leaves the death row empty */
-    if (m->nb_segs != 1 || ip_offset + sizeof(struct rte_ipv6_hdr) > m->data_len) {
+    /* An IPv4 fragment may be shorter than an IPv6 header (a last piece of
+     * a few bytes, unpadded on virtual ports): each family checks its own. */
+    if (m->nb_segs != 1 || ip_offset + sizeof(struct rte_ipv4_hdr) > m->data_len) {
         rte_pktmbuf_free(m);
         return SL_REASM_BAD;
     }
@@ -134,10 +136,14 @@ int sl_reasm_add(sl_reasm *r, struct rte_mbuf *m, uint32_t ip_offset, uint64_t n
         whole = rte_ipv4_frag_reassemble_packet(r->tbl, &r->dr, m, now, h);
     } else {
         struct rte_ipv6_hdr *h = (struct rte_ipv6_hdr *)ip;
-        uint32_t total = sizeof(*h) + rte_be_to_cpu_16(h->payload_len);
         /* Only a Fragment header right behind the IPv6 header: what DPDK's
          * reassembly handles (it removes the header from there). */
-        if (h->proto != IPPROTO_FRAGMENT || total > room || total < sizeof(*h) + 8) {
+        if (room < sizeof(*h) + 8) {
+            rte_pktmbuf_free(m);
+            return SL_REASM_BAD;
+        }
+        uint32_t total = sizeof(*h) + rte_be_to_cpu_16(h->payload_len);
+        if (h->proto != IPPROTO_FRAGMENT || total > room) {
             rte_pktmbuf_free(m);
             return SL_REASM_BAD;
         }
