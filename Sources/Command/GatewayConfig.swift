@@ -311,16 +311,41 @@ public struct GatewayConfig: Sendable, Equatable {
         }
         if let resolve { port.resolve = resolve == .on }
         // RFC 8200 §5: every link that carries IPv6 has an MTU of 1280 or more.
-        if port.mtu < PortMTU.ipv6Minimum, let v6 = port.addresses.first(where: { !$0.address.isIPv4 }) {
-            throw CommandError("port \(id) has IPv6 address \(v6.address), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
+        if port.mtu < PortMTU.ipv6Minimum, let v6 = ipv6Use(of: port) {
+            throw CommandError("port \(id) has \(v6), which needs an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
                                at: c.location(of: mtu != nil ? .mtu : .port))
         }
         ports[id] = port
         for prefix in addresses { addressOwners[prefix.address] = id }
     }
 
+    /// What makes `port` carry IPv6, for the RFC 8200 MTU check: an IPv6
+    /// address, neighbor or route out of it; nil when nothing does. (Packets
+    /// too big for a link below 1280 could never be sent on it: a Packet Too
+    /// Big may not ask the sender for less than 1280.)
+    private func ipv6Use(of port: PortConfig) -> String? {
+        if let a = port.addresses.first(where: { !$0.address.isIPv4 }) { return "IPv6 address \(a.address)" }
+        if let n = neighbors.values.filter({ $0.port == port.id && !$0.address.isIPv4 }).map(\.address.description).min() {
+            return "IPv6 neighbor \(n)"
+        }
+        if let r = routes.filter({ $0.value == .port(port.id) && !$0.key.address.isIPv4 }).map(\.key.description).min() {
+            return "IPv6 route \(r)"
+        }
+        return nil
+    }
+
+    /// Refuses IPv6 `what` on `port` when its MTU is below IPv6's minimum.
+    private func checkIPv6MTU(port id: UInt16, _ what: String, _ c: LocatedCommand, at field: CommandField) throws(CommandError) {
+        guard let port = ports[id], port.mtu < PortMTU.ipv6Minimum else { return }
+        throw CommandError("\(what) needs port \(id) to have an MTU of at least \(PortMTU.ipv6Minimum) (RFC 8200), not \(port.mtu)",
+                           at: c.location(of: field))
+    }
+
     private mutating func applyNeighbor(_ neighbor: Neighbor, _ c: LocatedCommand) throws(CommandError) {
         try checkPortDeclared(neighbor.port, c)
+        if !neighbor.address.isIPv4 {
+            try checkIPv6MTU(port: neighbor.port, "IPv6 neighbor \(neighbor.address)", c, at: .address(0))
+        }
         if neighbor.mac.isMulticast {
             throw CommandError("bad MAC address '\(neighbor.mac)': a neighbor needs a unicast address, not multicast",
                                at: c.location(of: .mac))
@@ -353,6 +378,7 @@ public struct GatewayConfig: Sendable, Equatable {
             }
         case .port(let port):
             try checkPortDeclared(port, c)
+            if !prefix.address.isIPv4 { try checkIPv6MTU(port: port, "IPv6 route \(prefix)", c, at: .prefix) }
         }
         if routes[prefix] != nil {
             throw CommandError("route \(prefix) already exists; delete it first", at: c.location(of: .prefix))

@@ -156,6 +156,28 @@ import Testing
         var small = try GatewayConfig.load(text: "port 2 mtu 576\n", name: "t")
         let v6 = try #require(try CommandParser.parseLine("port 2 address 2001:db8::1/64", location: SourceLocation(file: "t", line: 2, column: 1)))
         #expect(throws: CommandError.self) { try small.apply(v6) }
+        // Nor an IPv6 neighbor or route out of such a port, either way round.
+        func line(_ text: String) throws -> LocatedCommand {
+            try #require(try CommandParser.parseLine(Substring(text), location: SourceLocation(file: "t", line: 9, column: 1)))
+        }
+        let smallBefore = small
+        for text in ["neighbor 2001:db8:b::fe lladdr 02:00:00:00:00:fe port 2", "route add 2001:db8:100::/48 port 2"] {
+            #expect(throws: CommandError.self, "\(text)") { try small.apply(try line(text)) }
+            #expect(small == smallBefore, "\(text)")
+            var wide = try GatewayConfig.load(text: "port 2\n\(text)\n", name: "t")
+            let wideBefore = wide
+            let lower = try line("port 2 mtu 1000")
+            do {
+                try wide.apply(lower)
+                Issue.record("\(text), then mtu 1000: accepted")
+            } catch {
+                #expect(error.message.contains("IPv6"), "\(text): \(error.message)")
+            }
+            #expect(wide == wideBefore)
+        }
+        // IPv4 ones are fine.
+        try small.apply(try line("neighbor 192.0.2.9 lladdr 02:00:00:00:00:09 port 2"))
+        try small.apply(try line("route add 198.51.100.0/24 port 2"))
         // The configuration text keeps the MTU.
         #expect(try GatewayConfig.load(text: config.configText, name: "again") == config)
         #expect(config.configText.contains("port 1 address 192.0.2.1/24 mtu 1280"))
