@@ -25,7 +25,10 @@ import Packet
 // `icmpErrorBurst`), never sent about an ICMP error or a fragment other than
 // the first (RFC 1812 §4.3.2.7, RFC 4443 §2.4), and, on the IPsec paths,
 // only back out of a protected port: an error for a host on the unprotected
-// side would have to be sent through the tunnel it came from.
+// side would have to be sent through the tunnel it came from. Plaintext that
+// an inbound bypass policy let in came from a host on that side, not through
+// a tunnel: the error about it goes back there where the outbound SPD
+// bypasses the error itself (RFC 4301 §6.2).
 //
 // Every such packet is counted once, as `packet_too_big` (an error was sent
 // or not) or `mtu_exceeded`. Off the fast path: one compare per packet there.
@@ -40,11 +43,13 @@ let icmpErrorBurst: UInt32 = 50
 /// datagram length, per its header) and too big for `mtu`: drops it, and
 /// turns it into the ICMP error described above where one is due. `report`
 /// is the MTU the error announces. `protectedOnly`: send the error only out
-/// of a protected port. Always takes the packet.
+/// of a protected port; `bypassed` as for `sendICMPError`. Always takes the
+/// packet.
 @inline(never)
 func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                   report: Int, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
-                  protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                  protectedOnly: Bool, bypassed: IPsecTables? = nil, tx: inout TxCursor,
+                  drops: UnsafeMutablePointer<UInt64>) {
     let ipv4 = ip[0] >> 4 == 4
     if ipv4 && UnsafeRawPointer(ip).loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 {
         drop(m, .mtuExceeded, drops)
@@ -52,7 +57,7 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
     }
     drops[DropReason.packetTooBig.rawValue] &+= 1
     sendICMPError(w, m, ip: ip, length: length, ICMPError(tooBig: report, ipv4: ipv4), fib: fib, hops: hops,
-                  protectedOnly: protectedOnly, tx: &tx, drops: drops)
+                  protectedOnly: protectedOnly, bypassed: bypassed, tx: &tx, drops: drops)
 }
 
 /// Handles an IP packet (header at `ip`, `length` bytes) that arrived with
@@ -65,7 +70,7 @@ func packetTooBig(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
 @inline(never)
 func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, protectedOnly: Bool,
-                  tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                  bypassed: IPsecTables? = nil, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let ipv4 = ip[0] >> 4 == 4
     let kind = Int(hops[routeIndex(ip, ipv4: ipv4, fib: fib)].kind)
     // For the gateway itself (traceroute's last probe), or link-scoped (OSPF
@@ -79,7 +84,7 @@ func timeExceeded(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: 
     // (martian routes, RFC 4443 §2.4), or to a subnet-directed broadcast.
     guard kind == SL_NH_FORWARD else { sl_mbuf_free(m); return }
     sendICMPError(w, m, ip: ip, length: length, ICMPError(timeExceededIPv4: ipv4), fib: fib, hops: hops,
-                  protectedOnly: protectedOnly, tx: &tx, drops: drops)
+                  protectedOnly: protectedOnly, bypassed: bypassed, tx: &tx, drops: drops)
 }
 
 /// The first 8 bytes of an ICMP or ICMPv6 error: type, code, and the rest
@@ -108,11 +113,16 @@ struct ICMPError {
 /// it. Never about a frame sent to a link-layer broadcast or multicast
 /// address (RFC 1812 §4.3.2.7; the mbuf's data still starts at the frame
 /// as received), nor about a packet in chained buffers (the error is built
-/// in the first one).
+/// in the first one). `bypassed`: the packet is plaintext that an inbound
+/// bypass policy let in from the unprotected side, so its sender is there,
+/// not behind a tunnel: the error may go back out of an unprotected port
+/// as well, where the outbound SPD (`bypassed.outSPD`) bypasses the error
+/// itself (RFC 4301 §6.2), even when `protectedOnly` is set.
 @inline(never)
 func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip: UnsafeMutablePointer<UInt8>, length: Int,
                    _ error: ICMPError, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
-                   protectedOnly: Bool, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                   protectedOnly: Bool, bypassed: IPsecTables? = nil, tx: inout TxCursor,
+                   drops: UnsafeMutablePointer<UInt64>) {
     let p = UnsafeMutableRawPointer(ip)
     let ipv4 = ip[0] >> 4 == 4
     guard sl_mbuf_nb_segs(m) == 1, sl_mbuf_data(m)![0] & 1 == 0, mayAnswer(p, length: length, ipv4: ipv4) else {
@@ -122,8 +132,9 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
     // Back to the packet's source.
     let hop = hops + routeIndex(p, ipv4: ipv4, source: true, fib: fib)
     let port = hop.pointee.port
-    guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS),
-          !protectedOnly || portRole(w, port) == PortRoleCode.protected.rawValue else { sl_mbuf_free(m); return }
+    guard Int(hop.pointee.kind) == SL_NH_FORWARD, Int(port) < Int(SL_MAX_PORTS) else { sl_mbuf_free(m); return }
+    let toProtected = portRole(w, port) == PortRoleCode.protected.rawValue
+    guard !protectedOnly || toProtected || bypassed != nil else { sl_mbuf_free(m); return }
     let egressMTU = Int(sl_fib_port_mtu(fib, port))
     let base = UnsafeMutableRawPointer(sl_mbuf_buf_addr(m)!)
     let view: PacketView
@@ -132,7 +143,6 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv4 &+ 8
         let quote = min(length, min(576, egressMTU) &- header)
         guard source != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
-        guard takeICMPToken(w) else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv4
         icmp.storeBE32(UInt32(error.typeCode) << 16, at: 0)  // checksum 0
@@ -152,7 +162,6 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         let header = HeaderSize.ipv6 &+ 8
         let quote = min(length, min(PortMTU.ipv6Minimum, egressMTU) &- header)
         guard source.high | source.low != 0, p - base >= header &+ HeaderSize.ethernet else { sl_mbuf_free(m); return }
-        guard takeICMPToken(w) else { sl_mbuf_free(m); return }
         let h = p - header
         let icmp = h + HeaderSize.ipv6
         let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
@@ -171,6 +180,12 @@ func sendICMPError(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, ip:
         h.storeBE64(destination.low, at: IPv6Field.destination &+ 8)
         view = ipView(m, ip: h, length: header &+ quote)
     }
+    if let bypassed, !toProtected {
+        guard let fields = SelectorFields(view), bypassed.outSPD.verdict(fields)?.action == .bypass else {
+            sl_mbuf_free(m); return
+        }
+    }
+    guard takeICMPToken(w) else { sl_mbuf_free(m); return }
     w.pointee.counters.icmp_errors &+= 1
     sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
 }

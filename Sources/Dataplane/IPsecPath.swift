@@ -22,15 +22,17 @@ public enum PortRoleCode: UInt8 {
 /// it (next hop's MACs, EtherType of the IP version), sets the mbuf's data
 /// window to frame it, and queues it. `decrementTTL`: the packet is being
 /// forwarded (an inner packet), not originated (a new outer header).
+/// `bypassed`: plaintext an inbound bypass policy let in (`sendICMPError`).
 @inline(__always)
 func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, fib: UnsafeMutablePointer<sl_fib>,
-                  hops: UnsafeMutablePointer<sl_nexthop>, decrementTTL: Bool, tx: inout TxCursor,
-                  drops: UnsafeMutablePointer<UInt64>) {
+                  hops: UnsafeMutablePointer<sl_nexthop>, decrementTTL: Bool, bypassed: IPsecTables? = nil,
+                  tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let ip = view.start.assumingMemoryBound(to: UInt8.self)
     let ipv4 = ip[0] >> 4 == 4
     if decrementTTL {
         guard decrementForwardedTTL(ip, ipv4: ipv4) else {
-            timeExceeded(w, m, ip: ip, length: view.length, fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+            timeExceeded(w, m, ip: ip, length: view.length, fib: fib, hops: hops, protectedOnly: true, bypassed: bypassed,
+                         tx: &tx, drops: drops)
             return
         }
     }
@@ -42,7 +44,8 @@ func routeRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vi
         && puntLocal(w, m, ip: ip, ipv4: ipv4, hopKind: kind, decremented: decrementTTL, fib: fib, drops: drops) {
         return
     }
-    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, tx: &tx, drops: drops)
+    sendRebuilt(w, m, view, ipv4: ipv4, hop: hop, fib: fib, hops: hops, decremented: decrementTTL, bypassed: bypassed,
+                tx: &tx, drops: drops)
 }
 
 /// TTL (IPv4, checksum updated) or hop limit (IPv6) −1 for a packet being
@@ -60,6 +63,18 @@ func decrementForwardedTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) -> Boo
 @inline(__always)
 func decrementNonzeroTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) {
     if ipv4 { InternetChecksum.decrementNonzeroTTL(ipv4Header: UnsafeMutableRawPointer(ip)) } else { ip[IPv6Field.hopLimit] &-= 1 }
+}
+
+/// Undoes `decrementNonzeroTTL` (IPv4: checksum updated, RFC 1624), so an
+/// ICMP error quotes the packet as it arrived.
+@inline(never)
+func restoreTTL(_ ip: UnsafeMutablePointer<UInt8>, ipv4: Bool) {
+    guard ipv4 else { ip[IPv6Field.hopLimit] &+= 1; return }
+    let h = UnsafeMutableRawPointer(ip)
+    let old = h.loadBE16(at: IPv4Field.ttl)  // TTL, protocol
+    h.storeBE16(old &+ 0x100, at: IPv4Field.ttl)
+    h.storeBE16(InternetChecksum.update(h.loadBE16(at: IPv4Field.checksum), old: old, new: old &+ 0x100),
+                at: IPv4Field.checksum)
 }
 
 /// The datagram length the IP header at `ip` gives (IPv4 total length,
@@ -96,12 +111,12 @@ func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>
 /// leaves in fragments when it is IPv4 without DF, or IPv6 and `sealed` (an
 /// ESP packet this gateway made, and chose to cut: `sealPending`)
 /// (`sendFragmented`), and is otherwise dropped (`packetTooBig`: an ICMP
-/// error back out of a protected port).
+/// error back out of a protected port, or as `bypassed` allows).
 @inline(__always)
 func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
                  hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>,
-                 hops: UnsafeMutablePointer<sl_nexthop>, sealed: Bool = false, tx: inout TxCursor,
-                 drops: UnsafeMutablePointer<UInt64>) {
+                 hops: UnsafeMutablePointer<sl_nexthop>, sealed: Bool = false, decremented: Bool = false,
+                 bypassed: IPsecTables? = nil, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
         if kind == SL_NH_NO_NEIGHBOR {
@@ -110,7 +125,7 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
             let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
             if hopHasPort(hop, fib: fib), _slowPath(view.length > mtu) {
                 tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops, mayCut: false,
-                             tx: &tx, drops: drops)
+                             decremented: decremented, bypassed: bypassed, tx: &tx, drops: drops)
                 return
             }
             if holdForNeighbor(w, m, ip: view.start, ipv4: ipv4, hop: hop, decrement: false, fib: fib) {
@@ -123,7 +138,8 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
     }
     let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
     if _slowPath(view.length > mtu) {
-        tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
+        tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops,
+                     decremented: decremented, bypassed: bypassed, tx: &tx, drops: drops)
         return
     }
     // The caller left HeaderSize.ethernet bytes of headroom (views are made that way).
@@ -136,18 +152,21 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
 }
 
 /// `sendRebuilt`'s packet too big for `mtu`: out of line, so the inlined
-/// sender keeps one call on its slow path. `mayCut` as for `tooBigToForward`.
+/// sender keeps one call on its slow path. `mayCut` as for `tooBigToForward`;
+/// `decremented`: its TTL was taken down for forwarding, and is put back
+/// for the error's quote.
 @inline(never)
 func tooBigToSend(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool, sealed: Bool,
                   hop: UnsafeMutablePointer<sl_nexthop>, mtu: Int, fib: UnsafeMutablePointer<sl_fib>,
-                  hops: UnsafeMutablePointer<sl_nexthop>, mayCut: Bool = true, tx: inout TxCursor,
-                  drops: UnsafeMutablePointer<UInt64>) {
+                  hops: UnsafeMutablePointer<sl_nexthop>, mayCut: Bool = true, decremented: Bool = false,
+                  bypassed: IPsecTables? = nil, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     if ipv4 ? view.start.loadBE16(at: IPv4Field.flagsFragment) & IPv4Field.dontFragment == 0 : sealed {
         guard mayCut else { drop(m, .noNeighbor, drops); return }
         sendFragmented(w, m, view, ipv4: ipv4, hop: hop, mtu: mtu, fib: fib, hops: hops, tx: &tx, drops: drops)
     } else {
+        if decremented { restoreTTL(view.start.assumingMemoryBound(to: UInt8.self), ipv4: ipv4) }
         packetTooBig(w, m, ip: view.start.assumingMemoryBound(to: UInt8.self), length: view.length, report: mtu,
-                     fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)
+                     fib: fib, hops: hops, protectedOnly: true, bypassed: bypassed, tx: &tx, drops: drops)
     }
 }
 
@@ -214,7 +233,8 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
     guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); return }
     guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); return }
     switch verdict.action {
-    case .bypass: routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, tx: &tx, drops: drops)
+    case .bypass:
+        routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, bypassed: tables, tx: &tx, drops: drops)
     case .protect: drop(m, unprotected, drops)
     case .discard: drop(m, .policyDiscard, drops)
     }

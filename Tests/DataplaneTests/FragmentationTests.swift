@@ -126,8 +126,14 @@ extension EALSuites.GatewayTests {
     /// (Below 1,280 the port's IPv6 address is taken off: RFC 8200 §5.)
     func sentAfresh(_ frame: [UInt8], on port: RingPort, text: String, egress: UInt16, mtu: Int) throws -> Outcome {
         try h.gateway.publish(ipsec: nil)
-        let address6 = egress == h.p ? "port \(h.p) address 2001:db8:a::1/64\n" : "port \(h.u) address 2001:db8:b::1/64\n"
-        let config = mtu < PortMTU.ipv6Minimum ? text.replacingOccurrences(address6, "") : text
+        // Below 1280 the port carries no IPv6 (RFC 8200): its link's
+        // address, neighbors and routes go.
+        let link6 = egress == h.p ? "2001:db8:a::" : "2001:db8:b::"
+        let config = mtu < PortMTU.ipv6Minimum
+            ? text.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+                !(line.contains(link6) && ["port", "neighbor", "route"].contains { line.hasPrefix($0) })
+            }.joined(separator: "\n")
+            : text
         try h.publish(config + "\nport \(egress) mtu \(mtu)\n")
         _ = try h.installSession(config + "\nport \(egress) mtu \(mtu)\n", name: "fragmentation")
         return try h.inject([frame], on: port)

@@ -345,4 +345,34 @@ extension EALSuites.GatewayTests {
                                                                              ethDst: h.portMAC(h.u)))], on: h.unprotected)
         #expect(opened.delta.dropsByReason == [.ttlExceeded: 1] && opened.allSent == 0, "\(opened.delta)")
     }
+
+    /// Plaintext an inbound bypass policy lets in comes from a host on the
+    /// unprotected side: Time Exceeded and Fragmentation Needed go back to
+    /// it there, from that port's address, where the outbound SPD bypasses
+    /// the error (RFC 4301 §6.2); where it does not, none is sent.
+    @Test func errorsAboutBypassedPlaintextGoBackInTheClear() throws {
+        defer { try? h.publish(h.baseConfigText); try? h.gateway.publish(ipsec: nil) }
+        try h.publish(h.baseConfigText + "\nport \(h.p) mtu 1280\n")
+        _ = try h.installSession(h.baseConfigText + """
+
+        sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action bypass
+        sp add dir out src 192.0.2.1/32 dst 198.51.100.0/25 proto icmp priority 1 action bypass
+        """, name: "bypass-errors")
+        refillICMPBudget()
+        let expired = h.frame4("198.51.100.7", "10.1.2.3", ttl: 1, ethDst: h.portMAC(h.u))
+        let big = h.frame4("198.51.100.7", "10.1.2.3", payload: 1400, ethDst: h.portMAC(h.u))
+        let out = try h.inject([expired, big], on: h.unprotected)
+        #expect(out.delta.dropsByReason == [.ttlExceeded: 1, .packetTooBig: 1], "\(out.delta)")
+        let back = out.sent[h.u] ?? []
+        #expect(back.count == 2 && (out.sent[h.p] ?? []).isEmpty, "\(out.sent.mapValues(\.count))")
+        if back.count == 2 {
+            expectICMPv4Error(back[0], .timeExceeded, answering: expired, from: [192, 0, 2, 1])
+            expectICMPv4Error(back[1], .tooBig(mtu: 1280), answering: big, from: [192, 0, 2, 1])
+        }
+        // Bypassed in, but the outbound SPD has no bypass for the error: none.
+        let unanswered = [h.frame4("198.51.100.200", "10.1.2.3", ttl: 1, ethDst: h.portMAC(h.u)),
+                          h.frame4("198.51.100.200", "10.1.2.3", payload: 1400, ethDst: h.portMAC(h.u))]
+        let quiet = try h.inject(unanswered, on: h.unprotected)
+        #expect(quiet.delta.dropsByReason == [.ttlExceeded: 1, .packetTooBig: 1] && quiet.allSent == 0, "\(quiet.delta)")
+    }
 }
