@@ -28,8 +28,6 @@ public final class IPsecCompiler {
         var config: SAConfig
         var state: InboundSAState
         var box: SARecordBox
-        /// The policies that protect with it (`InboundSA.policies`).
-        var policies: [UInt32]
         var owner: Int
     }
     /// A protect target: what an outbound policy names.
@@ -143,12 +141,12 @@ public final class IPsecCompiler {
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
-        // The inbound policies that protect with each SPI or reqid.
-        var inboundProtecting: [Target: [UInt32]] = [:]
+        // The SPIs and reqids inbound policies protect with.
+        var inboundProtecting: Set<Target> = []
         for p in inboundPolicies {
             switch p.action {
-            case .protect(let spi): inboundProtecting[.spi(spi.rawValue), default: []].append(p.id.rawValue)
-            case .protectReqID(let reqid): inboundProtecting[.reqid(reqid), default: []].append(p.id.rawValue)
+            case .protect(let spi): inboundProtecting.insert(.spi(spi.rawValue))
+            case .protectReqID(let reqid): inboundProtecting.insert(.reqid(reqid))
             case .bypass, .discard: break
             }
         }
@@ -212,12 +210,12 @@ public final class IPsecCompiler {
             case .inbound:
                 // RFC 4301 §5.2: what arrives on this SA must be traffic the
                 // inbound SPD assigns to it, i.e. its first match must be a
-                // policy that protects with it (checked per packet by the
-                // worker: `InboundSA.policies`). An SA no inbound policy names
-                // would accept any inner packet: it is not installed (fail closed).
-                let policies = (inboundProtecting[.spi(sa.spi.rawValue)] ?? [])
-                    + (sa.reqid.flatMap { inboundProtecting[.reqid($0)] } ?? [])
-                if policies.isEmpty {
+                // policy that protects with it, naming its SPI or reqid
+                // (checked per packet by the worker: `InboundSA.isAssigned`).
+                // An SA no inbound policy names would accept any inner
+                // packet: it is not installed (fail closed).
+                if !inboundProtecting.contains(.spi(sa.spi.rawValue))
+                    && !(sa.reqid.map { inboundProtecting.contains(.reqid($0)) } ?? false) {
                     warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
                     return
                 }
@@ -258,8 +256,7 @@ public final class IPsecCompiler {
                         warnings.append("inbound SA spi \(sa.spi) is for cpu \(cpu), which runs no worker; worker \(workerLcores[owner]) keeps it")
                     }
                 }
-                if let kept = inbound[id], kept.config == sa, kept.state === state, kept.policies == policies,
-                   kept.owner == owner {
+                if let kept = inbound[id], kept.config == sa, kept.state === state, kept.owner == owner {
                     nextInbound[id] = kept  // the same record
                     return
                 }
@@ -283,12 +280,12 @@ public final class IPsecCompiler {
                                                    key: state.key.unsafeHandle, esn: sa.esn, source: sa.source,
                                                    destination: sa.destination,
                                                    udpEncapsulation: sa.encapsulation.map { ($0.sourcePort, $0.destinationPort) },
-                                                   policies: policies)
+                                                   checkedBySPD: true, reqid: sa.reqid)
                     nextInbound[id] = Inbound(config: sa, state: state,
                                               box: SARecordBox(inbound: parameters, state: state,
                                                                limits: Self.limits(sa.lifetime), owner: owner,
                                                                ready: !handover),
-                                              policies: policies, owner: owner)
+                                              owner: owner)
                 } catch {
                     throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                 }
@@ -468,7 +465,8 @@ public final class IPsecCompiler {
             }
             let (i, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
                 switch p.action {
-                case .protect, .protectReqID: PolicyVerdict(action: .protect, policyID: p.id.rawValue)
+                case .protect(let spi): PolicyVerdict(action: .protect, policyID: p.id.rawValue, target: .spi(spi.rawValue))
+                case .protectReqID(let reqid): PolicyVerdict(action: .protect, policyID: p.id.rawValue, target: .reqid(reqid))
                 case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
                 case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
                 }

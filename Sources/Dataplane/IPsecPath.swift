@@ -241,16 +241,16 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
 }
 
 /// RFC 4301 §5.2's check of a decapsulated packet (`view`): the inbound
-/// SPD's first match for it must be one of the policies that protect with
-/// the SA it came on (`policies`, empty only for an SA installed without an
-/// SPD, which `ESPInbound` checked against its own selectors). So traffic
-/// that an earlier bypass or discard policy covers, or that the SPD assigns
-/// to another SA, is refused even inside one of this SA's policies.
+/// SPD's first match for it must be a policy that protects with the SA `sa`
+/// it came on, naming its SPI or its reqid (not checked for an SA installed
+/// without an SPD, which `ESPInbound` checked against its own selectors).
+/// So traffic that an earlier bypass or discard policy covers, or that the
+/// SPD assigns to another SA, is refused even inside one of this SA's policies.
 @inline(__always)
-func assignedBySPD(_ view: PacketView, policies: UnsafePointer<PolicyIDList>, tables: IPsecTables) -> Bool {
-    guard policies.pointee.count != 0 else { return true }
+func assignedBySPD(_ view: PacketView, sa: UnsafePointer<InboundSA>, tables: IPsecTables) -> Bool {
+    guard sa.pointee.checkedBySPD else { return true }
     guard let fields = SelectorFields(view), let verdict = tables.inSPD.verdict(fields) else { return false }
-    return verdict.action == .protect && PolicyIDList.contains(policies, verdict.policyID)
+    return verdict.action == .protect && sa.pointee.isAssigned(verdict.target)
 }
 
 /// Whether a fragment in transit (`view`) may be part of transport-mode ESP
@@ -506,7 +506,7 @@ func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMut
                                        window: &record.pointee.window.pointee, opening: s.opening, authentic: authentic) {
             drop(m, .esp(d), drops); continue
         }
-        guard assignedBySPD(view, policies: record.pointer(to: \.sa.policies)!, tables: tables) else {
+        guard assignedBySPD(view, sa: record.pointer(to: \.sa)!, tables: tables) else {
             drop(m, .esp(.selectorMismatch), drops); continue
         }
         // Counted once authenticated; this worker is the only writer.

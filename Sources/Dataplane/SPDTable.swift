@@ -14,11 +14,15 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
     public var sa: Int32
     /// The policy's id (reports).
     public var policyID: UInt32
+    /// Inbound protect: the SPI or reqid the policy names, which the SA a
+    /// packet was opened with must have (`InboundSA.isAssigned`). Otherwise `.none`.
+    public var target: ProtectTarget
 
-    public init(action: Action, sa: Int32 = -1, policyID: UInt32) {
+    public init(action: Action, sa: Int32 = -1, policyID: UInt32, target: ProtectTarget = .none) {
         self.action = action
         self.sa = sa
         self.policyID = policyID
+        self.target = target
     }
 
     /// The verdict of a slot no policy uses any more (never returned by a

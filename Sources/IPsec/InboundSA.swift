@@ -56,35 +56,17 @@ public struct SelectorList: Hashable, Sendable, BitwiseCopyable {
     }
 }
 
-/// The ids of up to four inbound SPD policies, inline: those that protect
-/// with one SA (`InboundSA.policies`).
-public struct PolicyIDList: Hashable, Sendable, BitwiseCopyable {
-    public static let capacity = SelectorList.capacity
-
-    @usableFromInline let storage: (UInt32, UInt32, UInt32, UInt32)
-    @usableFromInline let _count: UInt8
-
-    /// nil when there are more than `capacity`.
-    public init?(_ ids: [UInt32]) {
-        guard ids.count <= Self.capacity else { return nil }
-        func at(_ i: Int) -> UInt32 { i < ids.count ? ids[i] : 0 }
-        storage = (at(0), at(1), at(2), at(3))
-        _count = UInt8(ids.count)
-    }
-
-    @inlinable public var count: Int { Int(_count) }
-    public var ids: [UInt32] { Array([storage.0, storage.1, storage.2, storage.3].prefix(count)) }
-
-    public static func == (a: Self, b: Self) -> Bool { a.ids == b.ids }
-    public func hash(into hasher: inout Hasher) { hasher.combine(ids) }
-
-    /// Whether `id` is one of the list's (read in place).
-    @inlinable @inline(__always)
-    public static func contains(_ list: UnsafePointer<PolicyIDList>, _ id: UInt32) -> Bool {
-        let n = list.pointee._count
-        return (n > 0 && list.pointee.storage.0 == id) || (n > 1 && list.pointee.storage.1 == id)
-            || (n > 2 && list.pointee.storage.2 == id) || (n > 3 && list.pointee.storage.3 == id)
-    }
+/// What an inbound `protect` policy names: an SPI or a reqid, as one word
+/// (the kind in the high half; 0 for none). The inbound SPD's verdicts carry
+/// it, and the traffic an SA is assigned is that whose first match names
+/// its SPI or its reqid (RFC 4301 §5.2: `InboundSA.isAssigned`), however
+/// many policies do.
+public struct ProtectTarget: Hashable, Sendable, BitwiseCopyable {
+    public let raw: UInt64
+    @inlinable init(raw: UInt64) { self.raw = raw }
+    public static let none = ProtectTarget(raw: 0)
+    public static func spi(_ spi: UInt32) -> Self { Self(raw: 1 << 32 | UInt64(spi)) }
+    public static func reqid(_ reqid: UInt32) -> Self { Self(raw: 2 << 32 | UInt64(reqid)) }
 }
 
 /// Set-up errors of an inbound SA.
@@ -126,15 +108,27 @@ public struct InboundSA {
     @usableFromInline let udpSourcePort: UInt16
     @usableFromInline let udpDestinationPort: UInt16
     public let selectors: SelectorList
-    /// The inbound SPD's policies that protect with this SA (a gateway's SA,
-    /// installed from its SPD). RFC 4301 §5.2 asks that what arrives on an SA
-    /// be traffic the SPD assigns to it: the SPD's first match for the
-    /// decapsulated packet must be one of these. An earlier bypass, discard
-    /// or other SA's policy that overlaps one of them takes precedence, which
-    /// checking the policies' selectors alone would miss. The worker checks
-    /// it against its SPD snapshot, since the SPD is not the SA's to hold;
-    /// `ESPInbound` checks only `selectors`.
-    public let policies: PolicyIDList
+    /// What the inbound SPD's policies that protect with this SA name: its
+    /// SPI, and its reqid where it has one (a gateway's SA, installed from
+    /// its SPD; `.none` both for an SA without one). RFC 4301 §5.2 asks that
+    /// what arrives on an SA be traffic the SPD assigns to it: the SPD's
+    /// first match for the decapsulated packet must be a protect policy that
+    /// names one of these. An earlier bypass, discard or other SA's policy
+    /// that overlaps one of them takes precedence, which checking the
+    /// policies' selectors alone would miss. The worker checks it against
+    /// its SPD snapshot, since the SPD is not the SA's to hold; `ESPInbound`
+    /// checks only `selectors`.
+    public let spiTarget: ProtectTarget
+    public let reqidTarget: ProtectTarget
+
+    /// Whether the inbound SPD decides this SA's traffic (`spiTarget`).
+    @inlinable public var checkedBySPD: Bool { spiTarget != .none }
+
+    /// Whether a protect verdict naming `target` assigns the packet to this SA.
+    @inlinable @inline(__always)
+    public func isAssigned(_ target: ProtectTarget) -> Bool {
+        target != .none && (target == spiTarget || target == reqidTarget)
+    }
 
     /// `udpEncapsulation`: the ports of RFC 3948 UDP encapsulation (the peer's
     /// source port, this gateway's destination port), nil for plain ESP. Only
@@ -142,10 +136,10 @@ public struct InboundSA {
     /// (the IKE daemon follows such changes; the data path does not refuse them).
     public init(spi: SPI, mode: Mode, key: AEADKeyHandle, esn: Bool, source: IPAddress? = nil,
                 destination: IPAddress? = nil, udpEncapsulation: (source: UInt16, destination: UInt16)? = nil,
-                selectors: [TrafficSelector] = [], policies: [UInt32] = []) throws(InboundSAError) {
+                selectors: [TrafficSelector] = [], checkedBySPD: Bool = false, reqid: UInt32? = nil) throws(InboundSAError) {
         guard let list = SelectorList(selectors) else { throw .tooManySelectors(selectors.count) }
-        guard let ids = PolicyIDList(policies) else { throw .tooManySelectors(policies.count) }
-        self.policies = ids
+        spiTarget = checkedBySPD ? .spi(spi.rawValue) : .none
+        reqidTarget = checkedBySPD ? reqid.map(ProtectTarget.reqid) ?? .none : .none
         if let source, let destination, source.isIPv4 != destination.isIPv4 { throw .addressFamiliesDiffer }
         self.spi = spi
         self.mode = mode

@@ -105,4 +105,44 @@ extension EALSuites.GatewayTests {
             checkForwarded(frame, input: input, egress: egress, "forwarded packet \(i)")
         }
     }
+
+    /// An inbound SA serves any number of protect policies, naming its SPI
+    /// or its reqid: a CHILD_SA with three traffic-selector pairs installs
+    /// three `in` and three `fwd` policies (Linux-style). Before, an SA
+    /// held at most four policies and such a configuration did not load.
+    /// Traffic whose first match names another SA's SPI or reqid is refused.
+    @Test func anInboundSAServesAnyNumberOfPolicies() throws {
+        defer { try? h.gateway.publish(ipsec: nil); try? h.publish(h.baseConfigText) }
+        let key = "0x" + String(repeating: "6d", count: 20)  // TunnelPeer's
+        var text = h.baseConfigText + """
+
+        sa add spi 0x7611 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 11
+        sa add spi 0x7612 dir in src 192.0.2.254 dst 192.0.2.1 mode tunnel aead aes-gcm-128 key \(key) reqid 12
+        sp add dir in src 198.51.100.128/27 dst 10.1.5.0/24 priority 1 action protect spi 0x7612
+        sp add dir in src 198.51.100.96/27 dst 10.1.4.0/24 priority 1 action protect reqid 12
+        """
+        for (n, target) in [(1, "spi 0x7611"), (2, "reqid 11"), (3, "spi 0x7611")] {
+            for dir in ["in", "fwd"] {
+                text += "\nsp add dir \(dir) src 198.51.100.\((n - 1) * 32)/27 dst 10.1.\(n).0/24 priority 2 action protect \(target)"
+            }
+        }
+        _ = try h.installSession(text, name: "many-policies")
+        let peer = try TunnelPeer()
+        func inner(_ n: Int) -> [UInt8] {
+            h.frame4("198.51.100.\((n - 1) * 32 + 7)", "10.1.\(n).9", payload: 40 + n, pattern: .incrementing(from: UInt8(n)),
+                     ethDst: h.portMAC(h.u))
+        }
+        let out = try h.inject((1...5).map { peer.frame(spi: 0x7611, inner: inner($0)) }, on: h.unprotected)
+        #expect(out.delta.dropsByReason == [.esp(.selectorMismatch): 2], "\(out.delta)")
+        let sent = out.sent[h.p] ?? []
+        #expect(sent.count == 3, "forwarded \(sent.count): \(out.delta)")
+        let egress = Egress(port: h.p, destination: GatewayHarness.protectedNeighbor4.1, source: h.portMAC(h.p))
+        for (i, (frame, input)) in zip(sent, [inner(1), inner(2), inner(3)]).enumerated() {
+            checkForwarded(frame, input: input, egress: egress, "forwarded packet \(i)")
+        }
+        // And on the SAs they name, the other two are taken.
+        let others = try h.inject([peer.frame(spi: 0x7612, inner: inner(4)), peer.frame(spi: 0x7612, inner: inner(5))],
+                                  on: h.unprotected)
+        #expect(others.delta.totalDrops == 0 && others.sent[h.p]?.count == 2, "\(others.delta)")
+    }
 }
