@@ -156,10 +156,10 @@ typedef struct sl_worker {
     uint64_t icmp_refill_tsc;  /* when the bucket last gained a token */
     uint32_t icmp_tokens;
     /* IPv6 Fragment header identifications this core writes: a counter
-     * and a key, both random at start (see Fragmentation.swift). */
+     * and a key (`frag_key`, below), both random at start
+     * (sl_worker_next_frag_id). */
     uint32_t frag_counter;
-    uint32_t frag_key;
-    uint8_t reserved[4];
+    uint8_t reserved[8];
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */
@@ -185,6 +185,7 @@ typedef struct sl_worker {
     uint64_t agent_refill_tsc;
     uint32_t agent_tokens;
     uint32_t reserved_agent;
+    uint8_t frag_key[16];
 } sl_worker;
 SL_ASSERT_LINE(sl_worker, counters);
 SL_ASSERT_LINE(sl_worker, tx);

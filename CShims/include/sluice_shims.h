@@ -61,6 +61,16 @@ int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size);
  * addresses at all) its objects are packed back to back instead of each
  * starting a page of its own (shims.c). NULL with rte_errno set on failure. */
 struct rte_mempool *sl_pktmbuf_pool_create(const char *name, unsigned n, unsigned cache, int socket);
+/* IPv6 Fragment header identifications (shims.c): `sl_frag_id` is a keyed
+ * permutation of 32-bit values, four Feistel rounds over 16-bit halves with
+ * SipHash-2-4 (libsodium's crypto_shorthash) under the 16-byte `key` as the
+ * round function, so no value repeats before the counter wraps and none is
+ * predictable from those seen without the key (RFC 7739 §5). */
+uint32_t sl_frag_id(const uint8_t key[16], uint32_t counter);
+/* A worker's random counter start and key (libsodium's randombytes). */
+void sl_worker_frag_init(struct sl_worker *w);
+/* The identification of the worker's next IPv6 Fragment header. */
+uint32_t sl_worker_next_frag_id(struct sl_worker *w);
 /* The same with `room` bytes of buffer per mbuf (headroom included). */
 struct rte_mempool *sl_pktmbuf_pool_create_room(const char *name, unsigned n, unsigned cache, int socket,
                                                 uint16_t room);

@@ -108,3 +108,31 @@ int sl_reta_get(uint16_t port, uint16_t *queues, uint16_t size) {
         queues[i] = conf[i / RTE_ETH_RETA_GROUP_SIZE].reta[i % RTE_ETH_RETA_GROUP_SIZE];
     return 0;
 }
+
+/* ---- IPv6 fragment identifications ---- */
+#include <sodium.h>
+
+uint32_t sl_frag_id(const uint8_t key[16], uint32_t counter) {
+    uint16_t left = (uint16_t)(counter >> 16), right = (uint16_t)counter;
+    for (uint8_t round = 0; round < 4; round++) {
+        const uint8_t in[3] = { round, (uint8_t)right, (uint8_t)(right >> 8) };
+        uint8_t h[crypto_shorthash_BYTES];
+        crypto_shorthash(h, in, sizeof in, key);
+        uint16_t next = left ^ (uint16_t)(h[0] | (uint16_t)h[1] << 8);
+        left = right;
+        right = next;
+    }
+    return (uint32_t)left << 16 | right;
+}
+
+void sl_worker_frag_init(sl_worker *w) {
+    /* sodium_init is idempotent; without it, randombytes still reads the
+     * kernel's generator on Linux. */
+    (void)sodium_init();
+    randombytes_buf(w->frag_key, sizeof w->frag_key);
+    randombytes_buf(&w->frag_counter, sizeof w->frag_counter);
+}
+
+uint32_t sl_worker_next_frag_id(sl_worker *w) {
+    return sl_frag_id(w->frag_key, w->frag_counter++);
+}

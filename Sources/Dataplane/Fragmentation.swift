@@ -16,9 +16,10 @@ import Packet
 //   bytes, whose sender cannot be told to send less (RFC 8200 §5 asks a
 //   tunnel to fragment then). The Fragment header goes right after the
 //   outer header. Its identification is a keyed permutation of a per-core
-//   counter (`nextFragmentID`): no value repeats within 2^32 datagrams of a
-//   core, and consecutive ones are unrelated to whoever does not hold the
-//   core's random key (RFC 7739 §5 warns against a plain counter).
+//   counter (`nextFragmentID`: four Feistel rounds with SipHash-2-4 under
+//   the core's random 128-bit key): no value repeats within 2^32 datagrams
+//   of a core, and consecutive ones are unrelated to whoever does not hold
+//   the key (RFC 7739 §5 warns against a plain counter).
 //
 // ESP is fragmented after it is sealed, as Linux does: the peer reassembles
 // the ESP packet (as Sluice does, Reassembly.swift) and opens the inner
@@ -129,20 +130,13 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
     }
 }
 
-/// The identification of this core's next IPv6 Fragment header: the
-/// counter plus the key, through a 32-bit mixing function that is a
-/// bijection (so no value repeats before the counter does).
-func nextFragmentID(_ w: UnsafeMutablePointer<sl_worker>) -> UInt32 {
-    let c = w.pointee.frag_counter
-    w.pointee.frag_counter = c &+ 1
-    var x = c &+ w.pointee.frag_key
-    x ^= x >> 16
-    x &*= 0x7FEB_352D
-    x ^= x >> 15
-    x &*= 0x846C_A68B
-    x ^= x >> 16
-    return x
-}
+/// The identification of this core's next IPv6 Fragment header: its
+/// counter through a keyed permutation (`sl_frag_id`), so no value repeats
+/// before the counter does, and one seen tells nothing of the next. (Before,
+/// a public mixing of counter + key: one observed identification gave away
+/// every later one.)
+@inline(__always)
+func nextFragmentID(_ w: UnsafeMutablePointer<sl_worker>) -> UInt32 { sl_worker_next_frag_id(w) }
 
 /// Writes the fields that make the IP header at `ip` a fragment's: of
 /// `dataLength` bytes after a header of `headerLength`, at byte `offset` of

@@ -228,8 +228,7 @@ public final class Gateway {
             w.pointee.qsbr = qsbr
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
-            w.pointee.frag_counter = UInt32(truncatingIfNeeded: sl_rand())
-            w.pointee.frag_key = UInt32(truncatingIfNeeded: sl_rand())
+            sl_worker_frag_init(w)
             let ids = sl_worker_port_ids(w)!
             let prefetch = sl_worker_port_prefetch(w)!
             let roleCodes = sl_worker_port_roles(w)!

@@ -310,3 +310,39 @@ extension EALSuites.GatewayTests {
         #expect(two.sent[h.u]?.count == 4 && ids.count == 2, "\(two.delta)")
     }
 }
+
+/// IPv6 Fragment header identifications (`sl_frag_id`): a permutation (no
+/// value repeats within 65,536 consecutive counters, through the wrap), keyed
+/// (another key, other values), and not predictable as a public mixing of
+/// counter + key was: undo the mixing on an identification seen, add one,
+/// mix again, and the next one came out every time.
+@Test func fragmentIdentificationsAreAKeyedPermutation() {
+    let key: [UInt8] = (0..<16).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+    let counters = (0..<65_536).map { UInt32(0xFFFF_8000) &+ UInt32($0) }
+    let ids = counters.map { sl_frag_id(key, $0) }
+    #expect(Set(ids).count == ids.count, "a value repeats")
+    var otherKey = key
+    otherKey[15] ^= 0x80
+    let same = zip(ids, counters.map { sl_frag_id(otherKey, $0) }).filter { $0 == $1 }.count
+    #expect(same < 8, "\(same) identifications equal under another key")
+
+    // The former scheme and its inverse.
+    func inverse(_ a: UInt32) -> UInt32 {
+        var x = a  // Newton's iteration for a multiplicative inverse mod 2^32
+        for _ in 0..<5 { x &*= 2 &- a &* x }
+        return x
+    }
+    func mix(_ v: UInt32) -> UInt32 {
+        var x = v
+        x ^= x >> 16; x &*= 0x7FEB_352D; x ^= x >> 15; x &*= 0x846C_A68B; x ^= x >> 16
+        return x
+    }
+    func unmix(_ v: UInt32) -> UInt32 {
+        var x = v
+        x ^= x >> 16; x &*= inverse(0x846C_A68B); x ^= x >> 15 ^ x >> 30; x &*= inverse(0x7FEB_352D); x ^= x >> 16
+        return x
+    }
+    #expect(unmix(mix(0x1234_5678)) == 0x1234_5678 && unmix(mix(0xFFFF_FFFF)) == 0xFFFF_FFFF)
+    let predicted = zip(ids, ids.dropFirst()).filter { mix(unmix($0) &+ 1) == $1 }.count
+    #expect(predicted < 8, "\(predicted) of \(ids.count - 1) predicted from the one before")
+}
