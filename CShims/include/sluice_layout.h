@@ -159,7 +159,11 @@ typedef struct sl_worker {
      * and a key (`frag_key`, below), both random at start
      * (sl_worker_next_frag_id). */
     uint32_t frag_counter;
-    uint8_t reserved[8];
+    /* The mbuf pool of the worker's NUMA node (ordinary 2 KiB buffers): what
+     * it allocates packets from (fragments), whatever pool the packet
+     * at hand came from (a reassembled datagram's may be a small pool of
+     * large buffers, reassembly.c). */
+    struct rte_mempool *pool;
     sl_counters counters;
     sl_txq tx[SL_MAX_PORTS];
     /* Per-burst scratch (struct of arrays), only touched by this core. */

@@ -29,7 +29,7 @@ import Packet
 //
 // The first piece stays in the packet's own buffer (IPv6: its header moved
 // 8 bytes forward into the headroom for the Fragment header); the others
-// are copied into fresh buffers from the packet's pool. IPv4 options whose
+// are copied into fresh buffers from the worker's pool (`sl_worker.pool`). IPv4 options whose
 // copy flag is set are repeated in every piece, the others go in the first
 // only (RFC 791). Every piece carries as many bytes as the MTU allows, a
 // multiple of 8 except the last. Off the fast path: only packets already too
@@ -73,7 +73,9 @@ func sendFragmented(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ 
         return
     }
     withUnsafeTemporaryAllocation(of: OpaquePointer?.self, capacity: maxFragmentsOut) { pieces in
-        guard let base = pieces.baseAddress, sl_mbuf_alloc_bulk(sl_mbuf_pool(m), base, UInt32(later)) == 0 else {
+        // From the worker's own pool: the packet's may be reassembly's few large buffers.
+        guard let base = pieces.baseAddress, sl_mbuf_alloc_bulk(w.pointee.pool ?? sl_mbuf_pool(m), base, UInt32(later)) == 0
+        else {
             drop(m, .fragmentationFailed, drops)
             return
         }

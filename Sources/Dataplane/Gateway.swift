@@ -228,6 +228,7 @@ public final class Gateway {
             w.pointee.qsbr = qsbr
             w.pointee.shared = shared
             w.pointee.nb_ports = UInt16(setups.count)
+            w.pointee.pool = pools[socket]
             sl_worker_frag_init(w)
             let ids = sl_worker_port_ids(w)!
             let prefetch = sl_worker_port_prefetch(w)!

@@ -196,6 +196,25 @@ extension EALSuites.GatewayTests {
         #expect(big.delta.dropsByReason == [.esp(.authenticationFailed): 1] && big.delta.txPackets == 0, "\(big.delta)")
         waitForReassemblyTimeout()
     }
+
+    /// Inner packets of 3,000 bytes without DF, their ESP in fragments: each
+    /// is made whole in one of reassembly's few large buffers, opened, and
+    /// cut for the protected port's MTU of 1500. The pieces come from the
+    /// worker's own pool: from the packet's, three such datagrams in one
+    /// burst needed 3 + 6 of the 7 large buffers (fragmentation_failed).
+    @Test func largeReassembledInnerPacketsAreCutFromTheWorkersPool() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        _ = try reassemblySession()
+        let peer = try TunnelPeer()
+        let inner = reassemblyInner(spi: 0x7101, payload: 3000)
+        var frames: [[UInt8]] = []
+        for k in 0..<3 {
+            frames += fragments4(peer.frame(spi: 0x7101, inner: inner), pieces: [1400, 1400], id: UInt16(0x5100 + k))
+        }
+        let out = try h.inject(frames, on: h.unprotected)
+        #expect(out.delta.reassembled == 3 && out.delta.totalDrops == 0, "\(out.delta)")
+        #expect(out.delta.fragmented == 3 && out.sent[h.p]?.count == 9, "\(out.delta)")
+    }
 }
 
 extension EALSuites.GatewayTests {
