@@ -132,10 +132,11 @@ typedef struct sl_event {
     uint8_t has_ports;
     uint32_t policy_id;      /* ACQUIRE: the policy; EXPIRE: the SA's SPI */
     uint32_t lcore;          /* the worker's EAL lcore id */
-    uint16_t sport, dport;   /* ICMP: type, code */
-    uint8_t src[16], dst[16]; /* IPv4: the first 4 bytes */
+    uint16_t sport, dport;   /* ACQUIRE (ICMP: type, code) */
+    uint32_t sa_token;       /* EXPIRE: the SA record's token (SARecordBox.lifeToken) */
+    uint8_t src[16], dst[16]; /* ACQUIRE; IPv4: the first 4 bytes */
 } sl_event;
-_Static_assert(sizeof(sl_event) == 48, "sl_event is a ring element of 48 bytes");
+_Static_assert(sizeof(sl_event) == 52, "sl_event is a ring element of 52 bytes");
 
 /* Per-core context: allocated on the worker's NUMA node, one writer. */
 typedef struct sl_worker {

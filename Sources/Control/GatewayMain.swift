@@ -213,7 +213,7 @@ public enum GatewayMain {
                 print(CounterReport.eventLine(e))
                 server?.broadcast(CounterReport.eventJSON(e))
                 if e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
-                    let removed = ipsec.expire(spi: e.policy_id, direction: e.family == 0 ? .outbound : .inbound)
+                    let removed = ipsec.expire(spi: e.policy_id, token: e.sa_token, direction: e.family == 0 ? .outbound : .inbound)
                     expiredSAs = expiredSAs || !removed.isEmpty
                 }
             }

@@ -646,10 +646,17 @@ public final class IPsecCompiler {
     /// Takes the SAs of `spi` and `direction` out of the data path (their hard
     /// lifetime was reached; the next `compile` leaves them out). Returns them.
     @discardableResult
-    public func expire(spi: UInt32, direction: IPsecDirection) -> [SAIdentifier] {
+    public func expire(spi: UInt32, token: UInt32? = nil, direction: IPsecDirection) -> [SAIdentifier] {
+        // With the token of the record whose limit was reached (a worker's
+        // EXPIRE event), only the SA that record still serves: not another
+        // SA with the SPI (inbound SAs may share one, told apart by
+        // destination), and none when a later change replaced the record.
+        func hit(_ key: SAIdentifier, _ box: SARecordBox) -> Bool {
+            key.spi.rawValue == spi && (token.map { box.lifeToken == $0 } ?? true)
+        }
         let matches: [(SAIdentifier, SAConfig)] = direction == .outbound
-            ? outbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
-            : inbound.filter { $0.key.spi.rawValue == spi }.map { ($0.key, $0.value.config) }
+            ? outbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config) }
+            : inbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config) }
         for (id, config) in matches { retire(id, config) }
         if !matches.isEmpty { forceFull = true }
         return matches.map(\.0)

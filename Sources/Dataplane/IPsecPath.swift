@@ -519,16 +519,16 @@ func openStaged(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMut
         withUnsafeMutablePointer(to: &counters.pointee.packets) { sl_counter_store($0, packets) }
         withUnsafeMutablePointer(to: &counters.pointee.bytes) { sl_counter_store($0, bytes) }
         if limits.softPackets == packets {
-            context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+            context.expire(hard: false, outbound: false, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_PACKETS))
         }
         if limits.hardPackets == packets {
-            context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+            context.expire(hard: true, outbound: false, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_PACKETS))
         }
         if crosses(limits.softBytes, from: bytesBefore, to: bytes) {
-            context.expire(hard: false, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+            context.expire(hard: false, outbound: false, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_BYTES))
         }
         if crosses(limits.hardBytes, from: bytesBefore, to: bytes) {
-            context.expire(hard: true, outbound: false, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+            context.expire(hard: true, outbound: false, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_BYTES))
         }
         // The inner source is the peer's to choose (within the SA's selectors).
         let inner = view.start.assumingMemoryBound(to: UInt8.self)
@@ -582,11 +582,11 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         if life.softBytes != 0 || life.hardBytes != 0 {
             let before = sl_counter_fetch_add(life.bytes, total)
             if crosses(life.softBytes, from: before, to: before &+ total) {
-                context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+                context.expire(hard: false, outbound: true, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_BYTES))
             }
             if life.hardBytes != 0 {
                 if crosses(life.hardBytes, from: before, to: before &+ total) {
-                    context.expire(hard: true, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_BYTES))
+                    context.expire(hard: true, outbound: true, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_BYTES))
                 }
                 var sum = before
                 allowed = 0
@@ -605,10 +605,10 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         if granted > 0 {
             let last = seq &+ (granted &- 1)
             if life.softSequence != 0 && seq <= life.softSequence && life.softSequence <= last {
-                context.expire(hard: false, outbound: true, spi: life.spi, reason: Int32(SL_EXPIRE_PACKETS))
+                context.expire(hard: false, outbound: true, spi: life.spi, token: life.token, reason: Int32(SL_EXPIRE_PACKETS))
             }
             if last == limit {
-                context.expire(hard: true, outbound: true, spi: life.spi,
+                context.expire(hard: true, outbound: true, spi: life.spi, token: life.token,
                                reason: Int32(life.packetLimited ? SL_EXPIRE_PACKETS : SL_EXPIRE_SEQUENCE))
             }
         }

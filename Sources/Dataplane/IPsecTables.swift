@@ -84,6 +84,8 @@ struct OutboundLife: BitwiseCopyable {
     var hardBytes: UInt64
     var bytes: UnsafeMutablePointer<UInt64>
     var spi: UInt32
+    /// Which record this is (`SARecordBox.lifeToken`), named by its EXPIRE events.
+    var token: UInt32
 }
 
 /// Packets and bytes an inbound SA accepted: written by the worker that
@@ -98,6 +100,8 @@ struct InboundLife: BitwiseCopyable {
     var limits: SALimits
     var counters: UnsafeMutablePointer<InboundCounters>
     var spi: UInt32
+    /// Which record this is (`SARecordBox.lifeToken`), named by its EXPIRE events.
+    var token: UInt32
 }
 
 /// Mutable state of one inbound SA: its replay window (written by the worker
@@ -187,12 +191,23 @@ public struct SADChange {
 
 /// Inbound SA parameters for a record, with the SA's mutable state.
 extension SARecordBox {
+    /// Tokens of the records made so far: each record's EXPIRE events name
+    /// its token, so the control thread retires the SA of that record only
+    /// (not another SA with the same SPI, nor the record a later change put
+    /// in its place).
+    private static let lifeTokens = Atomic<UInt32>(0)
+    static func newLifeToken() -> UInt32 { lifeTokens.add(1, ordering: .relaxed).newValue }
+
+    /// This record's token (`newLifeToken`).
+    public var lifeToken: UInt32 { inbound?.pointee.life.token ?? outbound?.pointee.life.token ?? 0 }
+
     /// `ready` false: the window is handed over by the installed record's
     /// owner (`SADCommand.handover`, `InboundRecord.ready`).
     public convenience init(inbound sa: InboundSA, state: InboundSAState, limits: SALimits, owner: Int, ready: Bool = true) {
         let specificity: Int32 = (sa.destination != nil ? 2 : 0) + (sa.source != nil ? 1 : 0)
         self.init(InboundRecord(sa: sa, window: state.window,
-                                life: InboundLife(limits: limits, counters: state.counters, spi: sa.spi.rawValue),
+                                life: InboundLife(limits: limits, counters: state.counters, spi: sa.spi.rawValue,
+                                                  token: SARecordBox.newLifeToken()),
                                 owner: Int32(owner), specificity: specificity, ready: ready ? 1 : 0), state: state)
     }
 
@@ -210,7 +225,7 @@ extension SARecordBox {
         let life = OutboundLife(softSequence: last(limits.softPackets) ?? 0,
                                 packetLimited: hardEnd.map { $0 <= state.limit } ?? false,
                                 softBytes: limits.softBytes, hardBytes: limits.hardBytes, bytes: state.bytes,
-                                spi: sa.spi.rawValue)
+                                spi: sa.spi.rawValue, token: SARecordBox.newLifeToken())
         self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner)), state: state)
     }
 }
@@ -400,16 +415,18 @@ public final class WorkerIPsec {
         if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
     }
 
-    /// Reports that SA `spi` reached a soft or hard lifetime limit. Each limit
-    /// is crossed by exactly one packet, so each event is raised once.
+    /// Reports that SA `spi` (its record's `token`) reached a soft or hard
+    /// lifetime limit. Each limit is crossed by exactly one packet, so each
+    /// event is raised once.
     @inline(never)
-    func expire(hard: Bool, outbound: Bool, spi: UInt32, reason: Int32) {
+    func expire(hard: Bool, outbound: Bool, spi: UInt32, token: UInt32, reason: Int32) {
         var e = sl_event()
         e.kind = UInt8(hard ? SL_EVENT_EXPIRE_HARD : SL_EVENT_EXPIRE_SOFT)
         e.family = outbound ? 0 : 1
         e.proto = UInt8(reason)
         e.policy_id = spi
         e.lcore = lcore
+        e.sa_token = token
         if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
     }
 

@@ -1,6 +1,7 @@
 import Command
 @testable import Control
 @testable import Dataplane
+import IPsec
 import Packet
 import Testing
 
@@ -339,6 +340,46 @@ import Testing
         #expect(record.limit == UInt64.max, "limit \(record.limit)")
         // The soft limit's packet is the space's very last number (2 + 2^64 − 3).
         #expect(record.life.softSequence == UInt64.max && !record.life.packetLimited)
+    }
+
+    /// A worker's EXPIRE event names the token of the record that reached
+    /// its limit: of two inbound SAs sharing an SPI (told apart by
+    /// destination) only that record's SA is retired, and an event about a
+    /// record a later change replaced (a raised limit) retires nothing.
+    /// Before, events named the SPI alone and retired every SA with it.
+    @Test func anExpiryRetiresOnlyTheRecordThatReachedItsLimit() throws {
+        func config(hard: Int) throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            port 1 address 198.51.100.1/24
+            sa add spi 0x3001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(Self.key) lifetime packets hard \(hard)
+            sa add spi 0x3001 dir in src 198.51.100.2 dst 198.51.100.1 mode tunnel aead aes-gcm-256 key \(Self.key)
+            sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x3001
+            """, name: "t.conf")
+        }
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(try config(hard: 100)))
+        compiler.commit()
+        func token(_ tables: IPsecTables, dst: String) throws -> UInt32 {
+            let box = try #require(tables.sad.added.first { $0.inbound?.pointee.sa.destination == RawIPAddress(IPAddress(dst)!) })
+            return box.lifeToken
+        }
+        let limited = try token(first, dst: "192.0.2.1"), other = try token(first, dst: "198.51.100.1")
+        #expect(limited != other && limited != 0)
+
+        // The limit raised: the record is replaced, and the old one's event is stale.
+        let raised = try #require(try compiler.compile(try config(hard: 200)))
+        compiler.commit()
+        let current = try token(raised, dst: "192.0.2.1")
+        #expect(current != limited)
+        #expect(compiler.expire(spi: 0x3001, token: limited, direction: .inbound).isEmpty, "a stale event")
+        // The current record's event: that SA only.
+        let retired = compiler.expire(spi: 0x3001, token: current, direction: .inbound)
+        #expect(retired.map(\.destination) == [IPAddress("192.0.2.1")!], "\(retired)")
+        let out = try #require(try compiler.compile(try config(hard: 200)))
+        compiler.commit()
+        #expect(out.sad.removed.count == 1 && out.sad.added.isEmpty)
     }
 
     /// An SA a hard lifetime took out and then put back under the same key

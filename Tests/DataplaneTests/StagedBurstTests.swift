@@ -3,8 +3,9 @@
 // inbound fate must still give each packet its own, with the right inner
 // packet forwarded and the right counter for each drop.
 
+import CShims
 import Command
-import Control
+@testable import Control
 import Dataplane
 import IPsec
 import Packet
@@ -28,7 +29,8 @@ extension EALSuites.GatewayTests {
         sp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect spi 0x7501
         sp add dir in src 198.51.101.0/24 dst 10.1.0.0/16 priority 2 action protect spi 0x7502
         """
-        _ = try h.installSession(text, name: "staged")
+        let session = try h.installSession(text, name: "staged")
+        _ = h.gateway.drainEvents()
         let peer = try TunnelPeer()
         func inner(_ source: String, _ n: Int) -> [UInt8] {
             h.frame4(source, "10.1.0.\(n)", payload: 40 + 60 * n, pattern: .incrementing(from: UInt8(n)),
@@ -56,6 +58,13 @@ extension EALSuites.GatewayTests {
         let sent = out.sent[h.p] ?? []
         #expect(sent.count == expected.count, "forwarded \(sent.count): \(out.delta)")
         #expect(out.sent[h.u]?.isEmpty ?? true, "nothing back out of the unprotected port")
+        // The hard limit's EXPIRE names the installed record: retires that SA.
+        let expiries = h.gateway.drainEvents().filter { $0.kind == UInt8(SL_EVENT_EXPIRE_HARD) }
+        #expect(expiries.count == 1 && expiries.first?.policy_id == 0x7502, "\(expiries.map(\.policy_id))")
+        if let e = expiries.first {
+            let retired = session.ipsec.expire(spi: e.policy_id, token: e.sa_token, direction: .inbound)
+            #expect(retired.map(\.spi.rawValue) == [0x7502], "\(retired)")
+        }
         let egress = Egress(port: h.p, destination: GatewayHarness.protectedNeighbor4.1, source: h.portMAC(h.p))
         for (i, (frame, input)) in zip(sent, expected).enumerated() {
             checkForwarded(frame, input: input, egress: egress, "forwarded packet \(i)")
