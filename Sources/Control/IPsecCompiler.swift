@@ -601,6 +601,13 @@ public final class IPsecCompiler {
     private var installedAt: [ObjectIdentifier: Double] = [:]
     private var firstUsedAt: [ObjectIdentifier: Double] = [:]
     private var softReported: [ObjectIdentifier: Set<SALifetime.Kind>] = [:]
+    /// Since when a state's packets or bytes have been at or past its hard
+    /// limit while it is still installed (`checkTimes`).
+    private var usedUpSince: [ObjectIdentifier: Double] = [:]
+    /// How long an SA may stay at or past a hard packet or byte limit before
+    /// the control thread retires it itself: longer than a worker's EXPIRE
+    /// takes to arrive (one control-loop turn), so a crossing is reported once.
+    static let usedUpGrace = 0.5
 
     /// An EXPIRE the control thread decided (time limits).
     public struct Expiry: Sendable, CustomStringConvertible {
@@ -664,7 +671,12 @@ public final class IPsecCompiler {
 
     /// The time limits (`seconds`, `use-seconds`) reached at `now`
     /// (monotonic seconds): soft ones once, hard ones also taken out of the
-    /// data path (recompile and publish after).
+    /// data path (recompile and publish after). Also hard packet and byte
+    /// limits an SA has stood at or past for `usedUpGrace` seconds, which no
+    /// worker will report: one lowered by `sa update` to what the SA already
+    /// carried (the workers report a crossing, and none is left to cross; its
+    /// packets were dropped as `lifetime_expired` without an EXPIRE), or an
+    /// EXPIRE lost to a full event ring.
     public func checkTimes(now: Double) -> [Expiry] {
         var out: [Expiry] = []
         let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, Bool)] =
@@ -676,10 +688,12 @@ public final class IPsecCompiler {
         // Pruned with the states, so a state allocated at a freed one's
         // address starts with nothing reported.
         softReported = softReported.filter { live.contains($0.key) }
+        usedUpSince = usedUpSince.filter { live.contains($0.key) }
         for (id, sa, state, used) in sas where expired[id] == nil {
             let installed = installedAt[state] ?? now
             installedAt[state] = installed
             if used && firstUsedAt[state] == nil { firstUsedAt[state] = now }
+            var hardReason: String? = nil
             for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[state])] {
                 guard let limits = sa.lifetime[kind], let start else { continue }
                 let age = now - start
@@ -687,11 +701,23 @@ public final class IPsecCompiler {
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
                 }
                 if let hard = limits.hard, age >= Double(hard) {
-                    retire(id, sa)
-                    forceFull = true
-                    out.append(Expiry(identifier: id, direction: sa.direction, hard: true, reason: kind.rawValue))
+                    hardReason = kind.rawValue
                     break
                 }
+            }
+            if hardReason == nil, let u = usage(of: id),
+               let kind = [(SALifetime.Kind.packets, u.packets), (.bytes, u.bytes)].first(where: { kind, used in
+                   sa.lifetime[kind]?.hard.map { used >= $0 } ?? false })?.0 {
+                let since = usedUpSince[state] ?? now
+                usedUpSince[state] = since
+                if now - since >= Self.usedUpGrace { hardReason = kind.rawValue }
+            } else {
+                usedUpSince[state] = nil
+            }
+            if let hardReason {
+                retire(id, sa)
+                forceFull = true
+                out.append(Expiry(identifier: id, direction: sa.direction, hard: true, reason: hardReason))
             }
         }
         return out

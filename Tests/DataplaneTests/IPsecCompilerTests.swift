@@ -342,6 +342,30 @@ import Testing
         #expect(record.life.softSequence == UInt64.max && !record.life.packetLimited)
     }
 
+    /// A hard packet limit lowered (same key: the SA goes on from its
+    /// numbers) to less than the SA has already sent: no packet will cross
+    /// it, so no worker reports it; the control thread retires the SA once
+    /// it has stood past its limit for `usedUpGrace` seconds, reason packets.
+    /// An SA within its limit is left alone.
+    @Test func aLimitLoweredBelowUsageExpiresTheSA() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config(options: " lifetime packets hard 1000")))
+        compiler.commit()
+        Self.outboundNext(first).pointee = 100 + 800  // 800 packets sent from seq 100
+        #expect(compiler.checkTimes(now: 10).isEmpty && compiler.checkTimes(now: 20).isEmpty, "within its limit")
+
+        _ = try #require(try compiler.compile(Self.config(options: " lifetime packets hard 500")))
+        compiler.commit()
+        #expect(compiler.nextSequence(spi: 0x1001) == 900, "the same key goes on from its numbers")
+        #expect(compiler.checkTimes(now: 30).isEmpty, "not before the grace period")
+        let expiries = compiler.checkTimes(now: 30 + IPsecCompiler.usedUpGrace)
+        #expect(expiries.map(\.description) == ["event: expire hard dir=out spi=0x00001001 reason=packets"], "\(expiries)")
+        let out = try #require(try compiler.compile(Self.config(options: " lifetime packets hard 500")))
+        compiler.commit()
+        #expect(out.sad.removed.count == 1 && compiler.nextSequence(spi: 0x1001) == nil)
+        #expect(compiler.checkTimes(now: 40).isEmpty, "reported once")
+    }
+
     /// A worker's EXPIRE event names the token of the record that reached
     /// its limit: of two inbound SAs sharing an SPI (told apart by
     /// destination) only that record's SA is retired, and an event about a
