@@ -30,8 +30,32 @@ public final class IPsecCompiler {
         var box: SARecordBox
         var owner: Int
     }
-    /// A protect target: what an outbound policy names.
-    enum Target: Hashable { case spi(UInt32), reqid(UInt32) }
+    /// A protect target: what a policy names.
+    enum Target: Hashable {
+        case spi(UInt32), reqid(UInt32)
+
+        /// What `p` protects with; nil for bypass and discard.
+        init?(_ p: PolicyConfig) {
+            switch p.action {
+            case .protect(let spi): self = .spi(spi.rawValue)
+            case .protectReqID(let reqid): self = .reqid(reqid)
+            case .bypass, .discard: return nil
+            }
+        }
+
+        /// The targets that name `sa`: its SPI, and its reqid where it has one.
+        static func naming(_ sa: SAConfig) -> [Target] {
+            [.spi(sa.spi.rawValue)] + (sa.reqid.map { [.reqid($0)] } ?? [])
+        }
+
+        /// As the inbound SPD's verdicts carry it (`PolicyVerdict.target`).
+        var word: ProtectTarget {
+            switch self {
+            case .spi(let spi): .spi(spi)
+            case .reqid(let reqid): .reqid(reqid)
+            }
+        }
+    }
 
     private var outbound: [SAIdentifier: Outbound] = [:]
     private var inbound: [SAIdentifier: Inbound] = [:]
@@ -142,14 +166,7 @@ public final class IPsecCompiler {
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
         // The SPIs and reqids inbound policies protect with.
-        var inboundProtecting: Set<Target> = []
-        for p in inboundPolicies {
-            switch p.action {
-            case .protect(let spi): inboundProtecting.insert(.spi(spi.rawValue))
-            case .protectReqID(let reqid): inboundProtecting.insert(.reqid(reqid))
-            case .bypass, .discard: break
-            }
-        }
+        let inboundProtecting = Set(inboundPolicies.compactMap(Target.init))
         // A hard-expired SA stays out of the data path until the configuration
         // replaces it (deleted, or added again with other keys or limits);
         // adopted by `commit`, so a failed change leaves it expired.
@@ -214,8 +231,7 @@ public final class IPsecCompiler {
                 // (checked per packet by the worker: `InboundSA.isAssigned`).
                 // An SA no inbound policy names would accept any inner
                 // packet: it is not installed (fail closed).
-                if !inboundProtecting.contains(.spi(sa.spi.rawValue))
-                    && !(sa.reqid.map { inboundProtecting.contains(.reqid($0)) } ?? false) {
+                if !Target.naming(sa).contains(where: inboundProtecting.contains) {
                     warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
                     return
                 }
@@ -321,13 +337,6 @@ public final class IPsecCompiler {
         // Protect targets: one per distinct `spi S` or `reqid N`, resolved
         // per worker (a `reqid` to the worker's per-CPU SA or the fallback).
         let lcores = workerLcores.isEmpty ? [UInt32.max] : workerLcores
-        func target(_ p: PolicyConfig) -> Target? {
-            switch p.action {
-            case .protect(let spi): .spi(spi.rawValue)
-            case .protectReqID(let reqid): .reqid(reqid)
-            case .bypass, .discard: nil
-            }
-        }
         func resolve(_ t: Target) -> [SARecordBox?] {
             func installed(_ sa: SAConfig?) -> SARecordBox? { sa.flatMap { nextOutbound[$0.identifier]?.box } }
             switch t {
@@ -352,7 +361,7 @@ public final class IPsecCompiler {
             var seen = Set<Int32>()
             for id in changed {
                 for sa in [outbound[id]?.config, config.sas[id]].compactMap({ $0 }) where sa.direction == .outbound {
-                    for t in [Target.spi(sa.spi.rawValue)] + (sa.reqid.map { [Target.reqid($0)] } ?? []) {
+                    for t in Target.naming(sa) {
                         if let tid = nextTargetIDs[t], seen.insert(tid).inserted {
                             nextTargetSAs[tid] = resolve(t)
                             affected.append(tid)
@@ -363,7 +372,7 @@ public final class IPsecCompiler {
         } else {
             var nextID = Int32((targetIDs.values.max() ?? -1) + 1)
             for p in outboundPolicies {
-                guard let t = target(p), nextTargetIDs[t] == nil else { continue }
+                guard let t = Target(p), nextTargetIDs[t] == nil else { continue }
                 let id: Int32
                 if let kept = targetIDs[t] {
                     id = kept
@@ -458,15 +467,15 @@ public final class IPsecCompiler {
             let (o, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
                 switch p.action {
                 case .protect, .protectReqID:
-                    PolicyVerdict(action: .protect, sa: target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
+                    PolicyVerdict(action: .protect, sa: Target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
                 case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
                 case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
                 }
             }
             let (i, inMethod) = inSPD.compile(inboundPolicies, choice: config.spdDriver) { p in
                 switch p.action {
-                case .protect(let spi): PolicyVerdict(action: .protect, policyID: p.id.rawValue, target: .spi(spi.rawValue))
-                case .protectReqID(let reqid): PolicyVerdict(action: .protect, policyID: p.id.rawValue, target: .reqid(reqid))
+                case .protect, .protectReqID:
+                    PolicyVerdict(action: .protect, policyID: p.id.rawValue, target: Target(p)?.word ?? .none)
                 case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
                 case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
                 }
@@ -679,9 +688,12 @@ public final class IPsecCompiler {
     /// EXPIRE lost to a full event ring.
     public func checkTimes(now: Double) -> [Expiry] {
         var out: [Expiry] = []
-        let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, Bool)] =
-            outbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsSent > 0) }
-            + inbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsReceived > 0) }
+        // Each SA with what it has carried (packets, bytes).
+        let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, UInt64, UInt64)] =
+            outbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsSent,
+                            $0.value.state.bytesSent) }
+            + inbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsReceived,
+                             $0.value.state.bytesReceived) }
         let live = Set(sas.map(\.2))
         installedAt = installedAt.filter { live.contains($0.key) }
         firstUsedAt = firstUsedAt.filter { live.contains($0.key) }
@@ -689,10 +701,10 @@ public final class IPsecCompiler {
         // address starts with nothing reported.
         softReported = softReported.filter { live.contains($0.key) }
         usedUpSince = usedUpSince.filter { live.contains($0.key) }
-        for (id, sa, state, used) in sas where expired[id] == nil {
+        for (id, sa, state, packets, bytes) in sas where expired[id] == nil {
             let installed = installedAt[state] ?? now
             installedAt[state] = installed
-            if used && firstUsedAt[state] == nil { firstUsedAt[state] = now }
+            if packets > 0 && firstUsedAt[state] == nil { firstUsedAt[state] = now }
             var hardReason: String? = nil
             for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[state])] {
                 guard let limits = sa.lifetime[kind], let start else { continue }
@@ -705,8 +717,8 @@ public final class IPsecCompiler {
                     break
                 }
             }
-            if hardReason == nil, let u = usage(of: id),
-               let kind = [(SALifetime.Kind.packets, u.packets), (.bytes, u.bytes)].first(where: { kind, used in
+            if hardReason == nil,
+               let kind = [(SALifetime.Kind.packets, packets), (.bytes, bytes)].first(where: { kind, used in
                    sa.lifetime[kind]?.hard.map { used >= $0 } ?? false })?.0 {
                 let since = usedUpSince[state] ?? now
                 usedUpSince[state] = since

@@ -15,12 +15,23 @@ extension EALSuites {
     @Suite struct GatewayLifecycleTests {
         static let serial = Atomic<Int>(0)
 
-        @Test func aStoppedWorkersPendingChangesAreAppliedInOrder() throws {
+        /// A ring port of its own for one test (EAL up).
+        static func ring() throws -> RingPort {
             try TestEAL.ensure()
-            let ring = try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
-                                           size: 256, socket: 0)
+            return try RingPort.create(name: "dpt_life\(serial.add(1, ordering: .relaxed).newValue)", queues: 1,
+                                       size: 256, socket: 0)
+        }
+
+        /// A gateway on `ring` with one worker (lcore 2), its log silent.
+        static func gateway(on ring: RingPort) throws -> Gateway {
             let gateway = try Gateway(portIDs: [ring.port], workerLcores: [2])
             gateway.log = { _ in }
+            return gateway
+        }
+
+        @Test func aStoppedWorkersPendingChangesAreAppliedInOrder() throws {
+            let ring = try Self.ring()
+            let gateway = try Self.gateway(on: ring)
             try gateway.start()
             #expect(throws: DataplaneError.self, "a gateway starts once") { try gateway.start() }
 
@@ -69,11 +80,8 @@ extension EALSuites {
         /// does not hang the stop: after the timeout it is named by lcore and
         /// left running, and once it returns a second stop completes.
         @Test func aStuckWorkerIsReportedNotAwaitedForever() throws {
-            try TestEAL.ensure()
-            let ring = try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
-                                           size: 256, socket: 0)
-            let gateway = try Gateway(portIDs: [ring.port], workerLcores: [2])
-            gateway.log = { _ in }
+            let ring = try Self.ring()
+            let gateway = try Self.gateway(on: ring)
             Self.stuck.store(true, ordering: .releasing)
             let added = rte_eth_add_rx_callback(ring.port, 0, { _, _, _, count, _, _ in
                 GatewayLifecycleTests.stuckPolls.add(1, ordering: .relaxed)
@@ -110,14 +118,8 @@ extension EALSuites {
         /// configured a port gives them back, and leaves alone the running
         /// gateway whose port it could not take.
         @Test func aFailedSetUpGivesBackWhatItTook() throws {
-            try TestEAL.ensure()
-            func ring() throws -> RingPort {
-                try RingPort.create(name: "dpt_life\(Self.serial.add(1, ordering: .relaxed).newValue)", queues: 1,
-                                    size: 256, socket: 0)
-            }
-            let busy = try ring(), fresh = try ring()
-            let running = try Gateway(portIDs: [busy.port], workerLcores: [2])
-            running.log = { _ in }
+            let busy = try Self.ring(), fresh = try Self.ring()
+            let running = try Self.gateway(on: busy)
             try running.start()
             defer { running.stop() }
 
