@@ -533,9 +533,18 @@ public final class Gateway {
     }
 
     /// Makes the worker on `lcore` leave SA changes on its command ring, as
-    /// a stalled worker would (tests), or take them again.
+    /// a stalled worker would (tests), or take them again. Holding a running
+    /// worker returns once it has seen the hold (5 s at most), so no change
+    /// posted after the call is taken by an iteration that read the flag
+    /// before it was set (a worker preempted between the flag and its ring,
+    /// on a busy machine).
     func holdSADCommands(lcore: UInt32, _ held: Bool) {
-        cryptos.first { $0.lcore == lcore }?.commandsHeld.store(held, ordering: .relaxed)
+        guard let c = cryptos.first(where: { $0.lcore == lcore }) else { return }
+        c.holdSeen.store(false, ordering: .relaxed)
+        c.commandsHeld.store(held, ordering: .sequentiallyConsistent)
+        guard held, running else { return }
+        let deadline = monotonicSeconds() + 5
+        while !c.holdSeen.load(ordering: .acquiring) && monotonicSeconds() < deadline { usleep(100) }
     }
 
     /// SA records the replicas may hold (for tests and reports).

@@ -251,6 +251,9 @@ public final class WorkerIPsec {
     static let acquireSlots = 64
     /// Leaves SA changes on the command ring (tests: a worker that stalls).
     let commandsHeld = Atomic<Bool>(false)
+    /// Set by the worker when it found `commandsHeld` set: from then on it
+    /// takes no change posted later (`Gateway.holdSADCommands` waits for it).
+    let holdSeen = Atomic<Bool>(false)
     /// Events that did not fit in the ring (counted, not retried).
     var eventsLost: UInt64 = 0
     /// Packets other workers hand over (their SA's replay window is ours):
@@ -372,7 +375,10 @@ public final class WorkerIPsec {
     /// must not leave batches behind a newer one it applies).
     @inline(__always)
     func applyCommands(honouringHold: Bool = true) {
-        if honouringHold && commandsHeld.load(ordering: .relaxed) { return }
+        if honouringHold && commandsHeld.load(ordering: .relaxed) {
+            holdSeen.store(true, ordering: .releasing)
+            return
+        }
         var batch: UnsafeMutableRawPointer? = nil
         var last: UInt64 = 0
         while sl_ring_dequeue_burst(commands, &batch, 1) == 1, let b = batch {
