@@ -251,14 +251,20 @@ public final class IPsecCompiler {
                         // Same key, new window size, engine or ESN setting: carry
                         // the highest number seen over (all below it count as
                         // received), so nothing already received is accepted again.
+                        // Its packet and byte counts go on too (one SA's lifetime).
                         var highest = sa.sequence
-                        if let previous, Self.sameKey(previous.config, sa) {
-                            highest = max(highest, previous.state.window.pointee.highestReceived.rawValue)
+                        let continued = previous.flatMap { Self.sameKey($0.config, sa) ? $0.state : nil }
+                        if let continued {
+                            highest = max(highest, continued.window.pointee.highestReceived.rawValue)
                         }
                         let window = try ReplayWindow.allocate(
                             configuration: sa.replayWindow == 0 ? .disabled : ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
                             highestReceived: SequenceNumber(highest))
-                        state = InboundSAState(key: key, window: window)
+                        if let continued {
+                            state = InboundSAState(key: key, window: window, continuing: continued)
+                        } else {
+                            state = InboundSAState(key: key, window: window)
+                        }
                     } catch {
                         throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                     }
@@ -605,7 +611,8 @@ public final class IPsecCompiler {
         if let o = outbound[id] { retiredOutbound[id] = (o.config, o.state) }
         if let i = inbound[id] { retiredInbound[id] = i }
     }
-    /// Per SA state (a new key is a new state): when it was first seen
+    /// Per SA lifetime (`lifetimeIdentity`: one per key, kept while the
+    /// window size, engine or ESN setting changes): when it was first seen
     /// installed and in use, and which soft time limits were reported.
     private var installedAt: [ObjectIdentifier: Double] = [:]
     private var firstUsedAt: [ObjectIdentifier: Double] = [:]
@@ -690,26 +697,29 @@ public final class IPsecCompiler {
         var out: [Expiry] = []
         // Each SA with what it has carried (packets, bytes).
         let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, UInt64, UInt64)] =
-            outbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsSent,
+            outbound.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity, $0.value.state.packetsSent,
                             $0.value.state.bytesSent) }
-            + inbound.map { ($0.key, $0.value.config, ObjectIdentifier($0.value.state), $0.value.state.packetsReceived,
+            + inbound.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity, $0.value.state.packetsReceived,
                              $0.value.state.bytesReceived) }
-        let live = Set(sas.map(\.2))
+        // Also the lifetimes of SAs a hard limit took out: put back under
+        // the same key (another configuration), they go on from there.
+        let live = Set(sas.map(\.2)).union(retiredOutbound.values.map(\.state.lifetimeIdentity))
+            .union(retiredInbound.values.map(\.state.lifetimeIdentity))
         installedAt = installedAt.filter { live.contains($0.key) }
         firstUsedAt = firstUsedAt.filter { live.contains($0.key) }
         // Pruned with the states, so a state allocated at a freed one's
         // address starts with nothing reported.
         softReported = softReported.filter { live.contains($0.key) }
         usedUpSince = usedUpSince.filter { live.contains($0.key) }
-        for (id, sa, state, packets, bytes) in sas where expired[id] == nil {
-            let installed = installedAt[state] ?? now
-            installedAt[state] = installed
-            if packets > 0 && firstUsedAt[state] == nil { firstUsedAt[state] = now }
+        for (id, sa, life, packets, bytes) in sas where expired[id] == nil {
+            let installed = installedAt[life] ?? now
+            installedAt[life] = installed
+            if packets > 0 && firstUsedAt[life] == nil { firstUsedAt[life] = now }
             var hardReason: String? = nil
-            for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[state])] {
+            for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[life])] {
                 guard let limits = sa.lifetime[kind], let start else { continue }
                 let age = now - start
-                if let soft = limits.soft, age >= Double(soft), softReported[state, default: []].insert(kind).inserted {
+                if let soft = limits.soft, age >= Double(soft), softReported[life, default: []].insert(kind).inserted {
                     out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
                 }
                 if let hard = limits.hard, age >= Double(hard) {
@@ -720,11 +730,11 @@ public final class IPsecCompiler {
             if hardReason == nil,
                let kind = [(SALifetime.Kind.packets, packets), (.bytes, bytes)].first(where: { kind, used in
                    sa.lifetime[kind]?.hard.map { used >= $0 } ?? false })?.0 {
-                let since = usedUpSince[state] ?? now
-                usedUpSince[state] = since
+                let since = usedUpSince[life] ?? now
+                usedUpSince[life] = since
                 if now - since >= Self.usedUpGrace { hardReason = kind.rawValue }
             } else {
-                usedUpSince[state] = nil
+                usedUpSince[life] = nil
             }
             if let hardReason {
                 retire(id, sa)

@@ -42,6 +42,8 @@ public final class OutboundSAState {
         return n == 0 ? limit &- first &+ 1 : n &- first
     }
     public var bytesSent: UInt64 { sl_counter_load(bytes) }
+    /// What the SA's lifetime is kept under: the same for every state of one key.
+    public var lifetimeIdentity: ObjectIdentifier { ObjectIdentifier(counters) }
 }
 
 /// An outbound SA's sequence counter and byte count (`OutboundSAState`).
@@ -109,17 +111,41 @@ struct InboundLife: BitwiseCopyable {
 public final class InboundSAState {
     public let key: AEADKey
     public let window: UnsafeMutablePointer<ReplayWindow>
-    public let counters: UnsafeMutablePointer<InboundCounters>
+    /// The SA's counters, shared with every earlier state under the same key.
+    let cell: InboundCounterCell
+    public var counters: UnsafeMutablePointer<InboundCounters> { cell.counters }
     public init(key: consuming AEADKey, window: ReplayWindow) {
         self.key = key
         self.window = .allocate(capacity: 1)
         self.window.initialize(to: window)
+        cell = InboundCounterCell()
+    }
+    /// The state of an SA whose key stays while its window size, engine or
+    /// ESN setting changes: what it accepted so far goes on counting in the
+    /// very same counters (lifetime limits see one SA). Only one worker
+    /// writes them at a time: the old record's owner until it hands the
+    /// window over (`SADCommand.handover`), the new one after.
+    public init(key: consuming AEADKey, window: ReplayWindow, continuing previous: InboundSAState) {
+        self.key = key
+        self.window = .allocate(capacity: 1)
+        self.window.initialize(to: window)
+        cell = previous.cell
+    }
+    deinit { window.pointee.deallocate(); window.deallocate() }
+    public var packetsReceived: UInt64 { withUnsafePointer(to: &counters.pointee.packets) { sl_counter_load($0) } }
+    public var bytesReceived: UInt64 { withUnsafePointer(to: &counters.pointee.bytes) { sl_counter_load($0) } }
+    /// What the SA's lifetime is kept under: the same for every state of one key.
+    public var lifetimeIdentity: ObjectIdentifier { ObjectIdentifier(cell) }
+}
+
+/// An inbound SA's counters (`InboundSAState`).
+final class InboundCounterCell {
+    let counters: UnsafeMutablePointer<InboundCounters>
+    init() {
         counters = .allocate(capacity: 1)
         counters.initialize(to: InboundCounters())
     }
-    deinit { window.pointee.deallocate(); window.deallocate(); counters.deallocate() }
-    public var packetsReceived: UInt64 { withUnsafePointer(to: &counters.pointee.packets) { sl_counter_load($0) } }
-    public var bytesReceived: UInt64 { withUnsafePointer(to: &counters.pointee.bytes) { sl_counter_load($0) } }
+    deinit { counters.deallocate() }
 }
 
 /// The IPsec snapshot the workers read: the outbound SPD and the inbound one

@@ -366,6 +366,47 @@ import Testing
         #expect(compiler.checkTimes(now: 40).isEmpty, "reported once")
     }
 
+    /// An SA rebuilt under the same key (ESN switched on, a larger replay
+    /// window) is the same SA to its lifetime: inbound its packet count goes
+    /// on in the same counters, and in both directions `seconds` counts from
+    /// when the key was installed, not from the rebuild. Before, the rebuilt
+    /// inbound state counted from 0 and both restarted their time limits, so
+    /// changing a setting renewed an SA's lifetime.
+    @Test func anSARebuiltUnderItsKeyKeepsItsLifetime() throws {
+        func config(esn: Bool, window: Int) throws -> GatewayConfig {
+            let esn = esn ? " esn" : ""
+            return try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(Self.key) seq 100\(esn) lifetime seconds hard 100
+            sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(Self.key) replay-window \(window)\(esn) lifetime packets hard 1000 seconds hard 100
+            sp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001
+            sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+            """, name: "t.conf")
+        }
+        func inbound(_ t: IPsecTables) throws -> UnsafeMutablePointer<InboundRecord> {
+            try #require(t.sad.added.compactMap(\.inbound).first)
+        }
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(try config(esn: false, window: 64)))
+        compiler.commit()
+        #expect(compiler.checkTimes(now: 0).isEmpty)
+        try inbound(first).pointee.life.counters.pointee.packets = 800
+        Self.outboundNext(first).pointee = 100 + 300
+
+        let rebuilt = try #require(try compiler.compile(try config(esn: true, window: 256)))
+        compiler.commit()
+        Self.handOver(rebuilt)
+        let record = try inbound(rebuilt)
+        #expect(record.pointee.window != (try inbound(first)).pointee.window, "a new window")
+        #expect(record.pointee.life.counters.pointee.packets == 800, "the count goes on")
+        #expect(compiler.nextSequence(spi: 0x1001) == 400)
+        #expect(compiler.checkTimes(now: 50).isEmpty)
+        let expiries = compiler.checkTimes(now: 100).map(\.description).sorted()
+        #expect(expiries == ["event: expire hard dir=in spi=0x00002001 reason=seconds",
+                             "event: expire hard dir=out spi=0x00001001 reason=seconds"], "\(expiries)")
+    }
+
     /// A worker's EXPIRE event names the token of the record that reached
     /// its limit: of two inbound SAs sharing an SPI (told apart by
     /// destination) only that record's SA is retired, and an event about a
