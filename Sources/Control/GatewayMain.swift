@@ -212,9 +212,12 @@ public enum GatewayMain {
             for e in gateway.drainEvents() {
                 print(CounterReport.eventLine(e))
                 server?.broadcast(CounterReport.eventJSON(e))
+                let direction: IPsecDirection = e.family == 0 ? .outbound : .inbound
                 if e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
-                    let removed = ipsec.expire(spi: e.policy_id, token: e.sa_token, direction: e.family == 0 ? .outbound : .inbound)
+                    let removed = ipsec.expire(spi: e.policy_id, token: e.sa_token, direction: direction)
                     expiredSAs = expiredSAs || !removed.isEmpty
+                } else if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) {
+                    ipsec.noteSoftExpiry(spi: e.policy_id, token: e.sa_token, direction: direction, reason: Int32(e.proto))
                 }
             }
             let now = monotonicSeconds()

@@ -1,3 +1,4 @@
+import CShims
 import Command
 import Crypto
 import Dataplane
@@ -620,6 +621,13 @@ public final class IPsecCompiler {
     /// Since when a state's packets or bytes have been at or past its hard
     /// limit while it is still installed (`checkTimes`).
     private var usedUpSince: [ObjectIdentifier: Double] = [:]
+    /// Since when a lifetime's packets or bytes have been at or past its soft
+    /// limit without a worker's EXPIRE(soft) (`checkTimes`).
+    private var softUsedUpSince: [SoftLimit: Double] = [:]
+    private struct SoftLimit: Hashable {
+        var life: ObjectIdentifier
+        var kind: SALifetime.Kind
+    }
     /// How long an SA may stay at or past a hard packet or byte limit before
     /// the control thread retires it itself: longer than a worker's EXPIRE
     /// takes to arrive (one control-loop turn), so a crossing is reported once.
@@ -670,19 +678,39 @@ public final class IPsecCompiler {
     /// lifetime was reached; the next `compile` leaves them out). Returns them.
     @discardableResult
     public func expire(spi: UInt32, token: UInt32? = nil, direction: IPsecDirection) -> [SAIdentifier] {
-        // With the token of the record whose limit was reached (a worker's
-        // EXPIRE event), only the SA that record still serves: not another
-        // SA with the SPI (inbound SAs may share one, told apart by
-        // destination), and none when a later change replaced the record.
+        let matches = installed(spi: spi, token: token, direction: direction)
+        for (id, config, _) in matches { retire(id, config) }
+        if !matches.isEmpty { forceFull = true }
+        return matches.map(\.0)
+    }
+
+    /// A worker's EXPIRE(soft) for a packet or byte limit (`reason`:
+    /// `SL_EXPIRE_*`) of SA `spi`'s record `token`: reported, so the
+    /// control thread's own check (`checkTimes`) does not report it again.
+    public func noteSoftExpiry(spi: UInt32, token: UInt32, direction: IPsecDirection, reason: Int32) {
+        let kind: SALifetime.Kind
+        switch reason {
+        case Int32(SL_EXPIRE_PACKETS): kind = .packets
+        case Int32(SL_EXPIRE_BYTES): kind = .bytes
+        default: return
+        }
+        for (_, _, life) in installed(spi: spi, token: token, direction: direction) {
+            softReported[life, default: []].insert(kind)
+        }
+    }
+
+    /// The installed SAs of `spi` and `direction`. With the token of a record
+    /// (a worker's EXPIRE event), only the SA that record still serves: not
+    /// another SA with the SPI (inbound SAs may share one, told apart by
+    /// destination), and none when a later change replaced the record.
+    private func installed(spi: UInt32, token: UInt32?, direction: IPsecDirection)
+        -> [(SAIdentifier, SAConfig, life: ObjectIdentifier)] {
         func hit(_ key: SAIdentifier, _ box: SARecordBox) -> Bool {
             key.spi.rawValue == spi && (token.map { box.lifeToken == $0 } ?? true)
         }
-        let matches: [(SAIdentifier, SAConfig)] = direction == .outbound
-            ? outbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config) }
-            : inbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config) }
-        for (id, config) in matches { retire(id, config) }
-        if !matches.isEmpty { forceFull = true }
-        return matches.map(\.0)
+        return direction == .outbound
+            ? outbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity) }
+            : inbound.filter { hit($0.key, $0.value.box) }.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity) }
     }
 
     /// The time limits (`seconds`, `use-seconds`) reached at `now`
@@ -692,7 +720,9 @@ public final class IPsecCompiler {
     /// worker will report: one lowered by `sa update` to what the SA already
     /// carried (the workers report a crossing, and none is left to cross; its
     /// packets were dropped as `lifetime_expired` without an EXPIRE), or an
-    /// EXPIRE lost to a full event ring.
+    /// EXPIRE lost to a full event ring. Soft packet and byte limits the
+    /// same way, once per SA and limit (`noteSoftExpiry` records the
+    /// workers' own).
     public func checkTimes(now: Double) -> [Expiry] {
         var out: [Expiry] = []
         // Each SA with what it has carried (packets, bytes).
@@ -711,10 +741,27 @@ public final class IPsecCompiler {
         // address starts with nothing reported.
         softReported = softReported.filter { live.contains($0.key) }
         usedUpSince = usedUpSince.filter { live.contains($0.key) }
+        softUsedUpSince = softUsedUpSince.filter { live.contains($0.key.life) }
         for (id, sa, life, packets, bytes) in sas where expired[id] == nil {
             let installed = installedAt[life] ?? now
             installedAt[life] = installed
             if packets > 0 && firstUsedAt[life] == nil { firstUsedAt[life] = now }
+            // A soft packet or byte limit stood at for `usedUpGrace` with no
+            // worker's EXPIRE(soft): lowered below what the SA carried (no
+            // packet crosses it), or the event lost to a full ring.
+            for (kind, used) in [(SALifetime.Kind.packets, packets), (.bytes, bytes)] {
+                let limit = SoftLimit(life: life, kind: kind)
+                guard let soft = sa.lifetime[kind]?.soft, used >= soft, softReported[life]?.contains(kind) != true else {
+                    softUsedUpSince[limit] = nil
+                    continue
+                }
+                let since = softUsedUpSince[limit] ?? now
+                softUsedUpSince[limit] = since
+                if now - since >= Self.usedUpGrace {
+                    softReported[life, default: []].insert(kind)
+                    out.append(Expiry(identifier: id, direction: sa.direction, hard: false, reason: kind.rawValue))
+                }
+            }
             var hardReason: String? = nil
             for (kind, start) in [(SALifetime.Kind.seconds, Optional(installed)), (.useSeconds, firstUsedAt[life])] {
                 guard let limits = sa.lifetime[kind], let start else { continue }

@@ -1,3 +1,4 @@
+import CShims
 import Command
 @testable import Control
 @testable import Dataplane
@@ -364,6 +365,32 @@ import Testing
         compiler.commit()
         #expect(out.sad.removed.count == 1 && compiler.nextSequence(spi: 0x1001) == nil)
         #expect(compiler.checkTimes(now: 40).isEmpty, "reported once")
+    }
+
+    /// The same for a soft limit lowered below what the SA carried: the
+    /// control thread raises EXPIRE(soft) once the SA has stood past it for
+    /// `usedUpGrace`, once, and the SA goes on. A soft limit a worker
+    /// reported itself (`noteSoftExpiry`) is not raised again.
+    @Test func aSoftLimitLoweredBelowUsageIsReportedOnce() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config(options: " lifetime packets soft 1000 hard 5000")))
+        compiler.commit()
+        Self.outboundNext(first).pointee = 100 + 800
+        #expect(compiler.checkTimes(now: 10).isEmpty && compiler.checkTimes(now: 20).isEmpty, "within its limit")
+
+        let lowered = try #require(try compiler.compile(Self.config(options: " lifetime packets soft 500 hard 5000")))
+        compiler.commit()
+        #expect(compiler.checkTimes(now: 30).isEmpty, "not before the grace period")
+        let expiries = compiler.checkTimes(now: 30 + IPsecCompiler.usedUpGrace)
+        #expect(expiries.map(\.description) == ["event: expire soft dir=out spi=0x00001001 reason=packets"], "\(expiries)")
+        #expect(compiler.checkTimes(now: 40).isEmpty, "reported once")
+        #expect(compiler.nextSequence(spi: 0x1001) == 900 && compiler.expiredSAs.isEmpty, "the SA goes on")
+
+        // Inbound: a worker crossed the limit and said so.
+        let inbound = try #require(lowered.sad.added.first { $0.inbound != nil })
+        inbound.inbound!.pointee.life.counters.pointee.packets = 600
+        compiler.noteSoftExpiry(spi: 0x2001, token: inbound.lifeToken, direction: .inbound, reason: Int32(SL_EXPIRE_PACKETS))
+        #expect(compiler.checkTimes(now: 50).isEmpty && compiler.checkTimes(now: 60).isEmpty, "reported by the worker")
     }
 
     /// An SA rebuilt under the same key (ESN switched on, a larger replay
