@@ -36,7 +36,8 @@ typedef struct sl_counters {
     uint64_t from_agent;     /* frames the neighbour agent sent */
     uint64_t icmp_errors;    /* ICMP errors this core queued for TX (each then a tx packet or a tx_full drop; its cause a drop) */
     uint64_t icmp_limited;   /* ICMP errors not sent: the core's rate limit was reached */
-    uint64_t reserved[7];
+    uint64_t events_lost;    /* ACQUIRE and EXPIRE events that found the core's event ring full */
+    uint64_t reserved[6];
 } sl_counters;
 SL_ASSERT_LINES(sl_counters);
 

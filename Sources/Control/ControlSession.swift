@@ -482,6 +482,7 @@ public final class ControlSession {
                     ("punted", String(t.punted)), ("from_stack", String(t.fromStack)),
                     ("to_agent", String(t.toAgent)), ("from_agent", String(t.fromAgent)),
                     ("icmp_errors", String(t.icmpErrors)), ("icmp_limited", String(t.icmpLimited)),
+                    ("events_lost", String(t.eventsLost)),
                     ("drop", String(t.totalDrops)), ("drops", "{" + detail + "}")]
         }
         switch (args.first, args.count) {

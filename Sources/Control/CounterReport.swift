@@ -19,13 +19,14 @@ public enum CounterReport {
     /// reassembly, ` fragmented=N fragments_out=M` where datagrams were sent
     /// in fragments, ` punted=N from_stack=M` where a local stack took or
     /// sent frames, ` icmp_errors=N icmp_limited=M` where ICMP errors were
-    /// due.
+    /// due, ` events_lost=N` where events found the event ring full.
     static func fragmentDetail(_ c: CoreCounters) -> String {
         (c.fragments == 0 ? "" : " fragments=\(c.fragments) reassembled=\(c.reassembled)")
             + (c.fragmented == 0 ? "" : " fragmented=\(c.fragmented) fragments_out=\(c.fragmentsOut)")
             + (c.punted == 0 && c.fromStack == 0 ? "" : " punted=\(c.punted) from_stack=\(c.fromStack)")
             + (c.toAgent == 0 && c.fromAgent == 0 ? "" : " to_agent=\(c.toAgent) from_agent=\(c.fromAgent)")
             + (c.icmpErrors == 0 && c.icmpLimited == 0 ? "" : " icmp_errors=\(c.icmpErrors) icmp_limited=\(c.icmpLimited)")
+            + (c.eventsLost == 0 ? "" : " events_lost=\(c.eventsLost)")
     }
 
     public static func coreLine(_ c: CoreCounters) -> String {

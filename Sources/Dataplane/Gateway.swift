@@ -39,6 +39,8 @@ public struct CoreCounters: Sendable {
     /// because of its rate limit.
     public var icmpErrors: UInt64
     public var icmpLimited: UInt64
+    /// ACQUIRE and EXPIRE events this core could not queue (its event ring was full).
+    public var eventsLost: UInt64
     /// Indexed by `DropReason.rawValue`.
     public var drops: [UInt64]
     public var totalDrops: UInt64 { drops.reduce(0, &+) }
@@ -49,7 +51,7 @@ public struct CoreCounters: Sendable {
         self.lcore = lcore; self.queue = queue; self.socket = socket
         rxPackets = 0; rxBytes = 0; txPackets = 0; rxBursts = 0; polls = 0; busyCycles = 0
         fragments = 0; reassembled = 0; fragmented = 0; fragmentsOut = 0; punted = 0; fromStack = 0; toAgent = 0; fromAgent = 0
-        icmpErrors = 0; icmpLimited = 0
+        icmpErrors = 0; icmpLimited = 0; eventsLost = 0
         drops = Array(repeating: 0, count: DropReason.allCases.count)
     }
 
@@ -75,6 +77,7 @@ public struct CoreCounters: Sendable {
         r.punted = op(punted, b.punted); r.fromStack = op(fromStack, b.fromStack)
         r.toAgent = op(toAgent, b.toAgent); r.fromAgent = op(fromAgent, b.fromAgent)
         r.icmpErrors = op(icmpErrors, b.icmpErrors); r.icmpLimited = op(icmpLimited, b.icmpLimited)
+        r.eventsLost = op(eventsLost, b.eventsLost)
         for i in r.drops.indices { r.drops[i] = op(drops[i], b.drops[i]) }
         return r
     }
@@ -271,7 +274,7 @@ public final class Gateway {
             let serial = Gateway.instanceSerial.add(1, ordering: .relaxed).newValue
             for (i, w) in ctxs.enumerated() {
                 let c = try WorkerIPsec(index: i, lcore: w.pointee.lcore_id, socket: w.pointee.socket_id,
-                                        name: "sl_ev\(serial)_\(i)",
+                                        name: "sl_ev\(serial)_\(i)", counters: w.pointer(to: \.counters)!,
                                         reassemblyTimeout: reassemblyTimeout)
                 cryptos.append(c)
                 w.pointee.crypto = Unmanaged.passUnretained(c).toOpaque()
@@ -742,6 +745,7 @@ public final class Gateway {
             c.fromAgent = w.pointee.counters.from_agent
             c.icmpErrors = w.pointee.counters.icmp_errors
             c.icmpLimited = w.pointee.counters.icmp_limited
+            c.eventsLost = w.pointee.counters.events_lost
             let d = sl_worker_drops(w)!
             for r in DropReason.allCases { c.drops[r.rawValue] = d[r.rawValue] }
             return c

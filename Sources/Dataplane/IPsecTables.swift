@@ -275,13 +275,21 @@ public final class WorkerIPsec {
     let acquirePolicy: UnsafeMutablePointer<UInt32>
     let acquireTSC: UnsafeMutablePointer<UInt64>
     static let acquireSlots = 64
+    /// And at most `acquiresPerSecond` ACQUIREs from this core in any one
+    /// second (`acquireBudget` left since `acquireSecond`), whatever the
+    /// policies: policies that share a slot would otherwise each pass it
+    /// every time, and fill the event ring an EXPIRE needs.
+    var acquireBudget = 0
+    var acquireSecond: UInt64 = 0
+    static let acquiresPerSecond = 64
     /// Leaves SA changes on the command ring (tests: a worker that stalls).
     let commandsHeld = Atomic<Bool>(false)
     /// Set by the worker when it found `commandsHeld` set: from then on it
     /// takes no change posted later (`Gateway.holdSADCommands` waits for it).
     let holdSeen = Atomic<Bool>(false)
-    /// Events that did not fit in the ring (counted, not retried).
-    var eventsLost: UInt64 = 0
+    /// The worker's counters: events that did not fit in the ring are
+    /// counted there (`events_lost`), not retried.
+    let counters: UnsafeMutablePointer<sl_counters>
     /// Packets other workers hand over (their SA's replay window is ours):
     /// a lock-free multi-producer, single-consumer ring of mbufs.
     let handoff: OpaquePointer
@@ -319,13 +327,15 @@ public final class WorkerIPsec {
     public static let saCapacity = 1 << 17
     public static let targetCapacity = 1 << 16
 
-    public init(index: Int, lcore: UInt32, socket: Int32, name: String, inboundSACapacity: Int = WorkerIPsec.saCapacity,
+    public init(index: Int, lcore: UInt32, socket: Int32, name: String, counters: UnsafeMutablePointer<sl_counters>,
+                inboundSACapacity: Int = WorkerIPsec.saCapacity,
                 targetCapacity: Int = WorkerIPsec.targetCapacity,
                 reassemblyTimeout seconds: Double = Reassembly.defaultTimeout) throws(CryptoError) {
         core = try CryptoCore()
         aead = try AEADBurst()
         self.index = index
         self.lcore = lcore
+        self.counters = counters
         guard let ring = sl_event_ring_create(name, 1024, socket) else {
             throw .outOfMemory  // DPDK memory for the ring
         }
@@ -424,13 +434,20 @@ public final class WorkerIPsec {
     }
 
     /// Reports that policy `policyID` had no SA for this core and `fields`'
-    /// packet was dropped: at most one ACQUIRE per policy and core per second.
-    /// The drop path only; never allocates.
+    /// packet was dropped: at most one ACQUIRE per policy and core per
+    /// second, and `acquiresPerSecond` per core. The drop path only; never
+    /// allocates.
     @inline(never)
     func acquire(policyID: UInt32, _ fields: SelectorFields) {
         let slot = Int(policyID) & (Self.acquireSlots - 1)
         let now = sl_tsc()
         if acquirePolicy[slot] == policyID && now &- acquireTSC[slot] < sl_tsc_hz() { return }
+        if now &- acquireSecond >= sl_tsc_hz() {
+            acquireSecond = now
+            acquireBudget = Self.acquiresPerSecond
+        }
+        guard acquireBudget > 0 else { return }
+        acquireBudget &-= 1
         acquirePolicy[slot] = policyID
         acquireTSC[slot] = now
         var e = sl_event()
@@ -444,7 +461,7 @@ public final class WorkerIPsec {
         e.dport = fields.destinationPort
         withUnsafeMutableBytes(of: &e.src) { Self.store(fields.source, $0) }
         withUnsafeMutableBytes(of: &e.dst) { Self.store(fields.destination, $0) }
-        if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
+        if sl_event_push(events, &e) != 0 { counters.pointee.events_lost &+= 1 }
     }
 
     /// Reports that SA `spi` (its record's `token`) reached a soft or hard
@@ -459,7 +476,7 @@ public final class WorkerIPsec {
         e.policy_id = spi
         e.lcore = lcore
         e.sa_token = token
-        if sl_event_push(events, &e) != 0 { eventsLost &+= 1 }
+        if sl_event_push(events, &e) != 0 { counters.pointee.events_lost &+= 1 }
     }
 
     /// The address in network byte order (IPv4: the first 4 bytes).

@@ -349,7 +349,8 @@ struct SluiceReport {
 
     /// The keys of a stats line that are not drop reasons (`CounterReport`).
     static let counterKeys: Set<String> = ["rx", "tx", "drop", "fragments", "reassembled", "fragmented", "fragments_out",
-                                           "punted", "from_stack", "to_agent", "from_agent", "icmp_errors", "icmp_limited"]
+                                           "punted", "from_stack", "to_agent", "from_agent", "icmp_errors", "icmp_limited",
+                                           "events_lost"]
 
     init(_ text: String) {
         for line in text.split(separator: "\n") {
