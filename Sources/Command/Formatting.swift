@@ -57,7 +57,8 @@ extension Command: CustomStringConvertible {
             words += [selector.commandText, "priority", String(priority), "action"]
             switch action {
             case .protect(let spi): words += ["protect", "spi", spi.description]
-            case .protectReqID(let reqid): words += ["protect", "reqid", String(reqid)]
+            case .protectReqID(let reqid, let perCPU):
+                words += ["protect", "reqid", String(reqid)] + (perCPU ? ["per-cpu"] : [])
             case .bypass: words.append("bypass")
             case .discard: words.append("discard")
             }

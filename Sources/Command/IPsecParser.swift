@@ -175,6 +175,9 @@ extension CommandParser {
                                       sourcePorts: sourcePorts, destinationPorts: destinationPorts, ifID: ifID)
         guard isAdd else { return .spDel(.match(selector, priority: priority)) }
         guard let action else { throw CommandError("expected 'action'", at: c.endLocation) }
+        if action.acquiresPerCPU && direction != .outbound {
+            throw CommandError("'per-cpu' asks for a worker's own outbound SA: 'dir out' policies only", at: c.endLocation)
+        }
         return .spAdd(id: id, selector: selector, priority: priority, action: action)
     }
 }
@@ -227,7 +230,7 @@ extension WordCursor {
         return lifetime
     }
 
-    /// After `action`: `protect spi S`, `protect reqid N`, `bypass` or `discard`.
+    /// After `action`: `protect spi S`, `protect reqid N [per-cpu]`, `bypass` or `discard`.
     mutating func readPolicyAction() throws(CommandError) -> PolicyAction {
         let word = try keyword(["protect", "bypass", "discard"])
         mark(.action, word)
@@ -236,7 +239,10 @@ extension WordCursor {
         case "discard": return .discard
         default:
             if try keyword(["spi", "reqid"]).text == "reqid" {
-                return .protectReqID(try readNumber("reqid", in: SAConfig.reqids, field: .reqid))
+                let reqid: UInt32 = try readNumber("reqid", in: SAConfig.reqids, field: .reqid)
+                guard peek()?.text == "per-cpu" else { return .protectReqID(reqid) }
+                _ = try keyword(["per-cpu"])
+                return .protectReqID(reqid, perCPU: true)
             }
             return .protect(try readSPI())
         }

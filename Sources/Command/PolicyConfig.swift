@@ -111,12 +111,23 @@ public enum PolicyAction: Sendable, Hashable {
     case protect(SecurityParameterIndex)
     /// Outbound: encrypt with this worker's SA of the reqid (RFC 9611 per-CPU
     /// SA), else the reqid's fallback SA, else drop and raise ACQUIRE.
+    /// `perCPU` (`protect reqid N per-cpu`, outbound only): a worker that
+    /// seals with the fallback raises ACQUIRE too, asking for its own SA (as
+    /// Linux's `XFRM_POLICY_CPU_ACQUIRE`).
     /// Inbound: accept only if it arrived through an inbound SA of the reqid.
-    case protectReqID(UInt32)
+    case protectReqID(UInt32, perCPU: Bool = false)
     /// Forward in clear.
     case bypass
     /// Drop.
     case discard
+}
+
+extension PolicyAction {
+    /// `protect reqid N per-cpu`.
+    public var acquiresPerCPU: Bool {
+        if case .protectReqID(_, perCPU: true) = self { return true }
+        return false
+    }
 }
 
 /// One security policy.

@@ -39,7 +39,7 @@ public final class IPsecCompiler {
         init?(_ p: PolicyConfig) {
             switch p.action {
             case .protect(let spi): self = .spi(spi.rawValue)
-            case .protectReqID(let reqid): self = .reqid(reqid)
+            case .protectReqID(let reqid, _): self = .reqid(reqid)
             case .bypass, .discard: return nil
             }
         }
@@ -223,6 +223,7 @@ public final class IPsecCompiler {
                                             df: Self.df(sa.df))
                 nextOutbound[id] = Outbound(config: sa, state: state,
                                             box: SARecordBox(outbound: parameters, state: state, limits: Self.limits(sa.lifetime),
+                                                             fallback: sa.reqid != nil && sa.cpu == nil,
                                                              owner: owner),
                                             owner: owner)
             case .inbound:
@@ -474,7 +475,8 @@ public final class IPsecCompiler {
             let (o, outMethod) = outSPD.compile(outboundPolicies, choice: config.spdDriver) { p in
                 switch p.action {
                 case .protect, .protectReqID:
-                    PolicyVerdict(action: .protect, sa: Target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue)
+                    PolicyVerdict(action: .protect, sa: Target(p).flatMap { nextTargetIDs[$0] } ?? -1, policyID: p.id.rawValue,
+                                  acquiresPerCPU: p.action.acquiresPerCPU)
                 case .bypass: PolicyVerdict(action: .bypass, policyID: p.id.rawValue)
                 case .discard: PolicyVerdict(action: .discard, policyID: p.id.rawValue)
                 }

@@ -343,6 +343,11 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                     context.acquire(policyID: verdict.policyID, fields[k &- 1])
                     continue
                 }
+                // RFC 9611: a worker on the reqid's fallback asks for its own
+                // SA (rate-limited like every ACQUIRE); the packet goes on.
+                if verdict.acquiresPerCPU && record.pointee.fallback {
+                    context.acquire(policyID: verdict.policyID, fields[k &- 1])
+                }
                 // The inner packet is forwarded: TTL −1 before it is sealed.
                 guard decrementForwardedTTL(ip, ipv4: ip[0] >> 4 == 4) else {
                     timeExceeded(w, m, ip: ip, length: length, fib: fib, hops: hops, protectedOnly: true, tx: &tx, drops: drops)

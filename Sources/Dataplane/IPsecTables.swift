@@ -238,7 +238,8 @@ extension SARecordBox {
     }
 
     /// `owner`: the worker that seals the SA's packets in handoff mode, −1: any.
-    public convenience init(outbound sa: OutboundSA, state: OutboundSAState, limits: SALimits, owner: Int = -1) {
+    public convenience init(outbound sa: OutboundSA, state: OutboundSAState, limits: SALimits, fallback: Bool = false,
+                            owner: Int = -1) {
         // hardPackets packets: numbers first … first + hardPackets − 1; a
         // limit past 2^64 − 1 is no limit (it must not wrap to a small one).
         func last(_ packets: UInt64) -> UInt64? {
@@ -252,7 +253,8 @@ extension SARecordBox {
                                 packetLimited: hardEnd.map { $0 <= state.limit } ?? false,
                                 softBytes: limits.softBytes, hardBytes: limits.hardBytes, bytes: state.bytes,
                                 spi: sa.spi.rawValue, token: SARecordBox.newLifeToken())
-        self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner)), state: state)
+        self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner), fallback: fallback),
+                  state: state)
     }
 }
 

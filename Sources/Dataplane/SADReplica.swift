@@ -65,6 +65,9 @@ public struct OutboundRecord {
     /// sets it): a packet handed over for a record since freed must not be
     /// sealed by the SA that reuses its memory.
     var serial: UInt32 = 0
+    /// The fallback SA of a reqid (no cpu): a worker sealing with it under a
+    /// `per-cpu` policy raises ACQUIRE for an SA of its own.
+    var fallback = false
 }
 
 /// The memory of one SA record and what keeps its mutable state alive. The

@@ -9,6 +9,9 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
         case protect = 2
     }
     public var action: Action
+    /// Outbound protect with `per-cpu`: a worker whose target resolves to
+    /// the reqid's fallback SA raises ACQUIRE for its own.
+    public var acquiresPerCPU: Bool
     /// Outbound protect: the protect target (an `spi` or `reqid`) that each
     /// worker's SAD replica resolves to its SA (`SADReplica.targets`). Otherwise −1.
     public var sa: Int32
@@ -18,8 +21,10 @@ public struct PolicyVerdict: Sendable, BitwiseCopyable {
     /// packet was opened with must have (`InboundSA.isAssigned`). Otherwise `.none`.
     public var target: ProtectTarget
 
-    public init(action: Action, sa: Int32 = -1, policyID: UInt32, target: ProtectTarget = .none) {
+    public init(action: Action, sa: Int32 = -1, policyID: UInt32, target: ProtectTarget = .none,
+                acquiresPerCPU: Bool = false) {
         self.action = action
+        self.acquiresPerCPU = acquiresPerCPU
         self.sa = sa
         self.policyID = policyID
         self.target = target

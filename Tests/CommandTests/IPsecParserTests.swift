@@ -175,7 +175,15 @@ import Testing
         #expect(try parse(update) == .saUpdate(sa) && Command.saUpdate(sa).description == update)
         let sp = "sp add dir out src 10.0.0.0/8 dst 10.1.0.0/16 priority 1 action protect reqid 7"
         #expect(try parse(sp)?.description == sp)
-        guard case .spAdd(_, _, _, .protectReqID(7))? = try parse(sp) else { Issue.record("protect reqid"); return }
+        guard case .spAdd(_, _, _, .protectReqID(7, perCPU: false))? = try parse(sp) else { Issue.record("protect reqid"); return }
+        // `per-cpu`: a worker on the fallback asks for its own SA; outbound only.
+        let perCPU = sp + " per-cpu"
+        #expect(try parse(perCPU)?.description == perCPU)
+        guard case .spAdd(_, _, _, .protectReqID(7, perCPU: true))? = try parse(perCPU) else { Issue.record("per-cpu"); return }
+        for text in [perCPU.replacingOccurrences("dir out", "dir in"), perCPU.replacingOccurrences("dir out", "dir fwd")] {
+            #expect(throws: CommandError.self, "\(text)") { _ = try parse(text) }
+        }
+        #expect(throws: CommandError.self) { _ = try parse(sp.replacingOccurrences("reqid 7", "spi 0x7 per-cpu")) }
         // A policy may name a reqid no SA has yet: traffic raises ACQUIRE.
         let config = try GatewayConfig.load(text: sp + "\n" + line + "\n", name: "t")
         #expect(try GatewayConfig.load(text: config.configText, name: "t2") == config)

@@ -260,6 +260,49 @@ extension EALSuites.GatewayTests {
 }
 
 extension EALSuites.GatewayTests {
+    /// `protect reqid N per-cpu` (RFC 9611, Linux's XFRM_POLICY_CPU_ACQUIRE):
+    /// a worker that seals with the reqid's fallback still sends the packets
+    /// and raises one ACQUIRE (per second) naming the policy and its cpu, so
+    /// an IKE daemon can negotiate the worker's own SA; once it has one, no
+    /// more. Without `per-cpu` the fallback raises none.
+    @Test func aWorkerOnTheFallbackOfAPerCPUPolicyAsksForItsOwnSA() throws {
+        defer { try? h.gateway.publish(ipsec: nil); _ = h.gateway.drainEvents() }
+        let key = "0x" + String(repeating: "78", count: 20)
+        let fallback = "sa add spi 0x7200 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6\n"
+        let own = "sa add spi 0x7201 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6 cpu 1\n"
+        let policy = "sp add id 43 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 6"
+        let compiler = IPsecCompiler()
+        func install(_ text: String) throws {
+            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text + "\n", name: "percpu.conf")
+            try h.gateway.publish(ipsec: compiler.compile(config, workerLcores: h.gateway.workerLcores))
+            compiler.commit()
+        }
+        func send(_ n: Int) throws -> [UInt32] {
+            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+            let out = try h.inject(frames, on: h.protected)
+            return (out.sent[h.u] ?? []).map { f in f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+        }
+        #expect(h.gateway.workerLcores == [1])
+        _ = h.gateway.drainEvents()
+        try install(fallback + policy)
+        #expect(try send(4) == [0x7200, 0x7200, 0x7200, 0x7200])
+        #expect(h.gateway.drainEvents().isEmpty, "no per-cpu: the fallback is enough")
+
+        try install(fallback + policy + " per-cpu")
+        #expect(try send(4) == [0x7200, 0x7200, 0x7200, 0x7200], "the fallback still carries the packets")
+        let events = h.gateway.drainEvents()
+        #expect(events.count == 1, "one ACQUIRE per policy and core per second: \(events.count)")
+        if let e = events.first {
+            #expect(e.kind == UInt8(SL_EVENT_ACQUIRE) && e.policy_id == 43 && e.lcore == 1 && e.proto == 17 && e.dport == 5000)
+        }
+
+        try install(fallback + own + policy + " per-cpu")
+        #expect(try send(4) == [0x7201, 0x7201, 0x7201, 0x7201])
+        #expect(h.gateway.drainEvents().isEmpty, "its own SA: nothing to ask for")
+    }
+}
+
+extension EALSuites.GatewayTests {
     /// SA churn under traffic: among 2,000 installed SAs, the SA serving a
     /// reqid is replaced 200 times (delete + add in one change) while bursts
     /// flow. Every ESP packet leaves under an SA that was installed while the
