@@ -362,6 +362,9 @@ public final class IPsecCompiler {
         var freedIDs: [Int32] = []
         /// Targets whose resolution may have changed (all of them after a policy change).
         var affected: [Int32] = []
+        /// Ids freed by an earlier change and named again: set on every worker
+        /// (nothing may be assumed about what a replica holds for them).
+        var reused = Set<Int32>()
         if let changed {
             // Policies unchanged: the same targets; only those of the changed SAs move.
             nextTargetIDs = targetIDs
@@ -384,8 +387,9 @@ public final class IPsecCompiler {
                 let id: Int32
                 if let kept = targetIDs[t] {
                     id = kept
-                } else if let reused = free.popLast() {
-                    id = reused
+                } else if let again = free.popLast() {
+                    id = again
+                    reused.insert(again)
                 } else {
                     id = nextID
                     nextID += 1
@@ -411,6 +415,9 @@ public final class IPsecCompiler {
         let candidates: [SAIdentifier] = changed.map(Array.init)
             ?? Array(Set(previousIn.keys).union(nextInbound.changedKeys).union(previousOut.keys).union(nextOutbound.changedKeys))
         var removes: [SADCommand] = [], adds: [SADCommand] = [], handovers: [SADCommand] = []
+        // Records a target this change frees resolved to: removed with the
+        // target, after the publish (`SADChange.releasedTargets`).
+        let lingering = Set(freedIDs.flatMap { previousTargets[$0] ?? [] }.compactMap { $0.map(ObjectIdentifier.init) })
         pendingParked = [:]; pendingReinstalled = []
         for id in candidates {
             let (oldIn, newIn) = (previousIn[id]?.box, nextInbound[id]?.box)
@@ -439,7 +446,15 @@ public final class IPsecCompiler {
                 }
             }
             let (oldOut, newOut) = (previousOut[id]?.box, nextOutbound[id]?.box)
-            if let o = oldOut, o !== newOut { removes.append(.removeOutbound(o)); change.removed.append(o) }
+            if let o = oldOut, o !== newOut {
+                if lingering.contains(ObjectIdentifier(o)) {
+                    change.releasedCommon.append(.removeOutbound(o))
+                    change.releasedRecords.append(o)
+                } else {
+                    removes.append(.removeOutbound(o))
+                    change.removed.append(o)
+                }
+            }
             if let n = newOut, n !== oldOut { adds.append(.addOutbound(n)); change.added.append(n) }
         }
         change.common = removes + adds + handovers
@@ -447,12 +462,15 @@ public final class IPsecCompiler {
         for id in affected {
             let before = previousTargets[id]
             let perWorker = nextTargetSAs[id]!
-            for w in 0..<lcores.count where before?[w] !== perWorker[w] {
+            for w in 0..<lcores.count where before?[w] !== perWorker[w] || reused.contains(id) {
                 change.targets[w].append(.setTarget(id, perWorker[w]))
             }
         }
+        change.releasedTargets = Array(repeating: [], count: lcores.count)
         for id in freedIDs {
-            for w in 0..<lcores.count where previousTargets[id]?[w] != nil { change.targets[w].append(.setTarget(id, nil)) }
+            for w in 0..<lcores.count where previousTargets[id]?[w] != nil {
+                change.releasedTargets[w].append(.setTarget(id, nil))
+            }
         }
         pendingOutbound = nextOutbound
         pendingInbound = nextInbound

@@ -418,12 +418,25 @@ public final class Gateway {
         if tables == nil && !installedRecords.isEmpty {
             change.clearFirst = true  // IPsec off: the replicas forget every SA
         }
-        try commitSAD(change)
+        let released = change.released
+        // Room for both changes on every ring before the first: the second
+        // must not fail once the snapshot is published.
+        try commitSAD(change, room: released.isEmpty && released.removed.isEmpty ? 1 : 2)
         tables?.forgetSAD()
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
         let token = rte_rcu_qsbr_start(qsbr)
         if let old { retired.append((token, { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
+        // Targets only the old snapshot named: a worker applies changes at the
+        // start of an iteration and reads the snapshot after, so once it takes
+        // this one it no longer looks them up.
+        if !released.isEmpty || !released.removed.isEmpty {
+            do {
+                try commitSAD(released)
+            } catch {
+                log("warning: cannot release protect targets the old policies used: \(error)")
+            }
+        }
         reclaim(after: token, wait: gracePeriodTimeout)
     }
 
@@ -452,7 +465,8 @@ public final class Gateway {
     /// the batch when it runs again (the change is never half-applied: each
     /// worker applies it whole); the wait ends with a warning in
     /// `sadCommitWarning`, logged, and the removed records are kept until it does.
-    public func commitSAD(_ change: SADChange) throws(DataplaneError) {
+    /// `room`: command-ring slots every worker must have free (a second change follows at once).
+    public func commitSAD(_ change: SADChange, room: Int = 1) throws(DataplaneError) {
         releaseAcknowledgedSAD()
         if change.isEmpty && change.added.isEmpty && change.removed.isEmpty { return }
         if !change.isEmpty && cryptos.isEmpty {
@@ -466,7 +480,7 @@ public final class Gateway {
             // control thread is the rings' only producer, so the room stays.
             // A worker that lets its batches pile up (255) is stalled.
             let deadline = monotonicSeconds() + sadCommitTimeout
-            while let full = cryptos.first(where: { sl_ring_free_count($0.commands) == 0 }) {
+            while let full = cryptos.first(where: { Int(sl_ring_free_count($0.commands)) < room }) {
                 if monotonicSeconds() > deadline {
                     throw DataplaneError("worker lcore \(full.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
                 }

@@ -211,8 +211,26 @@ public struct SADChange {
     public var targets: [[SADCommand]] = []
     public var added: [SARecordBox] = []
     public var removed: [SARecordBox] = []
+    /// Protect targets no policy of the new snapshot names, and the outbound
+    /// records only they still resolved to: they leave the replicas in a
+    /// second change once the snapshot is published (`Gateway.publish`), so
+    /// that a worker still on the old snapshot seals with them meanwhile
+    /// (make-before-break: no `no_outbound_sa` drop, no spurious ACQUIRE).
+    /// `releasedTargets[worker]`; empty: none.
+    public var releasedTargets: [[SADCommand]] = []
+    public var releasedCommon: [SADCommand] = []
+    public var releasedRecords: [SARecordBox] = []
     public init() {}
     public var isEmpty: Bool { !clearFirst && common.isEmpty && targets.allSatisfy(\.isEmpty) }
+
+    /// The second change (see `releasedTargets`); empty when nothing waits.
+    public var released: SADChange {
+        var r = SADChange()
+        r.common = releasedCommon
+        r.targets = releasedTargets
+        r.removed = releasedRecords
+        return r
+    }
 }
 
 /// Inbound SA parameters for a record, with the SA's mutable state.

@@ -60,9 +60,47 @@ import Testing
             #expect(ttl.sad.targets[w].count == 1 && ttl.sad.targets[w][0].outbound == ttl.sad.added[0].outbound)
         }
 
-        // Without the outbound policy its target is cleared on every worker.
+        // Without the outbound policy its target is cleared on every worker,
+        // once the snapshot without the policy is published (`released`).
         let noOut = try #require(try compiler.compile(Self.config(ttl: 9, outboundPolicy: false), workerLcores: [1, 2]))
-        #expect(noOut.sad.targets.map { $0.map(\.outbound) } == [[nil], [nil]])
+        #expect(noOut.sad.targets.allSatisfy { $0.isEmpty })
+        #expect(noOut.sad.released.targets.map { $0.map(\.outbound) } == [[nil], [nil]])
+    }
+
+    /// Make-before-break: the outbound policy moves from SA 0x1001 to a new
+    /// SA 0x1002 and 0x1001 is deleted in the same change. The new target is
+    /// set before the snapshot is published; the old target and 0x1001's
+    /// record leave the replicas only in the released change, after it, so a
+    /// worker still classifying with the old snapshot seals with 0x1001
+    /// instead of dropping `no_outbound_sa`. Before, both went in the first change.
+    @Test func aPolicyMovedToANewSAReleasesTheOldOneAfterThePublish() throws {
+        func config(protect: String, sas: [String]) throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            """ + sas.map { "\nsa add spi \($0) dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(Self.key)" }.joined()
+            + "\nsp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect \(protect)\n", name: "t.conf")
+        }
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(try config(protect: "spi 0x1001", sas: ["0x1001"]), workerLcores: [1, 2]))
+        compiler.commit()
+        let old = try #require(first.sad.added.first)
+        let moved = try #require(try compiler.compile(try config(protect: "spi 0x1002", sas: ["0x1002"]), workerLcores: [1, 2]))
+        compiler.commit()
+        let new = try #require(moved.sad.added.first)
+        #expect(moved.sad.common.map(\.kind) == [.addOutbound] && moved.sad.removed.isEmpty, "nothing leaves before the publish")
+        #expect(moved.sad.targets.map { $0.map(\.outbound) } == [[new.outbound], [new.outbound]])
+        let released = moved.sad.released
+        #expect(released.common.map(\.kind) == [.removeOutbound] && released.common.first?.outbound == old.outbound)
+        #expect(released.removed.count == 1 && released.removed.first === old)
+        let oldTarget = try #require(first.sad.targets[0].first?.target)
+        #expect(released.targets.map { $0.map(\.target) } == [[oldTarget], [oldTarget]])
+        #expect(released.targets.allSatisfy { $0.allSatisfy { $0.outbound == nil } })
+
+        // The freed id, named again later (a reqid no SA has), is set on every worker.
+        let back = try #require(try compiler.compile(try config(protect: "reqid 9", sas: ["0x1002"]), workerLcores: [1, 2]))
+        compiler.commit()
+        #expect(back.sad.targets.map { $0.map(\.target) } == [[oldTarget], [oldTarget]], "reused, set even to no SA")
     }
 
     /// The inbound SA's replay window changes hands only through its owner:
@@ -99,7 +137,7 @@ import Testing
         func apply(_ t: IPsecTables, on workers: [Int]) {
             for w in workers {
                 if t.sad.clearFirst { replicas[w].apply(.clear) }
-                for c in t.sad.common + t.sad.targets[w] { replicas[w].apply(c) }
+                for c in t.sad.common + t.sad.targets[w] + t.sad.released.common + t.sad.released.targets[w] { replicas[w].apply(c) }
             }
         }
         func record(_ t: IPsecTables) throws -> SARecordBox { try #require(t.sad.added.first { $0.inbound != nil }) }
@@ -653,7 +691,9 @@ import Testing
             if compiler.lastCompileWasIncremental { incremental += 1 }
             for (w, r) in replicas.enumerated() {
                 if tables.sad.clearFirst { r.apply(.clear) }
-                for c in tables.sad.common + tables.sad.targets[w] { r.apply(c) }
+                for c in tables.sad.common + tables.sad.targets[w] + tables.sad.released.common + tables.sad.released.targets[w] {
+                    r.apply(c)
+                }
             }
             compiler.commit()
             let fresh = IPsecCompiler()

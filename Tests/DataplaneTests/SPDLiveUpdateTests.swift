@@ -303,6 +303,44 @@ extension EALSuites.GatewayTests {
 }
 
 extension EALSuites.GatewayTests {
+    /// A policy moved to a new SA while the old one is deleted, in one change
+    /// on the running gateway: traffic leaves under the new SA at once, and
+    /// the old SA's record, kept in the replicas until the new snapshot is
+    /// published (`SADChange.released`), is released by the same publish.
+    @Test func aPolicyMovedToANewSAReleasesTheOldRecordInTheSamePublish() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "79", count: 20)
+        func sa(_ spi: String) -> String {
+            "sa add spi \(spi) dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key)\n"
+        }
+        func policy(_ spi: String) -> String {
+            "sp add id 44 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi \(spi)\n"
+        }
+        let compiler = IPsecCompiler()
+        /// Returns how many records wait for the publish.
+        func install(_ text: String) throws -> Int {
+            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text, name: "move.conf")
+            let tables = try #require(try compiler.compile(config, workerLcores: h.gateway.workerLcores))
+            let waiting = tables.sad.released.removed.count
+            try h.gateway.publish(ipsec: tables)
+            compiler.commit()
+            return waiting
+        }
+        func send(_ n: Int) throws -> [UInt32] {
+            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+            let out = try h.inject(frames, on: h.protected)
+            return (out.sent[h.u] ?? []).map { f in f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+        }
+        _ = try install(sa("0x7301") + policy("0x7301"))
+        #expect(try send(2) == [0x7301, 0x7301])
+        let records = h.gateway.installedSARecords
+        #expect(try install(sa("0x7302") + policy("0x7302")) == 1, "0x7301's record waited for the publish")
+        #expect(h.gateway.installedSARecords == records, "and left with it: one SA out, one in")
+        #expect(try send(2) == [0x7302, 0x7302])
+    }
+}
+
+extension EALSuites.GatewayTests {
     /// SA churn under traffic: among 2,000 installed SAs, the SA serving a
     /// reqid is replaced 200 times (delete + add in one change) while bursts
     /// flow. Every ESP packet leaves under an SA that was installed while the
