@@ -217,7 +217,7 @@ public enum GatewayMain {
                     let removed = ipsec.expire(spi: e.policy_id, token: e.sa_token, direction: direction)
                     expiredSAs = expiredSAs || !removed.isEmpty
                 } else if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) {
-                    ipsec.noteSoftExpiry(spi: e.policy_id, token: e.sa_token, direction: direction, reason: Int32(e.proto))
+                    ipsec.noteSoftExpiry(token: e.sa_token, reason: Int32(e.proto))
                 }
             }
             let now = monotonicSeconds()

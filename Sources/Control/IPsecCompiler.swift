@@ -94,6 +94,13 @@ public final class IPsecCompiler {
     /// Adopts the SA state of the last successful `compile`: call it once the
     /// tables are published, so a failed publish keeps the state in use.
     public func commit() {
+        // The lifetime each record now installed counts in (events name records).
+        for id in pendingOutbound.changedKeys {
+            if let o = pendingOutbound[id] ?? nil { lifeOfToken[o.box.lifeToken] = o.state.lifetimeIdentity }
+        }
+        for id in pendingInbound.changedKeys {
+            if let i = pendingInbound[id] ?? nil { lifeOfToken[i.box.lifeToken] = i.state.lifetimeIdentity }
+        }
         // In place: a change of one SA among 100,000 costs one entry, not a copy.
         pendingOutbound.apply(to: &outbound)
         pendingInbound.apply(to: &inbound)
@@ -635,17 +642,21 @@ public final class IPsecCompiler {
     /// Per SA lifetime (`lifetimeIdentity`: one per key, kept while the
     /// window size, engine or ESN setting changes): when it was first seen
     /// installed and in use, and which soft time limits were reported.
-    private var installedAt: [ObjectIdentifier: Double] = [:]
-    private var firstUsedAt: [ObjectIdentifier: Double] = [:]
-    private var softReported: [ObjectIdentifier: Set<SALifetime.Kind>] = [:]
+    private var installedAt: [UInt64: Double] = [:]
+    private var firstUsedAt: [UInt64: Double] = [:]
+    private var softReported: [UInt64: Set<SALifetime.Kind>] = [:]
     /// Since when a state's packets or bytes have been at or past its hard
     /// limit while it is still installed (`checkTimes`).
-    private var usedUpSince: [ObjectIdentifier: Double] = [:]
+    private var usedUpSince: [UInt64: Double] = [:]
+    /// The lifetime of each record committed (by `SARecordBox.lifeToken`),
+    /// while that lifetime lives: an event names a record a later change
+    /// may have replaced by then.
+    private var lifeOfToken: [UInt32: UInt64] = [:]
     /// Since when a lifetime's packets or bytes have been at or past its soft
     /// limit without a worker's EXPIRE(soft) (`checkTimes`).
     private var softUsedUpSince: [SoftLimit: Double] = [:]
     private struct SoftLimit: Hashable {
-        var life: ObjectIdentifier
+        var life: UInt64
         var kind: SALifetime.Kind
     }
     /// How long an SA may stay at or past a hard packet or byte limit before
@@ -698,25 +709,37 @@ public final class IPsecCompiler {
     /// lifetime was reached; the next `compile` leaves them out). Returns them.
     @discardableResult
     public func expire(spi: UInt32, token: UInt32? = nil, direction: IPsecDirection) -> [SAIdentifier] {
-        let matches = installed(spi: spi, token: token, direction: direction)
+        var matches = installed(spi: spi, token: token, direction: direction)
+        // A record a later change replaced (the event waited in the ring
+        // while the change was committed): its SA if the new record counts
+        // in the same lifetime (same key) and stands at or past its hard
+        // limit now; not one whose limit the change raised.
+        if matches.isEmpty, let token, let life = lifeOfToken[token] {
+            matches = installed(spi: spi, token: nil, direction: direction).filter { id, sa, l in
+                guard l == life, let used = usage(of: id) else { return false }
+                return [(SALifetime.Kind.packets, used.packets), (.bytes, used.bytes)].contains { kind, n in
+                    sa.lifetime[kind]?.hard.map { n >= $0 } ?? false
+                }
+            }
+        }
         for (id, config, _) in matches { retire(id, config) }
         if !matches.isEmpty { forceFull = true }
         return matches.map(\.0)
     }
 
     /// A worker's EXPIRE(soft) for a packet or byte limit (`reason`:
-    /// `SL_EXPIRE_*`) of SA `spi`'s record `token`: reported, so the
-    /// control thread's own check (`checkTimes`) does not report it again.
-    public func noteSoftExpiry(spi: UInt32, token: UInt32, direction: IPsecDirection, reason: Int32) {
+    /// `SL_EXPIRE_*`) of the SA of record `token`: reported, so the control
+    /// thread's own check (`checkTimes`) does not report it again.
+    public func noteSoftExpiry(token: UInt32, reason: Int32) {
         let kind: SALifetime.Kind
         switch reason {
         case Int32(SL_EXPIRE_PACKETS): kind = .packets
         case Int32(SL_EXPIRE_BYTES): kind = .bytes
         default: return
         }
-        for (_, _, life) in installed(spi: spi, token: token, direction: direction) {
-            softReported[life, default: []].insert(kind)
-        }
+        // By its lifetime: the record may have been replaced since (the
+        // event waited in the ring while a change was committed).
+        if let life = lifeOfToken[token] { softReported[life, default: []].insert(kind) }
     }
 
     /// The installed SAs of `spi` and `direction`. With the token of a record
@@ -724,7 +747,7 @@ public final class IPsecCompiler {
     /// another SA with the SPI (inbound SAs may share one, told apart by
     /// destination), and none when a later change replaced the record.
     private func installed(spi: UInt32, token: UInt32?, direction: IPsecDirection)
-        -> [(SAIdentifier, SAConfig, life: ObjectIdentifier)] {
+        -> [(SAIdentifier, SAConfig, life: UInt64)] {
         func hit(_ key: SAIdentifier, _ box: SARecordBox) -> Bool {
             key.spi.rawValue == spi && (token.map { box.lifeToken == $0 } ?? true)
         }
@@ -746,7 +769,7 @@ public final class IPsecCompiler {
     public func checkTimes(now: Double) -> [Expiry] {
         var out: [Expiry] = []
         // Each SA with what it has carried (packets, bytes).
-        let sas: [(SAIdentifier, SAConfig, ObjectIdentifier, UInt64, UInt64)] =
+        let sas: [(SAIdentifier, SAConfig, UInt64, UInt64, UInt64)] =
             outbound.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity, $0.value.state.packetsSent,
                             $0.value.state.bytesSent) }
             + inbound.map { ($0.key, $0.value.config, $0.value.state.lifetimeIdentity, $0.value.state.packetsReceived,
@@ -757,11 +780,11 @@ public final class IPsecCompiler {
             .union(retiredInbound.values.map(\.state.lifetimeIdentity))
         installedAt = installedAt.filter { live.contains($0.key) }
         firstUsedAt = firstUsedAt.filter { live.contains($0.key) }
-        // Pruned with the states, so a state allocated at a freed one's
-        // address starts with nothing reported.
+        // Pruned with the lifetimes (serials are never reused).
         softReported = softReported.filter { live.contains($0.key) }
         usedUpSince = usedUpSince.filter { live.contains($0.key) }
         softUsedUpSince = softUsedUpSince.filter { live.contains($0.key.life) }
+        lifeOfToken = lifeOfToken.filter { live.contains($0.value) }
         for (id, sa, life, packets, bytes) in sas where expired[id] == nil {
             let installed = installedAt[life] ?? now
             installedAt[life] = installed

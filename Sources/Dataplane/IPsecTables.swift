@@ -43,14 +43,20 @@ public final class OutboundSAState {
     }
     public var bytesSent: UInt64 { sl_counter_load(bytes) }
     /// What the SA's lifetime is kept under: the same for every state of one key.
-    public var lifetimeIdentity: ObjectIdentifier { ObjectIdentifier(counters) }
+    public var lifetimeIdentity: UInt64 { counters.serial }
 }
+
+/// Serials of SA counters: what the control thread keeps an SA's lifetime
+/// under. A freed object's address may come back at once for a new SA's.
+let lifetimeSerials = Atomic<UInt64>(0)
 
 /// An outbound SA's sequence counter and byte count (`OutboundSAState`).
 final class OutboundCounters {
     let next: UnsafeMutablePointer<UInt64>
     let first: UInt64
     let bytes: UnsafeMutablePointer<UInt64>
+    /// Never reused, unlike an address (`lifetimeIdentity`).
+    let serial = lifetimeSerials.add(1, ordering: .relaxed).newValue
     init(next: UInt64) {
         self.next = .allocate(capacity: 1)
         self.next.initialize(to: next)
@@ -135,12 +141,14 @@ public final class InboundSAState {
     public var packetsReceived: UInt64 { withUnsafePointer(to: &counters.pointee.packets) { sl_counter_load($0) } }
     public var bytesReceived: UInt64 { withUnsafePointer(to: &counters.pointee.bytes) { sl_counter_load($0) } }
     /// What the SA's lifetime is kept under: the same for every state of one key.
-    public var lifetimeIdentity: ObjectIdentifier { ObjectIdentifier(cell) }
+    public var lifetimeIdentity: UInt64 { cell.serial }
 }
 
 /// An inbound SA's counters (`InboundSAState`).
 final class InboundCounterCell {
     let counters: UnsafeMutablePointer<InboundCounters>
+    /// Never reused, unlike an address (`lifetimeIdentity`).
+    let serial = lifetimeSerials.add(1, ordering: .relaxed).newValue
     init() {
         counters = .allocate(capacity: 1)
         counters.initialize(to: InboundCounters())

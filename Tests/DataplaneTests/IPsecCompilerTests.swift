@@ -427,8 +427,47 @@ import Testing
         // Inbound: a worker crossed the limit and said so.
         let inbound = try #require(lowered.sad.added.first { $0.inbound != nil })
         inbound.inbound!.pointee.life.counters.pointee.packets = 600
-        compiler.noteSoftExpiry(spi: 0x2001, token: inbound.lifeToken, direction: .inbound, reason: Int32(SL_EXPIRE_PACKETS))
+        compiler.noteSoftExpiry(token: inbound.lifeToken, reason: Int32(SL_EXPIRE_PACKETS))
         #expect(compiler.checkTimes(now: 50).isEmpty && compiler.checkTimes(now: 60).isEmpty, "reported by the worker")
+    }
+
+    /// An EXPIRE can wait in the ring while a change replaces the record it
+    /// names (the control loop commits a change before it drains events).
+    /// It still counts for its SA when the new record counts in the same
+    /// lifetime (same key): a soft one is not raised again by the control
+    /// thread, a hard one retires the SA at once, and the control thread
+    /// does not raise a second one. Before, the stale token matched nothing:
+    /// both were reported twice.
+    @Test func anEventAboutAReplacedRecordCountsForItsSA() throws {
+        func config(window: Int) throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            sa add spi 0x2001 dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(Self.key) replay-window \(window) lifetime packets soft 500 hard 1000
+            sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+            """, name: "t.conf")
+        }
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(try config(window: 64)))
+        compiler.commit()
+        let r1 = try #require(first.sad.added.first)
+        r1.inbound!.pointee.life.counters.pointee.packets = 500  // the worker crossed the soft limit…
+        let second = try #require(try compiler.compile(try config(window: 128)))
+        compiler.commit()  // …and the window grew before its event was drained
+        Self.handOver(second)
+        let r2 = try #require(second.sad.added.first)
+        #expect(r2.lifeToken != r1.lifeToken && r2.inbound!.pointee.life.counters.pointee.packets == 500)
+        compiler.noteSoftExpiry(token: r1.lifeToken, reason: Int32(SL_EXPIRE_PACKETS))
+        #expect(compiler.checkTimes(now: 10).isEmpty && compiler.checkTimes(now: 20).isEmpty, "the worker's soft EXPIRE counted")
+
+        // The same for the hard limit: crossed under r2, drained after a third record.
+        r2.inbound!.pointee.life.counters.pointee.packets = 1000
+        let third = try #require(try compiler.compile(try config(window: 256)))
+        compiler.commit()
+        Self.handOver(third)
+        #expect(compiler.expire(spi: 0x2001, token: r2.lifeToken, direction: .inbound).count == 1, "retired at once")
+        #expect(compiler.checkTimes(now: 30).isEmpty && compiler.checkTimes(now: 40).isEmpty, "no second EXPIRE(hard)")
+        #expect(compiler.expiredSAs.count == 1)
     }
 
     /// An SA rebuilt under the same key (ESN switched on, a larger replay
