@@ -298,15 +298,20 @@ public final class WorkerIPsec {
     let lcore: UInt32
     /// SP/SC ring of `sl_event` (the worker produces, the control thread consumes).
     let events: OpaquePointer
-    /// ACQUIRE rate limit: per slot (policy id mod `acquireSlots`), the
-    /// policy and the TSC of its last ACQUIRE from this core.
+    /// ACQUIRE rate limit: the policies that raised one from this core in
+    /// the last second and when, in an open-addressing table (a policy's
+    /// entry is among the `acquireProbe` slots from its hash; a stale
+    /// entry's slot is taken again). With every slot of a policy's run held
+    /// by others this second, it raises none: policies never push each
+    /// other out of the table to pass the limit again.
     let acquirePolicy: UnsafeMutablePointer<UInt32>
     let acquireTSC: UnsafeMutablePointer<UInt64>
-    static let acquireSlots = 64
-    /// And at most `acquiresPerSecond` ACQUIREs from this core in any one
-    /// second (`acquireBudget` left since `acquireSecond`), whatever the
-    /// policies: policies that share a slot would otherwise each pass it
-    /// every time, and fill the event ring an EXPIRE needs.
+    static let acquireSlots = 256
+    static let acquireProbe = 4
+    /// And at most `acquiresPerSecond` ACQUIREs from this core per
+    /// one-second window (`acquireBudget` left in the window opened at
+    /// `acquireSecond`), whatever the policies, so that they cannot fill the
+    /// event ring an EXPIRE needs.
     var acquireBudget = 0
     var acquireSecond: UInt64 = 0
     static let acquiresPerSecond = 64
@@ -461,23 +466,44 @@ public final class WorkerIPsec {
         while sl_ring_dequeue_burst_elem24(sealHandoff, handed, 1) == 1 { sl_mbuf_free(handed.pointee.m) }
     }
 
-    /// Reports that policy `policyID` had no SA for this core and `fields`'
-    /// packet was dropped: at most one ACQUIRE per policy and core per
-    /// second, and `acquiresPerSecond` per core. The drop path only; never
-    /// allocates.
+    /// The first slot of `policyID`'s run: Fibonacci hashing, the top 8 bits
+    /// (ids come 1, 2, 3…).
+    @inline(__always)
+    static func acquireHome(_ policyID: UInt32) -> Int {
+        Int(truncatingIfNeeded: (policyID &* 0x9E37_79B1) >> 24) & (acquireSlots - 1)
+    }
+
+    /// Reports that policy `policyID` has no SA of this core's own (`fields`'
+    /// packet was dropped, or sealed with a `per-cpu` policy's fallback): at
+    /// most one ACQUIRE per policy and core per second, and
+    /// `acquiresPerSecond` per core. Never allocates.
     @inline(never)
     func acquire(policyID: UInt32, _ fields: SelectorFields) {
-        let slot = Int(policyID) & (Self.acquireSlots - 1)
         let now = sl_tsc()
-        if acquirePolicy[slot] == policyID && now &- acquireTSC[slot] < sl_tsc_hz() { return }
-        if now &- acquireSecond >= sl_tsc_hz() {
+        let second = sl_tsc_hz()
+        let home = Self.acquireHome(policyID)
+        var free = -1
+        var i = 0
+        while i < Self.acquireProbe {
+            let slot = (home &+ i) & (Self.acquireSlots - 1)
+            i &+= 1
+            let recent = now &- acquireTSC[slot] < second
+            if acquirePolicy[slot] == policyID {
+                if recent { return }
+                free = slot
+                break
+            }
+            if free < 0 && !recent { free = slot }
+        }
+        guard free >= 0 else { return }
+        if now &- acquireSecond >= second {
             acquireSecond = now
             acquireBudget = Self.acquiresPerSecond
         }
         guard acquireBudget > 0 else { return }
         acquireBudget &-= 1
-        acquirePolicy[slot] = policyID
-        acquireTSC[slot] = now
+        acquirePolicy[free] = policyID
+        acquireTSC[free] = now
         var e = sl_event()
         e.kind = UInt8(SL_EVENT_ACQUIRE)
         e.family = fields.source.isIPv6 ? 6 : 4

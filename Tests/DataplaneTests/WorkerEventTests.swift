@@ -28,8 +28,7 @@ extension EALSuites {
             }
             let fields = SelectorFields(source: RawIPAddress(IPAddress("10.1.0.1")!),
                                         destination: RawIPAddress(IPAddress("198.51.100.9")!), proto: 17)
-            // 640 policies sharing one rate-limit slot (ids 64 apart), each twice:
-            // every call found the slot holding another policy.
+            // 640 policies, each twice: at most the budget, each policy once.
             let start = sl_tsc()
             for _ in 0..<2 { for i in 0..<640 { context.acquire(policyID: UInt32(1 + 64 * i), fields) } }
             let seconds = Double(sl_tsc() - start) / Double(sl_tsc_hz())
@@ -39,9 +38,27 @@ extension EALSuites {
                     "\(acquires.count) ACQUIREs in \(seconds) s")
             #expect(Set(acquires.map(\.policy_id)).count == acquires.count, "each a different policy")
             #expect(acquires.allSatisfy { $0.kind == UInt8(SL_EVENT_ACQUIRE) && $0.lcore == 7 })
-            // A policy that just raised one is quiet for a second, as before.
+            // A policy that just raised one is quiet for a second.
             context.acquire(policyID: acquires[0].policy_id, fields)
             #expect(drain().isEmpty)
+
+            // Policies whose runs start at one slot cannot push each other out
+            // to pass the limit again: a fresh core, six such policies taking
+            // turns 100 times, one ACQUIRE each for the first four (the run's
+            // slots), none for the rest this second. Before, policies sharing a
+            // slot each raised one at every turn.
+            let counters2 = UnsafeMutablePointer<sl_counters>.allocate(capacity: 1)
+            counters2.initialize(to: sl_counters())
+            defer { counters2.deallocate() }
+            let fresh = try WorkerIPsec(index: 0, lcore: 8, socket: 0,
+                                        name: "t_ev\(Self.serial.add(1, ordering: .relaxed).newValue)", counters: counters2)
+            let home = WorkerIPsec.acquireHome(1)
+            let crowd = (1...UInt32(1_000_000)).lazy.filter { WorkerIPsec.acquireHome($0) == home }.prefix(6)
+            #expect(crowd.count == 6)
+            for _ in 0..<100 { for id in crowd { fresh.acquire(policyID: id, fields) } }
+            var e = sl_event(), raised: [UInt32] = []
+            while sl_event_pop(fresh.events, &e) == 0 { raised.append(e.policy_id) }
+            #expect(raised == Array(crowd.prefix(WorkerIPsec.acquireProbe)), "\(raised)")
 
             // EXPIREs beyond what the ring holds: each one queued or counted lost.
             #expect(counters.pointee.events_lost == 0)
