@@ -17,7 +17,8 @@
 //
 // What is fixed: TCP (RFC 9293), UDP (RFC 768; over IPv4 a zero checksum,
 // "none", stays zero) and ICMPv6 (RFC 4443, which has a pseudo-header too).
-// Not touched: ICMP over IPv4 and other protocols (no pseudo-header), and
+// Not touched: ICMP over IPv4 and other protocols (no pseudo-header; DCCP
+// and UDP-Lite have one, and are not fixed: a NAT breaks them), and
 // so also an upper layer behind IPv6 Destination Options that travelled
 // inside the ESP payload; a segment too short for its header (left for the
 // receiver to reject). An IPv6 packet with a Routing header is decapsulated

@@ -180,6 +180,11 @@ func withTrailer(_ payload: [UInt8], nextHeader: UInt8) -> [UInt8] {
         guard case .esp(let h) = ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: [60, 0, 0, 0, 0, 0, 0, 7] + options + esp)).view)
         else { Issue.record("ESP behind an atomic fragment's Destination Options not recognised"); return }
         #expect(h.espOffset == 56 && h.protocolFieldOffset == 48 && h.spi == SPI(0x1234))
+        // A first fragment (M set) with a second, atomic Fragment header
+        // behind it: still a fragment (before, the second header alone
+        // decided, and the truncated ESP went to the AEAD).
+        #expect(ESPInbound.classify(PacketBuffer(outerIPv6(nextHeader: 44, payload: [44, 0, 0, 1, 0, 0, 0, 7] + [50, 0, 0, 0, 0, 0, 0, 8] + esp)).view)
+                == .drop(.fragmented))
     }
 
     /// An IPv6 atomic fragment (a Fragment header with offset 0 and no M

@@ -62,8 +62,21 @@ def encrypt(j, sent, udp):
         fix_natt_length(b)
     return translate(bytes(b), j, udp)
 
+def with_tfc(b, j, n):
+    # TFC padding (RFC 4303 §2.7) after the datagram: in the IP length, not the UDP length.
+    b = bytearray(b) + bytes([9] * n)
+    if j["v"] == 4:
+        b[2:4] = len(b).to_bytes(2, "big")
+        p = IP(bytes(b))
+        del p.chksum
+        return raw(p)
+    b[4:6] = (len(b) - 40).to_bytes(2, "big")
+    return bytes(b)
+
 def handle(j):
     sent = build(j, j["src"], j["dst"], j["zero_udp"])
+    if j["tfc"]:
+        sent = with_tfc(sent, j, j["tfc"])
     # A zero UDP checksum means "none" over IPv4 only; over IPv6 the host must get a real one.
     expected = build(j, j["nat_src"], j["nat_dst"], j["zero_udp"] and j["v"] == 4)
     # Plain ESP: the same translation, the segment's checksum left as the peer computed it.
@@ -86,6 +99,7 @@ serve(handle)
         var nat_dst: String
         var zero_udp: Bool
         var routing: Bool
+        var tfc: Int
         var spi: UInt32
         var algo: String
         var key: String
@@ -122,10 +136,12 @@ struct ESPNATTransportTests {
         var zeroUDP = false
         /// IPv6 with a Routing header (Segments Left 0) before ESP.
         var routing = false
+        /// Bytes of TFC padding the peer put after a UDP datagram: not forwarded.
+        var tfc = 0
         var payload: Int
         var aead: AEADAlgorithm
         var description: String {
-            "IPv\(ipv6 ? 6 : 4)\(routing ? " + Routing" : "") \(proto)\(zeroUDP ? " (checksum 0)" : "") "
+            "IPv\(ipv6 ? 6 : 4)\(routing ? " + Routing" : "") \(proto)\(zeroUDP ? " (checksum 0)" : "")\(tfc > 0 ? " + \(tfc) B TFC" : "") "
                 + "\(translation) \(payload) B \(aead)"
         }
 
@@ -161,6 +177,9 @@ struct ESPNATTransportTests {
         for proto in ["tcp", "udp"] {
             all.append(Case(ipv6: true, proto: proto, translation: .both, routing: true, payload: 100, aead: .aes128GCM))
         }
+        for ipv6 in [false, true] {
+            all.append(Case(ipv6: ipv6, proto: "udp", translation: .both, tfc: 7, payload: 30, aead: .chacha20Poly1305))
+        }
         return all
     }
 
@@ -176,7 +195,7 @@ struct ESPNATTransportTests {
             let payload = (0..<c.payload).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             let a = c.addresses
             jobs.append(ScapyNAT.Job(v: c.ipv6 ? 6 : 4, proto: c.proto, src: a.src, dst: a.dst, nat_src: a.natSrc,
-                                     nat_dst: a.natDst, zero_udp: c.zeroUDP, routing: c.routing, spi: 0x7000_0000 | UInt32(i),
+                                     nat_dst: a.natDst, zero_udp: c.zeroUDP, routing: c.routing, tfc: c.tfc, spi: 0x7000_0000 | UInt32(i),
                                      algo: key.scapyName, key: hexString(key.material), seq: UInt32(i + 1),
                                      payload: hexString(payload)))
         }
