@@ -208,6 +208,35 @@ extension EALSuites.GatewayTests {
     }
 }
 
+/// IPsec configurations compiled with one compiler and published on the
+/// running test gateway (as the control thread does), and what leaves the
+/// unprotected port for packets 10.1.2.3 → 198.51.100.9.
+private struct LiveIPsec {
+    let h: GatewayHarness
+    let compiler = IPsecCompiler()
+
+    /// Publishes the harness's base configuration plus `text`; returns how
+    /// many records wait for the publish to leave the replicas (`SADChange.released`).
+    @discardableResult
+    func install(_ text: String) throws -> Int {
+        let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text + "\n", name: "live.conf")
+        let tables = try #require(try compiler.compile(config, workerLcores: h.gateway.workerLcores))
+        let waiting = tables.sad.released.removed.count
+        try h.gateway.publish(ipsec: tables)
+        compiler.commit()
+        return waiting
+    }
+
+    /// SPI and sequence number of each ESP frame sent out of the unprotected port for `n` packets.
+    func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] {
+        let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
+        let out = try h.inject(frames, on: h.protected)
+        return (out.sent[h.u] ?? []).map { f in
+            (f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }, f[38..<42].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
+        }
+    }
+}
+
 extension EALSuites.GatewayTests {
     /// RFC 9611 on the running worker (lcore 1): with only the fallback SA of
     /// a reqid, traffic leaves under the fallback; once the worker's own SA is
@@ -219,20 +248,9 @@ extension EALSuites.GatewayTests {
         let fallback = "sa add spi 0x7100 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5\n"
         let own = "sa add spi 0x7101 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5 cpu 1\n"
         let policy = "sp add id 42 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 5\n"
-        let compiler = IPsecCompiler()
-        func install(_ text: String) throws {
-            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text, name: "percpu.conf")
-            try h.gateway.publish(ipsec: compiler.compile(config, workerLcores: h.gateway.workerLcores))
-            compiler.commit()
-        }
-        /// SPI and sequence number of each ESP frame sent out of the unprotected port.
-        func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] {
-            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
-            let out = try h.inject(frames, on: h.protected)
-            return (out.sent[h.u] ?? []).map { f in
-                (f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }, f[38..<42].reduce(UInt32(0)) { $0 << 8 | UInt32($1) })
-            }
-        }
+        let live = LiveIPsec(h: h)
+        func install(_ text: String) throws { try live.install(text) }
+        func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] { try live.send(n) }
         #expect(h.gateway.workerLcores == [1])
         try install(fallback + policy)
         var sent = try send(3)
@@ -271,17 +289,9 @@ extension EALSuites.GatewayTests {
         let fallback = "sa add spi 0x7200 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6\n"
         let own = "sa add spi 0x7201 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6 cpu 1\n"
         let policy = "sp add id 43 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 6"
-        let compiler = IPsecCompiler()
-        func install(_ text: String) throws {
-            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text + "\n", name: "percpu.conf")
-            try h.gateway.publish(ipsec: compiler.compile(config, workerLcores: h.gateway.workerLcores))
-            compiler.commit()
-        }
-        func send(_ n: Int) throws -> [UInt32] {
-            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
-            let out = try h.inject(frames, on: h.protected)
-            return (out.sent[h.u] ?? []).map { f in f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
-        }
+        let live = LiveIPsec(h: h)
+        func install(_ text: String) throws { try live.install(text) }
+        func send(_ n: Int) throws -> [UInt32] { try live.send(n).map(\.spi) }
         #expect(h.gateway.workerLcores == [1])
         _ = h.gateway.drainEvents()
         try install(fallback + policy)
@@ -316,21 +326,9 @@ extension EALSuites.GatewayTests {
         func policy(_ spi: String) -> String {
             "sp add id 44 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi \(spi)\n"
         }
-        let compiler = IPsecCompiler()
-        /// Returns how many records wait for the publish.
-        func install(_ text: String) throws -> Int {
-            let config = try GatewayConfig.load(text: h.baseConfigText + "\n" + text, name: "move.conf")
-            let tables = try #require(try compiler.compile(config, workerLcores: h.gateway.workerLcores))
-            let waiting = tables.sad.released.removed.count
-            try h.gateway.publish(ipsec: tables)
-            compiler.commit()
-            return waiting
-        }
-        func send(_ n: Int) throws -> [UInt32] {
-            let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
-            let out = try h.inject(frames, on: h.protected)
-            return (out.sent[h.u] ?? []).map { f in f[34..<38].reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
-        }
+        let live = LiveIPsec(h: h)
+        func install(_ text: String) throws -> Int { try live.install(text) }
+        func send(_ n: Int) throws -> [UInt32] { try live.send(n).map(\.spi) }
         _ = try install(sa("0x7301") + policy("0x7301"))
         #expect(try send(2) == [0x7301, 0x7301])
         let records = h.gateway.installedSARecords
