@@ -227,6 +227,17 @@ private struct LiveIPsec {
         return waiting
     }
 
+    /// Outbound SAs of `reqid`: its fallback (`spi`) and lcore 1's own
+    /// (`spi + 1`), and policy `id` protecting 10.1/16 → 198.51.100/24 with it.
+    static func reqid(_ reqid: Int, spi: UInt32, policy id: Int, keyByte: String) -> (fallback: String, own: String, policy: String) {
+        let key = "0x" + String(repeating: keyByte, count: 20)
+        func sa(_ spi: UInt32, _ cpu: String) -> String {
+            "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid \(reqid)\(cpu)\n"
+        }
+        return (sa(spi, ""), sa(spi + 1, " cpu 1"),
+                "sp add id \(id) dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid \(reqid)")
+    }
+
     /// SPI and sequence number of each ESP frame sent out of the unprotected port for `n` packets.
     func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] {
         let frames = (0..<n).map { h.frame4("10.1.2.3", "198.51.100.9", id: UInt16($0)) }
@@ -244,29 +255,24 @@ extension EALSuites.GatewayTests {
     /// at all the packets are dropped and one ACQUIRE names the policy and cpu 1.
     @Test func perCPUSAReplacesTheFallbackAtThePublish() throws {
         defer { try? h.gateway.publish(ipsec: nil); _ = h.gateway.drainEvents() }
-        let key = "0x" + String(repeating: "77", count: 20)
-        let fallback = "sa add spi 0x7100 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5\n"
-        let own = "sa add spi 0x7101 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 5 cpu 1\n"
-        let policy = "sp add id 42 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 5\n"
+        let (fallback, own, policy) = LiveIPsec.reqid(5, spi: 0x7100, policy: 42, keyByte: "77")
         let live = LiveIPsec(h: h)
-        func install(_ text: String) throws { try live.install(text) }
-        func send(_ n: Int) throws -> [(spi: UInt32, seq: UInt32)] { try live.send(n) }
         #expect(h.gateway.workerLcores == [1])
-        try install(fallback + policy)
-        var sent = try send(3)
+        try live.install(fallback + policy)
+        var sent = try live.send(3)
         #expect(sent.map(\.spi) == [0x7100, 0x7100, 0x7100] && sent.map(\.seq) == [1, 2, 3], "\(sent)")
-        try install(fallback + own + policy)
-        sent = try send(3)
+        try live.install(fallback + own + policy)
+        sent = try live.send(3)
         #expect(sent.map(\.spi) == [0x7101, 0x7101, 0x7101] && sent.map(\.seq) == [1, 2, 3], "\(sent)")
         // The fallback's numbers went on where they were when it is used again.
-        try install(fallback + policy)
-        sent = try send(1)
+        try live.install(fallback + policy)
+        sent = try live.send(1)
         #expect(sent.map(\.spi) == [0x7100] && sent.map(\.seq) == [4], "\(sent)")
 
         _ = h.gateway.drainEvents()
-        try install(policy)
+        try live.install(policy)
         let before = h.totals()
-        sent = try send(5)
+        sent = try live.send(5)
         #expect(sent.isEmpty)
         #expect((h.totals() - before).dropsByReason == [.noOutboundSA: 5])
         let events = h.gateway.drainEvents()
@@ -285,29 +291,24 @@ extension EALSuites.GatewayTests {
     /// more. Without `per-cpu` the fallback raises none.
     @Test func aWorkerOnTheFallbackOfAPerCPUPolicyAsksForItsOwnSA() throws {
         defer { try? h.gateway.publish(ipsec: nil); _ = h.gateway.drainEvents() }
-        let key = "0x" + String(repeating: "78", count: 20)
-        let fallback = "sa add spi 0x7200 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6\n"
-        let own = "sa add spi 0x7201 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key \(key) reqid 6 cpu 1\n"
-        let policy = "sp add id 43 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect reqid 6"
+        let (fallback, own, policy) = LiveIPsec.reqid(6, spi: 0x7200, policy: 43, keyByte: "78")
         let live = LiveIPsec(h: h)
-        func install(_ text: String) throws { try live.install(text) }
-        func send(_ n: Int) throws -> [UInt32] { try live.send(n).map(\.spi) }
         #expect(h.gateway.workerLcores == [1])
         _ = h.gateway.drainEvents()
-        try install(fallback + policy)
-        #expect(try send(4) == [0x7200, 0x7200, 0x7200, 0x7200])
+        try live.install(fallback + policy)
+        #expect(try live.send(4).map(\.spi) == [0x7200, 0x7200, 0x7200, 0x7200])
         #expect(h.gateway.drainEvents().isEmpty, "no per-cpu: the fallback is enough")
 
-        try install(fallback + policy + " per-cpu")
-        #expect(try send(4) == [0x7200, 0x7200, 0x7200, 0x7200], "the fallback still carries the packets")
+        try live.install(fallback + policy + " per-cpu")
+        #expect(try live.send(4).map(\.spi) == [0x7200, 0x7200, 0x7200, 0x7200], "the fallback still carries the packets")
         let events = h.gateway.drainEvents()
         #expect(events.count == 1, "one ACQUIRE per policy and core per second: \(events.count)")
         if let e = events.first {
             #expect(e.kind == UInt8(SL_EVENT_ACQUIRE) && e.policy_id == 43 && e.lcore == 1 && e.proto == 17 && e.dport == 5000)
         }
 
-        try install(fallback + own + policy + " per-cpu")
-        #expect(try send(4) == [0x7201, 0x7201, 0x7201, 0x7201])
+        try live.install(fallback + own + policy + " per-cpu")
+        #expect(try live.send(4).map(\.spi) == [0x7201, 0x7201, 0x7201, 0x7201])
         #expect(h.gateway.drainEvents().isEmpty, "its own SA: nothing to ask for")
     }
 }
@@ -327,14 +328,12 @@ extension EALSuites.GatewayTests {
             "sp add id 44 dir out src 10.1.0.0/16 dst 198.51.100.0/24 priority 1 action protect spi \(spi)\n"
         }
         let live = LiveIPsec(h: h)
-        func install(_ text: String) throws -> Int { try live.install(text) }
-        func send(_ n: Int) throws -> [UInt32] { try live.send(n).map(\.spi) }
-        _ = try install(sa("0x7301") + policy("0x7301"))
-        #expect(try send(2) == [0x7301, 0x7301])
+        _ = try live.install(sa("0x7301") + policy("0x7301"))
+        #expect(try live.send(2).map(\.spi) == [0x7301, 0x7301])
         let records = h.gateway.installedSARecords
-        #expect(try install(sa("0x7302") + policy("0x7302")) == 1, "0x7301's record waited for the publish")
+        #expect(try live.install(sa("0x7302") + policy("0x7302")) == 1, "0x7301's record waited for the publish")
         #expect(h.gateway.installedSARecords == records, "and left with it: one SA out, one in")
-        #expect(try send(2) == [0x7302, 0x7302])
+        #expect(try live.send(2).map(\.spi) == [0x7302, 0x7302])
     }
 }
 
