@@ -451,17 +451,9 @@ public enum ESPInbound {
     /// Transport mode: moves the IP header (with its extension headers) back
     /// to just before the payload, restores the Next Header and the lengths;
     /// with UDP encapsulation, fixes the upper layer's checksum (NATTransport).
-    /// TFC padding after a UDP datagram (RFC 4303 §2.7: allowed where the
-    /// upper layer carries its length) is cut off at the UDP Length, so the
-    /// host gets the datagram, and a fixed checksum covers what it checks.
     @inlinable
     static func restoreTransport(_ packet: inout PacketView, opening: ESPOpening, payloadOffset: Int,
                                  payloadLength: Int, nextHeader: UInt8) {
-        var payloadLength = payloadLength
-        if nextHeader == IPProtocol.udp.rawValue && payloadLength >= HeaderSize.udp {
-            let udpLength = Int(packet.start.loadBE16(at: payloadOffset &+ UDPField.length))
-            if udpLength >= HeaderSize.udp && udpLength < payloadLength { payloadLength = udpLength }
-        }
         let headerLength = opening.espOffset &- (opening.udpEncapsulated ? HeaderSize.udp : 0)
         let shift = payloadOffset &- headerLength
         let p = packet.start

@@ -40,6 +40,7 @@ enum NATTransport {
         let length = packet.length &- headerLength
         let ipv6 = ip.loadByte(at: 0) >> 4 == 6
         let field: Int
+        var covered = length
         switch nextHeader {
         case IPProtocol.tcp.rawValue:
             guard length >= HeaderSize.tcp else { return }
@@ -48,13 +49,17 @@ enum NATTransport {
             guard length >= HeaderSize.udp else { return }
             if !ipv6 && segment.loadBE16(at: UDPField.checksum) == 0 { return }  // sent without a checksum
             field = UDPField.checksum
+            // Over the datagram its UDP Length gives, as the host checks it:
+            // TFC padding may follow it (RFC 4303 §2.7), and stays.
+            let udpLength = Int(segment.loadBE16(at: UDPField.length))
+            if udpLength >= HeaderSize.udp && udpLength < length { covered = udpLength }
         case IPProtocol.icmpv6.rawValue where ipv6:
             guard length >= 4 else { return }
             field = 2
         default:
             return
         }
-        IPParse.storeTransportChecksum(ipHeader: ip, ipv6: ipv6, segment: segment, length: length, protocol: nextHeader,
+        IPParse.storeTransportChecksum(ipHeader: ip, ipv6: ipv6, segment: segment, length: covered, protocol: nextHeader,
                                        field: field)
     }
 }

@@ -270,8 +270,8 @@ func ipv6Upper(_ b: [UInt8], length: Int) -> (proto: UInt8, offset: Int, enRoute
 /// transport-mode SA delivers (`d`: the datagram, its upper layer `proto`
 /// after `headerLength` bytes): the TCP, UDP or ICMPv6 checksum computed
 /// afresh over the pseudo-header of the addresses delivered (RFC 9293 §3.1,
-/// RFC 768, RFC 8200 §8.1, RFC 4443 §2.3), a computed 0 sent as 0xFFFF for
-/// UDP; unchanged: a UDP checksum 0 over IPv4 (none), a segment too short
+/// RFC 768, RFC 8200 §8.1, RFC 4443 §2.3; UDP over its UDP Length's bytes),
+/// a computed 0 sent as 0xFFFF for UDP; unchanged: a UDP checksum 0 over IPv4 (none), a segment too short
 /// for its checksum field, ICMP over IPv4. (A Routing header is delivered
 /// only with Segments Left 0, when the Destination is the final one.)
 func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: Bool) -> [UInt8] {
@@ -283,13 +283,19 @@ func natTransportChecksum(_ d: [UInt8], headerLength: Int, proto: UInt8, ipv6: B
     case 58 where ipv6 && length >= 4: field = 2
     default: return d
     }
-    let lengthBytes = [UInt8(truncatingIfNeeded: length >> 8), UInt8(truncatingIfNeeded: length)]
+    // UDP: over the datagram its UDP Length gives (RFC 768); what follows
+    // it (TFC padding, RFC 4303 §2.7) is not covered.
+    var covered = length
+    if proto == 17, case let udpLength = Int(be16(d, headerLength + 4)), udpLength >= 8 && udpLength < length {
+        covered = udpLength
+    }
+    let lengthBytes = [UInt8(truncatingIfNeeded: covered >> 8), UInt8(truncatingIfNeeded: covered)]
     let pseudo = ipv6 ? Array(d[8..<40]) + [0, 0] + lengthBytes + [0, 0, 0, proto]
         : Array(d[12..<20]) + [0, proto] + lengthBytes
     var out = d
     out[headerLength + field] = 0
     out[headerLength + field + 1] = 0
-    var c = ~onesComplementSum((pseudo + out[headerLength...])[...])
+    var c = ~onesComplementSum((pseudo + out[headerLength..<(headerLength + covered)])[...])
     if proto == 17 && c == 0 { c = 0xFFFF }
     out[headerLength + field] = UInt8(c >> 8)
     out[headerLength + field + 1] = UInt8(truncatingIfNeeded: c)

@@ -79,6 +79,9 @@ def handle(j):
         sent = with_tfc(sent, j, j["tfc"])
     # A zero UDP checksum means "none" over IPv4 only; over IPv6 the host must get a real one.
     expected = build(j, j["nat_src"], j["nat_dst"], j["zero_udp"] and j["v"] == 4)
+    if j["tfc"]:
+        # The padding stays; the UDP checksum is over the datagram alone.
+        expected = with_tfc(expected, j, j["tfc"])
     # Plain ESP: the same translation, the segment's checksum left as the peer computed it.
     unfixed = bytearray(expected)
     at = upper_offset(j, sent)
@@ -136,7 +139,7 @@ struct ESPNATTransportTests {
         var zeroUDP = false
         /// IPv6 with a Routing header (Segments Left 0) before ESP.
         var routing = false
-        /// Bytes of TFC padding the peer put after a UDP datagram: not forwarded.
+        /// Bytes of TFC padding the peer put after a UDP datagram: forwarded, outside the fixed checksum.
         var tfc = 0
         var payload: Int
         var aead: AEADAlgorithm
