@@ -622,6 +622,10 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         // looked up once per burst (this burst's FIB snapshot).
         let tunnel = record.pointee.sa.isTunnel
         var tunnelHop: UnsafeMutablePointer<sl_nexthop>? = nil
+        // Without a byte limit the SA's bytes are counted as they are sealed
+        // (one atomic add after the burst's packets of the SA), for reports.
+        let countBytes = life.softBytes == 0 && life.hardBytes == 0
+        var sealedBytes: UInt64 = 0
         j = first
         while j < count {
             if sealRecord[j] == record {
@@ -665,12 +669,14 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     case .framed(let f):
                         staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig)
                         framed &+= 1
+                        sealedBytes &+= UInt64(sealLen[j])
                     }
                 }
                 seq &+= 1
             }
             j &+= 1
         }
+        if countBytes && sealedBytes != 0 { _ = sl_counter_fetch_add(life.bytes, sealedBytes) }
         first &+= 1
     }
     if framed == 0 { return }

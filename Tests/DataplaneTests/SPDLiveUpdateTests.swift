@@ -334,6 +334,9 @@ extension EALSuites.GatewayTests {
         #expect(try live.install(sa("0x7302") + policy("0x7302")) == 1, "0x7301's record waited for the publish")
         #expect(h.gateway.installedSARecords == records, "and left with it: one SA out, one in")
         #expect(try live.send(2).map(\.spi) == [0x7302, 0x7302])
+        // An SA without a byte limit still counts its bytes (inner packets, 46 bytes each).
+        let usage = live.compiler.usage(of: SAIdentifier(spi: SecurityParameterIndex(0x7302), destination: IPAddress("192.0.2.254")))
+        #expect(usage?.packets == 2 && usage?.bytes == 2 * 46, "\(String(describing: usage))")
     }
 }
 
