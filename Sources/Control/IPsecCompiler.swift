@@ -388,7 +388,9 @@ public final class IPsecCompiler {
                 }
             }
         } else {
-            var nextID = Int32((targetIDs.values.max() ?? -1) + 1)
+            // Past every id in use and every free one: a free id is handed
+            // out only from the free list, never again as a new one.
+            var nextID = Int32(max(targetIDs.values.max() ?? -1, free.max() ?? -1) + 1)
             for p in outboundPolicies {
                 guard let t = Target(p), nextTargetIDs[t] == nil else { continue }
                 let id: Int32
@@ -463,6 +465,10 @@ public final class IPsecCompiler {
                 }
             }
             if let n = newOut, n !== oldOut { adds.append(.addOutbound(n)); change.added.append(n) }
+        }
+        // The replicas hold the records waiting for the second batch too.
+        if nextOutbound.count + change.releasedRecords.count > saCapacity {
+            throw IPsecConfigError(message: "\(nextOutbound.count) outbound SAs and \(change.releasedRecords.count) still in use until the new policies are published: the SAD replicas hold at most \(saCapacity)")
         }
         change.common = removes + adds + handovers
         change.targets = Array(repeating: [], count: lcores.count)

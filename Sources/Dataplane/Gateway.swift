@@ -415,13 +415,16 @@ public final class Gateway {
         }
         // The replicas first: the snapshot's verdicts may name targets only they resolve.
         var change = tables?.sad ?? SADChange()
-        if tables == nil && !installedRecords.isEmpty {
-            change.clearFirst = true  // IPsec off: the replicas forget every SA
+        if tables == nil && (!installedRecords.isEmpty || sl_shared_ipsec(shared) != nil) {
+            change.clearFirst = true  // IPsec off: the replicas forget every SA and target
         }
         let released = change.released
-        // Room for both changes on every ring before the first: the second
-        // must not fail once the snapshot is published.
-        try commitSAD(change, room: released.isEmpty && released.removed.isEmpty ? 1 : 2)
+        let second = !released.isEmpty || !released.removed.isEmpty
+        // Room for both changes on every ring before the first (which may be
+        // empty): the second must not fail once the snapshot is published.
+        if second { try awaitCommandRoom(2) }
+        try commitSAD(change)
+        let firstAcknowledged = sadCommitWarning == nil
         tables?.forgetSAD()
         let old = sl_shared_ipsec(shared)
         sl_shared_publish_ipsec(shared, tables.map { Unmanaged.passRetained($0).toOpaque() })
@@ -430,9 +433,11 @@ public final class Gateway {
         // Targets only the old snapshot named: a worker applies changes at the
         // start of an iteration and reads the snapshot after, so once it takes
         // this one it no longer looks them up.
-        if !released.isEmpty || !released.removed.isEmpty {
+        // Not waited for when a worker did not take the first in time (the
+        // control thread waits once); its records are freed once it is taken.
+        if second {
             do {
-                try commitSAD(released)
+                try commitSAD(released, awaitAcknowledgement: firstAcknowledged)
             } catch {
                 log("warning: cannot release protect targets the old policies used: \(error)")
             }
@@ -457,6 +462,21 @@ public final class Gateway {
         cryptos.map { sl_ack_load($0.acked) }.min() ?? sadGeneration
     }
 
+    /// Waits (up to `sadCommitTimeout`) until every running worker's command
+    /// ring has `slots` free: the control thread is the rings' only producer,
+    /// so the room stays. A worker that lets its batches pile up (255) is
+    /// stalled, and nothing is posted.
+    private func awaitCommandRoom(_ slots: Int) throws(DataplaneError) {
+        guard running else { return }
+        let deadline = monotonicSeconds() + sadCommitTimeout
+        while let full = cryptos.first(where: { Int(sl_ring_free_count($0.commands)) < slots }) {
+            if monotonicSeconds() > deadline {
+                throw DataplaneError("worker lcore \(full.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
+            }
+            usleep(20)
+        }
+    }
+
     /// Commits a change to every worker's SAD replica: posts one batch per
     /// worker on its command ring and waits (up to `sadCommitTimeout`) until
     /// every worker applied it between two bursts. Records the change removes
@@ -465,8 +485,8 @@ public final class Gateway {
     /// the batch when it runs again (the change is never half-applied: each
     /// worker applies it whole); the wait ends with a warning in
     /// `sadCommitWarning`, logged, and the removed records are kept until it does.
-    /// `room`: command-ring slots every worker must have free (a second change follows at once).
-    public func commitSAD(_ change: SADChange, room: Int = 1) throws(DataplaneError) {
+    /// `awaitAcknowledgement` false: posted, not waited for (nor warned about).
+    public func commitSAD(_ change: SADChange, awaitAcknowledgement: Bool = true) throws(DataplaneError) {
         releaseAcknowledgedSAD()
         if change.isEmpty && change.added.isEmpty && change.removed.isEmpty { return }
         if !change.isEmpty && cryptos.isEmpty {
@@ -475,18 +495,7 @@ public final class Gateway {
         if !change.targets.isEmpty && change.targets.count != cryptos.count {
             throw DataplaneError("SA change compiled for \(change.targets.count) workers, the gateway has \(cryptos.count)")
         }
-        if running {
-            // Room on every worker's ring before anything changes: the
-            // control thread is the rings' only producer, so the room stays.
-            // A worker that lets its batches pile up (255) is stalled.
-            let deadline = monotonicSeconds() + sadCommitTimeout
-            while let full = cryptos.first(where: { Int(sl_ring_free_count($0.commands)) < room }) {
-                if monotonicSeconds() > deadline {
-                    throw DataplaneError("worker lcore \(full.lcore) has not taken SA changes for \(sadCommitTimeout) s (its command ring is full); nothing of this change was applied")
-                }
-                usleep(20)
-            }
-        }
+        try awaitCommandRoom(1)
         for box in change.added { installedRecords[ObjectIdentifier(box)] = box }
         var removed = change.removed
         if change.clearFirst {
@@ -517,6 +526,7 @@ public final class Gateway {
             }
         }
         sadPending.append((generation, batches, removed))
+        guard awaitAcknowledgement else { return }
         let start = monotonicSeconds()
         let deadline = start + sadCommitTimeout
         sadCommitWarning = nil

@@ -103,6 +103,34 @@ import Testing
         #expect(back.sad.targets.map { $0.map(\.target) } == [[oldTarget], [oldTarget]], "reused, set even to no SA")
     }
 
+    /// Protect-target ids stay distinct when freed ones come back: one
+    /// policy's target freed (`flush sp`, SAs kept), then two policies with
+    /// two targets. Before, the new-id counter started past the ids in use
+    /// only, so the freed id was handed out twice, from the free list and as
+    /// "new", and one policy's traffic was sealed with the other's SA.
+    @Test func freedTargetIDsAreNotHandedOutTwice() throws {
+        func config(_ policies: [String]) throws -> GatewayConfig {
+            try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(Self.key)
+            sa add spi 0x1002 dir out src 192.0.2.1 dst 192.0.2.3 mode tunnel aead aes-gcm-256 key \(Self.key)
+            """ + policies.enumerated().map { i, spi in
+                "\nsp add dir out src 10.0.\(i).0/24 dst 10.1.0.0/16 priority 10 action protect spi \(spi)"
+            }.joined() + "\n", name: "t.conf")
+        }
+        let compiler = IPsecCompiler()
+        _ = try compiler.compile(try config(["0x1001"]), workerLcores: [1])
+        compiler.commit()
+        _ = try compiler.compile(try config([]), workerLcores: [1])
+        compiler.commit()
+        let both = try #require(try compiler.compile(try config(["0x1001", "0x1002"]), workerLcores: [1]))
+        compiler.commit()
+        let set = both.sad.targets[0].filter { $0.kind == .setTarget }
+        #expect(set.count == 2 && Set(set.map(\.target)).count == 2, "\(set.map(\.target))")
+        #expect(Set(set.map(\.outbound)).count == 2, "each target its own SA")
+    }
+
     /// The inbound SA's replay window changes hands only through its owner:
     /// `sa update … cpu K` (a new owner of the same window) and a new window
     /// size under the same key (a rebuilt window) make a record that is not
