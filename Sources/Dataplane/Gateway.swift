@@ -488,7 +488,10 @@ public final class Gateway {
     /// `awaitAcknowledgement` false: posted, not waited for (nor warned about).
     public func commitSAD(_ change: SADChange, awaitAcknowledgement: Bool = true) throws(DataplaneError) {
         releaseAcknowledgedSAD()
-        if change.isEmpty && change.added.isEmpty && change.removed.isEmpty { return }
+        if change.isEmpty && change.added.isEmpty && change.removed.isEmpty {
+            sadCommitWarning = nil  // nothing to acknowledge
+            return
+        }
         if !change.isEmpty && cryptos.isEmpty {
             throw DataplaneError("IPsec needs a crypto context on every worker: \(cryptoUnavailable ?? "none")")
         }

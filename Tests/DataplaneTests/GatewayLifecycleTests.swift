@@ -71,6 +71,50 @@ extension EALSuites {
             #expect(throws: DataplaneError.self, "nor after a stop") { try gateway.start() }
         }
 
+        /// A change whose replica part is all in the second batch (a policy
+        /// deleted, its SA kept: the target is released after the publish)
+        /// needs room for that batch before anything is published. A stalled
+        /// worker's command ring with one slot left refuses the change whole
+        /// (nothing published, the compiler not committed); once the worker
+        /// runs again the same change goes through. Before, an empty first
+        /// batch skipped the room check, the snapshot was published and the
+        /// second batch could fail after it.
+        @Test func aChangesSecondBatchHasRoomBeforeAnythingIsPublished() throws {
+            let ring = try Self.ring()
+            let gateway = try Self.gateway(on: ring)
+            try gateway.start()
+            defer { gateway.holdSADCommands(lcore: 2, false); gateway.stop() }
+            let compiler = IPsecCompiler()
+            func compile(policy: Bool) throws -> IPsecTables {
+                let config = try GatewayConfig.load(text: """
+                    port 0 role protected address 10.0.0.1/24
+                    sa add spi 0x1001 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(IPsecCompilerTests.key)
+                    """ + (policy ? "\nsp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001\n" : "\n"),
+                    name: "room.conf")
+                return try #require(try compiler.compile(config, workerLcores: [2]))
+            }
+            try gateway.publish(ipsec: try compile(policy: true))
+            compiler.commit()
+
+            // The worker stalls, its ring filled to one free slot (255 hold).
+            gateway.sadCommitTimeout = 0.005
+            gateway.holdSADCommands(lcore: 2, true)
+            var filler = SADChange()
+            filler.targets = [[.setTarget(Int32(WorkerIPsec.targetCapacity - 1), nil)]]
+            for _ in 0..<254 { try gateway.commitSAD(filler) }
+            let deleted = try compile(policy: false)
+            #expect(deleted.sad.isEmpty && !deleted.sad.released.isEmpty, "only the second batch has commands")
+            let before = gateway.currentGeneration
+            #expect(throws: DataplaneError.self, "no room for the second batch") { try gateway.publish(ipsec: deleted) }
+            #expect(gateway.currentGeneration == before, "nothing published")
+
+            gateway.sadCommitTimeout = 2
+            gateway.holdSADCommands(lcore: 2, false)
+            try gateway.publish(ipsec: try compile(policy: false))
+            compiler.commit()
+            #expect(gateway.sadCommitWarning == nil)
+        }
+
         /// Set while `aStuckWorkerIsReportedNotAwaitedForever` holds its
         /// worker in an RX callback; `stuckPolls` counts the worker's calls.
         static let stuck = Atomic<Bool>(false)
