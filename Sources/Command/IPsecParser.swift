@@ -241,7 +241,7 @@ extension WordCursor {
             if try keyword(["spi", "reqid"]).text == "reqid" {
                 let reqid: UInt32 = try readNumber("reqid", in: SAConfig.reqids, field: .reqid)
                 guard peek()?.text == "per-cpu" else { return .protectReqID(reqid) }
-                _ = try keyword(["per-cpu"])
+                _ = next()
                 return .protectReqID(reqid, perCPU: true)
             }
             return .protect(try readSPI())

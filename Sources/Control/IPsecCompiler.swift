@@ -269,11 +269,7 @@ public final class IPsecCompiler {
                         let window = try ReplayWindow.allocate(
                             configuration: sa.replayWindow == 0 ? .disabled : ReplayWindowConfiguration(size: sa.replayWindow, esn: sa.esn),
                             highestReceived: SequenceNumber(highest))
-                        if let continued {
-                            state = InboundSAState(key: key, window: window, continuing: continued)
-                        } else {
-                            state = InboundSAState(key: key, window: window)
-                        }
+                        state = InboundSAState(key: key, window: window, continuing: continued)
                     } catch {
                         throw IPsecConfigError(message: "SA spi \(sa.spi): \(error)")
                     }
@@ -723,9 +719,7 @@ public final class IPsecCompiler {
         if matches.isEmpty, let token, let life = lifeOfToken[token] {
             matches = installed(spi: spi, token: nil, direction: direction).filter { id, sa, l in
                 guard l == life, let used = usage(of: id) else { return false }
-                return [(SALifetime.Kind.packets, used.packets), (.bytes, used.bytes)].contains { kind, n in
-                    sa.lifetime[kind]?.hard.map { n >= $0 } ?? false
-                }
+                return Self.hardLimitReached(sa, packets: used.packets, bytes: used.bytes) != nil
             }
         }
         for (id, config, _) in matches { retire(id, config) }
@@ -746,6 +740,14 @@ public final class IPsecCompiler {
         // By its lifetime: the record may have been replaced since (the
         // event waited in the ring while a change was committed).
         if let life = lifeOfToken[token] { softReported[life, default: []].insert(kind) }
+    }
+
+    /// The hard packet or byte limit of `sa` that `packets` and `bytes` are
+    /// at or past (packets first); nil when neither.
+    static func hardLimitReached(_ sa: SAConfig, packets: UInt64, bytes: UInt64) -> SALifetime.Kind? {
+        [(SALifetime.Kind.packets, packets), (.bytes, bytes)].first { kind, used in
+            sa.lifetime[kind]?.hard.map { used >= $0 } ?? false
+        }?.0
     }
 
     /// The installed SAs of `spi` and `direction`. With the token of a record
@@ -823,9 +825,7 @@ public final class IPsecCompiler {
                     break
                 }
             }
-            if hardReason == nil,
-               let kind = [(SALifetime.Kind.packets, packets), (.bytes, bytes)].first(where: { kind, used in
-                   sa.lifetime[kind]?.hard.map { used >= $0 } ?? false })?.0 {
+            if hardReason == nil, let kind = Self.hardLimitReached(sa, packets: packets, bytes: bytes) {
                 let since = usedUpSince[life] ?? now
                 usedUpSince[life] = since
                 if now - since >= Self.usedUpGrace { hardReason = kind.rawValue }

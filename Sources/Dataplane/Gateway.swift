@@ -432,9 +432,9 @@ public final class Gateway {
         if let old { retired.append((token, { Unmanaged<IPsecTables>.fromOpaque(old).release() })) }
         // Targets only the old snapshot named: a worker applies changes at the
         // start of an iteration and reads the snapshot after, so once it takes
-        // this one it no longer looks them up.
-        // Not waited for when a worker did not take the first in time (the
-        // control thread waits once); its records are freed once it is taken.
+        // this one it no longer looks them up. Not waited for when a worker
+        // did not take the first in time (the control thread waits once); its
+        // records are freed once it is taken.
         if second {
             do {
                 try commitSAD(released, awaitAcknowledgement: firstAcknowledged)

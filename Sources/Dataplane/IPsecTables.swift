@@ -120,22 +120,16 @@ public final class InboundSAState {
     /// The SA's counters, shared with every earlier state under the same key.
     let cell: InboundCounterCell
     public var counters: UnsafeMutablePointer<InboundCounters> { cell.counters }
-    public init(key: consuming AEADKey, window: ReplayWindow) {
+    /// `previous`: the state of the SA when its key stays while its window
+    /// size, engine or ESN setting changes. What it accepted so far goes on
+    /// counting in the very same counters (lifetime limits see one SA). Only
+    /// one worker writes them at a time: the old record's owner until it
+    /// hands the window over (`SADCommand.handover`), the new one after.
+    public init(key: consuming AEADKey, window: ReplayWindow, continuing previous: InboundSAState? = nil) {
         self.key = key
         self.window = .allocate(capacity: 1)
         self.window.initialize(to: window)
-        cell = InboundCounterCell()
-    }
-    /// The state of an SA whose key stays while its window size, engine or
-    /// ESN setting changes: what it accepted so far goes on counting in the
-    /// very same counters (lifetime limits see one SA). Only one worker
-    /// writes them at a time: the old record's owner until it hands the
-    /// window over (`SADCommand.handover`), the new one after.
-    public init(key: consuming AEADKey, window: ReplayWindow, continuing previous: InboundSAState) {
-        self.key = key
-        self.window = .allocate(capacity: 1)
-        self.window.initialize(to: window)
-        cell = previous.cell
+        cell = previous?.cell ?? InboundCounterCell()
     }
     deinit { window.pointee.deallocate(); window.deallocate() }
     public var packetsReceived: UInt64 { withUnsafePointer(to: &counters.pointee.packets) { sl_counter_load($0) } }

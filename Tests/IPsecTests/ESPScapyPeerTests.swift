@@ -189,17 +189,26 @@ struct ESPScapyPeerTests {
                 expected.append(("\(c) size \(size)", inner))
             }
         }
+        try Self.expectDecrypted(jobs, expected, trimTransport: true)
+    }
+
+    /// Has scapy run `jobs` (each decrypting Sluice's ESP) and expects each
+    /// to give back exactly its `expected` packet. `trimTransport`: a
+    /// transport-mode result longer than expected is cut to its length
+    /// before comparing (scapy keeps nothing extra; defensive).
+    static func expectDecrypted(_ jobs: [ScapyPeer.Job], _ expected: [(String, [UInt8])], trimTransport: Bool = false,
+                                sourceLocation: SourceLocation = #_sourceLocation) throws {
         let results = try ScapyPeer.process(jobs)
-        try #require(results.count == jobs.count)
+        try #require(results.count == jobs.count, sourceLocation: sourceLocation)
         for (result, (label, inner)) in zip(results, expected) {
-            #expect(result.error == nil, "\(label): \(result.error ?? "")")
+            #expect(result.error == nil, "\(label): \(result.error ?? "")", sourceLocation: sourceLocation)
             guard let packet = result.packet else { continue }
             var got = hexBytes(packet)
-            if !label.contains("tunnel") && got.count > inner.count {
-                got = Array(got.prefix(inner.count))  // scapy keeps nothing extra; defensive
+            if trimTransport && !label.contains("tunnel") && got.count > inner.count {
+                got = Array(got.prefix(inner.count))
             }
             let same = got == inner
-            #expect(same, "\(label): got \(hexString(got))")
+            #expect(same, "\(label): got \(hexString(got))", sourceLocation: sourceLocation)
         }
     }
 
@@ -232,14 +241,7 @@ struct ESPScapyPeerTests {
                 }
             }
         }
-        let results = try ScapyPeer.process(jobs)
-        try #require(results.count == jobs.count)
-        for (result, (label, inner)) in zip(results, expected) {
-            #expect(result.error == nil, "\(label): \(result.error ?? "")")
-            guard let packet = result.packet else { continue }
-            let got = hexBytes(packet)
-            #expect(got == inner, "\(label): got \(hexString(got))")
-        }
+        try Self.expectDecrypted(jobs, expected)
     }
 
     /// Sluice decrypts every packet scapy encrypts (random IVs, scapy's own
