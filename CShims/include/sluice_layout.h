@@ -123,19 +123,20 @@ SL_ASSERT_LINES(sl_shared);
 
 /* An event a worker reports to the control thread through its own
  * single-producer/single-consumer ring (fixed-size elements, no allocation). */
-enum { SL_EVENT_ACQUIRE = 1, SL_EVENT_EXPIRE_SOFT = 2, SL_EVENT_EXPIRE_HARD = 3 };
+enum { SL_EVENT_ACQUIRE = 1, SL_EVENT_EXPIRE_SOFT = 2, SL_EVENT_EXPIRE_HARD = 3, SL_EVENT_PATH_MTU = 4 };
 /* Why an SA expired (EXPIRE events, in `proto`). */
 enum { SL_EXPIRE_BYTES = 1, SL_EXPIRE_PACKETS = 2, SL_EXPIRE_SEQUENCE = 3, SL_EXPIRE_SECONDS = 4, SL_EXPIRE_USE_SECONDS = 5 };
 typedef struct sl_event {
     uint8_t kind;            /* SL_EVENT_* */
-    uint8_t family;          /* ACQUIRE: 4 or 6; EXPIRE: the SA's direction, 0 out, 1 in */
-    uint8_t proto;           /* ACQUIRE: the packet's protocol; EXPIRE: SL_EXPIRE_* */
+    uint8_t family;          /* ACQUIRE, PATH_MTU: 4 or 6; EXPIRE: the SA's direction, 0 out, 1 in */
+    uint8_t proto;           /* ACQUIRE: the packet's protocol; EXPIRE: SL_EXPIRE_*; PATH_MTU: 50 or 17 (ESP in UDP) */
     uint8_t has_ports;
-    uint32_t policy_id;      /* ACQUIRE: the policy; EXPIRE: the SA's SPI */
+    uint32_t policy_id;      /* ACQUIRE: the policy; EXPIRE, PATH_MTU: the SA's SPI */
     uint32_t lcore;          /* the worker's EAL lcore id */
-    uint16_t sport, dport;   /* ACQUIRE (ICMP: type, code) */
-    uint32_t sa_token;       /* EXPIRE: the SA record's token (SARecordBox.lifeToken) */
-    uint8_t src[16], dst[16]; /* ACQUIRE; IPv4: the first 4 bytes */
+    uint16_t sport, dport;   /* ACQUIRE (ICMP: type, code); PATH_MTU: sport the MTU (at most 65535) */
+    uint32_t sa_token;       /* EXPIRE: the SA record's token (SARecordBox.lifeToken); PATH_MTU: the
+                                quoted sequence number (low 32 bits) */
+    uint8_t src[16], dst[16]; /* ACQUIRE: the packet's; PATH_MTU: the quoted ESP packet's; IPv4: the first 4 bytes */
 } sl_event;
 _Static_assert(sizeof(sl_event) == 52, "sl_event is a ring element of 52 bytes");
 

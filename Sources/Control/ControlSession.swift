@@ -466,6 +466,7 @@ public final class ControlSession {
             fields += ",\"packets\":\(u.packets),\"bytes\":\(u.bytes)"
             if let next = u.nextSequence { fields += ",\"next_seq\":\(next)" }
             if u.expired { fields += ",\"expired\":true" }
+            if let mtu = ipsec.pathMTU(of: sa.identifier) { fields += ",\"path_mtu\":\(mtu)" }
         }
         return fields + ",\"command\":\(ControlReply.quote(Command.saAdd(sa).redactedDescription))}"
     }

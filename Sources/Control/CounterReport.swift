@@ -1,4 +1,5 @@
 import CShims
+import Command
 import Dataplane
 import Packet
 
@@ -73,13 +74,10 @@ extension CounterReport {
     /// `event: acquire policy=N cpu=K src=A dst=B proto=P [sport=S dport=D]`
     /// (ICMP: type and code in sport and dport).
     public static func eventLine(_ e: sl_event) -> String {
-        func address(_ t: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                           UInt8, UInt8, UInt8, UInt8)) -> String {
-            withUnsafeBytes(of: t) { b in
-                e.family == 6 ? IPv6Address(high: b.loadUnaligned(as: UInt64.self).bigEndian,
-                                            low: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self).bigEndian).description
-                              : IPv4Address(b.loadUnaligned(as: UInt32.self).bigEndian).description
-            }
+        if e.kind == UInt8(SL_EVENT_PATH_MTU) {
+            return "event: path-mtu spi=\(SecurityParameterIndex(e.policy_id)) mtu=\(e.sport) src=\(e.sourceAddress) "
+                + "dst=\(e.destinationAddress) encap=\(e.proto == IPProtocol.udp.rawValue ? "udp" : "none") "
+                + "seq=\(e.sa_token) cpu=\(e.lcore)"
         }
         if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) || e.kind == UInt8(SL_EVENT_EXPIRE_HARD) {
             let reasons = [Int32(SL_EXPIRE_BYTES): "bytes", Int32(SL_EXPIRE_PACKETS): "packets",
@@ -91,7 +89,7 @@ extension CounterReport {
                 + "reason=\(reasons[Int32(e.proto)] ?? "?") cpu=\(e.lcore)"
         }
         let kind = e.kind == UInt8(SL_EVENT_ACQUIRE) ? "acquire" : "kind\(e.kind)"
-        var line = "event: \(kind) policy=\(e.policy_id) cpu=\(e.lcore) src=\(address(e.src)) dst=\(address(e.dst)) proto=\(e.proto)"
+        var line = "event: \(kind) policy=\(e.policy_id) cpu=\(e.lcore) src=\(e.sourceAddress) dst=\(e.destinationAddress) proto=\(e.proto)"
         if e.has_ports != 0 { line += " sport=\(e.sport) dport=\(e.dport)" }
         return line
     }
@@ -114,3 +112,19 @@ extension CounterReport {
         return "{" + fields.joined(separator: ",") + "}"
     }
 }
+
+extension sl_event {
+    /// ACQUIRE: the packet's source; PATH_MTU: the quoted ESP packet's (`family` 4 or 6).
+    public var sourceAddress: IPAddress { Self.address(src, ipv6: family == 6) }
+    public var destinationAddress: IPAddress { Self.address(dst, ipv6: family == 6) }
+
+    private static func address(_ t: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                                      UInt8, UInt8, UInt8, UInt8), ipv6: Bool) -> IPAddress {
+        withUnsafeBytes(of: t) { b in
+            ipv6 ? .v6(IPv6Address(high: b.loadUnaligned(as: UInt64.self).bigEndian,
+                                   low: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self).bigEndian))
+                 : .v4(IPv4Address(b.loadUnaligned(as: UInt32.self).bigEndian))
+        }
+    }
+}
+

@@ -218,6 +218,8 @@ public enum GatewayMain {
                     expiredSAs = expiredSAs || !removed.isEmpty
                 } else if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) {
                     ipsec.noteSoftExpiry(token: e.sa_token, reason: Int32(e.proto))
+                } else if e.kind == UInt8(SL_EVENT_PATH_MTU) {
+                    print(ipsec.learnPathMTU(e, now: monotonicSeconds()))
                 }
             }
             let now = monotonicSeconds()
@@ -228,6 +230,9 @@ public enum GatewayMain {
                     print(expiry.description)
                     server?.broadcast(expiry.json)
                     expiredSAs = expiredSAs || expiry.hard
+                }
+                for id in ipsec.agePathMTUs(now: now) {
+                    print("sluice: path MTU of SA spi \(id.spi)\(id.destination.map { " dst \($0)" } ?? "") aged out")
                 }
             }
             // Tried again at each lifetime check while it fails (reported once).

@@ -880,3 +880,115 @@ public final class IPsecCompiler {
         }
     }
 }
+
+// MARK: - Path MTU (RFC 4301 §8.2)
+
+extension IPsecCompiler {
+    /// How long a path MTU learnt from ICMP stands before the SA's packets
+    /// may be as large as their port allows again (RFC 4301 §8.2.2 asks for
+    /// aging; RFC 1191 §6.3 suggests 10 minutes).
+    public static let pathMTUAge = 600.0
+
+    /// The smallest path MTU taken from ICMP: 576 for an IPv4 path (every
+    /// host takes datagrams of that size, RFC 791), 1280 for IPv6 (RFC 8200
+    /// §5; RFC 8021: a smaller one is never acted on). A forged message
+    /// cannot shrink an SA's packets below those.
+    public static func pathMTUFloor(ipv6: Bool) -> Int { ipv6 ? 1280 : 576 }
+
+    /// What became of an ICMP "too big" report (`learnPathMTU`).
+    public enum PathMTUOutcome: Equatable, Sendable, CustomStringConvertible {
+        /// The SAs now held to `mtu` (a smaller value than they had, or the same one confirmed).
+        case learnt([SAIdentifier], mtu: Int, changed: Bool)
+        /// Not acted on, and why.
+        case ignored(String)
+
+        public var description: String {
+            switch self {
+            case .learnt(let ids, let mtu, let changed):
+                let names = ids.map { "spi \($0.spi)" + ($0.destination.map { " dst \($0)" } ?? "") }.joined(separator: ", ")
+                return "sluice: path MTU of SA \(names): \(mtu)" + (changed ? "" : " (confirmed)")
+            case .ignored(let why):
+                return "sluice: ICMP too big ignored: \(why)"
+            }
+        }
+    }
+
+    /// RFC 4301 §8.2.1: maps an ICMP "too big" message about one of the
+    /// gateway's ESP packets (a worker's `SL_EVENT_PATH_MTU`: the quoted
+    /// packet's SPI, low 32 bits of its sequence number, outer addresses,
+    /// whether it was in UDP) to the outbound SA that sent it, and holds that
+    /// SA's ESP packets to `mtu` on every worker (`OutboundSAState.pathMTU`,
+    /// read once per burst). The message is not authenticated, so it is
+    /// taken only when it names an installed outbound SA by SPI, its
+    /// destination and, in tunnel mode, source, and its encapsulation, and a
+    /// sequence number the SA has sent; and only to lower the SA's path MTU
+    /// (or confirm it), never below `pathMTUFloor`. It stands for
+    /// `pathMTUAge` seconds from the last message (`agePathMTUs`).
+    public func learnPathMTU(spi: UInt32, source: IPAddress, destination: IPAddress, udp: Bool, sequence: UInt32,
+                             mtu: Int, now: Double) -> PathMTUOutcome {
+        let matches = outbound.filter { id, o in
+            id.spi.rawValue == spi && (id.destination ?? destination) == destination
+                && (o.config.mode == .transport || o.config.source == source)
+                && (o.config.encapsulation != nil) == udp
+        }.sorted { $0.key < $1.key }
+        let name = "spi \(SecurityParameterIndex(spi)) dst \(destination)"
+        guard !matches.isEmpty else { return .ignored("no outbound SA \(name)\(udp ? " in UDP" : "") from \(source)") }
+        let floor = Self.pathMTUFloor(ipv6: !destination.isIPv4)
+        guard mtu >= floor else { return .ignored("MTU \(mtu) for SA \(name) is below \(floor)") }
+        let sent = matches.filter { Self.hasSent(sequence, $0.value.state) }
+        guard !sent.isEmpty else { return .ignored("SA \(name) has not sent sequence number \(sequence)") }
+        let lower = sent.filter { $0.value.state.pathMTU == 0 || Int($0.value.state.pathMTU) >= mtu }
+        guard !lower.isEmpty else { return .ignored("MTU \(mtu) for SA \(name) is above the path MTU it has") }
+        var changed = false
+        for (_, o) in lower {
+            if Int(o.state.pathMTU) != mtu { changed = true }
+            o.state.pathMTU = UInt64(mtu)
+            o.state.pathMTUSince = now
+        }
+        return .learnt(lower.map(\.key), mtu: mtu, changed: changed)
+    }
+
+    /// `learnPathMTU` for a worker's `SL_EVENT_PATH_MTU`.
+    public func learnPathMTU(_ e: sl_event, now: Double) -> PathMTUOutcome {
+        learnPathMTU(spi: e.policy_id, source: e.sourceAddress, destination: e.destinationAddress,
+                     udp: e.proto == IPProtocol.udp.rawValue, sequence: e.sa_token, mtu: Int(e.sport), now: now)
+    }
+
+    /// Whether `state` has taken a sequence number whose low 32 bits are `low`.
+    static func hasSent(_ low: UInt32, _ state: OutboundSAState) -> Bool {
+        hasSent(low, first: state.first, next: state.nextSequence)
+    }
+
+    /// Whether an SA whose numbers run from `first` and whose next is `next`
+    /// (0: every number up to 2^64 − 1 taken) has taken one whose low 32
+    /// bits are `low`: the latest such number below `next` is not before `first`.
+    static func hasSent(_ low: UInt32, first: UInt64, next: UInt64) -> Bool {
+        guard next == 0 || next > first else { return false }
+        let last = next &- 1
+        var candidate = (last & ~0xFFFF_FFFF) | UInt64(low)
+        if candidate > last {
+            guard candidate >= 1 << 32 else { return false }
+            candidate -= 1 << 32
+        }
+        return candidate >= first
+    }
+
+    /// The path MTU an installed outbound SA's packets are held to, nil when none was learnt.
+    public func pathMTU(of id: SAIdentifier) -> Int? {
+        guard let o = outbound[id], o.state.pathMTU != 0 else { return nil }
+        return Int(o.state.pathMTU)
+    }
+
+    /// Path MTUs learnt `pathMTUAge` seconds or more before `now` are
+    /// forgotten (RFC 4301 §8.2.2): the SA's packets may again be as large as
+    /// their port allows, until a router says otherwise. The SAs, sorted.
+    public func agePathMTUs(now: Double) -> [SAIdentifier] {
+        var aged: [SAIdentifier] = []
+        for (id, o) in outbound where o.state.pathMTU != 0 && now - o.state.pathMTUSince >= Self.pathMTUAge {
+            o.state.pathMTU = 0
+            aged.append(id)
+        }
+        return aged.sorted()
+    }
+}
+

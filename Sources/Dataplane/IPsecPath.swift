@@ -111,18 +111,21 @@ func outerHop(_ sa: UnsafePointer<OutboundSA>, fib: UnsafeMutablePointer<sl_fib>
 /// leaves in fragments when it is IPv4 without DF, or IPv6 and `sealed` (an
 /// ESP packet this gateway made, and chose to cut: `sealPending`)
 /// (`sendFragmented`), and is otherwise dropped (`packetTooBig`: an ICMP
-/// error back out of a protected port, or as `bypassed` allows).
+/// error back out of a protected port, or as `bypassed` allows). `pathMTU`:
+/// a smaller MTU than the port's that the packet is held to (an ESP packet
+/// whose SA learnt its path MTU).
 @inline(__always)
 func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, ipv4: Bool,
                  hop: UnsafeMutablePointer<sl_nexthop>, fib: UnsafeMutablePointer<sl_fib>,
                  hops: UnsafeMutablePointer<sl_nexthop>, sealed: Bool = false, decremented: Bool = false,
-                 bypassed: IPsecTables? = nil, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                 pathMTU: Int = .max, bypassed: IPsecTables? = nil, tx: inout TxCursor,
+                 drops: UnsafeMutablePointer<UInt64>) {
     let kind = Int(hop.pointee.kind)
     guard kind == SL_NH_FORWARD else {
         if kind == SL_NH_NO_NEIGHBOR {
             // Its port is known while its neighbour is resolved: one too big
             // for it is refused now, as it would be once resolved (not cut).
-            let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+            let mtu = min(Int(sl_fib_port_mtu(fib, hop.pointee.port)), pathMTU)
             if hopHasPort(hop, fib: fib), _slowPath(view.length > mtu) {
                 tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops, mayCut: false,
                              decremented: decremented, bypassed: bypassed, tx: &tx, drops: drops)
@@ -136,7 +139,7 @@ func sendRebuilt(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ vie
                 : (kind == SL_NH_LOCAL ? .local : .martian)), drops)
         return
     }
-    let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+    let mtu = min(Int(sl_fib_port_mtu(fib, hop.pointee.port)), pathMTU)
     if _slowPath(view.length > mtu) {
         tooBigToSend(w, m, view, ipv4: ipv4, sealed: sealed, hop: hop, mtu: mtu, fib: fib, hops: hops,
                      decremented: decremented, bypassed: bypassed, tx: &tx, drops: drops)
@@ -225,19 +228,37 @@ func addressedToGateway(_ view: PacketView, fib: UnsafeMutablePointer<sl_fib>, h
 /// by one of the gateway's SAs, so it is dropped as `unprotected`: plaintext
 /// as `plaintextProtected`; ESP that no SA matched (transport mode takes ESP
 /// addressed to protected hosts, so this is not only transit) as `esp_no_sa`;
-/// a packet `classify` refused under its ESP reason.
+/// a packet `classify` refused under its ESP reason. An ICMP "too big"
+/// about one of the gateway's ESP packets that a bypass policy lets in is
+/// reported for its SA's path MTU (`notePathMTU`), then handled as any
+/// packet addressed to the gateway.
 @inline(__always)
 func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ view: PacketView, tables: IPsecTables,
-                   fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>, unprotected: DropReason,
-                   tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
+                   context: WorkerIPsec, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
+                   unprotected: DropReason, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); return }
     guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); return }
     switch verdict.action {
     case .bypass:
+        // ICMP type 3 code 4, ICMPv6 type 2 (code 0: checked by the report).
+        if _slowPath(fields.hasPorts && (fields.proto == 1 && fields.sourcePort == 3 && fields.destinationPort == 4
+                                         || fields.proto == 58 && fields.sourcePort == 2)) {
+            notePathMTU(view, context: context, fib: fib, hops: hops)
+        }
         routeRebuilt(w, m, view, fib: fib, hops: hops, decrementTTL: true, bypassed: tables, tx: &tx, drops: drops)
     case .protect: drop(m, unprotected, drops)
     case .discard: drop(m, .policyDiscard, drops)
     }
+}
+
+/// `inboundPolicy`'s ICMP "too big": reported to the control thread
+/// (`WorkerIPsec.reportPathMTU`) when it is addressed to the gateway and
+/// quotes an ESP packet (`PathMTUReport`). Out of line: never on the fast path.
+@inline(never)
+func notePathMTU(_ view: PacketView, context: WorkerIPsec, fib: UnsafeMutablePointer<sl_fib>,
+                 hops: UnsafeMutablePointer<sl_nexthop>) {
+    guard addressedToGateway(view, fib: fib, hops: hops), let report = PathMTUReport(view) else { return }
+    context.reportPathMTU(report)
 }
 
 /// RFC 4301 §5.2's check of a decapsulated packet (`view`): the inbound
@@ -415,14 +436,14 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 // IKE (the non-ESP marker, RFC 3948) goes to the local stack, where the port has one.
                 if !(d == .notESP && puntToStack(w, m, fib: fib, drops: drops)) { drop(m, .esp(d), drops) }
             } else {
-                inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
+                inboundPolicy(w, m, view, tables: tables, context: context, fib: fib, hops: hops, unprotected: .esp(d), tx: &tx, drops: drops)
             }
         case .esp(let header):
             guard let record = context.replica.inbound(header) else {
                 if addressedToGateway(view, fib: fib, hops: hops) {
                     drop(m, .esp(.noSA), drops)
                 } else {
-                    inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .esp(.noSA), tx: &tx, drops: drops)
+                    inboundPolicy(w, m, view, tables: tables, context: context, fib: fib, hops: hops, unprotected: .esp(.noSA), tx: &tx, drops: drops)
                 }
                 continue
             }
@@ -459,7 +480,7 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
                 }
                 continue
             }
-            inboundPolicy(w, m, view, tables: tables, fib: fib, hops: hops, unprotected: .plaintextProtected, tx: &tx, drops: drops)
+            inboundPolicy(w, m, view, tables: tables, context: context, fib: fib, hops: hops, unprotected: .plaintextProtected, tx: &tx, drops: drops)
         }
     }
     if !handedOver { w.pointee.counters.rx_bytes &+= bytes }
@@ -626,6 +647,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         // (one atomic add after the burst's packets of the SA), for reports.
         let countBytes = life.softBytes == 0 && life.hardBytes == 0
         var sealedBytes: UInt64 = 0
+        // The SA's path MTU learnt from ICMP (RFC 4301 §8.2), 0: none.
+        let pathMTU = Int(truncatingIfNeeded: sl_counter_load(life.pathMTU))
         j = first
         while j < count {
             if sealRecord[j] == record {
@@ -657,7 +680,8 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 }
                 // One that may be fragmented is sealed, then cut by sendRebuilt
                 // (Fragmentation.swift: only such a packet is still too big there).
-                let mtu = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+                let portMTU = Int(sl_fib_port_mtu(fib, hop.pointee.port))
+                let mtu = _slowPath(pathMTU != 0) && pathMTU < portMTU ? pathMTU : portMTU
                 let tooBig = _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu) && hopHasPort(hop, fib: fib)
                 if tooBig && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
@@ -667,7 +691,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     case .dropped(let d):
                         drop(m, .esp(d), drops)
                     case .framed(let f):
-                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig)
+                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig, mtu: mtu)
                         framed &+= 1
                         sealedBytes &+= UInt64(sealLen[j])
                     }
@@ -690,19 +714,21 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         ESPOutbound.finish(s.view, s.frame)
         if _slowPath(s.fragment) { ESPOutbound.clearDF(s.view) }  // to be cut though `df set`: see `mayFragment`
         sendRebuilt(w, s.m, s.view, ipv4: s.view.start.load(as: UInt8.self) >> 4 == 4, hop: s.hop, fib: fib, hops: hops,
-                    sealed: true, tx: &tx, drops: drops)
+                    sealed: true, pathMTU: s.mtu, tx: &tx, drops: drops)
     }
 }
 
 /// A packet `sealPending` framed and added to the worker's AEAD burst, sent
-/// once the burst is sealed: its mbuf, next hop, ESP packet and frame, and
-/// whether it is too big for the hop's port and leaves in fragments.
+/// once the burst is sealed: its mbuf, next hop, ESP packet and frame,
+/// whether it is too big for the hop's port (or its SA's path MTU) and
+/// leaves in fragments, and the MTU it is held to.
 struct StagedSeal {
     var m: OpaquePointer
     var hop: UnsafeMutablePointer<sl_nexthop>
     var view: PacketView
     var frame: ESPFrame
     var fragment: Bool
+    var mtu: Int
 }
 
 /// Seals the outbound packets other workers handed over (this worker owns

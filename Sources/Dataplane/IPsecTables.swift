@@ -1,6 +1,7 @@
 import CShims
 import Crypto
 import IPsec
+import Packet
 import Synchronization
 
 /// Mutable state of one outbound SA, shared by the workers that use it: the
@@ -42,6 +43,19 @@ public final class OutboundSAState {
         return n == 0 ? limit &- first &+ 1 : n &- first
     }
     public var bytesSent: UInt64 { sl_counter_load(bytes) }
+    /// The path MTU learnt for the SA's packets from ICMP (RFC 4301 §8.2.1;
+    /// `IPsecCompiler.learnPathMTU`), 0 when none: its ESP packets are
+    /// held to it as to their port's MTU. Read by the workers once per burst.
+    public var pathMTU: UInt64 {
+        get { sl_counter_load(counters.pathMTU) }
+        set { sl_counter_store(counters.pathMTU, newValue) }
+    }
+    /// When (monotonic seconds) the control thread last set or confirmed
+    /// `pathMTU`; read and written by it alone.
+    public var pathMTUSince: Double {
+        get { counters.pathMTUSince }
+        set { counters.pathMTUSince = newValue }
+    }
     /// What the SA's lifetime is kept under: the same for every state of one key.
     public var lifetimeIdentity: UInt64 { counters.serial }
 }
@@ -55,6 +69,8 @@ final class OutboundCounters {
     let next: UnsafeMutablePointer<UInt64>
     let first: UInt64
     let bytes: UnsafeMutablePointer<UInt64>
+    let pathMTU: UnsafeMutablePointer<UInt64>
+    var pathMTUSince = 0.0
     /// Never reused, unlike an address (`lifetimeIdentity`).
     let serial = lifetimeSerials.add(1, ordering: .relaxed).newValue
     init(next: UInt64) {
@@ -63,8 +79,10 @@ final class OutboundCounters {
         first = next
         bytes = .allocate(capacity: 1)
         bytes.initialize(to: 0)
+        pathMTU = .allocate(capacity: 1)
+        pathMTU.initialize(to: 0)
     }
-    deinit { next.deallocate(); bytes.deallocate() }
+    deinit { next.deallocate(); bytes.deallocate(); pathMTU.deallocate() }
 }
 
 /// Byte and packet limits of an SA's lifetime as the workers enforce them
@@ -91,6 +109,8 @@ struct OutboundLife: BitwiseCopyable {
     var softBytes: UInt64
     var hardBytes: UInt64
     var bytes: UnsafeMutablePointer<UInt64>
+    /// `OutboundSAState.pathMTU`.
+    var pathMTU: UnsafeMutablePointer<UInt64>
     var spi: UInt32
     /// Which record this is (`SARecordBox.lifeToken`), named by its EXPIRE events.
     var token: UInt32
@@ -272,7 +292,7 @@ extension SARecordBox {
         let life = OutboundLife(softSequence: last(limits.softPackets) ?? 0,
                                 packetLimited: hardEnd.map { $0 <= state.limit } ?? false,
                                 softBytes: limits.softBytes, hardBytes: limits.hardBytes, bytes: state.bytes,
-                                spi: sa.spi.rawValue, token: SARecordBox.newLifeToken())
+                                pathMTU: state.counters.pathMTU, spi: sa.spi.rawValue, token: SARecordBox.newLifeToken())
         self.init(OutboundRecord(sa: sa, next: state.next, limit: limit, life: life, owner: Int32(owner), fallback: fallback),
                   state: state)
     }
@@ -309,6 +329,11 @@ public final class WorkerIPsec {
     var acquireBudget = 0
     var acquireSecond: UInt64 = 0
     static let acquiresPerSecond = 64
+    /// Path MTU reports from this core: `pathMTUBudget` left in the
+    /// one-second window opened at `pathMTUSecond` (`reportPathMTU`).
+    var pathMTUBudget = 0
+    var pathMTUSecond: UInt64 = 0
+    static let pathMTUReportsPerSecond = 32
     /// Leaves SA changes on the command ring (tests: a worker that stalls).
     let commandsHeld = Atomic<Bool>(false)
     /// Set by the worker when it found `commandsHeld` set: from then on it
@@ -524,6 +549,34 @@ public final class WorkerIPsec {
         e.policy_id = spi
         e.lcore = lcore
         e.sa_token = token
+        if sl_event_push(events, &e) != 0 { counters.pointee.events_lost &+= 1 }
+    }
+
+    /// Reports an ICMP "too big" message about one of the gateway's ESP
+    /// packets (`PathMTUReport`) to the control thread, which maps it to the
+    /// outbound SA (`IPsecCompiler.learnPathMTU`). At most
+    /// `pathMTUReportsPerSecond` from this core per one-second window: a
+    /// flood of forged messages costs the control thread little and leaves
+    /// the event ring to ACQUIRE and EXPIRE.
+    @inline(never)
+    func reportPathMTU(_ report: PathMTUReport) {
+        let now = sl_tsc()
+        if now &- pathMTUSecond >= sl_tsc_hz() {
+            pathMTUSecond = now
+            pathMTUBudget = Self.pathMTUReportsPerSecond
+        }
+        guard pathMTUBudget > 0 else { return }
+        pathMTUBudget &-= 1
+        var e = sl_event()
+        e.kind = UInt8(SL_EVENT_PATH_MTU)
+        e.family = report.destination.isIPv6 ? 6 : 4
+        e.proto = report.udp ? IPProtocol.udp.rawValue : IPProtocol.esp.rawValue
+        e.policy_id = report.spi
+        e.lcore = lcore
+        e.sport = UInt16(clamping: report.mtu)
+        e.sa_token = report.sequence
+        withUnsafeMutableBytes(of: &e.src) { Self.store(report.source, $0) }
+        withUnsafeMutableBytes(of: &e.dst) { Self.store(report.destination, $0) }
         if sl_event_push(events, &e) != 0 { counters.pointee.events_lost &+= 1 }
     }
 

@@ -780,3 +780,23 @@ import Testing
         #expect(applied == 150 && incremental > applied / 2, "\(applied) changes accepted in \(step + 1) steps, \(incremental) compiled incrementally")
     }
 }
+
+extension IPsecCompilerTests {
+    /// A path MTU report must quote a sequence number the SA has taken:
+    /// the latest number below `next` with those low 32 bits, not before
+    /// the SA's first (across the 2^32 boundary with ESN, and at the end of
+    /// the 64-bit space, where `next` reads 0).
+    @Test func aPathMTUReportNeedsASequenceNumberTheSASent() {
+        func sent(_ low: UInt32, _ first: UInt64, _ next: UInt64) -> Bool { IPsecCompiler.hasSent(low, first: first, next: next) }
+        #expect(!sent(1, 1, 1))                 // nothing sent yet
+        #expect(sent(1, 1, 2) && !sent(2, 1, 2))
+        #expect(sent(5, 1, 10) && sent(9, 1, 10) && !sent(10, 1, 10) && !sent(0, 1, 10))
+        #expect(!sent(4, 5, 10))                // before the SA's first (seq 5 …)
+        let wrap: UInt64 = 1 << 32
+        #expect(sent(0xFFFF_FFFF, wrap - 10, wrap + 3))  // high half 0
+        #expect(sent(2, wrap - 10, wrap + 3) && !sent(3, wrap - 10, wrap + 3))
+        #expect(!sent(0xFFFF_FFF0, wrap - 10, wrap + 3))  // 2^32 − 16: before the first
+        #expect(sent(0xFFFF_FFFF, 1, 0) && sent(7, UInt64.max - 2, 0) == false)
+        #expect(sent(0xFFFF_FFFE, UInt64.max - 2, 0))
+    }
+}
