@@ -198,6 +198,7 @@ public enum GatewayMain {
         var nextStats = monotonicSeconds() + options.statsInterval
         var nextLifetimeCheck = 0.0
         var removalFailed = false
+        var nextIgnoredReport = 0.0
         while sl_stop_signal() == 0 {
             if let server {
                 server.serve(timeoutMs: 10, now: monotonicSeconds()) { client, line in session.handle(client, line) }
@@ -210,6 +211,22 @@ public enum GatewayMain {
             // the data path, as do time limits (checked four times a second).
             var expiredSAs = false
             for e in gateway.drainEvents() {
+                // A path MTU report is not authenticated: only what it changed is
+                // shown, and reports ignored at most once a second.
+                if e.kind == UInt8(SL_EVENT_PATH_MTU) {
+                    let now = monotonicSeconds()
+                    let outcome = ipsec.learnPathMTU(e, now: now)
+                    if case .learnt(_, _, let changed) = outcome {
+                        if changed {
+                            print(outcome)
+                            server?.broadcast(CounterReport.eventJSON(e))
+                        }
+                    } else if now >= nextIgnoredReport {
+                        print(outcome)
+                        nextIgnoredReport = now + 1
+                    }
+                    continue
+                }
                 print(CounterReport.eventLine(e))
                 server?.broadcast(CounterReport.eventJSON(e))
                 let direction: IPsecDirection = e.family == 0 ? .outbound : .inbound
@@ -218,8 +235,6 @@ public enum GatewayMain {
                     expiredSAs = expiredSAs || !removed.isEmpty
                 } else if e.kind == UInt8(SL_EVENT_EXPIRE_SOFT) {
                     ipsec.noteSoftExpiry(token: e.sa_token, reason: Int32(e.proto))
-                } else if e.kind == UInt8(SL_EVENT_PATH_MTU) {
-                    print(ipsec.learnPathMTU(e, now: monotonicSeconds()))
                 }
             }
             let now = monotonicSeconds()

@@ -203,6 +203,10 @@ public final class IPsecCompiler {
                    Self.sameKey(previous.config, sa) {
                     state = Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine) ? previous.state
                         : OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
+                    // Another path (source or encapsulation): its learnt MTU does not hold.
+                    if previous.config.source != sa.source || previous.config.encapsulation != sa.encapsulation {
+                        state.pathMTU = 0
+                    }
                 } else {
                     let key = try Self.key(algorithm, sa, engine)
                     state = OutboundSAState(key: key, next: sa.sequence, esn: sa.esn)
@@ -897,16 +901,16 @@ extension IPsecCompiler {
 
     /// What became of an ICMP "too big" report (`learnPathMTU`).
     public enum PathMTUOutcome: Equatable, Sendable, CustomStringConvertible {
-        /// The SAs now held to `mtu` (a smaller value than they had, or the same one confirmed).
-        case learnt([SAIdentifier], mtu: Int, changed: Bool)
+        /// The SA now held to `mtu` (a smaller value than it had, or the same one confirmed).
+        case learnt(SAIdentifier, mtu: Int, changed: Bool)
         /// Not acted on, and why.
         case ignored(String)
 
         public var description: String {
             switch self {
-            case .learnt(let ids, let mtu, let changed):
-                let names = ids.map { "spi \($0.spi)" + ($0.destination.map { " dst \($0)" } ?? "") }.joined(separator: ", ")
-                return "sluice: path MTU of SA \(names): \(mtu)" + (changed ? "" : " (confirmed)")
+            case .learnt(let id, let mtu, let changed):
+                return "sluice: path MTU of SA spi \(id.spi)\(id.destination.map { " dst \($0)" } ?? ""): \(mtu)"
+                    + (changed ? "" : " (confirmed)")
             case .ignored(let why):
                 return "sluice: ICMP too big ignored: \(why)"
             }
@@ -916,36 +920,40 @@ extension IPsecCompiler {
     /// RFC 4301 §8.2.1: maps an ICMP "too big" message about one of the
     /// gateway's ESP packets (a worker's `SL_EVENT_PATH_MTU`: the quoted
     /// packet's SPI, low 32 bits of its sequence number, outer addresses,
-    /// whether it was in UDP) to the outbound SA that sent it, and holds that
-    /// SA's ESP packets to `mtu` on every worker (`OutboundSAState.pathMTU`,
-    /// read once per burst). The message is not authenticated, so it is
-    /// taken only when it names an installed outbound SA by SPI, its
-    /// destination and, in tunnel mode, source, and its encapsulation, and a
-    /// sequence number the SA has sent; and only to lower the SA's path MTU
-    /// (or confirm it), never below `pathMTUFloor`. It stands for
-    /// `pathMTUAge` seconds from the last message (`agePathMTUs`).
+    /// whether it was in UDP) to the outbound tunnel-mode SA that sent it,
+    /// and holds that SA's ESP packets to `mtu` on every worker
+    /// (`OutboundSAState.pathMTU`, read once per burst). The message is not
+    /// authenticated, so it is taken only when it names an installed SA by
+    /// SPI, destination, source and encapsulation, and a sequence number the
+    /// SA has sent; and only to lower the SA's path MTU (or confirm it),
+    /// never below `pathMTUFloor` (IPv6: one below is taken as 1280, RFC
+    /// 8201 §4; IPv4: ignored). It stands for `pathMTUAge` seconds from the
+    /// last message (`agePathMTUs`). Transport-mode SAs are never matched:
+    /// their packets carry a protected host's source, so a router's message
+    /// goes to that host, and one sent to the gateway is forged. Two lookups
+    /// by key (outbound SPIs are unique), whatever the number of SAs.
     public func learnPathMTU(spi: UInt32, source: IPAddress, destination: IPAddress, udp: Bool, sequence: UInt32,
-                             mtu: Int, now: Double) -> PathMTUOutcome {
-        let matches = outbound.filter { id, o in
-            id.spi.rawValue == spi && (id.destination ?? destination) == destination
-                && (o.config.mode == .transport || o.config.source == source)
-                && (o.config.encapsulation != nil) == udp
-        }.sorted { $0.key < $1.key }
+                             mtu reported: Int, now: Double) -> PathMTUOutcome {
         let name = "spi \(SecurityParameterIndex(spi)) dst \(destination)"
-        guard !matches.isEmpty else { return .ignored("no outbound SA \(name)\(udp ? " in UDP" : "") from \(source)") }
-        let floor = Self.pathMTUFloor(ipv6: !destination.isIPv4)
-        guard mtu >= floor else { return .ignored("MTU \(mtu) for SA \(name) is below \(floor)") }
-        let sent = matches.filter { Self.hasSent(sequence, $0.value.state) }
-        guard !sent.isEmpty else { return .ignored("SA \(name) has not sent sequence number \(sequence)") }
-        let lower = sent.filter { $0.value.state.pathMTU == 0 || Int($0.value.state.pathMTU) >= mtu }
-        guard !lower.isEmpty else { return .ignored("MTU \(mtu) for SA \(name) is above the path MTU it has") }
-        var changed = false
-        for (_, o) in lower {
-            if Int(o.state.pathMTU) != mtu { changed = true }
-            o.state.pathMTU = UInt64(mtu)
-            o.state.pathMTUSince = now
+        let key = SAIdentifier(spi: SecurityParameterIndex(spi), destination: destination)
+        guard let o = outbound[key], o.config.mode == .tunnel, o.config.source == source,
+              (o.config.encapsulation != nil) == udp else {
+            return .ignored("no outbound tunnel-mode SA \(name) from \(source)\(udp ? " in UDP" : "")")
         }
-        return .learnt(lower.map(\.key), mtu: mtu, changed: changed)
+        let ipv6 = !destination.isIPv4
+        let floor = Self.pathMTUFloor(ipv6: ipv6)
+        guard reported >= floor || ipv6 else { return .ignored("MTU \(reported) for SA \(name) is below \(floor)") }
+        let mtu = max(reported, floor)
+        guard Self.hasSent(sequence, o.state) else {
+            return .ignored("SA \(name) has not sent sequence number \(sequence)")
+        }
+        let current = Int(o.state.pathMTU)
+        guard current == 0 || mtu <= current else {
+            return .ignored("MTU \(mtu) for SA \(name) is above its path MTU \(current)")
+        }
+        o.state.pathMTU = UInt64(mtu)
+        o.state.pathMTUSince = now
+        return .learnt(key, mtu: mtu, changed: mtu != current)
     }
 
     /// `learnPathMTU` for a worker's `SL_EVENT_PATH_MTU`.

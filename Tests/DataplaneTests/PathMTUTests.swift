@@ -54,7 +54,7 @@ extension EALSuites.GatewayTests {
         let e = try #require(events.first)
         #expect(CounterReport.eventLine(e) == "event: path-mtu spi=0x00007103 mtu=1400 src=192.0.2.1 dst=192.0.2.254 "
                 + "encap=none seq=\(sequence) cpu=\(e.lcore)")
-        #expect(session.ipsec.learnPathMTU(e, now: 100) == .learnt([id], mtu: 1400, changed: true))
+        #expect(session.ipsec.learnPathMTU(e, now: 100) == .learnt(id, mtu: 1400, changed: true))
         #expect(session.ipsec.pathMTU(of: id) == 1400)
 
         // The same inner packet is refused with the largest that fits now: 1400 − 54.
@@ -90,7 +90,7 @@ extension EALSuites.GatewayTests {
         }
         #expect(session.ipsec.pathMTU(of: id) == 1400)
         // The same value again keeps it from aging (RFC 1191 §6.3: timed from the last message).
-        #expect(learn(mtu: 1400) == .learnt([id], mtu: 1400, changed: false))
+        #expect(learn(mtu: 1400) == .learnt(id, mtu: 1400, changed: false))
 
         // Aged out after 600 s without a message: the SA's packets may be 1500 again.
         #expect(session.ipsec.agePathMTUs(now: 200 + IPsecCompiler.pathMTUAge - 1).isEmpty)
@@ -98,6 +98,73 @@ extension EALSuites.GatewayTests {
         #expect(session.ipsec.pathMTU(of: id) == nil)
         let again = try h.inject([big], on: h.protected)
         #expect(again.sent[h.u]?.map(\.count) == [14 + 1500], "\(again.delta)")
+    }
+
+    /// An ICMPv6 Packet Too Big frame from a router (2001:db8:ffff::9) to the
+    /// gateway's unprotected address, announcing `mtu` and quoting the first
+    /// 1232 bytes of `esp`.
+    func packetTooBig(quoting esp: [UInt8], mtu: Int) -> [UInt8] {
+        let quote = Array(esp.prefix(1232))
+        var f = h.frame6("2001:db8:ffff::9", "2001:db8:b::1", transport: .raw(.icmpv6), payload: 8 + quote.count,
+                         ethDst: h.portMAC(h.u))
+        var icmp: [UInt8] = [2, 0, 0, 0, UInt8(mtu >> 24), UInt8(mtu >> 16 & 0xFF), UInt8(mtu >> 8 & 0xFF), UInt8(mtu & 0xFF)]
+            + quote
+        let sum = icmp.withUnsafeBytes {
+            InternetChecksum.transport($0, source: IPv6Address("2001:db8:ffff::9")!, destination: IPv6Address("2001:db8:b::1")!,
+                                       protocol: .icmpv6)
+        }
+        icmp[2] = UInt8(sum >> 8); icmp[3] = UInt8(sum & 0xFF)
+        f.replaceSubrange(54..., with: icmp)
+        return f
+    }
+
+    /// The same over IPv6, with the SA's packets in UDP (RFC 3948): the
+    /// worker reads the SPI behind the quoted UDP header. With 1400 on the
+    /// path, an inner packet of 1318 bytes is the largest that fits (outer
+    /// 40, UDP 8, ESP header and IV 16, trailer 2, ICV 16). A report below
+    /// 1280 counts as 1280 (RFC 8201 §4); an inner packet of at most 1280,
+    /// which no error could make smaller, is then sealed and cut.
+    @Test func anSAInUDPOverIPv6LearnsItsPathMTU() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let key = "0x" + String(repeating: "5b", count: 20)
+        let session = try h.installSession(h.baseConfigText + """
+
+        sa add spi 0x7106 dir out src 2001:db8:b::1 dst 2001:db8:b::fe mode tunnel aead aes-gcm-128 key \(key) encap udp 4500 4500
+        sp add dir out src 2001:db8:1::/48 dst 2001:db8:100::/48 priority 1 action protect spi 0x7106
+        sp add dir in src ::/0 dst 2001:db8:b::1/128 proto icmpv6 priority 1 action bypass
+        """, name: "pmtu6")
+        let id = SAIdentifier(spi: SecurityParameterIndex(0x7106), destination: IPAddress("2001:db8:b::fe"))
+        _ = h.gateway.drainEvents()
+        refillICMPBudget()
+        let sealed = try h.inject([h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 100)], on: h.protected)
+        let esp = try #require(sealed.sent[h.u]?.first.map { Array($0.dropFirst(14)) })
+        #expect(esp[6] == 17 && esp[42] == 0x11 && esp[43] == 0x94, "ESP in UDP to 4500")
+        let seen = try h.inject([packetTooBig(quoting: esp, mtu: 1400)], on: h.unprotected)
+        #expect(seen.delta.dropsByReason == [.local: 1], "\(seen.delta)")
+        let events = h.gateway.drainEvents()
+        let e = try #require(events.first)
+        #expect(events.count == 1 && e.kind == UInt8(SL_EVENT_PATH_MTU) && e.proto == 17, "\(events.map(CounterReport.eventLine))")
+        #expect(session.ipsec.learnPathMTU(e, now: 10) == .learnt(id, mtu: 1400, changed: true))
+
+        let fits = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1318 - 48)
+        let sent = try h.inject([fits], on: h.protected)
+        #expect(sent.sent[h.u]?.map(\.count) == [14 + 1400], "\(sent.delta)")
+        let big = h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1319 - 48)
+        let refused = try h.inject([big], on: h.protected)
+        #expect(refused.delta.dropsByReason == [.packetTooBig: 1] && (refused.sent[h.u] ?? []).isEmpty, "\(refused.delta)")
+        var quoted = big
+        quoted[14 + 7] -= 1  // hop limit, as it was about to be sealed
+        if let back = refused.sent[h.p]?.first {
+            expectICMPv6Error(back, .tooBig(mtu: 1318), answering: quoted, from: ipv6("2001:db8:a::1").bytes)
+        } else {
+            Issue.record("no ICMPv6 error: \(refused.sent.mapValues(\.count))")
+        }
+        var small = e
+        small.sport = 1000
+        #expect(session.ipsec.learnPathMTU(small, now: 11) == .learnt(id, mtu: 1280, changed: true))
+        let cut = try h.inject([h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1250 - 48)], on: h.protected)
+        let pieces = cut.sent[h.u]?.map { $0.count - 14 } ?? []
+        #expect(pieces.count == 2 && pieces.allSatisfy { $0 <= 1280 } && cut.delta.fragmented == 1, "\(pieces) \(cut.delta)")
     }
 
     /// Without an inbound policy that lets ICMP in, the message is dropped
