@@ -67,13 +67,17 @@ struct ControlledGateway {
     let socket: String
 
     static let key = "0x" + String(repeating: "3c", count: 20)
-    static let config = """
+    /// Two ports, their neighbours, and routes to each side.
+    static let network = """
     port 0 role protected address 10.1.0.1/24
     port 1 role unprotected address 10.2.0.1/24
     neighbor 10.1.0.2 lladdr 02:00:00:00:01:02 port 0
     neighbor 10.2.0.2 lladdr 02:00:00:00:02:02 port 1
     route add 172.16.0.0/12 via 10.1.0.2
     route add 192.168.0.0/16 via 10.2.0.2
+
+    """
+    static let config = network + """
     sa add spi 0x1001 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(key) seq 100
     sa add spi 0x2001 dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key \(key)
     sp add id 1 dir out src 172.16.0.0/12 dst 192.168.0.0/16 priority 10 action protect spi 0x1001

@@ -10,13 +10,7 @@ import Testing
 
 extension EndToEnd {
     @Suite struct PathMTU {
-        static let config = """
-        port 0 role protected address 10.1.0.1/24
-        port 1 role unprotected address 10.2.0.1/24
-        neighbor 10.1.0.2 lladdr 02:00:00:00:01:02 port 0
-        neighbor 10.2.0.2 lladdr 02:00:00:00:02:02 port 1
-        route add 172.16.0.0/12 via 10.1.0.2
-        route add 192.168.0.0/16 via 10.2.0.2
+        static let config = ControlledGateway.network + """
         sa add spi 0x6101 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key 0x\(String(repeating: "a1", count: 16))5a5a5a5a
         sp add dir out src 172.16.0.0/12 dst 192.168.61.0/24 priority 1 action protect spi 0x6101
         sp add dir in src 0.0.0.0/0 dst 10.2.0.1/32 proto icmp priority 1 action bypass

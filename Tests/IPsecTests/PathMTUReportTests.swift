@@ -68,15 +68,10 @@ serve(handle)
         var router: String
     }
 
-    struct Result: Decodable {
-        var packet: String?
-        var error: String?
-    }
-
     static func build(_ jobs: [Job]) throws -> [[UInt8]] {
         let result = try ScapyPeer.run(input: try JSONEncoder().encode(jobs), script: script)
         try #require(result.status == 0, "scapy failed: \(result.stderr)")
-        let out = try JSONDecoder().decode([Result].self, from: result.stdout)
+        let out = try JSONDecoder().decode([ScapyPeer.Result].self, from: result.stdout)
         return try out.map { r in
             try #require(r.error == nil, "scapy: \(r.error ?? "")")
             return hexBytes(r.packet ?? "")
