@@ -127,4 +127,3 @@ extension sl_event {
         }
     }
 }
-

@@ -247,7 +247,7 @@ public enum GatewayMain {
                     expiredSAs = expiredSAs || expiry.hard
                 }
                 for id in ipsec.agePathMTUs(now: now) {
-                    print("sluice: path MTU of SA spi \(id.spi)\(id.destination.map { " dst \($0)" } ?? "") aged out")
+                    print("sluice: path MTU of SA \(id) aged out")
                 }
             }
             // Tried again at each lifetime check while it fails (reported once).

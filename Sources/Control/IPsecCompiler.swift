@@ -909,8 +909,7 @@ extension IPsecCompiler {
         public var description: String {
             switch self {
             case .learnt(let id, let mtu, let changed):
-                return "sluice: path MTU of SA spi \(id.spi)\(id.destination.map { " dst \($0)" } ?? ""): \(mtu)"
-                    + (changed ? "" : " (confirmed)")
+                return "sluice: path MTU of SA \(id): \(mtu)" + (changed ? "" : " (confirmed)")
             case .ignored(let why):
                 return "sluice: ICMP too big ignored: \(why)"
             }
@@ -930,12 +929,12 @@ extension IPsecCompiler {
     /// 8201 §4; IPv4: ignored). It stands for `pathMTUAge` seconds from the
     /// last message (`agePathMTUs`). Transport-mode SAs are never matched:
     /// their packets carry a protected host's source, so a router's message
-    /// goes to that host, and one sent to the gateway is forged. Two lookups
-    /// by key (outbound SPIs are unique), whatever the number of SAs.
+    /// goes to that host, and one sent to the gateway is forged. One lookup
+    /// by key (a tunnel-mode SA names its destination), whatever the number of SAs.
     public func learnPathMTU(spi: UInt32, source: IPAddress, destination: IPAddress, udp: Bool, sequence: UInt32,
                              mtu reported: Int, now: Double) -> PathMTUOutcome {
-        let name = "spi \(SecurityParameterIndex(spi)) dst \(destination)"
         let key = SAIdentifier(spi: SecurityParameterIndex(spi), destination: destination)
+        let name = key.description
         guard let o = outbound[key], o.config.mode == .tunnel, o.config.source == source,
               (o.config.encapsulation != nil) == udp else {
             return .ignored("no outbound tunnel-mode SA \(name) from \(source)\(udp ? " in UDP" : "")")
@@ -944,7 +943,7 @@ extension IPsecCompiler {
         let floor = Self.pathMTUFloor(ipv6: ipv6)
         guard reported >= floor || ipv6 else { return .ignored("MTU \(reported) for SA \(name) is below \(floor)") }
         let mtu = max(reported, floor)
-        guard Self.hasSent(sequence, o.state) else {
+        guard Self.hasSent(sequence, first: o.state.first, next: o.state.nextSequence) else {
             return .ignored("SA \(name) has not sent sequence number \(sequence)")
         }
         let current = Int(o.state.pathMTU)
@@ -960,11 +959,6 @@ extension IPsecCompiler {
     public func learnPathMTU(_ e: sl_event, now: Double) -> PathMTUOutcome {
         learnPathMTU(spi: e.policy_id, source: e.sourceAddress, destination: e.destinationAddress,
                      udp: e.proto == IPProtocol.udp.rawValue, sequence: e.sa_token, mtu: Int(e.sport), now: now)
-    }
-
-    /// Whether `state` has taken a sequence number whose low 32 bits are `low`.
-    static func hasSent(_ low: UInt32, _ state: OutboundSAState) -> Bool {
-        hasSent(low, first: state.first, next: state.nextSequence)
     }
 
     /// Whether an SA whose numbers run from `first` and whose next is `next`

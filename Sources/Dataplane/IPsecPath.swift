@@ -647,8 +647,9 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         // (one atomic add after the burst's packets of the SA), for reports.
         let countBytes = life.softBytes == 0 && life.hardBytes == 0
         var sealedBytes: UInt64 = 0
-        // The SA's path MTU learnt from ICMP (RFC 4301 §8.2), 0: none.
-        let pathMTU = Int(truncatingIfNeeded: sl_counter_load(life.pathMTU))
+        // The SA's path MTU learnt from ICMP (RFC 4301 §8.2); none: no limit but the port's.
+        let learnt = Int(truncatingIfNeeded: sl_counter_load(life.pathMTU))
+        let pathMTU = learnt == 0 ? Int.max : learnt
         j = first
         while j < count {
             if sealRecord[j] == record {
@@ -680,8 +681,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                 }
                 // One that may be fragmented is sealed, then cut by sendRebuilt
                 // (Fragmentation.swift: only such a packet is still too big there).
-                let portMTU = Int(sl_fib_port_mtu(fib, hop.pointee.port))
-                let mtu = _slowPath(pathMTU != 0) && pathMTU < portMTU ? pathMTU : portMTU
+                let mtu = min(Int(sl_fib_port_mtu(fib, hop.pointee.port)), pathMTU)
                 let tooBig = _slowPath(ESPOutbound.encapsulatedLength(datagramLength: view.length, sa: sa) > mtu) && hopHasPort(hop, fib: fib)
                 if tooBig && !ESPOutbound.mayFragment(view, saAt: sa) {
                     packetTooBig(w, m, ip: sealIP[j]!, length: view.length, report: ESPOutbound.largestDatagram(mtu: mtu, sa: sa),
@@ -691,7 +691,7 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
                     case .dropped(let d):
                         drop(m, .esp(d), drops)
                     case .framed(let f):
-                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig, mtu: mtu)
+                        staged[framed] = StagedSeal(m: m, hop: hop, view: view, frame: f, fragment: tooBig, pathMTU: pathMTU)
                         framed &+= 1
                         sealedBytes &+= UInt64(sealLen[j])
                     }
@@ -714,21 +714,21 @@ func sealPending(_ w: UnsafeMutablePointer<sl_worker>, count: Int, fib: UnsafeMu
         ESPOutbound.finish(s.view, s.frame)
         if _slowPath(s.fragment) { ESPOutbound.clearDF(s.view) }  // to be cut though `df set`: see `mayFragment`
         sendRebuilt(w, s.m, s.view, ipv4: s.view.start.load(as: UInt8.self) >> 4 == 4, hop: s.hop, fib: fib, hops: hops,
-                    sealed: true, pathMTU: s.mtu, tx: &tx, drops: drops)
+                    sealed: true, pathMTU: s.pathMTU, tx: &tx, drops: drops)
     }
 }
 
 /// A packet `sealPending` framed and added to the worker's AEAD burst, sent
 /// once the burst is sealed: its mbuf, next hop, ESP packet and frame,
 /// whether it is too big for the hop's port (or its SA's path MTU) and
-/// leaves in fragments, and the MTU it is held to.
+/// leaves in fragments, and its SA's path MTU (`Int.max`: none).
 struct StagedSeal {
     var m: OpaquePointer
     var hop: UnsafeMutablePointer<sl_nexthop>
     var view: PacketView
     var frame: ESPFrame
     var fragment: Bool
-    var mtu: Int
+    var pathMTU: Int
 }
 
 /// Seals the outbound packets other workers handed over (this worker owns

@@ -194,21 +194,30 @@ enum IPParse {
                                        length: Int, protocol proto: UInt8, field: Int,
                                        destinationAt: Int = IPv6Field.destination) {
         segment.storeBE16(0, at: field)
+        let checksum = transportChecksum(ipHeader: ipHeader, ipv6: ipv6, segment: segment, length: length, protocol: proto,
+                                         destinationAt: destinationAt)
+        segment.storeBE16(proto == IPProtocol.udp.rawValue ? InternetChecksum.udpFieldValue(checksum) : checksum,
+                          at: field)
+    }
+
+    /// The checksum of the `length` bytes at `segment` under the
+    /// pseudo-header of the IP header at `ipHeader` (as `storeTransportChecksum`
+    /// takes it), with the segment's checksum field as it stands: 0 when
+    /// that field holds a correct checksum.
+    @inlinable
+    static func transportChecksum(ipHeader: UnsafeRawPointer, ipv6: Bool, segment: UnsafeRawPointer, length: Int,
+                                  protocol proto: UInt8, destinationAt: Int = IPv6Field.destination) -> UInt16 {
         let bytes = UnsafeRawBufferPointer(start: segment, count: length)
-        let checksum: UInt16
         if ipv6 {
             let source = IPv6Address(high: ipHeader.loadBE64(at: IPv6Field.source),
                                      low: ipHeader.loadBE64(at: IPv6Field.source &+ 8))
             let destination = IPv6Address(high: ipHeader.loadBE64(at: destinationAt),
                                           low: ipHeader.loadBE64(at: destinationAt &+ 8))
-            checksum = InternetChecksum.transport(bytes, source: source, destination: destination, protocol: IPProtocol(proto))
-        } else {
-            checksum = InternetChecksum.transport(bytes, source: IPv4Address(ipHeader.loadBE32(at: IPv4Field.source)),
-                                                  destination: IPv4Address(ipHeader.loadBE32(at: IPv4Field.destination)),
-                                                  protocol: IPProtocol(proto))
+            return InternetChecksum.transport(bytes, source: source, destination: destination, protocol: IPProtocol(proto))
         }
-        segment.storeBE16(proto == IPProtocol.udp.rawValue ? InternetChecksum.udpFieldValue(checksum) : checksum,
-                          at: field)
+        return InternetChecksum.transport(bytes, source: IPv4Address(ipHeader.loadBE32(at: IPv4Field.source)),
+                                          destination: IPv4Address(ipHeader.loadBE32(at: IPv4Field.destination)),
+                                          protocol: IPProtocol(proto))
     }
 
     /// The length an IPv4 header at `p` claims for its datagram, when it is

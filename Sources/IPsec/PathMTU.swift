@@ -39,7 +39,8 @@ public struct PathMTUReport: Equatable, Sendable {
         if ipv4 {
             guard let (headerLength, total) = IPParse.ipv4DatagramLength(p, available: packet.length),
                   p.loadByte(at: IPv4Field.protocol) == IPProtocol.icmp.rawValue,
-                  p.loadBE16(at: IPv4Field.flagsFragment) & 0x3FFF == 0 else { return nil }  // MF, offset
+                  p.loadBE16(at: IPv4Field.flagsFragment) & (IPv4Field.moreFragments | IPv4Field.fragmentOffsetMask) == 0
+            else { return nil }
             m = p + headerLength
             length = total &- headerLength
             guard length >= 8, m.loadByte(at: 0) == 3, m.loadByte(at: 1) == 4,
@@ -51,12 +52,9 @@ public struct PathMTUReport: Equatable, Sendable {
                   fragment == 0, upper.proto == IPProtocol.icmpv6.rawValue else { return nil }
             m = p + upper.offset
             length = total &- upper.offset
-            guard length >= 8, m.loadByte(at: 0) == 2, m.loadByte(at: 1) == 0 else { return nil }
-            let source = IPv6Address(high: p.loadBE64(at: IPv6Field.source), low: p.loadBE64(at: IPv6Field.source &+ 8))
-            let destination = IPv6Address(high: p.loadBE64(at: IPv6Field.destination),
-                                          low: p.loadBE64(at: IPv6Field.destination &+ 8))
-            guard InternetChecksum.transport(UnsafeRawBufferPointer(start: m, count: length), source: source,
-                                             destination: destination, protocol: .icmpv6) == 0 else { return nil }
+            guard length >= 8, m.loadByte(at: 0) == 2, m.loadByte(at: 1) == 0,
+                  IPParse.transportChecksum(ipHeader: p, ipv6: true, segment: m, length: length,
+                                            protocol: IPProtocol.icmpv6.rawValue) == 0 else { return nil }
             mtu = m.loadBE32(at: 4)
         }
         guard let quoted = Self.quotedESP(m + 8, length: length &- 8, ipv4: ipv4) else { return nil }
