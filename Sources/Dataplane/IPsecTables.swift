@@ -333,7 +333,7 @@ public final class WorkerIPsec {
     /// one-second window opened at `pathMTUSecond` (`reportPathMTU`).
     var pathMTUBudget = 0
     var pathMTUSecond: UInt64 = 0
-    static let pathMTUReportsPerSecond = 32
+    public static let pathMTUReportsPerSecond = 32
     /// Leaves SA changes on the command ring (tests: a worker that stalls).
     let commandsHeld = Atomic<Bool>(false)
     /// Set by the worker when it found `commandsHeld` set: from then on it

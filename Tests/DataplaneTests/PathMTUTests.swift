@@ -12,6 +12,7 @@ import CShims
 import Command
 @testable import Control
 import Dataplane
+import Glibc
 import IPsec
 import Packet
 import Testing
@@ -165,6 +166,34 @@ extension EALSuites.GatewayTests {
         let cut = try h.inject([h.frame6("2001:db8:1::3", "2001:db8:100::4", payload: 1250 - 48)], on: h.protected)
         let pieces = cut.sent[h.u]?.map { $0.count - 14 } ?? []
         #expect(pieces.count == 2 && pieces.allSatisfy { $0 <= 1280 } && cut.delta.fragmented == 1, "\(pieces) \(cut.delta)")
+    }
+
+    /// A flood of "too big" messages (a router, or anyone who can send to
+    /// the gateway) reaches the control thread at most
+    /// `pathMTUReportsPerSecond` times a second from one core; the rest are
+    /// handled as any packet to the gateway, and not reported. A new second
+    /// brings a new budget.
+    @Test func pathMTUReportsFromOneCoreAreLimitedPerSecond() throws {
+        defer { try? h.gateway.publish(ipsec: nil) }
+        let icmpIn = "\nsp add dir in src 0.0.0.0/0 dst 192.0.2.1/32 proto icmp priority 1 action bypass\n"
+        _ = try h.installSession(h.baseConfigText + tunnelSAText(spi: 0x7107) + icmpIn, name: "pmtu-flood")
+        let sealed = try h.inject([h.frame4("10.1.2.3", "198.51.100.4", payload: 1446 - 28)], on: h.protected)
+        let esp = try #require(sealed.sent[h.u]?.first.map { Array($0.dropFirst(14)) })
+        let message = fragmentationNeeded(quoting: esp, mtu: 1400)
+        let limit = WorkerIPsec.pathMTUReportsPerSecond
+        // Past any window an earlier test opened: the first report opens a new one.
+        usleep(1_100_000)
+        _ = h.gateway.drainEvents()
+        let flood = try h.inject(Array(repeating: message, count: limit + 8), on: h.unprotected)
+        #expect(flood.delta.dropsByReason == [.local: UInt64(limit + 8)], "\(flood.delta)")
+        let reported = h.gateway.drainEvents()
+        #expect(reported.count == limit && reported.allSatisfy { $0.kind == UInt8(SL_EVENT_PATH_MTU) && $0.sport == 1400 },
+                "\(reported.count) events")
+        let spent = try h.inject([message], on: h.unprotected)
+        #expect(spent.delta.dropsByReason == [.local: 1] && h.gateway.drainEvents().isEmpty)
+        usleep(1_100_000)
+        _ = try h.inject([message], on: h.unprotected)
+        #expect(h.gateway.drainEvents().count == 1)
     }
 
     /// Without an inbound policy that lets ICMP in, the message is dropped
