@@ -162,6 +162,11 @@ public final class IPsecCompiler {
             pendingTargetIDs = [:]; pendingTargetSAs = [:]; pendingNatPorts = []
             pendingFreeTargetIDs = []
             pendingMark = nil
+            // No SA left: none stays expired, and no retired state (key
+            // included) outlives the configuration that held it.
+            pendingUnexpired = Set(expired.keys)
+            pendingRetiredGone = Set(retiredOutbound.keys).union(retiredInbound.keys)
+            pendingParked = [:]; pendingReinstalled = []
             return nil
         }
         let changed = changedSAs(config, workerLcores: workerLcores)

@@ -614,6 +614,30 @@ import Testing
         #expect(compiler.nextSequence(spi: 0x1001) == 100)
     }
 
+    /// A configuration emptied (`flush sp`, `flush sa`) forgets every
+    /// expired SA and its kept state with it, as deleting each would: the
+    /// same SA added again afterwards is installed afresh (from its
+    /// configured seq), not left out of the data path as still expired.
+    @Test func anEmptiedConfigurationForgetsExpiredSAs() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        Self.outboundNext(first).pointee = 1_100
+        #expect(compiler.expire(spi: 0x1001, direction: .outbound).count == 1)
+        #expect(compiler.expire(spi: 0x2001, direction: .inbound).count == 1)
+        _ = try compiler.compile(Self.config())
+        compiler.commit()
+        #expect(compiler.expiredSAs.count == 2)
+
+        #expect(try compiler.compile(GatewayConfig.load(text: "port 0 role protected address 10.0.0.1/24\n", name: "e.conf")) == nil)
+        compiler.commit()
+        #expect(compiler.expiredSAs.isEmpty)
+        let back = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        #expect(back.sad.added.count == 2 && back.inboundSACount == 1)
+        #expect(compiler.nextSequence(spi: 0x1001) == 100)
+    }
+
     @Test func uncommittedCompilationLeavesTheStateInUse() throws {
         let compiler = IPsecCompiler()
         let first = try #require(try compiler.compile(Self.config()))
