@@ -386,22 +386,22 @@ struct SecgwFile {
                 case "ipv6-tunnel": mode = .tunnel; tunnelIPv4 = false
                 case "transport": mode = .transport
                 case let other:
-                    throw SecgwSyntaxError("bad mode '\(other)': expected ipv4-tunnel, ipv6-tunnel or transport")
+                    throw SecgwSyntaxError("bad mode \(Self.shown(other)): expected ipv4-tunnel, ipv6-tunnel or transport")
                 }
             case "cipher_algo":
                 let name = String(try value())
-                guard Self.ciphers.contains(name) else { throw SecgwSyntaxError("unknown cipher_algo '\(name)'") }
+                guard Self.ciphers.contains(name) else { throw SecgwSyntaxError("unknown cipher_algo \(Self.shown(Substring(name)))") }
                 cipher = name
                 if name != "null" { _ = try keyAfter("cipher_key", length: nil) }
             case "auth_algo":
                 let name = String(try value())
-                guard Self.auths.contains(name) else { throw SecgwSyntaxError("unknown auth_algo '\(name)'") }
+                guard Self.auths.contains(name) else { throw SecgwSyntaxError("unknown auth_algo \(Self.shown(Substring(name)))") }
                 auth = name
                 if name != "null" { _ = try keyAfter("auth_key", length: nil) }
             case "aead_algo":
                 let name = String(try value())
                 guard let entry = Self.aeads.first(where: { $0.name == name }) else {
-                    throw SecgwSyntaxError("unknown aead_algo '\(name)'")
+                    throw SecgwSyntaxError("unknown aead_algo \(Self.shown(Substring(name)))")
                 }
                 aead = (name, entry.transform)
                 key = try keyAfter("aead_key", length: entry.keyLength)

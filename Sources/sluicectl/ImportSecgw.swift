@@ -50,6 +50,33 @@ struct ImportSecgw: ParsableCommand {
 
     func validate() throws { _ = try ports() }
 
+    /// Writes `text` to `path` readable by its owner only (mode 0600, the
+    /// translation holds every SA's key), atomically: a temporary file in
+    /// the same directory, renamed over `path` once complete.
+    static func writePrivately(_ text: String, to path: String) throws {
+        var template = Array((path + ".XXXXXX").utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        let temporary = String(cString: template)
+        var bytes = Array(text.utf8)
+        defer { bytes.withUnsafeMutableBytes { for i in $0.indices { $0[i] = 0 } } }
+        var written = 0
+        var failure: Int32 = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { failure = errno; break }
+            written += n
+        }
+        if failure == 0 && fsync(fd) != 0 { failure = errno }
+        if close(fd) != 0 && failure == 0 { failure = errno }
+        if failure == 0 && rename(temporary, path) != 0 { failure = errno }
+        if failure != 0 {
+            unlink(temporary)
+            throw POSIXError(POSIXErrorCode(rawValue: failure) ?? .EIO)
+        }
+    }
+
     func run() throws {
         let text: String
         do {
@@ -62,7 +89,7 @@ struct ImportSecgw: ParsableCommand {
         let body = "# Translated from the ipsec-secgw file \(file) by sluicectl import-secgw.\n" + translation.text
         if let output {
             do {
-                try body.write(toFile: output, atomically: true, encoding: .utf8)
+                try Self.writePrivately(body, to: output)
             } catch {
                 printError("sluicectl: error: cannot write \(output): \(error.localizedDescription)")
                 throw ExitCode(2)

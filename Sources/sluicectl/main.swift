@@ -49,6 +49,8 @@ struct Send: ParsableCommand {
             throw ExitCode(2)
         }
         var lines: [String]
+        // With -f: the file line each of `lines` came from (0: begin, commit).
+        var fileLines: [Int] = []
         if let file {
             let text: String
             do { text = try String(contentsOfFile: file, encoding: .utf8) } catch {
@@ -69,6 +71,7 @@ struct Send: ParsableCommand {
                 }
             }
             lines = ["begin"] + numbered.map(\.line) + ["commit"]
+            fileLines = [0] + numbered.map(\.number) + [0]
         } else {
             lines = [words.joined(separator: " ")]
         }
@@ -84,7 +87,8 @@ struct Send: ParsableCommand {
             if !ok {
                 let error = object["error"] as? [String: Any]
                 let message = error?["message"] as? String ?? reply
-                printError("sluicectl: error: " + (file != nil && n > 0 && n < lines.count - 1 ? "\(file!): \(line): " : "") + message)
+                // The file and line number, not the line: it may carry a key.
+                printError("sluicectl: error: " + (file != nil && n > 0 && n < lines.count - 1 ? "\(file!):\(fileLines[n]): " : "") + message)
                 failed = true
                 if file != nil && n < lines.count - 1 { continue }  // the commit reports the batch's fate
             }

@@ -258,6 +258,9 @@ import Testing
             sp ipv4 out esp discard pri 1 sport 80
             sa in 4098 aead_algo aes-128-gcm aead_key \(Self.keyText(20)) \(Self.keyText(20)) mode transport
             rt ipv4 dst 10.9.0.0/16 port 1 metric 5
+            sa out 4099 aead_algo \(Self.keyText(20)) mode ipv4-tunnel src 192.0.2.1 dst 192.0.2.2
+            sa out 4100 cipher_algo \(Self.keyText(16)) auth_algo null mode ipv4-tunnel src 192.0.2.1 dst 192.0.2.2
+            sa out 4101 mode \(Self.keyText(16)) src 192.0.2.1 dst 192.0.2.2
             """
         let t = Self.translate(text)
         #expect(t.errors == [
@@ -269,6 +272,10 @@ import Testing
             "west.cfg:6: nothing may follow '\\' on a line",
             "west.cfg:7: bad sport '80': expected LOW:HIGH, each 0…65535",
             "west.cfg:8: unrecognized input <redacted> in an sa rule",
+            // A key where the algorithm's name belongs is not echoed.
+            "west.cfg:10: unknown aead_algo <redacted>",
+            "west.cfg:11: unknown cipher_algo <redacted>",
+            "west.cfg:12: bad mode <redacted>: expected ipv4-tunnel, ipv6-tunnel or transport",
         ])
         #expect(t.notes.contains { $0 == "west.cfg:9: 'metric' ignored, as secgw ignores it in rt rules" })
         #expect(!t.isComplete)

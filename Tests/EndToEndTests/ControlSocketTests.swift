@@ -516,9 +516,15 @@ extension EndToEnd.ControlSocket {
         #expect(status == 1 && c.stderr.text.contains("no policy id 999"), "\(c.transcript())")
         let before = try g.client().call("show config")["config"] as? String
         let bad = g.dir.appendingPathComponent("bad.conf")
-        try "route add 10.6.0.0/16 via 10.2.0.2\nsp add dir out src nonsense\n".write(to: bad, atomically: true, encoding: .utf8)
+        // Line 3 repeats line 2's SA: refused, named by file and line, its key not printed.
+        let key = String(repeating: "ab", count: 20)
+        let sa = "sa add spi 0x7777 dir out src 192.0.2.1 dst 192.0.2.9 mode tunnel aead aes-gcm-128 key 0x\(key)\n"
+        try ("route add 10.6.0.0/16 via 10.2.0.2\n" + sa + sa + "sp add dir out src nonsense\n")
+            .write(to: bad, atomically: true, encoding: .utf8)
         (status, c) = try await sluicectl(["-f", bad.path])
         #expect(status == 1 && c.stderr.text.contains("nothing applied"), "\(c.transcript())")
+        #expect(c.stderr.text.contains("bad.conf:3: ") && c.stderr.text.contains("bad.conf:4: ")
+                && !c.stderr.text.contains(key.prefix(8)), "\(c.transcript())")
         #expect(try g.client().call("show config")["config"] as? String == before)
         // The file is the batch: a commit (or begin, abort) in it would end
         // the batch early and apply the rest line by line. Nothing is sent.

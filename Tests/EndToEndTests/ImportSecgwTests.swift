@@ -56,6 +56,9 @@ import Testing
         let input = dir.appendingPathComponent("site.cfg")
         let output = dir.appendingPathComponent("site.conf")
         try Self.secgwFile.write(to: input, atomically: true, encoding: .utf8)
+        // An older copy readable by all is replaced by one only its owner reads (it holds keys).
+        try "old\n".write(to: output, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: output.path)
 
         let (status, child) = try await Self.run(["import-secgw", input.path, "--unprotected-ports", "1",
                                                   "--output", output.path])
@@ -64,6 +67,9 @@ import Testing
         #expect(child.stderr.lines.allSatisfy { $0.hasPrefix("sluicectl: note: \(input.path)") },
                 "\(child.transcript())")
         let written = try String(contentsOf: output, encoding: .utf8)
+        let mode = try FileManager.default.attributesOfItem(atPath: output.path)[.posixPermissions] as? Int
+        #expect(mode == 0o600, "mode \(String(mode ?? 0, radix: 8))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() == ["site.cfg", "site.conf"])
         #expect(written.contains("sa add spi 0x00000bb9 dir out src 203.0.113.1 dst 203.0.113.9 mode tunnel"))
         #expect(written.contains("route add 203.0.113.0/24 via 169.254.0.2\n"))
 
