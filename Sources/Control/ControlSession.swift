@@ -184,10 +184,27 @@ public final class ControlSession {
     /// undo what came between, so its `commit` is refused.
     private var changes: UInt64 = 0
 
-    /// Installs a client's change.
-    private func change(to next: GatewayConfig) throws(ControlError) {
+    /// Installs a client's change; the reply's fields for what the compiler
+    /// warned about (an SA it left out of the data plane, say), if anything.
+    private func change(to next: GatewayConfig) throws(ControlError) -> [(String, String)] {
         try install(next)
         changes &+= 1
+        return Self.warningFields(ipsec.warnings)
+    }
+
+    /// At most this many warnings in one reply (a change to 100,000 SAs
+    /// could warn about each); the rest are counted.
+    static let warningsPerReply = 16
+
+    /// `("warnings", [...])` when there are warnings: the first
+    /// `warningsPerReply`, then how many more.
+    static func warningFields(_ warnings: [String]) -> [(String, String)] {
+        guard !warnings.isEmpty else { return [] }
+        var shown = warnings.prefix(warningsPerReply).map(ControlReply.quote)
+        if warnings.count > warningsPerReply {
+            shown.append(ControlReply.quote("… and \(warnings.count - warningsPerReply) more"))
+        }
+        return [("warnings", "[" + shown.joined(separator: ",") + "]")]
     }
 
     /// One line from `client`; the reply lines.
@@ -215,8 +232,8 @@ public final class ControlSession {
                 guard batch.base == changes else {
                     throw ControlError("conflict", "the configuration changed since begin (\(changes &- batch.base) change(s) by other commands); nothing applied: begin again")
                 }
-                try change(to: batch.config)
-                return [ControlReply.ok([("applied", String(batch.lines))])]
+                let warnings = try change(to: batch.config)
+                return [ControlReply.ok([("applied", String(batch.lines))] + warnings)]
             case ("show", "config"):
                 return [ControlReply.ok([("config", ControlReply.quote(config.configText))])]
             case ("version", nil):
@@ -290,8 +307,8 @@ public final class ControlSession {
         } catch {
             throw ControlError("invalid", error.message)
         }
-        try change(to: next)
-        return ControlReply.ok(fields(added))
+        let warnings = try change(to: next)
+        return ControlReply.ok(fields(added) + warnings)
     }
 
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {
@@ -317,8 +334,8 @@ public final class ControlSession {
         default:
             throw ControlError("syntax", "expected 'flush sa' or 'flush sp'")
         }
-        try change(to: next)
-        return ControlReply.ok([("removed", String(removed))])
+        let warnings = try change(to: next)
+        return ControlReply.ok([("removed", String(removed))] + warnings)
     }
 
     private func reload(_ file: String, _ client: ControlServer.Client) throws(ControlError) -> String {
@@ -329,8 +346,8 @@ public final class ControlSession {
         guard next.ports.keys.sorted() == config.ports.keys.sorted() else {
             throw ControlError("reload", "the ports of \(file) (\(next.ports.keys.sorted())) are not the running ones (\(config.ports.keys.sorted())); ports change only at start-up")
         }
-        try change(to: next)
-        return ControlReply.ok([("sas", String(next.sas.count)), ("policies", String(next.policies.count))])
+        let warnings = try change(to: next)
+        return ControlReply.ok([("sas", String(next.sas.count)), ("policies", String(next.policies.count))] + warnings)
     }
 
     /// The most configuration lines one batch holds.

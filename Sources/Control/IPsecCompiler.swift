@@ -178,8 +178,15 @@ public final class IPsecCompiler {
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
+        // No packet carries an interface id yet (every packet's is 0): a
+        // policy with `if-id` matches nothing, and names no SA.
+        if changed == nil {
+            for p in config.policies where p.selector.ifID != 0 {
+                warnings.append("policy id \(p.id) has if-id \(p.selector.ifID): no packet carries an interface id yet, so it matches nothing")
+            }
+        }
         // The SPIs and reqids inbound policies protect with.
-        let inboundProtecting = Set(inboundPolicies.compactMap(Target.init))
+        let inboundProtecting = Set(inboundPolicies.filter { $0.selector.ifID == 0 }.compactMap(Target.init))
         // A hard-expired SA stays out of the data path until the configuration
         // replaces it (deleted, or added again with other keys or limits);
         // adopted by `commit`, so a failed change leaves it expired.

@@ -658,6 +658,19 @@ import Testing
         #expect(compiler.warnings.isEmpty)
     }
 
+    /// No packet carries an interface id yet: a policy with `if-id` matches
+    /// nothing, says so, and names no SA (its inbound SA is not installed:
+    /// it would decrypt traffic only to drop every packet).
+    @Test func aPolicyWithAnInterfaceIDNamesNoSA() throws {
+        let compiler = IPsecCompiler()
+        let text = try Self.config(inboundPolicy: false).configText
+            + "sp add id 9 dir in src 10.1.0.0/16 dst 10.0.0.0/24 if-id 3 priority 10 action protect spi 0x2001\n"
+        let tables = try #require(try compiler.compile(GatewayConfig.load(text: text, name: "if.conf")))
+        #expect(tables.inboundSACount == 0)
+        #expect(compiler.warnings.count == 2 && compiler.warnings[0].hasPrefix("policy id 9 has if-id 3")
+                && compiler.warnings[1].hasPrefix("inbound SA spi 0x00002001 is not installed"), "\(compiler.warnings)")
+    }
+
     @Test func udpPortsAreESPOnlyWhereAnSAUsesThem() throws {
         let compiler = IPsecCompiler()
         let plain = try #require(try compiler.compile(Self.config()))

@@ -234,7 +234,15 @@ extension EndToEnd {
                 #expect(try c.call("abort").ok)
                 #expect(try c.call("sp get id 77").ok)
                 #expect(try c.call("commit").errorCode == "batch")
-                #expect(try c.call("flush sp").ok)
+                #expect(added["warnings"] == nil, "\(added)")
+                // What the compiler warns about is in the reply: a policy
+                // that can match nothing, an inbound SA left out of the data
+                // plane once no policy names it.
+                let ifID = try c.call("sp add id 78 dir in src 192.168.0.0/16 dst 172.16.0.0/12 if-id 7 priority 1 action discard")
+                #expect(ifID.ok && (ifID["warnings"] as? [String]) == ["policy id 78 has if-id 7: no packet carries an interface id yet, so it matches nothing"], "\(ifID)")
+                let flushed = try c.call("flush sp")
+                #expect(flushed.ok && (flushed["warnings"] as? [String])?.count == 1
+                        && (flushed["warnings"] as? [String])?.first?.hasPrefix("inbound SA spi 0x00002001 is not installed") == true, "\(flushed)")
                 #expect(((try c.call("sp list"))["policies"] as? [Any])?.isEmpty == true)
             }
             #expect(await g.stop() == 0)
