@@ -27,9 +27,33 @@ public final class ControlSession {
         let base: UInt64
         var lines = 0
         var failed: String? = nil
+        /// Another change was installed since `begin`: `commit` can only
+        /// fail (`conflict`), so the copy (with every key it held) is let go
+        /// and further lines are refused at once.
+        var stale = false
         init(_ config: GatewayConfig, base: UInt64) { self.config = config; self.base = base }
         /// The first failure is the one reported.
         func fail(_ reason: String) { failed = failed ?? reason }
+    }
+
+    /// The batches clients hold open (weakly: a client that leaves frees its own).
+    private var openBatches: [WeakBatch] = []
+    private struct WeakBatch { weak var batch: Batch? }
+
+    /// After a change: every open batch begun before it is stale.
+    private func staleOpenBatches() {
+        openBatches.removeAll { $0.batch == nil }
+        for entry in openBatches {
+            guard let batch = entry.batch, !batch.stale, batch.base != changes else { continue }
+            batch.stale = true
+            batch.config = config
+        }
+        openBatches.removeAll { $0.batch?.stale ?? true }
+    }
+
+    /// The reply to a line for a stale batch.
+    private func conflict(_ batch: Batch) -> ControlError {
+        ControlError("conflict", "the configuration changed since begin (\(changes &- batch.base) change(s) by other commands); nothing applied: begin again")
     }
 
     /// The error for `what`, which a batch may not hold; it fails the
@@ -189,6 +213,7 @@ public final class ControlSession {
     private func change(to next: GatewayConfig) throws(ControlError) -> [(String, String)] {
         try install(next)
         changes &+= 1
+        staleOpenBatches()
         return Self.warningFields(ipsec.warnings)
     }
 
@@ -217,7 +242,9 @@ public final class ControlSession {
             switch (verb, words.dropFirst().first) {
             case ("begin", nil):
                 guard client.batch == nil else { throw refusedInBatch(client, "begin", "already inside begin … commit") }
-                client.batch = Batch(config, base: changes)
+                let batch = Batch(config, base: changes)
+                client.batch = batch
+                openBatches.append(WeakBatch(batch: batch))
                 return [ControlReply.ok([("batch", "true")])]
             case ("abort", nil):
                 guard client.batch != nil else { throw ControlError("batch", "no batch to abort") }
@@ -229,9 +256,7 @@ public final class ControlSession {
                 if let failed = batch.failed {
                     throw ControlError("batch_failed", "nothing applied: \(failed)")
                 }
-                guard batch.base == changes else {
-                    throw ControlError("conflict", "the configuration changed since begin (\(changes &- batch.base) change(s) by other commands); nothing applied: begin again")
-                }
+                guard batch.base == changes else { throw conflict(batch) }
                 let warnings = try change(to: batch.config)
                 return [ControlReply.ok([("applied", String(batch.lines))] + warnings)]
             case ("show", "config"):
@@ -282,6 +307,7 @@ public final class ControlSession {
         // The id an `sp add` gave its policy.
         func fields(_ added: PolicyID?) -> [(String, String)] { added.map { [("id", String($0.rawValue))] } ?? [] }
         if let batch = client.batch as? Batch {
+            guard !batch.stale else { throw conflict(batch) }
             // A bound on what one client's batch may hold in memory; past it
             // the batch is failed and what it built is let go.
             guard batch.lines < Self.batchLineLimit else {

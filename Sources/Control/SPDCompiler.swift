@@ -54,11 +54,26 @@ final class SPDCompiler {
         let (state, method) = classify(policies, choice: choice)
         pending = state
         var verdicts = [PolicyVerdict](repeating: .unused, count: Int(state.nextSlot))
+        // Protect policies that name ports, and every slot's rank when there
+        // are any (`SPDTable.portsMayBeProtected`).
+        var portProtected: [SPDRule] = []
         for p in policies {
             // Every policy has a rule (classify gave each one).
-            verdicts[Int(state.rules[p.id]!.value)] = verdict(p)
+            let rule = state.rules[p.id]!
+            let v = verdict(p)
+            verdicts[Int(rule.value)] = v
+            if v.action == .protect && rule.selector.namesPorts { portProtected.append(rule) }
         }
-        return (SPDTable(classifier: state.classifier, verdicts: verdicts), method)
+        var slotRanks: [UInt64] = []
+        if !portProtected.isEmpty {
+            slotRanks = [UInt64](repeating: .max, count: verdicts.count)
+            for p in policies {
+                let rule = state.rules[p.id]!
+                slotRanks[Int(rule.value)] = rule.rank
+            }
+        }
+        return (SPDTable(classifier: state.classifier, verdicts: verdicts, portProtected: portProtected, slotRanks: slotRanks),
+                method)
     }
 
     private func classify(_ policies: [PolicyConfig], choice: SPDDriverChoice) -> (State, Method) {

@@ -91,14 +91,20 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     /// about one loop of the previous owner, longer only if it is stalled.
     /// Two workers never use one window at once.
     public static let saMoving = DropReason(rawValue: 25)
+    /// A packet whose ports are unknown (a later fragment: its ports are in
+    /// the first, RFC 4301 §7) whose first matching policy is bypass, while
+    /// a protect policy ranked before it names ports and matches its
+    /// addresses and protocol: its datagram may be traffic that policy
+    /// protects, so it does not pass in the clear, either way.
+    public static let fragmentPortsUnknown = DropReason(rawValue: 26)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",
                             "ttl_exceeded", "local", "tx_full", "policy_discard", "plaintext_protected",
                             "no_outbound_sa", "segmented", "martian", "lifetime_expired",
                             "handoff_full", "handoff_stale", "martian_source", "packet_too_big", "mtu_exceeded",
                             "reassembly_failed", "reassembly_too_big", "bad_fragment", "fragmentation_failed", "reverse_path",
-                            "own_source", "sa_moving"]
-    @usableFromInline static let espBase = 26
+                            "own_source", "sa_moving", "fragment_ports_unknown"]
+    @usableFromInline static let espBase = 27
 
     /// The counter of an ESP failure.
     @inlinable public static func esp(_ d: ESPDrop) -> DropReason { DropReason(rawValue: espBase &+ Int(d.rawValue)) }

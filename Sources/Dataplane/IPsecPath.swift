@@ -237,9 +237,13 @@ func inboundPolicy(_ w: UnsafeMutablePointer<sl_worker>, _ m: OpaquePointer, _ v
                    context: WorkerIPsec, fib: UnsafeMutablePointer<sl_fib>, hops: UnsafeMutablePointer<sl_nexthop>,
                    unprotected: DropReason, tx: inout TxCursor, drops: UnsafeMutablePointer<UInt64>) {
     guard let fields = SelectorFields(view) else { drop(m, .malformed, drops); return }
-    guard let verdict = tables.inSPD.verdict(fields) else { drop(m, .policyDiscard, drops); return }
+    let slot = tables.inSPD.slot(fields)
+    guard slot != SPDNoMatch else { drop(m, .policyDiscard, drops); return }
+    // A value is always a slot of `verdicts` (the compiler builds both together).
+    let verdict = tables.inSPD.verdicts[Int(slot)]
     switch verdict.action {
     case .bypass:
+        if tables.inSPD.stopsOpaqueBypass(fields, slot: slot) { drop(m, .fragmentPortsUnknown, drops); return }
         // ICMP type 3 code 4, ICMPv6 type 2 (code 0: checked by the report).
         if _slowPath(fields.hasPorts && (fields.proto == 1 && fields.sourcePort == 3 && fields.destinationPort == 4
                                          || fields.proto == 58 && fields.sourcePort == 2)) {
@@ -353,6 +357,9 @@ func ipsecBurst(_ w: UnsafeMutablePointer<sl_worker>, fib: UnsafeMutablePointer<
             case .discard:
                 drop(m, .policyDiscard, drops)
             case .bypass:
+                if tables.outSPD.stopsOpaqueBypass(fields[k &- 1], slot: value) {
+                    drop(m, .fragmentPortsUnknown, drops); continue
+                }
                 routeRebuilt(w, m, ipView(m, ip: UnsafeMutableRawPointer(ip), length: length), fib: fib, hops: hops,
                              decrementTTL: true, tx: &tx, drops: drops)
             case .protect:

@@ -49,11 +49,22 @@ public final class SPDTable: @unchecked Sendable {
     let linear: Unmanaged<LinearClassifier>
     let hashList: Unmanaged<HashListClassifier>
     let cutTree: Unmanaged<CutTreeClassifier>
+    /// The rules of protect policies that name ports, lowest rank first,
+    /// and the rank of each verdict slot's rule (empty when there are none):
+    /// `portsMayBeProtected`.
+    let portProtected: [SPDRule]
+    let slotRanks: [UInt64]
     /// Stands in for the drivers this table does not use.
     private static let empty = (LinearClassifier(rules: []), HashListClassifier(rules: []), CutTreeClassifier(rules: []))
 
-    public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict]) {
+    /// `portProtected`: the rules of protect policies that name ports, and
+    /// `slotRanks` the rank of each slot's rule (both only when there are such rules).
+    public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict], portProtected: [SPDRule] = [],
+                slotRanks: [UInt64] = []) {
+        precondition(portProtected.isEmpty || slotRanks.count == verdicts.count, "a rank for every slot")
         self.classifier = classifier
+        self.portProtected = portProtected.sorted { $0.rank < $1.rank }
+        self.slotRanks = portProtected.isEmpty ? [] : slotRanks
         kind = type(of: classifier).driver
         linear = .passUnretained(classifier as? LinearClassifier ?? Self.empty.0)
         hashList = .passUnretained(classifier as? HashListClassifier ?? Self.empty.1)
@@ -71,14 +82,45 @@ public final class SPDTable: @unchecked Sendable {
     /// The verdict for one parsed packet; nil when no policy matches.
     @inline(__always)
     func verdict(_ fields: SelectorFields) -> PolicyVerdict? {
-        let value: UInt32
-        switch kind {
-        case .linear: value = linear._withUnsafeGuaranteedRef { $0.lookup(fields) }
-        case .hashList: value = hashList._withUnsafeGuaranteedRef { $0.lookup(fields) }
-        case .cutTree: value = cutTree._withUnsafeGuaranteedRef { $0.lookup(fields) }
-        }
+        let value = slot(fields)
         // A value is always a slot of `verdicts` (the compiler builds both together).
         return value == SPDNoMatch ? nil : verdicts[Int(value)]
+    }
+
+    /// The verdict slot for one parsed packet; `SPDNoMatch` when no policy matches.
+    @inline(__always)
+    func slot(_ fields: SelectorFields) -> UInt32 {
+        switch kind {
+        case .linear: linear._withUnsafeGuaranteedRef { $0.lookup(fields) }
+        case .hashList: hashList._withUnsafeGuaranteedRef { $0.lookup(fields) }
+        case .cutTree: cutTree._withUnsafeGuaranteedRef { $0.lookup(fields) }
+        }
+    }
+
+    /// RFC 4301 §7: a packet whose ports are unknown (`fields.hasPorts`
+    /// false: a later fragment, whose ports are in its first) matches only
+    /// policies with any ports, so it can fall past a protect policy that
+    /// names ports to a bypass policy ranked after it. Whether a protect
+    /// policy that names ports, ranked before the rule of `slot`, matches
+    /// its addresses and protocol: its datagram may be traffic that policy
+    /// protects, and it must not pass in the clear. Off the fast path.
+    @inline(never)
+    func portsMayBeProtected(_ fields: SelectorFields, slot: UInt32) -> Bool {
+        guard !portProtected.isEmpty, Int(slot) < slotRanks.count else { return false }
+        let rank = slotRanks[Int(slot)]
+        for rule in portProtected {
+            if rule.rank >= rank { break }
+            if rule.ifID == fields.ifID && rule.selector.matchesIgnoringPorts(fields) { return true }
+        }
+        return false
+    }
+
+    /// Whether a packet that `slot`'s bypass verdict would let through with
+    /// its ports unknown must be stopped (`portsMayBeProtected`). One
+    /// predicted branch for a packet with ports.
+    @inline(__always)
+    func stopsOpaqueBypass(_ fields: SelectorFields, slot: UInt32) -> Bool {
+        _slowPath(!fields.hasPorts) && portsMayBeProtected(fields, slot: slot)
     }
 
     /// Classifies a burst: `values[i]` for `fields[i]`, `SPDNoMatch` when none.

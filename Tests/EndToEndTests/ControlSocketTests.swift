@@ -258,6 +258,8 @@ extension EndToEnd {
                 #expect(try a.call("begin").ok)
                 #expect(try a.call("route add 10.8.0.0/16 via 10.2.0.2").ok)
                 #expect(try b.call("route add 10.9.0.0/16 via 10.2.0.2").ok)
+                // From then on the batch can only fail: its lines are refused at once.
+                #expect(try a.call("route add 10.7.0.0/16 via 10.2.0.2").errorCode == "conflict")
                 let refused = try a.call("commit")
                 #expect(refused.errorCode == "conflict" && refused.errorMessage.contains("nothing applied"), "\(refused)")
                 var config = try #require(try b.call("show config")["config"] as? String)
