@@ -97,6 +97,19 @@ public final class ControlServer {
             var count = UInt32(groups.count)
             peer = sl_peer_credentials(fd, &uid, &gid, &pid, &groups, &count) == 0
                 ? Peer(uid: uid, gid: gid, pid: pid, groups: Array(groups.prefix(Int(count)))) : nil
+            // Room for the longest line and one receive: the input never
+            // moves to a new buffer, which would leave its bytes behind unwiped.
+            input.reserveCapacity(server.limits.lineBytes + Self.receiveBytes + 2)
+        }
+
+        /// What one receive takes at most.
+        static let receiveBytes = 65536
+
+        // What clients sent and were sent (`sa add … key`, `show config`)
+        // is wiped before its memory goes back to the allocator.
+        deinit {
+            input.wipe()
+            output.wipe()
         }
 
         var queued: Int { output.count - outputSent }
@@ -120,10 +133,11 @@ public final class ControlServer {
             return nl
         }
 
-        /// Drops the handled input (`inputStart` moves to 0).
+        /// Drops the handled input (`inputStart` moves to 0), wiped: a line
+        /// may have carried a key.
         func compactInput() {
             guard inputStart > 0 else { return }
-            input.removeSubrange(..<inputStart)
+            input.removePrefixWiping(inputStart)
             scanned = max(0, scanned - inputStart)
             inputStart = 0
         }
@@ -145,6 +159,7 @@ public final class ControlServer {
         /// Drops what waits to be sent.
         func discardOutput() {
             streamSent += queued
+            output.wipe()
             output.removeAll()
             outputSent = 0
         }
@@ -339,7 +354,7 @@ public final class ControlServer {
     private func read(_ c: Client, now: Double) {
         c.compactInput()
         let old = c.input.count
-        c.input.append(contentsOf: repeatElement(0, count: 65536))
+        c.input.append(contentsOf: repeatElement(0, count: Client.receiveBytes))
         let n = c.input[old...].withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
         c.input.removeSubrange((old + max(n, 0))...)
         if n == 0 {
@@ -421,7 +436,7 @@ public final class ControlServer {
                 } else if c.outputSent >= 1 << 20 && c.outputSent * 2 >= c.output.count {
                     // What went out goes, or a client that reads as it asks
                     // would keep everything it was ever sent.
-                    c.output.removeSubrange(..<c.outputSent)
+                    c.output.removePrefixWiping(c.outputSent)
                     c.outputSent = 0
                 }
                 return
@@ -429,6 +444,7 @@ public final class ControlServer {
             c.outputSent += n
             c.streamSent += n
         }
+        c.output.wipe()
         c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 20)
         c.outputSent = 0
     }
@@ -486,5 +502,25 @@ public enum ControlReply {
             }
         }
         return out + "\""
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Zeroes every byte (not a store the compiler may drop).
+    mutating func wipe() {
+        withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
+    }
+
+    /// Removes the first `n` bytes, leaving no copy of what was removed, or
+    /// of what moved down in its place, in the buffer.
+    mutating func removePrefixWiping(_ n: Int) {
+        guard n > 0 else { return }
+        let total = count
+        withUnsafeMutableBytes { b in
+            let base = b.baseAddress!
+            memmove(base, base + n, total - n)
+            explicit_bzero(base + (total - n), n)
+        }
+        removeLast(n)
     }
 }
