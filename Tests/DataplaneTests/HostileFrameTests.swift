@@ -99,13 +99,6 @@ extension EALSuites.GatewayTests {
             }
             return (piece(body[0..<k], offset: 0, more: true), piece(body[k...], offset: k, more: false))
         }
-        func fragment(_ f: [UInt8], offset8: UInt16, more: Bool) -> [UInt8] {
-            var g = f
-            let v = offset8 | (more ? 0x2000 : 0)
-            g[14 + 6] = UInt8(v >> 8); g[14 + 7] = UInt8(v & 0xFF)
-            Self.fixChecksum(&g)
-            return g
-        }
         func fragment6(_ f: [UInt8], offset8: UInt16, more: Bool) -> [UInt8] {
             var g = Array(f[0..<54])
             let next = g[14 + 6]
@@ -141,7 +134,7 @@ extension EALSuites.GatewayTests {
                 return first
             }),
             (false, { last.secondFragment }),
-            (false, { fragment(peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 200)), offset8: 8, more: false) }),
+            (false, { self.asFragment(peer.frame(spi: 0x7201, inner: inner4("198.51.100.7", "10.1.0.5", payload: 200)), offset8: 8, more: false) }),
             (false, { peer.frame(spi: 0x7299, inner: inner4("198.51.100.7", "10.1.0.5")) }),  // no such SA
             // IKE, the non-ESP marker, a keepalive, plaintext for each inbound policy, the gateway itself.
             (false, { self.h.frame4("198.51.100.7", "192.0.2.1", transport: .udp(sourcePort: 500, destinationPort: 500), payload: 60, ethDst: u) }),
@@ -154,7 +147,7 @@ extension EALSuites.GatewayTests {
             (false, { self.h.frame4("198.51.100.7", "192.0.2.1", transport: .raw(.icmp), ethDst: u) }),
             (false, { self.h.frame6("2001:db8:200::9", "2001:db8:1::5", ethDst: u) }),
             (false, { self.h.frame4("203.0.113.9", "10.1.0.5", vlan: VLANTag(id: 7), ethDst: u) }),
-            (false, { fragment(self.h.frame4("203.0.113.9", "192.0.2.1", payload: 100, ethDst: u), offset8: 0, more: true) }),
+            (false, { self.asFragment(self.h.frame4("203.0.113.9", "192.0.2.1", payload: 100, ethDst: u), offset8: 0, more: true) }),
             (false, { fragment6(self.h.frame6("2001:db8:200::9", "2001:db8:b::1", payload: 100, ethDst: u), offset8: 0, more: true) }),
             (false, { self.arpFrame(ARPMessage.request, from: router, "192.0.2.254", to: MACAddress.broadcast, target: "192.0.2.1") }),
             (false, { nd(NeighborDiscovery.solicitation, from: router, "2001:db8:b::fe", to: "ff02::1:ff00:1", target: "2001:db8:b::1") }),
@@ -171,7 +164,7 @@ extension EALSuites.GatewayTests {
             (true, { self.h.frame4("10.1.0.5", "192.0.2.200") }),  // no policy
             (true, { self.h.frame4("10.1.0.5", "10.0.0.1", transport: .raw(.icmp)) }),
             (true, { self.h.frame4("10.0.0.9", "10.0.0.1", transport: .udp(sourcePort: 68, destinationPort: 67)) }),
-            (true, { fragment(self.h.frame4("10.1.0.5", "198.51.100.7", payload: 200), offset8: 0, more: true) }),
+            (true, { self.asFragment(self.h.frame4("10.1.0.5", "198.51.100.7", payload: 200), offset8: 0, more: true) }),
             (true, { fragment6(self.h.frame6("2001:db8:1::5", "2001:db8:100::7", payload: 100), offset8: 0, more: true) }),
             (true, { self.arpFrame(ARPMessage.request, from: host, "10.0.0.9", to: MACAddress.broadcast, target: "10.0.0.1") }),
             (true, { self.arpFrame(ARPMessage.reply, from: host, "10.0.0.9", to: p, target: "10.0.0.1", targetMAC: p) }),
