@@ -99,7 +99,7 @@ public final class ControlServer {
                 ? Peer(uid: uid, gid: gid, pid: pid, groups: Array(groups.prefix(Int(count)))) : nil
             // Room for the longest line and one receive: the input never
             // moves to a new buffer, which would leave its bytes behind unwiped.
-            input.reserveCapacity(server.limits.lineBytes + Self.receiveBytes + 2)
+            input.reserveCapacity(max(server.limits.lineBytes, Self.receiveBytes) + Self.receiveBytes + 2)
         }
 
         /// What one receive takes at most.
@@ -296,6 +296,15 @@ public final class ControlServer {
     private func enqueue(_ client: Client, _ line: String) {
         // Closed with nothing left to send, or hung up: it would never go.
         guard (!client.closing || client.queued > 0) && !client.hungUp else { return }
+        let needed = client.output.count + line.utf8.count + 1
+        if needed > client.output.capacity {
+            // Moved to a larger buffer by hand: the one let go is wiped first.
+            var larger: [UInt8] = []
+            larger.reserveCapacity(max(needed, client.output.capacity * 2))
+            larger.append(contentsOf: client.output)
+            client.output.wipe()
+            client.output = larger
+        }
         client.output.append(contentsOf: line.utf8)
         client.output.append(0x0A)
     }

@@ -244,6 +244,7 @@ public final class ControlSession {
                 guard client.batch == nil else { throw refusedInBatch(client, "begin", "already inside begin … commit") }
                 let batch = Batch(config, base: changes)
                 client.batch = batch
+                openBatches.removeAll { $0.batch == nil }
                 openBatches.append(WeakBatch(batch: batch))
                 return [ControlReply.ok([("batch", "true")])]
             case ("abort", nil):
@@ -253,10 +254,10 @@ public final class ControlSession {
             case ("commit", nil):
                 guard let batch = client.batch as? Batch else { throw ControlError("batch", "no batch to commit (begin first)") }
                 client.batch = nil
+                guard batch.base == changes else { throw conflict(batch) }
                 if let failed = batch.failed {
                     throw ControlError("batch_failed", "nothing applied: \(failed)")
                 }
-                guard batch.base == changes else { throw conflict(batch) }
                 let warnings = try change(to: batch.config)
                 return [ControlReply.ok([("applied", String(batch.lines))] + warnings)]
             case ("show", "config"):
@@ -294,6 +295,7 @@ public final class ControlSession {
 
     /// A configuration-language line: into the client's batch, or applied now.
     private func apply(_ line: String, _ client: ControlServer.Client) throws(ControlError) -> String {
+        if let batch = client.batch as? Batch, batch.stale { throw conflict(batch) }
         let located: LocatedCommand
         do {
             guard let c = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "socket", line: 1, column: 1)) else {
@@ -307,7 +309,6 @@ public final class ControlSession {
         // The id an `sp add` gave its policy.
         func fields(_ added: PolicyID?) -> [(String, String)] { added.map { [("id", String($0.rawValue))] } ?? [] }
         if let batch = client.batch as? Batch {
-            guard !batch.stale else { throw conflict(batch) }
             // A bound on what one client's batch may hold in memory; past it
             // the batch is failed and what it built is let go.
             guard batch.lines < Self.batchLineLimit else {

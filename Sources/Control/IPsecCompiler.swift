@@ -167,6 +167,7 @@ public final class IPsecCompiler {
             pendingUnexpired = Set(expired.keys)
             pendingRetiredGone = Set(retiredOutbound.keys).union(retiredInbound.keys)
             pendingParked = [:]; pendingReinstalled = []
+            warnings = []; notes = []
             return nil
         }
         let changed = changedSAs(config, workerLcores: workerLcores)
@@ -257,7 +258,7 @@ public final class IPsecCompiler {
                 // An SA no inbound policy names would accept any inner
                 // packet: it is not installed (fail closed).
                 if !Target.naming(sa).contains(where: inboundProtecting.contains) {
-                    warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) names it")
+                    warnings.append("inbound SA spi \(sa.spi) is not installed: no 'sp add dir in … action protect spi \(sa.spi)' policy (or one of its reqid) without if-id names it")
                     return
                 }
                 let state: InboundSAState

@@ -54,26 +54,51 @@ final class SPDCompiler {
         let (state, method) = classify(policies, choice: choice)
         pending = state
         var verdicts = [PolicyVerdict](repeating: .unused, count: Int(state.nextSlot))
-        // Protect policies that name ports, and every slot's rank when there
-        // are any (`SPDTable.portsMayBeProtected`).
-        var portProtected: [SPDRule] = []
+        // Protect and discard policies that name ports, with their ports
+        // taken out (`SPDTable.portsMayBeProtected`), and every slot's rank
+        // when there are any.
+        var portGuards: [SPDRule] = []
         for p in policies {
             // Every policy has a rule (classify gave each one).
             let rule = state.rules[p.id]!
             let v = verdict(p)
             verdicts[Int(rule.value)] = v
-            if v.action == .protect && rule.selector.namesPorts { portProtected.append(rule) }
+            if v.action != .bypass && rule.selector.namesPorts {
+                var any = p.selector
+                any.sourcePorts = nil
+                any.destinationPorts = nil
+                portGuards.append(SPDRule(selector: Self.selector(any), ifID: rule.ifID, rank: rule.rank,
+                                          value: UInt32(portGuards.count)))
+            }
         }
         var slotRanks: [UInt64] = []
-        if !portProtected.isEmpty {
+        if !portGuards.isEmpty {
             slotRanks = [UInt64](repeating: .max, count: verdicts.count)
             for p in policies {
                 let rule = state.rules[p.id]!
                 slotRanks[Int(rule.value)] = rule.rank
             }
         }
-        return (SPDTable(classifier: state.classifier, verdicts: verdicts, portProtected: portProtected, slotRanks: slotRanks),
-                method)
+        return (SPDTable(classifier: state.classifier, verdicts: verdicts, portGuards: portGuards,
+                         portGuardIndex: portGuardIndex(portGuards), slotRanks: slotRanks), method)
+    }
+
+    /// Up to this many port guards are scanned in turn; more are looked up
+    /// in a classifier of their own, so that a flood of later fragments
+    /// costs one lookup each whatever the size of the SPD.
+    static let portGuardScanLimit = 16
+
+    /// The last classifier built over port guards, kept while they stay the same.
+    private var portGuardCache: (guards: [SPDRule], classifier: any SPDClassifier)? = nil
+
+    /// A classifier over `guards` (their values index `guards`), or nil when
+    /// they are few enough to scan.
+    private func portGuardIndex(_ guards: [SPDRule]) -> (any SPDClassifier)? {
+        guard guards.count > Self.portGuardScanLimit else { return nil }
+        if let cache = portGuardCache, cache.guards == guards { return cache.classifier }
+        let classifier = SPDDriver.build(SPDDriver.choose(for: guards).driver, rules: guards)
+        portGuardCache = (guards, classifier)
+        return classifier
     }
 
     private func classify(_ policies: [PolicyConfig], choice: SPDDriverChoice) -> (State, Method) {

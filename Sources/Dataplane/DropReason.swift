@@ -93,9 +93,9 @@ public struct DropReason: RawRepresentable, Hashable, Sendable, CaseIterable, Cu
     public static let saMoving = DropReason(rawValue: 25)
     /// A packet whose ports are unknown (a later fragment: its ports are in
     /// the first, RFC 4301 §7) whose first matching policy is bypass, while
-    /// a protect policy ranked before it names ports and matches its
-    /// addresses and protocol: its datagram may be traffic that policy
-    /// protects, so it does not pass in the clear, either way.
+    /// a protect or discard policy ranked before it names ports and matches
+    /// its addresses and protocol: its datagram may be traffic that policy
+    /// protects (or drops), so it does not pass in the clear, either way.
     public static let fragmentPortsUnknown = DropReason(rawValue: 26)
 
     static let baseNames = ["malformed", "bad_checksum", "unsupported_ethertype", "no_route", "no_neighbor",

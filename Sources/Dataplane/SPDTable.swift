@@ -49,22 +49,30 @@ public final class SPDTable: @unchecked Sendable {
     let linear: Unmanaged<LinearClassifier>
     let hashList: Unmanaged<HashListClassifier>
     let cutTree: Unmanaged<CutTreeClassifier>
-    /// The rules of protect policies that name ports, lowest rank first,
-    /// and the rank of each verdict slot's rule (empty when there are none):
-    /// `portsMayBeProtected`.
-    let portProtected: [SPDRule]
+    /// The protect and discard policies that name ports, with their ports
+    /// taken out (values: their index here), lowest rank first; a
+    /// classifier over them when they are many; the rank of each verdict
+    /// slot's rule (empty when there are none): `portsMayBeProtected`.
+    let portGuards: [SPDRule]
+    let portGuardIndex: (any SPDClassifier)?
     let slotRanks: [UInt64]
     /// Stands in for the drivers this table does not use.
     private static let empty = (LinearClassifier(rules: []), HashListClassifier(rules: []), CutTreeClassifier(rules: []))
 
-    /// `portProtected`: the rules of protect policies that name ports, and
-    /// `slotRanks` the rank of each slot's rule (both only when there are such rules).
-    public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict], portProtected: [SPDRule] = [],
-                slotRanks: [UInt64] = []) {
-        precondition(portProtected.isEmpty || slotRanks.count == verdicts.count, "a rank for every slot")
+    /// `portGuards`: the rules of protect and discard policies that name
+    /// ports, with their ports taken out, each rule's value its index in
+    /// the array, in rank order; `portGuardIndex`: a classifier over them
+    /// (nil: scanned); `slotRanks` the rank of each slot's rule (only when
+    /// there are guards).
+    public init(classifier: any SPDClassifier, verdicts: [PolicyVerdict], portGuards: [SPDRule] = [],
+                portGuardIndex: (any SPDClassifier)? = nil, slotRanks: [UInt64] = []) {
+        precondition(portGuards.isEmpty || slotRanks.count == verdicts.count, "a rank for every slot")
+        precondition(portGuards.indices.allSatisfy { portGuards[$0].value == UInt32($0) }
+                     && zip(portGuards, portGuards.dropFirst()).allSatisfy { $0.rank < $1.rank }, "guards in rank order, valued by index")
         self.classifier = classifier
-        self.portProtected = portProtected.sorted { $0.rank < $1.rank }
-        self.slotRanks = portProtected.isEmpty ? [] : slotRanks
+        self.portGuards = portGuards
+        self.portGuardIndex = portGuardIndex
+        self.slotRanks = portGuards.isEmpty ? [] : slotRanks
         kind = type(of: classifier).driver
         linear = .passUnretained(classifier as? LinearClassifier ?? Self.empty.0)
         hashList = .passUnretained(classifier as? HashListClassifier ?? Self.empty.1)
@@ -99,18 +107,24 @@ public final class SPDTable: @unchecked Sendable {
 
     /// RFC 4301 §7: a packet whose ports are unknown (`fields.hasPorts`
     /// false: a later fragment, whose ports are in its first) matches only
-    /// policies with any ports, so it can fall past a protect policy that
-    /// names ports to a bypass policy ranked after it. Whether a protect
-    /// policy that names ports, ranked before the rule of `slot`, matches
-    /// its addresses and protocol: its datagram may be traffic that policy
-    /// protects, and it must not pass in the clear. Off the fast path.
+    /// policies with any ports, so it can fall past a protect (or discard)
+    /// policy that names ports to a bypass policy ranked after it. Whether
+    /// such a policy, ranked before the rule of `slot`, matches its
+    /// addresses and protocol: its datagram may be traffic that policy
+    /// protects (or drops), and it must not pass in the clear. Off the fast
+    /// path; one classifier lookup when the guards are many.
     @inline(never)
     func portsMayBeProtected(_ fields: SelectorFields, slot: UInt32) -> Bool {
-        guard !portProtected.isEmpty, Int(slot) < slotRanks.count else { return false }
+        guard !portGuards.isEmpty, Int(slot) < slotRanks.count else { return false }
         let rank = slotRanks[Int(slot)]
-        for rule in portProtected {
+        if let index = portGuardIndex {
+            // The lowest-ranked guard that matches, whatever the ports.
+            let v = index.lookup(fields)
+            return v != SPDNoMatch && Int(v) < portGuards.count && portGuards[Int(v)].rank < rank
+        }
+        for rule in portGuards {
             if rule.rank >= rank { break }
-            if rule.ifID == fields.ifID && rule.selector.matchesIgnoringPorts(fields) { return true }
+            if rule.ifID == fields.ifID && rule.selector.matches(fields) { return true }
         }
         return false
     }

@@ -99,15 +99,6 @@ extension EALSuites.GatewayTests {
             }
             return (piece(body[0..<k], offset: 0, more: true), piece(body[k...], offset: k, more: false))
         }
-        func fragment6(_ f: [UInt8], offset8: UInt16, more: Bool) -> [UInt8] {
-            var g = Array(f[0..<54])
-            let next = g[14 + 6]
-            g[14 + 6] = 44
-            let length = Int(g[14 + 4]) << 8 | Int(g[14 + 5]) + 8
-            g[14 + 4] = UInt8(length >> 8); g[14 + 5] = UInt8(length & 0xFF)
-            let v = offset8 << 3 | (more ? 1 : 0)
-            return g + [next, 0, UInt8(v >> 8), UInt8(v & 0xFF), 0, 0, 0x12, 0x34] + Array(f[54...])
-        }
         func nd(_ type: UInt8, from mac: MACAddress, _ src: String, to dst: String, target: String, flags: UInt8 = 0) -> [UInt8] {
             NDMessage(type: type, ethernetSource: mac, source: ipv6(src), destination: ipv6(dst), flags: flags,
                       target: ipv6(target), linkLayer: mac).frame(to: MACAddress(multicast: ipv6(dst)))
@@ -148,7 +139,7 @@ extension EALSuites.GatewayTests {
             (false, { self.h.frame6("2001:db8:200::9", "2001:db8:1::5", ethDst: u) }),
             (false, { self.h.frame4("203.0.113.9", "10.1.0.5", vlan: VLANTag(id: 7), ethDst: u) }),
             (false, { self.asFragment(self.h.frame4("203.0.113.9", "192.0.2.1", payload: 100, ethDst: u), offset8: 0, more: true) }),
-            (false, { fragment6(self.h.frame6("2001:db8:200::9", "2001:db8:b::1", payload: 100, ethDst: u), offset8: 0, more: true) }),
+            (false, { self.asFragment6(self.h.frame6("2001:db8:200::9", "2001:db8:b::1", payload: 100, ethDst: u), offset8: 0, more: true) }),
             (false, { self.arpFrame(ARPMessage.request, from: router, "192.0.2.254", to: MACAddress.broadcast, target: "192.0.2.1") }),
             (false, { nd(NeighborDiscovery.solicitation, from: router, "2001:db8:b::fe", to: "ff02::1:ff00:1", target: "2001:db8:b::1") }),
             // Protected side: each outbound policy, the agent's ARP and ND, the gateway itself.
@@ -165,7 +156,7 @@ extension EALSuites.GatewayTests {
             (true, { self.h.frame4("10.1.0.5", "10.0.0.1", transport: .raw(.icmp)) }),
             (true, { self.h.frame4("10.0.0.9", "10.0.0.1", transport: .udp(sourcePort: 68, destinationPort: 67)) }),
             (true, { self.asFragment(self.h.frame4("10.1.0.5", "198.51.100.7", payload: 200), offset8: 0, more: true) }),
-            (true, { fragment6(self.h.frame6("2001:db8:1::5", "2001:db8:100::7", payload: 100), offset8: 0, more: true) }),
+            (true, { self.asFragment6(self.h.frame6("2001:db8:1::5", "2001:db8:100::7", payload: 100), offset8: 0, more: true) }),
             (true, { self.arpFrame(ARPMessage.request, from: host, "10.0.0.9", to: MACAddress.broadcast, target: "10.0.0.1") }),
             (true, { self.arpFrame(ARPMessage.reply, from: host, "10.0.0.9", to: p, target: "10.0.0.1", targetMAC: p) }),
             (true, { nd(NeighborDiscovery.solicitation, from: host, "2001:db8:a::9", to: "ff02::1:ff00:1", target: "2001:db8:a::1") }),

@@ -656,6 +656,11 @@ import Testing
         let withPolicy = try #require(try compiler.compile(Self.config()))
         #expect(withPolicy.inboundSACount == 1)
         #expect(compiler.warnings.isEmpty)
+        // Nothing left at all: no warning from an earlier compile stays behind.
+        _ = try compiler.compile(Self.config(inboundPolicy: false))
+        #expect(compiler.warnings.count == 1)
+        #expect(try compiler.compile(GatewayConfig.load(text: "port 0 role protected address 10.0.0.1/24\n", name: "e.conf")) == nil)
+        #expect(compiler.warnings.isEmpty && compiler.notes.isEmpty)
     }
 
     /// No packet carries an interface id yet: a policy with `if-id` matches
