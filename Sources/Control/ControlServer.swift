@@ -9,6 +9,7 @@
 // a monitor that does not read are not kept, the monitor is closed.
 
 import CShims
+import Crypto
 import Glibc
 
 /// Why the control socket could not be set up.
@@ -108,8 +109,8 @@ public final class ControlServer {
         // What clients sent and were sent (`sa add … key`, `show config`)
         // is wiped before its memory goes back to the allocator.
         deinit {
-            input.wipe()
-            output.wipe()
+            SecretBytes.wipe(&input)
+            SecretBytes.wipe(&output)
         }
 
         var queued: Int { output.count - outputSent }
@@ -159,7 +160,7 @@ public final class ControlServer {
         /// Drops what waits to be sent.
         func discardOutput() {
             streamSent += queued
-            output.wipe()
+            SecretBytes.wipe(&output)
             output.removeAll()
             outputSent = 0
         }
@@ -302,7 +303,7 @@ public final class ControlServer {
             var larger: [UInt8] = []
             larger.reserveCapacity(max(needed, client.output.capacity * 2))
             larger.append(contentsOf: client.output)
-            client.output.wipe()
+            SecretBytes.wipe(&client.output)
             client.output = larger
         }
         client.output.append(contentsOf: line.utf8)
@@ -453,7 +454,7 @@ public final class ControlServer {
             c.outputSent += n
             c.streamSent += n
         }
-        c.output.wipe()
+        SecretBytes.wipe(&c.output)
         c.output.removeAll(keepingCapacity: c.output.capacity <= 1 << 20)
         c.outputSent = 0
     }
@@ -515,11 +516,6 @@ public enum ControlReply {
 }
 
 extension Array where Element == UInt8 {
-    /// Zeroes every byte (not a store the compiler may drop).
-    mutating func wipe() {
-        withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
-    }
-
     /// Removes the first `n` bytes, leaving no copy of what was removed, or
     /// of what moved down in its place, in the buffer.
     mutating func removePrefixWiping(_ n: Int) {

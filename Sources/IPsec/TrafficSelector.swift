@@ -195,23 +195,17 @@ public struct TrafficSelector: Hashable, Sendable, BitwiseCopyable, CustomString
     /// Whether the parsed packet `fields` is traffic of this selector.
     @inlinable @inline(__always)
     public func matches(_ fields: SelectorFields) -> Bool {
-        guard matchesIgnoringPorts(fields) else { return false }
+        guard fields.source.isIPv6 == isIPv6,
+              fields.source.high & sourceMaskHigh == sourceHigh, fields.source.low & sourceMaskLow == sourceLow,
+              fields.destination.high & destinationMaskHigh == destinationHigh,
+              fields.destination.low & destinationMaskLow == destinationLow,
+              anyProtocol || fields.proto == protocolValue
+        else { return false }
         if anySourcePort && anyDestinationPort { return true }
         guard fields.hasPorts else { return false }
         return (anySourcePort || (fields.sourcePort >= sourcePortLow && fields.sourcePort <= sourcePortHigh))
             && (anyDestinationPort
                 || (fields.destinationPort >= destinationPortLow && fields.destinationPort <= destinationPortHigh))
-    }
-
-    /// Whether the packet's family, addresses and protocol match: what
-    /// `matches` checks before the ports.
-    @inlinable @inline(__always)
-    public func matchesIgnoringPorts(_ fields: SelectorFields) -> Bool {
-        fields.source.isIPv6 == isIPv6
-            && fields.source.high & sourceMaskHigh == sourceHigh && fields.source.low & sourceMaskLow == sourceLow
-            && fields.destination.high & destinationMaskHigh == destinationHigh
-            && fields.destination.low & destinationMaskLow == destinationLow
-            && (anyProtocol || fields.proto == protocolValue)
     }
 
     /// Whether the selector names a port (or ICMP type or code) range.

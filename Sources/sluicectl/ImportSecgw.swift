@@ -4,6 +4,7 @@
 
 import ArgumentParser
 import Command
+import Crypto
 import Foundation
 
 struct ImportSecgw: ParsableCommand {
@@ -59,7 +60,7 @@ struct ImportSecgw: ParsableCommand {
         guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
         let temporary = String(cString: template)
         var bytes = Array(text.utf8)
-        defer { bytes.withUnsafeMutableBytes { for i in $0.indices { $0[i] = 0 } } }
+        defer { SecretBytes.wipe(&bytes) }
         var written = 0
         var failure: Int32 = 0
         while written < bytes.count {

@@ -3,6 +3,7 @@
 // copy a compaction would otherwise leave behind past the end.
 
 @testable import Control
+import Crypto
 import Testing
 
 @Test func removingAPrefixLeavesNoCopyBehind() {
@@ -15,6 +16,6 @@ import Testing
     #expect(behind == [0, 0, 0, 0])
     a.removePrefixWiping(0)
     #expect(a == Array(5...10))
-    a.wipe()
+    SecretBytes.wipe(&a)
     #expect(a == [0, 0, 0, 0, 0, 0])
 }
