@@ -58,7 +58,9 @@ struct SluiceBench: ParsableCommand {
     @Option(help: """
         outbound: how the workers share SAs. atomic: one SA, every worker seals with an atomic sequence \
         reservation (shared-sa atomic); handoff: one SA sealed only by its owner worker, the others hand \
-        packets over (shared-sa handoff); per-cpu: one SA per worker under one reqid (RFC 9611).
+        packets over (shared-sa handoff); per-cpu: one SA per worker under one reqid (RFC 9611). \
+        inbound: atomic and handoff: one SA, its owner worker opens what the others receive (handed over); \
+        per-cpu: one SA per worker (reqid 1, cpu K), each queue receiving its worker's SA, as RSS on the SPI delivers.
         """)
     var saMode: String = "atomic"
     @Option(help: "Measured seconds.")
@@ -260,7 +262,11 @@ struct Bench {
         if ring && !loop && o.mode != "bypass" {
             // ESP rewrites the whole packet in place: the generator restores
             // all of it. Inbound circulates ESP sealed once per template.
-            if inbound { frames = try InboundTraffic.seal(frames, aead: o.aead, firstSequence: 1) }
+            if inbound {
+                frames = try InboundTraffic.seal(frames, aead: o.aead, firstSequence: 1) { i in
+                    inboundSPI(o, queue: Int(flowSet.flows[i / distinct.count].queue))
+                }
+            }
             restore = frames.map(\.count)
         }
         // Queue q's packet population: its flows round-robin, sizes in sequence.
@@ -283,7 +289,11 @@ struct Bench {
             for q in 0..<o.workers {
                 let path = "\(dir)/queue\(q).pcap"
                 var queueFrames = try population(queue: q).map { frames[$0] }
-                if inbound { queueFrames = try InboundTraffic.seal(queueFrames, aead: o.aead, firstSequence: UInt64(q * o.inflight + 1)) }
+                if inbound {
+                    queueFrames = try InboundTraffic.seal(queueFrames, aead: o.aead, firstSequence: UInt64(q * o.inflight + 1)) { _ in
+                        inboundSPI(o, queue: q)
+                    }
+                }
                 try PcapFile.write(queueFrames, to: path)
                 replayedFrameSize = max(replayedFrameSize, queueFrames.map(\.count).max() ?? 0)
                 rxArgs.append("rx_pcap=\(path)")
@@ -331,10 +341,8 @@ struct Bench {
         neighbor 10.0.0.2 lladdr 02:00:00:00:00:0a port \(protectedPort)
         """ + (o.mode == "inbound" ? """
 
-        crypto-engine \(o.engine)
-        sa add spi 0x2001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead)) replay-window 0
-        sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect spi 0x2001
-        """ : "") + (o.mode == "outbound" || loop ? outboundSAs(o, workerLcores: workerLcores) : "") + (loop ? """
+
+        """ + inboundSAs(o, workerLcores: workerLcores) : "") + (o.mode == "outbound" || loop ? outboundSAs(o, workerLcores: workerLcores) : "") + (loop ? """
         sa add spi 0x1001 dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(InboundTraffic.keyHex(o.aead))
         sp add dir in src 10.0.0.0/16 dst 198.51.100.0/24 priority 10 action protect spi 0x1001
         """ : "")
@@ -563,6 +571,26 @@ struct Bench {
                 report["baseline_at_packet_offset_mpps"] = round3(atPacket)
                 report["ratio_at_packet_offset"] = round3(mpps / atPacket)
             }
+            if o.workers > 1 {
+                // Several workers: the raw engine on every worker's CPU at
+                // once, the scaling baseline. What the CPUs share (clock
+                // limits, sibling threads, caches) then slows it as it slows
+                // the workers, which one CPU's rate times N would not show.
+                var sums: [Double] = []
+                for _ in 0..<Self.rawRounds {
+                    guard let rates = try rawOnEveryCPU(workerCPUs, {
+                        try CryptoBench.measure(engine: kind, aead: algorithm, payloadSize: sealed, burst: 32,
+                                                packets: roundPackets, path: path, operation: operations[0])
+                    }) else { break }
+                    sums.append(rates.reduce(0, +))
+                }
+                if sums.count == Self.rawRounds {
+                    let all = sums.sorted()[sums.count / 2]
+                    report["baseline_all_workers_mpps"] = round3(all)
+                    report["baseline_all_workers_runs_mpps"] = sums.map(round3)
+                    report["ratio_all_workers"] = round3(mpps / all)
+                }
+            }
             report["engine"] = "\(resolved)"
             if resolved == .ipsecMB { report["ipsec_mb_arch"] = CryptoEngines.ipsecMB.map { "\($0.architecture)" } ?? "none" }
             report["aead"] = o.aead
@@ -705,17 +733,22 @@ enum InboundTraffic {
     }
 
     /// Each plaintext frame (Ethernet + IPv4) becomes Ethernet + outer IPv4
-    /// 203.0.113.2 → 192.0.2.1 + ESP (SPI 0x2001), sequence numbers from `firstSequence`.
-    static func seal(_ frames: [[UInt8]], aead: String, firstSequence: UInt64) throws -> [[UInt8]] {
+    /// 203.0.113.2 → 192.0.2.1 + ESP under the SPI `spi` gives for its index,
+    /// sequence numbers from `firstSequence`.
+    static func seal(_ frames: [[UInt8]], aead: String, firstSequence: UInt64,
+                     spi: (Int) -> UInt32) throws -> [[UInt8]] {
         let algorithm: AEADAlgorithm = aead == "aes-gcm-128" ? .aes128GCM : (aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
         let keyBytes = (0..<(algorithm.keyLength + 4)).map { _ in UInt8(0x5a) }
         let key = try AEADKey(algorithm, keyMaterial: keyBytes, engine: .auto)
         let core = try CryptoCore()
-        let sa = OutboundSA(spi: SPI(0x2001), mode: .tunnel(.ipv4(source: IPv4Address(203, 0, 113, 2),
-                                                                   destination: IPv4Address(192, 0, 2, 1), ttl: 64)),
-                            key: key.unsafeHandle, esn: false)
+        func sa(_ spi: UInt32) -> OutboundSA {
+            OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address(203, 0, 113, 2),
+                                                          destination: IPv4Address(192, 0, 2, 1), ttl: 64)),
+                       key: key.unsafeHandle, esn: false)
+        }
         var out: [[UInt8]] = []
         for (i, frame) in frames.enumerated() {
+            let sa = sa(spi(i))
             let headroom = 128, inner = frame.count - HeaderSize.ethernet
             var buffer = [UInt8](repeating: 0, count: headroom + frame.count + 256)
             let sealed: [UInt8]? = buffer.withUnsafeMutableBytes { b in
@@ -736,6 +769,73 @@ enum InboundTraffic {
         }
         return out
     }
+}
+
+/// Runs `measure` on one thread pinned to each of `cpus`, all released
+/// together, and returns each thread's rate; nil when any measurement could
+/// not run. Each thread measures the same number of packets, so the threads
+/// overlap for all but the slowest one's last moments.
+func rawOnEveryCPU(_ cpus: [Int], _ measure: @escaping @Sendable () throws -> CryptoBench.Measurement?) throws -> [Double]? {
+    final class Slots: @unchecked Sendable {
+        var rates: [Double?]
+        var failure: (any Error)?
+        let lock = NSLock()
+        init(_ n: Int) { rates = Array(repeating: nil, count: n) }
+    }
+    let slots = Slots(cpus.count)
+    let ready = DispatchGroup(), done = DispatchGroup()
+    let start = DispatchSemaphore(value: 0)
+    for (i, cpu) in cpus.enumerated() {
+        ready.enter(); done.enter()
+        let thread = Thread {
+            defer { done.leave() }
+            let pinned = Result { try pinCallingThread(to: cpu) }
+            ready.leave()
+            start.wait()
+            do {
+                try pinned.get()
+                let rate = try measure()?.mpps
+                slots.lock.withLock { slots.rates[i] = rate }
+            } catch {
+                slots.lock.withLock { slots.failure = error }
+            }
+        }
+        thread.start()
+    }
+    ready.wait()
+    for _ in cpus { start.signal() }
+    done.wait()
+    if let failure = slots.failure { throw failure }
+    let rates = slots.rates.compactMap { $0 }
+    return rates.count == cpus.count ? rates : nil
+}
+
+/// The SPI of the ESP that `--mode inbound` feeds to RX queue `queue`: one
+/// SA for every queue, or with `--sa-mode per-cpu` the SA of the worker that
+/// polls the queue, as a peer with per-CPU SAs (RFC 9611) sends and a NIC
+/// that steers ESP by SPI (or `sa allocspi cpu K`'s choice under RSS)
+/// delivers it: each inbound SA's packets reach its owner directly.
+func inboundSPI(_ o: SluiceBench, queue: Int) -> UInt32 {
+    o.saMode == "per-cpu" ? 0x2001 + UInt32(queue) : 0x2001
+}
+
+/// The inbound SAs and policy of `--mode inbound` for `--sa-mode`: one SA,
+/// whose owner worker opens the packets the others receive (handed over), or
+/// with `per-cpu` one SA per worker under one reqid, owned by that worker.
+func inboundSAs(_ o: SluiceBench, workerLcores: [UInt32]) -> String {
+    let key = InboundTraffic.keyHex(o.aead)
+    func sa(_ spi: UInt32, _ extra: String = "") -> String {
+        "sa add spi 0x\(String(spi, radix: 16)) dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(key) replay-window 0\(extra)\n"
+    }
+    var text = "crypto-engine \(o.engine)\n"
+    if o.saMode == "per-cpu" {
+        for (q, lcore) in workerLcores.enumerated() { text += sa(inboundSPI(o, queue: q), " reqid 1 cpu \(lcore)") }
+        text += "sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect reqid 1\n"
+    } else {
+        text += sa(inboundSPI(o, queue: 0))
+        text += "sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect spi 0x2001\n"
+    }
+    return text
 }
 
 /// The outbound SAs and policy of `--mode outbound` for `--sa-mode`.
