@@ -186,6 +186,10 @@ public struct SAKeyMaterial: Sendable, Hashable, CustomStringConvertible, Custom
 
     public static func == (a: SAKeyMaterial, b: SAKeyMaterial) -> Bool { a.secret.isEqual(to: b.secret) }
 
+    /// A keyed digest of the key material (`SecretBytes.digest`): equal keys
+    /// have equal digests; confirm a match with `==`.
+    public var digest: UInt64 { secret.digest }
+
     /// The length only: equal values have equal lengths, and key bytes stay
     /// out of hash tables.
     public func hash(into hasher: inout Hasher) { hasher.combine(count) }

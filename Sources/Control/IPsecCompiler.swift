@@ -73,6 +73,10 @@ public final class IPsecCompiler {
     private var pendingTargetIDs: [Target: Int32] = [:]
     private var pendingTargetSAs: [Int32: [SARecordBox?]] = [:]
     private var pendingFreeTargetIDs: [Int32] = []
+    /// The installed outbound SAs by the digest of their key material
+    /// (committed, and of the last compile), for `keyReuseWarnings`.
+    private var outboundByKey: [UInt64: Set<SAIdentifier>] = [:]
+    private var pendingOutboundByKey = Overlay<UInt64, Set<SAIdentifier>>(base: [:], full: true)
     /// Target capacity of the replicas (ids are below it).
     public var targetCapacity = WorkerIPsec.targetCapacity
     /// SA capacity of the replicas: inbound SAs, and outbound SAs (each table its own).
@@ -85,6 +89,9 @@ public final class IPsecCompiler {
     private let inSPD = SPDCompiler()
 
     public init() {}
+
+    /// The committed index of outbound SAs by key digest (tests).
+    var committedOutboundByKey: [UInt64: Set<SAIdentifier>] { outboundByKey }
 
     /// The installed inbound SA `spi`'s record and state (tests).
     func installedInbound(spi: UInt32) -> (box: SARecordBox, state: InboundSAState)? {
@@ -104,6 +111,8 @@ public final class IPsecCompiler {
         // In place: a change of one SA among 100,000 costs one entry, not a copy.
         pendingOutbound.apply(to: &outbound)
         pendingInbound.apply(to: &inbound)
+        pendingOutboundByKey.apply(to: &outboundByKey)
+        pendingOutboundByKey = Overlay(base: [:], full: false)
         // Nothing pending: committing again changes nothing.
         pendingOutbound = SAMap(base: [:], full: false)
         pendingInbound = SAMap(base: [:], full: false)
@@ -159,6 +168,7 @@ public final class IPsecCompiler {
         if config.policies.isEmpty && config.sas.isEmpty {
             // Publishing nil clears the replicas: nothing of this compiler stays installed.
             pendingOutbound = SAMap(base: [:], full: true); pendingInbound = SAMap(base: [:], full: true)
+            pendingOutboundByKey = Overlay(base: [:], full: true)
             pendingTargetIDs = [:]; pendingTargetSAs = [:]; pendingNatPorts = []
             pendingFreeTargetIDs = []
             pendingMark = nil
@@ -511,6 +521,7 @@ public final class IPsecCompiler {
                                 + workerLcores.map(String.init).joined(separator: ",") + ")")
             }
         }
+        warnings += keyReuseWarnings(changed: changed, previous: outbound, next: nextOutbound)
         let outTable: SPDTable, inTable: SPDTable
         if changed != nil, let kept = spdTables {
             // Policies unchanged: the same SPD snapshots (verdicts name target ids, which did not move).
@@ -543,6 +554,61 @@ public final class IPsecCompiler {
                            inboundSACount: nextInbound.count)
     }
 
+    /// AES-GCM and ChaCha20-Poly1305 nonces are the key's salt and the
+    /// sequence number (RFC 4106 §3.1, RFC 7634 §2), and each outbound SA
+    /// numbers its packets from its own counter: two SAs sealing under one
+    /// key send the same nonces, which gives away the key's authentication
+    /// subkey and the XOR of the two plaintexts (RFC 4106 §8.1). Such SAs
+    /// (a configuration copied from one SA to the next, per-CPU SAs given one
+    /// key, a keying daemon's bug) are installed as configured and named in
+    /// a warning, one for each key, while the change names one of them.
+    /// Indexed by digest, so a change looks at the SAs it changes only;
+    /// sets the index `commit` adopts.
+    private func keyReuseWarnings(changed: Set<SAIdentifier>?, previous: [SAIdentifier: Outbound],
+                                  next: SAMap<Outbound>) -> [String] {
+        var byKey = Overlay<UInt64, Set<SAIdentifier>>(base: outboundByKey, full: changed == nil)
+        var touched = Set<UInt64>()
+        func insert(_ id: SAIdentifier, _ o: Outbound) {
+            let d = o.config.keyMaterial.digest
+            byKey[d] = (byKey[d] ?? []).union([id])
+            touched.insert(d)
+        }
+        if let changed {
+            for id in changed {
+                if let old = previous[id] {
+                    let d = old.config.keyMaterial.digest
+                    var users = byKey[d] ?? []
+                    users.remove(id)
+                    byKey[d] = users.isEmpty ? nil : users
+                }
+                if let new = next[id] { insert(id, new) }
+            }
+        } else {
+            next.forEach(insert)
+        }
+        pendingOutboundByKey = byKey
+        var found: [String] = []
+        for d in touched {
+            guard let users = byKey[d], users.count > 1 else { continue }
+            // Equal digests of unequal keys (2⁻⁶⁴) are not a reuse: group by the keys themselves.
+            var groups: [[Outbound]] = []
+            for o in users.sorted().compactMap({ next[$0] }) {
+                if let g = groups.firstIndex(where: { $0[0].config.keyMaterial == o.config.keyMaterial }) {
+                    groups[g].append(o)
+                } else {
+                    groups.append([o])
+                }
+            }
+            for g in groups where g.count > 1 {
+                let named = g.prefix(8).map { "spi \($0.config.spi)" }.joined(separator: ", ")
+                    + (g.count > 8 ? " and \(g.count - 8) more" : "")
+                found.append("outbound SAs \(named) seal under the same key: each numbers its packets from its own "
+                             + "sequence counter, so their nonces repeat under that key (RFC 4106 §8.1); give each SA a key of its own")
+            }
+        }
+        return found.sorted()
+    }
+
     // MARK: Incremental compilation
 
     /// The UDP ports inbound SAs use for encapsulation (committed, and of the last compile).
@@ -552,19 +618,22 @@ public final class IPsecCompiler {
     /// A compile's view of the installed SAs: the committed map (never
     /// mutated here, so never copied) overlaid with this compile's changes;
     /// for a full compile, only the changes.
-    struct SAMap<V> {
-        private(set) var base: [SAIdentifier: V]
+    typealias SAMap<V> = Overlay<SAIdentifier, V>
+
+    /// A committed map overlaid with one compile's changes.
+    struct Overlay<K: Hashable, V> {
+        private(set) var base: [K: V]
         let full: Bool
-        private var changes: [SAIdentifier: V?] = [:]
+        private var changes: [K: V?] = [:]
         private(set) var count: Int
 
-        init(base: [SAIdentifier: V], full: Bool) {
+        init(base: [K: V], full: Bool) {
             self.base = full ? [:] : base
             self.full = full
             count = full ? 0 : base.count
         }
 
-        subscript(id: SAIdentifier) -> V? {
+        subscript(id: K) -> V? {
             get {
                 if let change = changes[id] { return change }
                 return base[id]
@@ -577,17 +646,17 @@ public final class IPsecCompiler {
         }
 
         /// The identifiers this compile set (all of them for a full compile).
-        var changedKeys: Dictionary<SAIdentifier, V?>.Keys { changes.keys }
+        var changedKeys: Dictionary<K, V?>.Keys { changes.keys }
 
         /// Every SA in the map.
-        func forEach(_ body: (SAIdentifier, V) -> Void) {
+        func forEach(_ body: (K, V) -> Void) {
             for (id, v) in changes { if let v { body(id, v) } }
             for (id, v) in base where changes[id] == nil { body(id, v) }
         }
 
         /// Makes `map` (the committed map this one was built on) equal to this
         /// one, in place: drops the reference to it first, so it is not copied.
-        mutating func apply(to map: inout [SAIdentifier: V]) {
+        mutating func apply(to map: inout [K: V]) {
             base = [:]
             if full { map = [:] }
             for (id, v) in changes { map[id] = v }

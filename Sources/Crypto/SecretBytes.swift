@@ -66,6 +66,31 @@ public final class SecretBytes: @unchecked Sendable {
     }
 
     /// Same length and bytes, compared in constant time for a given length.
+    /// A keyed 64-bit digest of the bytes (libsodium's SipHash-2-4 under a
+    /// key drawn once per process), to index secrets without their bytes in
+    /// a hash table: equal secrets have equal digests, and two unequal ones
+    /// collide with probability 2⁻⁶⁴, so a match is confirmed by `isEqual`.
+    /// (A secret exists only once sodium_init succeeded, so the key is random.)
+    public var digest: UInt64 {
+        withUnsafeBytes { raw in
+            var out: UInt64 = 0
+            guard let bytes = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return out }
+            withUnsafeMutableBytes(of: &out) { o in
+                Self.digestKey.withUnsafeBufferPointer { key in
+                    _ = crypto_shorthash(o.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes, UInt64(raw.count),
+                                         key.baseAddress!)
+                }
+            }
+            return out
+        }
+    }
+
+    private static let digestKey: [UInt8] = {
+        var key = [UInt8](repeating: 0, count: Int(crypto_shorthash_KEYBYTES))
+        randombytes_buf(&key, key.count)
+        return key
+    }()
+
     public func isEqual(to other: SecretBytes) -> Bool {
         guard count == other.count else { return false }
         return withUnsafeBytes { a in

@@ -647,6 +647,55 @@ import Testing
         #expect(compiler.nextSequence(spi: 0x1001) == 700)
     }
 
+    /// Two outbound SAs under one key send the same nonces (each counts its
+    /// own sequence numbers): installed as configured, and named in a
+    /// warning, by a full compilation and by a change alike. Inbound SAs
+    /// under that key, and outbound SAs under other keys, are not named.
+    @Test func outboundSAsSharingAKeyAreNamed() throws {
+        func sa(_ spi: String, _ key: String, dir: String = "out") -> String {
+            dir == "out" ? "sa add spi \(spi) dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(key)"
+                         : "sa add spi \(spi) dir in src 192.0.2.2 dst 192.0.2.1 mode tunnel aead aes-gcm-256 key \(key)"
+        }
+        var config = try GatewayConfig.load(text: """
+            port 0 role protected address 10.0.0.1/24
+            port 1 role unprotected address 192.0.2.1/24
+            \(sa("0x1001", Self.key))
+            \(sa("0x1002", Self.otherKey))
+            \(sa("0x2001", Self.key, dir: "in"))
+            sp add dir out src 10.0.0.0/24 dst 10.1.0.0/16 priority 10 action protect spi 0x1001
+            sp add dir in src 10.1.0.0/16 dst 10.0.0.0/24 priority 10 action protect spi 0x2001
+            """, name: "keys.conf")
+        let compiler = IPsecCompiler()
+        func change(_ line: String) throws -> [String] {
+            try config.apply(CommandParser.parseLine(Substring(line), location: .init(file: "k", line: 1, column: 1))!)
+            _ = try #require(try compiler.compile(config))
+            #expect(compiler.lastCompileWasIncremental, "\(line)")
+            compiler.commit()
+            return compiler.warnings
+        }
+        _ = try compiler.compile(config)
+        #expect(compiler.warnings.isEmpty, "\(compiler.warnings)")
+        compiler.commit()
+
+        var warnings = try change(sa("0x1003", Self.key))
+        #expect(warnings.count == 1 && warnings[0].hasPrefix("outbound SAs spi 0x00001001, spi 0x00001003 seal under the same key"),
+                "\(warnings)")
+        warnings = try change("sa update spi 0x1003 dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-256 key \(Self.otherKey)")
+        #expect(warnings.count == 1 && warnings[0].hasPrefix("outbound SAs spi 0x00001002, spi 0x00001003 seal"), "\(warnings)")
+        #expect(try change("sa del spi 0x1002").isEmpty)
+        #expect(try change(sa("0x1004", "0x" + String(repeating: "44", count: 36))).isEmpty)
+
+        // A full compilation of the same configuration names every shared key.
+        _ = try change(sa("0x1005", Self.key))
+        let fresh = IPsecCompiler()
+        _ = try fresh.compile(config)
+        #expect(fresh.warnings.count == 1 && fresh.warnings[0].hasPrefix("outbound SAs spi 0x00001001, spi 0x00001005 seal"),
+                "\(fresh.warnings)")
+        fresh.commit()
+        #expect(fresh.committedOutboundByKey == compiler.committedOutboundByKey)
+        #expect(compiler.committedOutboundByKey.values.map(\.count).sorted() == [1, 1, 2], "0x1001+0x1005, 0x1003, 0x1004")
+    }
+
     @Test func inboundSAWithoutAPolicyIsNotInstalled() throws {
         let compiler = IPsecCompiler()
         let tables = try #require(try compiler.compile(Self.config(inboundPolicy: false)))
@@ -709,6 +758,7 @@ import Testing
 /// (150 accepted random changes per seed.)
 @Suite struct IncrementalCompilationTests {
     static let key = "0x" + String(repeating: "24", count: 20)
+    static let otherKey = "0x" + String(repeating: "25", count: 20)
 
     /// What a set of replicas (one per worker) holds, by SPI and policy.
     struct Installed: Equatable, CustomStringConvertible {
@@ -770,7 +820,8 @@ import Testing
             switch rng.next() % 9 {
             case 0, 1:
                 let cpu = [" cpu 1", " cpu 2", "", " cpu 3"][Int(rng.next() % 4)]
-                line = "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-128 key \(Self.key) reqid 5\(cpu)"
+                let key = rng.next() % 2 == 0 ? Self.key : Self.otherKey
+                line = "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 192.0.2.2 mode tunnel aead aes-gcm-128 key \(key) reqid 5\(cpu)"
             case 2, 3:
                 let addresses = ["", " src 192.0.2.2 dst 192.0.2.1", " src 192.0.2.3 dst 192.0.2.1"][Int(rng.next() % 3)]
                 let mode = addresses.isEmpty ? "transport" : "tunnel"
@@ -814,6 +865,11 @@ import Testing
             let got = Self.describe(replicas, tables), want = Self.describe(freshReplicas, full)
             if got != want {
                 Issue.record("seed \(seed) step \(step) after '\(line)':\n incremental \(got)\n full        \(want)")
+                return
+            }
+            fresh.commit()
+            if compiler.committedOutboundByKey != fresh.committedOutboundByKey {
+                Issue.record("seed \(seed) step \(step) after '\(line)': outbound SAs by key\n incremental \(compiler.committedOutboundByKey)\n full        \(fresh.committedOutboundByKey)")
                 return
             }
             // Keep the fresh compiler's records alive until compared, then drop them.
