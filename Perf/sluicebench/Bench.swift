@@ -728,8 +728,19 @@ func removeTree(_ dir: String) {
 /// encapsulation (the interop tests check it against scapy) under the SA the
 /// gateway's inbound side is configured with.
 enum InboundTraffic {
-    static func keyHex(_ aead: String) -> String {
-        String(repeating: "5a", count: (aead == "aes-gcm-128" ? 16 : 32) + 4)
+    /// The key material (hex) of SA number `sa`: 0x5a bytes, the first one
+    /// changed for `sa` > 0, so per-CPU SAs each seal under a key of their
+    /// own (one key for several SAs would repeat nonces, and the gateway
+    /// warns about it).
+    static func keyHex(_ aead: String, sa: Int = 0) -> String {
+        keyBytes(aead, sa: sa).map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    static func keyBytes(_ aead: String, sa: Int = 0) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0x5a, count: (aead == "aes-gcm-128" ? 16 : 32) + 4)
+        bytes[0] ^= UInt8(truncatingIfNeeded: sa)
+        bytes[1] ^= UInt8(truncatingIfNeeded: sa >> 8)
+        return bytes
     }
 
     /// Each plaintext frame (Ethernet + IPv4) becomes Ethernet + outer IPv4
@@ -738,17 +749,28 @@ enum InboundTraffic {
     static func seal(_ frames: [[UInt8]], aead: String, firstSequence: UInt64,
                      spi: (Int) -> UInt32) throws -> [[UInt8]] {
         let algorithm: AEADAlgorithm = aead == "aes-gcm-128" ? .aes128GCM : (aead == "aes-gcm-256" ? .aes256GCM : .chacha20Poly1305)
-        let keyBytes = (0..<(algorithm.keyLength + 4)).map { _ in UInt8(0x5a) }
-        let key = try AEADKey(algorithm, keyMaterial: keyBytes, engine: .auto)
+        // The key of SA 0x2001 + n is `keyBytes(sa: n)`.
+        final class Key {
+            let key: AEADKey
+            init(_ key: consuming AEADKey) { self.key = key }
+        }
+        var keys: [UInt32: Key] = [:]
         let core = try CryptoCore()
-        func sa(_ spi: UInt32) -> OutboundSA {
-            OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address(203, 0, 113, 2),
-                                                          destination: IPv4Address(192, 0, 2, 1), ttl: 64)),
-                       key: key.unsafeHandle, esn: false)
+        func sa(_ spi: UInt32) throws -> OutboundSA {
+            let key: Key
+            if let k = keys[spi] {
+                key = k
+            } else {
+                key = Key(try AEADKey(algorithm, keyMaterial: keyBytes(aead, sa: Int(spi &- 0x2001)), engine: .auto))
+                keys[spi] = key
+            }
+            return OutboundSA(spi: SPI(spi), mode: .tunnel(.ipv4(source: IPv4Address(203, 0, 113, 2),
+                                                                 destination: IPv4Address(192, 0, 2, 1), ttl: 64)),
+                              key: key.key.unsafeHandle, esn: false)
         }
         var out: [[UInt8]] = []
         for (i, frame) in frames.enumerated() {
-            let sa = sa(spi(i))
+            let sa = try sa(spi(i))
             let headroom = 128, inner = frame.count - HeaderSize.ethernet
             var buffer = [UInt8](repeating: 0, count: headroom + frame.count + 256)
             let sealed: [UInt8]? = buffer.withUnsafeMutableBytes { b in
@@ -823,9 +845,9 @@ func inboundSPI(_ o: SluiceBench, queue: Int) -> UInt32 {
 /// whose owner worker opens the packets the others receive (handed over), or
 /// with `per-cpu` one SA per worker under one reqid, owned by that worker.
 func inboundSAs(_ o: SluiceBench, workerLcores: [UInt32]) -> String {
-    let key = InboundTraffic.keyHex(o.aead)
     func sa(_ spi: UInt32, _ extra: String = "") -> String {
-        "sa add spi 0x\(String(spi, radix: 16)) dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(key) replay-window 0\(extra)\n"
+        let key = InboundTraffic.keyHex(o.aead, sa: Int(spi - 0x2001))
+        return "sa add spi 0x\(String(spi, radix: 16)) dir in src 203.0.113.2 dst 192.0.2.1 mode tunnel aead \(o.aead) key 0x\(key) replay-window 0\(extra)\n"
     }
     var text = "crypto-engine \(o.engine)\n"
     if o.saMode == "per-cpu" {
@@ -840,9 +862,9 @@ func inboundSAs(_ o: SluiceBench, workerLcores: [UInt32]) -> String {
 
 /// The outbound SAs and policy of `--mode outbound` for `--sa-mode`.
 func outboundSAs(_ o: SluiceBench, workerLcores: [UInt32]) -> String {
-    let key = InboundTraffic.keyHex(o.aead)
     func sa(_ spi: Int, _ extra: String = "") -> String {
-        "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(key)\(extra)\n"
+        let key = InboundTraffic.keyHex(o.aead, sa: spi - 0x1001)
+        return "sa add spi 0x\(String(spi, radix: 16)) dir out src 192.0.2.1 dst 203.0.113.2 mode tunnel aead \(o.aead) key 0x\(key)\(extra)\n"
     }
     var text = "\ncrypto-engine \(o.engine)\n"
     switch o.saMode {
