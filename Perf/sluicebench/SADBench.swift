@@ -432,15 +432,16 @@ struct SADBench {
         while single.count < 20 {
             let spi = UInt32(truncatingIfNeeded: rng.next())
             guard spi >= 256, !taken.contains(spi) else { continue }
-            var c = session.config
+            // As a client's line outside a batch: applied in place, installed.
+            func run(_ line: String) throws {
+                let reply = session.execute(line)
+                guard reply.hasPrefix("{\"ok\":true") else { throw DataplaneError("\(line): \(reply)") }
+            }
             t = monotonicSeconds()
-            try c.apply(Self.parse(saLine(spi, RawIPAddress(ipv4: 0xCB00_7102))))
-            try session.install(c)
+            try run(saLine(spi, RawIPAddress(ipv4: 0xCB00_7102)))
             let add = monotonicSeconds() - t
-            c = session.config
             t = monotonicSeconds()
-            try c.apply(Self.parse("sa del spi 0x\(String(spi, radix: 16))"))
-            try session.install(c)
+            try run("sa del spi 0x\(String(spi, radix: 16))")
             single.append((add, monotonicSeconds() - t))
         }
         let addMedian = median(single.map(\.add)), delMedian = median(single.map(\.del))

@@ -184,6 +184,36 @@ public struct GatewayConfig: Sendable, Equatable {
         return nil
     }
 
+    /// What an SA command changed, for `revert`: the SA and how it was.
+    public struct SAUndo: Sendable {
+        fileprivate let id: SAIdentifier
+        fileprivate let old: SAConfig?
+    }
+
+    /// Applies `c` when it is `sa add`, `sa update` or `sa del` (all or
+    /// nothing, as `apply`) and returns what `revert` needs to put the SA
+    /// back; nil, with nothing applied, for any other command. Such a
+    /// command changes one SA (and the indexes and journal), so a caller can
+    /// change a configuration in place instead of a copy of it, whose SA
+    /// tables a change would copy whole.
+    public mutating func applySA(_ c: LocatedCommand) throws(CommandError) -> SAUndo? {
+        let id: SAIdentifier
+        switch c.command {
+        case let .saAdd(sa), let .saUpdate(sa): id = sa.identifier
+        case let .saDel(spi, destination): id = try saToDelete(spi: spi, destination: destination, c)
+        default: return nil
+        }
+        let old = sas[id]
+        try apply(c)
+        return SAUndo(id: id, old: old)
+    }
+
+    /// Puts the SA `undo` names back as it was before `applySA` (a later
+    /// entry in the journal, so a compiler looks at it again).
+    public mutating func revert(_ undo: SAUndo) {
+        setSA(undo.id, undo.old)
+    }
+
     /// Removes every policy `remove` picks in one pass (`flush`; deleting
     /// them one by one shifts the list once per policy). Returns how many.
     public mutating func removePolicies(where remove: (PolicyConfig) -> Bool) -> Int {

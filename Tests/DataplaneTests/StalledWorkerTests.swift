@@ -149,4 +149,51 @@ extension EALSuites.GatewayTests {
         let after = try opened()
         #expect((after.sent[h.p] ?? []).isEmpty && after.delta.dropsByReason == [.esp(.noSA): 1], "\(after.delta)")
     }
+
+    /// A single `sa add`, `sa update` or `sa del` is applied to the running
+    /// configuration in place (no copy of its SA tables). When its install
+    /// is refused (a stalled worker's full command ring), the SA is put back
+    /// as it was: the configuration equals the one before, no record is
+    /// kept, and the same line goes through once the worker takes changes.
+    @Test func aRefusedSACommandIsUndoneInPlace() throws {
+        let (lcore, timeout) = (h.gateway.workerLcores[0], h.gateway.sadCommitTimeout)
+        let restore = stallRestorer()
+        defer { restore() }
+        let text = h.baseConfigText + "\nsp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n"
+            + reqid77SA(0x7b00)
+        let session = try h.installSession(text, name: "inplace")
+        func ok(_ reply: String) -> Bool { reply.hasPrefix("{\"ok\":true") }
+        #expect(ok(session.execute(reqid77SA(0x7b01))), "an SA command outside a stall goes through")
+        #expect(session.config.sas.count == 2)
+
+        h.gateway.log = { _ in }
+        h.gateway.sadCommitTimeout = 0.002
+        h.gateway.holdSADCommands(lcore: lcore, true)
+        var refused: String? = nil
+        var before = session.config
+        var records = h.gateway.installedSARecords
+        for k in 0..<300 where refused == nil {
+            before = session.config
+            records = h.gateway.installedSARecords
+            let reply = session.execute(reqid77SA(0x7c00 + k))
+            if !ok(reply) { refused = reply }
+        }
+        let reply = try #require(refused, "a worker that takes no SA changes never fills its ring")
+        #expect(reply.contains("command ring is full"), "\(reply)")
+        #expect(session.config == before && h.gateway.installedSARecords == records, "the refused sa add is undone")
+        let added = before.sas.count
+        // A refused delete and a refused update put the SA back too.
+        let del = session.execute("sa del spi 0x7b01")
+        #expect(!ok(del) && session.config == before, "\(del)")
+        let update = session.execute(reqid77SA(0x7b01).replacingOccurrences(of: "sa add", with: "sa update") + " replay-window 128")
+        #expect(!ok(update) && session.config == before, "\(update)")
+        #expect(session.config.sas[SAIdentifier(spi: SecurityParameterIndex(0x7b01), destination: .v4(IPv4Address(192, 0, 2, 1)))]?.replayWindow
+                == before.sas[SAIdentifier(spi: SecurityParameterIndex(0x7b01), destination: .v4(IPv4Address(192, 0, 2, 1)))]?.replayWindow)
+
+        // The worker takes its changes again: the same lines go through.
+        h.gateway.holdSADCommands(lcore: lcore, false)
+        h.gateway.sadCommitTimeout = timeout
+        #expect(ok(session.execute("sa del spi 0x7b01")) && session.config.sas.count == added - 1)
+        #expect(ok(session.execute(reqid77SA(0x7b01))) && session.config.sas.count == added)
+    }
 }
