@@ -34,16 +34,24 @@ testpmd=$(command -v dpdk-testpmd || true)
 # bus the virtual devices hang on. They go beside the other libraries: one
 # that is also a dependency (testpmd links several drivers) must be one file,
 # or the EAL panics on a driver registered twice.
+# DPDK 22.11's ABI is 23 (the project's fixed DPDK version).
 drivers=(bus_vdev net_pcap net_null net_ring mempool_ring)
 for d in "${drivers[@]}"; do
     cp -L "$pmddir/librte_$d.so.23" "$out/lib/"
 done
 
-# Every library those objects load, resolved here, except glibc's own.
+# Every library those objects load, resolved here, except glibc's own (the
+# target's glibc serves those). A library ldd cannot find stops the packing.
 objects=("$out/bin/"* "$out/lib/"*)
-ldd "${objects[@]}" 2>/dev/null | awk '/=> \//{print $3}' | sort -u | while read -r lib; do
+deps=$(ldd "${objects[@]}" 2>/dev/null)
+if grep -q "not found" <<<"$deps"; then
+    grep "not found" <<<"$deps" | sort -u >&2
+    exit 1
+fi
+awk '/=> \//{print $3}' <<<"$deps" | sort -u | while read -r lib; do
     case "$(basename "$lib")" in
-        libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|ld-linux*) ;;
+        libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*|libanl.so.*|libutil.so.*) ;;
+        libnsl.so.*|libmvec.so.*|libBrokenLocale.so.*|libnss_*|libthread_db.so.*|ld-linux*) ;;
         *) cp -L "$lib" "$out/lib/" ;;
     esac
 done
@@ -54,10 +62,18 @@ cat > "$out/run" <<EOF
 here=\$(cd "\$(dirname "\$0")" && pwd)
 # The EAL loads every driver in its directory: there, links to the
 # bundle's own (the same files, so a driver loaded as a dependency too
-# is not loaded twice; it takes names ending in .so). A machine with DPDK installed needs no bundle.
-if [ -z "\$(ls -A "$pmddir" 2>/dev/null)" ]; then
-    mkdir -p "$pmddir"
-    for d in ${drivers[*]}; do ln -sf "\$here/lib/librte_\$d.so.23" "$pmddir/librte_\$d.so"; done
+# is not loaded twice; it takes names ending in .so), made again when a
+# link is missing or points elsewhere (a bundle moved or deleted). Where
+# DPDK itself is installed (its own drivers there), the bundle is not needed
+# and the directory is left alone.
+if [ ! -e "$pmddir/librte_net_pcap.so.23" ]; then
+    mkdir -p "$pmddir" || { echo "cannot create $pmddir (run as root)" >&2; exit 1; }
+    for d in ${drivers[*]}; do
+        link="$pmddir/librte_\$d.so"
+        if [ "\$(readlink "\$link" 2>/dev/null)" != "\$here/lib/librte_\$d.so.23" ]; then
+            ln -sfn "\$here/lib/librte_\$d.so.23" "\$link" || { echo "cannot link \$link" >&2; exit 1; }
+        fi
+    done
 fi
 export LD_LIBRARY_PATH="\$here/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export PATH="\$here/bin:\$PATH"

@@ -381,9 +381,13 @@ struct SADBench {
 
         // (b) The command language, through the control session.
         let session = ControlSession(config: base, gateway: gateway, ipsec: ipsec)
-        let key = String(repeating: "5a", count: AEADAlgorithm.aes128GCM.keyMaterialLength)
+        // A key per SA (its SPI in the first four bytes), as IKE gives each
+        // SA its own: SAs sharing a key repeat nonces, and are warned about.
+        let rest = String(repeating: "5a", count: AEADAlgorithm.aes128GCM.keyMaterialLength - 4)
         func saLine(_ spi: UInt32, _ source: RawIPAddress) -> String {
-            "sa add spi 0x\(String(spi, radix: 16)) dir in src \(source) dst 192.0.2.1 mode tunnel aead aes-gcm-128 key 0x\(key) reqid 1"
+            let hex = String(spi, radix: 16)
+            let key = String(repeating: "0", count: 8 - hex.count) + hex + rest
+            return "sa add spi 0x\(hex) dir in src \(source) dst 192.0.2.1 mode tunnel aead aes-gcm-128 key 0x\(key) reqid 1"
         }
         let lines = ["sp add dir in src 198.51.0.0/16 dst 10.0.0.0/16 priority 10 action protect reqid 1"]
             + (0..<n).map { saLine(workload.spi[$0], workload.source[$0]) }

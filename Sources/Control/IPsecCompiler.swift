@@ -73,10 +73,10 @@ public final class IPsecCompiler {
     private var pendingTargetIDs: [Target: Int32] = [:]
     private var pendingTargetSAs: [Int32: [SARecordBox?]] = [:]
     private var pendingFreeTargetIDs: [Int32] = []
-    /// The installed outbound SAs by the digest of their key material
-    /// (committed, and of the last compile), for `keyReuseWarnings`.
-    private var outboundByKey: [UInt64: Set<SAIdentifier>] = [:]
-    private var pendingOutboundByKey = Overlay<UInt64, Set<SAIdentifier>>(base: [:], full: true)
+    /// The installed SAs (both directions) by the digest of their key
+    /// material (committed, and of the last compile), for `keyReuseWarnings`.
+    private var sasByKey: [UInt64: Set<SAIdentifier>] = [:]
+    private var pendingSAsByKey = Overlay<UInt64, Set<SAIdentifier>>(base: [:], full: true)
     /// Target capacity of the replicas (ids are below it).
     public var targetCapacity = WorkerIPsec.targetCapacity
     /// SA capacity of the replicas: inbound SAs, and outbound SAs (each table its own).
@@ -90,8 +90,8 @@ public final class IPsecCompiler {
 
     public init() {}
 
-    /// The committed index of outbound SAs by key digest (tests).
-    var committedOutboundByKey: [UInt64: Set<SAIdentifier>] { outboundByKey }
+    /// The committed index of installed SAs by key digest (tests).
+    var committedSAsByKey: [UInt64: Set<SAIdentifier>] { sasByKey }
 
     /// The installed inbound SA `spi`'s record and state (tests).
     func installedInbound(spi: UInt32) -> (box: SARecordBox, state: InboundSAState)? {
@@ -111,8 +111,8 @@ public final class IPsecCompiler {
         // In place: a change of one SA among 100,000 costs one entry, not a copy.
         pendingOutbound.apply(to: &outbound)
         pendingInbound.apply(to: &inbound)
-        pendingOutboundByKey.apply(to: &outboundByKey)
-        pendingOutboundByKey = Overlay(base: [:], full: false)
+        pendingSAsByKey.apply(to: &sasByKey)
+        pendingSAsByKey = Overlay(base: [:], full: false)
         // Nothing pending: committing again changes nothing.
         pendingOutbound = SAMap(base: [:], full: false)
         pendingInbound = SAMap(base: [:], full: false)
@@ -168,7 +168,7 @@ public final class IPsecCompiler {
         if config.policies.isEmpty && config.sas.isEmpty {
             // Publishing nil clears the replicas: nothing of this compiler stays installed.
             pendingOutbound = SAMap(base: [:], full: true); pendingInbound = SAMap(base: [:], full: true)
-            pendingOutboundByKey = Overlay(base: [:], full: true)
+            pendingSAsByKey = Overlay(base: [:], full: true)
             pendingTargetIDs = [:]; pendingTargetSAs = [:]; pendingNatPorts = []
             pendingFreeTargetIDs = []
             pendingMark = nil
@@ -521,7 +521,11 @@ public final class IPsecCompiler {
                                 + workerLcores.map(String.init).joined(separator: ",") + ")")
             }
         }
-        warnings += keyReuseWarnings(changed: changed, previous: outbound, next: nextOutbound)
+        warnings += keyReuseWarnings(changed: changed, next: { id in (nextOutbound[id]?.config ?? nextInbound[id]?.config) },
+                                     forEachNext: { body in
+                                         nextOutbound.forEach { body($0, $1.config) }
+                                         nextInbound.forEach { body($0, $1.config) }
+                                     })
         let outTable: SPDTable, inTable: SPDTable
         if changed != nil, let kept = spdTables {
             // Policies unchanged: the same SPD snapshots (verdicts name target ids, which did not move).
@@ -555,55 +559,76 @@ public final class IPsecCompiler {
     }
 
     /// AES-GCM and ChaCha20-Poly1305 nonces are the key's salt and the
-    /// sequence number (RFC 4106 §3.1, RFC 7634 §2), and each outbound SA
-    /// numbers its packets from its own counter: two SAs sealing under one
-    /// key send the same nonces, which gives away the key's authentication
-    /// subkey and the XOR of the two plaintexts (RFC 4106 §8.1). Such SAs
-    /// (a configuration copied from one SA to the next, per-CPU SAs given one
-    /// key, a keying daemon's bug) are installed as configured and named in
-    /// a warning, one for each key, while the change names one of them.
-    /// Indexed by digest, so a change looks at the SAs it changes only;
-    /// sets the index `commit` adopts.
-    private func keyReuseWarnings(changed: Set<SAIdentifier>?, previous: [SAIdentifier: Outbound],
-                                  next: SAMap<Outbound>) -> [String] {
-        var byKey = Overlay<UInt64, Set<SAIdentifier>>(base: outboundByKey, full: changed == nil)
+    /// sequence number (RFC 4106 §3.1, RFC 7634 §2), and every sender counts
+    /// from its own sequence state: two outbound SAs under one key, an
+    /// inbound SA whose key the peer seals with beside our outbound SA under
+    /// the same key, or two inbound SAs under one key all put the same nonces
+    /// on the wire, which gives away the key's authentication subkey and the
+    /// XOR of the plaintexts (RFC 4106 §8.1). IKE derives a key per SA and
+    /// direction, so any two installed SAs sharing key material are a
+    /// mistake (a configuration copied from one SA to the next, per-CPU SAs
+    /// given one key): installed as configured, and named in a warning, one
+    /// for each key, while the change names one of them. Indexed by digest
+    /// (each group loaded and changed once per compile), so a change looks
+    /// at the groups of the SAs it changes only; sets the index `commit`
+    /// adopts.
+    private func keyReuseWarnings(changed: Set<SAIdentifier>?, next: (SAIdentifier) -> SAConfig?,
+                                  forEachNext: ((SAIdentifier, SAConfig) -> Void) -> Void) -> [String] {
+        var byKey = Overlay<UInt64, Set<SAIdentifier>>(base: sasByKey, full: changed == nil)
+        // The groups this compile changes, each loaded from the index once.
+        var groups: [UInt64: Set<SAIdentifier>] = [:]
         var touched = Set<UInt64>()
-        func insert(_ id: SAIdentifier, _ o: Outbound) {
-            let d = o.config.keyMaterial.digest
-            byKey[d] = (byKey[d] ?? []).union([id])
-            touched.insert(d)
-        }
         if let changed {
             for id in changed {
-                if let old = previous[id] {
-                    let d = old.config.keyMaterial.digest
-                    var users = byKey[d] ?? []
-                    users.remove(id)
-                    byKey[d] = users.isEmpty ? nil : users
+                if let old = outbound[id]?.config ?? inbound[id]?.config {
+                    let d = old.keyMaterial.digest
+                    if groups[d] == nil { groups[d] = byKey[d] ?? [] }
+                    groups[d]!.remove(id)
                 }
-                if let new = next[id] { insert(id, new) }
+                if let new = next(id) {
+                    let d = new.keyMaterial.digest
+                    if groups[d] == nil { groups[d] = byKey[d] ?? [] }
+                    groups[d]!.insert(id)
+                    touched.insert(d)
+                }
             }
         } else {
-            next.forEach(insert)
+            forEachNext { id, sa in
+                groups[sa.keyMaterial.digest, default: []].insert(id)
+            }
+            touched = Set(groups.keys)
         }
-        pendingOutboundByKey = byKey
+        for (d, ids) in groups { byKey[d] = ids.isEmpty ? nil : ids }
+        pendingSAsByKey = byKey
         var found: [String] = []
         for d in touched {
-            guard let users = byKey[d], users.count > 1 else { continue }
-            // Equal digests of unequal keys (2⁻⁶⁴) are not a reuse: group by the keys themselves.
-            var groups: [[Outbound]] = []
-            for o in users.sorted().compactMap({ next[$0] }) {
-                if let g = groups.firstIndex(where: { $0[0].config.keyMaterial == o.config.keyMaterial }) {
-                    groups[g].append(o)
+            guard let ids = groups[d], ids.count > 1 else { continue }
+            // Equal digests of unequal keys (2⁻⁶⁴) are not a reuse: group by
+            // the keys themselves. One pass, each group keeping the 8 SAs it
+            // names (the lowest identifiers) and its size: a change within a
+            // group of 100,000 costs that group's pass, no sort of it.
+            var sharing: [(key: SAKeyMaterial, named: [SAConfig], count: Int)] = []
+            for id in ids {
+                guard let sa = next(id) else { continue }
+                let g: Int
+                if let i = sharing.firstIndex(where: { $0.key == sa.keyMaterial }) {
+                    g = i
                 } else {
-                    groups.append([o])
+                    sharing.append((sa.keyMaterial, [], 0))
+                    g = sharing.count - 1
+                }
+                sharing[g].count += 1
+                let at = sharing[g].named.firstIndex { $0.identifier > id } ?? sharing[g].named.count
+                if at < 8 {
+                    sharing[g].named.insert(sa, at: at)
+                    if sharing[g].named.count > 8 { sharing[g].named.removeLast() }
                 }
             }
-            for g in groups where g.count > 1 {
-                let named = g.prefix(8).map { "spi \($0.config.spi)" }.joined(separator: ", ")
-                    + (g.count > 8 ? " and \(g.count - 8) more" : "")
-                found.append("outbound SAs \(named) seal under the same key: each numbers its packets from its own "
-                             + "sequence counter, so their nonces repeat under that key (RFC 4106 §8.1); give each SA a key of its own")
+            for g in sharing where g.count > 1 {
+                let named = g.named.map { "spi \($0.spi) (\($0.direction == .outbound ? "out" : "in"))" }
+                    .joined(separator: ", ") + (g.count > 8 ? " and \(g.count - 8) more" : "")
+                found.append("SAs \(named) have the same key: each sender numbers its packets from its own "
+                             + "sequence counter, so nonces repeat under that key (RFC 4106 §8.1); give every SA a key of its own")
             }
         }
         return found.sorted()

@@ -65,32 +65,34 @@ public final class SecretBytes: @unchecked Sendable {
         return try body(UnsafeRawBufferPointer(start: UnsafeRawPointer(slot) + offset, count: count))
     }
 
-    /// Same length and bytes, compared in constant time for a given length.
     /// A keyed 64-bit digest of the bytes (libsodium's SipHash-2-4 under a
-    /// key drawn once per process), to index secrets without their bytes in
-    /// a hash table: equal secrets have equal digests, and two unequal ones
-    /// collide with probability 2⁻⁶⁴, so a match is confirmed by `isEqual`.
-    /// (A secret exists only once sodium_init succeeded, so the key is random.)
+    /// key drawn once per process and kept in secret memory itself), to
+    /// index secrets without their bytes in a hash table: equal secrets have
+    /// equal digests, and two unequal ones collide with probability 2⁻⁶⁴, so
+    /// a match is confirmed by `isEqual`. (A secret exists only once
+    /// sodium_init succeeded, so the key is random.)
     public var digest: UInt64 {
-        withUnsafeBytes { raw in
+        guard let digestKey = Self.digestKey else { return 0 }  // all equal: `isEqual` still tells them apart
+        return withUnsafeBytes { raw in
             var out: UInt64 = 0
             guard let bytes = raw.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return out }
-            withUnsafeMutableBytes(of: &out) { o in
-                Self.digestKey.withUnsafeBufferPointer { key in
+            digestKey.withUnsafeBytes { key in
+                withUnsafeMutableBytes(of: &out) { o in
                     _ = crypto_shorthash(o.baseAddress!.assumingMemoryBound(to: UInt8.self), bytes, UInt64(raw.count),
-                                         key.baseAddress!)
+                                         key.baseAddress!.assumingMemoryBound(to: UInt8.self))
                 }
             }
             return out
         }
     }
 
-    private static let digestKey: [UInt8] = {
+    private static let digestKey: SecretBytes? = {
         var key = [UInt8](repeating: 0, count: Int(crypto_shorthash_KEYBYTES))
         randombytes_buf(&key, key.count)
-        return key
+        return try? SecretBytes(wiping: &key)
     }()
 
+    /// Same length and bytes, compared in constant time for a given length.
     public func isEqual(to other: SecretBytes) -> Bool {
         guard count == other.count else { return false }
         return withUnsafeBytes { a in

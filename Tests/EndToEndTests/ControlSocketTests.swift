@@ -67,6 +67,8 @@ struct ControlledGateway {
     let socket: String
 
     static let key = "0x" + String(repeating: "3c", count: 20)
+    /// The inbound SA's: one key both ways would repeat nonces (and be warned about).
+    static let inboundKey = "0x" + String(repeating: "3d", count: 20)
     /// Two ports, their neighbours, and routes to each side.
     static let network = """
     port 0 role protected address 10.1.0.1/24
@@ -79,7 +81,7 @@ struct ControlledGateway {
     """
     static let config = network + """
     sa add spi 0x1001 dir out src 10.2.0.1 dst 10.2.0.2 mode tunnel aead aes-gcm-128 key \(key) seq 100
-    sa add spi 0x2001 dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key \(key)
+    sa add spi 0x2001 dir in src 10.2.0.2 dst 10.2.0.1 mode tunnel aead aes-gcm-128 key \(inboundKey)
     sp add id 1 dir out src 172.16.0.0/12 dst 192.168.0.0/16 priority 10 action protect spi 0x1001
     sp add id 2 dir in src 192.168.0.0/16 dst 172.16.0.0/12 priority 10 action protect spi 0x2001
 
