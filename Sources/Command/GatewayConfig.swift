@@ -188,6 +188,7 @@ public struct GatewayConfig: Sendable, Equatable {
     public struct SAUndo: Sendable {
         fileprivate let id: SAIdentifier
         fileprivate let old: SAConfig?
+        fileprivate let journalCount: Int
     }
 
     /// Applies `c` when it is `sa add`, `sa update` or `sa del` (all or
@@ -203,15 +204,18 @@ public struct GatewayConfig: Sendable, Equatable {
         case let .saDel(spi, destination): id = try saToDelete(spi: spi, destination: destination, c)
         default: return nil
         }
-        let old = sas[id]
+        let undo = SAUndo(id: id, old: sas[id], journalCount: saJournal.count)
         try apply(c)
-        return SAUndo(id: id, old: old)
+        return undo
     }
 
-    /// Puts the SA `undo` names back as it was before `applySA` (a later
-    /// entry in the journal, so a compiler looks at it again).
+    /// Puts the configuration back as it was before `applySA`: the SA, its
+    /// indexes, and the journal (its entry taken out again: a compiler that
+    /// compiled the change without committing it starts from its committed
+    /// state anyway, and sees nothing changed).
     public mutating func revert(_ undo: SAUndo) {
-        setSA(undo.id, undo.old)
+        setSA(undo.id, undo.old, journal: false)
+        if saJournal.count > undo.journalCount { saJournal.removeLast(saJournal.count - undo.journalCount) }
     }
 
     /// Removes every policy `remove` picks in one pass (`flush`; deleting
@@ -225,15 +229,16 @@ public struct GatewayConfig: Sendable, Equatable {
         return before - policies.count
     }
 
-    /// Sets or removes an SA, keeping the indexes.
-    private mutating func setSA(_ id: SAIdentifier, _ sa: SAConfig?) {
+    /// Sets or removes an SA, keeping the indexes (and the journal, unless
+    /// `journal` is false).
+    private mutating func setSA(_ id: SAIdentifier, _ sa: SAConfig?, journal: Bool = true) {
         if let old = sas[id] {
             sasBySPI[id.spi]?.removeAll { $0 == id }
             if sasBySPI[id.spi]?.isEmpty == true { sasBySPI[id.spi] = nil }
             if old.direction == .outbound, let reqid = old.reqid { outboundByReqid[ReqidSlot(reqid: reqid, cpu: old.cpu)] = nil }
         }
         sas[id] = sa
-        saJournal.append((id, Self.nextSerial()))
+        if journal { saJournal.append((id, Self.nextSerial())) }
         if let sa {
             sasBySPI[id.spi, default: []].append(id)
             if sa.direction == .outbound, let reqid = sa.reqid { outboundByReqid[ReqidSlot(reqid: reqid, cpu: sa.cpu)] = id }

@@ -159,12 +159,15 @@ extension EALSuites.GatewayTests {
         let (lcore, timeout) = (h.gateway.workerLcores[0], h.gateway.sadCommitTimeout)
         let restore = stallRestorer()
         defer { restore() }
+        let outbound = "sa add spi 0x7d00 dir out src 192.0.2.1 dst 192.0.2.254 mode tunnel aead aes-gcm-128 key 0x"
+            + String(repeating: "7d", count: 20) + " reqid 9"
         let text = h.baseConfigText + "\nsp add dir in src 198.51.100.0/24 dst 10.1.0.0/16 priority 1 action protect reqid 77\n"
-            + reqid77SA(0x7b00)
+            + reqid77SA(0x7b00) + "\n" + outbound
         let session = try h.installSession(text, name: "inplace")
         func ok(_ reply: String) -> Bool { reply.hasPrefix("{\"ok\":true") }
         #expect(ok(session.execute(reqid77SA(0x7b01))), "an SA command outside a stall goes through")
-        #expect(session.config.sas.count == 2)
+        #expect(session.config.sas.count == 3)
+        func isRefusal(_ reply: String) -> Bool { reply.contains("\"install\"") && reply.contains("command ring is full") }
 
         h.gateway.log = { _ in }
         h.gateway.sadCommitTimeout = 0.002
@@ -179,16 +182,21 @@ extension EALSuites.GatewayTests {
             if !ok(reply) { refused = reply }
         }
         let reply = try #require(refused, "a worker that takes no SA changes never fills its ring")
-        #expect(reply.contains("command ring is full"), "\(reply)")
+        #expect(isRefusal(reply), "\(reply)")
+        let journal = session.config.saJournal.count
         #expect(session.config == before && h.gateway.installedSARecords == records, "the refused sa add is undone")
         let added = before.sas.count
-        // A refused delete and a refused update put the SA back too.
+        // A refused delete and refused updates put the SA back too, its
+        // indexes (the reqid slot of an outbound SA) and the journal included.
         let del = session.execute("sa del spi 0x7b01")
-        #expect(!ok(del) && session.config == before, "\(del)")
+        #expect(isRefusal(del) && session.config == before, "\(del)")
         let update = session.execute(reqid77SA(0x7b01).replacingOccurrences(of: "sa add", with: "sa update") + " replay-window 128")
-        #expect(!ok(update) && session.config == before, "\(update)")
-        #expect(session.config.sas[SAIdentifier(spi: SecurityParameterIndex(0x7b01), destination: .v4(IPv4Address(192, 0, 2, 1)))]?.replayWindow
-                == before.sas[SAIdentifier(spi: SecurityParameterIndex(0x7b01), destination: .v4(IPv4Address(192, 0, 2, 1)))]?.replayWindow)
+        #expect(isRefusal(update) && session.config == before, "\(update)")
+        let moved = session.execute(outbound.replacingOccurrences(of: "sa add", with: "sa update").replacingOccurrences(of: "reqid 9", with: "reqid 10"))
+        #expect(isRefusal(moved) && session.config == before, "\(moved)")
+        #expect(session.config.outboundSA(reqid: 9, cpu: nil)?.spi == SecurityParameterIndex(0x7d00)
+                && session.config.outboundSA(reqid: 10, cpu: nil) == nil)
+        #expect(session.config.saJournal.count == journal, "a refused change leaves no journal entry behind")
 
         // The worker takes its changes again: the same lines go through.
         h.gateway.holdSADCommands(lcore: lcore, false)
