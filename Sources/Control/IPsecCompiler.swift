@@ -77,6 +77,9 @@ public final class IPsecCompiler {
     /// material (committed, and of the last compile), for `keyReuseWarnings`.
     private var sasByKey: [UInt64: Set<SAIdentifier>] = [:]
     private var pendingSAsByKey = Overlay<UInt64, Set<SAIdentifier>>(base: [:], full: true)
+    /// States of SAs whose path (source or encapsulation) the last compile
+    /// changed: their learnt path MTU is forgotten by `commit`.
+    private var pendingPathMTUResets: [OutboundSAState] = []
     /// Target capacity of the replicas (ids are below it).
     public var targetCapacity = WorkerIPsec.targetCapacity
     /// SA capacity of the replicas: inbound SAs, and outbound SAs (each table its own).
@@ -134,6 +137,8 @@ public final class IPsecCompiler {
         pendingParked = [:]; pendingReinstalled = []
         for id in pendingRetiredGone { retiredOutbound[id] = nil; retiredInbound[id] = nil }
         pendingUnexpired = []; pendingRetiredGone = []
+        for state in pendingPathMTUResets { state.pathMTU = 0 }
+        pendingPathMTUResets = []
     }
 
     /// Whether kept SA state may serve `new`: the same key under the same
@@ -178,6 +183,7 @@ public final class IPsecCompiler {
             pendingRetiredGone = Set(retiredOutbound.keys).union(retiredInbound.keys)
             pendingParked = [:]; pendingReinstalled = []
             warnings = []; notes = []
+            pendingPathMTUResets = []
             return nil
         }
         let changed = changedSAs(config, workerLcores: workerLcores)
@@ -186,6 +192,7 @@ public final class IPsecCompiler {
         var nextOutbound = SAMap<Outbound>(base: outbound, full: changed == nil)
         var nextInbound = SAMap<Inbound>(base: inbound, full: changed == nil)
         warnings = []
+        pendingPathMTUResets = []
 
         let inboundPolicies = config.policies.filter { $0.selector.direction != .outbound }
         let outboundPolicies = config.policies.filter { $0.selector.direction == .outbound }
@@ -226,9 +233,11 @@ public final class IPsecCompiler {
                    Self.sameKey(previous.config, sa) {
                     state = Self.sameCryptoIdentity(previous.config, key: previous.state.key, sa, engine: engine) ? previous.state
                         : OutboundSAState(key: try Self.key(algorithm, sa, engine), continuing: previous.state, esn: sa.esn)
-                    // Another path (source or encapsulation): its learnt MTU does not hold.
+                    // Another path (source or encapsulation): its learnt MTU
+                    // does not hold. Forgotten when the change is committed: a
+                    // refused change leaves the SA in use as it was.
                     if previous.config.source != sa.source || previous.config.encapsulation != sa.encapsulation {
-                        state.pathMTU = 0
+                        pendingPathMTUResets.append(state)
                     }
                 } else {
                     let key = try Self.key(algorithm, sa, engine)

@@ -715,6 +715,27 @@ import Testing
         #expect(compiler.committedSAsByKey == committed)
     }
 
+    /// An SA moved to another source keeps no path MTU learnt on the old
+    /// path, but only once that change is committed: a change compiled and
+    /// then refused (never published) leaves the SA in use as it was.
+    @Test func aPathMovesOnlyWithACommittedChange() throws {
+        let compiler = IPsecCompiler()
+        let first = try #require(try compiler.compile(Self.config()))
+        compiler.commit()
+        Self.outboundNext(first).pointee = 200
+        let id = SAIdentifier(spi: SecurityParameterIndex(0x1001), destination: .v4(IPv4Address(192, 0, 2, 2)))
+        #expect(compiler.learnPathMTU(spi: 0x1001, source: .v4(IPv4Address(192, 0, 2, 1)), destination: .v4(IPv4Address(192, 0, 2, 2)),
+                                      udp: false, sequence: 150, mtu: 1400, now: 10) == .learnt(id, mtu: 1400, changed: true))
+        let moved = try GatewayConfig.load(text: try Self.config().configText.replacingOccurrences(
+            of: "sa add spi 0x00001001 dir out src 192.0.2.1", with: "sa add spi 0x00001001 dir out src 192.0.2.3"), name: "moved.conf")
+        #expect(moved.sas[id]?.source == .v4(IPv4Address(192, 0, 2, 3)), "\(moved.configText)")
+        _ = try compiler.compile(moved)  // refused: never committed
+        #expect(compiler.pathMTU(of: id) == 1400)
+        _ = try compiler.compile(moved)
+        compiler.commit()
+        #expect(compiler.pathMTU(of: id) == nil)
+    }
+
     @Test func inboundSAWithoutAPolicyIsNotInstalled() throws {
         let compiler = IPsecCompiler()
         let tables = try #require(try compiler.compile(Self.config(inboundPolicy: false)))
