@@ -330,16 +330,12 @@ public final class ControlSession {
         if let batch = client.batch as? Batch, batch.stale { throw conflict(batch) }
         let located: LocatedCommand
         do {
-            guard let c = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "socket", line: 1, column: 1)) else {
-                return ControlReply.ok()
-            }
+            guard let c = try Self.parse(line) else { return ControlReply.ok() }
             located = c
         } catch {
             if let batch = client.batch as? Batch { batch.failed = batch.failed ?? error.message }
             throw ControlError("syntax", error.message)
         }
-        // The id an `sp add` gave its policy.
-        func fields(_ added: PolicyID?) -> [(String, String)] { added.map { [("id", String($0.rawValue))] } ?? [] }
         if let batch = client.batch as? Batch {
             // A bound on what one client's batch may hold in memory; past it
             // the batch is failed and what it built is let go.
@@ -357,26 +353,34 @@ public final class ControlSession {
                 throw ControlError("invalid", error.message)
             }
             batch.lines += 1
-            return ControlReply.ok(fields(added) + [("batched", "true")])
+            return ControlReply.ok(Self.fields(added) + [("batched", "true")])
         }
         return try applyNow(located)
     }
+
+    /// A line as the control socket reads it: nil for a blank or comment line.
+    static func parse(_ line: String) throws(CommandError) -> LocatedCommand? {
+        try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "socket", line: 1, column: 1))
+    }
+
+    /// The reply's fields for the id an `sp add` gave its policy.
+    static func fields(_ added: PolicyID?) -> [(String, String)] { added.map { [("id", String($0.rawValue))] } ?? [] }
 
     /// A configuration-language line applied to the running configuration
     /// and installed, as a client outside a batch sends it (in-process
     /// drivers: the benchmark). The reply, or the error reply.
     public func execute(_ line: String) -> String {
+        let located: LocatedCommand?
         do {
-            guard let located = try CommandParser.parseLine(Substring(line), location: SourceLocation(file: "socket", line: 1, column: 1)) else {
-                return ControlReply.ok()
-            }
-            return try applyNow(located)
-        } catch let error as CommandError {
-            return ControlReply.error("syntax", error.message)
-        } catch let error as ControlError {
-            return ControlReply.error(error.code, error.message)
+            located = try Self.parse(line)
         } catch {
-            return ControlReply.error("internal", "\(error)")
+            return ControlReply.error("syntax", error.message)
+        }
+        guard let located else { return ControlReply.ok() }
+        do {
+            return try applyNow(located)
+        } catch {
+            return ControlReply.error(error.code, error.message)
         }
     }
 
@@ -384,17 +388,13 @@ public final class ControlSession {
     /// command in place, anything else on a copy (which copies only what
     /// the command changes: the policy list, the routes, …).
     private func applyNow(_ located: LocatedCommand) throws(ControlError) -> String {
+        let undo: GatewayConfig.SAUndo?
         do {
-            if let undo = try config.applySA(located) {
-                return ControlReply.ok(try changeInPlace(undo))
-            }
-        } catch let error as CommandError {
-            throw ControlError("invalid", error.message)
-        } catch let error as ControlError {
-            throw error
+            undo = try config.applySA(located)
         } catch {
-            throw ControlError("internal", "\(error)")
+            throw ControlError("invalid", error.message)
         }
+        if let undo { return ControlReply.ok(try changeInPlace(undo)) }
         var next = config
         let added: PolicyID?
         do {
@@ -403,7 +403,7 @@ public final class ControlSession {
             throw ControlError("invalid", error.message)
         }
         let warnings = try change(to: next)
-        return ControlReply.ok((added.map { [("id", String($0.rawValue))] } ?? []) + warnings)
+        return ControlReply.ok(Self.fields(added) + warnings)
     }
 
     private func flush(_ what: String, _ client: ControlServer.Client) throws(ControlError) -> String {

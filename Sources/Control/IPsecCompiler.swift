@@ -530,11 +530,7 @@ public final class IPsecCompiler {
                                 + workerLcores.map(String.init).joined(separator: ",") + ")")
             }
         }
-        warnings += keyReuseWarnings(changed: changed, next: { id in (nextOutbound[id]?.config ?? nextInbound[id]?.config) },
-                                     forEachNext: { body in
-                                         nextOutbound.forEach { body($0, $1.config) }
-                                         nextInbound.forEach { body($0, $1.config) }
-                                     })
+        warnings += keyReuseWarnings(changed: changed, nextOutbound: nextOutbound, nextInbound: nextInbound)
         let outTable: SPDTable, inTable: SPDTable
         if changed != nil, let kept = spdTables {
             // Policies unchanged: the same SPD snapshots (verdicts name target ids, which did not move).
@@ -581,8 +577,9 @@ public final class IPsecCompiler {
     /// (each group loaded and changed once per compile), so a change looks
     /// at the groups of the SAs it changes only; sets the index `commit`
     /// adopts.
-    private func keyReuseWarnings(changed: Set<SAIdentifier>?, next: (SAIdentifier) -> SAConfig?,
-                                  forEachNext: ((SAIdentifier, SAConfig) -> Void) -> Void) -> [String] {
+    private func keyReuseWarnings(changed: Set<SAIdentifier>?, nextOutbound: SAMap<Outbound>,
+                                  nextInbound: SAMap<Inbound>) -> [String] {
+        func next(_ id: SAIdentifier) -> SAConfig? { nextOutbound[id]?.config ?? nextInbound[id]?.config }
         var byKey = Overlay<UInt64, Set<SAIdentifier>>(base: sasByKey, full: changed == nil)
         // The groups this compile changes, each loaded from the index once.
         var groups: [UInt64: Set<SAIdentifier>] = [:]
@@ -602,9 +599,8 @@ public final class IPsecCompiler {
                 }
             }
         } else {
-            forEachNext { id, sa in
-                groups[sa.keyMaterial.digest, default: []].insert(id)
-            }
+            nextOutbound.forEach { id, o in groups[o.config.keyMaterial.digest, default: []].insert(id) }
+            nextInbound.forEach { id, i in groups[i.config.keyMaterial.digest, default: []].insert(id) }
             touched = Set(groups.keys)
         }
         for (d, ids) in groups { byKey[d] = ids.isEmpty ? nil : ids }

@@ -911,7 +911,7 @@ import Testing
             }
             fresh.commit()
             if compiler.committedSAsByKey != fresh.committedSAsByKey {
-                Issue.record("seed \(seed) step \(step) after '\(line)': outbound SAs by key\n incremental \(compiler.committedSAsByKey)\n full        \(fresh.committedSAsByKey)")
+                Issue.record("seed \(seed) step \(step) after '\(line)': SAs by key\n incremental \(compiler.committedSAsByKey)\n full        \(fresh.committedSAsByKey)")
                 return
             }
             // Keep the fresh compiler's records alive until compared, then drop them.
